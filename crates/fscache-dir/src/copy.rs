@@ -1,0 +1,1 @@
+//! Native tree copy (being written).

@@ -1,0 +1,3 @@
+//! Capability handle of an fscache directory (being written).
+#![forbid(unsafe_code)]
+pub mod copy;

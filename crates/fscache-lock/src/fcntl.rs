@@ -1,0 +1,107 @@
+//! The one `unsafe` call of the crate: `fcntl` with a `struct flock`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::LockKind;
+
+/// Whether a lock request waits for conflicting holders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// `F_OFD_SETLKW`: sleep until the lock is granted (`EINTR` retried).
+    Block,
+    /// `F_OFD_SETLK`: fail at once when a conflicting lock is held.
+    NonBlock,
+}
+
+/// `fcntl(fd, F_OFD_SETLK[W], &flock)`—set (`Some(kind)`) or clear (`None`)
+/// the whole-file OFD lock of `fd`'s open file description.
+///
+/// Returns `Ok(true)` when the lock was set, `Ok(false)` when
+/// [`Wait::NonBlock`] met a conflicting lock (`EAGAIN`/`EACCES`). Unlocking
+/// always returns `Ok(true)`.
+///
+/// # Errors
+///
+/// Any other `fcntl` error, e.g. `EBADF` when the descriptor's access mode
+/// does not allow the lock kind.
+///
+/// # References
+///
+/// * [fcntl(2)](https://man7.org/linux/man-pages/man2/fcntl.2.html)
+#[doc(alias = "F_OFD_SETLK")]
+#[doc(alias = "F_OFD_SETLKW")]
+pub fn set_lock(fd: BorrowedFd<'_>, kind: Option<LockKind>, wait: Wait) -> io::Result<bool> {
+    let cmd = match wait {
+        Wait::Block => libc::F_OFD_SETLKW,
+        Wait::NonBlock => libc::F_OFD_SETLK,
+    };
+    let mut lock = whole_file(kind.map_or(libc::F_UNLCK, l_type));
+    loop {
+        match fcntl_flock(fd, cmd, &mut lock) {
+            Ok(()) => return Ok(true),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::EACCES) if wait == Wait::NonBlock => {
+                    return Ok(false)
+                }
+                _ => return Err(e),
+            },
+        }
+    }
+}
+
+/// `fcntl(fd, F_OFD_GETLK)`—the kind of an existing lock, held through
+/// another open file description, that a lock of `kind` on `fd` would
+/// conflict with; `None` when it would be granted now.
+///
+/// The answer may be stale as soon as it returns; use it for reports, not
+/// for decisions a lock should make.
+///
+/// # Errors
+///
+/// Whatever `fcntl` reports (`EBADF`, `EINVAL`).
+#[doc(alias = "F_OFD_GETLK")]
+pub fn conflicting_lock(fd: BorrowedFd<'_>, kind: LockKind) -> io::Result<Option<LockKind>> {
+    let mut lock = whole_file(l_type(kind));
+    fcntl_flock(fd, libc::F_OFD_GETLK, &mut lock)?;
+    Ok(match i32::from(lock.l_type) {
+        libc::F_RDLCK => Some(LockKind::Shared),
+        libc::F_WRLCK => Some(LockKind::Exclusive),
+        _ => None,
+    })
+}
+
+fn l_type(kind: LockKind) -> libc::c_int {
+    match kind {
+        LockKind::Shared => libc::F_RDLCK,
+        LockKind::Exclusive => libc::F_WRLCK,
+    }
+}
+
+fn whole_file(l_type: libc::c_int) -> libc::flock {
+    // l_start = 0 and l_len = 0 from SEEK_SET: the whole file, however it
+    // grows. OFD commands require l_pid = 0.
+    libc::flock {
+        l_type: l_type as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    }
+}
+
+/// Issue one `fcntl` lock command. The only `unsafe` in the crate.
+#[allow(unsafe_code)]
+fn fcntl_flock(fd: BorrowedFd<'_>, cmd: libc::c_int, lock: &mut libc::flock) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor for the duration of the borrow, and
+    // `lock` is a valid, exclusively borrowed `struct flock` that the lock
+    // commands (F_OFD_SETLK, F_OFD_SETLKW, F_OFD_GETLK) read and, for
+    // GETLK, write; the kernel does not keep the pointer.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, lock as *mut libc::flock) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! Capability handle of an fscache directory (placeholder, filled by issue 3).

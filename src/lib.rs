@@ -1,0 +1,1 @@
+//! Workspace root of fscache: owns the cross-crate `tests/` and `benches/`.
