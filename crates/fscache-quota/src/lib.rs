@@ -1,1 +1,62 @@
-//! Capability handle of an fscache directory (placeholder, filled by issue 3).
+//! Space accounting for fscache: the space of a tree, the `cache.size`
+//! counter, the `maximum-size` limit, and least-recently-used eviction.
+//!
+//! Use this when you keep a size-limited store of directory trees in the
+//! fscache format and need its books: what a tree costs on disk, charging
+//! and uncharging the shared counter without ever passing the limit, and
+//! choosing and removing the least recently used entries.
+//!
+//! ```
+//! use std::path::Path;
+//! use fscache_dir::CacheDir;
+//! use fscache_quota::{charge, read_size, uncharge, Charge, MaxSize};
+//!
+//! let tmp = tempfile::tempdir()?;
+//! let cache = CacheDir::open(&tmp.path().join("cache"))?;
+//! cache.scaffold()?;
+//! let limit: MaxSize = "1KiB".parse().unwrap();
+//! assert_eq!(charge(&cache, 1000, limit)?, Charge::Accepted { total: 1000 });
+//! assert_eq!(charge(&cache, 100, limit)?, Charge::Refused { total: 1000 });
+//! assert_eq!(uncharge(&cache, 400)?, 600);
+//! assert_eq!(read_size(&cache)?, 600);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! * [`tree_space`]: `st_blocks × 512` of a directory and everything below
+//!   it, symlinks not followed, hard links once, one file system only.
+//! * [`charge`] / [`uncharge`]: the counter is updated under its exclusive
+//!   lock by read → new temp file → `rename`, so a crash never leaves a
+//!   partial value; a charge past the limit is refused, an uncharge floors
+//!   at 0. A corrupt or missing counter is rebuilt from the entries.
+//! * [`list_lru`] → [`plan`] → [`evict`]: one directory scan, oldest
+//!   `object.lock` atime first, down to a low watermark; eviction takes
+//!   each victim's lock without waiting, skips held or just-used entries
+//!   and uncharges exactly what the victim's `object.info` recorded.
+//!
+//! # Limitations
+//!
+//! * A crash between a charge and the commit's `object.info` leaves the
+//!   counter too high (never too low) until [`recount`] runs.
+//! * LRU order is only as fine as the file system's atime.
+
+#![forbid(unsafe_code)]
+
+mod counter;
+mod error;
+mod lru;
+mod maxsize;
+mod objinfo;
+mod space;
+
+pub use counter::{charge, read_size, recount, uncharge, Charge};
+pub use error::{Error, Result};
+pub use lru::{evict, list_lru, plan, Candidate, Evicted, Stamp};
+pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
+pub use objinfo::ObjectInfo;
+pub use space::tree_space;
+
+/// The default low watermark: eviction frees down to this percentage of
+/// the limit.
+pub const DEFAULT_WATERMARK_PERCENT: u8 = 90;

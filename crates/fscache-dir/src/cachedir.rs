@@ -1,0 +1,699 @@
+//! `CacheDir`: the capability handle of a cache root and the protocols that
+//! run on it (locked open, atomic file, atomic anonymous dir, removal,
+//! scaffolding).
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cap_std::fs::Dir;
+use fscache_lock::{FileLock, LockKind, Wait};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+use crate::error::{raw_os_error, with_path};
+use crate::name::anonymous_name;
+
+/// `objects/`: committed entries and entries being stored.
+pub const OBJECTS: &str = "objects";
+/// `stage/`: scratch entries.
+pub const STAGE: &str = "stage";
+/// `cache.info`: the cache's configuration (JSON object).
+pub const CACHE_INFO: &str = "cache.info";
+/// `cache.lock`: shared by every open handle, exclusive for repair.
+pub const CACHE_LOCK: &str = "cache.lock";
+/// `cache.size`: bytes accounted to committed entries (JSON integer).
+pub const CACHE_SIZE: &str = "cache.size";
+/// `CACHEDIR.TAG`: marks the directory as a cache for backup tools.
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+/// `object.info` of an entry: `{"creation-boot-id": …, "size": …}`.
+pub const OBJECT_INFO: &str = "object.info";
+/// `object.lock` of an entry: locks the entry; its atime is the last use.
+pub const OBJECT_LOCK: &str = "object.lock";
+/// `data/` of an entry: the caller's content.
+pub const DATA: &str = "data";
+
+/// What scaffolding writes to a new `CACHEDIR.TAG`
+/// (<https://bford.info/cachedir/>).
+pub const CACHEDIR_TAG_CONTENTS: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+# This is a cache directory tag created by fscache (see https://bford.info/cachedir/)\n";
+
+/// `NFS_SUPER_MAGIC` from `statfs(2)`.
+const NFS_SUPER_MAGIC: i64 = 0x6969;
+
+/// A test hook: called with a point name and the relative path involved at
+/// the named points of the protocols, so tests can force races
+/// deterministically (osbuild's `_trace` hooks do the same).
+///
+/// Points: `"locked_open:open"` (before the open), `"locked_open:lock"`
+/// (after the open, before the lock), `"atomic_dir:link"` (after the
+/// `mkdir`, before the lock file is linked in), `"remove:rmdir"` (before the
+/// emptied entry directory is removed). Higher layers add their own.
+pub type Hook = Arc<dyn Fn(&str, &Path) + Send + Sync>;
+
+/// How an atomic file is published at its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// `rename` over whatever is there.
+    Replace,
+    /// `link`: an existing target is kept and reported.
+    NoReplace,
+}
+
+/// What an atomic file creation did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// The new file is at the target.
+    Done,
+    /// [`Publish::NoReplace`] found the target taken; nothing changed.
+    Exists,
+}
+
+/// A locked file and what `fstat` said of it after the lock was taken.
+#[derive(Debug)]
+pub struct LockedFile {
+    /// The held lock, owning the descriptor.
+    pub lock: FileLock<OwnedFd>,
+    /// `fstat` of the descriptor, taken after locking.
+    pub stat: Stat,
+}
+
+/// A new anonymous directory `uuid-<hex>` with its `object.lock` linked in
+/// and held exclusively.
+#[derive(Debug)]
+pub struct AnonDir {
+    /// The directory's name (`uuid-<32 hex>`), relative to its parent.
+    pub name: String,
+    /// The exclusive lock on its `object.lock`.
+    pub lock: FileLock<OwnedFd>,
+}
+
+/// The capability handle of a cache root: every file operation of the
+/// cache goes through it, resolved beneath the root.
+///
+/// Paths given to its methods are relative to the root, built from fixed
+/// components and validated names; resolution never leaves the root
+/// (`openat2` with `RESOLVE_BENEATH`, or cap-std's sandboxing).
+pub struct CacheDir {
+    dir: Dir,
+    root: PathBuf,
+    remote: bool,
+    openat2: AtomicBool,
+    hook: Option<Hook>,
+}
+
+impl fmt::Debug for CacheDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheDir")
+            .field("root", &self.root)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheDir {
+    /// Create `root` (and its parents) if missing and open it.
+    ///
+    /// `root` is made absolute against the current directory first, so
+    /// paths handed out later stay valid if the process changes directory.
+    ///
+    /// # Errors
+    ///
+    /// Creating or opening `root` failed, or it is not a directory.
+    pub fn open(root: &Path) -> io::Result<Self> {
+        let root = std::path::absolute(root).map_err(|e| with_path("resolve", root, e))?;
+        std::fs::create_dir_all(&root).map_err(|e| with_path("create directory", &root, e))?;
+        let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
+            .map_err(|e| with_path("open directory", &root, e))?;
+        let remote = rustix::fs::fstatfs(&dir)
+            .map(|s| s.f_type as i64 == NFS_SUPER_MAGIC)
+            .map_err(|e| with_path("statfs", &root, e.into()))?;
+        Ok(Self {
+            dir,
+            root,
+            remote,
+            openat2: AtomicBool::new(true),
+            hook: None,
+        })
+    }
+
+    /// Install a test hook (see [`Hook`]).
+    pub fn set_hook(&mut self, hook: Option<Hook>) {
+        self.hook = hook;
+    }
+
+    /// Run the hook, if any, at `point`.
+    pub fn hook(&self, point: &str, path: &Path) {
+        if let Some(hook) = &self.hook {
+            hook(point, path);
+        }
+    }
+
+    /// The cap-std handle of the root.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// The absolute path of the root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the root is on NFS, where an unlinked open file keeps its
+    /// link count and locked open compares paths instead.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The absolute path of `rel`.
+    pub fn abs(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Fold `rel`'s absolute path and `op` into `e`.
+    pub fn err(&self, op: &'static str, rel: &Path, e: impl Into<io::Error>) -> io::Error {
+        with_path(op, &self.abs(rel), e.into())
+    }
+
+    /// `openat2(root, rel, flags | O_CLOEXEC | O_NOFOLLOW, RESOLVE_BENEATH)`—
+    /// open `rel` beneath the root, never following a symlink out of it nor
+    /// at the last component. Falls back to cap-std where `openat2` is
+    /// missing.
+    ///
+    /// # Errors
+    ///
+    /// The raw errno, for callers that classify it.
+    pub fn open_raw(&self, rel: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
+        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        if self.openat2.load(Ordering::Relaxed) {
+            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&self.dir, rel, flags, mode, resolve) {
+                Err(Errno::NOSYS) | Err(Errno::PERM) if !flags.contains(OFlags::CREATE) => {
+                    // ENOSYS: kernel before 5.6; EPERM: a seccomp filter.
+                    self.openat2.store(false, Ordering::Relaxed);
+                }
+                Err(Errno::NOSYS) => self.openat2.store(false, Ordering::Relaxed),
+                other => return other,
+            }
+        }
+        self.open_cap_std(rel, flags, mode)
+    }
+
+    fn open_cap_std(&self, rel: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
+        use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
+        use cap_std::fs::OpenOptionsExt;
+        let mut opts = cap_std::fs::OpenOptions::new();
+        let acc = flags & (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR);
+        opts.read(acc != OFlags::WRONLY)
+            .write(acc == OFlags::WRONLY || acc == OFlags::RDWR)
+            .follow(FollowSymlinks::No)
+            .mode(mode.bits());
+        if flags.contains(OFlags::CREATE | OFlags::EXCL) {
+            opts.create_new(true);
+        } else if flags.contains(OFlags::CREATE) {
+            opts.create(true);
+        }
+        let extra = flags
+            & !(OFlags::RDONLY
+                | OFlags::WRONLY
+                | OFlags::RDWR
+                | OFlags::CREATE
+                | OFlags::EXCL
+                | OFlags::NOFOLLOW
+                | OFlags::CLOEXEC);
+        opts.custom_flags(extra.bits() as i32);
+        let file = self
+            .dir
+            .open_with(rel, &opts)
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        Ok(OwnedFd::from(file.into_std()))
+    }
+
+    /// Locked open of `rel`: open (never create) → lock → check that the
+    /// path still names the locked file; retry when it was replaced or
+    /// unlinked meanwhile. A shared lock opens read-only, an exclusive one
+    /// read-write.
+    ///
+    /// `Ok(None)` when [`Wait::NonBlock`] met a conflicting lock.
+    ///
+    /// # Errors
+    ///
+    /// The open or lock failed; `NotFound`/`NotADirectory` when `rel` (or a
+    /// directory on its way) does not exist.
+    pub fn open_locked(
+        &self,
+        rel: &Path,
+        kind: LockKind,
+        wait: Wait,
+    ) -> io::Result<Option<LockedFile>> {
+        self.open_locked_with(rel, kind, wait, OFlags::empty())
+    }
+
+    /// As [`CacheDir::open_locked`] with an exclusive, non-blocking lock,
+    /// opened with `O_NOATIME` where permitted so the attempt does not
+    /// disturb what it inspects.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::open_locked`].
+    pub fn open_locked_noatime(&self, rel: &Path) -> io::Result<Option<LockedFile>> {
+        match self.open_locked_with(rel, LockKind::Exclusive, Wait::NonBlock, OFlags::NOATIME) {
+            // O_NOATIME needs ownership (or CAP_FOWNER); without it, plain.
+            Err(e) if raw_os_error(&e) == Some(Errno::PERM.raw_os_error()) => {
+                self.open_locked_with(rel, LockKind::Exclusive, Wait::NonBlock, OFlags::empty())
+            }
+            other => other,
+        }
+    }
+
+    fn open_locked_with(
+        &self,
+        rel: &Path,
+        kind: LockKind,
+        wait: Wait,
+        extra: OFlags,
+    ) -> io::Result<Option<LockedFile>> {
+        let access = match kind {
+            LockKind::Shared => OFlags::RDONLY,
+            LockKind::Exclusive => OFlags::RDWR,
+        };
+        loop {
+            self.hook("locked_open:open", rel);
+            let fd = self
+                .open_raw(rel, access | extra, Mode::empty())
+                .map_err(|e| self.err("open", rel, e))?;
+            self.hook("locked_open:lock", rel);
+            let lock = match wait {
+                Wait::Block => FileLock::lock(fd, kind),
+                Wait::NonBlock => match FileLock::try_lock(fd, kind) {
+                    Ok(Some(lock)) => Ok(lock),
+                    Ok(None) => return Ok(None),
+                    Err(e) => Err(e),
+                },
+            }
+            .map_err(|e| self.err("lock", rel, e))?;
+            if let Some(stat) = self.still_linked(rel, &lock)? {
+                return Ok(Some(LockedFile { lock, stat }));
+            }
+            // Replaced or unlinked between open and lock: drop and retry.
+        }
+    }
+
+    /// Whether the locked descriptor is still the file `rel` names:
+    /// `Some(fstat)` if so. Locally a link count above zero proves it
+    /// (protocol files are never moved once linked, and are unlinked when
+    /// replaced); on NFS the unlinked file is silly-renamed and keeps its
+    /// link count, so the path is compared.
+    fn still_linked(&self, rel: &Path, fd: &impl AsFd) -> io::Result<Option<Stat>> {
+        let st = match rustix::fs::fstat(fd) {
+            Ok(st) => st,
+            Err(Errno::STALE) => return Ok(None),
+            Err(e) => return Err(self.err("fstat", rel, e)),
+        };
+        if !self.remote {
+            return Ok((st.st_nlink > 0).then_some(st));
+        }
+        match rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino => Ok(Some(st)),
+            Ok(_) | Err(Errno::NOENT) | Err(Errno::STALE) => Ok(None),
+            Err(e) => Err(self.err("stat", rel, e)),
+        }
+    }
+
+    /// `fstatat(root, rel, AT_SYMLINK_NOFOLLOW)`.
+    ///
+    /// # Errors
+    ///
+    /// As `fstatat`, path folded in.
+    pub fn stat(&self, rel: &Path) -> io::Result<Stat> {
+        rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err("stat", rel, e))
+    }
+
+    /// Read a small protocol file (at most 1 MiB: anything larger is
+    /// garbage and reported as `InvalidData`).
+    ///
+    /// # Errors
+    ///
+    /// Opening or reading failed, or the file is too large.
+    pub fn read_small(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        let fd = self
+            .open_raw(rel, OFlags::RDONLY, Mode::empty())
+            .map_err(|e| self.err("open", rel, e))?;
+        read_small_fd(&fd).map_err(|e| self.err("read", rel, e))
+    }
+
+    /// Create a locked temporary file `store/uuid-<hex>` holding `contents`.
+    /// Returns its relative path and the exclusive lock.
+    fn create_temp(
+        &self,
+        store: &Path,
+        contents: &[u8],
+    ) -> io::Result<(PathBuf, FileLock<OwnedFd>)> {
+        loop {
+            let tmp = store.join(anonymous_name());
+            let fd = match self.open_raw(
+                &tmp,
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+                Mode::from_raw_mode(0o644),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(self.err("create", &tmp, e)),
+            };
+            let lock =
+                FileLock::lock(fd, LockKind::Exclusive).map_err(|e| self.err("lock", &tmp, e))?;
+            // A racing cleanup may have unlinked the unlocked new file.
+            if self.still_linked(&tmp, &lock)?.is_none() {
+                continue;
+            }
+            if let Err(e) = write_all_fd(&lock, contents) {
+                self.unlink_quiet(&tmp);
+                return Err(self.err("write", &tmp, e));
+            }
+            return Ok((tmp, lock));
+        }
+    }
+
+    /// Atomic file: create `store/uuid-<hex>`, lock it, write `contents`,
+    /// then publish it at `target` by `rename` ([`Publish::Replace`]) or
+    /// `link` ([`Publish::NoReplace`]), and unlink the temporary name.
+    ///
+    /// `store` must be on the same file system as `target`.
+    ///
+    /// # Errors
+    ///
+    /// Any step failed; the temporary name is unlinked then too.
+    pub fn atomic_file(
+        &self,
+        store: &Path,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+    ) -> io::Result<Published> {
+        self.atomic_file_locked(store, target, contents, how)
+            .map(|(published, _)| published)
+    }
+
+    /// As [`CacheDir::atomic_file`], also handing back the exclusive lock
+    /// of the new file.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::atomic_file`].
+    pub fn atomic_file_locked(
+        &self,
+        store: &Path,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+    ) -> io::Result<(Published, FileLock<OwnedFd>)> {
+        let (tmp, lock) = self.create_temp(store, contents)?;
+        let published = match how {
+            Publish::Replace => self
+                .dir
+                .rename(&tmp, &self.dir, target)
+                .map(|()| Published::Done)
+                .map_err(|e| self.err("rename", &tmp, e)),
+            Publish::NoReplace => match self.dir.hard_link(&tmp, &self.dir, target) {
+                Ok(()) => Ok(Published::Done),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Published::Exists),
+                Err(e) => Err(self.err("link", target, e)),
+            },
+        };
+        // After a rename this finds nothing; after a link it drops the
+        // temporary name; on failure it removes the temporary file.
+        self.unlink_quiet(&tmp);
+        Ok((published?, lock))
+    }
+
+    /// Atomic anonymous directory in `parent`: create a locked lock file,
+    /// `mkdir parent/uuid-<hex>`, link the lock file in as `object.lock`,
+    /// keeping its exclusive lock. Retries with a new name when a racing
+    /// cleanup removed the empty directory first.
+    ///
+    /// # Errors
+    ///
+    /// Any step failed for another reason.
+    pub fn atomic_anon_dir(&self, parent: &Path) -> io::Result<AnonDir> {
+        loop {
+            let (tmp, lock) = self.create_temp(parent, b"")?;
+            let name = anonymous_name();
+            let dir = parent.join(&name);
+            if let Err(e) = self.dir.create_dir(&dir) {
+                self.unlink_quiet(&tmp);
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    continue;
+                }
+                return Err(self.err("create directory", &dir, e));
+            }
+            self.hook("atomic_dir:link", &dir);
+            let linked = self.dir.hard_link(&tmp, &self.dir, dir.join(OBJECT_LOCK));
+            self.unlink_quiet(&tmp);
+            match linked {
+                Ok(()) => return Ok(AnonDir { name, lock }),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    let _ = self.dir.remove_dir(&dir);
+                    return Err(self.err("link", &dir.join(OBJECT_LOCK), e));
+                }
+            }
+        }
+    }
+
+    /// Remove the entry directory `rel` (the caller holds its exclusive
+    /// lock, or knows nobody can take it): unlink `object.info` first (the
+    /// entry is invalid from then on), then everything but `object.lock`,
+    /// then `object.lock`, then the directory. Racing removals are
+    /// tolerated; symlinks are removed, never followed; a plain file or
+    /// symlink at `rel` is unlinked.
+    ///
+    /// # Errors
+    ///
+    /// A removal failed for a reason other than the entry being gone.
+    pub fn remove_entry(&self, rel: &Path) -> io::Result<()> {
+        use cap_fs_ext::DirExt;
+        let entry = match self.dir.open_dir_nofollow(rel) {
+            Ok(d) => d,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) if is_not_dir_or_link(&e) => {
+                return match self.dir.remove_file(rel) {
+                    Err(e) if !gone(&e) => Err(self.err("remove", rel, e)),
+                    _ => Ok(()),
+                }
+            }
+            Err(e) => return Err(self.err("open directory", rel, e)),
+        };
+        match entry.remove_file(OBJECT_INFO) {
+            Err(e) if !gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
+                return Err(self.err("remove", &rel.join(OBJECT_INFO), e))
+            }
+            _ => {}
+        }
+        let children = match entry.read_dir(".") {
+            Ok(it) => it,
+            Err(e) if gone(&e) => return Ok(()),
+            Err(e) => return Err(self.err("read directory", rel, e)),
+        };
+        for child in children {
+            let child = match child {
+                Ok(c) => c,
+                Err(e) if gone(&e) => break,
+                Err(e) => return Err(self.err("read directory", rel, e)),
+            };
+            let name = child.file_name();
+            if name == OBJECT_LOCK {
+                continue;
+            }
+            remove_any(&entry, Path::new(&name))
+                .map_err(|e| self.err("remove", &rel.join(&name), e))?;
+        }
+        match entry.remove_file(OBJECT_LOCK) {
+            Err(e) if !gone(&e) => return Err(self.err("remove", &rel.join(OBJECT_LOCK), e)),
+            _ => {}
+        }
+        self.hook("remove:rmdir", rel);
+        match self.dir.remove_dir(rel) {
+            // Reclaimed by a racing store just now, or gone already.
+            Err(e)
+                if !gone(&e)
+                    && !matches!(
+                        e.kind(),
+                        io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::ResourceBusy
+                    ) =>
+            {
+                Err(self.err("remove directory", rel, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Remove `rel` whatever it is, recursively for a directory, never
+    /// following symlinks, making read-only directories writable on the way.
+    ///
+    /// # Errors
+    ///
+    /// A removal failed for a reason other than the path being gone.
+    pub fn remove_tree(&self, rel: &Path) -> io::Result<()> {
+        remove_any(&self.dir, rel).map_err(|e| self.err("remove", rel, e))
+    }
+
+    /// Create the cache's scaffolding: `objects/`, `stage/`, then
+    /// `CACHEDIR.TAG`, `cache.info` (`{"version": 1}`), `cache.lock` and
+    /// `cache.size` (`0`) as no-replace atomic files. What exists is kept,
+    /// so this is safe on a live cache and in parallel.
+    ///
+    /// # Errors
+    ///
+    /// Creating a piece failed for a reason other than it existing.
+    pub fn scaffold(&self) -> io::Result<()> {
+        for d in [OBJECTS, STAGE] {
+            match self.dir.create_dir(d) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(self.err("create directory", Path::new(d), e))
+                }
+                _ => {}
+            }
+        }
+        let files: [(&str, &[u8]); 4] = [
+            (CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS.as_bytes()),
+            (CACHE_INFO, br#"{"version": 1}"#),
+            (CACHE_LOCK, b""),
+            (CACHE_SIZE, b"0"),
+        ];
+        for (name, contents) in files {
+            // Skip the temp-file dance when the file is there already: the
+            // common case for every open of an existing cache.
+            if self.stat(Path::new(name)).is_ok() {
+                continue;
+            }
+            self.atomic_file(
+                Path::new(OBJECTS),
+                Path::new(name),
+                contents,
+                Publish::NoReplace,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn unlink_quiet(&self, rel: &Path) {
+        let _ = self.dir.remove_file(rel);
+    }
+}
+
+/// Whether `e` says the thing is not there (any more).
+pub fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn is_not_dir_or_link(e: &io::Error) -> bool {
+    // O_DIRECTORY|O_NOFOLLOW on a symlink gives ELOOP or ENOTDIR.
+    e.kind() == io::ErrorKind::NotADirectory || raw_os_error(e) == Some(Errno::LOOP.raw_os_error())
+}
+
+/// Remove `rel` below `dir`: unlink a non-directory, recurse into a
+/// directory (never following symlinks). Tolerates vanished paths; on
+/// `EACCES`/`EPERM` gives a directory owner rwx and retries once.
+fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
+    use cap_fs_ext::DirExt;
+    match dir.remove_file(rel) {
+        Ok(()) => return Ok(()),
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_writable(dir, rel.parent().unwrap_or(Path::new(".")))?;
+            return match dir.remove_file(rel) {
+                Err(e) if !gone(&e) => Err(e),
+                _ => Ok(()),
+            };
+        }
+        // EISDIR (Linux unlink(2) on a directory) or EPERM: a directory.
+        Err(_) => {}
+    }
+    let sub = match dir.open_dir_nofollow(rel) {
+        Ok(d) => d,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_writable(dir, rel)?;
+            dir.open_dir_nofollow(rel)?
+        }
+        Err(e) => return Err(e),
+    };
+    // Write and search permission are needed to empty it.
+    let _ = make_writable(dir, rel);
+    for child in sub.entries()? {
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if gone(&e) => break,
+            Err(e) => return Err(e),
+        };
+        remove_any(&sub, Path::new(&child.file_name()))?;
+    }
+    match dir.remove_dir(rel) {
+        Err(e) if !gone(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
+    use cap_std::fs::PermissionsExt;
+    let meta = match dir.symlink_metadata(rel) {
+        Ok(m) => m,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode() | 0o700;
+    dir.set_permissions(rel, cap_std::fs::Permissions::from_mode(mode))
+}
+
+/// Read all of `fd` (from its current offset), refusing more than 1 MiB.
+fn read_small_fd(fd: &impl AsFd) -> io::Result<Vec<u8>> {
+    const LIMIT: usize = 1 << 20;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match rustix::io::read(fd, &mut chunk) {
+            Ok(n) => n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Ok(buf);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > LIMIT {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "protocol file larger than 1 MiB",
+            ));
+        }
+    }
+}
+
+fn write_all_fd(fd: &impl AsFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The `cache.size` counter: locked read → temp file → rename.
+
+use std::path::Path;
+
+use fscache_dir::{
+    CacheDir, Publish, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX,
+};
+use fscache_lock::{LockKind, Wait};
+
+use crate::error::{Error, Result};
+use crate::objinfo::ObjectInfo;
+use crate::MaxSize;
+
+/// What a charge did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Charge {
+    /// The bytes are accounted; the counter now holds `total`.
+    Accepted {
+        /// The counter after the charge.
+        total: u64,
+    },
+    /// The charge would pass the limit; nothing changed.
+    Refused {
+        /// The counter as it stands.
+        total: u64,
+    },
+}
+
+/// Read `cache.size` without a lock (it is only ever replaced atomically).
+///
+/// # Errors
+///
+/// Reading failed, or the file is not a non-negative JSON integer
+/// ([`Error::Corrupt`]).
+pub fn read_size(cache: &CacheDir) -> Result<u64> {
+    let rel = Path::new(CACHE_SIZE);
+    let bytes = cache
+        .read_small(rel)
+        .map_err(|e| Error::io("read", cache.abs(rel), e))?;
+    parse_size(&bytes).ok_or_else(|| Error::Corrupt {
+        path: cache.abs(rel),
+        what: format!(
+            "expected a non-negative JSON integer, found {:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+        ),
+    })
+}
+
+fn parse_size(bytes: &[u8]) -> Option<u64> {
+    match serde_json::from_slice::<serde_json::Value>(bytes).ok()? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// Charge `bytes` to `cache.size` unless the total would pass `limit`.
+///
+/// Runs under the counter's exclusive lock. A counter that is missing or
+/// corrupt (not a non-negative integer) is rebuilt from the `object.info`
+/// sizes of the committed entries first: documented recovery, not an
+/// error.
+///
+/// # Errors
+///
+/// The locked open, read or replacement failed.
+pub fn charge(cache: &CacheDir, bytes: u64, limit: MaxSize) -> Result<Charge> {
+    update(cache, |total| {
+        let new = total.saturating_add(bytes);
+        Ok(if limit.admits(new) {
+            (Some(new), Charge::Accepted { total: new })
+        } else {
+            (None, Charge::Refused { total })
+        })
+    })
+}
+
+/// Uncharge `bytes` from `cache.size`, flooring at 0. Returns the new
+/// total.
+///
+/// # Errors
+///
+/// As [`charge`].
+pub fn uncharge(cache: &CacheDir, bytes: u64) -> Result<u64> {
+    update(cache, |total| {
+        let new = total.saturating_sub(bytes);
+        Ok((Some(new), new))
+    })
+}
+
+/// Rebuild `cache.size` from the sizes recorded in committed entries'
+/// `object.info`. Returns the new total.
+///
+/// Use it to repair a counter after a crash between a charge and its
+/// commit (the counter is then too high, never too low).
+///
+/// # Errors
+///
+/// As [`charge`].
+pub fn recount(cache: &CacheDir) -> Result<u64> {
+    update(cache, |_| {
+        let total = sum_recorded(cache)?;
+        Ok((Some(total), total))
+    })
+}
+
+fn sum_recorded(cache: &CacheDir) -> Result<u64> {
+    let objects = Path::new(OBJECTS);
+    let list = cache
+        .dir()
+        .read_dir(objects)
+        .map_err(|e| Error::io("read directory", cache.abs(objects), e))?;
+    let mut total = 0u64;
+    for entry in list {
+        let entry = entry.map_err(|e| Error::io("read directory", cache.abs(objects), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        let info = objects.join(name).join(OBJECT_INFO);
+        match cache.read_small(&info) {
+            Ok(bytes) => {
+                if let Some(size) = ObjectInfo::parse(&bytes).size {
+                    total = total.saturating_add(size);
+                }
+            }
+            // Gone (a racing removal) or unreadable: nothing recorded.
+            Err(_) => {}
+        }
+    }
+    Ok(total)
+}
+
+/// Locked read → compute → temp file → rename. `f` gets the current total
+/// and returns the value to write (`None`: leave the file alone) and the
+/// result.
+fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) -> Result<T> {
+    let rel = Path::new(CACHE_SIZE);
+    let locked = loop {
+        match cache.open_locked(rel, LockKind::Exclusive, Wait::Block) {
+            Ok(Some(l)) => break l,
+            Ok(None) => unreachable!("a blocking lock is never contended"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Deleted under us: recreate it empty-handed (0) unless a
+                // racing writer did, then take the lock on that.
+                cache
+                    .atomic_file(Path::new(OBJECTS), rel, b"0", Publish::NoReplace)
+                    .map_err(|e| Error::io("create", cache.abs(rel), e))?;
+            }
+            Err(e) => return Err(Error::io("lock", cache.abs(rel), e)),
+        }
+    };
+    let current = match cache.read_small(rel) {
+        Ok(bytes) => parse_size(&bytes),
+        Err(e) => return Err(Error::io("read", cache.abs(rel), e)),
+    };
+    let current = match current {
+        Some(n) => n,
+        // Corrupt: rebuild from the entries (we hold the counter's lock, so
+        // no charge or uncharge runs meanwhile).
+        None => sum_recorded(cache)?,
+    };
+    let (new, out) = f(current)?;
+    if let Some(new) = new {
+        cache
+            .atomic_file(
+                Path::new(OBJECTS),
+                rel,
+                new.to_string().as_bytes(),
+                Publish::Replace,
+            )
+            .map_err(|e| Error::io("replace", cache.abs(rel), e))?;
+    }
+    drop(locked);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (tempfile::TempDir, CacheDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = CacheDir::open(&tmp.path().join("c")).unwrap();
+        c.scaffold().unwrap();
+        (tmp, c)
+    }
+
+    #[test]
+    fn charge_refuse_uncharge_floor() {
+        let (_t, c) = cache();
+        assert_eq!(read_size(&c).unwrap(), 0);
+        assert_eq!(charge(&c, 60, MaxSize::Bytes(100)).unwrap(), Charge::Accepted { total: 60 });
+        assert_eq!(charge(&c, 41, MaxSize::Bytes(100)).unwrap(), Charge::Refused { total: 60 });
+        assert_eq!(charge(&c, 40, MaxSize::Bytes(100)).unwrap(), Charge::Accepted { total: 100 });
+        assert_eq!(charge(&c, 1 << 40, MaxSize::Unlimited).unwrap(), Charge::Accepted { total: 100 + (1 << 40) });
+        assert_eq!(uncharge(&c, u64::MAX).unwrap(), 0);
+        assert_eq!(read_size(&c).unwrap(), 0);
+        assert_eq!(charge(&c, 1, MaxSize::default()).unwrap(), Charge::Refused { total: 0 });
+        // No temporary files are left behind.
+        let debris: Vec<_> = std::fs::read_dir(c.abs(Path::new(OBJECTS))).unwrap().collect();
+        assert!(debris.is_empty(), "{debris:?}");
+    }
+
+    #[test]
+    fn corrupt_or_missing_counter_is_rebuilt() {
+        let (_t, c) = cache();
+        let objects = c.abs(Path::new(OBJECTS));
+        std::fs::create_dir_all(objects.join("a")).unwrap();
+        std::fs::write(objects.join("a/object.info"), br#"{"size": 300}"#).unwrap();
+        std::fs::create_dir_all(objects.join("b")).unwrap();
+        std::fs::write(objects.join("b/object.info"), b"garbage").unwrap();
+        for garbage in [&b"not json"[..], b"-5", b"1.5", b"\"7\"", b"[]", b""] {
+            std::fs::write(c.abs(Path::new(CACHE_SIZE)), garbage).unwrap();
+            assert!(matches!(read_size(&c), Err(Error::Corrupt { .. })));
+            assert_eq!(uncharge(&c, 100).unwrap(), 200, "{:?}", String::from_utf8_lossy(garbage));
+        }
+        std::fs::remove_file(c.abs(Path::new(CACHE_SIZE))).unwrap();
+        assert_eq!(charge(&c, 5, MaxSize::Unlimited).unwrap(), Charge::Accepted { total: 5 });
+        assert_eq!(recount(&c).unwrap(), 300);
+        assert_eq!(read_size(&c).unwrap(), 300);
+    }
+
+    #[test]
+    fn parallel_charges_are_not_lost() {
+        let (_t, c) = cache();
+        let c = std::sync::Arc::new(c);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..25 {
+                        charge(&c, 1, MaxSize::Unlimited).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(read_size(&c).unwrap(), 100);
+    }
+}

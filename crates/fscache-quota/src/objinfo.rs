@@ -1,0 +1,59 @@
+//! `object.info`: what a committed entry records of itself.
+
+use serde_json::{json, Value};
+
+/// The parsed `object.info` of an entry. Fields of the wrong type read as
+/// unset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The app boot id of the boot that created the entry (32 hex).
+    pub creation_boot_id: Option<String>,
+    /// The bytes accounted to the entry when it was committed.
+    pub size: Option<u64>,
+}
+
+impl ObjectInfo {
+    /// Parse `object.info` bytes; garbage gives all fields unset.
+    pub fn parse(bytes: &[u8]) -> Self {
+        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
+            return Self::default();
+        };
+        Self {
+            creation_boot_id: map
+                .get("creation-boot-id")
+                .and_then(Value::as_str)
+                .filter(|s| s.len() == 32)
+                .map(str::to_owned),
+            size: map.get("size").and_then(Value::as_u64),
+        }
+    }
+
+    /// The JSON text to write, with the keys osbuild writes.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut map = serde_json::Map::new();
+        if let Some(id) = &self.creation_boot_id {
+            map.insert("creation-boot-id".into(), json!(id));
+        }
+        if let Some(size) = self.size {
+            map.insert("size".into(), json!(size));
+        }
+        serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let info = ObjectInfo {
+            creation_boot_id: Some("0123456789abcdef0123456789abcdef".into()),
+            size: Some(4096),
+        };
+        assert_eq!(ObjectInfo::parse(&info.to_json_bytes()), info);
+        assert_eq!(ObjectInfo::parse(b"nope"), ObjectInfo::default());
+        assert_eq!(ObjectInfo::parse(b"[1]"), ObjectInfo::default());
+        assert_eq!(ObjectInfo::parse(br#"{"size": -1, "creation-boot-id": 5}"#), ObjectInfo::default());
+    }
+}

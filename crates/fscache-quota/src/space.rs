@@ -1,0 +1,127 @@
+//! Space of a tree: `st_blocks × 512`, symlinks not followed, hard links once.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+
+use cap_std::fs::Dir;
+use rustix::fs::{AtFlags, FileType, Stat};
+
+/// `st_blocks × 512` of `rel` below `dir` and of everything beneath it:
+/// files, directories and symlinks, never following a symlink, counting a
+/// hard-linked inode once and never crossing into another file system
+/// (a mount point below `rel` counts as its own directory inode only on the
+/// outer side: nothing of the mounted file system is counted).
+///
+/// # Errors
+///
+/// A `stat` or directory read failed. An entry that vanishes during the
+/// walk is skipped (racing removals are legal).
+pub fn tree_space(dir: &Dir, rel: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)?;
+    let mut walk = Walk {
+        dev: st.st_dev,
+        seen: HashSet::new(),
+        total: 0,
+    };
+    walk.count(&st);
+    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        use cap_fs_ext::DirExt;
+        let sub = dir.open_dir_nofollow(rel)?;
+        walk.dir(&sub, 0)?;
+    }
+    Ok(walk.total)
+}
+
+struct Walk {
+    dev: u64,
+    seen: HashSet<(u64, u64)>,
+    total: u64,
+}
+
+/// Deeper than this is refused rather than risking the stack.
+const MAX_DEPTH: usize = 4096;
+
+impl Walk {
+    fn count(&mut self, st: &Stat) {
+        if st.st_nlink > 1 && !self.seen.insert((st.st_dev, st.st_ino)) {
+            return;
+        }
+        self.total = self
+            .total
+            .saturating_add((st.st_blocks as u64).saturating_mul(512));
+    }
+
+    fn dir(&mut self, dir: &Dir, depth: usize) -> io::Result<()> {
+        use cap_fs_ext::DirExt;
+        if depth > MAX_DEPTH {
+            return Err(io::Error::other("directory tree deeper than 4096 levels"));
+        }
+        for entry in dir.entries()? {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let name = entry.file_name();
+            let st = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if st.st_dev != self.dev {
+                continue;
+            }
+            self.count(&st);
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                let sub = match dir.open_dir_nofollow(&name) {
+                    Ok(sub) => sub,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                self.dir(&sub, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn blocks(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn counts_dirs_files_symlinks_and_hard_links_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a"), vec![7u8; 10_000]).unwrap();
+        std::fs::hard_link(root.join("sub/a"), root.join("b")).unwrap();
+        symlink("sub/a", root.join("link")).unwrap();
+        symlink("/", root.join("escape")).unwrap();
+        let expect = blocks(&root)
+            + blocks(&root.join("sub"))
+            + blocks(&root.join("sub/a"))
+            + blocks(&root.join("link"))
+            + blocks(&root.join("escape"));
+        let dir = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        assert_eq!(tree_space(&dir, Path::new("t")).unwrap(), expect);
+        assert!(expect >= 10_000);
+    }
+
+    #[test]
+    fn a_file_alone_and_a_missing_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f"), b"x").unwrap();
+        let dir = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
+        assert_eq!(tree_space(&dir, Path::new("f")).unwrap(), blocks(&tmp.path().join("f")));
+        let e = tree_space(&dir, Path::new("nope")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}
