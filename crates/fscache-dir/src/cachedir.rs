@@ -42,7 +42,7 @@ pub const CACHEDIR_TAG_CONTENTS: &str = "Signature: 8a477f597d28d172789f06886806
 # This is a cache directory tag created by fscache (see https://bford.info/cachedir/)\n";
 
 /// `NFS_SUPER_MAGIC` from `statfs(2)`.
-const NFS_SUPER_MAGIC: i64 = 0x6969;
+const NFS_SUPER_MAGIC: i128 = 0x6969;
 
 /// A test hook: called with a point name and the relative path involved at
 /// the named points of the protocols, so tests can force races
@@ -129,7 +129,7 @@ impl CacheDir {
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| with_path("open directory", &root, e))?;
         let remote = rustix::fs::fstatfs(&dir)
-            .map(|s| s.f_type as i64 == NFS_SUPER_MAGIC)
+            .map(|s| i128::from(s.f_type) == NFS_SUPER_MAGIC)
             .map_err(|e| with_path("statfs", &root, e.into()))?;
         Ok(Self {
             dir,

@@ -41,7 +41,7 @@
 //!   states; a file replaced by another type between `stat` and `open` is an
 //!   error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -49,7 +49,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use cap_fs_ext::DirExt;
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
@@ -210,7 +209,7 @@ pub fn tree_content_bytes(src: &Path) -> io::Result<u64> {
         FileType::Directory => {}
         _ => return Ok(0),
     }
-    let mut seen = HashMap::new();
+    let mut seen = HashSet::new();
     let mut total = 0u64;
     let mut stack = vec![(
         open_dir_nofollow(CWD, src).map_err(|e| at(src, e))?,
@@ -227,7 +226,7 @@ pub fn tree_content_bytes(src: &Path) -> io::Result<u64> {
                     stack.push((sub, child));
                 }
                 FileType::RegularFile => {
-                    if st.st_nlink > 1 && seen.insert(inode_of(&st), ()).is_some() {
+                    if st.st_nlink > 1 && !seen.insert(inode_of(&st)) {
                         continue;
                     }
                     total = total.saturating_add(size_of(&st));
@@ -349,7 +348,10 @@ impl Copier<'_> {
         let st = rustix::fs::fstat(&src)?;
         let names = list_names(&src)?;
         ddir.create_dir(name)?;
-        let dst = ddir.open_dir_nofollow(name)?;
+        // Not `open_dir_nofollow`: cap-std opens directories `O_PATH`, on
+        // which fchmod and futimens fail with EBADF. One component, relative
+        // to `ddir`, not following a symlink: what cap-std would do.
+        let dst = Dir::from_std_file(File::from(open_dir_nofollow(ddir, name)?));
         // Whatever the umask left, the copy must be able to fill it, and
         // nobody else needs to see it half-filled.
         rustix::fs::fchmod(&dst, Mode::RWXU)?;
@@ -416,12 +418,14 @@ impl Copier<'_> {
     /// method this source file system has not refused yet.
     fn copy_content(&mut self, src: &File, dst: &File, st: &Stat) -> io::Result<()> {
         let size = size_of(st);
-        if size == 0 {
-            (self.progress)(0);
-            return Ok(());
-        }
-        let dev = u64::from(st.st_dev);
-        let method = self.methods.get(&dev).copied().unwrap_or(Method::Reflink);
+        let dev = inode_of(st).0;
+        let method = match self.methods.get(&dev) {
+            // Nothing to clone or copy in the kernel; read(2) still finds the
+            // content of a pseudo file that reports size 0.
+            _ if size == 0 => Method::ReadWrite,
+            Some(&method) => method,
+            None => Method::Reflink,
+        };
         if method == Method::Reflink {
             match retry_on_intr(|| rustix::fs::ioctl_ficlone(dst, src)) {
                 Ok(()) => {
@@ -469,6 +473,10 @@ impl Copier<'_> {
             }
         }
         copied += read_write(src, dst, &mut *self.progress)?;
+        if copied == 0 {
+            // Every file moves the progress bar at least once.
+            (self.progress)(0);
+        }
         self.stats.bytes += copied;
         Ok(())
     }
@@ -485,7 +493,7 @@ impl Copier<'_> {
         // `symlink_contents`, not `symlink`: the target is stored, never
         // resolved, and may be absolute or point anywhere.
         ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name)?;
-        self.set_metadata_at(ddir, name, st, false)?;
+        self.set_owner_and_times_at(ddir, name, st)?;
         self.stats.symlinks += 1;
         Ok(())
     }
@@ -493,14 +501,24 @@ impl Copier<'_> {
     /// Recreate the FIFO `name` in `ddir` with `mknodat`.
     fn copy_fifo(&mut self, ddir: &Dir, name: &OsStr, st: &Stat) -> io::Result<()> {
         rustix::fs::mknodat(ddir, name, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)?;
-        self.set_metadata_at(ddir, name, st, true)?;
+        self.set_owner_and_times_at(ddir, name, st)?;
+        // After the chown, which clears set-ID bits; chmod leaves the times
+        // alone. fchmodat cannot refuse to follow a symlink (Linux answers
+        // EOPNOTSUPP to AT_SYMLINK_NOFOLLOW), and opening a FIFO to fchmod it
+        // would block; the name is the FIFO this copy created an instant ago.
+        rustix::fs::chmodat(
+            ddir,
+            name,
+            Mode::from_raw_mode(st.st_mode),
+            AtFlags::empty(),
+        )?;
         self.stats.files += 1;
         Ok(())
     }
 
     /// Give the open file or directory `fd` the owner (as root), mode and
-    /// times of `st`, in that order (chown clears set-ID bits; chmod would
-    /// not touch the times but keeps the order obvious).
+    /// times of `st`. The order matters: chown clears the set-ID bits
+    /// (chown(2)), and times go last so nothing after them moves them.
     fn set_metadata_fd(&self, fd: impl AsFd, st: &Stat) -> io::Result<()> {
         if self.keep_owner {
             rustix::fs::fchown(&fd, owner_of(st), group_of(st))?;
@@ -510,10 +528,9 @@ impl Copier<'_> {
         Ok(())
     }
 
-    /// Give `ddir/name` (a symlink or FIFO, which cannot be opened for this)
-    /// the owner (as root), mode (if `chmod`) and times of `st`, without
-    /// following it.
-    fn set_metadata_at(&self, ddir: &Dir, name: &OsStr, st: &Stat, chmod: bool) -> io::Result<()> {
+    /// Give `ddir/name` the owner (as root) and times of `st` without
+    /// following it, for what cannot be opened for it (a symlink, a FIFO).
+    fn set_owner_and_times_at(&self, ddir: &Dir, name: &OsStr, st: &Stat) -> io::Result<()> {
         if self.keep_owner {
             rustix::fs::chownat(
                 ddir,
@@ -521,18 +538,6 @@ impl Copier<'_> {
                 owner_of(st),
                 group_of(st),
                 AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        if chmod {
-            // fchmodat cannot refuse to follow (it returns EOPNOTSUPP for
-            // AT_SYMLINK_NOFOLLOW on Linux); the name was created by this
-            // copy an instant ago as a FIFO, in a directory nobody else can
-            // write to (mode 0700 while filled).
-            rustix::fs::chmodat(
-                ddir,
-                name,
-                Mode::from_raw_mode(st.st_mode),
-                AtFlags::empty(),
             )?;
         }
         rustix::fs::utimensat(ddir, name, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)?;
@@ -807,12 +812,19 @@ mod tests {
         // Last, because writing its children changes a directory's mtime.
         set_times(&f.src.join("dir"), 1_200_000_000, 555_555_555);
 
+        // Before the copy: reading the source moves its atimes.
+        let paths = ["dir", "dir/file", "dir/link"];
+        let before = paths.map(|p| times(&f.src.join(p)));
+
         f.copy(&f.src).unwrap();
 
-        for p in ["dir", "dir/file", "dir/link"] {
-            assert_eq!(times(&f.dst.join(p)), times(&f.src.join(p)), "{p}");
+        for (p, want) in paths.iter().zip(before) {
+            assert_eq!(times(&f.dst.join(p)), want, "{p}");
         }
-        assert_eq!(times(&f.dst.join("dir")).1, 555_555_555);
+        assert_eq!(
+            times(&f.dst.join("dir")),
+            (1_200_000_000, 555_555_555, 1_199_999_900, 555_555_556)
+        );
     }
 
     #[test]
@@ -875,10 +887,12 @@ mod tests {
         set_times(&f.src.join("one"), 1_300_000_000, 42);
         symlink("one", f.src.join("link")).unwrap();
 
+        let before = times(&f.src.join("one"));
+
         let (stats, sum, _) = f.copy(&f.src.join("one")).unwrap();
         assert_eq!((stats.files, sum), (1, 1));
+        assert_eq!(times(&f.dst.join("one")), before);
         assert_eq!(fs::read(f.dst.join("one")).unwrap(), b"1");
-        assert_eq!(times(&f.dst.join("one")), times(&f.src.join("one")));
 
         let (stats, sum, _) = f.copy(&f.src.join("link")).unwrap();
         assert_eq!((stats.symlinks, sum), (1, 0));
@@ -888,16 +902,102 @@ mod tests {
     }
 
     #[test]
-    fn copy_relative_single_file() {
-        // A bare relative name has the empty path as parent: it must mean ".".
+    fn split_parent_of_bare_name_is_cwd() {
+        let (parent, name) = split_parent(Path::new("file")).unwrap();
+        assert_eq!((parent, name), (Path::new("."), OsStr::new("file")));
+        let (parent, name) = split_parent(Path::new("/a/b")).unwrap();
+        assert_eq!((parent, name), (Path::new("/a"), OsStr::new("b")));
+        let err = split_parent(Path::new("/")).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// Copy `src/big` to `dst/big` with `method` forced for the source file
+    /// system, as after a refusal of the cheaper ones.
+    fn copy_with_method(method: Method) -> (CopyStats, u64) {
         let f = Fixture::new();
-        let name = format!("fscache-copy-test-{}", std::process::id());
-        let here = std::env::current_dir().unwrap().join(&name);
-        fs::write(&here, b"rel").unwrap();
-        let result = f.copy(Path::new(&name));
-        fs::remove_file(&here).unwrap();
-        result.unwrap();
-        assert_eq!(fs::read(f.dst.join(&name)).unwrap(), b"rel");
+        let big: Vec<u8> = (0..(1 << 20) + 999).map(|i| (i % 253) as u8).collect();
+        fs::write(f.src.join("big"), &big).unwrap();
+        let dev = fs::metadata(&f.src).unwrap().dev();
+        let dst = f.dst_dir();
+        let mut sum = 0;
+        let mut progress = |n| sum += n;
+        let mut copier = Copier {
+            dst_root: &dst,
+            progress: &mut progress,
+            stats: CopyStats::default(),
+            keep_owner: false,
+            links: HashMap::new(),
+            methods: HashMap::from([(dev, method)]),
+        };
+        let src_dir = open_dir_nofollow(CWD, &f.src).unwrap();
+        let child = copier
+            .copy_entry(
+                src_dir.as_fd(),
+                &dst,
+                OsStr::new("big"),
+                f.src.join("big"),
+                "big".into(),
+            )
+            .unwrap();
+        assert!(child.is_none());
+        let stats = copier.stats;
+        assert_eq!(fs::read(f.dst.join("big")).unwrap(), big);
+        (stats, sum)
+    }
+
+    #[test]
+    fn refused_reflink_is_remembered() {
+        let f = Fixture::new();
+        fs::write(f.src.join("a"), b"aaa").unwrap();
+        fs::write(f.src.join("b"), b"bbb").unwrap();
+        let dev = fs::metadata(&f.src).unwrap().dev();
+        let dst = f.dst_dir();
+        let mut progress = |_| {};
+        let mut copier = Copier {
+            dst_root: &dst,
+            progress: &mut progress,
+            stats: CopyStats::default(),
+            keep_owner: false,
+            links: HashMap::new(),
+            methods: HashMap::new(),
+        };
+        let src_dir = open_dir_nofollow(CWD, &f.src).unwrap();
+        for name in ["a", "b"] {
+            copier
+                .copy_entry(
+                    src_dir.as_fd(),
+                    &dst,
+                    OsStr::new(name),
+                    f.src.join(name),
+                    name.into(),
+                )
+                .unwrap();
+        }
+        match copier.stats.reflinked {
+            // A file system that clones: nothing refused.
+            2 => assert_eq!(copier.methods.get(&dev), None),
+            0 => assert_ne!(copier.methods.get(&dev), None),
+            n => panic!("reflinked {n} of 2"),
+        }
+        assert_eq!(copier.stats.bytes, 6);
+    }
+
+    #[test]
+    fn copy_file_range_fallback() {
+        let (stats, sum) = copy_with_method(Method::CopyFileRange);
+        assert_eq!(
+            (stats.reflinked, stats.bytes, sum),
+            (0, (1 << 20) + 999, (1 << 20) + 999)
+        );
+    }
+
+    #[test]
+    fn read_write_fallback() {
+        let (stats, sum) = copy_with_method(Method::ReadWrite);
+        assert_eq!(
+            (stats.reflinked, stats.bytes, sum),
+            (0, (1 << 20) + 999, (1 << 20) + 999)
+        );
     }
 
     #[test]
@@ -968,7 +1068,7 @@ mod tests {
         symlink("file", f.src.join("d/link")).unwrap();
         let (uid, gid) = (Some(Uid::from_raw(12345)), Some(Gid::from_raw(23456)));
         for p in ["d", "d/file", "d/link"] {
-            rustix::fs::chownat(CWD, &f.src.join(p), uid, gid, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+            rustix::fs::chownat(CWD, f.src.join(p), uid, gid, AtFlags::SYMLINK_NOFOLLOW).unwrap();
         }
         f.copy(&f.src).unwrap();
         for p in ["d", "d/file", "d/link"] {

@@ -2,9 +2,7 @@
 
 use std::path::Path;
 
-use fscache_dir::{
-    CacheDir, Publish, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX,
-};
+use fscache_dir::{CacheDir, Publish, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX};
 use fscache_lock::{LockKind, Wait};
 
 use crate::error::{Error, Result};
@@ -118,14 +116,11 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
             continue;
         }
         let info = objects.join(name).join(OBJECT_INFO);
-        match cache.read_small(&info) {
-            Ok(bytes) => {
-                if let Some(size) = ObjectInfo::parse(&bytes).size {
-                    total = total.saturating_add(size);
-                }
+        // Gone (a racing removal) or unreadable: nothing recorded.
+        if let Ok(bytes) = cache.read_small(&info) {
+            if let Some(size) = ObjectInfo::parse(&bytes).size {
+                total = total.saturating_add(size);
             }
-            // Gone (a racing removal) or unreadable: nothing recorded.
-            Err(_) => {}
         }
     }
     Ok(total)
@@ -190,15 +185,34 @@ mod tests {
     fn charge_refuse_uncharge_floor() {
         let (_t, c) = cache();
         assert_eq!(read_size(&c).unwrap(), 0);
-        assert_eq!(charge(&c, 60, MaxSize::Bytes(100)).unwrap(), Charge::Accepted { total: 60 });
-        assert_eq!(charge(&c, 41, MaxSize::Bytes(100)).unwrap(), Charge::Refused { total: 60 });
-        assert_eq!(charge(&c, 40, MaxSize::Bytes(100)).unwrap(), Charge::Accepted { total: 100 });
-        assert_eq!(charge(&c, 1 << 40, MaxSize::Unlimited).unwrap(), Charge::Accepted { total: 100 + (1 << 40) });
+        assert_eq!(
+            charge(&c, 60, MaxSize::Bytes(100)).unwrap(),
+            Charge::Accepted { total: 60 }
+        );
+        assert_eq!(
+            charge(&c, 41, MaxSize::Bytes(100)).unwrap(),
+            Charge::Refused { total: 60 }
+        );
+        assert_eq!(
+            charge(&c, 40, MaxSize::Bytes(100)).unwrap(),
+            Charge::Accepted { total: 100 }
+        );
+        assert_eq!(
+            charge(&c, 1 << 40, MaxSize::Unlimited).unwrap(),
+            Charge::Accepted {
+                total: 100 + (1 << 40)
+            }
+        );
         assert_eq!(uncharge(&c, u64::MAX).unwrap(), 0);
         assert_eq!(read_size(&c).unwrap(), 0);
-        assert_eq!(charge(&c, 1, MaxSize::default()).unwrap(), Charge::Refused { total: 0 });
+        assert_eq!(
+            charge(&c, 1, MaxSize::default()).unwrap(),
+            Charge::Refused { total: 0 }
+        );
         // No temporary files are left behind.
-        let debris: Vec<_> = std::fs::read_dir(c.abs(Path::new(OBJECTS))).unwrap().collect();
+        let debris: Vec<_> = std::fs::read_dir(c.abs(Path::new(OBJECTS)))
+            .unwrap()
+            .collect();
         assert!(debris.is_empty(), "{debris:?}");
     }
 
@@ -213,10 +227,18 @@ mod tests {
         for garbage in [&b"not json"[..], b"-5", b"1.5", b"\"7\"", b"[]", b""] {
             std::fs::write(c.abs(Path::new(CACHE_SIZE)), garbage).unwrap();
             assert!(matches!(read_size(&c), Err(Error::Corrupt { .. })));
-            assert_eq!(uncharge(&c, 100).unwrap(), 200, "{:?}", String::from_utf8_lossy(garbage));
+            assert_eq!(
+                uncharge(&c, 100).unwrap(),
+                200,
+                "{:?}",
+                String::from_utf8_lossy(garbage)
+            );
         }
         std::fs::remove_file(c.abs(Path::new(CACHE_SIZE))).unwrap();
-        assert_eq!(charge(&c, 5, MaxSize::Unlimited).unwrap(), Charge::Accepted { total: 5 });
+        assert_eq!(
+            charge(&c, 5, MaxSize::Unlimited).unwrap(),
+            Charge::Accepted { total: 5 }
+        );
         assert_eq!(recount(&c).unwrap(), 300);
         assert_eq!(read_size(&c).unwrap(), 300);
     }

@@ -52,7 +52,7 @@ mod space;
 
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Error, Result};
-pub use lru::{evict, list_lru, plan, Candidate, Evicted, Stamp};
+pub use lru::{atime, evict, list_lru, plan, Candidate, Evicted, Stamp};
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::ObjectInfo;
 pub use space::tree_space;

@@ -13,6 +13,14 @@ use crate::objinfo::ObjectInfo;
 /// since the epoch.
 pub type Stamp = (i64, i64);
 
+/// The atime of `st` as a [`Stamp`].
+// The field types differ between architectures (`c_long`, `u64`, `i64`),
+// so the casts are necessary on some and no-ops on others.
+#[allow(clippy::unnecessary_cast)]
+pub fn atime(st: &rustix::fs::Stat) -> Stamp {
+    (st.st_atime as i64, st.st_atime_nsec as i64)
+}
+
 /// A committed entry as eviction sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -57,11 +65,15 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
             .and_then(|b| ObjectInfo::parse(&b).size);
         out.push(Candidate {
             name: name.to_owned(),
-            last_use: (st.st_atime as i64, st.st_atime_nsec as i64),
+            last_use: atime(&st),
             size,
         });
     }
-    out.sort_by(|a, b| a.last_use.cmp(&b.last_use).then_with(|| a.name.cmp(&b.name)));
+    out.sort_by(|a, b| {
+        a.last_use
+            .cmp(&b.last_use)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     Ok(out)
 }
 
@@ -139,7 +151,10 @@ fn evict_one(cache: &CacheDir, v: &Candidate) -> Result<Option<u64>> {
         Err(e) if fscache_dir::gone(&e) => return Ok(None),
         Err(e) => return Err(Error::io("lock", cache.abs(&lock_rel), e)),
     };
-    let now = (locked.stat.st_atime as i64, locked.stat.st_atime_nsec as i64);
+    let now = (
+        locked.stat.st_atime as i64,
+        locked.stat.st_atime_nsec as i64,
+    );
     if now != v.last_use {
         return Ok(None);
     }
@@ -169,7 +184,11 @@ mod tests {
 
     #[test]
     fn plan_frees_down_to_the_watermark_oldest_first() {
-        let cands = [c("a", 1, Some(30)), c("b", 2, Some(30)), c("c", 3, Some(30))];
+        let cands = [
+            c("a", 1, Some(30)),
+            c("b", 2, Some(30)),
+            c("c", 3, Some(30)),
+        ];
         // total 90 + need 20 = 110 → must reach 90: removing a (30) gives 80.
         let p = plan(&cands, 90, 20, 90);
         assert_eq!(p.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a"]);
@@ -186,6 +205,9 @@ mod tests {
     fn plan_always_takes_invalid_entries() {
         let cands = [c("junk", 9, None), c("a", 1, Some(10))];
         let p = plan(&cands, 10, 0, 100);
-        assert_eq!(p.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["junk"]);
+        assert_eq!(
+            p.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["junk"]
+        );
     }
 }

@@ -160,8 +160,18 @@ mod tests {
     #[test]
     fn json_round_trip_and_wrong_types() {
         assert_eq!(MaxSize::from_json(&json!(1024)), Some(MaxSize::Bytes(1024)));
-        assert_eq!(MaxSize::from_json(&json!("unlimited")), Some(MaxSize::Unlimited));
-        for bad in [json!(-1), json!(1.5), json!("10G"), json!(null), json!([1]), json!({})] {
+        assert_eq!(
+            MaxSize::from_json(&json!("unlimited")),
+            Some(MaxSize::Unlimited)
+        );
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!("10G"),
+            json!(null),
+            json!([1]),
+            json!({}),
+        ] {
             assert_eq!(MaxSize::from_json(&bad), None, "{bad}");
         }
         assert_eq!(MaxSize::Bytes(7).to_json(), json!(7));
@@ -177,7 +187,17 @@ mod tests {
         assert_eq!(parse_bytes("1.5k"), Ok(1536));
         assert_eq!(parse_bytes("2MB"), Ok(2_000_000));
         assert_eq!(parse_bytes(" 3 KiB "), Ok(3072));
-        for bad in ["", "x", "-1", "1.2.3", "1Q", "99999999999999999999", "16EiB", ".5", "5."] {
+        for bad in [
+            "",
+            "x",
+            "-1",
+            "1.2.3",
+            "1Q",
+            "99999999999999999999",
+            "16EiB",
+            ".5",
+            "5.",
+        ] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
         assert_eq!("unlimited".parse::<MaxSize>(), Ok(MaxSize::Unlimited));

@@ -54,6 +54,9 @@ mod tests {
         assert_eq!(ObjectInfo::parse(&info.to_json_bytes()), info);
         assert_eq!(ObjectInfo::parse(b"nope"), ObjectInfo::default());
         assert_eq!(ObjectInfo::parse(b"[1]"), ObjectInfo::default());
-        assert_eq!(ObjectInfo::parse(br#"{"size": -1, "creation-boot-id": 5}"#), ObjectInfo::default());
+        assert_eq!(
+            ObjectInfo::parse(br#"{"size": -1, "creation-boot-id": 5}"#),
+            ObjectInfo::default()
+        );
     }
 }

@@ -120,7 +120,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("f"), b"x").unwrap();
         let dir = Dir::open_ambient_dir(tmp.path(), cap_std::ambient_authority()).unwrap();
-        assert_eq!(tree_space(&dir, Path::new("f")).unwrap(), blocks(&tmp.path().join("f")));
+        assert_eq!(
+            tree_space(&dir, Path::new("f")).unwrap(),
+            blocks(&tmp.path().join("f"))
+        );
         let e = tree_space(&dir, Path::new("nope")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
