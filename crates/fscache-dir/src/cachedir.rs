@@ -485,13 +485,16 @@ impl CacheDir {
         use cap_fs_ext::DirExt;
         let entry = match self.dir.open_dir_nofollow(rel) {
             Ok(d) => d,
-            Err(e) if gone(&e) => return Ok(()),
+            // Before `gone`: ENOTDIR here mostly means a file or symlink at
+            // `rel` itself, which is unlinked (if a parent is missing
+            // instead, the unlink finds nothing too).
             Err(e) if is_not_dir_or_link(&e) => {
                 return match self.dir.remove_file(rel) {
                     Err(e) if !gone(&e) => Err(self.err("remove", rel, e)),
                     _ => Ok(()),
                 }
             }
+            Err(e) if gone(&e) => return Ok(()),
             Err(e) => return Err(self.err("open directory", rel, e)),
         };
         match entry.remove_file(OBJECT_INFO) {

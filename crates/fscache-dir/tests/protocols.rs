@@ -1,0 +1,287 @@
+//! Each protocol step of `CacheDir`, with the races it exists for forced
+//! through the test hook at named points.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fscache_dir::{
+    CacheDir, Publish, Published, CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK,
+    CACHE_SIZE, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
+};
+use fscache_lock::{FileLock, LockKind, Wait};
+
+fn fresh() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    (tmp, root)
+}
+
+fn open(root: &Path) -> CacheDir {
+    let c = CacheDir::open(root).unwrap();
+    c.scaffold().unwrap();
+    c
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn scaffold_writes_the_format_and_keeps_what_exists() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    assert_eq!(
+        names(&root),
+        [
+            CACHEDIR_TAG,
+            CACHE_INFO,
+            CACHE_LOCK,
+            CACHE_SIZE,
+            OBJECTS,
+            STAGE
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join(CACHEDIR_TAG)).unwrap(),
+        CACHEDIR_TAG_CONTENTS
+    );
+    assert_eq!(
+        std::fs::read(root.join(CACHE_INFO)).unwrap(),
+        br#"{"version": 1}"#
+    );
+    assert_eq!(std::fs::read(root.join(CACHE_SIZE)).unwrap(), b"0");
+    assert_eq!(std::fs::read(root.join(CACHE_LOCK)).unwrap(), b"");
+    assert!(names(&root.join(OBJECTS)).is_empty());
+    std::fs::write(root.join(CACHE_SIZE), b"42").unwrap();
+    c.scaffold().unwrap();
+    assert_eq!(std::fs::read(root.join(CACHE_SIZE)).unwrap(), b"42");
+}
+
+#[test]
+fn scaffold_in_parallel_is_safe() {
+    let (_t, root) = fresh();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let root = root.clone();
+            std::thread::spawn(move || open(&root))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(names(&root).len(), 6);
+    assert!(names(&root.join(OBJECTS)).is_empty(), "no temp debris");
+}
+
+#[test]
+fn atomic_file_replace_and_no_replace() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    let obj = Path::new(OBJECTS);
+    assert_eq!(
+        c.atomic_file(obj, Path::new("f"), b"1", Publish::NoReplace)
+            .unwrap(),
+        Published::Done
+    );
+    assert_eq!(
+        c.atomic_file(obj, Path::new("f"), b"2", Publish::NoReplace)
+            .unwrap(),
+        Published::Exists
+    );
+    assert_eq!(std::fs::read(root.join("f")).unwrap(), b"1");
+    assert_eq!(
+        c.atomic_file(obj, Path::new("f"), b"3", Publish::Replace)
+            .unwrap(),
+        Published::Done
+    );
+    assert_eq!(std::fs::read(root.join("f")).unwrap(), b"3");
+    assert!(names(&root.join(OBJECTS)).is_empty(), "temp names unlinked");
+    // A target in a missing directory is an error naming the path, and the
+    // temp file is still removed.
+    let e = c
+        .atomic_file(obj, Path::new("nope/f"), b"x", Publish::NoReplace)
+        .unwrap_err();
+    assert!(e.to_string().contains("nope/f"), "{e}");
+    assert!(names(&root.join(OBJECTS)).is_empty());
+}
+
+#[test]
+fn locked_open_retries_when_the_file_is_replaced_before_the_lock() {
+    let (_t, root) = fresh();
+    let mut c = open(&root);
+    let replacer = open(&root);
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = fired.clone();
+    let hook_root = root.clone();
+    c.set_hook(Some(Arc::new(move |point: &str, rel: &Path| {
+        if point == "locked_open:lock"
+            && rel == Path::new(CACHE_SIZE)
+            && f.fetch_add(1, Ordering::SeqCst) == 0
+        {
+            // Replace cache.size between our open and our lock.
+            replacer
+                .atomic_file(
+                    Path::new(OBJECTS),
+                    Path::new(CACHE_SIZE),
+                    b"7",
+                    Publish::Replace,
+                )
+                .unwrap();
+            let _ = &hook_root;
+        }
+    })));
+    let locked = c
+        .open_locked(Path::new(CACHE_SIZE), LockKind::Exclusive, Wait::Block)
+        .unwrap()
+        .unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), 2, "opened twice: the retry");
+    // The lock is on the file the path names now.
+    let now = std::fs::metadata(root.join(CACHE_SIZE)).unwrap();
+    assert_eq!(
+        locked.stat.st_ino,
+        std::os::unix::fs::MetadataExt::ino(&now)
+    );
+    assert_eq!(locked.stat.st_size, 1);
+}
+
+#[test]
+fn locked_open_of_a_file_unlinked_before_the_lock_is_not_found() {
+    let (_t, root) = fresh();
+    let mut c = open(&root);
+    std::fs::write(root.join("victim"), b"").unwrap();
+    let r = root.clone();
+    c.set_hook(Some(Arc::new(move |point: &str, _rel: &Path| {
+        if point == "locked_open:lock" {
+            let _ = std::fs::remove_file(r.join("victim"));
+        }
+    })));
+    let e = c
+        .open_locked(Path::new("victim"), LockKind::Shared, Wait::NonBlock)
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
+fn locked_open_contended_is_none_and_never_creates() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    let held = c
+        .open_locked(Path::new(CACHE_LOCK), LockKind::Exclusive, Wait::Block)
+        .unwrap()
+        .unwrap();
+    assert!(c
+        .open_locked(Path::new(CACHE_LOCK), LockKind::Shared, Wait::NonBlock)
+        .unwrap()
+        .is_none());
+    drop(held);
+    assert!(c
+        .open_locked(Path::new(CACHE_LOCK), LockKind::Shared, Wait::NonBlock)
+        .unwrap()
+        .is_some());
+    let e = c
+        .open_locked(Path::new("absent"), LockKind::Shared, Wait::NonBlock)
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    assert!(!root.join("absent").exists());
+}
+
+#[test]
+fn locked_open_does_not_follow_symlinks_out_of_the_root() {
+    let (t, root) = fresh();
+    let c = open(&root);
+    std::fs::write(t.path().join("outside"), b"secret").unwrap();
+    std::os::unix::fs::symlink(t.path().join("outside"), root.join("link")).unwrap();
+    std::os::unix::fs::symlink(t.path(), root.join(OBJECTS).join("dirlink")).unwrap();
+    assert!(c
+        .open_locked(Path::new("link"), LockKind::Shared, Wait::NonBlock)
+        .is_err());
+    assert!(c
+        .open_locked(
+            Path::new("objects/dirlink/outside"),
+            LockKind::Shared,
+            Wait::NonBlock
+        )
+        .is_err());
+    assert!(c.read_small(Path::new("objects/dirlink/outside")).is_err());
+}
+
+#[test]
+fn anon_dir_retries_when_a_racing_cleanup_removes_it() {
+    let (_t, root) = fresh();
+    let mut c = open(&root);
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = fired.clone();
+    let r = root.clone();
+    c.set_hook(Some(Arc::new(move |point: &str, rel: &Path| {
+        if point == "atomic_dir:link" && f.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::fs::remove_dir(r.join(rel)).unwrap();
+        }
+    })));
+    let anon = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
+    assert_eq!(fired.load(Ordering::SeqCst), 2);
+    assert_eq!(names(&root.join(OBJECTS)), [anon.name.clone()]);
+    assert_eq!(names(&root.join(OBJECTS).join(&anon.name)), [OBJECT_LOCK]);
+    // The lock is held: another open description cannot take it.
+    let lock = root.join(OBJECTS).join(&anon.name).join(OBJECT_LOCK);
+    let other = std::fs::File::open(&lock).unwrap();
+    assert!(FileLock::try_lock(other, LockKind::Shared)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn remove_entry_order_and_racing_removal() {
+    let (_t, root) = fresh();
+    let mut c = open(&root);
+    let anon = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
+    let rel = PathBuf::from(OBJECTS).join(&anon.name);
+    let abs = root.join(&rel);
+    std::fs::create_dir_all(abs.join("data/deep/er")).unwrap();
+    std::fs::write(abs.join("data/deep/er/f"), b"x").unwrap();
+    std::fs::write(abs.join(OBJECT_INFO), b"{}").unwrap();
+    std::os::unix::fs::symlink("/", abs.join("data/root-link")).unwrap();
+    // A read-only directory inside data/ must not stop removal.
+    std::fs::set_permissions(
+        abs.join("data/deep"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let a = abs.clone();
+    c.set_hook(Some(Arc::new(move |point: &str, _rel: &Path| {
+        if point == "remove:rmdir" {
+            // By now only the directory itself is left.
+            s.lock()
+                .unwrap()
+                .push(std::fs::read_dir(&a).unwrap().count());
+            // A racing cleanup removes it first: tolerated.
+            std::fs::remove_dir(&a).unwrap();
+        }
+    })));
+    c.remove_entry(&rel).unwrap();
+    assert_eq!(*seen.lock().unwrap(), [0]);
+    assert!(!abs.exists());
+    // Removing what is gone is fine.
+    c.remove_entry(&rel).unwrap();
+    drop(anon);
+}
+
+#[test]
+fn remove_entry_of_a_symlink_removes_the_link_only() {
+    let (t, root) = fresh();
+    let c = open(&root);
+    let outside = t.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join(OBJECT_INFO), b"keep").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join(OBJECTS).join("x")).unwrap();
+    c.remove_entry(Path::new("objects/x")).unwrap();
+    assert!(!root.join(OBJECTS).join("x").exists());
+    assert_eq!(std::fs::read(outside.join(OBJECT_INFO)).unwrap(), b"keep");
+}
