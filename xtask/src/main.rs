@@ -1,2 +1,509 @@
-//! x
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` from anywhere in the
+//! workspace (see `.cargo/config.toml`).
+//!
+//! * `ci`: the bar every change must pass: fmt, clippy, docs, tests, benches
+//!   build. Stops at the first failing step.
+//! * `bench [FILTER]`: runs the criterion benches, then prints one table of
+//!   the medians measured by this run, each with its ratio to its baseline.
+//! * `demo`: shows fscache working across real processes.
+//!
+//! # Baselines in `bench`
+//!
+//! Within a criterion group, a benchmark whose function id is `raw`,
+//! `baseline` or `std`, or starts with one of them followed by `_`, is a
+//! *baseline*. Benchmark `X` (with parameter `P`, if any) is compared with
+//! the baseline of the same group and parameter named `<prefix>_…_X`, i.e.
+//! whose function id ends with `_X` (`shared` ↔ `raw_fcntl_shared`); if
+//! there is none, with the only baseline of the group with parameter `P`;
+//! otherwise it has no ratio. The ratio is `median(X) / median(baseline)`:
+//! above 1 means slower than the baseline.
+
+use std::env;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use fscache_lock::{FileLock, LockKind};
+use serde_json::Value;
+
+type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+commands:
+  ci              fmt, clippy, doc, test, bench --no-run; stop at the first failure
+  bench [FILTER]  run the criterion benches and print medians with baseline ratios
+  demo            show fscache working across processes";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["ci"] => ci(),
+        ["bench"] => bench(None),
+        ["bench", filter] => bench(Some(filter)),
+        ["demo"] => demo(),
+        ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+/// `cargo`, as the one that runs us (`$CARGO`), in the workspace root.
+fn cargo<I: IntoIterator<Item = &'static str>>(args: I) -> Command {
+    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(args).current_dir(root());
+    command
+}
+
+/// Print `command` as a shell would show it, run it, fail if it fails.
+fn run(mut command: Command) -> Result<()> {
+    let envs: Vec<String> = command
+        .get_envs()
+        .filter_map(|(k, v)| Some(format!("{}={} ", k.to_str()?, v?.to_str()?)))
+        .collect();
+    let shown = format!(
+        "{}{} {}",
+        envs.concat(),
+        command.get_program().to_string_lossy(),
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("\n$ {shown}");
+    let status = command
+        .status()
+        .map_err(|e| format!("failed to run `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed: {status}").into())
+    }
+}
+
+/// The CI bar, in order; the first failure stops it.
+fn ci() -> Result<()> {
+    run(cargo(["fmt", "--all", "--", "--check"]))?;
+    run(cargo([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let mut doc = cargo(["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-Dwarnings");
+    run(doc)?;
+    run(cargo(["test", "--workspace", "--all-targets"]))?;
+    run(cargo(["test", "--workspace", "--doc"]))?;
+    run(cargo(["bench", "--workspace", "--no-run"]))?;
+    println!("\nci: all steps passed");
+    Ok(())
+}
+
+/// The target directory, as cargo resolves it (env, config, default).
+fn target_dir() -> Result<PathBuf> {
+    let out = cargo(["metadata", "--format-version", "1", "--no-deps"])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata failed: {}", out.status).into());
+    }
+    let meta: Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata has no target_directory".into())
+}
+
+/// Where criterion writes: `$CRITERION_HOME`, else `<target>/criterion`.
+fn criterion_home() -> Result<PathBuf> {
+    match env::var_os("CRITERION_HOME") {
+        Some(home) => Ok(root().join(home)),
+        None => Ok(target_dir()?.join("criterion")),
+    }
+}
+
+/// One benchmark result read from criterion's `new/` directory.
+#[derive(Debug)]
+struct Measured {
+    group: String,
+    function: Option<String>,
+    value: Option<String>,
+    full_id: String,
+    median_ns: f64,
+}
+
+impl Measured {
+    fn is_baseline(&self) -> bool {
+        let f = self.function.as_deref().unwrap_or("");
+        ["raw", "baseline", "std"]
+            .iter()
+            .any(|p| f == *p || f.strip_prefix(p).is_some_and(|r| r.starts_with('_')))
+    }
+}
+
+fn bench(filter: Option<&str>) -> Result<()> {
+    let home = criterion_home()?;
+    // Only results this run writes count; older ones stay for criterion's
+    // own change reports. One second of slack for coarse file times.
+    let started = SystemTime::now() - Duration::from_secs(1);
+    // `--bench *`: bench targets only, not the libtest harness of lib/bins.
+    let mut command = cargo(["bench", "--workspace", "--bench", "*"]);
+    if let Some(filter) = filter {
+        command.arg("--").arg(filter);
+    }
+    run(command)?;
+
+    let mut results = Vec::new();
+    collect(&home, started, &mut results)?;
+    if results.is_empty() {
+        println!("\nno benchmark results written under {}", home.display());
+    } else {
+        print_table(&results);
+    }
+    print_fairness(&home.join("fscache-fairness.json"), started);
+    Ok(())
+}
+
+/// Find `new/benchmark.json` + `new/estimates.json` pairs written since
+/// `since` below `dir`.
+fn collect(dir: &Path, since: SystemTime, out: &mut Vec<Measured>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("failed to read `{}`: {e}", dir.display()).into()),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.file_name() == Some("new".as_ref()) {
+            if let Some(m) = read_measured(&path, since)? {
+                out.push(m);
+            }
+        } else if path.file_name() != Some("report".as_ref()) {
+            collect(&path, since, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_measured(new: &Path, since: SystemTime) -> Result<Option<Measured>> {
+    let estimates = new.join("estimates.json");
+    let Ok(meta) = fs::metadata(&estimates) else {
+        return Ok(None);
+    };
+    if meta.modified()? < since {
+        return Ok(None);
+    }
+    let read = |p: &Path| -> Result<Value> {
+        let text =
+            fs::read_to_string(p).map_err(|e| format!("failed to read `{}`: {e}", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let bench = read(&new.join("benchmark.json"))?;
+    let est = read(&estimates)?;
+    let string = |v: &Value| v.as_str().map(str::to_owned);
+    let Some(median_ns) = est["median"]["point_estimate"].as_f64() else {
+        return Ok(None);
+    };
+    Ok(Some(Measured {
+        group: string(&bench["group_id"]).unwrap_or_default(),
+        function: string(&bench["function_id"]),
+        value: string(&bench["value_str"]),
+        full_id: string(&bench["full_id"]).unwrap_or_default(),
+        median_ns,
+    }))
+}
+
+/// The baseline of `m` by the rule in the crate docs, if any.
+fn baseline_of<'a>(m: &Measured, all: &'a [Measured]) -> Option<&'a Measured> {
+    if m.is_baseline() {
+        return None;
+    }
+    let candidates: Vec<&Measured> = all
+        .iter()
+        .filter(|b| b.is_baseline() && b.group == m.group && b.value == m.value)
+        .collect();
+    let suffix = format!("_{}", m.function.as_deref().unwrap_or(""));
+    candidates
+        .iter()
+        .find(|b| b.function.as_deref().unwrap_or("").ends_with(&suffix))
+        .copied()
+        .or(match candidates.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        })
+}
+
+/// Sort key: group, parameter (numerically when it is a number), then the
+/// benchmark's name, with each baseline right after the first benchmark
+/// compared with it.
+fn sort_key(m: &Measured, all: &[Measured]) -> (String, u64, String, String, bool) {
+    let value = m.value.clone().unwrap_or_default();
+    let number = value.parse().unwrap_or(u64::MAX);
+    let own = m.function.clone().unwrap_or_default();
+    let subject = if m.is_baseline() {
+        all.iter()
+            .filter(|x| baseline_of(x, all).is_some_and(|b| std::ptr::eq(b, m)))
+            .filter_map(|x| x.function.clone())
+            .min()
+            .unwrap_or_else(|| own.clone())
+    } else {
+        own
+    };
+    (m.group.clone(), number, value, subject, m.is_baseline())
+}
+
+fn human(ns: f64) -> String {
+    if ns < 1e3 {
+        format!("{ns:.1} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else if ns < 1e9 {
+        format!("{:.2} ms", ns / 1e6)
+    } else {
+        format!("{:.2} s", ns / 1e9)
+    }
+}
+
+fn print_table(results: &[Measured]) {
+    let mut sorted: Vec<&Measured> = results.iter().collect();
+    sorted.sort_by_key(|m| sort_key(m, results));
+    let rows: Vec<[String; 3]> = sorted
+        .iter()
+        .map(|m| {
+            let ratio = match baseline_of(m, results) {
+                Some(b) => format!(
+                    "{:.2}× {}",
+                    m.median_ns / b.median_ns,
+                    b.function.as_deref().unwrap_or("")
+                ),
+                None if m.is_baseline() => "(baseline)".to_owned(),
+                None => "-".to_owned(),
+            };
+            [m.full_id.clone(), human(m.median_ns), ratio]
+        })
+        .collect();
+    let header = ["benchmark", "median", "vs baseline"];
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1) = (width(0), width(1));
+    println!();
+    println!("{:<w0$}  {:>w1$}  {}", header[0], header[1], header[2]);
+    for [id, median, ratio] in rows {
+        // `{:>w$}` counts chars, so `µ` pads correctly.
+        println!("{id:<w0$}  {median:>w1$}  {ratio}");
+    }
+}
+
+/// Print the fairness report of `benches/lock.rs` if this run wrote one.
+fn print_fairness(path: &Path, since: SystemTime) {
+    let fresh = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= since);
+    if !fresh {
+        return;
+    }
+    let Ok(report) = fs::read_to_string(path)
+        .map_err(drop)
+        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(drop))
+    else {
+        return;
+    };
+    println!(
+        "\nfairness ({}, {} ms window; max/min acquisitions per thread):",
+        report["what"].as_str().unwrap_or("?"),
+        report["window_ms"]
+    );
+    for r in report["results"].as_array().into_iter().flatten() {
+        let ratio = match r["max_over_min"].as_f64() {
+            Some(x) => format!("{x:.2}"),
+            None => "starved".to_owned(),
+        };
+        println!(
+            "  {}/{:<2} max/min {:>7}  counts {}",
+            r["kind"].as_str().unwrap_or("?"),
+            r["threads"],
+            ratio,
+            r["counts"]
+        );
+    }
+}
+
+fn demo() -> Result<()> {
+    demo_lock()
+}
+
+/// Build `fscache-test-helper` and return the path of its executable, as
+/// cargo reports it (so `CARGO_TARGET_DIR` and config are respected).
+fn build_helper() -> Result<PathBuf> {
+    let out = cargo([
+        "build",
+        "--quiet",
+        "--message-format=json",
+        "-p",
+        "fscache-workspace",
+        "--bin",
+        "fscache-test-helper",
+    ])
+    .stderr(Stdio::inherit())
+    .output()?;
+    if !out.status.success() {
+        return Err(format!("building fscache-test-helper failed: {}", out.status).into());
+    }
+    for line in out.stdout.split(|&b| b == b'\n') {
+        let Ok(msg) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "fscache-test-helper" {
+            if let Some(exe) = msg["executable"].as_str() {
+                return Ok(exe.into());
+            }
+        }
+    }
+    Err("cargo did not report the fscache-test-helper executable".into())
+}
+
+/// The lock layer across two real processes: this process holds an
+/// exclusive lock; a helper process first fails to take it without
+/// waiting, then waits for it and gets it once we release.
+fn demo_lock() -> Result<()> {
+    println!("== fscache-lock: OFD locks across processes ==");
+    let helper = build_helper()?;
+    let path = env::temp_dir().join(format!("fscache-demo-{}.lock", std::process::id()));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("failed to create `{}`: {e}", path.display()))?;
+    let result = demo_lock_with(&helper, &path, file);
+    let _ = fs::remove_file(&path);
+    result
+}
+
+fn demo_lock_with(helper: &Path, path: &Path, file: File) -> Result<()> {
+    let held = FileLock::lock(file, LockKind::Exclusive)?;
+    println!(
+        "[xtask {}] holds an exclusive lock on {}",
+        std::process::id(),
+        path.display()
+    );
+
+    let spawn = |mode: &str| {
+        Command::new(helper)
+            .args([
+                OsString::from("lock"),
+                path.into(),
+                "exclusive".into(),
+                mode.into(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+    };
+
+    let child = spawn("try")?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("[helper {pid}] try: {line}");
+    }
+
+    let mut child = spawn("wait")?;
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut next = || -> Result<String> { Ok(lines.next().ok_or("the helper ended early")??) };
+    println!("[helper {pid}] {}", next()?);
+    println!("[xtask] keeping the lock for 1 s…");
+    std::thread::sleep(Duration::from_secs(1));
+    println!("[xtask] releasing");
+    let released = Instant::now();
+    drop(held);
+    let line = next()?;
+    println!(
+        "[helper {pid}] {line} ({:.1} ms after the release)",
+        released.elapsed().as_secs_f64() * 1e3
+    );
+    // Closing the helper's stdin tells it to unlock and exit.
+    drop(child.stdin.take());
+    let status = child.wait()?;
+    println!("[helper {pid}] exited: {status}");
+    if !status.success() || line != "locked" {
+        return Err("the helper did not get the lock".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(group: &str, function: &str, value: Option<&str>) -> Measured {
+        Measured {
+            group: group.into(),
+            function: Some(function.into()),
+            value: value.map(Into::into),
+            full_id: String::new(),
+            median_ns: 1.0,
+        }
+    }
+
+    #[test]
+    fn baseline_matching() {
+        let all = [
+            m("g", "shared", None),
+            m("g", "raw_fcntl_shared", None),
+            m("g", "exclusive", None),
+            m("g", "raw_fcntl_exclusive", None),
+            m("g", "other", None),
+            m("h", "x", Some("4")),
+            m("h", "std", Some("4")),
+            m("h", "std", Some("8")),
+            m("h", "rawish", Some("4")),
+        ];
+        let base = |i: usize| baseline_of(&all[i], &all).and_then(|b| b.function.clone());
+        assert_eq!(base(0).as_deref(), Some("raw_fcntl_shared"));
+        assert_eq!(base(2).as_deref(), Some("raw_fcntl_exclusive"));
+        assert_eq!(base(4), None, "two baselines, none named for it");
+        assert_eq!(base(5).as_deref(), Some("std"), "the only one, same value");
+        assert!(all[1].is_baseline() && all[6].is_baseline());
+        assert!(!all[8].is_baseline(), "`rawish` is not `raw_…`");
+        assert_eq!(human(1500.0), "1.50 µs");
+    }
+}

@@ -225,7 +225,7 @@ fn anon_dir_retries_when_a_racing_cleanup_removes_it() {
     })));
     let anon = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
     assert_eq!(fired.load(Ordering::SeqCst), 2);
-    assert_eq!(names(&root.join(OBJECTS)), [anon.name.clone()]);
+    assert_eq!(names(&root.join(OBJECTS)), vec![anon.name.clone()]);
     assert_eq!(names(&root.join(OBJECTS).join(&anon.name)), [OBJECT_LOCK]);
     // The lock is held: another open description cannot take it.
     let lock = root.join(OBJECTS).join(&anon.name).join(OBJECT_LOCK);
