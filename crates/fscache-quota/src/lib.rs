@@ -49,6 +49,7 @@ mod lru;
 mod maxsize;
 mod objinfo;
 mod space;
+mod sweep;
 
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Error, Result};
@@ -56,6 +57,7 @@ pub use lru::{atime, evict, list_lru, plan, Candidate, Evicted, Stamp};
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::ObjectInfo;
 pub use space::tree_space;
+pub use sweep::{sweep, Swept};
 
 /// The default low watermark: eviction frees down to this percentage of
 /// the limit.

@@ -383,6 +383,9 @@ impl FsCache {
         if let Charge::Accepted { .. } = fscache_quota::charge(&self.dir, size, limit)? {
             return Ok(true);
         }
+        // Full: the scan that eviction needs anyway also clears the debris
+        // of crashed writers (unaccounted space, or half-committed charges).
+        fscache_quota::sweep(&self.dir)?;
         let candidates = fscache_quota::list_lru(&self.dir)?;
         let total = fscache_quota::read_size(&self.dir).unwrap_or(u64::MAX);
         let target = limit.watermark(self.watermark_percent).unwrap_or(u64::MAX);

@@ -1,0 +1,167 @@
+//! Sweeping crash debris: unlocked `uuid-*` entries and temporary files.
+
+use std::path::{Path, PathBuf};
+
+use fscache_dir::{gone, CacheDir, OBJECTS, OBJECT_INFO, OBJECT_LOCK, RESERVED_PREFIX, STAGE};
+use fscache_lock::{FileLock, LockKind};
+use rustix::fs::{FileType, Mode, OFlags};
+
+use crate::counter;
+use crate::error::{Error, Result};
+use crate::objinfo::ObjectInfo;
+
+/// What a sweep removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// `uuid-*` names removed from `objects/` and `stage/`.
+    pub removed: Vec<String>,
+    /// Bytes uncharged: what the `object.info` of a half-committed entry
+    /// (a crash between the charge and the rename) recorded.
+    pub freed: u64,
+}
+
+/// Remove the `uuid-*` debris of crashed writers from `objects/` and
+/// `stage/`: a directory whose `object.lock` nobody holds, and a temporary
+/// file nobody holds. Live writers hold their locks, so they are never
+/// disturbed.
+///
+/// A debris directory without a lock file gets one created (`O_CREAT`)
+/// before it is locked, as osbuild does: a writer that was about to link its
+/// own lock file in then fails with `EEXIST` and retries under a new name.
+/// A half-committed entry (its `object.info` written, the crash before the
+/// rename) is uncharged by what that file recorded.
+///
+/// # Errors
+///
+/// Listing a directory or a removal failed.
+pub fn sweep(cache: &CacheDir) -> Result<Swept> {
+    let mut out = Swept::default();
+    for parent in [OBJECTS, STAGE] {
+        let parent = Path::new(parent);
+        let list = match cache.dir().read_dir(parent) {
+            Ok(l) => l,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(Error::io("read directory", cache.abs(parent), e)),
+        };
+        for entry in list {
+            let entry = entry.map_err(|e| Error::io("read directory", cache.abs(parent), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(RESERVED_PREFIX) {
+                continue;
+            }
+            let rel = parent.join(name);
+            let Ok(st) = cache.stat(&rel) else { continue };
+            let removed = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                sweep_dir(cache, &rel, &mut out.freed)?
+            } else {
+                sweep_file(cache, &rel)?
+            };
+            if removed {
+                out.removed.push(name.to_owned());
+            }
+        }
+    }
+    if out.freed > 0 {
+        counter::uncharge(cache, out.freed)?;
+    }
+    Ok(out)
+}
+
+fn try_lock_created(
+    cache: &CacheDir,
+    rel: &Path,
+) -> Result<Option<FileLock<std::os::fd::OwnedFd>>> {
+    let fd = match cache.open_raw(
+        rel,
+        OFlags::RDWR | OFlags::CREATE,
+        Mode::from_raw_mode(0o644),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let e: std::io::Error = e.into();
+            if gone(&e) {
+                return Ok(None);
+            }
+            return Err(Error::io("open", cache.abs(rel), e));
+        }
+    };
+    FileLock::try_lock(fd, LockKind::Exclusive).map_err(|e| Error::io("lock", cache.abs(rel), e))
+}
+
+fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64) -> Result<bool> {
+    let lock_rel: PathBuf = rel.join(OBJECT_LOCK);
+    let Some(lock) = try_lock_created(cache, &lock_rel)? else {
+        return Ok(false);
+    };
+    if let Ok(bytes) = cache.read_small(&rel.join(OBJECT_INFO)) {
+        *freed = freed.saturating_add(ObjectInfo::parse(&bytes).size.unwrap_or(0));
+    }
+    cache
+        .remove_entry(rel)
+        .map_err(|e| Error::io("remove", cache.abs(rel), e))?;
+    drop(lock);
+    Ok(true)
+}
+
+fn sweep_file(cache: &CacheDir, rel: &Path) -> Result<bool> {
+    let fd = match cache.open_raw(rel, OFlags::RDWR, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(false),
+    };
+    let Some(lock) = FileLock::try_lock(fd, LockKind::Exclusive)
+        .map_err(|e| Error::io("lock", cache.abs(rel), e))?
+    else {
+        return Ok(false);
+    };
+    match cache.dir().remove_file(rel) {
+        Err(e) if !gone(&e) => return Err(Error::io("remove", cache.abs(rel), e)),
+        _ => {}
+    }
+    drop(lock);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_unlocked_debris_and_keeps_live_writers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = CacheDir::open(&tmp.path().join("c")).unwrap();
+        c.scaffold().unwrap();
+        let root = c.root().to_owned();
+        // Live writer: held lock.
+        let live = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
+        // Crash debris: a released anon dir with a half-committed info.
+        let dead = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
+        std::fs::write(
+            root.join(OBJECTS).join(&dead.name).join(OBJECT_INFO),
+            br#"{"size": 10}"#,
+        )
+        .unwrap();
+        let dead_name = dead.name.clone();
+        drop(dead);
+        counter::charge(&c, 10, crate::MaxSize::Unlimited).unwrap();
+        // A lock-less anon dir in stage/ and a stray temp file.
+        std::fs::create_dir(root.join(STAGE).join("uuid-0")).unwrap();
+        std::fs::write(root.join(OBJECTS).join("uuid-f"), b"").unwrap();
+        // A committed entry is never touched.
+        std::fs::create_dir(root.join(OBJECTS).join("keep")).unwrap();
+
+        let mut swept = sweep(&c).unwrap();
+        swept.removed.sort();
+        let mut expect = vec![dead_name, "uuid-0".to_owned(), "uuid-f".to_owned()];
+        expect.sort();
+        assert_eq!(swept.removed, expect);
+        assert_eq!(swept.freed, 10);
+        assert_eq!(counter::read_size(&c).unwrap(), 0);
+        assert!(root
+            .join(OBJECTS)
+            .join(&live.name)
+            .join(OBJECT_LOCK)
+            .exists());
+        assert!(root.join(OBJECTS).join("keep").exists());
+    }
+}
