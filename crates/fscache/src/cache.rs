@@ -201,12 +201,20 @@ impl FsCache {
     /// that is not a miss.
     pub fn load(&self, name: &str) -> Result<Option<Entry>> {
         let name = EntryName::new(name)?;
-        if !self.info.read().unwrap_or_else(|p| p.into_inner()).is_compatible() {
+        if !self
+            .info
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_compatible()
+        {
             return Ok(None);
         }
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
-        let locked = match self.dir.open_locked(&lock_rel, LockKind::Shared, Wait::NonBlock) {
+        let locked = match self
+            .dir
+            .open_locked(&lock_rel, LockKind::Shared, Wait::NonBlock)
+        {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(None),
             Err(e) if is_miss(&e) => return Ok(None),
@@ -240,7 +248,11 @@ impl FsCache {
     /// failed.
     pub fn store(&self, name: &str) -> Result<StoreGuard<'_>> {
         let name = EntryName::new(name)?;
-        let compatible = self.info.read().unwrap_or_else(|p| p.into_inner()).is_compatible();
+        let compatible = self
+            .info
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_compatible();
         let parent = if compatible { OBJECTS } else { STAGE };
         let anon = self.anon_entry(parent)?;
         Ok(StoreGuard {
@@ -305,10 +317,7 @@ impl FsCache {
             .map_err(|e| Error::io("create entry in", self.dir.abs(Path::new(parent)), e))?;
         let rel = PathBuf::from(parent).join(&anon.name);
         let data = rel.join(DATA);
-        let anon = Anon {
-            rel,
-            _held: anon,
-        };
+        let anon = Anon { rel, _held: anon };
         if let Err(e) = self.dir.dir().create_dir(&data) {
             let err = Error::io("create directory", self.dir.abs(&data), e);
             self.discard(anon);
@@ -524,7 +533,10 @@ impl Entry {
 
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Entry").field("name", &self.name).field("path", &self.path).finish()
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -595,7 +607,9 @@ impl Drop for StoreGuard<'_> {
 
 impl fmt::Debug for StoreGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreGuard").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("StoreGuard")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -627,6 +641,8 @@ impl Drop for StageGuard<'_> {
 
 impl fmt::Debug for StageGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StageGuard").field("path", &self.path()).finish()
+        f.debug_struct("StageGuard")
+            .field("path", &self.path())
+            .finish()
     }
 }

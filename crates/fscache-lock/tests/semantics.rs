@@ -1,0 +1,361 @@
+//! Semantics of OFD locks as `fscache-lock` exposes them, proven within one
+//! process: separate opens conflict, dups share, the lock lives until
+//! explicit unlock or the last descriptor of its open file closes.
+//!
+//! Cross-process behaviour is tested in the workspace's top-level `tests/`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fscache_lock::{conflicting_lock, set_lock, FileLock, LockKind, Wait};
+use LockKind::{Exclusive, Shared};
+
+/// A very generous bound for "it happened": tests never assert on speed.
+const EVENTUALLY: Duration = Duration::from_secs(10);
+
+/// How long to watch for something that must *not* happen.
+const QUIET: Duration = Duration::from_millis(200);
+
+/// A new, separate open (its own open file description), read-write.
+fn open(path: &Path) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open test file")
+}
+
+/// Whether a fresh open of `path` could take a lock of `kind` right now,
+/// asked both by trying it and through `F_OFD_GETLK`.
+fn available(path: &Path, kind: LockKind) -> bool {
+    let probe = open(path);
+    let free_by_query = conflicting_lock(probe.as_fd(), kind).unwrap().is_none();
+    let free_by_try = FileLock::try_lock(&probe, kind).unwrap().is_some();
+    assert_eq!(
+        free_by_query, free_by_try,
+        "F_OFD_GETLK and F_OFD_SETLK disagree about a {kind} lock"
+    );
+    free_by_try
+}
+
+fn temp() -> tempfile::NamedTempFile {
+    tempfile::NamedTempFile::new().expect("create temp file")
+}
+
+#[test]
+fn separate_opens_conflict_like_processes() {
+    let tmp = temp();
+    let path = tmp.path();
+
+    let held = FileLock::lock(open(path), Exclusive).unwrap();
+    assert!(!available(path, Exclusive), "exclusive vs exclusive");
+    assert!(!available(path, Shared), "exclusive vs shared");
+    drop(held);
+
+    let held = FileLock::lock(open(path), Shared).unwrap();
+    assert!(available(path, Shared), "shared locks coexist");
+    assert!(!available(path, Exclusive), "shared vs exclusive");
+    drop(held);
+
+    assert!(available(path, Exclusive), "dropping the guard unlocks");
+}
+
+#[test]
+fn try_lock_or_return_hands_the_descriptor_back() {
+    let tmp = temp();
+    let _held = FileLock::lock(open(tmp.path()), Exclusive).unwrap();
+    let other = open(tmp.path());
+    let returned = match FileLock::try_lock_or_return(other, Shared).unwrap() {
+        Ok(_) => panic!("a shared lock was granted beside an exclusive one"),
+        Err(fd) => fd,
+    };
+    // The descriptor is still usable: asking through it works.
+    assert_eq!(
+        conflicting_lock(returned.as_fd(), Shared).unwrap(),
+        Some(Exclusive)
+    );
+}
+
+/// The classic POSIX-lock pitfall: with `F_SETLK`, closing *any* descriptor
+/// of a file drops all of the process's locks on it. OFD locks must not.
+#[test]
+fn closing_another_open_keeps_the_lock() {
+    let tmp = temp();
+    let path = tmp.path();
+    let _held = FileLock::lock(open(path), Exclusive).unwrap();
+
+    let unrelated = File::open(path).unwrap();
+    drop(unrelated);
+    let unrelated_rw = open(path);
+    drop(unrelated_rw);
+
+    assert!(!available(path, Shared), "the lock survived other closes");
+    assert!(!available(path, Exclusive));
+}
+
+#[test]
+fn a_dup_shares_the_lock() {
+    let tmp = temp();
+    let path = tmp.path();
+    let a = open(path);
+    let b = a.try_clone().unwrap(); // dup: same open file description
+
+    let held_a = FileLock::lock(&a, Exclusive).unwrap();
+    // The lock belongs to the open file description, so the dup is no
+    // competitor: taking it through `b` succeeds (it replaces the lock).
+    let held_b = FileLock::try_lock(&b, Exclusive).unwrap();
+    assert!(held_b.is_some(), "a dup does not conflict with itself");
+    assert!(
+        !available(path, Exclusive),
+        "other opens are still excluded"
+    );
+
+    // Unlocking through any dup unlocks the description: after `held_b`
+    // drops, the lock is gone although `held_a` still exists.
+    drop(held_b);
+    assert!(
+        available(path, Exclusive),
+        "unlock through the dup released it"
+    );
+    drop(held_a);
+    assert!(available(path, Exclusive));
+}
+
+#[test]
+fn the_lock_lives_until_the_last_descriptor_closes() {
+    let tmp = temp();
+    let path = tmp.path();
+    let a = open(path);
+    let b = a.try_clone().unwrap();
+
+    // No guard: lock directly, then close descriptors without unlocking.
+    assert!(set_lock(a.as_fd(), Some(Exclusive), Wait::NonBlock).unwrap());
+    drop(a);
+    assert!(
+        !available(path, Shared),
+        "the dup keeps the open file description, and its lock, alive"
+    );
+    drop(b);
+    assert!(
+        available(path, Exclusive),
+        "closing the last descriptor released the lock"
+    );
+}
+
+#[test]
+fn dropping_the_guard_unlocks_although_a_dup_lives_on() {
+    let tmp = temp();
+    let path = tmp.path();
+    let a = open(path);
+    let b = a.try_clone().unwrap();
+
+    let held = FileLock::lock(a, Exclusive).unwrap();
+    assert!(!available(path, Shared));
+    drop(held); // closes `a`, but `b` keeps the open file description
+    assert!(
+        available(path, Exclusive),
+        "the guard unlocks explicitly instead of relying on close"
+    );
+    drop(b);
+}
+
+#[test]
+fn unlock_releases_and_returns_the_descriptor() {
+    let tmp = temp();
+    let path = tmp.path();
+    let held = FileLock::lock(open(path), Exclusive).unwrap();
+    let fd = held.unlock().unwrap();
+    assert!(available(path, Exclusive), "unlocked while the fd is open");
+    // The returned descriptor can be locked again.
+    let again = FileLock::try_lock(fd, Shared).unwrap().expect("relock");
+    assert_eq!(again.kind(), Shared);
+    assert!(!available(path, Exclusive));
+}
+
+#[test]
+fn a_blocked_lock_wakes_when_the_holder_releases() {
+    let tmp = temp();
+    let path = tmp.path().to_path_buf();
+    let held = FileLock::lock(open(&path), Exclusive).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let waiter = {
+        let file = open(&path);
+        thread::spawn(move || {
+            tx.send("waiting").unwrap();
+            let guard = FileLock::lock(file, Exclusive).expect("blocking lock");
+            tx.send("locked").unwrap();
+            guard.unlock().expect("unlock");
+        })
+    };
+
+    assert_eq!(rx.recv_timeout(EVENTUALLY), Ok("waiting"));
+    // The waiter must stay blocked while the lock is held.
+    assert_eq!(
+        rx.recv_timeout(QUIET),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "the waiter got the lock while it was held"
+    );
+    drop(held);
+    assert_eq!(rx.recv_timeout(EVENTUALLY), Ok("locked"));
+    waiter.join().unwrap();
+}
+
+#[test]
+fn a_blocked_convert_wakes_when_the_other_reader_leaves() {
+    let tmp = temp();
+    let path = tmp.path().to_path_buf();
+    let reader = FileLock::lock(open(&path), Shared).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let converter = {
+        let file = open(&path);
+        thread::spawn(move || {
+            let mut guard = FileLock::lock(file, Shared).expect("shared lock");
+            tx.send("shared").unwrap();
+            guard.convert(Exclusive).expect("convert");
+            tx.send("exclusive").unwrap();
+            assert_eq!(guard.kind(), Exclusive);
+        })
+    };
+
+    assert_eq!(rx.recv_timeout(EVENTUALLY), Ok("shared"));
+    assert_eq!(
+        rx.recv_timeout(QUIET),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "converted to exclusive while another reader held the file"
+    );
+    drop(reader);
+    assert_eq!(rx.recv_timeout(EVENTUALLY), Ok("exclusive"));
+    converter.join().unwrap();
+}
+
+#[test]
+fn lock_timeout_gives_up_under_contention() {
+    let tmp = temp();
+    let path = tmp.path();
+    let held = FileLock::lock(open(path), Exclusive).unwrap();
+
+    let timeout = Duration::from_millis(120);
+    let start = Instant::now();
+    let got = FileLock::lock_timeout(open(path), Shared, timeout).unwrap();
+    let elapsed = start.elapsed();
+    assert!(got.is_none(), "granted while an exclusive lock was held");
+    assert!(elapsed >= timeout, "gave up early, after {elapsed:?}");
+    assert!(elapsed < EVENTUALLY, "took {elapsed:?}");
+
+    drop(held);
+    let got = FileLock::lock_timeout(open(path), Exclusive, timeout).unwrap();
+    assert_eq!(got.map(|g| g.kind()), Some(Exclusive));
+}
+
+#[test]
+fn lock_timeout_succeeds_when_released_in_time() {
+    let tmp = temp();
+    let path = tmp.path().to_path_buf();
+    let held = FileLock::lock(open(&path), Exclusive).unwrap();
+    let releaser = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        drop(held);
+    });
+    let got = FileLock::lock_timeout(open(&path), Exclusive, EVENTUALLY).unwrap();
+    assert!(got.is_some(), "not granted although the holder released");
+    releaser.join().unwrap();
+}
+
+#[test]
+fn try_convert_waits_for_no_one_and_keeps_the_old_lock() {
+    let tmp = temp();
+    let path = tmp.path();
+    let mut mine = FileLock::lock(open(path), Shared).unwrap();
+    let theirs = FileLock::lock(open(path), Shared).unwrap();
+
+    assert!(
+        !mine.try_convert(Exclusive).unwrap(),
+        "another reader holds it"
+    );
+    assert_eq!(mine.kind(), Shared, "the old lock is kept");
+    let probe = open(path);
+    drop(theirs);
+    assert_eq!(
+        conflicting_lock(probe.as_fd(), Exclusive).unwrap(),
+        Some(Shared),
+        "my shared lock is still held"
+    );
+
+    assert!(mine.try_convert(Exclusive).unwrap(), "now the only reader");
+    assert_eq!(mine.kind(), Exclusive);
+    assert!(!available(path, Shared));
+
+    assert!(mine.try_convert(Exclusive).unwrap(), "same kind is a no-op");
+    assert!(
+        mine.try_convert(Shared).unwrap(),
+        "downgrade never conflicts"
+    );
+    assert_eq!(mine.kind(), Shared);
+    assert!(available(path, Shared));
+    assert!(!available(path, Exclusive));
+}
+
+#[test]
+fn conflicting_lock_reports_the_holder() {
+    let tmp = temp();
+    let path = tmp.path();
+    let probe = open(path);
+    let ask = |kind| conflicting_lock(probe.as_fd(), kind).unwrap();
+
+    assert_eq!(ask(Shared), None);
+    assert_eq!(ask(Exclusive), None);
+
+    let shared = FileLock::lock(open(path), Shared).unwrap();
+    assert_eq!(ask(Shared), None, "readers do not conflict");
+    assert_eq!(ask(Exclusive), Some(Shared));
+    drop(shared);
+
+    let exclusive = FileLock::lock(open(path), Exclusive).unwrap();
+    assert_eq!(ask(Shared), Some(Exclusive));
+    assert_eq!(ask(Exclusive), Some(Exclusive));
+    // A description never conflicts with its own lock.
+    assert_eq!(
+        conflicting_lock(exclusive.as_fd(), Exclusive).unwrap(),
+        None
+    );
+    drop(exclusive);
+
+    assert_eq!(ask(Exclusive), None);
+}
+
+#[test]
+fn access_mode_mismatch_is_an_error_not_a_panic() {
+    let tmp = temp();
+    let path = tmp.path();
+    let ebadf = |r: io::Result<()>| {
+        let e = r.expect_err("lock granted on a descriptor of the wrong mode");
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    };
+
+    let read_only = File::open(path).unwrap();
+    ebadf(FileLock::lock(&read_only, Exclusive).map(drop));
+    ebadf(FileLock::try_lock(&read_only, Exclusive).map(drop));
+    ebadf(FileLock::lock_timeout(&read_only, Exclusive, QUIET).map(drop));
+    ebadf(set_lock(read_only.as_fd(), Some(Exclusive), Wait::NonBlock).map(drop));
+    // A shared lock on a read-only descriptor is fine, but converting it up
+    // fails and keeps the shared lock.
+    let mut held = FileLock::lock(&read_only, Shared).unwrap();
+    ebadf(held.try_convert(Exclusive).map(drop));
+    ebadf(held.convert(Exclusive));
+    assert_eq!(held.kind(), Shared);
+    assert!(!available(path, Exclusive));
+    drop(held);
+
+    let write_only = OpenOptions::new().write(true).open(path).unwrap();
+    ebadf(FileLock::try_lock(&write_only, Shared).map(drop));
+    assert!(FileLock::try_lock(&write_only, Exclusive)
+        .unwrap()
+        .is_some());
+}
