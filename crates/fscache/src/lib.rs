@@ -63,3 +63,19 @@ pub use cache::{Entry, FsCache, StageGuard, StoreGuard, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use fscache_dir::Hook;
 pub use info::{CacheInfo, MaxSize, VERSION};
+
+/// The README's example, run as a doc test so it never goes stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handles_and_errors_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::FsCache>();
+        send_sync::<super::Entry>();
+        send_sync::<super::Error>();
+    }
+}
