@@ -57,12 +57,16 @@ mod bootid;
 mod cache;
 mod error;
 mod info;
+mod maint;
 
 pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
 pub use cache::{Entry, FsCache, StageGuard, StoreGuard, Stored};
 pub use error::{Error, InvalidName, Result};
+pub use fscache_dir::copy::tree_content_bytes;
 pub use fscache_dir::Hook;
+pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
 pub use info::{CacheInfo, MaxSize, VERSION};
+pub use maint::{EntryInfo, PruneOptions, PruneReport, Removed, Usage};
 
 /// The README's example, run as a doc test so it never goes stale.
 #[cfg(doctest)]

@@ -1,0 +1,586 @@
+//! Maintenance on a live cache: list entries, remove one, prune, usage.
+//!
+//! Everything here takes the same locks as `load`, `store` and eviction,
+//! so it is safe beside processes that use the cache right now: a reader
+//! never loses its entry, a writer never sees a half-removed one.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fscache_dir::{gone, CacheDir, EntryName, CACHE_INFO, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
+use fscache_lock::{LockKind, Wait};
+use fscache_quota::{Candidate, ObjectInfo, Stamp};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::cache::FsCache;
+use crate::error::{Error, Result};
+
+/// A committed entry as [`FsCache::entries`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryInfo {
+    /// The entry's name.
+    pub name: String,
+    /// The bytes its `object.info` recorded; `None` when that is missing or
+    /// corrupt (the entry is being removed, or debris of a crash).
+    pub size: Option<u64>,
+    /// Its last use: the atime of its `object.lock`.
+    pub last_use: SystemTime,
+    /// Whether another open file holds a lock on its `object.lock` now: a
+    /// reader (or a remover). A snapshot, stale as soon as it is taken.
+    pub in_use: bool,
+}
+
+/// What [`FsCache::remove`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a removal may remove nothing: check what happened"]
+pub enum Removed {
+    /// The entry is gone; `freed` bytes were uncharged from `cache.size`
+    /// (what its `object.info` recorded, 0 if nothing was recorded).
+    Removed {
+        /// Bytes uncharged.
+        freed: u64,
+    },
+    /// A reader (or another remover) holds the entry; nothing changed.
+    InUse,
+    /// There is no entry of that name.
+    Missing,
+}
+
+/// What [`FsCache::prune`] should remove. With neither `to` nor
+/// `unused_for`, it prunes down to the cache's maximum size in force
+/// (nothing when that is unlimited).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PruneOptions {
+    /// Remove least-recently-used entries until the accounted size is at
+    /// most this many bytes.
+    pub to: Option<u64>,
+    /// Remove every entry whose last use is older than this.
+    pub unused_for: Option<Duration>,
+    /// Only report what would be removed; remove nothing.
+    pub dry_run: bool,
+}
+
+/// What [`FsCache::prune`] did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Entries removed (a dry run: that would be removed), oldest first.
+    pub removed: Vec<String>,
+    /// Entries chosen but kept: a reader holds them, or they were used
+    /// since the listing.
+    pub skipped: Vec<String>,
+    /// Bytes uncharged (a dry run: that would be), as the removed entries'
+    /// `object.info` recorded.
+    pub freed: u64,
+    /// The accounted size (`cache.size`) afterwards (a dry run: now).
+    pub accounted: u64,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// The space a cache uses, from [`FsCache::usage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes accounted to committed entries (`cache.size`).
+    pub accounted: u64,
+    /// Bytes the whole cache directory occupies on disk (`st_blocks`),
+    /// including entries being stored, stages and protocol files.
+    pub on_disk: u64,
+    /// Number of committed entries.
+    pub entries: usize,
+}
+
+impl FsCache {
+    /// List the committed entries, sorted by name, with their recorded
+    /// size, last use and whether someone holds them now. `uuid-*` names
+    /// (entries being stored) are skipped, and so are entries that vanish
+    /// during the listing.
+    ///
+    /// Listing does not change any entry's last use: the lock files are
+    /// `stat`ed, and opened (to ask the kernel about locks, `F_OFD_GETLK`)
+    /// with `O_NOATIME` where permitted; an open never updates atime anyway.
+    ///
+    /// # Errors
+    ///
+    /// Reading `objects/` failed, or a lock file could not be opened or
+    /// asked for a reason other than it vanishing.
+    pub fn entries(&self) -> Result<Vec<EntryInfo>> {
+        let dir = self.cache_dir();
+        let mut out = Vec::new();
+        for c in fscache_quota::list_lru(dir)? {
+            let lock_rel = PathBuf::from(OBJECTS).join(&c.name).join(OBJECT_LOCK);
+            let in_use = match open_noatime(dir, &lock_rel) {
+                Ok(fd) => fscache_lock::conflicting_lock(
+                    std::os::fd::AsFd::as_fd(&fd),
+                    LockKind::Exclusive,
+                )
+                .map_err(|e| Error::io("query lock of", dir.abs(&lock_rel), e))?
+                .is_some(),
+                Err(e) if is_miss(&e) => continue,
+                Err(e) => return Err(Error::io("open", dir.abs(&lock_rel), e)),
+            };
+            out.push(EntryInfo {
+                last_use: stamp_to_time(c.last_use),
+                name: c.name,
+                size: c.size,
+                in_use,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Remove the entry `name` unless someone holds it: its exclusive lock
+    /// is taken without waiting, then the entry is removed (`object.info`
+    /// first) and exactly the size its `object.info` recorded is uncharged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] before any I/O; [`Error::Corrupt`] if the
+    /// cache's version is not ours (nothing is touched then); locking,
+    /// removing or uncharging failed.
+    pub fn remove(&self, name: &str) -> Result<Removed> {
+        let name = EntryName::new(name)?;
+        self.require_compatible()?;
+        let dir = self.cache_dir();
+        let entry = PathBuf::from(OBJECTS).join(name.as_str());
+        let lock_rel = entry.join(OBJECT_LOCK);
+        let locked = match dir.open_locked(&lock_rel, LockKind::Exclusive, Wait::NonBlock) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(Removed::InUse),
+            Err(e) if is_miss(&e) => return Ok(Removed::Missing),
+            Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
+        };
+        // Read under the lock: nobody can change it now. A missing or
+        // corrupt object.info means the entry was never valid (a crashed
+        // removal): it goes, and nothing was accounted to it.
+        let freed = dir
+            .read_small(&entry.join(OBJECT_INFO))
+            .ok()
+            .and_then(|b| ObjectInfo::parse(&b).size)
+            .unwrap_or(0);
+        dir.remove_entry(&entry)
+            .map_err(|e| Error::io("remove", dir.abs(&entry), e))?;
+        drop(locked);
+        if freed > 0 {
+            fscache_quota::uncharge(dir, freed)?;
+        }
+        Ok(Removed::Removed { freed })
+    }
+
+    /// Remove least-recently-used entries down to `opts.to` bytes and/or
+    /// every entry unused for `opts.unused_for`, oldest first, skipping any
+    /// entry a reader holds or that was used since the listing (the same
+    /// rules as eviction). A dry run removes nothing and reports what would
+    /// go, an entry a reader holds now as skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if the cache's version is not ours (and this is
+    /// not a dry run); listing, reading `cache.size`, removing or
+    /// uncharging failed.
+    pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        if !opts.dry_run {
+            self.require_compatible()?;
+        }
+        let dir = self.cache_dir();
+        let candidates = fscache_quota::list_lru(dir)?;
+        let total = fscache_quota::read_size(dir)?;
+        let to = match (opts.to, opts.unused_for) {
+            (None, None) => match self.info().limit() {
+                fscache_quota::MaxSize::Bytes(n) => Some(n),
+                fscache_quota::MaxSize::Unlimited => None,
+            },
+            (to, _) => to,
+        };
+        let victims = choose(&candidates, total, to, opts.unused_for, SystemTime::now());
+        if opts.dry_run {
+            let mut report = PruneReport {
+                accounted: total,
+                dry_run: true,
+                ..Default::default()
+            };
+            for v in victims {
+                let lock_rel = PathBuf::from(OBJECTS).join(&v.name).join(OBJECT_LOCK);
+                let held = match open_noatime(dir, &lock_rel) {
+                    Ok(fd) => fscache_lock::conflicting_lock(
+                        std::os::fd::AsFd::as_fd(&fd),
+                        LockKind::Exclusive,
+                    )
+                    .map_err(|e| Error::io("query lock of", dir.abs(&lock_rel), e))?
+                    .is_some(),
+                    Err(e) if is_miss(&e) => continue,
+                    Err(e) => return Err(Error::io("open", dir.abs(&lock_rel), e)),
+                };
+                if held {
+                    report.skipped.push(v.name);
+                } else {
+                    report.freed = report.freed.saturating_add(v.size.unwrap_or(0));
+                    report.removed.push(v.name);
+                }
+            }
+            return Ok(report);
+        }
+        let evicted = fscache_quota::evict(dir, &victims)?;
+        Ok(PruneReport {
+            removed: evicted.removed,
+            skipped: evicted.skipped,
+            freed: evicted.freed,
+            accounted: fscache_quota::read_size(dir)?,
+            dry_run: false,
+        })
+    }
+
+    /// The space the cache uses: accounted bytes (`cache.size`), bytes on
+    /// disk (`st_blocks` of the whole root) and the number of committed
+    /// entries.
+    ///
+    /// # Errors
+    ///
+    /// Reading `cache.size`, walking the root or listing `objects/` failed.
+    pub fn usage(&self) -> Result<Usage> {
+        let dir = self.cache_dir();
+        let accounted = fscache_quota::read_size(dir)?;
+        let on_disk = fscache_quota::tree_space(dir.dir(), Path::new("."))
+            .map_err(|e| Error::io("measure", dir.root(), e))?;
+        let entries = fscache_quota::list_lru(dir)?.len();
+        Ok(Usage {
+            accounted,
+            on_disk,
+            entries,
+        })
+    }
+
+    /// Refuse to modify a cache whose format version is not ours.
+    fn require_compatible(&self) -> Result<()> {
+        let info = self.reload_info()?;
+        if info.is_compatible() {
+            return Ok(());
+        }
+        Err(Error::Corrupt {
+            path: self.cache_dir().abs(Path::new(CACHE_INFO)),
+            what: match info.version {
+                Some(v) => format!("format version {v} is not 1; refusing to modify the cache"),
+                None => "no format version; refusing to modify the cache".into(),
+            },
+        })
+    }
+}
+
+/// The entries to remove, oldest first: those last used before
+/// `now - unused_for`, then as many more as bring `total` down to `to`.
+/// Entries without a recorded size are debris and always chosen when any
+/// criterion is given.
+fn choose(
+    candidates: &[Candidate],
+    total: u64,
+    to: Option<u64>,
+    unused_for: Option<Duration>,
+    now: SystemTime,
+) -> Vec<Candidate> {
+    let mut chosen: Vec<Candidate> = Vec::new();
+    let mut rest: Vec<Candidate> = Vec::new();
+    let mut remaining = total;
+    match unused_for {
+        Some(d) => {
+            // A duration reaching before the epoch selects nothing by age.
+            let cutoff = now.checked_sub(d);
+            for c in candidates {
+                if cutoff.is_some_and(|cut| stamp_to_time(c.last_use) < cut) {
+                    remaining = remaining.saturating_sub(c.size.unwrap_or(0));
+                    chosen.push(c.clone());
+                } else {
+                    rest.push(c.clone());
+                }
+            }
+        }
+        None => rest = candidates.to_vec(),
+    }
+    if let Some(to) = to {
+        chosen.extend(fscache_quota::plan(&rest, remaining, 0, to));
+    } else if unused_for.is_some() {
+        chosen.extend(rest.into_iter().filter(|c| c.size.is_none()));
+    }
+    chosen.sort_by(|a, b| a.last_use.cmp(&b.last_use).then_with(|| a.name.cmp(&b.name)));
+    chosen
+}
+
+/// `open(rel, O_RDONLY | O_NOATIME)`, without `O_NOATIME` where it is not
+/// permitted (`EPERM`: we do not own the file).
+fn open_noatime(dir: &CacheDir, rel: &Path) -> io::Result<OwnedFd> {
+    match dir.open_raw(rel, OFlags::RDONLY | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => dir.open_raw(rel, OFlags::RDONLY, Mode::empty()),
+        other => other,
+    }
+    .map_err(|e| dir.err("open", rel, e))
+}
+
+/// A file system time stamp as a `SystemTime`.
+fn stamp_to_time((secs, nsecs): Stamp) -> SystemTime {
+    let nsecs = nsecs.clamp(0, 999_999_999) as u32;
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs as u64, nsecs)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsecs)
+    }
+}
+
+/// Whether an open error means "not there for me now" (as `load` reads
+/// it): gone, a symlink where the lock file should be, or stale on NFS.
+fn is_miss(e: &io::Error) -> bool {
+    gone(e)
+        || matches!(
+            fscache_dir::raw_os_error(e).map(Errno::from_raw_os_error),
+            Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CacheInfo, MaxSize, Stored};
+
+    fn cache(limit: MaxSize) -> (tempfile::TempDir, FsCache) {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = FsCache::open("maint-test", tmp.path().join("c")).unwrap();
+        c.set_info(CacheInfo {
+            maximum_size: Some(limit),
+            ..Default::default()
+        })
+        .unwrap();
+        (tmp, c)
+    }
+
+    fn put(c: &FsCache, name: &str, bytes: usize) {
+        let w = c.store(name).unwrap();
+        std::fs::write(w.path().join("f"), vec![1u8; bytes]).unwrap();
+        assert_eq!(w.commit().unwrap(), Stored::Committed);
+    }
+
+    fn atime(c: &FsCache, name: &str) -> (i64, i64) {
+        let st = c
+            .cache_dir()
+            .stat(&PathBuf::from(OBJECTS).join(name).join(OBJECT_LOCK))
+            .unwrap();
+        (st.st_atime, st.st_atime_nsec as i64)
+    }
+
+    /// Set an entry's last use to `secs_ago` seconds before now.
+    fn age(c: &FsCache, name: &str, secs_ago: u64) {
+        let t = SystemTime::now() - Duration::from_secs(secs_ago);
+        let f = std::fs::File::open(
+            c.path()
+                .join(OBJECTS)
+                .join(name)
+                .join(OBJECT_LOCK),
+        )
+        .unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(t))
+            .unwrap();
+    }
+
+    fn c(name: &str, t: i64, size: Option<u64>) -> Candidate {
+        Candidate {
+            name: name.into(),
+            last_use: (t, 0),
+            size,
+        }
+    }
+
+    #[test]
+    fn entries_report_size_use_and_readers_without_touching_atime() {
+        let (_t, c) = cache(MaxSize::Unlimited);
+        put(&c, "b", 5000);
+        put(&c, "a", 10);
+        let before = (atime(&c, "a"), atime(&c, "b"));
+        let held = c.load("b").unwrap().unwrap();
+        let b_used = atime(&c, "b");
+        let list = c.entries().unwrap();
+        assert_eq!(
+            list.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(!list[0].in_use);
+        assert!(list[1].in_use);
+        assert!(list[1].size.unwrap() >= 5000);
+        assert_eq!(atime(&c, "a"), before.0);
+        assert_eq!(atime(&c, "b"), b_used);
+        drop(held);
+        assert!(c.entries().unwrap().iter().all(|e| !e.in_use));
+        let age = SystemTime::now()
+            .duration_since(list[0].last_use)
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(60), "{age:?}");
+    }
+
+    #[test]
+    fn remove_uncharges_exactly_and_respects_readers() {
+        let (_t, c) = cache(MaxSize::Unlimited);
+        put(&c, "a", 3000);
+        put(&c, "b", 100);
+        let size_a = c.entries().unwrap()[0].size.unwrap();
+        let before = c.usage().unwrap().accounted;
+
+        let held = c.load("a").unwrap().unwrap();
+        assert_eq!(c.remove("a").unwrap(), Removed::InUse);
+        assert!(held.path().join("f").exists());
+        drop(held);
+
+        assert_eq!(c.remove("a").unwrap(), Removed::Removed { freed: size_a });
+        assert_eq!(c.usage().unwrap().accounted, before - size_a);
+        assert_eq!(c.remove("a").unwrap(), Removed::Missing);
+        assert!(c.load("a").unwrap().is_none());
+        assert!(matches!(c.remove("../x"), Err(Error::InvalidName(_))));
+        assert!(matches!(c.remove("uuid-1"), Err(Error::InvalidName(_))));
+        assert_eq!(c.usage().unwrap().entries, 1);
+    }
+
+    #[test]
+    fn remove_of_debris_without_object_info_frees_nothing() {
+        let (_t, c) = cache(MaxSize::Unlimited);
+        put(&c, "a", 100);
+        std::fs::remove_file(c.path().join("objects/a/object.info")).unwrap();
+        let before = c.usage().unwrap().accounted;
+        assert_eq!(c.remove("a").unwrap(), Removed::Removed { freed: 0 });
+        assert_eq!(c.usage().unwrap().accounted, before);
+        assert!(!c.path().join("objects/a").exists());
+    }
+
+    #[test]
+    fn prune_to_a_size_takes_the_least_recently_used_and_skips_readers() {
+        let (_t, c) = cache(MaxSize::Unlimited);
+        for (name, ago) in [("old", 300), ("mid", 200), ("new", 100)] {
+            put(&c, name, 4000);
+            age(&c, name, ago);
+        }
+        let sizes: u64 = c.entries().unwrap().iter().map(|e| e.size.unwrap()).sum();
+        let one = sizes / 3;
+
+        let dry = c
+            .prune(PruneOptions {
+                to: Some(one),
+                dry_run: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(dry.removed, ["old", "mid"]);
+        assert!(dry.dry_run);
+        assert_eq!(c.usage().unwrap().entries, 3, "a dry run removes nothing");
+
+        let held = c.load("old").unwrap().unwrap();
+        let r = c
+            .prune(PruneOptions {
+                to: Some(one),
+                ..Default::default()
+            })
+            .unwrap();
+        // "old" was just loaded: it is now the most recent and held.
+        assert_eq!(r.removed, ["mid", "new"]);
+        assert_eq!(r.accounted, sizes - r.freed);
+        drop(held);
+        assert_eq!(
+            c.entries()
+                .unwrap()
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>(),
+            ["old"]
+        );
+    }
+
+    #[test]
+    fn prune_unused_for_and_default_limit() {
+        let (_t, c) = cache(MaxSize::Unlimited);
+        put(&c, "stale", 100);
+        age(&c, "stale", 3 * 86_400);
+        put(&c, "fresh", 100);
+        let held = c.load("fresh").unwrap().unwrap();
+        let dry = c
+            .prune(PruneOptions {
+                unused_for: Some(Duration::from_secs(86_400)),
+                dry_run: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(dry.removed, ["stale"]);
+        let r = c
+            .prune(PruneOptions {
+                unused_for: Some(Duration::from_secs(86_400)),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.removed, ["stale"]);
+        assert!(r.skipped.is_empty());
+        drop(held);
+        // Unlimited and no criterion: nothing to do.
+        assert!(c.prune(PruneOptions::default()).unwrap().removed.is_empty());
+        // Lower the limit to 0: the default prunes down to it.
+        c.set_info(CacheInfo {
+            maximum_size: Some(MaxSize::Bytes(0)),
+            ..Default::default()
+        })
+        .unwrap();
+        let r = c.prune(PruneOptions::default()).unwrap();
+        assert_eq!(r.removed, ["fresh"]);
+        assert_eq!(r.accounted, 0);
+    }
+
+    #[test]
+    fn choose_combines_age_and_size() {
+        let now = UNIX_EPOCH + Duration::from_secs(1000);
+        let cands = [
+            c("a", 100, Some(10)),
+            c("b", 500, Some(10)),
+            c("junk", 600, None),
+            c("d", 900, Some(10)),
+        ];
+        let names = |v: Vec<Candidate>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
+        // Unused for 600 s: a (100 < 400); junk always.
+        assert_eq!(
+            names(choose(&cands, 30, None, Some(Duration::from_secs(600)), now)),
+            ["a", "junk"]
+        );
+        // Down to 10 after a is gone (30 - 10 = 20): b too.
+        assert_eq!(
+            names(choose(&cands, 30, Some(10), Some(Duration::from_secs(600)), now)),
+            ["a", "b", "junk"]
+        );
+        assert_eq!(names(choose(&cands, 30, Some(30), None, now)), ["junk"]);
+        // A duration reaching before the epoch selects by age nothing.
+        assert_eq!(
+            names(choose(&cands, 30, None, Some(Duration::MAX), now)),
+            ["junk"]
+        );
+        assert_eq!(stamp_to_time((-1, 0)), UNIX_EPOCH - Duration::from_secs(1));
+    }
+
+    #[test]
+    fn usage_counts_disk_and_entries() {
+        let (_t, c) = cache(MaxSize::Unlimited);
+        let empty = c.usage().unwrap();
+        assert_eq!((empty.accounted, empty.entries), (0, 0));
+        put(&c, "a", 8192);
+        let u = c.usage().unwrap();
+        assert_eq!(u.entries, 1);
+        assert!(u.accounted >= 8192);
+        assert!(u.on_disk >= u.accounted);
+    }
+
+    #[test]
+    fn an_incompatible_cache_is_not_modified() {
+        let (_t, c) = cache(MaxSize::Unlimited);
+        put(&c, "a", 10);
+        std::fs::write(c.path().join(CACHE_INFO), br#"{"version": 2}"#).unwrap();
+        assert!(matches!(c.remove("a"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            c.prune(PruneOptions {
+                to: Some(0),
+                ..Default::default()
+            }),
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(c.entries().unwrap().len(), 1);
+    }
+}
