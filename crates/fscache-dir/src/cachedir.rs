@@ -252,6 +252,22 @@ impl CacheDir {
         self.open_locked_with(rel, kind, wait, OFlags::empty())
     }
 
+    /// As [`CacheDir::open_locked`], but always opened read-write, so the
+    /// lock can later be converted to exclusive on the same descriptor.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::open_locked`]; `PermissionDenied`/`ReadOnlyFilesystem`
+    /// when the file is not writable for us.
+    pub fn open_locked_rw(
+        &self,
+        rel: &Path,
+        kind: LockKind,
+        wait: Wait,
+    ) -> io::Result<Option<LockedFile>> {
+        self.open_locked_with(rel, kind, wait, OFlags::RDWR)
+    }
+
     /// As [`CacheDir::open_locked`] with an exclusive, non-blocking lock,
     /// opened with `O_NOATIME` where permitted so the attempt does not
     /// disturb what it inspects.
@@ -277,6 +293,7 @@ impl CacheDir {
         extra: OFlags,
     ) -> io::Result<Option<LockedFile>> {
         let access = match kind {
+            _ if extra.contains(OFlags::RDWR) => OFlags::RDWR,
             LockKind::Shared => OFlags::RDONLY,
             LockKind::Exclusive => OFlags::RDWR,
         };

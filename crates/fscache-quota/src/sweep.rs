@@ -23,7 +23,8 @@ pub struct Swept {
 /// Remove the `uuid-*` debris of crashed writers from `objects/` and
 /// `stage/`: a directory whose `object.lock` nobody holds, and a temporary
 /// file nobody holds. Live writers hold their locks, so they are never
-/// disturbed.
+/// disturbed. Named directories in `objects/` without an `object.lock` (a
+/// removal that crashed) are removed too.
 ///
 /// A debris directory without a lock file gets one created (`O_CREAT`)
 /// before it is locked, as osbuild does: a writer that was about to link its
@@ -47,10 +48,19 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
             let entry = entry.map_err(|e| Error::io("read directory", cache.abs(parent), e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            let rel = parent.join(name);
             if !name.starts_with(RESERVED_PREFIX) {
+                // A named entry without `object.lock` is never valid (the
+                // lock file is linked before the rename and unlinked last on
+                // removal): the debris of a removal that crashed.
+                if parent == Path::new(OBJECTS) && lockless_dir(cache, &rel) {
+                    let mut none = 0;
+                    if sweep_dir(cache, &rel, &mut none)? {
+                        out.removed.push(name.to_owned());
+                    }
+                }
                 continue;
             }
-            let rel = parent.join(name);
             let Ok(st) = cache.stat(&rel) else { continue };
             let removed = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                 sweep_dir(cache, &rel, &mut out.freed)?
@@ -66,6 +76,13 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
         counter::uncharge(cache, out.freed)?;
     }
     Ok(out)
+}
+
+fn lockless_dir(cache: &CacheDir, rel: &Path) -> bool {
+    matches!(cache.stat(&rel.join(OBJECT_LOCK)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        && cache
+            .stat(rel)
+            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
 }
 
 fn try_lock_created(
@@ -147,12 +164,20 @@ mod tests {
         // A lock-less anon dir in stage/ and a stray temp file.
         std::fs::create_dir(root.join(STAGE).join("uuid-0")).unwrap();
         std::fs::write(root.join(OBJECTS).join("uuid-f"), b"").unwrap();
-        // A committed entry is never touched.
+        // A committed entry is never touched; a lock-less named dir is
+        // debris of a crashed removal.
         std::fs::create_dir(root.join(OBJECTS).join("keep")).unwrap();
+        std::fs::write(root.join(OBJECTS).join("keep").join(OBJECT_LOCK), b"").unwrap();
+        std::fs::create_dir(root.join(OBJECTS).join("half-removed")).unwrap();
 
         let mut swept = sweep(&c).unwrap();
         swept.removed.sort();
-        let mut expect = vec![dead_name, "uuid-0".to_owned(), "uuid-f".to_owned()];
+        let mut expect = vec![
+            dead_name,
+            "half-removed".to_owned(),
+            "uuid-0".to_owned(),
+            "uuid-f".to_owned(),
+        ];
         expect.sort();
         assert_eq!(swept.removed, expect);
         assert_eq!(swept.freed, 10);

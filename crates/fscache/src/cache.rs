@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use cap_std::fs::Dir;
 use fscache_dir::{
@@ -46,8 +46,24 @@ pub struct FsCache {
     boot_id: String,
     info: RwLock<CacheInfo>,
     watermark_percent: u8,
-    // Held shared for the handle's whole life; repair takes it exclusive.
-    _cache_lock: FileLock<OwnedFd>,
+    // Held shared for the handle's whole life; repair converts it to
+    // exclusive for a moment.
+    cache_lock: Mutex<FileLock<OwnedFd>>,
+    // Commits hold it shared from charge to rename; repair exclusively, so
+    // a recount never misses a charge of this handle in flight.
+    commit_gate: RwLock<()>,
+}
+
+/// What [`FsCache::repair`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// Debris removed: `uuid-*` leftovers of crashed writers and named
+    /// directories left half-removed.
+    pub removed: Vec<String>,
+    /// `cache.size` before the repair (`None` if it was corrupt).
+    pub accounted_before: Option<u64>,
+    /// `cache.size` after: the exact sum of the entries' recorded sizes.
+    pub accounted: u64,
 }
 
 impl fmt::Debug for FsCache {
@@ -88,11 +104,22 @@ impl FsCache {
         dir.scaffold()
             .map_err(|e| Error::io("create scaffolding in", dir.root(), e))?;
         let lock_rel = Path::new(CACHE_LOCK);
-        let cache_lock = dir
-            .open_locked(lock_rel, LockKind::Shared, Wait::Block)
-            .map_err(|e| Error::io("lock", dir.abs(lock_rel), e))?
-            .expect("a blocking lock is never contended")
-            .lock;
+        // Read-write where we may, so repair can convert the lock in place;
+        // read-only otherwise (a shared lock needs no more).
+        let cache_lock = match dir.open_locked_rw(lock_rel, LockKind::Shared, Wait::Block) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                dir.open_locked(lock_rel, LockKind::Shared, Wait::Block)
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io("lock", dir.abs(lock_rel), e))?
+        .expect("a blocking lock is never contended")
+        .lock;
         let boot_id = crate::bootid::current_app_boot_id(appid)
             .map_err(|e| Error::io("read", crate::bootid::KERNEL_BOOT_ID, e))?;
         let info = read_info(&dir)?;
@@ -102,7 +129,8 @@ impl FsCache {
             boot_id,
             info: RwLock::new(info),
             watermark_percent: fscache_quota::DEFAULT_WATERMARK_PERCENT,
-            _cache_lock: cache_lock,
+            cache_lock: Mutex::new(cache_lock),
+            commit_gate: RwLock::new(()),
         })
     }
 
@@ -187,6 +215,45 @@ impl FsCache {
         drop(_locked);
         self.reload_info()?;
         Ok(())
+    }
+
+    /// Whole-cache repair after crashes: remove the debris of crashed
+    /// writers and removals, and rebuild `cache.size` as the exact sum of
+    /// the entries' recorded sizes (a crash between a charge and its commit,
+    /// or during eviction, leaves it too high — never too low).
+    ///
+    /// Runs only while no other handle (in any process, osbuild's included)
+    /// has the cache open: it converts this handle's shared `cache.lock` to
+    /// exclusive without waiting, and returns `Ok(None)` if others hold it.
+    /// Commits of this handle wait meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// The lock conversion, a removal or the recount failed.
+    pub fn repair(&self) -> Result<Option<Repaired>> {
+        let _gate = self.commit_gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut lock = self.cache_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let lock_path = || self.dir.abs(Path::new(CACHE_LOCK));
+        if !lock
+            .try_convert(LockKind::Exclusive)
+            .map_err(|e| Error::io("lock", lock_path(), e))?
+        {
+            return Ok(None);
+        }
+        let result = (|| {
+            let accounted_before = fscache_quota::read_size(&self.dir).ok();
+            let swept = fscache_quota::sweep(&self.dir)?;
+            let accounted = fscache_quota::recount(&self.dir)?;
+            Ok(Repaired {
+                removed: swept.removed,
+                accounted_before,
+                accounted,
+            })
+        })();
+        // Downgrading never conflicts.
+        lock.convert(LockKind::Shared)
+            .map_err(|e| Error::io("lock", lock_path(), e))?;
+        result.map(Some)
     }
 
     /// Load the entry `name`: a read-locked committed entry, or `None` for
@@ -335,6 +402,7 @@ impl FsCache {
     }
 
     fn commit(&self, name: &EntryName, anon: Anon) -> Result<Stored> {
+        let _gate = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
         let data_rel = anon.rel.join(DATA);
         self.dir.hook("commit:measure", &anon.rel);
         let size = match fscache_quota::tree_space(self.dir.dir(), &data_rel) {
@@ -395,15 +463,29 @@ impl FsCache {
         // Full: the scan that eviction needs anyway also clears the debris
         // of crashed writers (unaccounted space, or half-committed charges).
         fscache_quota::sweep(&self.dir)?;
-        let candidates = fscache_quota::list_lru(&self.dir)?;
-        let total = fscache_quota::read_size(&self.dir).unwrap_or(u64::MAX);
         let target = limit.watermark(self.watermark_percent).unwrap_or(u64::MAX);
-        let victims = fscache_quota::plan(&candidates, total, size, target);
-        fscache_quota::evict(&self.dir, &victims)?;
-        Ok(matches!(
-            fscache_quota::charge(&self.dir, size, limit)?,
-            Charge::Accepted { .. }
-        ))
+        // Entries a reader holds (or that were just used) are skipped by
+        // eviction; plan again without them, so that a held old entry does
+        // not hide idle younger ones. Every round removes something or
+        // skips a new name, so this ends.
+        let mut skipped = std::collections::HashSet::new();
+        loop {
+            let candidates: Vec<_> = fscache_quota::list_lru(&self.dir)?
+                .into_iter()
+                .filter(|c| !skipped.contains(&c.name))
+                .collect();
+            let total = fscache_quota::read_size(&self.dir).unwrap_or(u64::MAX);
+            let victims = fscache_quota::plan(&candidates, total, size, target);
+            let evicted = fscache_quota::evict(&self.dir, &victims)?;
+            if let Charge::Accepted { .. } = fscache_quota::charge(&self.dir, size, limit)? {
+                return Ok(true);
+            }
+            let before = skipped.len();
+            skipped.extend(evicted.skipped);
+            if evicted.removed.is_empty() && skipped.len() == before {
+                return Ok(false);
+            }
+        }
     }
 
     /// Write `object.info` with `O_EXCL` and rename the entry to its name.
