@@ -27,3 +27,31 @@ mod crash;
 // The cache on mounted tmpfs file systems: disk full, noatime (needs root).
 #[path = "suite/filesystems.rs"]
 mod filesystems;
+
+// Helpers of the cache_* modules: tmpfs temp caches, reading the books.
+#[path = "suite/cache_util.rs"]
+mod cache_util;
+
+// FsCache::open scaffolding, the records of a commit, cache.info updates.
+#[path = "suite/cache_layout.rs"]
+mod cache_layout;
+
+// Misses, invalid names, commit outcomes, guard cleanup, LRU eviction.
+#[path = "suite/cache_semantics.rs"]
+mod cache_semantics;
+
+// Property test: random operations against the cache and a model.
+#[path = "suite/cache_model.rs"]
+mod cache_model;
+
+// Corrupt protocol files and hostile entries: clear answers, no escapes.
+#[path = "suite/cache_garbage.rs"]
+mod cache_garbage;
+
+// osbuild compatibility: boot id vectors and an osbuild-written cache.
+#[path = "suite/cache_vectors.rs"]
+mod cache_vectors;
+
+// Races forced through the test hooks.
+#[path = "suite/cache_races.rs"]
+mod cache_races;

@@ -53,7 +53,10 @@ fn assert_incompatible(root: &Path) {
     assert_eq!(entries(root), ["x"]);
     assert_eq!(fs::read(root.join("cache.size")).unwrap(), b"0");
     let src = tmp();
-    assert_eq!(cache.store_tree("z", src.path()).unwrap(), Stored::Incompatible);
+    assert_eq!(
+        cache.store_tree("z", src.path()).unwrap(),
+        Stored::Incompatible
+    );
     assert_no_debris(root);
 }
 
@@ -106,7 +109,11 @@ fn cache_size_garbage_is_rebuilt() {
             Some(g) => fs::write(root.join("cache.size"), g).unwrap(),
             None => fs::remove_file(root.join("cache.size")).unwrap(),
         }
-        assert_eq!(store_file(&cache, "new", 2, BLOCK), Stored::Committed, "{what}");
+        assert_eq!(
+            store_file(&cache, "new", 2, BLOCK),
+            Stored::Committed,
+            "{what}"
+        );
         assert_eq!(
             size_file(&root),
             recorded(&root, "old") + recorded(&root, "new"),
@@ -145,7 +152,10 @@ fn cache_garbage_object_info_hits_and_is_evicted_first() {
     tick();
     fs::write(root.join("objects/junk/object.info"), b"\x00garbage{").unwrap();
     // load only needs object.info to exist.
-    let e = cache.load("junk").unwrap().expect("garbage object.info still hits");
+    let e = cache
+        .load("junk")
+        .unwrap()
+        .expect("garbage object.info still hits");
     assert_eq!(fs::read(e.path().join("f")).unwrap(), content(1, BLOCK));
     drop(e);
     tick();
@@ -185,14 +195,21 @@ fn cache_symlinked_entry_does_not_escape() {
     let one = entry_space(BLOCK);
     set_max(&cache, MaxSize::Bytes(2 * one + one / 2));
     symlink(outside.path(), root.join("objects/evil")).unwrap();
-    assert!(cache.load("evil").unwrap().is_none(), "load followed a symlink out");
+    assert!(
+        cache.load("evil").unwrap().is_none(),
+        "load followed a symlink out"
+    );
     // A store of the name cannot replace or follow it.
     let outcome = store_file(&cache, "evil", 1, BLOCK);
     assert_eq!(outcome, Stored::Exists);
     assert_eq!(snapshot(outside.path()), before);
     // Eviction runs with the symlink present: no escape, no error.
     for (i, n) in ["a", "b", "c", "d"].into_iter().enumerate() {
-        assert_eq!(store_file(&cache, n, i as u64, BLOCK), Stored::Committed, "{n}");
+        assert_eq!(
+            store_file(&cache, n, i as u64, BLOCK),
+            Stored::Committed,
+            "{n}"
+        );
         tick();
     }
     assert_eq!(snapshot(outside.path()), before);

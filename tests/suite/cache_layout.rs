@@ -110,7 +110,9 @@ fn cache_round_trip_records_size_and_boot_id() {
     set_max(&cache, MaxSize::Unlimited);
     let boot_id = cache.boot_id().to_owned();
     assert_eq!(boot_id.len(), 32);
-    assert!(boot_id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    assert!(boot_id
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
     assert_eq!(
         boot_id,
         fscache::current_app_boot_id(APPID).unwrap(),
@@ -139,15 +141,24 @@ fn cache_round_trip_records_size_and_boot_id() {
     assert_eq!(info["creation-boot-id"], json!(boot_id));
     assert_eq!(info["size"], json!(space(e.path())));
     assert_eq!(fs::read(root.join("objects/rt/object.lock")).unwrap(), b"");
-    assert_eq!(list(&root.join("objects/rt")), ["data", "object.info", "object.lock"]);
+    assert_eq!(
+        list(&root.join("objects/rt")),
+        ["data", "object.info", "object.lock"]
+    );
     drop(e);
 
     // A second entry, via store_tree; the counter is the sum.
     let src = tmp();
     fs::write(src.path().join("x"), content(9, 2 * BLOCK)).unwrap();
-    assert_eq!(cache.store_tree("rt2", src.path()).unwrap(), Stored::Committed);
+    assert_eq!(
+        cache.store_tree("rt2", src.path()).unwrap(),
+        Stored::Committed
+    );
     let e2 = cache.load("rt2").unwrap().expect("store_tree hit");
-    assert_eq!(fs::read(e2.path().join("x")).unwrap(), content(9, 2 * BLOCK));
+    assert_eq!(
+        fs::read(e2.path().join("x")).unwrap(),
+        content(9, 2 * BLOCK)
+    );
     assert_eq!(recorded(&root, "rt2"), space(e2.path()));
     assert_eq!(
         size_file(&root),

@@ -73,9 +73,16 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         prop_assert_eq!(recorded(&root, n), size);
                         model.insert(n.to_owned(), data);
                     }
-                    Stored::Exists => prop_assert!(present, "step {}: Exists for absent {}", step, n),
+                    Stored::Exists => {
+                        prop_assert!(present, "step {}: Exists for absent {}", step, n)
+                    }
                     Stored::TooLarge => prop_assert!(size > limit, "step {}: TooLarge", step),
-                    other => prop_assert!(false, "step {}: unexpected {:?} (nothing is held)", step, other),
+                    other => prop_assert!(
+                        false,
+                        "step {}: unexpected {:?} (nothing is held)",
+                        step,
+                        other
+                    ),
                 }
                 if size <= limit && !present {
                     prop_assert_eq!(outcome, Stored::Committed, "step {}", step);
@@ -84,7 +91,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 prop_assert!(
                     total <= limit || total <= total_before,
                     "step {}: cache.size {} over limit {} and grown from {}",
-                    step, total, limit, total_before
+                    step,
+                    total,
+                    limit,
+                    total_before
                 );
             }
             Op::Load { name } => {
@@ -94,7 +104,12 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         let got = fs::read(e.path().join("f")).unwrap();
                         prop_assert_eq!(Some(&got), model.get(n), "step {}: stale hit", step);
                     }
-                    None => prop_assert!(!before.contains_key(n), "step {}: present {} missed", step, n),
+                    None => prop_assert!(
+                        !before.contains_key(n),
+                        "step {}: present {} missed",
+                        step,
+                        n
+                    ),
                 }
             }
             Op::Drop { name } => {
@@ -110,10 +125,27 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         }
         // The books balance, nothing is left over, and whatever is on disk
         // is what was last committed under its name.
-        prop_assert_eq!(size_file(&root), recorded_sum(&root), "step {}: {:?}", step, op);
-        prop_assert!(debris(&root).is_empty(), "step {}: debris {:?}", step, debris(&root));
+        prop_assert_eq!(
+            size_file(&root),
+            recorded_sum(&root),
+            "step {}: {:?}",
+            step,
+            op
+        );
+        prop_assert!(
+            debris(&root).is_empty(),
+            "step {}: debris {:?}",
+            step,
+            debris(&root)
+        );
         for (n, c) in on_disk(&root) {
-            prop_assert_eq!(Some(&c), model.get(&n), "step {}: {} on disk is stale", step, n);
+            prop_assert_eq!(
+                Some(&c),
+                model.get(&n),
+                "step {}: {} on disk is stale",
+                step,
+                n
+            );
         }
     }
     Ok(())

@@ -48,7 +48,10 @@ fn cache_hostile_names_are_invalid_and_touch_nothing() {
             "store({name:?})"
         );
         assert!(
-            matches!(cache.store_tree(name, src.path()), Err(Error::InvalidName(_))),
+            matches!(
+                cache.store_tree(name, src.path()),
+                Err(Error::InvalidName(_))
+            ),
             "store_tree({name:?})"
         );
         assert_eq!(listing(&root), before, "{name:?} touched the disk");
@@ -180,9 +183,15 @@ fn cache_held_entry_is_never_evicted() {
         "the idle b and c can make room although the oldest, a, is held"
     );
     let left = entries(&root);
-    assert!(left.contains(&"a".to_owned()), "held entry evicted: {left:?}");
+    assert!(
+        left.contains(&"a".to_owned()),
+        "held entry evicted: {left:?}"
+    );
     assert_eq!(left, ["a", "c", "d"], "b is the oldest idle entry");
-    assert_eq!(fs::read(held_a.path().join("f")).unwrap(), content(0, BLOCK));
+    assert_eq!(
+        fs::read(held_a.path().join("f")).unwrap(),
+        content(0, BLOCK)
+    );
     assert_books_balance(&root);
 
     // Everything held: nothing can be evicted.
@@ -219,7 +228,10 @@ fn cache_eviction_frees_down_to_the_watermark() {
     assert_eq!(store_file(&cache, "new", 99, BLOCK), Stored::Committed);
     let left = entries(&root);
     assert_eq!(left.len(), 9, "two evicted for one needed: {left:?}");
-    assert!(!left.contains(&names[0]) && !left.contains(&names[1]), "{left:?}");
+    assert!(
+        !left.contains(&names[0]) && !left.contains(&names[1]),
+        "{left:?}"
+    );
     assert!(size_file(&root) <= (10 * one + one / 2) * 9 / 10);
     assert_books_balance(&root);
 

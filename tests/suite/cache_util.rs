@@ -87,7 +87,11 @@ pub fn debris(root: &Path) -> Vec<String> {
         .filter(|n| n.starts_with("uuid-"))
         .map(|n| format!("objects/{n}"))
         .collect();
-    out.extend(list(&root.join("stage")).into_iter().map(|n| format!("stage/{n}")));
+    out.extend(
+        list(&root.join("stage"))
+            .into_iter()
+            .map(|n| format!("stage/{n}")),
+    );
     out
 }
 
@@ -118,7 +122,12 @@ pub fn recorded_sum(root: &Path) -> u64 {
     entries(root)
         .iter()
         .filter_map(|n| {
-            let bytes = fs::read(root.join("objects").join(n).join("object.info")).ok()?;
+            // Only real directories are entries (never follow a symlink).
+            let dir = root.join("objects").join(n);
+            if !fs::symlink_metadata(&dir).ok()?.is_dir() {
+                return None;
+            }
+            let bytes = fs::read(dir.join("object.info")).ok()?;
             serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["size"].as_u64()
         })
         .sum()

@@ -12,7 +12,9 @@ use serde_json::json;
 use crate::cache_util::*;
 
 fn data(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file)
 }
 
 #[test]
@@ -40,7 +42,13 @@ fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
         let rel = p.strip_prefix(root).unwrap().display().to_string();
         let m = fs::symlink_metadata(p).unwrap();
         if m.file_type().is_symlink() {
-            out.push((rel, fs::read_link(p).unwrap().into_os_string().into_encoded_bytes()));
+            out.push((
+                rel,
+                fs::read_link(p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            ));
         } else if m.is_dir() {
             out.push((format!("{rel}/"), Vec::new()));
             for e in fs::read_dir(p).unwrap() {
@@ -73,7 +81,11 @@ fn cache_osbuild_cache_opens_loads_and_updates() {
         .filter(|(p, _)| p != "cache.size" && p != "cache.info")
         .collect();
     let osbuild_size = size_file(&root);
-    assert_eq!(osbuild_size, recorded_sum(&root), "osbuild's own books balance");
+    assert_eq!(
+        osbuild_size,
+        recorded_sum(&root),
+        "osbuild's own books balance"
+    );
 
     let cache = open(&root);
     assert_eq!(
@@ -93,9 +105,15 @@ fn cache_osbuild_cache_opens_loads_and_updates() {
     let tree = cache.load("tree").unwrap().expect("tree");
     let a = tree.path().join("sub/a.txt");
     assert_eq!(fs::read(&a).unwrap(), b"a\n");
-    assert_eq!(fs::metadata(&a).unwrap().permissions().mode() & 0o7777, 0o600);
+    assert_eq!(
+        fs::metadata(&a).unwrap().permissions().mode() & 0o7777,
+        0o600
+    );
     let want: Vec<u8> = (0..=255u8).collect::<Vec<_>>().repeat(16);
-    assert_eq!(fs::read(tree.path().join("sub/deeper/b.bin")).unwrap(), want);
+    assert_eq!(
+        fs::read(tree.path().join("sub/deeper/b.bin")).unwrap(),
+        want
+    );
     assert_eq!(
         fs::read_link(tree.path().join("link-to-a")).unwrap(),
         Path::new("sub/a.txt")

@@ -59,7 +59,10 @@ fn crash(args: &[&str]) {
 fn check_after_crash(root: &Path, what: &str) -> u64 {
     let cache = FsCache::open("fscache-crash-test", root)
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
-    assert!(cache.load(NAME).unwrap().is_none(), "{what}: {NAME} must miss");
+    assert!(
+        cache.load(NAME).unwrap().is_none(),
+        "{what}: {NAME} must miss"
+    );
     for d in debris(root) {
         let lock = if d.is_dir() {
             d.join("object.lock")
@@ -67,12 +70,19 @@ fn check_after_crash(root: &Path, what: &str) -> u64 {
             d.clone()
         };
         if lock.exists() {
-            assert!(lockable(&lock), "{what}: {} is still locked", lock.display());
+            assert!(
+                lockable(&lock),
+                "{what}: {} is still locked",
+                lock.display()
+            );
         }
     }
     for name in assert_entries_intact(root) {
         // Half removed: invalid, so it must miss.
-        assert!(cache.load(&name).unwrap().is_none(), "{what}: invalid {name} loads");
+        assert!(
+            cache.load(&name).unwrap().is_none(),
+            "{what}: invalid {name} loads"
+        );
     }
     let size = counter(root);
     let recorded = recorded_total(root);
@@ -99,17 +109,38 @@ fn repair_and_reuse(root: &Path, what: &str) {
     for name in assert_entries_intact(root) {
         let rel = Path::new("objects").join(&name);
         let lock = root.join(&rel).join("object.lock");
-        assert!(!lock.exists() || lockable(&lock), "{what}: {name} is locked");
+        assert!(
+            !lock.exists() || lockable(&lock),
+            "{what}: {name} is locked"
+        );
         cache.cache_dir().remove_entry(&rel).unwrap();
     }
-    assert!(assert_entries_intact(root).is_empty(), "{what}: invalid entries left");
-    assert_eq!(counter(root), recorded_total(root), "{what}: debris removal");
+    assert!(
+        assert_entries_intact(root).is_empty(),
+        "{what}: invalid entries left"
+    );
+    assert_eq!(
+        counter(root),
+        recorded_total(root),
+        "{what}: debris removal"
+    );
 
     let w = cache.store(NAME).unwrap();
     std::fs::write(w.path().join("after"), b"crash").unwrap();
-    assert_eq!(w.commit().unwrap(), Stored::Committed, "{what}: store after crash");
-    assert!(cache.load(NAME).unwrap().is_some(), "{what}: load after crash");
-    assert_eq!(counter(root), recorded_total(root), "{what}: books after reuse");
+    assert_eq!(
+        w.commit().unwrap(),
+        Stored::Committed,
+        "{what}: store after crash"
+    );
+    assert!(
+        cache.load(NAME).unwrap().is_some(),
+        "{what}: load after crash"
+    );
+    assert_eq!(
+        counter(root),
+        recorded_total(root),
+        "{what}: books after reuse"
+    );
 }
 
 #[test]
@@ -124,7 +155,11 @@ fn a_store_killed_before_commit_leaves_unlocked_debris_and_exact_books() {
     let stores = debris(&root);
     assert_eq!(stores.len(), 1, "one abandoned store: {stores:?}");
     assert!(stores[0].join("data").is_dir(), "its data is still there");
-    assert_eq!(check_after_crash(&root, "crash-in-store"), 0, "nothing was charged");
+    assert_eq!(
+        check_after_crash(&root, "crash-in-store"),
+        0,
+        "nothing was charged"
+    );
     assert_eq!(counter(&root), before);
     assert_eq!(committed(&root), ["keep"]);
     repair_and_reuse(&root, "crash-in-store");
@@ -143,7 +178,10 @@ fn a_commit_killed_after_charging_overcounts_until_recount() {
     let charged = recorded_size(&stores[0]).expect("object.info was written before the rename");
     assert!(charged > 0);
     let over = check_after_crash(&root, "crash-after-charge");
-    assert_eq!(over, charged, "the counter is too high by exactly the charge");
+    assert_eq!(
+        over, charged,
+        "the counter is too high by exactly the charge"
+    );
     repair_and_reuse(&root, "crash-after-charge");
 }
 

@@ -79,8 +79,13 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
     let err = cache.store_tree("big", src.path()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("copy"), "{msg}");
-    let source = std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default();
-    assert!(source.contains("big"), "the failing path is named: {source}");
+    let source = std::error::Error::source(&err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(
+        source.contains("big"),
+        "the failing path is named: {source}"
+    );
 
     // Nothing partial, nothing charged.
     assert!(entries(&root.join("objects")).is_empty());
@@ -152,5 +157,8 @@ fn lru_order_holds_on_a_noatime_mount() {
     drop(cache.load("a").unwrap().expect("hit"));
     assert_eq!(put("d"), Stored::Committed);
     assert!(cache.load("a").unwrap().is_some(), "a was used last: kept");
-    assert!(cache.load("b").unwrap().is_none(), "b was least recently used");
+    assert!(
+        cache.load("b").unwrap().is_none(),
+        "b was least recently used"
+    );
 }

@@ -154,11 +154,18 @@ pub(crate) fn assert_entries_intact(root: &Path) -> Vec<String> {
             invalid.push(name);
             continue;
         }
-        assert!(entry.join("object.lock").is_file(), "{name}: no object.lock");
+        assert!(
+            entry.join("object.lock").is_file(),
+            "{name}: no object.lock"
+        );
         let data = entry.join("data");
         let recorded = std::fs::read_to_string(data.join("DIGEST"))
             .unwrap_or_else(|e| panic!("{name}: no DIGEST: {e}"));
-        assert_eq!(digest(&data), recorded, "{name}: content does not match DIGEST");
+        assert_eq!(
+            digest(&data),
+            recorded,
+            "{name}: content does not match DIGEST"
+        );
     }
     invalid
 }
@@ -193,7 +200,11 @@ fn four_processes_stressing_a_small_cache_keep_exact_books() {
     for run in runs {
         let out = run.join().expect("helper thread");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "stress failed: {}: {stdout}", out.status);
+        assert!(
+            out.status.success(),
+            "stress failed: {}: {stdout}",
+            out.status
+        );
         let line = stdout.lines().last().expect("a JSON line");
         let counters: serde_json::Value = serde_json::from_str(line).expect("JSON counters");
         eprintln!("stress: {line}");
@@ -203,18 +214,30 @@ fn four_processes_stressing_a_small_cache_keep_exact_books() {
         }
     }
     assert!(totals["hits"].as_u64().unwrap() > 0, "no hits: {totals:?}");
-    assert!(totals["committed"].as_u64().unwrap() > 0, "nothing committed: {totals:?}");
+    assert!(
+        totals["committed"].as_u64().unwrap() > 0,
+        "nothing committed: {totals:?}"
+    );
 
     // Every helper is gone: the books must be exact.
     assert_eq!(debris(&root), Vec::<PathBuf>::new(), "uuid-* debris left");
     let size = counter(&root);
-    assert_eq!(size, recorded_total(&root), "cache.size against object.info sizes");
+    assert_eq!(
+        size,
+        recorded_total(&root),
+        "cache.size against object.info sizes"
+    );
     assert!(size <= LIMIT, "cache.size {size} past the limit {LIMIT}");
     let invalid = assert_entries_intact(&root);
-    assert!(invalid.is_empty(), "entries without object.info: {invalid:?}");
+    assert!(
+        invalid.is_empty(),
+        "entries without object.info: {invalid:?}"
+    );
     // Every committed entry loads, and every entry is idle again.
     for name in committed(&root) {
         assert!(cache.load(&name).unwrap().is_some(), "{name} does not load");
-        assert!(lockable(&root.join("objects").join(&name).join("object.lock")));
+        assert!(lockable(
+            &root.join("objects").join(&name).join("object.lock")
+        ));
     }
 }

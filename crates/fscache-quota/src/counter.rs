@@ -136,10 +136,18 @@ fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
             Ok(Some(l)) => break l,
             Ok(None) => unreachable!("a blocking lock is never contended"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Deleted under us: recreate it empty-handed (0) unless a
-                // racing writer did, then take the lock on that.
+                // Deleted under us: rebuild it from the entries' records
+                // (0 would undercount and let the cache outgrow its limit)
+                // unless a racing writer recreated it, then take the lock
+                // on that.
+                let total = sum_recorded(cache)?;
                 cache
-                    .atomic_file(Path::new(OBJECTS), rel, b"0", Publish::NoReplace)
+                    .atomic_file(
+                        Path::new(OBJECTS),
+                        rel,
+                        total.to_string().as_bytes(),
+                        Publish::NoReplace,
+                    )
                     .map_err(|e| Error::io("create", cache.abs(rel), e))?;
             }
             Err(e) => return Err(Error::io("lock", cache.abs(rel), e)),
@@ -237,7 +245,7 @@ mod tests {
         std::fs::remove_file(c.abs(Path::new(CACHE_SIZE))).unwrap();
         assert_eq!(
             charge(&c, 5, MaxSize::Unlimited).unwrap(),
-            Charge::Accepted { total: 5 }
+            Charge::Accepted { total: 305 }
         );
         assert_eq!(recount(&c).unwrap(), 300);
         assert_eq!(read_size(&c).unwrap(), 300);

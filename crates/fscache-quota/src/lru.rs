@@ -56,6 +56,13 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
             continue;
         }
         let dir = objects.join(name);
+        // Only a real directory can be an entry: a symlink in objects/
+        // (garbage, or hostile) is never followed out of the cache, and
+        // locking through it would fail (EXDEV) on every eviction.
+        match cache.stat(&dir) {
+            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() => {}
+            _ => continue,
+        }
         let Ok(st) = cache.stat(&dir.join(OBJECT_LOCK)) else {
             continue;
         };

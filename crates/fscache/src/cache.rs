@@ -426,7 +426,9 @@ impl FsCache {
             return Ok(Stored::Incompatible);
         }
         let limit = info.limit();
-        if !limit.admits(size) {
+        // A limit of 0 (also an absent one) keeps nothing, not even an
+        // entry that happens to occupy no blocks (an empty tree on tmpfs).
+        if limit == fscache_quota::MaxSize::Bytes(0) || !limit.admits(size) {
             self.discard(anon);
             return Ok(Stored::TooLarge);
         }

@@ -48,8 +48,9 @@
 //! * If a process dies, its `uuid-*` work directories remain, unlocked,
 //!   until maintenance removes them; a guard leaked with `mem::forget`
 //!   keeps its lock until the process exits.
-//! * LRU order is as fine as the file system's atime (nanoseconds on
-//!   ext4, xfs, btrfs, tmpfs).
+//! * LRU order is as fine as the kernel's file timestamps: Linux stamps
+//!   them from a coarse clock that advances once per scheduler tick (1–10
+//!   ms), so entries used within one tick tie and are evicted by name.
 
 #![forbid(unsafe_code)]
 
@@ -60,7 +61,7 @@ mod info;
 mod maint;
 
 pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
-pub use cache::{Entry, FsCache, StageGuard, StoreGuard, Stored};
+pub use cache::{Entry, FsCache, Repaired, StageGuard, StoreGuard, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use fscache_dir::copy::tree_content_bytes;
 pub use fscache_dir::Hook;
