@@ -5,7 +5,10 @@
 //!   build. Stops at the first failing step.
 //! * `bench [FILTER]`: runs the criterion benches, then prints one table of
 //!   the medians measured by this run, each with its ratio to its baseline.
-//! * `demo`: shows fscache working across real processes.
+//! * `demo`: builds the `fscache` binary and runs a real scenario on a
+//!   temporary cache, printing each command and its output.
+//! * `demo-lock`: shows the OFD locks of `fscache-lock` across real
+//!   processes.
 //!
 //! # Baselines in `bench`
 //!
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 use fscache_lock::{FileLock, LockKind};
 use serde_json::Value;
 
+mod demo;
+
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
@@ -36,7 +41,8 @@ usage: cargo xtask <command>
 commands:
   ci              fmt, clippy, doc, test, bench --no-run; stop at the first failure
   bench [FILTER]  run the criterion benches and print medians with baseline ratios
-  demo            show fscache working across processes";
+  demo            run the `fscache` tool through a real scenario on a temporary cache
+  demo-lock       show fscache-lock's OFD locks working across processes";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -45,7 +51,8 @@ fn main() -> ExitCode {
         ["ci"] => ci(),
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
-        ["demo"] => demo(),
+        ["demo"] => demo::demo(),
+        ["demo-lock"] => demo_lock(),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
@@ -362,10 +369,6 @@ fn print_fairness(path: &Path, since: SystemTime) {
             r["counts"]
         );
     }
-}
-
-fn demo() -> Result<()> {
-    demo_lock()
 }
 
 /// Build `fscache-test-helper` and return the path of its executable, as

@@ -98,7 +98,7 @@ enum Cmd {
         /// The cache directory.
         cache: PathBuf,
         /// The new limit: `10G`, `512MiB`, `1.5GB`, `4096` or `unlimited`.
-        #[arg(long, value_name = "SIZE", value_parser = parse_max_size)]
+        #[arg(long, value_name = "SIZE", value_parser = parse_max_size, allow_hyphen_values = true)]
         max_size: MaxSize,
     },
     /// Store a copy of PATH as NAME; exits 0 only when it was stored.
@@ -149,11 +149,11 @@ enum Cmd {
         cache: PathBuf,
         /// Evict least-recently-used entries until at most SIZE is
         /// accounted (`10G`, `512MiB`).
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
         to: Option<u64>,
         /// Remove entries last used longer ago than DURATION (`30s`, `90m`,
         /// `12h`, `3d`, `1w`, `1h30m`).
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
         unused_for: Option<Duration>,
         /// Show what would be removed; remove nothing.
         #[arg(long)]
@@ -185,7 +185,8 @@ enum Sort {
 }
 
 fn parse_max_size(s: &str) -> Result<MaxSize, String> {
-    s.parse().map_err(|e: fscache::ParseSizeError| e.to_string())
+    s.parse()
+        .map_err(|e: fscache::ParseSizeError| e.to_string())
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -320,8 +321,8 @@ fn open_existing(path: &Path) -> Result<FsCache, Fail> {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!(
-                "`{shown}` is not an fscache directory (no cache.info; create one with `fscache set`)"
-            )))
+            "`{shown}` is not an fscache directory (no cache.info; create one with `fscache set`)"
+        )))
         }
         // Let the open report anything else (e.g. permissions) precisely.
         Err(_) => {}
@@ -471,7 +472,12 @@ fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!("`{}` does not exist", src.display())))
         }
-        Err(e) => return Err(Fail::error(format!("failed to access `{}`: {e}", src.display()))),
+        Err(e) => {
+            return Err(Fail::error(format!(
+                "failed to access `{}`: {e}",
+                src.display()
+            )))
+        }
     }
     let before: Vec<String> = cache.entries()?.into_iter().map(|e| e.name).collect();
     let bar = progress_bar(src, name);
@@ -660,10 +666,9 @@ fn rm(path: &Path, names: &[String]) -> Outcome {
                 continue;
             }
             Ok(Removed::InUse) => Fail::error(format!("`{name}` is in use by a reader; skipped")),
-            Ok(Removed::Missing) => Fail::miss(format!(
-                "no entry `{name}` in {}",
-                cache.path().display()
-            )),
+            Ok(Removed::Missing) => {
+                Fail::miss(format!("no entry `{name}` in {}", cache.path().display()))
+            }
             Err(e) => Fail::from(e),
         };
         // Report every name; exit with the gravest: error (1) over miss (2).
@@ -704,7 +709,7 @@ fn prune(path: &Path, opts: PruneOptions, as_json: bool) -> Outcome {
     let limit = cache.info().limit();
     if report.dry_run {
         println!(
-            "would free {}; accounted size now {} (maximum {limit})",
+            "would free {} of {} accounted (maximum {limit}); nothing removed",
             format_bytes(report.freed),
             format_bytes(report.accounted),
         );
@@ -740,7 +745,7 @@ mod tests {
     #[test]
     fn errors_are_one_line_with_their_sources() {
         let inner = io::Error::new(io::ErrorKind::NotFound, "gone\nreally");
-        let outer = io::Error::new(io::ErrorKind::Other, OuterError(inner));
+        let outer = io::Error::other(OuterError(inner));
         let f = Fail::error(chain(&outer));
         assert_eq!(f.code, 1);
         assert_eq!(f.message, "error: failed to x: gone really");
@@ -765,7 +770,10 @@ mod tests {
 
     #[test]
     fn child_statuses_become_exit_codes() {
-        assert_eq!(exit_code_of(ExitStatus::from_raw(3 << 8)), ExitCode::from(3));
+        assert_eq!(
+            exit_code_of(ExitStatus::from_raw(3 << 8)),
+            ExitCode::from(3)
+        );
         assert_eq!(exit_code_of(ExitStatus::from_raw(9)), ExitCode::from(137));
     }
 }

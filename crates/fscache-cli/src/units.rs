@@ -27,9 +27,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(err("expected a number"));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| err("number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| err("number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let secs: u64 = match rest[..unit_len].trim() {
             "" => return Err(err("missing unit")),
             "s" | "sec" | "secs" | "second" | "seconds" => 1,
@@ -66,7 +70,7 @@ mod tests {
 
     #[test]
     fn durations() {
-        let h = |n| Duration::from_secs(n * 3_600);
+        let h = |n: u64| Duration::from_secs(n * 3_600);
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5_400)));
         assert_eq!(parse_duration("12h"), Ok(h(12)));
@@ -74,7 +78,16 @@ mod tests {
         assert_eq!(parse_duration("1w"), Ok(h(168)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
         assert_eq!(parse_duration(" 2 days "), Ok(h(48)));
-        for bad in ["", "3", "d", "3x", "-1d", "1.5h", "99999999999999999999w", "3dd"] {
+        for bad in [
+            "",
+            "3",
+            "d",
+            "3x",
+            "-1d",
+            "1.5h",
+            "99999999999999999999w",
+            "3dd",
+        ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.starts_with("invalid duration"), "{bad}: {e}");
         }

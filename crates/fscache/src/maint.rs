@@ -303,7 +303,11 @@ fn choose(
     } else if unused_for.is_some() {
         chosen.extend(rest.into_iter().filter(|c| c.size.is_none()));
     }
-    chosen.sort_by(|a, b| a.last_use.cmp(&b.last_use).then_with(|| a.name.cmp(&b.name)));
+    chosen.sort_by(|a, b| {
+        a.last_use
+            .cmp(&b.last_use)
+            .then_with(|| a.name.cmp(&b.name))
+    });
     chosen
 }
 
@@ -370,13 +374,7 @@ mod tests {
     /// Set an entry's last use to `secs_ago` seconds before now.
     fn age(c: &FsCache, name: &str, secs_ago: u64) {
         let t = SystemTime::now() - Duration::from_secs(secs_ago);
-        let f = std::fs::File::open(
-            c.path()
-                .join(OBJECTS)
-                .join(name)
-                .join(OBJECT_LOCK),
-        )
-        .unwrap();
+        let f = std::fs::File::open(c.path().join(OBJECTS).join(name).join(OBJECT_LOCK)).unwrap();
         f.set_times(std::fs::FileTimes::new().set_accessed(t))
             .unwrap();
     }
@@ -539,12 +537,24 @@ mod tests {
         let names = |v: Vec<Candidate>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
         // Unused for 600 s: a (100 < 400); junk always.
         assert_eq!(
-            names(choose(&cands, 30, None, Some(Duration::from_secs(600)), now)),
+            names(choose(
+                &cands,
+                30,
+                None,
+                Some(Duration::from_secs(600)),
+                now
+            )),
             ["a", "junk"]
         );
         // Down to 10 after a is gone (30 - 10 = 20): b too.
         assert_eq!(
-            names(choose(&cands, 30, Some(10), Some(Duration::from_secs(600)), now)),
+            names(choose(
+                &cands,
+                30,
+                Some(10),
+                Some(Duration::from_secs(600)),
+                now
+            )),
             ["a", "b", "junk"]
         );
         assert_eq!(names(choose(&cands, 30, Some(30), None, now)), ["junk"]);
