@@ -545,7 +545,7 @@ fn read_info(dir: &CacheDir) -> Result<CacheInfo> {
 }
 
 /// Whether an open or stat error means "not there for me now".
-fn is_miss(e: &io::Error) -> bool {
+pub(crate) fn is_miss(e: &io::Error) -> bool {
     gone(e)
         || matches!(
             raw_os_error(e).map(Errno::from_raw_os_error),

@@ -9,13 +9,13 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fscache_dir::{gone, CacheDir, EntryName, CACHE_INFO, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
+use fscache_dir::{CacheDir, EntryName, CACHE_INFO, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_lock::{LockKind, Wait};
 use fscache_quota::{Candidate, ObjectInfo, Stamp};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::cache::FsCache;
+use crate::cache::{is_miss, FsCache};
 use crate::error::{Error, Result};
 
 /// A committed entry as [`FsCache::entries`] sees it.
@@ -329,16 +329,6 @@ fn stamp_to_time((secs, nsecs): Stamp) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + Duration::new(0, nsecs)
     }
-}
-
-/// Whether an open error means "not there for me now" (as `load` reads
-/// it): gone, a symlink where the lock file should be, or stale on NFS.
-fn is_miss(e: &io::Error) -> bool {
-    gone(e)
-        || matches!(
-            fscache_dir::raw_os_error(e).map(Errno::from_raw_os_error),
-            Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
-        )
 }
 
 #[cfg(test)]
