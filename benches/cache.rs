@@ -127,8 +127,12 @@ const TOUCH_ATIME: Timestamps = Timestamps {
 /// check), `stat(object.info)` (validity), `futimens` (atime only), then
 /// `F_UNLCK` and close.
 fn raw_load_hit(p: &EntryPaths) {
-    let fd = rustix::fs::open(p.lock.as_c_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .expect("open object.lock");
+    let fd = rustix::fs::open(
+        p.lock.as_c_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("open object.lock");
     assert!(
         set_lock(fd.as_fd(), Some(LockKind::Shared), Wait::NonBlock).expect("lock"),
         "uncontended"

@@ -285,12 +285,36 @@ impl CacheDir {
         }
     }
 
+    /// As [`CacheDir::open_locked`] with a non-blocking lock, for lookups
+    /// where absence is a common answer: `Ok(None)` also when `rel` (or a
+    /// directory on its way) does not exist (`ENOENT`, `ENOTDIR`), without
+    /// building an error for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::open_locked`], but never `NotFound`/`NotADirectory`
+    /// from the open.
+    pub fn try_open_locked(&self, rel: &Path, kind: LockKind) -> io::Result<Option<LockedFile>> {
+        self.open_locked_inner(rel, kind, Wait::NonBlock, OFlags::empty(), true)
+    }
+
     fn open_locked_with(
         &self,
         rel: &Path,
         kind: LockKind,
         wait: Wait,
         extra: OFlags,
+    ) -> io::Result<Option<LockedFile>> {
+        self.open_locked_inner(rel, kind, wait, extra, false)
+    }
+
+    fn open_locked_inner(
+        &self,
+        rel: &Path,
+        kind: LockKind,
+        wait: Wait,
+        extra: OFlags,
+        absent_is_none: bool,
     ) -> io::Result<Option<LockedFile>> {
         let access = match kind {
             _ if extra.contains(OFlags::RDWR) => OFlags::RDWR,
@@ -299,9 +323,11 @@ impl CacheDir {
         };
         loop {
             self.hook("locked_open:open", rel);
-            let fd = self
-                .open_raw(rel, access | extra, Mode::empty())
-                .map_err(|e| self.err("open", rel, e))?;
+            let fd = match self.open_raw(rel, access | extra, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) if absent_is_none => return Ok(None),
+                Err(e) => return Err(self.err("open", rel, e)),
+            };
             self.hook("locked_open:lock", rel);
             let lock = match wait {
                 Wait::Block => FileLock::lock(fd, kind),
@@ -441,9 +467,13 @@ impl CacheDir {
                 Err(e) => Err(self.err("link", target, e)),
             },
         };
-        // After a rename this finds nothing; after a link it drops the
-        // temporary name; on failure it removes the temporary file.
-        self.unlink_quiet(&tmp);
+        // A successful rename moved the temporary name away already (an
+        // unlink would only cost three system calls to find nothing);
+        // after a link it drops the temporary name; on failure it removes
+        // the temporary file.
+        if !(how == Publish::Replace && published.is_ok()) {
+            self.unlink_quiet(&tmp);
+        }
         Ok((published?, lock))
     }
 
@@ -456,32 +486,45 @@ impl CacheDir {
     ///
     /// Any step failed for another reason.
     pub fn atomic_anon_dir(&self, parent: &Path) -> io::Result<AnonDir> {
+        // One descriptor of `parent`, resolved beneath the root, serves every
+        // step: cap-std would re-resolve (open + close) it for each call.
+        // Below it only single components are used, never followed.
+        let pfd = self
+            .open_raw(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| self.err("open directory", parent, e))?;
         loop {
             let (tmp, lock) = self.create_temp(parent, b"")?;
+            let tmp_name = tmp.file_name().expect("create_temp names a file");
+            let unlink_tmp = || {
+                let _ = rustix::fs::unlinkat(&pfd, tmp_name, AtFlags::empty());
+            };
             let name = anonymous_name();
             let dir = parent.join(&name);
-            if let Err(e) = self.dir.create_dir(&dir) {
-                self.unlink_quiet(&tmp);
-                if e.kind() == io::ErrorKind::AlreadyExists {
+            if let Err(e) = rustix::fs::mkdirat(&pfd, name.as_str(), Mode::from_raw_mode(0o777)) {
+                unlink_tmp();
+                if e == Errno::EXIST {
                     continue;
                 }
                 return Err(self.err("create directory", &dir, e));
             }
             self.hook("atomic_dir:link", &dir);
-            let linked = self.dir.hard_link(&tmp, &self.dir, dir.join(OBJECT_LOCK));
-            self.unlink_quiet(&tmp);
+            let linked = rustix::fs::openat(
+                &pfd,
+                name.as_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .and_then(|dfd| {
+                rustix::fs::linkat(&pfd, tmp_name, &dfd, OBJECT_LOCK, AtFlags::empty())
+            });
+            unlink_tmp();
             match linked {
                 Ok(()) => return Ok(AnonDir { name, lock }),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
-                    ) =>
-                {
-                    continue
-                }
+                // A racing cleanup removed the empty directory (or, for
+                // EEXIST, took the name): try again with a new one.
+                Err(Errno::NOENT) | Err(Errno::EXIST) => continue,
                 Err(e) => {
-                    let _ = self.dir.remove_dir(&dir);
+                    let _ = rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR);
                     return Err(self.err("link", &dir.join(OBJECT_LOCK), e));
                 }
             }

@@ -278,10 +278,9 @@ impl FsCache {
         }
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
-        let locked = match self
-            .dir
-            .open_locked(&lock_rel, LockKind::Shared, Wait::NonBlock)
-        {
+        // Absent (ENOENT/ENOTDIR) comes back as `None` without an error
+        // being built: a miss is a common answer.
+        let locked = match self.dir.try_open_locked(&lock_rel, LockKind::Shared) {
             Ok(Some(l)) => l,
             Ok(None) => return Ok(None),
             Err(e) if is_miss(&e) => return Ok(None),
@@ -510,8 +509,17 @@ impl FsCache {
             .map_err(|e| Error::io("write", self.dir.abs(&info_rel), e))?;
         drop(file);
         self.dir.hook("commit:rename", &anon.rel);
-        let target = PathBuf::from(OBJECTS).join(name.as_str());
-        match self.dir.dir().rename(&anon.rel, self.dir.dir(), &target) {
+        // Both names are single components in `objects/`: resolve it once
+        // (beneath the root) instead of cap-std's open + close per side.
+        let objects = Path::new(OBJECTS);
+        let objects_fd = self
+            .dir
+            .open_raw(objects, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| Error::io("open directory", self.dir.abs(objects), e.into()))?;
+        let anon_name = anon.rel.file_name().expect("an anonymous entry has a name");
+        match rustix::fs::renameat(&objects_fd, anon_name, &objects_fd, name.as_str())
+            .map_err(io::Error::from)
+        {
             Ok(()) => Ok(Stored::Committed),
             Err(e)
                 if matches!(
