@@ -323,7 +323,7 @@ impl CacheDir {
         };
         loop {
             self.hook("locked_open:open", rel);
-            let fd = match self.open_raw(rel, access | extra, Mode::empty()) {
+            let fd = match self.open_raw(rel, access | extra | OFlags::NONBLOCK, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) if absent_is_none => return Ok(None),
                 Err(e) => return Err(self.err("open", rel, e)),
@@ -383,8 +383,10 @@ impl CacheDir {
     ///
     /// Opening or reading failed, or the file is too large.
     pub fn read_small(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        // O_NONBLOCK: a FIFO planted where a protocol file belongs must not
+        // hang the open; on a regular file it changes nothing.
         let fd = self
-            .open_raw(rel, OFlags::RDONLY, Mode::empty())
+            .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
             .map_err(|e| self.err("open", rel, e))?;
         read_small_fd(&fd).map_err(|e| self.err("read", rel, e))
     }
@@ -725,21 +727,33 @@ fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
     dir.set_permissions(rel, cap_std::fs::Permissions::from_mode(mode))
 }
 
-/// Read all of `fd` (from its current offset), refusing more than 1 MiB.
-fn read_small_fd(fd: &impl AsFd) -> io::Result<Vec<u8>> {
+/// Read all of a protocol file through `fd` (from its current offset),
+/// refusing more than 1 MiB.
+///
+/// # Errors
+///
+/// The read failed, or the file is larger than 1 MiB (`InvalidData`).
+pub fn read_small_fd(fd: &impl AsFd) -> io::Result<Vec<u8>> {
     const LIMIT: usize = 1 << 20;
+    const CHUNK: usize = 4096;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     loop {
-        let n = match rustix::io::read(fd, &mut chunk) {
+        let start = buf.len();
+        buf.resize(start + CHUNK, 0);
+        let n = match rustix::io::read(fd, &mut buf[start..]) {
             Ok(n) => n,
-            Err(Errno::INTR) => continue,
+            Err(Errno::INTR) => {
+                buf.truncate(start);
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
-        if n == 0 {
+        buf.truncate(start + n);
+        // A regular file reads short only at its end: no second read to
+        // see 0 (protocol files are tiny, so this is one read in all).
+        if n < CHUNK {
             return Ok(buf);
         }
-        buf.extend_from_slice(&chunk[..n]);
         if buf.len() > LIMIT {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

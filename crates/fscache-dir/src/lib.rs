@@ -60,7 +60,7 @@ mod error;
 mod name;
 
 pub use cachedir::{
-    gone, AnonDir, CacheDir, Hook, LockedFile, Publish, Published, CACHEDIR_TAG,
+    gone, read_small_fd, AnonDir, CacheDir, Hook, LockedFile, Publish, Published, CACHEDIR_TAG,
     CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS, OBJECT_INFO,
     OBJECT_LOCK, STAGE,
 };

@@ -153,7 +153,8 @@ fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
             Err(e) => return Err(Error::io("lock", cache.abs(rel), e)),
         }
     };
-    let current = match cache.read_small(rel) {
+    // Read through the locked descriptor: no second open.
+    let current = match fscache_dir::read_small_fd(&locked.lock) {
         Ok(bytes) => parse_size(&bytes),
         Err(e) => return Err(Error::io("read", cache.abs(rel), e)),
     };

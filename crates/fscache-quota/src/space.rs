@@ -2,16 +2,21 @@
 
 use std::collections::HashSet;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use cap_std::fs::Dir;
-use rustix::fs::{AtFlags, FileType, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
 
 /// `st_blocks × 512` of `rel` below `dir` and of everything beneath it:
 /// files, directories and symlinks, never following a symlink, counting a
 /// hard-linked inode once and never crossing into another file system
-/// (a mount point below `rel` counts as its own directory inode only on the
-/// outer side: nothing of the mounted file system is counted).
+/// (nothing of a file system mounted below `rel` is counted).
+///
+/// The walk reads each directory once through its own descriptor
+/// (`getdents64`) and `fstatat`s each child by name: one `stat` per inode,
+/// and an open, the reads and a close per directory.
 ///
 /// # Errors
 ///
@@ -26,9 +31,13 @@ pub fn tree_space(dir: &Dir, rel: &Path) -> io::Result<u64> {
     };
     walk.count(&st);
     if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-        use cap_fs_ext::DirExt;
-        let sub = dir.open_dir_nofollow(rel)?;
-        walk.dir(&sub, 0)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Beneath `dir`, as every open of the cache is.
+        let fd = match rustix::fs::openat2(dir, rel, flags, Mode::empty(), ResolveFlags::BENEATH) {
+            Err(Errno::NOSYS) => rustix::fs::openat(dir, rel, flags, Mode::empty())?,
+            other => other?,
+        };
+        walk.dir(fd, 0)?;
     }
     Ok(walk.total)
 }
@@ -52,21 +61,25 @@ impl Walk {
             .saturating_add((st.st_blocks as u64).saturating_mul(512));
     }
 
-    fn dir(&mut self, dir: &Dir, depth: usize) -> io::Result<()> {
-        use cap_fs_ext::DirExt;
+    fn dir(&mut self, fd: OwnedFd, depth: usize) -> io::Result<()> {
         if depth > MAX_DEPTH {
             return Err(io::Error::other("directory tree deeper than 4096 levels"));
         }
-        for entry in dir.entries()? {
+        let mut entries = rustix::fs::Dir::new(fd)?;
+        while let Some(entry) = entries.read() {
             let entry = match entry {
                 Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
             };
             let name = entry.file_name();
-            let st = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            let parent = entries.fd()?;
+            let st = match rustix::fs::statat(parent.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
-                Err(rustix::io::Errno::NOENT) => continue,
+                Err(Errno::NOENT) => continue,
                 Err(e) => return Err(e.into()),
             };
             if st.st_dev != self.dev {
@@ -74,12 +87,17 @@ impl Walk {
             }
             self.count(&st);
             if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                let sub = match dir.open_dir_nofollow(&name) {
+                let sub = match rustix::fs::openat(
+                    parent.as_fd(),
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
                     Ok(sub) => sub,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
+                    Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
+                    Err(e) => return Err(e.into()),
                 };
-                self.dir(&sub, depth + 1)?;
+                self.dir(sub, depth + 1)?;
             }
         }
         Ok(())

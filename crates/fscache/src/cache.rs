@@ -44,7 +44,7 @@ pub struct FsCache {
     dir: CacheDir,
     appid: String,
     boot_id: String,
-    info: RwLock<CacheInfo>,
+    info: RwLock<(CacheInfo, FileId)>,
     watermark_percent: u8,
     // Held shared for the handle's whole life; repair converts it to
     // exclusive for a moment.
@@ -164,7 +164,11 @@ impl FsCache {
     /// The configuration in force, as read at open, at the last
     /// [`FsCache::set_info`] or [`FsCache::reload_info`].
     pub fn info(&self) -> CacheInfo {
-        self.info.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.info
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 
     /// Re-read `cache.info` (another process may have changed it).
@@ -173,9 +177,27 @@ impl FsCache {
     ///
     /// As [`FsCache::open`].
     pub fn reload_info(&self) -> Result<CacheInfo> {
-        let info = read_info(&self.dir)?;
-        *self.info.write().unwrap_or_else(|p| p.into_inner()) = info.clone();
+        let (info, id) = read_info(&self.dir)?;
+        *self.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id);
         Ok(info)
+    }
+
+    /// The configuration as `cache.info` says now: one `stat` when it is
+    /// unchanged since we read it, a re-read when another process replaced
+    /// it.
+    fn current_info(&self) -> Result<CacheInfo> {
+        let rel = Path::new(CACHE_INFO);
+        let st = self
+            .dir
+            .stat(rel)
+            .map_err(|e| Error::io("stat", self.dir.abs(rel), e))?;
+        {
+            let cached = self.info.read().unwrap_or_else(|p| p.into_inner());
+            if cached.1 == FileId::of(&st) {
+                return Ok(cached.0.clone());
+            }
+        }
+        self.reload_info()
     }
 
     /// Update `cache.info` with the fields of `info` that are set, keeping
@@ -272,6 +294,7 @@ impl FsCache {
             .info
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .is_compatible()
         {
             return Ok(None);
@@ -318,6 +341,7 @@ impl FsCache {
             .info
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .0
             .is_compatible();
         let parent = if compatible { OBJECTS } else { STAGE };
         let anon = self.anon_entry(parent)?;
@@ -413,7 +437,7 @@ impl FsCache {
             }
         };
         // Another process may have changed the limit since we looked.
-        let info = match self.reload_info() {
+        let info = match self.current_info() {
             Ok(i) => i,
             Err(e) => {
                 self.discard(anon);
@@ -538,17 +562,43 @@ impl FsCache {
 }
 
 /// Read and parse `cache.info`.
-fn read_info(dir: &CacheDir) -> Result<CacheInfo> {
+fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId)> {
     let rel = Path::new(CACHE_INFO);
-    let bytes = dir
-        .read_small(rel)
-        .map_err(|e| Error::io("read", dir.abs(rel), e))?;
+    let fd = dir
+        .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
+        .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+    let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(v) => Ok(CacheInfo::from_json(&v)),
+        Ok(v) => Ok((CacheInfo::from_json(&v), FileId::of(&st))),
         Err(e) => Err(Error::Corrupt {
             path: dir.abs(rel),
             what: format!("not JSON ({e})"),
         }),
+    }
+}
+
+/// What identifies one version of `cache.info`: it is only ever replaced
+/// by `rename`, so a change is a new inode (and the times and size are
+/// compared too, for writers that edit it in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: fscache_quota::Stamp,
+}
+
+impl FileId {
+    // The field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &rustix::fs::Stat) -> Self {
+        Self {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+        }
     }
 }
 
