@@ -316,9 +316,7 @@ impl FsCache {
             Err(e) if is_miss(&e) => return Ok(None),
             Err(e) => return Err(Error::io("stat", self.dir.abs(&entry.join(OBJECT_INFO)), e)),
         }
-        if !atime_is_current(&locked.stat) {
-            touch_atime(&locked.lock);
-        }
+        touch_atime(&locked.lock);
         Ok(Some(Entry {
             path: self.dir.abs(&entry.join(DATA)),
             name,
@@ -613,17 +611,6 @@ pub(crate) fn is_miss(e: &io::Error) -> bool {
             // symlink leading out of the cache.
             Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
         )
-}
-
-/// Whether the lock file's atime already reads "now" as the kernel would
-/// stamp it: Linux takes file times from the coarse real-time clock, so a
-/// touch within the same tick would write the same value. Skipping it then
-/// saves a system call on repeated hits and loses no LRU order (the
-/// clock is read through the vDSO, without a system call).
-#[allow(clippy::unnecessary_cast)] // field types differ between architectures
-fn atime_is_current(st: &rustix::fs::Stat) -> bool {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    (st.st_atime as i64, st.st_atime_nsec as i64) >= (now.tv_sec as i64, now.tv_nsec as i64)
 }
 
 /// Set the lock file's atime to now, mtime untouched. Best effort: a
