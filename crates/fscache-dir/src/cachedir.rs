@@ -89,6 +89,9 @@ pub struct AnonDir {
     pub name: String,
     /// The exclusive lock on its `object.lock`.
     pub lock: FileLock<OwnedFd>,
+    /// An `O_PATH` descriptor of the directory itself, for creating what
+    /// goes inside it without resolving its path again.
+    pub dir: OwnedFd,
 }
 
 /// The capability handle of a cache root: every file operation of the
@@ -440,7 +443,11 @@ impl CacheDir {
         how: Publish,
     ) -> io::Result<Published> {
         self.atomic_file_locked(store, target, contents, how)
-            .map(|(published, _)| published)
+            // Our own temp file's only descriptor: closing releases it.
+            .map(|(published, lock)| {
+                lock.close();
+                published
+            })
     }
 
     /// As [`CacheDir::atomic_file`], also handing back the exclusive lock
@@ -518,10 +525,11 @@ impl CacheDir {
             )
             .and_then(|dfd| {
                 rustix::fs::linkat(&pfd, tmp_name, &dfd, OBJECT_LOCK, AtFlags::empty())
+                    .map(|()| dfd)
             });
             unlink_tmp();
             match linked {
-                Ok(()) => return Ok(AnonDir { name, lock }),
+                Ok(dir) => return Ok(AnonDir { name, lock, dir }),
                 // A racing cleanup removed the empty directory (or, for
                 // EEXIST, took the name): try again with a new one.
                 Err(Errno::NOENT) | Err(Errno::EXIST) => continue,

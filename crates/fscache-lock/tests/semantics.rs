@@ -359,3 +359,50 @@ fn access_mode_mismatch_is_an_error_not_a_panic() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn close_releases_a_lock_held_through_the_only_descriptor() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let held = FileLock::lock(
+        File::options()
+            .read(true)
+            .write(true)
+            .open(file.path())
+            .unwrap(),
+        LockKind::Exclusive,
+    )
+    .unwrap();
+    let other = File::open(file.path()).unwrap();
+    let other = match FileLock::try_lock_or_return(other, LockKind::Shared).unwrap() {
+        Ok(_) => panic!("the exclusive lock must exclude a second open"),
+        Err(fd) => fd,
+    };
+    held.close();
+    assert!(FileLock::try_lock(other, LockKind::Shared)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn close_keeps_the_lock_while_a_dup_lives() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let fd = File::options()
+        .read(true)
+        .write(true)
+        .open(file.path())
+        .unwrap();
+    let dup = fd.try_clone().unwrap();
+    FileLock::lock(fd, LockKind::Exclusive).unwrap().close();
+    let other = File::open(file.path()).unwrap();
+    assert!(
+        FileLock::try_lock(other, LockKind::Shared)
+            .unwrap()
+            .is_none(),
+        "the dup still holds it"
+    );
+    drop(dup);
+    let other = File::open(file.path()).unwrap();
+    assert!(FileLock::try_lock(other, LockKind::Shared)
+        .unwrap()
+        .is_some());
+}

@@ -175,7 +175,8 @@ fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
             )
             .map_err(|e| Error::io("replace", cache.abs(rel), e))?;
     }
-    drop(locked);
+    // Our own, never duplicated descriptor: closing releases the lock.
+    locked.lock.close();
     Ok(out)
 }
 

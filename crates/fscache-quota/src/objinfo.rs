@@ -2,6 +2,14 @@
 
 use serde_json::{json, Value};
 
+/// Read a `creation-boot-id` JSON value (of `object.info` or `cache.info`):
+/// a string of 32 characters, anything else reads as unset.
+pub fn boot_id_from_json(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| s.len() == 32)
+        .map(str::to_owned)
+}
+
 /// The parsed `object.info` of an entry. Fields of the wrong type read as
 /// unset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,11 +27,7 @@ impl ObjectInfo {
             return Self::default();
         };
         Self {
-            creation_boot_id: map
-                .get("creation-boot-id")
-                .and_then(Value::as_str)
-                .filter(|s| s.len() == 32)
-                .map(str::to_owned),
+            creation_boot_id: boot_id_from_json(map.get("creation-boot-id")),
             size: map.get("size").and_then(Value::as_u64),
         }
     }

@@ -320,7 +320,7 @@ impl FsCache {
         Ok(Some(Entry {
             path: self.dir.abs(&entry.join(DATA)),
             name,
-            _lock: locked.lock,
+            lock: Some(locked.lock),
         }))
     }
 
@@ -407,9 +407,15 @@ impl FsCache {
             .map_err(|e| Error::io("create entry in", self.dir.abs(Path::new(parent)), e))?;
         let rel = PathBuf::from(parent).join(&anon.name);
         let data = rel.join(DATA);
-        let anon = Anon { rel, _held: anon };
-        if let Err(e) = self.dir.dir().create_dir(&data) {
-            let err = Error::io("create directory", self.dir.abs(&data), e);
+        // Through the directory's own descriptor: its path is not resolved
+        // again, and `data` is a single component.
+        let made = rustix::fs::mkdirat(&anon.dir, DATA, Mode::from_raw_mode(0o777));
+        let anon = Anon {
+            rel,
+            held: Some(anon),
+        };
+        if let Err(e) = made {
+            let err = Error::io("create directory", self.dir.abs(&data), e.into());
             self.discard(anon);
             return Err(err);
         }
@@ -633,7 +639,17 @@ fn touch_atime(fd: &impl std::os::fd::AsFd) {
 struct Anon {
     rel: PathBuf,
     // Holds the exclusive lock until the entry is committed or removed.
-    _held: AnonDir,
+    held: Option<AnonDir>,
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        // We opened the lock file and never duplicated the descriptor, so
+        // closing it releases the lock: no separate F_UNLCK.
+        if let Some(held) = self.held.take() {
+            held.lock.close();
+        }
+    }
 }
 
 impl Anon {
@@ -648,7 +664,17 @@ impl Anon {
 pub struct Entry {
     path: PathBuf,
     name: EntryName,
-    _lock: FileLock<OwnedFd>,
+    lock: Option<FileLock<OwnedFd>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // Our own, never duplicated descriptor: closing it releases the
+        // read lock (one system call instead of F_UNLCK + close).
+        if let Some(lock) = self.lock.take() {
+            lock.close();
+        }
+    }
 }
 
 impl Entry {

@@ -31,11 +31,7 @@ impl CacheInfo {
             return Self::default();
         };
         Self {
-            creation_boot_id: map
-                .get("creation-boot-id")
-                .and_then(Value::as_str)
-                .filter(|s| s.len() == 32)
-                .map(str::to_owned),
+            creation_boot_id: fscache_quota::boot_id_from_json(map.get("creation-boot-id")),
             maximum_size: map.get("maximum-size").and_then(MaxSize::from_json),
             version: map.get("version").and_then(Value::as_u64),
         }

@@ -110,16 +110,8 @@ impl FsCache {
         let dir = self.cache_dir();
         let mut out = Vec::new();
         for c in fscache_quota::list_lru(dir)? {
-            let lock_rel = PathBuf::from(OBJECTS).join(&c.name).join(OBJECT_LOCK);
-            let in_use = match open_noatime(dir, &lock_rel) {
-                Ok(fd) => fscache_lock::conflicting_lock(
-                    std::os::fd::AsFd::as_fd(&fd),
-                    LockKind::Exclusive,
-                )
-                .map_err(|e| Error::io("query lock of", dir.abs(&lock_rel), e))?
-                .is_some(),
-                Err(e) if is_miss(&e) => continue,
-                Err(e) => return Err(Error::io("open", dir.abs(&lock_rel), e)),
+            let Some(in_use) = reader_holds(dir, &c.name)? else {
+                continue;
             };
             out.push(EntryInfo {
                 last_use: stamp_to_time(c.last_use),
@@ -203,16 +195,8 @@ impl FsCache {
                 ..Default::default()
             };
             for v in victims {
-                let lock_rel = PathBuf::from(OBJECTS).join(&v.name).join(OBJECT_LOCK);
-                let held = match open_noatime(dir, &lock_rel) {
-                    Ok(fd) => fscache_lock::conflicting_lock(
-                        std::os::fd::AsFd::as_fd(&fd),
-                        LockKind::Exclusive,
-                    )
-                    .map_err(|e| Error::io("query lock of", dir.abs(&lock_rel), e))?
-                    .is_some(),
-                    Err(e) if is_miss(&e) => continue,
-                    Err(e) => return Err(Error::io("open", dir.abs(&lock_rel), e)),
+                let Some(held) = reader_holds(dir, &v.name)? else {
+                    continue;
                 };
                 if held {
                     report.skipped.push(v.name);
@@ -322,6 +306,22 @@ fn open_noatime(dir: &CacheDir, rel: &Path) -> io::Result<OwnedFd> {
 }
 
 /// A file system time stamp as a `SystemTime`.
+/// Whether another open file holds a lock on entry `name` now (asked with
+/// `F_OFD_GETLK`, without taking one or touching its atime); `None` when the
+/// entry is gone.
+fn reader_holds(dir: &CacheDir, name: &str) -> Result<Option<bool>> {
+    let lock_rel = PathBuf::from(OBJECTS).join(name).join(OBJECT_LOCK);
+    match open_noatime(dir, &lock_rel) {
+        Ok(fd) => Ok(Some(
+            fscache_lock::conflicting_lock(std::os::fd::AsFd::as_fd(&fd), LockKind::Exclusive)
+                .map_err(|e| Error::io("query lock of", dir.abs(&lock_rel), e))?
+                .is_some(),
+        )),
+        Err(e) if is_miss(&e) => Ok(None),
+        Err(e) => Err(Error::io("open", dir.abs(&lock_rel), e)),
+    }
+}
+
 fn stamp_to_time((secs, nsecs): Stamp) -> SystemTime {
     let nsecs = nsecs.clamp(0, 999_999_999) as u32;
     if secs >= 0 {
