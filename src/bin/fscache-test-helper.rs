@@ -318,7 +318,7 @@ fn stress(cache: &str, seed: u64, seconds: u64) -> Result<(), Failure> {
         match rng.below(10) {
             0..=3 => {
                 let w = cache.store(&name).map_err(lib_err("store"))?;
-                fill(&w.path(), &mut rng)?;
+                fill(w.path(), &mut rng)?;
                 match w.commit().map_err(lib_err("commit"))? {
                     Stored::Committed => n.committed += 1,
                     Stored::Exists => n.exists += 1,
@@ -366,7 +366,7 @@ fn die() -> ! {
 fn crash_in_store(cache: &str, name: &str) -> Result<(), Failure> {
     let cache = fscache::FsCache::open("fscache-crash", cache).map_err(lib_err("open"))?;
     let w = cache.store(name).map_err(lib_err("store"))?;
-    fill(&w.path(), &mut Rng::new(1))?;
+    fill(w.path(), &mut Rng::new(1))?;
     die()
 }
 
@@ -389,7 +389,7 @@ fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
         .map_err(lib_err("open"))?;
     armed.store(true, Ordering::SeqCst);
     let w = cache.store(name).map_err(lib_err("store"))?;
-    fill(&w.path(), &mut Rng::new(1))?;
+    fill(w.path(), &mut Rng::new(1))?;
     let outcome = w.commit().map_err(lib_err("commit"))?;
     Err(Failure::Status(5, format!("survived: {outcome:?}")))
 }

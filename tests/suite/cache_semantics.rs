@@ -102,7 +102,7 @@ fn cache_commit_outcomes() {
     // Dropped without commit: nothing left.
     let w = cache.store("dropped").unwrap();
     fs::write(w.path().join("f"), b"x").unwrap();
-    let path = w.path();
+    let path = w.path().to_owned();
     assert!(path.is_dir());
     drop(w);
     assert!(!path.exists());
@@ -215,7 +215,7 @@ fn cache_held_entry_is_never_evicted() {
 #[test]
 fn cache_eviction_frees_down_to_the_watermark() {
     let (_t, root) = fresh();
-    let mut cache = open(&root);
+    let cache = open(&root);
     let one = entry_space(BLOCK);
     // Default watermark 90%: ten entries fill a 10.5-entry cache; the
     // eleventh needs one eviction but the watermark (9.45) takes two.

@@ -32,7 +32,7 @@ fn cache_with(root: &Path, limit: MaxSize, entries: &[&str], bytes: usize) -> Fs
     for name in entries {
         let w = cache.store(name).unwrap();
         std::fs::write(w.path().join("blob"), vec![7u8; bytes]).unwrap();
-        let digest = crate::multiprocess::digest(&w.path());
+        let digest = crate::multiprocess::digest(w.path());
         std::fs::write(w.path().join("DIGEST"), digest).unwrap();
         assert_eq!(w.commit().unwrap(), Stored::Committed);
     }
@@ -97,13 +97,15 @@ fn check_after_crash(root: &Path, what: &str) -> u64 {
 /// exact books, and `NAME` can be stored and loaded.
 fn repair_and_reuse(root: &Path, what: &str) {
     let cache = FsCache::open("fscache-crash-test", root).unwrap();
-    let total = fscache_quota::recount(cache.cache_dir()).unwrap();
+    // The layer below the facade, for the steps maintenance takes.
+    let dir = fscache_dir::CacheDir::open(root).unwrap();
+    let total = fscache_quota::recount(&dir).unwrap();
     assert_eq!(total, recorded_total(root), "{what}: recount");
     assert_eq!(counter(root), total, "{what}: recount wrote the counter");
     // Unlocked debris may be removed by anyone (maintenance's job).
     for d in debris(root) {
         let rel = d.strip_prefix(root).unwrap();
-        cache.cache_dir().remove_entry(rel).unwrap();
+        dir.remove_entry(rel).unwrap();
     }
     assert!(debris(root).is_empty(), "{what}: debris left after removal");
     for name in assert_entries_intact(root) {
@@ -113,7 +115,7 @@ fn repair_and_reuse(root: &Path, what: &str) {
             !lock.exists() || lockable(&lock),
             "{what}: {name} is locked"
         );
-        cache.cache_dir().remove_entry(&rel).unwrap();
+        dir.remove_entry(&rel).unwrap();
     }
     assert!(
         assert_entries_intact(root).is_empty(),
@@ -225,6 +227,7 @@ fn a_reader_killed_with_sigkill_releases_its_entry() {
     let tmp = scratch();
     let root = tmp.path().join("cache");
     let cache = cache_with(&root, MaxSize::Bytes(1 << 20), &[NAME], 10_000);
+    let dir = fscache_dir::CacheDir::open(&root).unwrap();
     let lock = root.join("objects").join(NAME).join("object.lock");
 
     let mut command = Command::new(HELPER);
@@ -232,8 +235,8 @@ fn a_reader_killed_with_sigkill_releases_its_entry() {
     let mut holder = Reporter::spawn(command);
     holder.expect_line("loaded");
     assert!(!lockable(&lock), "the holder's read lock excludes removal");
-    let victims = fscache_quota::list_lru(cache.cache_dir()).unwrap();
-    let evicted = fscache_quota::evict(cache.cache_dir(), &victims).unwrap();
+    let victims = fscache_quota::list_lru(&dir).unwrap();
+    let evicted = fscache_quota::evict(&dir, &victims).unwrap();
     assert_eq!(evicted.skipped, [NAME], "a held entry is not evicted");
     assert!(cache.load(NAME).unwrap().is_some(), "readers share");
 
@@ -241,8 +244,8 @@ fn a_reader_killed_with_sigkill_releases_its_entry() {
     assert_eq!(status.signal(), Some(9));
 
     assert!(lockable(&lock), "the dead holder's lock is gone");
-    let victims = fscache_quota::list_lru(cache.cache_dir()).unwrap();
-    let evicted = fscache_quota::evict(cache.cache_dir(), &victims).unwrap();
+    let victims = fscache_quota::list_lru(&dir).unwrap();
+    let evicted = fscache_quota::evict(&dir, &victims).unwrap();
     assert_eq!(evicted.removed, [NAME], "an idle entry is evicted");
     assert!(cache.load(NAME).unwrap().is_none());
     assert_eq!(counter(&root), 0);

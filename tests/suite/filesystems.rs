@@ -79,12 +79,19 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_behind() {
     let err = cache.store_tree("big", src.path()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("copy"), "{msg}");
+    assert!(msg.contains("big"), "the failing path is named: {msg}");
+    // The OS error itself is the source, errno intact, said once.
     let source = std::error::Error::source(&err)
         .map(|s| s.to_string())
         .unwrap_or_default();
     assert!(
-        source.contains("big"),
-        "the failing path is named: {source}"
+        !source.contains("big"),
+        "the path is not repeated: {source}"
+    );
+    assert_eq!(
+        err.io_error().and_then(std::io::Error::raw_os_error),
+        Some(28),
+        "ENOSPC"
     );
 
     // Nothing partial, nothing charged.
@@ -125,7 +132,7 @@ fn lru_order_holds_on_a_noatime_mount() {
         return;
     };
     let root = mnt.path.join("cache");
-    let mut cache = FsCache::open("fs-test", &root).unwrap();
+    let cache = FsCache::open("fs-test", &root).unwrap();
     // Free only what is needed, so exactly one entry goes.
     cache.set_watermark_percent(100);
     let put = |name: &str| {

@@ -610,7 +610,9 @@ fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
             cache.path().display()
         )));
     };
-    let dir = entry.open_dir()?;
+    // Beneath the entry's data directory: a symlink in the entry cannot
+    // lead the read outside it.
+    let dir = cap_std::fs::Dir::from_std_file(entry.open_dir()?);
     let shown = file.display();
     let mut f = match dir.open(file) {
         Ok(f) => f,
@@ -726,7 +728,7 @@ fn prune(path: &Path, opts: PruneOptions, as_json: bool) -> Outcome {
 fn stage(path: &Path, command: &[OsString]) -> Outcome {
     let cache = open_existing(path)?;
     let scratch = cache.stage()?;
-    let code = run_in(&scratch.path(), "FSCACHE_STAGE", command);
+    let code = run_in(scratch.path(), "FSCACHE_STAGE", command);
     // Removed here, whatever the command left in it.
     drop(scratch);
     code

@@ -618,13 +618,10 @@ fn split_parent(src: &Path) -> io::Result<(&Path, &OsStr)> {
     Ok((parent, name))
 }
 
-/// Fold `path` into `e`, keeping its kind.
+/// Fold `path` into `e` as a [`PathError`](crate::PathError), keeping its
+/// kind and errno.
 fn at(path: &Path, e: impl Into<io::Error>) -> io::Error {
-    let e = e.into();
-    io::Error::new(
-        e.kind(),
-        format!("failed to copy `{}`: {e}", path.display()),
-    )
+    crate::with_path("copy", path, e.into())
 }
 
 /// The key that identifies an inode: (st_dev, st_ino).

@@ -31,6 +31,26 @@ impl PathError {
     pub fn source_error(&self) -> &io::Error {
         &self.source
     }
+
+    /// Take `e` apart if it wraps a `PathError`: the operation, the path
+    /// and the original OS error (its `raw_os_error` intact). Any other
+    /// error comes back unchanged as `Err`.
+    ///
+    /// # Errors
+    ///
+    /// `e` names no path.
+    pub fn split(e: io::Error) -> Result<(&'static str, PathBuf, io::Error), io::Error> {
+        if !e.get_ref().is_some_and(|inner| inner.is::<PathError>()) {
+            return Err(e);
+        }
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<PathError>()) {
+            Some(Ok(p)) => Ok((p.op, p.path, p.source)),
+            // Checked above; rebuild rather than panic.
+            Some(Err(inner)) => Err(io::Error::new(kind, inner)),
+            None => Err(io::Error::from(kind)),
+        }
+    }
 }
 
 impl fmt::Display for PathError {
@@ -92,6 +112,15 @@ mod tests {
         assert_eq!(raw_os_error(&e), Some(2));
         let msg = e.to_string();
         assert!(msg.starts_with("failed to open `/c/objects/x`: "), "{msg}");
+        let (op, path, source) = PathError::split(with_path(
+            "open",
+            Path::new("/c/x"),
+            io::Error::from_raw_os_error(13),
+        ))
+        .unwrap();
+        assert_eq!((op, path.as_path()), ("open", Path::new("/c/x")));
+        assert_eq!(source.raw_os_error(), Some(13));
+        assert!(PathError::split(io::Error::from_raw_os_error(2)).is_err());
         // Not wrapped twice.
         let again = with_path("read", Path::new("/other"), e);
         assert!(again.to_string().contains("/c/objects/x"));

@@ -32,11 +32,47 @@ pub enum Wait {
 #[doc(alias = "F_OFD_SETLK")]
 #[doc(alias = "F_OFD_SETLKW")]
 pub fn set_lock(fd: BorrowedFd<'_>, kind: Option<LockKind>, wait: Wait) -> io::Result<bool> {
+    set_range_lock(fd, kind, wait, 0, 0)
+}
+
+/// `fcntl(fd, F_OFD_SETLK[W], &flock)` on the byte range `start..start+len`
+/// (`len` 0: to the end of the file, however it grows)—set or clear an
+/// OFD lock on part of a file, as [`set_lock`] does on all of it.
+///
+/// Ranges need not lie inside the file: a range far past its end is a
+/// cheap way to give many independent names a lock each in one file. The
+/// range's end must fit in an `off_t` (`start + len <= i64::MAX`).
+///
+/// # Errors
+///
+/// As [`set_lock`]; `InvalidInput` when the range does not fit in `off_t`.
+///
+/// # References
+///
+/// * [fcntl(2)](https://man7.org/linux/man-pages/man2/fcntl.2.html),
+///   "Open file description locks (non-POSIX)"
+#[doc(alias = "F_OFD_SETLK")]
+pub fn set_range_lock(
+    fd: BorrowedFd<'_>,
+    kind: Option<LockKind>,
+    wait: Wait,
+    start: u64,
+    len: u64,
+) -> io::Result<bool> {
     let cmd = match wait {
         Wait::Block => libc::F_OFD_SETLKW,
         Wait::NonBlock => libc::F_OFD_SETLK,
     };
+    let (Ok(l_start), Ok(l_len)) = (libc::off_t::try_from(start), libc::off_t::try_from(len))
+    else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    if l_start.checked_add(l_len).is_none() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
     let mut lock = whole_file(kind.map_or(libc::F_UNLCK, l_type));
+    lock.l_start = l_start;
+    lock.l_len = l_len;
     loop {
         match fcntl_flock(fd, cmd, &mut lock) {
             Ok(()) => return Ok(true),

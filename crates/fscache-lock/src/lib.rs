@@ -57,7 +57,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-pub use fcntl::{conflicting_lock, set_lock, Wait};
+pub use fcntl::{conflicting_lock, set_lock, set_range_lock, Wait};
 
 /// The kind of a whole-file lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -406,3 +406,32 @@ fn close_keeps_the_lock_while_a_dup_lives() {
         .unwrap()
         .is_some());
 }
+
+#[test]
+fn range_locks_of_different_ranges_do_not_conflict() {
+    use fscache_lock::set_range_lock;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ranges");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let far = 1u64 << 61;
+    let x = Some(LockKind::Exclusive);
+    assert!(set_range_lock(a.as_fd(), x, Wait::NonBlock, far, 1).unwrap());
+    // Another open file description: same byte conflicts, the next is free.
+    assert!(!set_range_lock(b.as_fd(), x, Wait::NonBlock, far, 1).unwrap());
+    assert!(set_range_lock(b.as_fd(), x, Wait::NonBlock, far + 1, 1).unwrap());
+    // Unlocking the range frees it.
+    assert!(set_range_lock(a.as_fd(), None, Wait::NonBlock, far, 1).unwrap());
+    assert!(set_range_lock(b.as_fd(), x, Wait::NonBlock, far, 1).unwrap());
+    // A range past off_t is refused, not wrapped.
+    let e = set_range_lock(a.as_fd(), x, Wait::NonBlock, u64::MAX - 1, 1).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+}

@@ -52,29 +52,7 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
         let entry = entry.map_err(|e| Error::io("read directory", abs(), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(RESERVED_PREFIX) {
-            continue;
-        }
-        let dir = objects.join(name);
-        // Only a real directory can be an entry: a symlink in objects/
-        // (garbage, or hostile) is never followed out of the cache, and
-        // locking through it would fail (EXDEV) on every eviction.
-        match cache.stat(&dir) {
-            Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() => {}
-            _ => continue,
-        }
-        let Ok(st) = cache.stat(&dir.join(OBJECT_LOCK)) else {
-            continue;
-        };
-        let size = cache
-            .read_small(&dir.join(OBJECT_INFO))
-            .ok()
-            .and_then(|b| ObjectInfo::parse(&b).size);
-        out.push(Candidate {
-            name: name.to_owned(),
-            last_use: atime(&st),
-            size,
-        });
+        out.extend(candidate(cache, name));
     }
     out.sort_by(|a, b| {
         a.last_use
@@ -82,6 +60,33 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
             .then_with(|| a.name.cmp(&b.name))
     });
     Ok(out)
+}
+
+/// The committed entry `name` of `objects/` as eviction sees it; `None`
+/// for `uuid-*` names, anything that is not a real directory with an
+/// `object.lock`, and names that vanish meanwhile.
+pub fn candidate(cache: &CacheDir, name: &str) -> Option<Candidate> {
+    if name.starts_with(RESERVED_PREFIX) {
+        return None;
+    }
+    let dir = Path::new(OBJECTS).join(name);
+    // Only a real directory can be an entry: a symlink in objects/
+    // (garbage, or hostile) is never followed out of the cache, and
+    // locking through it would fail (EXDEV) on every eviction.
+    match cache.stat(&dir) {
+        Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() => {}
+        _ => return None,
+    }
+    let st = cache.stat(&dir.join(OBJECT_LOCK)).ok()?;
+    let size = cache
+        .read_small(&dir.join(OBJECT_INFO))
+        .ok()
+        .and_then(|b| ObjectInfo::parse(&b).size);
+    Some(Candidate {
+        name: name.to_owned(),
+        last_use: atime(&st),
+        size,
+    })
 }
 
 /// Choose, oldest first, the entries whose removal brings `total + need`

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use fscache_dir::InvalidName;
+use fscache_dir::PathError;
 
 /// An error of a cache operation. A miss is never an error.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +18,10 @@ pub enum Error {
     Io {
         /// What was being done, e.g. "lock".
         op: &'static str,
-        /// The path involved.
+        /// The path involved: the innermost one the failing call used.
         path: PathBuf,
-        /// The OS error.
+        /// The OS error, as the system call returned it
+        /// ([`io::Error::raw_os_error`] works on it).
         #[source]
         source: io::Error,
     },
@@ -32,23 +34,38 @@ pub enum Error {
         /// What is wrong with it.
         what: String,
     },
+    /// The cache has a format version this implementation does not use
+    /// (newer, or missing), so it refuses to modify it. Loads of such a
+    /// cache miss and stores act as stages instead of failing.
+    #[error("cache `{path}` has format version {}, this implementation uses {}; refusing to modify it", .version.map_or("none".to_string(), |v| v.to_string()), crate::VERSION)]
+    Incompatible {
+        /// The cache root.
+        path: PathBuf,
+        /// The version its `cache.info` declares, if any.
+        version: Option<u64>,
+    },
+    /// A wait was cancelled by the caller (see
+    /// [`BuildOptions::cancel_on`](crate::BuildOptions::cancel_on)).
+    #[error("cancelled while waiting for `{name}` to be built")]
+    Cancelled {
+        /// The entry that was being waited for.
+        name: String,
+    },
 }
 
 impl Error {
+    /// An I/O error of `op` on `path`. When the lower layers already named
+    /// a path in `source`, that innermost operation and path are kept (and
+    /// the original OS error becomes the source), so a message never says
+    /// the same thing twice.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        // The low layers already fold the path into their io::Error; keep
-        // the innermost cause as the source so messages do not repeat.
-        let source = match source
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<fscache_dir::PathError>())
-        {
-            Some(p) => io::Error::new(p.source_error().kind(), p.source_error().to_string()),
-            None => source,
-        };
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
+        match PathError::split(source) {
+            Ok((op, path, source)) => Error::Io { op, path, source },
+            Err(source) => Error::Io {
+                op,
+                path: path.into(),
+                source,
+            },
         }
     }
 
@@ -57,6 +74,17 @@ impl Error {
         match self {
             Error::Io { source, .. } => Some(source),
             _ => None,
+        }
+    }
+
+    /// The kind of error, as `io::Error` would classify it.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::InvalidName(_) => io::ErrorKind::InvalidInput,
+            Error::Io { source, .. } => source.kind(),
+            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
+            Error::Incompatible { .. } => io::ErrorKind::Unsupported,
+            Error::Cancelled { .. } => io::ErrorKind::Interrupted,
         }
     }
 }
@@ -76,14 +104,43 @@ impl From<fscache_quota::Error> for Error {
 
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
-        let kind = match &e {
-            Error::InvalidName(_) => io::ErrorKind::InvalidInput,
-            Error::Io { source, .. } => source.kind(),
-            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
-        };
-        io::Error::new(kind, e)
+        io::Error::new(e.kind(), e)
     }
 }
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn io_errors_keep_the_os_error_and_name_the_innermost_path_once() {
+        let inner = fscache_dir::with_path(
+            "open",
+            Path::new("/c/objects/x"),
+            io::Error::from_raw_os_error(13),
+        );
+        let e = Error::io("store into", "/c", inner);
+        assert_eq!(e.io_error().and_then(io::Error::raw_os_error), Some(13));
+        assert_eq!(e.to_string(), "failed to open `/c/objects/x`");
+        let chain = format!("{}: {}", e, std::error::Error::source(&e).unwrap());
+        assert_eq!(chain.matches("/c/objects/x").count(), 1, "{chain}");
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn an_incompatible_cache_is_not_called_corrupt() {
+        let e = Error::Incompatible {
+            path: "/c".into(),
+            version: Some(2),
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("version 2") && !msg.contains("corrupt"),
+            "{msg}"
+        );
+    }
+}

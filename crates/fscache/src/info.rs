@@ -24,12 +24,8 @@ pub struct CacheInfo {
 }
 
 impl CacheInfo {
-    /// Read the fields of a `cache.info` JSON value. A non-object reads as
-    /// all unset.
-    pub fn from_json(v: &Value) -> Self {
-        let Value::Object(map) = v else {
-            return Self::default();
-        };
+    /// Read the fields of a `cache.info` JSON object.
+    pub(crate) fn from_map(map: &Map<String, Value>) -> Self {
         Self {
             creation_boot_id: fscache_quota::boot_id_from_json(map.get("creation-boot-id")),
             maximum_size: map.get("maximum-size").and_then(MaxSize::from_json),
@@ -38,7 +34,7 @@ impl CacheInfo {
     }
 
     /// Write the fields that are set into `map`, keeping every other key.
-    pub fn merge_into(&self, map: &mut Map<String, Value>) {
+    pub(crate) fn merge_into(&self, map: &mut Map<String, Value>) {
         if let Some(id) = &self.creation_boot_id {
             map.insert("creation-boot-id".into(), Value::from(id.as_str()));
         }
@@ -69,9 +65,8 @@ mod tests {
     #[test]
     fn wrong_types_read_as_unset_and_unknown_keys_survive() {
         let v = json!({"version": "1", "maximum-size": -3, "creation-boot-id": "short", "x": [1]});
-        assert_eq!(CacheInfo::from_json(&v), CacheInfo::default());
-        assert_eq!(CacheInfo::from_json(&json!([])), CacheInfo::default());
         let mut map = v.as_object().unwrap().clone();
+        assert_eq!(CacheInfo::from_map(&map), CacheInfo::default());
         CacheInfo {
             maximum_size: Some(MaxSize::Unlimited),
             ..Default::default()
@@ -80,7 +75,7 @@ mod tests {
         assert_eq!(map["x"], json!([1]));
         assert_eq!(map["maximum-size"], json!("unlimited"));
         assert_eq!(map["version"], json!("1"));
-        assert!(!CacheInfo::from_json(&Value::Object(map)).is_compatible());
+        assert!(!CacheInfo::from_map(&map).is_compatible());
         assert_eq!(CacheInfo::default().limit(), MaxSize::Bytes(0));
     }
 }

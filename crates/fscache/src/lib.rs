@@ -11,8 +11,10 @@
 //! use fscache::{CacheInfo, FsCache, MaxSize, Stored};
 //!
 //! let tmp = tempfile::tempdir()?;
-//! let cache = FsCache::open("my-app", tmp.path().join("cache"))?;
-//! cache.set_info(CacheInfo { maximum_size: Some(MaxSize::Bytes(1 << 30)), ..Default::default() })?;
+//! let cache = FsCache::builder("my-app")
+//!     .max_size_if_unset(MaxSize::Bytes(1 << 30))  // only if no limit is set yet
+//!     .open(tmp.path().join("cache"))?;
+//! # cache.set_info(CacheInfo { maximum_size: Some(MaxSize::Bytes(1 << 30)), ..Default::default() })?;
 //!
 //! let w = cache.store("key")?;
 //! std::fs::write(w.path().join("file"), b"payload")?;
@@ -27,6 +29,26 @@
 //! std::fs::write(scratch.path().join("tmp"), b"x")?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! For a build step, [`FsCache::load_or_build`] does it all: a hit, or one
+//! build across every thread and process that misses at once, handed back
+//! read-locked.
+//!
+//! # Names
+//!
+//! An entry's name is one path component: non-empty, at most 255 bytes,
+//! no `/` and no NUL, not `.` or `..`, and not starting with `uuid-` (the
+//! prefix of entries being written). Anything else is
+//! [`Error::InvalidName`], before any I/O. Hash long or structured keys
+//! into such a name (e.g. hex of a digest).
+//!
+//! # Handles and guards
+//!
+//! [`FsCache`] is a cheap `Clone` (an `Arc`), `Send` and `Sync`; every
+//! guard owns a clone, so guards can be kept in structs and moved across
+//! threads. Guards clean up in `Drop`: an [`Entry`] releases its read lock,
+//! a [`StoreGuard`] not committed and a [`StageGuard`] remove their
+//! directories. `commit(self)`/`close(self)` consume them and report errors.
 //!
 //! # Design
 //!
@@ -43,11 +65,14 @@
 //!
 //! * Linux only, local file systems first (NFS is detected and handled by
 //!   path comparison, but blocking locks may hang if the server dies).
-//! * Nothing is `fsync`ed: a power loss may lose recent entries (never
-//!   corrupt committed ones into a partial state visible under a name).
+//! * By default nothing is `fsync`ed, as in osbuild: a power loss may lose
+//!   recent entries or leave them with empty files. Open with
+//!   [`Durability::Committed`] to make each commit durable before it
+//!   returns.
 //! * If a process dies, its `uuid-*` work directories remain, unlocked,
-//!   until maintenance removes them; a guard leaked with `mem::forget`
-//!   keeps its lock until the process exits.
+//!   until a sweep removes them ([`FsCache::sweep`], and every prune,
+//!   remove, listing and evicting commit); a guard leaked with
+//!   `mem::forget` keeps its lock until the process exits.
 //! * LRU order is as fine as the kernel's file timestamps: Linux stamps
 //!   them from a coarse clock that advances once per scheduler tick (1–10
 //!   ms), so entries used within one tick tie and are evicted by name.
@@ -55,32 +80,42 @@
 #![forbid(unsafe_code)]
 
 mod bootid;
-mod cache;
+mod commit;
 mod error;
+mod flight;
+mod guards;
+mod handle;
 mod info;
 mod maint;
 
 pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
-pub use cache::{Entry, FsCache, Repaired, StageGuard, StoreGuard, Stored};
+pub use commit::{CommitReport, Stored};
 pub use error::{Error, InvalidName, Result};
+pub use flight::{BuildOptions, BUILD_LOCK};
 pub use fscache_dir::copy::tree_content_bytes;
+#[cfg(feature = "test-hooks")]
 pub use fscache_dir::Hook;
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
+pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
+pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
-pub use maint::{EntryInfo, PruneOptions, PruneReport, Removed, Usage};
+pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
 
 /// The README's example, run as a doc test so it never goes stale.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn handles_and_errors_are_send_and_sync() {
-        fn send_sync<T: Send + Sync>() {}
+    fn handles_guards_and_errors_are_send_and_sync() {
+        fn send_sync<T: Send + Sync + 'static>() {}
         send_sync::<super::FsCache>();
         send_sync::<super::Entry>();
+        send_sync::<super::StoreGuard>();
+        send_sync::<super::StageGuard>();
+        send_sync::<super::Obtained>();
         send_sync::<super::Error>();
     }
 }

@@ -9,14 +9,14 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fscache_dir::{CacheDir, EntryName, CACHE_INFO, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
+use fscache_dir::{CacheDir, EntryName, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_lock::{LockKind, Wait};
 use fscache_quota::{Candidate, ObjectInfo, Stamp};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::cache::{is_miss, FsCache};
 use crate::error::{Error, Result};
+use crate::handle::{is_miss, FsCache};
 
 /// A committed entry as [`FsCache::entries`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +31,52 @@ pub struct EntryInfo {
     /// Whether another open file holds a lock on its `object.lock` now: a
     /// reader (or a remover). A snapshot, stale as soon as it is taken.
     pub in_use: bool,
+}
+
+/// The iterator of [`FsCache::iter_entries`].
+pub struct Entries {
+    cache: FsCache,
+    list: cap_std::fs::ReadDir,
+}
+
+impl Iterator for Entries {
+    type Item = Result<EntryInfo>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let dir = self.cache.dir();
+        loop {
+            let entry = match self.list.next()? {
+                Ok(e) => e,
+                Err(e) => {
+                    let objects = dir.abs(Path::new(OBJECTS));
+                    return Some(Err(Error::io("read directory", objects, e)));
+                }
+            };
+            let name = entry.file_name();
+            let Some(c) = name.to_str().and_then(|n| fscache_quota::candidate(dir, n)) else {
+                continue;
+            };
+            match reader_holds(dir, &c.name) {
+                Ok(Some(in_use)) => {
+                    return Some(Ok(EntryInfo {
+                        last_use: stamp_to_time(c.last_use),
+                        name: c.name,
+                        size: c.size,
+                        in_use,
+                    }))
+                }
+                // Vanished since the listing.
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries").finish_non_exhaustive()
+    }
 }
 
 /// What [`FsCache::remove`] did.
@@ -80,6 +126,15 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
+/// What [`FsCache::sweep`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// `uuid-*` debris (and half-removed named directories) removed.
+    pub removed: Vec<String>,
+    /// Bytes uncharged: what half-committed entries had been charged.
+    pub freed: u64,
+}
+
 /// The space a cache uses, from [`FsCache::usage`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Usage {
@@ -107,21 +162,31 @@ impl FsCache {
     /// Reading `objects/` failed, or a lock file could not be opened or
     /// asked for a reason other than it vanishing.
     pub fn entries(&self) -> Result<Vec<EntryInfo>> {
-        let dir = self.cache_dir();
-        let mut out = Vec::new();
-        for c in fscache_quota::list_lru(dir)? {
-            let Some(in_use) = reader_holds(dir, &c.name)? else {
-                continue;
-            };
-            out.push(EntryInfo {
-                last_use: stamp_to_time(c.last_use),
-                name: c.name,
-                size: c.size,
-                in_use,
-            });
-        }
+        let mut out = self.iter_entries()?.collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The committed entries one by one, in directory order, as
+    /// [`FsCache::entries`] describes them (sweeping debris first): for a
+    /// cache of many entries, without holding them all in memory.
+    ///
+    /// # Errors
+    ///
+    /// The sweep or opening `objects/` failed; each item is an error if
+    /// reading the directory or asking about a lock failed.
+    pub fn iter_entries(&self) -> Result<Entries> {
+        self.sweep_if_compatible()?;
+        let objects = Path::new(OBJECTS);
+        let list = self
+            .dir()
+            .dir()
+            .read_dir(objects)
+            .map_err(|e| Error::io("read directory", self.dir().abs(objects), e))?;
+        Ok(Entries {
+            cache: self.clone(),
+            list,
+        })
     }
 
     /// Remove the entry `name` unless someone holds it: its exclusive lock
@@ -136,7 +201,8 @@ impl FsCache {
     pub fn remove(&self, name: &str) -> Result<Removed> {
         let name = EntryName::new(name)?;
         self.require_compatible()?;
-        let dir = self.cache_dir();
+        fscache_quota::sweep(self.dir())?;
+        let dir = self.dir();
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
         let locked = match dir.open_locked(&lock_rel, LockKind::Exclusive, Wait::NonBlock) {
@@ -176,8 +242,9 @@ impl FsCache {
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
         if !opts.dry_run {
             self.require_compatible()?;
+            fscache_quota::sweep(self.dir())?;
         }
-        let dir = self.cache_dir();
+        let dir = self.dir();
         let candidates = fscache_quota::list_lru(dir)?;
         let total = fscache_quota::read_size(dir)?;
         let to = match (opts.to, opts.unused_for) {
@@ -225,7 +292,7 @@ impl FsCache {
     ///
     /// Reading `cache.size`, walking the root or listing `objects/` failed.
     pub fn usage(&self) -> Result<Usage> {
-        let dir = self.cache_dir();
+        let dir = self.dir();
         let accounted = fscache_quota::read_size(dir)?;
         let on_disk = fscache_quota::tree_space(dir.dir(), Path::new("."))
             .map_err(|e| Error::io("measure", dir.root(), e))?;
@@ -237,18 +304,48 @@ impl FsCache {
         })
     }
 
+    /// Remove the debris of dead writers now: `uuid-*` entries and
+    /// temporary files in `objects/` and `stage/` that nobody holds locked
+    /// (a live writer always holds its lock, so only the leftovers of
+    /// crashed or killed processes go), and named directories left
+    /// half-removed. A half-committed entry's charge is undone.
+    ///
+    /// Unlike [`FsCache::repair`], this runs while other handles and
+    /// processes use the cache. [`FsCache::prune`], [`FsCache::remove`] and
+    /// [`FsCache::entries`] sweep too, and so does a commit that must
+    /// evict.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] if the cache's version is not ours (nothing
+    /// is touched then); listing a directory, a removal or the uncharge
+    /// failed.
+    pub fn sweep(&self) -> Result<Swept> {
+        self.require_compatible()?;
+        let swept = fscache_quota::sweep(self.dir())?;
+        Ok(Swept {
+            removed: swept.removed,
+            freed: swept.freed,
+        })
+    }
+
+    /// Sweep if the cache is ours to modify; skip quietly if not.
+    fn sweep_if_compatible(&self) -> Result<()> {
+        if self.compatible() {
+            fscache_quota::sweep(self.dir())?;
+        }
+        Ok(())
+    }
+
     /// Refuse to modify a cache whose format version is not ours.
     fn require_compatible(&self) -> Result<()> {
         let info = self.reload_info()?;
         if info.is_compatible() {
             return Ok(());
         }
-        Err(Error::Corrupt {
-            path: self.cache_dir().abs(Path::new(CACHE_INFO)),
-            what: match info.version {
-                Some(v) => format!("format version {v} is not 1; refusing to modify the cache"),
-                None => "no format version; refusing to modify the cache".into(),
-            },
+        Err(Error::Incompatible {
+            path: self.path().to_owned(),
+            version: info.version,
         })
     }
 }
@@ -335,6 +432,7 @@ fn stamp_to_time((secs, nsecs): Stamp) -> SystemTime {
 mod tests {
     use super::*;
     use crate::{CacheInfo, MaxSize, Stored};
+    use fscache_dir::CACHE_INFO;
 
     fn cache(limit: MaxSize) -> (tempfile::TempDir, FsCache) {
         let tmp = tempfile::tempdir().unwrap();
@@ -355,7 +453,7 @@ mod tests {
 
     fn atime(c: &FsCache, name: &str) -> (i64, i64) {
         let st = c
-            .cache_dir()
+            .dir()
             .stat(&PathBuf::from(OBJECTS).join(name).join(OBJECT_LOCK))
             .unwrap();
         (st.st_atime, st.st_atime_nsec as i64)
@@ -573,13 +671,13 @@ mod tests {
         let (_t, c) = cache(MaxSize::Unlimited);
         put(&c, "a", 10);
         std::fs::write(c.path().join(CACHE_INFO), br#"{"version": 2}"#).unwrap();
-        assert!(matches!(c.remove("a"), Err(Error::Corrupt { .. })));
+        assert!(matches!(c.remove("a"), Err(Error::Incompatible { .. })));
         assert!(matches!(
             c.prune(PruneOptions {
                 to: Some(0),
                 ..Default::default()
             }),
-            Err(Error::Corrupt { .. })
+            Err(Error::Incompatible { .. })
         ));
         assert_eq!(c.entries().unwrap().len(), 1);
     }

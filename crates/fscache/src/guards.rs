@@ -1,0 +1,444 @@
+//! The guards a cache hands out: a loaded [`Entry`], a [`StoreGuard`] to
+//! fill and commit, a [`StageGuard`] of scratch space, and an [`Uncached`]
+//! tree the cache did not keep. Each owns a clone of the handle, and each
+//! cleans up in `Drop`.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use fscache_dir::{AnonDir, EntryName, DATA};
+use fscache_lock::FileLock;
+use rustix::fs::{Mode, OFlags};
+
+use crate::commit::CommitReport;
+use crate::error::{Error, Result};
+use crate::handle::FsCache;
+use crate::Stored;
+
+/// An anonymous entry (`objects/uuid-*` or `stage/uuid-*`) we created and
+/// hold exclusively. It removes itself when dropped, unless it was
+/// published under a name ([`Anon::published`]).
+pub(crate) struct Anon {
+    pub(crate) cache: FsCache,
+    /// Relative to the root, e.g. `objects/uuid-<hex>`.
+    pub(crate) rel: PathBuf,
+    /// The absolute path of its `data/`.
+    data: PathBuf,
+    // Holds the exclusive lock until the entry is published or removed.
+    held: Option<AnonDir>,
+}
+
+impl Anon {
+    /// Create an anonymous entry with an empty `data/` in `parent`.
+    pub(crate) fn create(cache: &FsCache, parent: &'static str) -> Result<Self> {
+        let dir = cache.dir();
+        let held = dir
+            .atomic_anon_dir(Path::new(parent))
+            .map_err(|e| Error::io("create entry in", dir.abs(Path::new(parent)), e))?;
+        let rel = PathBuf::from(parent).join(&held.name);
+        // Through the directory's own descriptor: its path is not resolved
+        // again, and `data` is a single component.
+        let made = rustix::fs::mkdirat(&held.dir, DATA, Mode::from_raw_mode(0o777));
+        let anon = Anon {
+            cache: cache.clone(),
+            data: dir.abs(&rel.join(DATA)),
+            rel,
+            held: Some(held),
+        };
+        // On failure, dropping `anon` removes what was made.
+        made.map_err(|e| Error::io("create directory", &anon.data, e.into()))?;
+        Ok(anon)
+    }
+
+    /// The anonymous name, `uuid-<hex>`.
+    pub(crate) fn name(&self) -> &OsStr {
+        self.rel.file_name().unwrap_or_default()
+    }
+
+    /// The absolute path of `data/`.
+    pub(crate) fn data(&self) -> &Path {
+        &self.data
+    }
+
+    /// The held lock of its `object.lock`.
+    pub(crate) fn lock(&self) -> Option<&FileLock<OwnedFd>> {
+        self.held.as_ref().map(|h| &h.lock)
+    }
+
+    /// The entry was renamed to its name: keep it, and hand back the lock
+    /// (still exclusive) of its `object.lock`.
+    pub(crate) fn published(mut self) -> Option<FileLock<OwnedFd>> {
+        self.held.take().map(|h| h.lock)
+    }
+
+    /// Remove the entry now, reporting a failure (drop removes quietly).
+    pub(crate) fn close(mut self) -> Result<()> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        let dir = self.cache.dir();
+        let removed = dir
+            .remove_entry(&self.rel)
+            .map_err(|e| Error::io("remove", dir.abs(&self.rel), e));
+        // Our own, never duplicated descriptor: closing releases the lock.
+        held.lock.close();
+        removed
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            // Errors cannot be reported from here; what is left is unlocked
+            // `uuid-*` debris that any sweep removes.
+            let _ = self.cache.dir().remove_entry(&self.rel);
+            held.lock.close();
+        }
+    }
+}
+
+/// A loaded entry: read-locked until dropped, so it cannot change or
+/// vanish meanwhile.
+#[must_use = "the entry is unlocked (and may be evicted) as soon as the guard drops"]
+pub struct Entry {
+    cache: FsCache,
+    name: EntryName,
+    /// Relative to the root: `objects/NAME`.
+    rel: PathBuf,
+    path: PathBuf,
+    lock: Option<FileLock<OwnedFd>>,
+}
+
+impl Entry {
+    pub(crate) fn new(
+        cache: FsCache,
+        name: EntryName,
+        rel: PathBuf,
+        lock: FileLock<OwnedFd>,
+    ) -> Self {
+        let path = cache.dir().abs(&rel.join(DATA));
+        Self {
+            cache,
+            name,
+            rel,
+            path,
+            lock: Some(lock),
+        }
+    }
+
+    /// The absolute path of the entry's `data/` directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The entry's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Open `data/` as a directory (`O_RDONLY | O_DIRECTORY`), resolved
+    /// beneath the cache root, never by its absolute path. Wrap it in your
+    /// capability type of choice (e.g. `cap_std::fs::Dir::from_std_file`).
+    ///
+    /// # Errors
+    ///
+    /// The open failed.
+    pub fn open_dir(&self) -> Result<File> {
+        let rel = self.rel.join(DATA);
+        let dir = self.cache.dir();
+        dir.open_raw(&rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map(File::from)
+            .map_err(|e| Error::io("open directory", &self.path, e.into()))
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // Our own, never duplicated descriptor: closing it releases the
+        // read lock (one system call instead of F_UNLCK + close).
+        if let Some(lock) = self.lock.take() {
+            lock.close();
+        }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// An entry being stored: fill [`StoreGuard::path`], then
+/// [`StoreGuard::commit`]. Dropped without commit, it is removed.
+///
+/// Like `tempfile::TempDir`: `Drop` removes, [`StoreGuard::commit`] and
+/// [`StoreGuard::close`] consume, and `close` reports a failed removal.
+#[must_use = "dropping the guard without commit() discards the entry"]
+pub struct StoreGuard {
+    name: EntryName,
+    anon: Anon,
+    compatible: bool,
+}
+
+impl StoreGuard {
+    pub(crate) fn new(name: EntryName, anon: Anon, compatible: bool) -> Self {
+        Self {
+            name,
+            anon,
+            compatible,
+        }
+    }
+
+    /// The absolute path of the private `data/` directory to fill.
+    pub fn path(&self) -> &Path {
+        self.anon.data()
+    }
+
+    /// The name the entry will be committed as.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Fill `data/` with a copy of the tree at `src` (see
+    /// [`FsCache::store_tree`]).
+    pub(crate) fn copy_from(&self, src: &Path, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let dir = self.anon.cache.dir();
+        let rel = self.anon.rel.join(DATA);
+        let data = dir
+            .dir()
+            .open_dir(&rel)
+            .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
+        fscache_dir::copy::copy_tree_into(src, &data, progress)
+            .map(drop)
+            .map_err(|e| Error::io("copy", src, e))
+    }
+
+    /// Commit the entry: measure it, charge the cache (evicting
+    /// least-recently-used entries when full), write its `object.info`,
+    /// stamp it as used now, and rename it to its name. Returns what
+    /// happened; anything but [`Stored::Committed`] discarded the entry.
+    ///
+    /// # Errors
+    ///
+    /// A system call failed; the entry is discarded and any charge undone.
+    pub fn commit(self) -> Result<Stored> {
+        self.commit_report().map(|r| r.stored)
+    }
+
+    /// As [`StoreGuard::commit`], also reporting the entries eviction
+    /// removed to make room, and the entry's size.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreGuard::commit`].
+    pub fn commit_report(self) -> Result<CommitReport> {
+        let (report, _kept) = self.commit_inner()?;
+        Ok(report)
+    }
+
+    /// Commit, and hand back the entry read-locked, with no moment between
+    /// the rename and the read lock in which another process could evict
+    /// it: the exclusive lock of the commit is downgraded to a shared one
+    /// in place.
+    ///
+    /// When another writer committed the name first, its entry is loaded
+    /// ([`Obtained::Hit`]). When the cache did not keep the tree (too
+    /// large, no space, incompatible, or the other writer's entry vanished
+    /// before it could be loaded), the tree is handed back
+    /// ([`Obtained::Uncached`]) instead of being deleted, so the work that
+    /// built it is not lost.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreGuard::commit`].
+    pub fn commit_and_load(self) -> Result<Obtained> {
+        let name = self.name.clone();
+        let cache = self.anon.cache.clone();
+        let (report, kept) = self.commit_inner()?;
+        match kept {
+            Kept::Published(lock) => Ok(Obtained::Built(Entry::new(
+                cache,
+                name.clone(),
+                PathBuf::from(fscache_dir::OBJECTS).join(name.as_str()),
+                lock,
+            ))),
+            Kept::Tree(anon) => {
+                if report.stored == Stored::Exists {
+                    if let Some(entry) = cache.load(name.as_str())? {
+                        return Ok(Obtained::Hit(entry));
+                    }
+                }
+                Ok(Obtained::Uncached(Uncached {
+                    stored: report.stored,
+                    anon,
+                }))
+            }
+        }
+    }
+
+    fn commit_inner(self) -> Result<(CommitReport, Kept)> {
+        let cache = self.anon.cache.clone();
+        if !self.compatible {
+            let report = CommitReport {
+                stored: Stored::Incompatible,
+                evicted: Vec::new(),
+                size: 0,
+            };
+            return Ok((report, Kept::Tree(self.anon)));
+        }
+        cache.commit(&self.name, self.anon)
+    }
+
+    /// Discard the entry now, reporting a failed removal (dropping the
+    /// guard discards it too, quietly).
+    ///
+    /// # Errors
+    ///
+    /// Removing the entry failed; what is left is unlocked debris that a
+    /// sweep removes.
+    pub fn close(self) -> Result<()> {
+        self.anon.close()
+    }
+}
+
+impl fmt::Debug for StoreGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreGuard")
+            .field("name", &self.name)
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+/// What a commit left in the caller's hands.
+pub(crate) enum Kept {
+    /// Renamed to its name; the exclusive lock of its `object.lock`.
+    Published(FileLock<OwnedFd>),
+    /// Not published: the tree, still private and locked.
+    Tree(Anon),
+}
+
+/// A private scratch directory, removed completely when dropped (also
+/// during a panic unwind).
+#[must_use = "the scratch directory is removed as soon as the guard drops"]
+pub struct StageGuard {
+    anon: Anon,
+}
+
+impl StageGuard {
+    pub(crate) fn new(anon: Anon) -> Self {
+        Self { anon }
+    }
+
+    /// The absolute path of the scratch `data/` directory.
+    pub fn path(&self) -> &Path {
+        self.anon.data()
+    }
+
+    /// Remove the scratch directory now, reporting a failure (dropping the
+    /// guard removes it too, quietly).
+    ///
+    /// # Errors
+    ///
+    /// The removal failed; what is left is unlocked debris that a sweep
+    /// removes.
+    pub fn close(self) -> Result<()> {
+        self.anon.close()
+    }
+}
+
+impl fmt::Debug for StageGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageGuard")
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+/// A tree that was built for the cache but not kept by it: private to the
+/// caller, and removed when dropped, like a [`StageGuard`].
+#[must_use = "the tree is removed as soon as the guard drops"]
+pub struct Uncached {
+    stored: Stored,
+    anon: Anon,
+}
+
+impl Uncached {
+    /// The absolute path of the tree (the `data/` that was filled).
+    pub fn path(&self) -> &Path {
+        self.anon.data()
+    }
+
+    /// Why the cache did not keep it: [`Stored::TooLarge`],
+    /// [`Stored::NoSpace`], [`Stored::Incompatible`], or
+    /// [`Stored::Exists`] when the entry another writer committed first
+    /// could not be loaded.
+    pub fn reason(&self) -> Stored {
+        self.stored
+    }
+
+    /// Remove the tree now, reporting a failure.
+    ///
+    /// # Errors
+    ///
+    /// The removal failed; what is left is unlocked debris that a sweep
+    /// removes.
+    pub fn close(self) -> Result<()> {
+        self.anon.close()
+    }
+}
+
+impl fmt::Debug for Uncached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Uncached")
+            .field("reason", &self.stored)
+            .field("path", &self.path())
+            .finish()
+    }
+}
+
+/// An entry's content, as [`StoreGuard::commit_and_load`] and
+/// [`FsCache::load_or_build`] hand it out. Every variant keeps its tree
+/// readable and unchanged until dropped.
+#[derive(Debug)]
+#[must_use = "the content is released as soon as this drops"]
+pub enum Obtained {
+    /// A committed entry that someone else built (or that was already in
+    /// the cache), read-locked.
+    Hit(Entry),
+    /// The entry this call built and committed, read-locked since the
+    /// rename.
+    Built(Entry),
+    /// The tree this call built, which the cache did not keep (see
+    /// [`Uncached::reason`]).
+    Uncached(Uncached),
+}
+
+impl Obtained {
+    /// The absolute path of the content's directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Obtained::Hit(e) | Obtained::Built(e) => e.path(),
+            Obtained::Uncached(u) => u.path(),
+        }
+    }
+
+    /// The read-locked entry, if the content is in the cache.
+    pub fn entry(&self) -> Option<&Entry> {
+        match self {
+            Obtained::Hit(e) | Obtained::Built(e) => Some(e),
+            Obtained::Uncached(_) => None,
+        }
+    }
+
+    /// Whether the content is in the cache (a hit or a committed build).
+    pub fn is_cached(&self) -> bool {
+        self.entry().is_some()
+    }
+}

@@ -1,0 +1,656 @@
+//! `FsCache`, its builder, and the operations on a whole handle: open,
+//! configuration, load, contains, store, stage, repair.
+
+use std::fmt;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use fscache_dir::{
+    gone, raw_os_error, CacheDir, EntryName, Publish, CACHE_INFO, CACHE_LOCK, OBJECTS, OBJECT_INFO,
+    OBJECT_LOCK, STAGE,
+};
+use fscache_lock::{FileLock, LockKind, Wait};
+use rustix::fs::{Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
+use crate::info::{CacheInfo, MaxSize};
+use crate::Stored;
+
+/// How much a commit waits for the disk. Chosen per handle with
+/// [`Builder::durability`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Nothing is `fsync`ed, as osbuild does: a power loss may lose recent
+    /// entries (a crash of the process loses nothing committed).
+    #[default]
+    Relaxed,
+    /// Every file and directory of an entry reaches stable storage before
+    /// the rename that publishes it, and the rename itself (its parent
+    /// directory is `fsync`ed) before `commit` returns.
+    Committed,
+}
+
+/// A cache of named directory trees, shared safely by threads and
+/// processes. See the crate docs.
+///
+/// Cloning is cheap (an `Arc`): clones share one open handle, one shared
+/// lock on `cache.lock` and one configuration, and guards own a clone, so
+/// they can live in a struct beside the cache or move to another thread.
+#[derive(Clone)]
+pub struct FsCache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dir: CacheDir,
+    appid: String,
+    pub(crate) boot_id: String,
+    info: RwLock<(CacheInfo, FileId)>,
+    watermark_percent: AtomicU8,
+    pub(crate) durability: Durability,
+    // Held shared for the handle's whole life; repair converts it to
+    // exclusive for a moment.
+    cache_lock: Mutex<FileLock<OwnedFd>>,
+    // Commits hold it shared from charge to rename; repair exclusively, so
+    // a recount never misses a charge of this handle in flight.
+    pub(crate) commit_gate: RwLock<()>,
+}
+
+/// Options for opening a cache, from [`FsCache::builder`].
+///
+/// ```
+/// use fscache::{Durability, FsCache, MaxSize};
+///
+/// let tmp = tempfile::tempdir()?;
+/// let cache = FsCache::builder("my-app")
+///     .max_size_if_unset(MaxSize::Bytes(1 << 30))
+///     .watermark(80)
+///     .durability(Durability::Relaxed)
+///     .open(tmp.path().join("cache"))?;
+/// assert_eq!(cache.info().maximum_size, Some(MaxSize::Bytes(1 << 30)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `open`"]
+pub struct Builder {
+    appid: String,
+    max_size_if_unset: Option<MaxSize>,
+    watermark_percent: u8,
+    durability: Durability,
+    #[cfg(feature = "test-hooks")]
+    hook: Option<fscache_dir::Hook>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("appid", &self.appid)
+            .field("max_size_if_unset", &self.max_size_if_unset)
+            .field("watermark_percent", &self.watermark_percent)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// The limit to write into `cache.info` when it sets none (a new cache,
+    /// or one whose `maximum-size` is absent or not a size). A limit
+    /// someone set is never changed. Without this, osbuild's format keeps
+    /// nothing: an absent limit means 0.
+    ///
+    /// The check and the write happen under `cache.info`'s exclusive lock,
+    /// so handles racing to set a default agree on one.
+    pub fn max_size_if_unset(mut self, limit: MaxSize) -> Self {
+        self.max_size_if_unset = Some(limit);
+        self
+    }
+
+    /// The low watermark eviction frees down to, in percent of the maximum
+    /// size (default 90; clamped to 0..=100). Freeing more than asked
+    /// spreads one directory scan over many stores.
+    pub fn watermark(mut self, percent: u8) -> Self {
+        self.watermark_percent = percent.min(100);
+        self
+    }
+
+    /// How much commits of this handle wait for the disk (default
+    /// [`Durability::Relaxed`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// A test hook that fires at named points of the protocols (see
+    /// [`fscache_dir::HookPoint`]).
+    #[cfg(feature = "test-hooks")]
+    pub fn hook(mut self, hook: fscache_dir::Hook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Open the cache at `path`, creating it (and its parents) if needed,
+    /// and take a shared lock on its `cache.lock` for the life of the
+    /// handle.
+    ///
+    /// # Errors
+    ///
+    /// `path` is not a directory; creating the scaffolding, taking the lock,
+    /// or reading `cache.info` failed (`cache.info` that is not JSON is
+    /// [`Error::Corrupt`]).
+    pub fn open(self, path: impl AsRef<Path>) -> Result<FsCache> {
+        let path = path.as_ref();
+        #[allow(unused_mut)]
+        let mut dir = CacheDir::open(path).map_err(|e| open_error(path, e))?;
+        #[cfg(feature = "test-hooks")]
+        dir.set_hook(self.hook.clone());
+        dir.scaffold()
+            .map_err(|e| Error::io("create scaffolding in", dir.root(), e))?;
+        let lock_rel = Path::new(CACHE_LOCK);
+        // Read-write where we may, so repair can convert the lock in place;
+        // read-only otherwise (a shared lock needs no more).
+        let cache_lock = match dir.open_locked_rw(lock_rel, LockKind::Shared, Wait::Block) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                dir.open_locked(lock_rel, LockKind::Shared, Wait::Block)
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io("lock", dir.abs(lock_rel), e))?
+        .ok_or_else(|| {
+            Error::io(
+                "lock",
+                dir.abs(lock_rel),
+                io::Error::from(io::ErrorKind::WouldBlock),
+            )
+        })?
+        .lock;
+        let boot_id = crate::bootid::current_app_boot_id(&self.appid)
+            .map_err(|e| Error::io("read", crate::bootid::KERNEL_BOOT_ID, e))?;
+        let info = read_info(&dir)?;
+        let cache = FsCache {
+            inner: Arc::new(Inner {
+                dir,
+                appid: self.appid,
+                boot_id,
+                info: RwLock::new(info),
+                watermark_percent: AtomicU8::new(self.watermark_percent),
+                durability: self.durability,
+                cache_lock: Mutex::new(cache_lock),
+                commit_gate: RwLock::new(()),
+            }),
+        };
+        if let Some(limit) = self.max_size_if_unset {
+            if cache.info().maximum_size.is_none() {
+                cache.update_info(|info| {
+                    if info.maximum_size.is_some() || !info.is_compatible() {
+                        return None;
+                    }
+                    Some(CacheInfo {
+                        maximum_size: Some(limit),
+                        ..Default::default()
+                    })
+                })?;
+            }
+        }
+        Ok(cache)
+    }
+}
+
+/// The error of opening the cache root: a file where the root should be is
+/// "not a directory", not the `EEXIST` that creating it met.
+fn open_error(path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::AlreadyExists && path.exists() && !path.is_dir() {
+        let e = io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error());
+        return Error::io("open cache", path, e);
+    }
+    Error::io("open cache", path, e)
+}
+
+impl fmt::Debug for FsCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FsCache")
+            .field("root", &self.inner.dir.root())
+            .field("appid", &self.inner.appid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FsCache {
+    /// Options for opening a cache for application `appid` (it seeds the
+    /// app boot id written into new entries). See [`Builder`].
+    pub fn builder(appid: &str) -> Builder {
+        Builder {
+            appid: appid.to_owned(),
+            max_size_if_unset: None,
+            watermark_percent: fscache_quota::DEFAULT_WATERMARK_PERCENT,
+            durability: Durability::Relaxed,
+            #[cfg(feature = "test-hooks")]
+            hook: None,
+        }
+    }
+
+    /// Open the cache at `path` for application `appid` with the default
+    /// options: `FsCache::builder(appid).open(path)`.
+    ///
+    /// A new cache has no `maximum-size`, which osbuild's format reads as
+    /// 0: it keeps nothing until a limit is set ([`FsCache::set_info`], or
+    /// [`Builder::max_size_if_unset`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::open`].
+    pub fn open(appid: &str, path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(appid).open(path)
+    }
+
+    /// As [`FsCache::open`], with a test hook that fires at named points of
+    /// the protocols (see [`fscache_dir::HookPoint`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::open`].
+    #[cfg(feature = "test-hooks")]
+    pub fn open_with_hook(
+        appid: &str,
+        path: impl AsRef<Path>,
+        hook: Option<fscache_dir::Hook>,
+    ) -> Result<Self> {
+        let mut b = Self::builder(appid);
+        b.hook = hook;
+        b.open(path)
+    }
+
+    pub(crate) fn dir(&self) -> &CacheDir {
+        &self.inner.dir
+    }
+
+    /// The absolute path of the cache root.
+    pub fn path(&self) -> &Path {
+        self.inner.dir.root()
+    }
+
+    /// The application id given at open.
+    pub fn appid(&self) -> &str {
+        &self.inner.appid
+    }
+
+    /// The app boot id of this boot (written into new entries).
+    pub fn boot_id(&self) -> &str {
+        &self.inner.boot_id
+    }
+
+    /// How much this handle's commits wait for the disk.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// Set the low watermark eviction frees down to, in percent of the
+    /// maximum size (default 90; clamped to 0..=100). Applies to every
+    /// clone of this handle.
+    pub fn set_watermark_percent(&self, percent: u8) {
+        self.inner
+            .watermark_percent
+            .store(percent.min(100), Ordering::Relaxed);
+    }
+
+    /// The low watermark in force, in percent of the maximum size.
+    pub fn watermark_percent(&self) -> u8 {
+        self.inner.watermark_percent.load(Ordering::Relaxed)
+    }
+
+    /// The configuration in force, as read at open, at the last
+    /// [`FsCache::set_info`] or [`FsCache::reload_info`], or at a commit
+    /// that noticed another process changing it.
+    pub fn info(&self) -> CacheInfo {
+        self.inner
+            .info
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Re-read `cache.info` (another process may have changed it).
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::open`].
+    pub fn reload_info(&self) -> Result<CacheInfo> {
+        let (info, id) = read_info(self.dir())?;
+        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id);
+        Ok(info)
+    }
+
+    /// The configuration as `cache.info` says now: one `stat` when it is
+    /// unchanged since we read it, a re-read when another process replaced
+    /// it.
+    pub(crate) fn current_info(&self) -> Result<CacheInfo> {
+        let rel = Path::new(CACHE_INFO);
+        let st = self
+            .dir()
+            .stat(rel)
+            .map_err(|e| Error::io("stat", self.dir().abs(rel), e))?;
+        {
+            let cached = self.inner.info.read().unwrap_or_else(|p| p.into_inner());
+            if cached.1 == FileId::of(&st) {
+                return Ok(cached.0.clone());
+            }
+        }
+        self.reload_info()
+    }
+
+    /// Update `cache.info` with the fields of `info` that are set, keeping
+    /// every other key (also ones this implementation does not know), under
+    /// the file's exclusive lock by read → temp file → rename.
+    ///
+    /// # Errors
+    ///
+    /// Locking, reading or replacing `cache.info` failed, or it holds
+    /// something other than a JSON object ([`Error::Corrupt`]).
+    pub fn set_info(&self, info: CacheInfo) -> Result<()> {
+        self.update_info(|_| Some(info)).map(drop)
+    }
+
+    /// Read-modify-write of `cache.info` under its exclusive lock: `change`
+    /// sees the configuration on disk and returns the fields to set, or
+    /// `None` to leave the file alone. The handle's view is re-read
+    /// afterwards.
+    fn update_info(&self, change: impl FnOnce(&CacheInfo) -> Option<CacheInfo>) -> Result<()> {
+        let dir = self.dir();
+        let rel = Path::new(CACHE_INFO);
+        let abs = dir.abs(rel);
+        let locked = dir
+            .open_locked(rel, LockKind::Exclusive, Wait::Block)
+            .map_err(|e| Error::io("lock", &abs, e))?;
+        let bytes = dir
+            .read_small(rel)
+            .map_err(|e| Error::io("read", &abs, e))?;
+        let mut map = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => {
+                return Err(Error::Corrupt {
+                    path: abs,
+                    what: "not a JSON object".into(),
+                })
+            }
+        };
+        if let Some(update) = change(&CacheInfo::from_map(&map)) {
+            update.merge_into(&mut map);
+            let text = serde_json::Value::Object(map).to_string();
+            dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
+                .map_err(|e| Error::io("replace", &abs, e))?;
+        }
+        drop(locked);
+        self.reload_info()?;
+        Ok(())
+    }
+
+    /// Whole-cache repair after crashes: remove the debris of crashed
+    /// writers and removals, and rebuild `cache.size` as the exact sum of
+    /// the entries' recorded sizes (a crash between a charge and its commit,
+    /// or during eviction, leaves it too high — never too low).
+    ///
+    /// Runs only while no other handle (in any process, osbuild's included)
+    /// has the cache open: it converts this handle's shared `cache.lock` to
+    /// exclusive without waiting, and returns `Ok(None)` if others hold it.
+    /// Commits of this handle wait meanwhile. To remove debris while others
+    /// use the cache, see [`FsCache::sweep`].
+    ///
+    /// # Errors
+    ///
+    /// The lock conversion, a removal or the recount failed.
+    pub fn repair(&self) -> Result<Option<Repaired>> {
+        let _gate = self
+            .inner
+            .commit_gate
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut lock = self
+            .inner
+            .cache_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let lock_path = || self.dir().abs(Path::new(CACHE_LOCK));
+        if !lock
+            .try_convert(LockKind::Exclusive)
+            .map_err(|e| Error::io("lock", lock_path(), e))?
+        {
+            return Ok(None);
+        }
+        let result = (|| {
+            let accounted_before = fscache_quota::read_size(self.dir()).ok();
+            let swept = fscache_quota::sweep(self.dir())?;
+            let accounted = fscache_quota::recount(self.dir())?;
+            Ok(Repaired {
+                removed: swept.removed,
+                accounted_before,
+                accounted,
+            })
+        })();
+        // Downgrading never conflicts.
+        lock.convert(LockKind::Shared)
+            .map_err(|e| Error::io("lock", lock_path(), e))?;
+        result.map(Some)
+    }
+
+    /// Whether the cache's format version is one this implementation uses,
+    /// as last read.
+    pub(crate) fn compatible(&self) -> bool {
+        self.inner
+            .info
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .is_compatible()
+    }
+
+    /// Load the entry `name`: a read-locked committed entry, or `None` for
+    /// a miss (absent, being written or removed, invalid, or the cache's
+    /// version is not ours). Never waits.
+    ///
+    /// The entry's last use (its `object.lock` atime) is set to now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] before any I/O; a system call failing in a way
+    /// that is not a miss.
+    pub fn load(&self, name: &str) -> Result<Option<Entry>> {
+        let name = EntryName::new(name)?;
+        if !self.compatible() {
+            return Ok(None);
+        }
+        let dir = self.dir();
+        let entry = PathBuf::from(OBJECTS).join(name.as_str());
+        let lock_rel = entry.join(OBJECT_LOCK);
+        // Absent (ENOENT/ENOTDIR) comes back as `None` without an error
+        // being built: a miss is a common answer.
+        let locked = match dir.try_open_locked(&lock_rel, LockKind::Shared) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(None),
+            Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
+        };
+        // An entry without object.info is being removed, or debris of a
+        // crashed removal: not valid.
+        let info_rel = entry.join(OBJECT_INFO);
+        match dir.stat(&info_rel) {
+            Ok(_) => {}
+            Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("stat", dir.abs(&info_rel), e)),
+        }
+        touch_atime(&locked.lock);
+        Ok(Some(Entry::new(self.clone(), name, entry, locked.lock)))
+    }
+
+    /// Whether a committed entry `name` is in the cache now: a peek that,
+    /// unlike [`FsCache::load`], takes no lock and does not count as a use
+    /// (one `stat`). The answer is stale as soon as it returns: only
+    /// `load` can hold an entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] before any I/O; the `stat` failed in a way
+    /// that is not a miss.
+    pub fn contains(&self, name: &str) -> Result<bool> {
+        let name = EntryName::new(name)?;
+        if !self.compatible() {
+            return Ok(false);
+        }
+        let rel = PathBuf::from(OBJECTS).join(name.as_str()).join(OBJECT_INFO);
+        match self.dir().stat(&rel) {
+            Ok(_) => Ok(true),
+            Err(e) if is_miss(&e) => Ok(false),
+            Err(e) => Err(Error::io("stat", self.dir().abs(&rel), e)),
+        }
+    }
+
+    /// Start storing the entry `name`: an empty private `data/` directory to
+    /// fill, committed with [`StoreGuard::commit`]; dropped without commit,
+    /// everything is removed.
+    ///
+    /// If the cache's version is not ours, the guard is a stage and its
+    /// commit reports [`Stored::Incompatible`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] before any I/O; creating the anonymous entry
+    /// failed.
+    pub fn store(&self, name: &str) -> Result<StoreGuard> {
+        let name = EntryName::new(name)?;
+        let compatible = self.compatible();
+        let parent = if compatible { OBJECTS } else { STAGE };
+        let anon = Anon::create(self, parent)?;
+        Ok(StoreGuard::new(name, anon, compatible))
+    }
+
+    /// A private scratch `data/` directory in `stage/`, removed completely
+    /// when the guard drops.
+    ///
+    /// # Errors
+    ///
+    /// Creating the anonymous entry failed.
+    pub fn stage(&self) -> Result<StageGuard> {
+        Ok(StageGuard::new(Anon::create(self, STAGE)?))
+    }
+
+    /// Store a copy of the tree at `src` as `name` and commit it: a
+    /// directory's contents become `data/`'s, a file becomes
+    /// `data/<its name>`. Reflinks where the file system can, symlinks
+    /// verbatim, modes, times and hard links kept.
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::store`] and [`StoreGuard::commit`], or the copy failed
+    /// (the error names the failing path; nothing is kept).
+    pub fn store_tree(&self, name: &str, src: impl AsRef<Path>) -> Result<Stored> {
+        self.store_tree_with_progress(name, src, &mut |_| {})
+    }
+
+    /// As [`FsCache::store_tree`], calling `progress` with the bytes copied
+    /// as the copy goes.
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::store_tree`].
+    pub fn store_tree_with_progress(
+        &self,
+        name: &str,
+        src: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Stored> {
+        let guard = self.store(name)?;
+        guard.copy_from(src.as_ref(), progress)?;
+        guard.commit()
+    }
+}
+
+/// What [`FsCache::repair`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// Debris removed: `uuid-*` leftovers of crashed writers and named
+    /// directories left half-removed.
+    pub removed: Vec<String>,
+    /// `cache.size` before the repair (`None` if it was corrupt).
+    pub accounted_before: Option<u64>,
+    /// `cache.size` after: the exact sum of the entries' recorded sizes.
+    pub accounted: u64,
+}
+
+/// Read and parse `cache.info`.
+fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId)> {
+    let rel = Path::new(CACHE_INFO);
+    let fd = dir
+        .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
+        .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+    let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st))),
+        Ok(_) => Ok((CacheInfo::default(), FileId::of(&st))),
+        Err(e) => Err(Error::Corrupt {
+            path: dir.abs(rel),
+            what: format!("not JSON ({e})"),
+        }),
+    }
+}
+
+/// What identifies one version of `cache.info`: it is only ever replaced
+/// by `rename`, so a change is a new inode (and the times and size are
+/// compared too, for writers that edit it in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: fscache_quota::Stamp,
+}
+
+impl FileId {
+    // The field types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &rustix::fs::Stat) -> Self {
+        Self {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+        }
+    }
+}
+
+/// Whether an open or stat error means "not there for me now".
+pub(crate) fn is_miss(e: &io::Error) -> bool {
+    gone(e)
+        || matches!(
+            raw_os_error(e).map(Errno::from_raw_os_error),
+            // ELOOP: a symlink where a protocol file should be; EXDEV: a
+            // symlink leading out of the cache.
+            Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
+        )
+}
+
+/// Set the lock file's atime to now, mtime untouched. Best effort: a
+/// reader without write access or on a read-only mount still gets its hit.
+pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_NOW,
+        },
+        last_modification: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+    };
+    let _ = rustix::fs::futimens(fd, &times);
+}
