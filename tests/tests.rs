@@ -55,3 +55,7 @@ mod cache_vectors;
 // Races forced through the test hooks.
 #[path = "suite/cache_races.rs"]
 mod cache_races;
+
+// Single flight: several processes miss on one name, one builds.
+#[path = "suite/single_flight.rs"]
+mod single_flight;

@@ -28,6 +28,7 @@
 //! fscache-test-helper crash-after-charge CACHE NAME
 //! fscache-test-helper crash-at POINT CACHE NAME
 //! fscache-test-helper hold CACHE NAME
+//! fscache-test-helper build-once CACHE NAME LOG
 //! ```
 //!
 //! * `stress` opens the cache as appid `fscache-stress` and for SECONDS does
@@ -49,6 +50,11 @@
 //! * `hold` loads NAME, prints `loaded` (and holds the read lock until stdin
 //!   reaches EOF, then exits 0) or `miss` (and exits 0 at once).
 //!
+//! * `build-once` waits for a line on stdin (so a parent can start several
+//!   at once), then `load_or_build`s NAME: the build appends one line to
+//!   LOG, sleeps 300 ms and writes `data/f`. It prints `hit`, `built` or
+//!   `uncached REASON`, then the content of `f`.
+//!
 //! To add a subcommand, add an arm to the `match` in `run` and a line to the
 //! usage text.
 
@@ -67,7 +73,8 @@ commands:
   crash-in-store CACHE NAME             store NAME, write data, SIGKILL itself
   crash-after-charge CACHE NAME         store NAME, SIGKILL itself at commit:rename
   crash-at POINT CACHE NAME             store NAME, SIGKILL itself at hook POINT
-  hold CACHE NAME                       load NAME, hold it until stdin EOF";
+  hold CACHE NAME                       load NAME, hold it until stdin EOF
+  build-once CACHE NAME LOG             after a stdin line, load_or_build NAME, logging builds";
 
 /// Why the helper failed: a usage error (exit 2), an I/O error (exit 1), or
 /// a verdict with its own exit status and stdout line.
@@ -108,6 +115,8 @@ fn run(args: &[String]) -> Result<(), Failure> {
         ["crash-after-charge", cache, name] => crash_at("commit:rename", cache, name),
         ["crash-at", point, cache, name] => crash_at(point, cache, name),
         ["hold", cache, name] => hold(cache, name),
+        ["build-once", cache, name, log] => build_once(cache, name, log),
+        ["build-once", ..] => Err(Failure::Usage("`build-once` takes 3 arguments".into())),
         [cmd @ ("crash-in-store" | "crash-after-charge" | "hold"), ..] => {
             Err(Failure::Usage(format!("`{cmd}` takes 2 arguments")))
         }
@@ -392,6 +401,34 @@ fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
     fill(w.path(), &mut Rng::new(1))?;
     let outcome = w.commit().map_err(lib_err("commit"))?;
     Err(Failure::Status(5, format!("survived: {outcome:?}")))
+}
+
+fn build_once(cache: &str, name: &str, log: &str) -> Result<(), Failure> {
+    let cache = fscache::FsCache::builder("fscache-flight")
+        .max_size_if_unset(fscache::MaxSize::Unlimited)
+        .open(cache)
+        .map_err(lib_err("open"))?;
+    let mut go = String::new();
+    io::stdin()
+        .read_line(&mut go)
+        .map_err(io_err("failed to read stdin".into()))?;
+    let got = cache
+        .load_or_build(name, |dir| -> io::Result<()> {
+            let mut f = OpenOptions::new().append(true).create(true).open(log)?;
+            writeln!(f, "{}", std::process::id())?;
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::fs::write(dir.join("f"), format!("built by {}", std::process::id()))
+        })
+        .map_err(io_err("load_or_build failed".into()))?;
+    let what = match &got {
+        fscache::Obtained::Hit(_) => "hit".to_string(),
+        fscache::Obtained::Built(_) => "built".to_string(),
+        fscache::Obtained::Uncached(t) => format!("uncached {:?}", t.reason()),
+    };
+    say(&what)?;
+    let content = std::fs::read_to_string(got.path().join("f"))
+        .map_err(io_err("failed to read the entry".into()))?;
+    say(&content)
 }
 
 fn hold(cache: &str, name: &str) -> Result<(), Failure> {
