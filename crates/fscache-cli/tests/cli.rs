@@ -651,3 +651,34 @@ fn works_on_a_cache_osbuild_wrote() {
     assert_eq!(info["future-key"]["kept"], true);
     expect_code(&fsc!("rm", cache, "tree"), 0);
 }
+
+#[test]
+fn store_of_an_existing_name_skips_the_copy() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 1000);
+    expect_code(&store(&cache, "a", &src), 0);
+    // A source the copy would refuse (a socket): only a skipped copy can
+    // answer "exists".
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(bad.join("sock")).unwrap();
+    let o = store(&cache, "a", &bad);
+    expect_error(&o, "exists already");
+    let o = store(&cache, "b", &bad);
+    expect_error(&o, "sock");
+    assert_eq!(names(&ls_json(&cache)), ["a"]);
+}
+
+#[test]
+fn debris_of_a_killed_store_is_swept_by_ls_and_prune() {
+    let (tmp, cache) = new_cache("unlimited");
+    for (i, cmd) in ["ls", "prune"].iter().enumerate() {
+        let debris = cache.join(format!("objects/uuid-{}", format!("{i}").repeat(32)));
+        std::fs::create_dir_all(debris.join("data")).unwrap();
+        std::fs::write(debris.join("object.lock"), b"").unwrap();
+        std::fs::write(debris.join("data/f"), vec![0u8; 100_000]).unwrap();
+        expect_code(&fsc!(cmd, &cache), 0);
+        assert!(!debris.exists(), "`{cmd}` left {}", debris.display());
+    }
+    drop(tmp);
+}

@@ -205,9 +205,18 @@ impl StoreGuard {
         self.name.as_str()
     }
 
-    /// Fill `data/` with a copy of the tree at `src` (see
-    /// [`FsCache::store_tree`]).
-    pub(crate) fn copy_from(&self, src: &Path, progress: &mut dyn FnMut(u64)) -> Result<()> {
+    /// Fill `data/` with a copy of the tree at `src`, calling `progress`
+    /// with the bytes copied as the copy goes: a directory's contents
+    /// become `data/`'s, a file becomes `data/<its name>`. Reflinks where
+    /// the file system can, symlinks verbatim, modes, times and hard links
+    /// kept. [`FsCache::store_tree`] is `store` → `copy_from` → `commit`.
+    ///
+    /// # Errors
+    ///
+    /// The copy failed; the error names the failing path. The guard stays
+    /// usable (dropping it removes the partial copy).
+    pub fn copy_from(&self, src: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let src = src.as_ref();
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA);
         let data = dir

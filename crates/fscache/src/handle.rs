@@ -569,7 +569,7 @@ impl FsCache {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Stored> {
         let guard = self.store(name)?;
-        guard.copy_from(src.as_ref(), progress)?;
+        guard.copy_from(src, progress)?;
         guard.commit()
     }
 }

@@ -1,0 +1,83 @@
+//! Why the tool stops: an exit code and one line for stderr.
+
+use std::process::ExitCode;
+
+/// Why the tool stops: exit code and the one line to print on stderr.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl Fail {
+    pub(crate) fn error(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: format!("error: {}", one_line(&message.into())),
+        }
+    }
+
+    pub(crate) fn miss(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: format!("miss: {}", one_line(&message.into())),
+        }
+    }
+}
+
+impl From<fscache::Error> for Fail {
+    fn from(e: fscache::Error) -> Self {
+        Fail::error(chain(&e))
+    }
+}
+
+pub(crate) type Outcome = Result<ExitCode, Fail>;
+
+/// An error and its sources, one line: "failed to lock `x`: Permission
+/// denied (os error 13)".
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn errors_are_one_line_with_their_sources() {
+        let inner = io::Error::new(io::ErrorKind::NotFound, "gone\nreally");
+        let outer = io::Error::other(OuterError(inner));
+        let f = Fail::error(chain(&outer));
+        assert_eq!(f.code, 1);
+        assert_eq!(f.message, "error: failed to x: gone really");
+        assert!(!f.message.contains('\n'));
+        assert_eq!(Fail::miss("no `a`").message, "miss: no `a`");
+    }
+
+    #[derive(Debug)]
+    struct OuterError(io::Error);
+
+    impl std::fmt::Display for OuterError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("failed to x")
+        }
+    }
+
+    impl std::error::Error for OuterError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+}
