@@ -271,12 +271,15 @@ impl StoreGuard {
         let cache = self.anon.cache.clone();
         let (report, kept) = self.commit_inner()?;
         match kept {
-            Kept::Published(lock) => Ok(Obtained::Built(Entry::new(
-                cache,
-                name.clone(),
-                PathBuf::from(fscache_dir::OBJECTS).join(name.as_str()),
-                lock,
-            ))),
+            Kept::Published(mut lock) => {
+                // Exclusive → shared on the same open file description is
+                // one atomic fcntl: no moment without a lock, and never a
+                // conflict (only we hold it).
+                let rel = PathBuf::from(fscache_dir::OBJECTS).join(name.as_str());
+                lock.convert(fscache_lock::LockKind::Shared)
+                    .map_err(|e| Error::io("lock", cache.dir().abs(&rel), e))?;
+                Ok(Obtained::Built(Entry::new(cache, name, rel, lock)))
+            }
             Kept::Tree(anon) => {
                 if report.stored == Stored::Exists {
                     if let Some(entry) = cache.load(name.as_str())? {

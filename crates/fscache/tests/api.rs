@@ -280,6 +280,8 @@ fn commit_and_load_leaves_no_window_for_eviction() {
             })
             .unwrap();
         assert!(r.skipped.contains(&format!("e{i}")), "{r:?}");
+        // Held shared, not exclusively: other readers hit meanwhile.
+        assert!(other.load(&format!("e{i}")).unwrap().is_some());
         assert_eq!(std::fs::read(entry.path().join("f")).unwrap().len(), 4096);
         assert!(entry.open_dir().unwrap().metadata().unwrap().is_dir());
     }
