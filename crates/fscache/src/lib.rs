@@ -71,7 +71,7 @@ pub use maint::{EntryInfo, PruneOptions, PruneReport, Removed, Usage};
 
 /// The README's example, run as a doc test so it never goes stale.
 #[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
 #[cfg(test)]
