@@ -1,6 +1,8 @@
 //! Workspace root of fscache: owns the cross-crate `tests/` and `benches/`,
 //! and runs the README examples as doc tests.
 
+#![forbid(unsafe_code)]
+
 /// The root `README.md`'s example, run as a doc test so it never goes
 /// stale. It lives here, not in `fscache`, because a packaged crate carries
 /// only its own folder: `fscache` tests its own `crates/fscache/README.md`.
