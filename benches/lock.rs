@@ -7,7 +7,7 @@
 //! The fairness report (acquisitions per thread in a fixed window) goes to
 //! `fscache-fairness.json` in criterion's output directory.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion};
 use fscache_lock::{FileLock, LockKind};
+use fscache_testkit::open_rw as open;
 
 /// The kinds benchmarked, with the name used in benchmark ids.
 const KINDS: [(&str, LockKind); 2] = [
@@ -30,14 +31,6 @@ const THREADS: [u64; 4] = [1, 2, 4, 8];
 
 /// The fairness measurement window per configuration.
 const FAIRNESS_WINDOW: Duration = Duration::from_millis(300);
-
-fn open(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .expect("open bench file")
-}
 
 fn l_type(kind: LockKind) -> libc::c_int {
     match kind {

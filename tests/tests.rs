@@ -4,7 +4,8 @@
 //! The modules live in `tests/suite/` so that cargo does not build each one
 //! as a test crate of its own.
 
-// Shared helpers: temp files, spawning `fscache-test-helper` and python3.
+// Spawning `fscache-test-helper`; re-exports the shared helpers of the
+// `fscache-testkit` crate (timing bounds, child processes, python3).
 #[path = "suite/util.rs"]
 mod util;
 
@@ -12,6 +13,11 @@ mod util;
 // interoperability with Python's `fcntl` (osbuild's locking).
 #[path = "suite/lock_processes.rs"]
 mod lock_processes;
+
+// Blocking waits and timeouts of `fscache-lock` between threads: the
+// timing-dependent tests of the crate, here to share the kit's bounds.
+#[path = "suite/lock_waits.rs"]
+mod lock_waits;
 
 // Several processes stressing one small cache (`fscache-test-helper
 // stress`): exact books and intact entries afterwards. Also the

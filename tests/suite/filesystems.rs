@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fscache::{CacheInfo, FsCache, MaxSize, Stored};
+use fscache_testkit::names as entries;
 
 /// A tmpfs mounted at a fresh temp directory, unmounted on drop.
 struct Mount {
@@ -41,15 +42,6 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    v.sort();
-    v
 }
 
 fn accounted(root: &Path) -> u64 {

@@ -1,27 +1,15 @@
 //! OFD locks across processes: `fscache-test-helper` and Python's `fcntl`
 //! (the way osbuild locks) against `fscache-lock` in this process.
 
-use std::fs::{File, OpenOptions};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Command;
 
 use fscache_lock::{conflicting_lock, FileLock, LockKind};
+use fscache_testkit::{open_rw as open, temp_file as temp};
 use LockKind::{Exclusive, Shared};
 
-use crate::util::{have_python3, Reporter};
-
-fn temp() -> tempfile::NamedTempFile {
-    tempfile::NamedTempFile::new().expect("create temp file")
-}
-
-fn open(path: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .expect("open test file")
-}
+use crate::util::{have_python3, helper_lock, Reporter};
 
 /// Whether this process could take a lock of `kind` through a new open.
 fn available(path: &Path, kind: LockKind) -> bool {
@@ -35,13 +23,13 @@ fn a_child_is_excluded_while_the_parent_holds_exclusive() {
     let held = FileLock::lock(open(path), Exclusive).unwrap();
 
     for kind in ["exclusive", "shared"] {
-        let mut child = Reporter::helper_lock(path, kind, "try");
+        let mut child = helper_lock(path, kind, "try");
         child.expect_line("contended");
         child.finish();
     }
 
     drop(held);
-    let mut child = Reporter::helper_lock(path, "exclusive", "try");
+    let mut child = helper_lock(path, "exclusive", "try");
     child.expect_line("locked");
     assert!(!available(path, Shared), "the child's lock excludes us");
     child.finish();
@@ -52,7 +40,7 @@ fn a_child_is_excluded_while_the_parent_holds_exclusive() {
 fn a_child_holding_shared_admits_readers_only() {
     let tmp = temp();
     let path = tmp.path();
-    let mut child = Reporter::helper_lock(path, "shared", "try");
+    let mut child = helper_lock(path, "shared", "try");
     child.expect_line("locked");
 
     let probe = open(path);
@@ -82,7 +70,7 @@ fn a_waiting_child_acquires_when_the_parent_releases() {
     let path = tmp.path();
     let held = FileLock::lock(open(path), Exclusive).unwrap();
 
-    let mut child = Reporter::helper_lock(path, "exclusive", "wait");
+    let mut child = helper_lock(path, "exclusive", "wait");
     assert!(child
         .next_line()
         .starts_with("waiting for exclusive lock on "));
@@ -99,7 +87,7 @@ fn a_waiting_child_acquires_when_the_parent_releases() {
 fn a_killed_holder_releases_its_lock() {
     let tmp = temp();
     let path = tmp.path();
-    let mut child = Reporter::helper_lock(path, "exclusive", "try");
+    let mut child = helper_lock(path, "exclusive", "try");
     child.expect_line("locked");
     assert!(!available(path, Shared));
 

@@ -77,14 +77,7 @@ pub(crate) fn recorded_size(entry: &Path) -> Option<u64> {
 }
 
 /// The names in `dir`, sorted.
-pub(crate) fn names(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    out.sort();
-    out
-}
+pub(crate) use fscache_testkit::names;
 
 /// The committed (non-`uuid-*`) names in `objects/`.
 pub(crate) fn committed(root: &Path) -> Vec<String> {

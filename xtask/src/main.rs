@@ -2,7 +2,12 @@
 //! workspace (see `.cargo/config.toml`).
 //!
 //! * `ci`: the bar every change must pass: fmt, clippy, docs, tests, benches
-//!   build. Stops at the first failing step.
+//!   build, then `package`. Stops at the first failing step.
+//! * `package`: packages every publishable crate and runs its tests (unit,
+//!   integration, doc) from the extracted `.crate` files, which depend on
+//!   each other's packaged versions. This catches what only packaging
+//!   breaks: a file outside the crate's folder, a path dependency without a
+//!   version, a test that needs an unpublished crate.
 //! * `bench [FILTER]`: runs the criterion benches, then prints one table of
 //!   the medians measured by this run, each with its ratio to its baseline.
 //! * `demo`: builds the `fscache` binary and runs a real scenario on a
@@ -39,7 +44,8 @@ type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 commands:
-  ci              fmt, clippy, doc, test, bench --no-run; stop at the first failure
+  ci              fmt, clippy, doc, test, bench --no-run, package; stop at the first failure
+  package         package the publishable crates and run their tests from the .crate files
   bench [FILTER]  run the criterion benches and print medians with baseline ratios
   demo            run the `fscache` tool through a real scenario on a temporary cache
   demo-lock       show fscache-lock's OFD locks working across processes";
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["ci"] => ci(),
+        ["package"] => package(),
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
@@ -130,20 +137,110 @@ fn ci() -> Result<()> {
     run(cargo(["test", "--workspace", "--all-targets"]))?;
     run(cargo(["test", "--workspace", "--doc"]))?;
     run(cargo(["bench", "--workspace", "--no-run"]))?;
-    println!("\nci: all steps passed");
+    let started = Instant::now();
+    package()?;
+    println!(
+        "\nci: all steps passed (package step: {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
-/// The target directory, as cargo resolves it (env, config, default).
-fn target_dir() -> Result<PathBuf> {
+/// `cargo package` every publishable crate, extract the `.crate` files into
+/// a scratch workspace whose `[patch.crates-io]` points each crate's name at
+/// its extracted copy, and run `cargo test` there.
+///
+/// The patch makes the packaged crates depend on each other exactly as they
+/// will once published (by version, from the registry), without publishing:
+/// a patch that matches the requirement wins over whatever crates.io holds
+/// under that name (crates.io has an unrelated `fscache`). The scratch
+/// workspace has its own target directory under ours, so it never
+/// invalidates the main build, and reuses the root `Cargo.lock`, so it
+/// tests the dependency versions that the main build tests.
+fn package() -> Result<()> {
+    let meta = metadata()?;
+    let target = PathBuf::from(
+        meta["target_directory"]
+            .as_str()
+            .ok_or("cargo metadata has no target_directory")?,
+    );
+    // `publish = false` reads as `[]`; absent `publish` as null.
+    let crates: Vec<(String, String)> = meta["packages"]
+        .as_array()
+        .ok_or("cargo metadata has no packages")?
+        .iter()
+        .filter(|p| p["publish"].as_array().is_none_or(|r| !r.is_empty()))
+        .filter_map(|p| Some((p["name"].as_str()?.into(), p["version"].as_str()?.into())))
+        .collect();
+    if crates.is_empty() {
+        return Err("no publishable crate in the workspace".into());
+    }
+
+    // `--no-verify`: the test run below builds and tests each crate from
+    // its package anyway, once for all of them instead of once per crate.
+    // `--allow-dirty`: check the working tree as it is, before committing.
+    let mut command = cargo(["package", "--no-verify", "--allow-dirty"]);
+    for (name, _) in &crates {
+        command.args(["-p", name]);
+    }
+    run(command)?;
+
+    let check = target.join("package-check");
+    let ws = check.join("ws");
+    match fs::remove_dir_all(&ws) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("failed to remove `{}`: {e}", ws.display()).into()),
+    }
+    fs::create_dir_all(&ws).map_err(|e| format!("failed to create `{}`: {e}", ws.display()))?;
+
+    let mut manifest = String::from(
+        "# Written by `cargo xtask package`: the packaged crates, each patched in\n\
+         # for its crates.io name so that they depend on each other's packages.\n\
+         [workspace]\nresolver = \"2\"\nmembers = [\n",
+    );
+    let mut patch = String::from("\n[patch.crates-io]\n");
+    for (name, version) in &crates {
+        let dir = format!("{name}-{version}");
+        let mut tar = Command::new("tar");
+        tar.arg("-xzf")
+            .arg(target.join("package").join(format!("{dir}.crate")))
+            .arg("-C")
+            .arg(&ws);
+        run(tar)?;
+        manifest.push_str(&format!("    \"{dir}\",\n"));
+        patch.push_str(&format!("{name} = {{ path = \"{dir}\" }}\n"));
+    }
+    manifest.push_str("]\n");
+    manifest.push_str(&patch);
+    let write = |path: PathBuf, text: &[u8]| {
+        fs::write(&path, text).map_err(|e| format!("failed to write `{}`: {e}", path.display()))
+    };
+    write(ws.join("Cargo.toml"), manifest.as_bytes())?;
+    let lock = fs::read(root().join("Cargo.lock"))
+        .map_err(|e| format!("failed to read the root Cargo.lock: {e}"))?;
+    write(ws.join("Cargo.lock"), &lock)?;
+
+    let mut test = cargo(["test", "--workspace"]);
+    test.current_dir(&ws)
+        .env("CARGO_TARGET_DIR", check.join("target"));
+    run(test)
+}
+
+/// `cargo metadata` of the workspace, without dependencies.
+fn metadata() -> Result<Value> {
     let out = cargo(["metadata", "--format-version", "1", "--no-deps"])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
         return Err(format!("cargo metadata failed: {}", out.status).into());
     }
-    let meta: Value = serde_json::from_slice(&out.stdout)?;
-    meta["target_directory"]
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The target directory, as cargo resolves it (env, config, default).
+fn target_dir() -> Result<PathBuf> {
+    metadata()?["target_directory"]
         .as_str()
         .map(PathBuf::from)
         .ok_or_else(|| "cargo metadata has no target_directory".into())
