@@ -8,8 +8,8 @@ use std::sync::{Mutex, RwLock};
 
 use cap_std::fs::Dir;
 use fscache_dir::{
-    gone, raw_os_error, AnonDir, CacheDir, EntryName, Hook, Publish, CACHE_INFO, CACHE_LOCK, DATA,
-    OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
+    gone, raw_os_error, AnonDir, CacheDir, EntryName, HookPoint, Publish, CACHE_INFO, CACHE_LOCK,
+    DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind, Wait};
 use fscache_quota::{Charge, ObjectInfo};
@@ -87,20 +87,31 @@ impl FsCache {
     /// Creating the scaffolding, taking the lock, or reading `cache.info`
     /// failed (`cache.info` that is not JSON is [`Error::Corrupt`]).
     pub fn open(appid: &str, path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with_hook(appid, path, None)
+        let path = path.as_ref();
+        let dir = CacheDir::open(path).map_err(|e| Error::io("open cache", path, e))?;
+        Self::open_dir(appid, dir)
     }
 
-    /// As [`FsCache::open`], with a test hook that fires at named points
-    /// of the protocols (see [`fscache_dir::Hook`]; this layer adds
-    /// `"commit:measure"`, `"commit:charge"` and `"commit:rename"`).
+    /// As [`FsCache::open`], with a test hook that fires at each
+    /// [`fscache_dir::HookPoint`] (this layer fires the `Commit*` ones).
+    /// Needs the cargo feature `test-hooks`.
     ///
     /// # Errors
     ///
     /// As [`FsCache::open`].
-    pub fn open_with_hook(appid: &str, path: impl AsRef<Path>, hook: Option<Hook>) -> Result<Self> {
+    #[cfg(feature = "test-hooks")]
+    pub fn open_with_hook(
+        appid: &str,
+        path: impl AsRef<Path>,
+        hook: Option<fscache_dir::Hook>,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let mut dir = CacheDir::open(path).map_err(|e| Error::io("open cache", path, e))?;
         dir.set_hook(hook);
+        Self::open_dir(appid, dir)
+    }
+
+    fn open_dir(appid: &str, dir: CacheDir) -> Result<Self> {
         dir.scaffold()
             .map_err(|e| Error::io("create scaffolding in", dir.root(), e))?;
         let lock_rel = Path::new(CACHE_LOCK);
@@ -433,7 +444,7 @@ impl FsCache {
     fn commit(&self, name: &EntryName, anon: Anon) -> Result<Stored> {
         let _gate = self.commit_gate.read().unwrap_or_else(|p| p.into_inner());
         let data_rel = anon.rel.join(DATA);
-        self.dir.hook("commit:measure", &anon.rel);
+        self.dir.hook(HookPoint::CommitMeasure, &anon.rel);
         let size = match fscache_quota::tree_space(self.dir.dir(), &data_rel) {
             Ok(s) => s,
             Err(e) => {
@@ -461,7 +472,7 @@ impl FsCache {
             self.discard(anon);
             return Ok(Stored::TooLarge);
         }
-        self.dir.hook("commit:charge", &anon.rel);
+        self.dir.hook(HookPoint::CommitCharge, &anon.rel);
         match self.charge_or_evict(size, limit) {
             Ok(true) => {}
             Ok(false) => {
@@ -538,7 +549,7 @@ impl FsCache {
         io::Write::write_all(&mut file, &info.to_json_bytes())
             .map_err(|e| Error::io("write", self.dir.abs(&info_rel), e))?;
         drop(file);
-        self.dir.hook("commit:rename", &anon.rel);
+        self.dir.hook(HookPoint::CommitRename, &anon.rel);
         // Both names are single components in `objects/`: resolve it once
         // (beneath the root) instead of cap-std's open + close per side.
         let objects = Path::new(OBJECTS);

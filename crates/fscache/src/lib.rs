@@ -64,7 +64,7 @@ pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
 pub use cache::{Entry, FsCache, Repaired, StageGuard, StoreGuard, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use fscache_dir::copy::tree_content_bytes;
-pub use fscache_dir::Hook;
+pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{EntryInfo, PruneOptions, PruneReport, Removed, Usage};
