@@ -385,10 +385,11 @@ fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
 
     // Armed once the cache is open, so the open itself never trips it.
     let armed = Arc::new(AtomicBool::new(false));
+    let point = fscache::HookPoint::from_name(point)
+        .ok_or_else(|| Failure::Status(2, format!("unknown hook point `{point}`")))?;
     let hook: fscache::Hook = {
         let armed = armed.clone();
-        let point = point.to_owned();
-        Arc::new(move |p: &str, _: &Path| {
+        Arc::new(move |p: fscache::HookPoint, _: &Path| {
             if p == point && armed.load(Ordering::SeqCst) {
                 die();
             }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use fscache::{FsCache, Hook, MaxSize, Stored};
+use fscache::{FsCache, Hook, HookPoint, MaxSize, Stored};
 use fscache_dir::CacheDir;
 use fscache_lock::{LockKind, Wait};
 
@@ -16,13 +16,13 @@ use crate::cache_util::*;
 /// `rel`, and only after `armed` is set. The flag also keeps the action
 /// from recursing into itself.
 fn once(
-    point: &'static str,
+    point: HookPoint,
     rel: impl Into<PathBuf>,
     armed: Arc<AtomicBool>,
     action: impl Fn(&Path) + Send + Sync + 'static,
 ) -> Hook {
     let rel = rel.into();
-    Arc::new(move |p: &str, r: &Path| {
+    Arc::new(move |p: HookPoint, r: &Path| {
         if p == point
             && (rel.as_os_str().is_empty() || r == rel)
             && armed.swap(false, Ordering::SeqCst)
@@ -57,7 +57,7 @@ fn cache_race_load_meets_removal() {
     let armed = Arc::new(AtomicBool::new(false));
     let r = root.clone();
     let hook = once(
-        "locked_open:lock",
+        HookPoint::LockedOpenLock,
         "objects/x/object.lock",
         armed.clone(),
         move |_| remove_as_other_handle(&r, "x"),
@@ -82,7 +82,7 @@ fn cache_race_load_meets_replacement() {
     let armed = Arc::new(AtomicBool::new(false));
     let r = root.clone();
     let hook = once(
-        "locked_open:lock",
+        HookPoint::LockedOpenLock,
         "objects/x/object.lock",
         armed.clone(),
         move |_| {
@@ -109,7 +109,7 @@ fn cache_race_anon_dir_removed_before_link() {
     let (_t, root) = fresh();
     let armed = Arc::new(AtomicBool::new(false));
     let r = root.clone();
-    let hook = once("atomic_dir:link", "", armed.clone(), move |rel| {
+    let hook = once(HookPoint::AtomicDirLink, "", armed.clone(), move |rel| {
         // A racing cleanup removes the new, still empty directory.
         fs::remove_dir(r.join(rel)).unwrap();
     });
@@ -136,7 +136,7 @@ fn cache_race_commit_loses_to_other_writer() {
     let (_t, root) = fresh();
     let armed = Arc::new(AtomicBool::new(false));
     let r = root.clone();
-    let hook = once("commit:rename", "", armed.clone(), move |_| {
+    let hook = once(HookPoint::CommitRename, "", armed.clone(), move |_| {
         let other = open(&r);
         assert_eq!(store_file(&other, "x", 2, 2 * BLOCK), Stored::Committed);
     });
@@ -171,9 +171,12 @@ fn cache_race_counter_replaced_before_lock() {
     let (_t, root) = fresh();
     let armed = Arc::new(AtomicBool::new(false));
     let r = root.clone();
-    let hook = once("locked_open:lock", "cache.size", armed.clone(), move |_| {
-        replace_counter(&r, 8192)
-    });
+    let hook = once(
+        HookPoint::LockedOpenLock,
+        "cache.size",
+        armed.clone(),
+        move |_| replace_counter(&r, 8192),
+    );
     let cache = FsCache::open_with_hook(APPID, &root, Some(hook)).unwrap();
     set_max(&cache, MaxSize::Unlimited);
     assert_eq!(store_file(&cache, "a", 0, BLOCK), Stored::Committed);
@@ -195,7 +198,7 @@ fn cache_race_counter_replaced_before_lock_quota_layer() {
     let armed = Arc::new(AtomicBool::new(true));
     let r = root.clone();
     dir.set_hook(Some(once(
-        "locked_open:lock",
+        HookPoint::LockedOpenLock,
         "cache.size",
         armed.clone(),
         move |_| replace_counter(&r, 100),

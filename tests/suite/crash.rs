@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fscache::{CacheInfo, FsCache, MaxSize, Stored};
+use fscache::{CacheInfo, FsCache, HookPoint, MaxSize, Stored};
 
 use crate::multiprocess::{
     assert_entries_intact, committed, counter, debris, lockable, recorded_size, recorded_total,
@@ -192,15 +192,15 @@ fn a_store_killed_at_any_hook_point_never_undercounts() {
     // Each point of store → commit (with an eviction, since the cache is
     // full) where a process may die.
     let points = [
-        "atomic_dir:link",
-        "commit:measure",
-        "commit:charge",
-        "locked_open:open",
-        "locked_open:lock",
-        "remove:rmdir",
-        "commit:rename",
+        HookPoint::AtomicDirLink,
+        HookPoint::CommitMeasure,
+        HookPoint::CommitCharge,
+        HookPoint::LockedOpenOpen,
+        HookPoint::LockedOpenLock,
+        HookPoint::RemoveRmdir,
+        HookPoint::CommitRename,
     ];
-    for point in points {
+    for point in points.map(HookPoint::name) {
         let tmp = scratch();
         let root = tmp.path().join("cache");
         let old = ["old0", "old1", "old2"];

@@ -6,15 +6,18 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use cap_std::fs::Dir;
 use fscache_lock::{FileLock, LockKind, Wait};
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
+use crate::beneath::open_beneath;
 use crate::error::{raw_os_error, with_path};
+#[cfg(feature = "test-hooks")]
+use crate::hook::Hook;
+use crate::hook::HookPoint;
+use crate::locked::{LockOptions, TryLocked};
 use crate::name::anonymous_name;
 
 /// `objects/`: committed entries and entries being stored.
@@ -43,16 +46,6 @@ pub const CACHEDIR_TAG_CONTENTS: &str = "Signature: 8a477f597d28d172789f06886806
 
 /// `NFS_SUPER_MAGIC` from `statfs(2)`.
 const NFS_SUPER_MAGIC: i128 = 0x6969;
-
-/// A test hook: called with a point name and the relative path involved at
-/// the named points of the protocols, so tests can force races
-/// deterministically (osbuild's `_trace` hooks do the same).
-///
-/// Points: `"locked_open:open"` (before the open), `"locked_open:lock"`
-/// (after the open, before the lock), `"atomic_dir:link"` (after the
-/// `mkdir`, before the lock file is linked in), `"remove:rmdir"` (before the
-/// emptied entry directory is removed). Higher layers add their own.
-pub type Hook = Arc<dyn Fn(&str, &Path) + Send + Sync>;
 
 /// How an atomic file is published at its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +97,16 @@ pub struct CacheDir {
     dir: Dir,
     root: PathBuf,
     remote: bool,
-    openat2: AtomicBool,
+    #[cfg(feature = "test-hooks")]
     hook: Option<Hook>,
+}
+
+/// What a locked open does when the path is absent.
+enum Absence<'a> {
+    /// Report `ENOENT`/`ENOTDIR` as an error.
+    Error,
+    /// Answer `None` and set the flag, without building an error.
+    Note(&'a mut bool),
 }
 
 impl fmt::Debug for CacheDir {
@@ -138,21 +139,28 @@ impl CacheDir {
             dir,
             root,
             remote,
-            openat2: AtomicBool::new(true),
+            #[cfg(feature = "test-hooks")]
             hook: None,
         })
     }
 
-    /// Install a test hook (see [`Hook`]).
+    /// Install a test hook (see [`HookPoint`]); needs the cargo feature
+    /// `test-hooks`.
+    #[cfg(feature = "test-hooks")]
     pub fn set_hook(&mut self, hook: Option<Hook>) {
         self.hook = hook;
     }
 
-    /// Run the hook, if any, at `point`.
-    pub fn hook(&self, point: &str, path: &Path) {
+    /// Run the test hook, if any, at `point`. Without the cargo feature
+    /// `test-hooks` this is an empty inline function.
+    #[inline(always)]
+    pub fn hook(&self, point: HookPoint, path: &Path) {
+        #[cfg(feature = "test-hooks")]
         if let Some(hook) = &self.hook {
             hook(point, path);
         }
+        #[cfg(not(feature = "test-hooks"))]
+        let _ = (point, path);
     }
 
     /// The cap-std handle of the root.
@@ -183,158 +191,176 @@ impl CacheDir {
 
     /// `openat2(root, rel, flags | O_CLOEXEC | O_NOFOLLOW, RESOLVE_BENEATH)`—
     /// open `rel` beneath the root, never following a symlink out of it nor
-    /// at the last component. Falls back to cap-std where `openat2` is
-    /// missing.
+    /// at the last component (see [`open_beneath`], whose cap-std fallback
+    /// is sandboxed too).
     ///
     /// # Errors
     ///
     /// The raw errno, for callers that classify it.
     pub fn open_raw(&self, rel: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
-        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        if self.openat2.load(Ordering::Relaxed) {
-            let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-            match rustix::fs::openat2(&self.dir, rel, flags, mode, resolve) {
-                Err(Errno::NOSYS) | Err(Errno::PERM) if !flags.contains(OFlags::CREATE) => {
-                    // ENOSYS: kernel before 5.6; EPERM: a seccomp filter.
-                    self.openat2.store(false, Ordering::Relaxed);
-                }
-                Err(Errno::NOSYS) => self.openat2.store(false, Ordering::Relaxed),
-                other => return other,
-            }
-        }
-        self.open_cap_std(rel, flags, mode)
+        open_beneath(&self.dir, rel, flags, mode)
     }
 
-    fn open_cap_std(&self, rel: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
-        use cap_fs_ext::{FollowSymlinks, OpenOptionsFollowExt};
-        use cap_std::fs::OpenOptionsExt;
-        let mut opts = cap_std::fs::OpenOptions::new();
-        let acc = flags & (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR);
-        opts.read(acc != OFlags::WRONLY)
-            .write(acc == OFlags::WRONLY || acc == OFlags::RDWR)
-            .follow(FollowSymlinks::No)
-            .mode(mode.bits());
-        if flags.contains(OFlags::CREATE | OFlags::EXCL) {
-            opts.create_new(true);
-        } else if flags.contains(OFlags::CREATE) {
-            opts.create(true);
-        }
-        let extra = flags
-            & !(OFlags::RDONLY
-                | OFlags::WRONLY
-                | OFlags::RDWR
-                | OFlags::CREATE
-                | OFlags::EXCL
-                | OFlags::NOFOLLOW
-                | OFlags::CLOEXEC);
-        opts.custom_flags(extra.bits() as i32);
-        let file = self
-            .dir
-            .open_with(rel, &opts)
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-        Ok(OwnedFd::from(file.into_std()))
-    }
-
-    /// Locked open of `rel`: open (never create) → lock → check that the
-    /// path still names the locked file; retry when it was replaced or
-    /// unlinked meanwhile. A shared lock opens read-only, an exclusive one
-    /// read-write.
+    /// `open(rel, O_RDONLY | O_NOATIME)` beneath the root, retried without
+    /// `O_NOATIME` where the kernel refuses it (`EPERM`: we neither own the
+    /// file nor have `CAP_FOWNER`), so inspecting a file does not move its
+    /// atime wherever that can be avoided.
     ///
-    /// `Ok(None)` when [`Wait::NonBlock`] met a conflicting lock.
+    /// # Errors
+    ///
+    /// The open failed; the path is folded in.
+    pub fn open_noatime(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_noatime_raw(rel, OFlags::RDONLY)
+            .map_err(|e| self.err("open", rel, e))
+    }
+
+    fn open_noatime_raw(&self, rel: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+        match self.open_raw(rel, flags | OFlags::NOATIME, Mode::empty()) {
+            // open(2): O_NOATIME needs ownership or CAP_FOWNER.
+            Err(Errno::PERM) => self.open_raw(rel, flags, Mode::empty()),
+            other => other,
+        }
+    }
+
+    /// Locked open of `rel`, waiting for the lock: open (never create) →
+    /// lock → check that the path still names the locked file; retry when
+    /// it was replaced or unlinked meanwhile.
     ///
     /// # Errors
     ///
     /// The open or lock failed; `NotFound`/`NotADirectory` when `rel` (or a
-    /// directory on its way) does not exist.
+    /// directory on its way) does not exist; `PermissionDenied` or
+    /// `ReadOnlyFilesystem` when a read-write open is refused.
+    pub fn lock(&self, rel: &Path, opts: LockOptions) -> io::Result<LockedFile> {
+        match self.locked_open(rel, opts, Wait::Block, Absence::Error)? {
+            Some(locked) => Ok(locked),
+            // `FileLock::lock` waits: it never reports contention.
+            None => Err(self.err("lock", rel, io::Error::from(io::ErrorKind::WouldBlock))),
+        }
+    }
+
+    /// Locked open of `rel` without waiting: as [`CacheDir::lock`], but a
+    /// conflicting lock is [`TryLocked::Busy`] and a missing `rel` (or a
+    /// directory on its way: `ENOENT`, `ENOTDIR`) is [`TryLocked::Absent`],
+    /// without building an error for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::lock`], but never `NotFound`/`NotADirectory` from the
+    /// open.
+    pub fn try_lock(&self, rel: &Path, opts: LockOptions) -> io::Result<TryLocked> {
+        let mut absent = false;
+        let locked = self.locked_open(rel, opts, Wait::NonBlock, Absence::Note(&mut absent))?;
+        Ok(match locked {
+            Some(locked) => TryLocked::Locked(locked),
+            None if absent => TryLocked::Absent,
+            None => TryLocked::Busy,
+        })
+    }
+
+    /// Locked open of `rel`, opened read-only for a shared lock and
+    /// read-write for an exclusive one. `Ok(None)` when [`Wait::NonBlock`]
+    /// met a conflicting lock.
+    ///
+    /// Deprecated: use `lock`/`try_lock`; removed once the facade migrates.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::lock`].
     pub fn open_locked(
         &self,
         rel: &Path,
         kind: LockKind,
         wait: Wait,
     ) -> io::Result<Option<LockedFile>> {
-        self.open_locked_with(rel, kind, wait, OFlags::empty())
+        self.locked_open(rel, Self::options(kind), wait, Absence::Error)
     }
 
-    /// As [`CacheDir::open_locked`], but always opened read-write, so the
-    /// lock can later be converted to exclusive on the same descriptor.
+    /// As [`CacheDir::open_locked`], but always opened read-write.
+    ///
+    /// Deprecated: use `lock`/`try_lock`; removed once the facade migrates.
     ///
     /// # Errors
     ///
-    /// As [`CacheDir::open_locked`]; `PermissionDenied`/`ReadOnlyFilesystem`
-    /// when the file is not writable for us.
+    /// As [`CacheDir::lock`].
     pub fn open_locked_rw(
         &self,
         rel: &Path,
         kind: LockKind,
         wait: Wait,
     ) -> io::Result<Option<LockedFile>> {
-        self.open_locked_with(rel, kind, wait, OFlags::RDWR)
+        self.locked_open(rel, Self::options(kind).read_write(), wait, Absence::Error)
     }
 
-    /// As [`CacheDir::open_locked`] with an exclusive, non-blocking lock,
-    /// opened with `O_NOATIME` where permitted so the attempt does not
-    /// disturb what it inspects.
+    /// As [`CacheDir::open_locked`] with an exclusive, non-blocking lock and
+    /// `O_NOATIME` where permitted.
+    ///
+    /// Deprecated: use `lock`/`try_lock`; removed once the facade migrates.
     ///
     /// # Errors
     ///
-    /// As [`CacheDir::open_locked`].
+    /// As [`CacheDir::lock`].
     pub fn open_locked_noatime(&self, rel: &Path) -> io::Result<Option<LockedFile>> {
-        match self.open_locked_with(rel, LockKind::Exclusive, Wait::NonBlock, OFlags::NOATIME) {
-            // O_NOATIME needs ownership (or CAP_FOWNER); without it, plain.
-            Err(e) if raw_os_error(&e) == Some(Errno::PERM.raw_os_error()) => {
-                self.open_locked_with(rel, LockKind::Exclusive, Wait::NonBlock, OFlags::empty())
-            }
-            other => other,
+        let opts = LockOptions::exclusive().noatime();
+        self.locked_open(rel, opts, Wait::NonBlock, Absence::Error)
+    }
+
+    /// As [`CacheDir::open_locked`] with a non-blocking lock; `Ok(None)`
+    /// also when `rel` is absent.
+    ///
+    /// Deprecated: use `lock`/`try_lock`; removed once the facade migrates.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::try_lock`].
+    pub fn try_open_locked(&self, rel: &Path, kind: LockKind) -> io::Result<Option<LockedFile>> {
+        Ok(self.try_lock(rel, Self::options(kind))?.locked())
+    }
+
+    fn options(kind: LockKind) -> LockOptions {
+        match kind {
+            LockKind::Shared => LockOptions::shared(),
+            LockKind::Exclusive => LockOptions::exclusive(),
         }
     }
 
-    /// As [`CacheDir::open_locked`] with a non-blocking lock, for lookups
-    /// where absence is a common answer: `Ok(None)` also when `rel` (or a
-    /// directory on its way) does not exist (`ENOENT`, `ENOTDIR`), without
-    /// building an error for it.
-    ///
-    /// # Errors
-    ///
-    /// As [`CacheDir::open_locked`], but never `NotFound`/`NotADirectory`
-    /// from the open.
-    pub fn try_open_locked(&self, rel: &Path, kind: LockKind) -> io::Result<Option<LockedFile>> {
-        self.open_locked_inner(rel, kind, Wait::NonBlock, OFlags::empty(), true)
-    }
-
-    fn open_locked_with(
+    /// The loop of every locked open: open (never create) → lock → still
+    /// linked? → retry. `None` when a non-blocking lock met contention or
+    /// (with [`Absence::Note`]) the path is absent.
+    fn locked_open(
         &self,
         rel: &Path,
-        kind: LockKind,
+        opts: LockOptions,
         wait: Wait,
-        extra: OFlags,
+        mut absence: Absence<'_>,
     ) -> io::Result<Option<LockedFile>> {
-        self.open_locked_inner(rel, kind, wait, extra, false)
-    }
-
-    fn open_locked_inner(
-        &self,
-        rel: &Path,
-        kind: LockKind,
-        wait: Wait,
-        extra: OFlags,
-        absent_is_none: bool,
-    ) -> io::Result<Option<LockedFile>> {
-        let access = match kind {
-            _ if extra.contains(OFlags::RDWR) => OFlags::RDWR,
-            LockKind::Shared => OFlags::RDONLY,
-            LockKind::Exclusive => OFlags::RDWR,
+        let access = if opts.read_write {
+            OFlags::RDWR
+        } else {
+            OFlags::RDONLY
         };
+        // O_NONBLOCK: a FIFO planted where a lock file belongs must not hang
+        // the open; on a regular file it changes nothing.
+        let flags = access | OFlags::NONBLOCK;
         loop {
-            self.hook("locked_open:open", rel);
-            let fd = match self.open_raw(rel, access | extra | OFlags::NONBLOCK, Mode::empty()) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) if absent_is_none => return Ok(None),
-                Err(e) => return Err(self.err("open", rel, e)),
+            self.hook(HookPoint::LockedOpenOpen, rel);
+            let opened = if opts.noatime {
+                self.open_noatime_raw(rel, flags)
+            } else {
+                self.open_raw(rel, flags, Mode::empty())
             };
-            self.hook("locked_open:lock", rel);
+            let fd = match (opened, &mut absence) {
+                (Ok(fd), _) => fd,
+                (Err(Errno::NOENT | Errno::NOTDIR), Absence::Note(absent)) => {
+                    **absent = true;
+                    return Ok(None);
+                }
+                (Err(e), _) => return Err(self.err("open", rel, e)),
+            };
+            self.hook(HookPoint::LockedOpenLock, rel);
             let lock = match wait {
-                Wait::Block => FileLock::lock(fd, kind),
-                Wait::NonBlock => match FileLock::try_lock(fd, kind) {
+                Wait::Block => FileLock::lock(fd, opts.kind),
+                Wait::NonBlock => match FileLock::try_lock(fd, opts.kind) {
                     Ok(Some(lock)) => Ok(lock),
                     Ok(None) => return Ok(None),
                     Err(e) => Err(e),
@@ -516,7 +542,7 @@ impl CacheDir {
                 }
                 return Err(self.err("create directory", &dir, e));
             }
-            self.hook("atomic_dir:link", &dir);
+            self.hook(HookPoint::AtomicDirLink, &dir);
             let linked = rustix::fs::openat(
                 &pfd,
                 name.as_str(),
@@ -595,7 +621,7 @@ impl CacheDir {
             Err(e) if !gone(&e) => return Err(self.err("remove", &rel.join(OBJECT_LOCK), e)),
             _ => {}
         }
-        self.hook("remove:rmdir", rel);
+        self.hook(HookPoint::RemoveRmdir, rel);
         match self.dir.remove_dir(rel) {
             // Reclaimed by a racing store just now, or gone already.
             Err(e)
@@ -678,11 +704,11 @@ fn is_not_dir_or_link(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotADirectory || raw_os_error(e) == Some(Errno::LOOP.raw_os_error())
 }
 
-/// Remove `rel` below `dir`: unlink a non-directory, recurse into a
-/// directory (never following symlinks). Tolerates vanished paths; on
-/// `EACCES`/`EPERM` gives a directory owner rwx and retries once.
+/// Remove `rel` below `dir`: unlink a non-directory, empty a directory
+/// with the shared [walk](crate::walk) (never following symlinks) and
+/// remove it. Tolerates vanished paths; on `EACCES`/`EPERM` gives a
+/// directory owner rwx and retries once.
 fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
-    use cap_fs_ext::DirExt;
     match dir.remove_file(rel) {
         Ok(()) => return Ok(()),
         Err(e) if gone(&e) => return Ok(()),
@@ -696,25 +722,14 @@ fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
         // EISDIR (Linux unlink(2) on a directory) or EPERM: a directory.
         Err(_) => {}
     }
-    let sub = match dir.open_dir_nofollow(rel) {
-        Ok(d) => d,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            make_writable(dir, rel)?;
-            dir.open_dir_nofollow(rel)?
-        }
-        Err(e) => return Err(e),
-    };
-    // Write and search permission are needed to empty it.
+    // Read, write and search permission are needed to empty it.
     let _ = make_writable(dir, rel);
-    for child in sub.entries()? {
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if gone(&e) => break,
-            Err(e) => return Err(e),
-        };
-        remove_any(&sub, Path::new(&child.file_name()))?;
-    }
+    let fd = match open_beneath(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    crate::walk::remove_contents(fd, rel.to_owned())?;
     match dir.remove_dir(rel) {
         Err(e) if !gone(&e) => Err(e),
         _ => Ok(()),

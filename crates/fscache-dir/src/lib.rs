@@ -9,8 +9,7 @@
 //!
 //! ```
 //! use std::path::Path;
-//! use fscache_dir::{CacheDir, Publish, Published, OBJECTS};
-//! use fscache_lock::{LockKind, Wait};
+//! use fscache_dir::{CacheDir, LockOptions, Publish, Published, TryLocked, OBJECTS};
 //!
 //! let tmp = tempfile::tempdir()?;
 //! let cache = CacheDir::open(&tmp.path().join("cache"))?;
@@ -19,8 +18,11 @@
 //! let p = Path::new("note");
 //! assert_eq!(cache.atomic_file(Path::new(OBJECTS), p, b"1", Publish::NoReplace)?, Published::Done);
 //! assert_eq!(cache.atomic_file(Path::new(OBJECTS), p, b"2", Publish::NoReplace)?, Published::Exists);
-//! let held = cache.open_locked(p, LockKind::Shared, Wait::NonBlock)?.expect("uncontended");
+//! let held = cache.lock(p, LockOptions::shared())?;
 //! assert_eq!(held.stat.st_size, 1);
+//! // An exclusive lock without waiting: another open file holds it shared.
+//! assert!(matches!(cache.try_lock(p, LockOptions::exclusive())?, TryLocked::Busy));
+//! assert!(matches!(cache.try_lock(Path::new("gone"), LockOptions::shared())?, TryLocked::Absent));
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
@@ -31,7 +33,8 @@
 //! operations through cap-std, so no name, symlink or rename race reaches
 //! outside the root. The protocols follow the contract in `DESIGN.md`:
 //!
-//! * **locked open** — open (never create), lock, then prove the path still
+//! * **locked open** — [`CacheDir::lock`] / [`CacheDir::try_lock`] with
+//!   [`LockOptions`]: open (never create), lock, then prove the path still
 //!   names the locked file (`st_nlink > 0` locally, a path `stat` on NFS);
 //! * **atomic file** — `uuid-<hex>` temp with `O_EXCL`, locked, filled,
 //!   then `rename` (replace) or `link` (no-replace), temp name unlinked;
@@ -40,7 +43,14 @@
 //! * **removal** — `object.info` first, `object.lock` last;
 //! * **names** — [`EntryName`] validation before any I/O.
 //!
-//! Test hooks ([`Hook`]) fire at named points so races can be forced.
+//! One platform layer serves every crate above: [`open_beneath`] (the only
+//! `openat2` fallback), [`stat`] (the only place `Stat` field widths are
+//! normalised) and [`walk`] (the only tree walk, hard-link dedupe and
+//! one-file-system rule, shared by [`copy`], removal and
+//! `fscache_quota::tree_space`).
+//!
+//! Test hooks ([`Hook`]) fire at each [`HookPoint`] so races can be forced;
+//! installing one needs the cargo feature `test-hooks`.
 //!
 //! # Limitations
 //!
@@ -54,15 +64,23 @@
 
 #![forbid(unsafe_code)]
 
+mod beneath;
 mod cachedir;
 pub mod copy;
 mod error;
+mod hook;
+mod locked;
 mod name;
+pub mod stat;
+pub mod walk;
 
+pub use beneath::open_beneath;
 pub use cachedir::{
-    gone, read_small_fd, AnonDir, CacheDir, Hook, LockedFile, Publish, Published, CACHEDIR_TAG,
+    gone, read_small_fd, AnonDir, CacheDir, LockedFile, Publish, Published, CACHEDIR_TAG,
     CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS, OBJECT_INFO,
     OBJECT_LOCK, STAGE,
 };
 pub use error::{raw_os_error, with_path, PathError};
+pub use hook::{Hook, HookPoint};
+pub use locked::{LockOptions, TryLocked};
 pub use name::{anonymous_name, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX};

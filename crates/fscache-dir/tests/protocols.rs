@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fscache_dir::{
-    CacheDir, Publish, Published, CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK,
-    CACHE_SIZE, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
+    CacheDir, HookPoint, LockOptions, Publish, Published, TryLocked, CACHEDIR_TAG,
+    CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, OBJECTS, OBJECT_INFO, OBJECT_LOCK,
+    STAGE,
 };
 use fscache_lock::{FileLock, LockKind, Wait};
 
@@ -119,8 +120,8 @@ fn locked_open_retries_when_the_file_is_replaced_before_the_lock() {
     let fired = Arc::new(AtomicUsize::new(0));
     let f = fired.clone();
     let hook_root = root.clone();
-    c.set_hook(Some(Arc::new(move |point: &str, rel: &Path| {
-        if point == "locked_open:lock"
+    c.set_hook(Some(Arc::new(move |point: HookPoint, rel: &Path| {
+        if point == HookPoint::LockedOpenLock
             && rel == Path::new(CACHE_SIZE)
             && f.fetch_add(1, Ordering::SeqCst) == 0
         {
@@ -137,8 +138,7 @@ fn locked_open_retries_when_the_file_is_replaced_before_the_lock() {
         }
     })));
     let locked = c
-        .open_locked(Path::new(CACHE_SIZE), LockKind::Exclusive, Wait::Block)
-        .unwrap()
+        .lock(Path::new(CACHE_SIZE), LockOptions::exclusive())
         .unwrap();
     assert_eq!(fired.load(Ordering::SeqCst), 2, "opened twice: the retry");
     // The lock is on the file the path names now.
@@ -156,13 +156,13 @@ fn locked_open_of_a_file_unlinked_before_the_lock_is_not_found() {
     let mut c = open(&root);
     std::fs::write(root.join("victim"), b"").unwrap();
     let r = root.clone();
-    c.set_hook(Some(Arc::new(move |point: &str, _rel: &Path| {
-        if point == "locked_open:lock" {
+    c.set_hook(Some(Arc::new(move |point: HookPoint, _rel: &Path| {
+        if point == HookPoint::LockedOpenLock {
             let _ = std::fs::remove_file(r.join("victim"));
         }
     })));
     let e = c
-        .open_locked(Path::new("victim"), LockKind::Shared, Wait::NonBlock)
+        .lock(Path::new("victim"), LockOptions::shared())
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
 }
@@ -218,8 +218,8 @@ fn anon_dir_retries_when_a_racing_cleanup_removes_it() {
     let fired = Arc::new(AtomicUsize::new(0));
     let f = fired.clone();
     let r = root.clone();
-    c.set_hook(Some(Arc::new(move |point: &str, rel: &Path| {
-        if point == "atomic_dir:link" && f.fetch_add(1, Ordering::SeqCst) == 0 {
+    c.set_hook(Some(Arc::new(move |point: HookPoint, rel: &Path| {
+        if point == HookPoint::AtomicDirLink && f.fetch_add(1, Ordering::SeqCst) == 0 {
             std::fs::remove_dir(r.join(rel)).unwrap();
         }
     })));
@@ -255,8 +255,8 @@ fn remove_entry_order_and_racing_removal() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let a = abs.clone();
-    c.set_hook(Some(Arc::new(move |point: &str, _rel: &Path| {
-        if point == "remove:rmdir" {
+    c.set_hook(Some(Arc::new(move |point: HookPoint, _rel: &Path| {
+        if point == HookPoint::RemoveRmdir {
             // By now only the directory itself is left.
             s.lock()
                 .unwrap()
@@ -284,4 +284,95 @@ fn remove_entry_of_a_symlink_removes_the_link_only() {
     c.remove_entry(Path::new("objects/x")).unwrap();
     assert!(!root.join(OBJECTS).join("x").exists());
     assert_eq!(std::fs::read(outside.join(OBJECT_INFO)).unwrap(), b"keep");
+}
+
+#[test]
+fn try_lock_answers_locked_busy_or_absent_and_never_creates() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    let held = c
+        .lock(Path::new(CACHE_LOCK), LockOptions::exclusive())
+        .unwrap();
+    assert!(matches!(
+        c.try_lock(Path::new(CACHE_LOCK), LockOptions::shared())
+            .unwrap(),
+        TryLocked::Busy
+    ));
+    drop(held);
+    let TryLocked::Locked(shared) = c
+        .try_lock(Path::new(CACHE_LOCK), LockOptions::shared())
+        .unwrap()
+    else {
+        panic!("uncontended");
+    };
+    // Shared locks share; an exclusive one is busy while one is held.
+    assert!(c
+        .try_lock(Path::new(CACHE_LOCK), LockOptions::shared())
+        .unwrap()
+        .locked()
+        .is_some());
+    assert!(matches!(
+        c.try_lock(Path::new(CACHE_LOCK), LockOptions::exclusive().noatime())
+            .unwrap(),
+        TryLocked::Busy
+    ));
+    drop(shared);
+    for absent in ["absent", "objects/absent/object.lock", "cache.size/below"] {
+        assert!(
+            matches!(
+                c.try_lock(Path::new(absent), LockOptions::shared())
+                    .unwrap(),
+                TryLocked::Absent
+            ),
+            "{absent}"
+        );
+    }
+    assert!(!root.join("absent").exists());
+    // The blocking form reports absence as an error.
+    let e = c
+        .lock(Path::new("absent"), LockOptions::shared())
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
+fn read_write_shared_lock_converts_in_place() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    let locked = c
+        .lock(Path::new(CACHE_LOCK), LockOptions::shared().read_write())
+        .unwrap();
+    let flags = rustix::fs::fcntl_getfl(locked.lock.get_ref()).unwrap();
+    assert!(flags.contains(rustix::fs::OFlags::RDWR));
+    let mut lock = locked.lock;
+    lock.convert(LockKind::Exclusive).unwrap();
+    lock.convert(LockKind::Shared).unwrap();
+    let ro = c
+        .lock(Path::new(CACHE_LOCK), LockOptions::shared())
+        .unwrap();
+    let flags = rustix::fs::fcntl_getfl(&ro.lock).unwrap();
+    assert!(!flags.contains(rustix::fs::OFlags::RDWR));
+}
+
+#[test]
+fn noatime_locks_leave_the_atime_alone() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    let p = root.join(CACHE_LOCK);
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_accessed(old))
+        .unwrap();
+    let locked = c
+        .lock(Path::new(CACHE_LOCK), LockOptions::exclusive().noatime())
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let _ = rustix::io::read(&locked.lock, &mut buf);
+    assert_eq!(std::fs::metadata(&p).unwrap().accessed().unwrap(), old);
+    let fd = c.open_noatime(Path::new(CACHE_LOCK)).unwrap();
+    let _ = rustix::io::read(&fd, &mut buf);
+    assert_eq!(std::fs::metadata(&p).unwrap().accessed().unwrap(), old);
 }

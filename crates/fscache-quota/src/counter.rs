@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use fscache_dir::{CacheDir, Publish, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX};
-use fscache_lock::{LockKind, Wait};
+use fscache_dir::{
+    CacheDir, LockOptions, Publish, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX,
+};
 
 use crate::error::{Error, Result};
 use crate::objinfo::ObjectInfo;
@@ -132,9 +133,8 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
 fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) -> Result<T> {
     let rel = Path::new(CACHE_SIZE);
     let locked = loop {
-        match cache.open_locked(rel, LockKind::Exclusive, Wait::Block) {
-            Ok(Some(l)) => break l,
-            Ok(None) => unreachable!("a blocking lock is never contended"),
+        match cache.lock(rel, LockOptions::exclusive()) {
+            Ok(l) => break l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Deleted under us: rebuild it from the entries' records
                 // (0 would undercount and let the cache outgrow its limit)

@@ -3,23 +3,17 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use fscache_dir::{CacheDir, OBJECTS, OBJECT_INFO, OBJECT_LOCK, RESERVED_PREFIX};
+use fscache_dir::{
+    CacheDir, LockOptions, TryLocked, OBJECTS, OBJECT_INFO, OBJECT_LOCK, RESERVED_PREFIX,
+};
 
 use crate::counter;
 use crate::error::{Error, Result};
 use crate::objinfo::ObjectInfo;
 
-/// A point in time as the file system records it: seconds and nanoseconds
-/// since the epoch.
-pub type Stamp = (i64, i64);
-
-/// The atime of `st` as a [`Stamp`].
-// The field types differ between architectures (`c_long`, `u64`, `i64`),
-// so the casts are necessary on some and no-ops on others.
-#[allow(clippy::unnecessary_cast)]
-pub fn atime(st: &rustix::fs::Stat) -> Stamp {
-    (st.st_atime as i64, st.st_atime_nsec as i64)
-}
+// Kept here for the crates that name them through this one; they live in
+// `fscache_dir::stat`, the one place that normalises `Stat` widths.
+pub use fscache_dir::stat::{atime, Stamp};
 
 /// A committed entry as eviction sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,17 +151,14 @@ pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Result<Evicted> {
 fn evict_one(cache: &CacheDir, v: &Candidate) -> Result<Option<u64>> {
     let dir = PathBuf::from(OBJECTS).join(&v.name);
     let lock_rel = dir.join(OBJECT_LOCK);
-    let locked = match cache.open_locked_noatime(&lock_rel) {
-        Ok(Some(l)) => l,
-        Ok(None) => return Ok(None),
+    // O_NOATIME: the attempt must not disturb the atime it compares.
+    let locked = match cache.try_lock(&lock_rel, LockOptions::exclusive().noatime()) {
+        Ok(TryLocked::Locked(l)) => l,
+        Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(None),
         Err(e) if fscache_dir::gone(&e) => return Ok(None),
         Err(e) => return Err(Error::io("lock", cache.abs(&lock_rel), e)),
     };
-    let now = (
-        locked.stat.st_atime as i64,
-        locked.stat.st_atime_nsec as i64,
-    );
-    if now != v.last_use {
+    if atime(&locked.stat) != v.last_use {
         return Ok(None);
     }
     let size = match cache.read_small(&dir.join(OBJECT_INFO)) {

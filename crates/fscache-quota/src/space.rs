@@ -1,22 +1,22 @@
 //! Space of a tree: `st_blocks × 512`, symlinks not followed, hard links once.
 
-use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use cap_std::fs::Dir;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
-use rustix::io::Errno;
+use fscache_dir::stat;
+use fscache_dir::walk::{is_dir, Frame, HardLinks, Visit, Visitor, Walk};
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 
 /// `st_blocks × 512` of `rel` below `dir` and of everything beneath it:
 /// files, directories and symlinks, never following a symlink, counting a
 /// hard-linked inode once and never crossing into another file system
 /// (nothing of a file system mounted below `rel` is counted).
 ///
-/// The walk reads each directory once through its own descriptor
-/// (`getdents64`) and `fstatat`s each child by name: one `stat` per inode,
-/// and an open, the reads and a close per directory.
+/// The walk is [`fscache_dir::walk`]: each directory is read once through
+/// its own descriptor (`getdents64`) and each child `fstatat`ed by name, so
+/// one `stat` per inode, and an open, the reads and a close per directory.
 ///
 /// # Errors
 ///
@@ -24,83 +24,54 @@ use rustix::io::Errno;
 /// walk is skipped (racing removals are legal).
 pub fn tree_space(dir: &Dir, rel: &Path) -> io::Result<u64> {
     let st = rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)?;
-    let mut walk = Walk {
-        dev: st.st_dev,
-        seen: HashSet::new(),
+    let mut space = Space {
+        links: HardLinks::new(),
         total: 0,
     };
-    walk.count(&st);
-    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    space.count(&st);
+    if is_dir(&st) {
         // Beneath `dir`, as every open of the cache is.
-        let fd = match rustix::fs::openat2(dir, rel, flags, Mode::empty(), ResolveFlags::BENEATH) {
-            Err(Errno::NOSYS) => rustix::fs::openat(dir, rel, flags, Mode::empty())?,
-            other => other?,
-        };
-        walk.dir(fd, 0)?;
+        let fd =
+            fscache_dir::open_beneath(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let root = Frame::new(fd, rel.to_owned(), ())?;
+        Walk::new()
+            .one_file_system()
+            .skip_vanished()
+            .run(&mut space, root)?;
     }
-    Ok(walk.total)
+    Ok(space.total)
 }
 
-struct Walk {
-    dev: u64,
-    seen: HashSet<(u64, u64)>,
+/// The sum of a [`tree_space`] walk.
+struct Space {
+    links: HardLinks,
     total: u64,
 }
 
-/// Deeper than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 4096;
-
-impl Walk {
+impl Space {
     fn count(&mut self, st: &Stat) {
-        if st.st_nlink > 1 && !self.seen.insert((st.st_dev, st.st_ino)) {
-            return;
+        if self.links.first_visit(st) {
+            self.total = self.total.saturating_add(stat::space(st));
         }
-        self.total = self
-            .total
-            .saturating_add((st.st_blocks as u64).saturating_mul(512));
     }
+}
 
-    fn dir(&mut self, fd: OwnedFd, depth: usize) -> io::Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(io::Error::other("directory tree deeper than 4096 levels"));
-        }
-        let mut entries = rustix::fs::Dir::new(fd)?;
-        while let Some(entry) = entries.read() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let name = entry.file_name();
-            if name.to_bytes() == b"." || name.to_bytes() == b".." {
-                continue;
-            }
-            let parent = entries.fd()?;
-            let st = match rustix::fs::statat(parent.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if st.st_dev != self.dev {
-                continue;
-            }
-            self.count(&st);
-            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                let sub = match rustix::fs::openat(
-                    parent.as_fd(),
-                    name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
-                    Ok(sub) => sub,
-                    Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                self.dir(sub, depth + 1)?;
-            }
-        }
-        Ok(())
+impl Visitor for Space {
+    type State = ();
+
+    fn visit(
+        &mut self,
+        _parent: &mut Frame<()>,
+        _name: &OsStr,
+        _path: &Path,
+        st: &Stat,
+    ) -> io::Result<Visit<()>> {
+        self.count(st);
+        Ok(if is_dir(st) {
+            Visit::Descend(())
+        } else {
+            Visit::Skip
+        })
     }
 }
 
@@ -144,5 +115,18 @@ mod tests {
         );
         let e = tree_space(&dir, Path::new("nope")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn never_leaves_the_directory() {
+        // `rel` reaching outside `dir` through a symlinked parent is refused,
+        // with or without openat2.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("out/d")).unwrap();
+        symlink(tmp.path().join("out"), tmp.path().join("in/link")).unwrap();
+        let dir =
+            Dir::open_ambient_dir(tmp.path().join("in"), cap_std::ambient_authority()).unwrap();
+        assert!(tree_space(&dir, Path::new("link/d")).is_err());
     }
 }

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use fscache_dir::{gone, CacheDir, OBJECTS, OBJECT_INFO, OBJECT_LOCK, RESERVED_PREFIX, STAGE};
+use fscache_dir::{
+    gone, CacheDir, LockOptions, TryLocked, OBJECTS, OBJECT_INFO, OBJECT_LOCK, RESERVED_PREFIX,
+    STAGE,
+};
 use fscache_lock::{FileLock, LockKind};
 use rustix::fs::{FileType, Mode, OFlags};
 
@@ -122,14 +125,10 @@ fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64) -> Result<bool> {
 }
 
 fn sweep_file(cache: &CacheDir, rel: &Path) -> Result<bool> {
-    let fd = match cache.open_raw(rel, OFlags::RDWR, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(_) => return Ok(false),
-    };
-    let Some(lock) = FileLock::try_lock(fd, LockKind::Exclusive)
-        .map_err(|e| Error::io("lock", cache.abs(rel), e))?
-    else {
-        return Ok(false);
+    // Best effort, as debris goes: a temp file we cannot open is left.
+    let lock = match cache.try_lock(rel, LockOptions::exclusive()) {
+        Ok(TryLocked::Locked(lock)) => lock,
+        Ok(TryLocked::Busy | TryLocked::Absent) | Err(_) => return Ok(false),
     };
     match cache.dir().remove_file(rel) {
         Err(e) if !gone(&e) => return Err(Error::io("remove", cache.abs(rel), e)),

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use fscache_dir::{EntryName, DATA, OBJECTS, OBJECT_INFO};
+use fscache_dir::{EntryName, HookPoint, DATA, OBJECTS, OBJECT_INFO};
 use fscache_quota::{Charge, MaxSize, ObjectInfo};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -62,7 +62,7 @@ impl FsCache {
             .unwrap_or_else(|p| p.into_inner());
         let dir = self.dir();
         let data_rel = anon.rel.join(DATA);
-        dir.hook("commit:measure", &anon.rel);
+        dir.hook(HookPoint::CommitMeasure, &anon.rel);
         let size = fscache_quota::tree_space(dir.dir(), &data_rel)
             .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?;
         let mut report = CommitReport {
@@ -81,7 +81,7 @@ impl FsCache {
         if limit == MaxSize::Bytes(0) || !limit.admits(size) {
             return Ok(refused(report, Stored::TooLarge, anon));
         }
-        dir.hook("commit:charge", &anon.rel);
+        dir.hook(HookPoint::CommitCharge, &anon.rel);
         let charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
         if !charged {
             return Ok(refused(report, Stored::NoSpace, anon));
@@ -184,7 +184,7 @@ impl FsCache {
         if let Some(lock) = anon.lock() {
             touch_atime(lock);
         }
-        dir.hook("commit:rename", &anon.rel);
+        dir.hook(HookPoint::CommitRename, &anon.rel);
         // Both names are single components in `objects/`: resolve it once
         // (beneath the root) instead of cap-std's open + close per side.
         let objects = Path::new(OBJECTS);

@@ -94,7 +94,7 @@ pub use error::{Error, InvalidName, Result};
 pub use flight::{BuildOptions, BUILD_LOCK};
 pub use fscache_dir::copy::tree_content_bytes;
 #[cfg(feature = "test-hooks")]
-pub use fscache_dir::Hook;
+pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
 pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
 pub use handle::{Builder, Durability, FsCache, Repaired};

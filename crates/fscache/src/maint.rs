@@ -4,16 +4,12 @@
 //! so it is safe beside processes that use the cache right now: a reader
 //! never loses its entry, a writer never sees a half-removed one.
 
-use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fscache_dir::{CacheDir, EntryName, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_lock::{LockKind, Wait};
 use fscache_quota::{Candidate, ObjectInfo, Stamp};
-use rustix::fs::{Mode, OFlags};
-use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::handle::{is_miss, FsCache};
@@ -392,23 +388,13 @@ fn choose(
     chosen
 }
 
-/// `open(rel, O_RDONLY | O_NOATIME)`, without `O_NOATIME` where it is not
-/// permitted (`EPERM`: we do not own the file).
-fn open_noatime(dir: &CacheDir, rel: &Path) -> io::Result<OwnedFd> {
-    match dir.open_raw(rel, OFlags::RDONLY | OFlags::NOATIME, Mode::empty()) {
-        Err(Errno::PERM) => dir.open_raw(rel, OFlags::RDONLY, Mode::empty()),
-        other => other,
-    }
-    .map_err(|e| dir.err("open", rel, e))
-}
-
 /// A file system time stamp as a `SystemTime`.
 /// Whether another open file holds a lock on entry `name` now (asked with
 /// `F_OFD_GETLK`, without taking one or touching its atime); `None` when the
 /// entry is gone.
 fn reader_holds(dir: &CacheDir, name: &str) -> Result<Option<bool>> {
     let lock_rel = PathBuf::from(OBJECTS).join(name).join(OBJECT_LOCK);
-    match open_noatime(dir, &lock_rel) {
+    match dir.open_noatime(&lock_rel) {
         Ok(fd) => Ok(Some(
             fscache_lock::conflicting_lock(std::os::fd::AsFd::as_fd(&fd), LockKind::Exclusive)
                 .map_err(|e| Error::io("query lock of", dir.abs(&lock_rel), e))?

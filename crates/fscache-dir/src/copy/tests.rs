@@ -1,0 +1,487 @@
+//! Tests of the native tree copy: content, modes, times, links, fallbacks.
+
+use super::content::Method;
+use super::*;
+use cap_std::ambient_authority;
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+/// A source and a destination directory under one temporary directory.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let dst = tmp.path().join("dst");
+        fs::create_dir(&src).unwrap();
+        fs::create_dir(&dst).unwrap();
+        Fixture {
+            _tmp: tmp,
+            src,
+            dst,
+        }
+    }
+
+    fn dst_dir(&self) -> Dir {
+        Dir::open_ambient_dir(&self.dst, ambient_authority()).unwrap()
+    }
+
+    /// Copy `path` into the destination; returns the stats and the sum
+    /// of the progress calls.
+    fn copy(&self, path: &Path) -> io::Result<(CopyStats, u64, usize)> {
+        let (mut sum, mut calls) = (0, 0);
+        let stats = copy_tree_into(path, &self.dst_dir(), &mut |n| {
+            sum += n;
+            calls += 1;
+        })?;
+        Ok((stats, sum, calls))
+    }
+}
+
+/// Set atime and mtime of `path` (not following a symlink) to values
+/// with nanoseconds.
+fn set_times(path: &Path, sec: i64, nsec: i64) {
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: sec - 100,
+            tv_nsec: nsec + 1,
+        },
+        last_modification: Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+}
+
+/// (mtime, mtime_nsec, atime, atime_nsec) of `path`, not following it.
+fn times(path: &Path) -> (i64, i64, i64, i64) {
+    let m = fs::symlink_metadata(path).unwrap();
+    (m.mtime(), m.mtime_nsec(), m.atime(), m.atime_nsec())
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn copy_contents_of_files() {
+    let f = Fixture::new();
+    let big: Vec<u8> = (0..(3 << 20) + 12345)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    fs::write(f.src.join("empty"), b"").unwrap();
+    fs::write(f.src.join("small"), b"hello").unwrap();
+    fs::create_dir_all(f.src.join("a/b/c")).unwrap();
+    fs::write(f.src.join("a/b/c/big"), &big).unwrap();
+
+    let total = tree_content_bytes(&f.src).unwrap();
+    let (stats, sum, calls) = f.copy(&f.src).unwrap();
+
+    assert_eq!(fs::read(f.dst.join("empty")).unwrap(), b"");
+    assert_eq!(fs::read(f.dst.join("small")).unwrap(), b"hello");
+    assert_eq!(fs::read(f.dst.join("a/b/c/big")).unwrap(), big);
+    assert_eq!(total, big.len() as u64 + 5);
+    assert_eq!(sum, total);
+    assert!(calls >= 3, "at least one progress call per file");
+    assert_eq!(stats.files, 3);
+    assert_eq!(stats.dirs, 3);
+    assert_eq!(stats.bytes, total);
+    assert_eq!(stats.symlinks + stats.hard_links, 0);
+}
+
+#[test]
+fn copy_keeps_modes_and_fills_read_only_dirs() {
+    let f = Fixture::new();
+    fs::write(f.src.join("private"), b"p").unwrap();
+    fs::write(f.src.join("tool"), b"#!/bin/sh\n").unwrap();
+    fs::write(f.src.join("setid"), b"s").unwrap();
+    fs::create_dir(f.src.join("ro")).unwrap();
+    fs::create_dir(f.src.join("sticky")).unwrap();
+    fs::write(f.src.join("ro/inside"), b"i").unwrap();
+    fs::create_dir(f.src.join("ro/sub")).unwrap();
+    let set = |p: &str, m: u32| {
+        fs::set_permissions(f.src.join(p), fs::Permissions::from_mode(m)).unwrap()
+    };
+    set("private", 0o600);
+    set("tool", 0o755);
+    set("setid", 0o6755);
+    set("ro/inside", 0o444);
+    set("ro/sub", 0o500);
+    set("ro", 0o555);
+    set("sticky", 0o1777);
+
+    f.copy(&f.src).unwrap();
+
+    for (p, m) in [
+        ("private", 0o600),
+        ("tool", 0o755),
+        ("ro/inside", 0o444),
+        ("ro/sub", 0o500),
+        ("ro", 0o555),
+        ("sticky", 0o1777),
+    ] {
+        assert_eq!(mode(&f.dst.join(p)), m, "{p}");
+    }
+    // Set-group-ID survives only where the caller is in the group.
+    let setid = mode(&f.dst.join("setid"));
+    assert_eq!(setid & !0o2000, 0o4755, "{setid:o}");
+    // Let the TempDir remove it.
+    set("ro", 0o755);
+    fs::set_permissions(f.dst.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn copy_keeps_times_with_nanoseconds() {
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("dir")).unwrap();
+    fs::write(f.src.join("dir/file"), b"x").unwrap();
+    symlink("file", f.src.join("dir/link")).unwrap();
+    set_times(&f.src.join("dir/file"), 1_000_000_000, 123_456_789);
+    set_times(&f.src.join("dir/link"), 1_100_000_000, 987_654_321);
+    // Last, because writing its children changes a directory's mtime.
+    set_times(&f.src.join("dir"), 1_200_000_000, 555_555_555);
+
+    // Before the copy: reading the source moves its atimes.
+    let paths = ["dir", "dir/file", "dir/link"];
+    let before = paths.map(|p| times(&f.src.join(p)));
+
+    f.copy(&f.src).unwrap();
+
+    for (p, want) in paths.iter().zip(before) {
+        assert_eq!(times(&f.dst.join(p)), want, "{p}");
+    }
+    assert_eq!(
+        times(&f.dst.join("dir")),
+        (1_200_000_000, 555_555_555, 1_199_999_900, 555_555_556)
+    );
+}
+
+#[test]
+fn copy_keeps_symlinks_verbatim() {
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("real")).unwrap();
+    fs::write(f.src.join("real/file"), b"content").unwrap();
+    symlink("real/file", f.src.join("relative")).unwrap();
+    symlink("/etc/passwd", f.src.join("absolute")).unwrap();
+    symlink("does/not/exist", f.src.join("dangling")).unwrap();
+    symlink("real", f.src.join("to_dir")).unwrap();
+    symlink("../../../../escape", f.src.join("escape")).unwrap();
+
+    let (stats, _, _) = f.copy(&f.src).unwrap();
+
+    for (name, target) in [
+        ("relative", "real/file"),
+        ("absolute", "/etc/passwd"),
+        ("dangling", "does/not/exist"),
+        ("to_dir", "real"),
+        ("escape", "../../../../escape"),
+    ] {
+        let p = f.dst.join(name);
+        assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_link(&p).unwrap(), Path::new(target));
+    }
+    assert_eq!(stats.symlinks, 5);
+    // The symlink to a directory was not followed.
+    assert_eq!(stats.dirs, 1);
+    assert_eq!(stats.files, 1);
+}
+
+#[test]
+fn copy_keeps_hard_links() {
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("d")).unwrap();
+    fs::write(f.src.join("a"), b"shared").unwrap();
+    fs::hard_link(f.src.join("a"), f.src.join("d/b")).unwrap();
+    fs::hard_link(f.src.join("a"), f.src.join("d/c")).unwrap();
+    fs::write(f.src.join("lonely"), b"l").unwrap();
+
+    let total = tree_content_bytes(&f.src).unwrap();
+    let (stats, sum, _) = f.copy(&f.src).unwrap();
+
+    let ino = |p: &str| fs::metadata(f.dst.join(p)).unwrap().ino();
+    assert_eq!(ino("a"), ino("d/b"));
+    assert_eq!(ino("a"), ino("d/c"));
+    assert_ne!(ino("a"), ino("lonely"));
+    assert_eq!(fs::metadata(f.dst.join("a")).unwrap().nlink(), 3);
+    assert_eq!(fs::read(f.dst.join("d/c")).unwrap(), b"shared");
+    assert_eq!(total, 7);
+    assert_eq!(sum, total);
+    assert_eq!((stats.files, stats.hard_links, stats.bytes), (2, 2, 7));
+}
+
+#[test]
+fn copy_single_file_and_symlink_as_named_child() {
+    let f = Fixture::new();
+    fs::write(f.src.join("one"), b"1").unwrap();
+    set_times(&f.src.join("one"), 1_300_000_000, 42);
+    symlink("one", f.src.join("link")).unwrap();
+
+    let before = times(&f.src.join("one"));
+
+    let (stats, sum, _) = f.copy(&f.src.join("one")).unwrap();
+    assert_eq!((stats.files, sum), (1, 1));
+    assert_eq!(times(&f.dst.join("one")), before);
+    assert_eq!(fs::read(f.dst.join("one")).unwrap(), b"1");
+
+    let (stats, sum, _) = f.copy(&f.src.join("link")).unwrap();
+    assert_eq!((stats.symlinks, sum), (1, 0));
+    assert_eq!(fs::read_link(f.dst.join("link")).unwrap(), Path::new("one"));
+    assert_eq!(tree_content_bytes(&f.src.join("one")).unwrap(), 1);
+    assert_eq!(tree_content_bytes(&f.src.join("link")).unwrap(), 0);
+}
+
+#[test]
+fn split_parent_of_bare_name_is_cwd() {
+    let (parent, name) = split_parent(Path::new("file")).unwrap();
+    assert_eq!((parent, name), (Path::new("."), OsStr::new("file")));
+    let (parent, name) = split_parent(Path::new("/a/b")).unwrap();
+    assert_eq!((parent, name), (Path::new("/a"), OsStr::new("b")));
+    let err = split_parent(Path::new("/")).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}
+
+/// Copy the children `names` of `src` into `dst` with one copier.
+fn copy_names(copier: &mut Copier<'_>, src: &Path, dst: &Dir, names: &[&str]) {
+    let fd = open_dir_nofollow(CWD, src).unwrap();
+    let st = rustix::fs::fstat(&fd).unwrap();
+    let target = Target {
+        dst: dst.try_clone().unwrap(),
+        dst_rel: PathBuf::new(),
+        finish: false,
+    };
+    let names = names.iter().map(Into::into).collect();
+    let root = Frame::with_names(fd, src.to_owned(), st, target, names);
+    Walk::new().run(copier, root).unwrap();
+}
+
+/// Copy `src/big` to `dst/big` with `method` forced for the source file
+/// system, as after a refusal of the cheaper ones.
+fn copy_with_method(method: Method) -> (CopyStats, u64) {
+    let f = Fixture::new();
+    let big: Vec<u8> = (0..(1 << 20) + 999).map(|i| (i % 253) as u8).collect();
+    fs::write(f.src.join("big"), &big).unwrap();
+    let dev = fs::metadata(&f.src).unwrap().dev();
+    let dst = f.dst_dir();
+    let mut sum = 0;
+    let mut progress = |n| sum += n;
+    let mut copier = Copier::new(&dst, &mut progress);
+    copier.keep_owner = false;
+    copier.content.methods = HashMap::from([(dev, method)]);
+    copy_names(&mut copier, &f.src, &dst, &["big"]);
+    assert_eq!(copier.stats.dirs, 0, "a file, not a directory");
+    let stats = copier.stats;
+    assert_eq!(fs::read(f.dst.join("big")).unwrap(), big);
+    (stats, sum)
+}
+
+#[test]
+fn refused_reflink_is_remembered() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), b"aaa").unwrap();
+    fs::write(f.src.join("b"), b"bbb").unwrap();
+    let dev = fs::metadata(&f.src).unwrap().dev();
+    let dst = f.dst_dir();
+    let mut progress = |_| {};
+    let mut copier = Copier::new(&dst, &mut progress);
+    copier.keep_owner = false;
+    copy_names(&mut copier, &f.src, &dst, &["a", "b"]);
+    match copier.stats.reflinked {
+        // A file system that clones: nothing refused.
+        2 => assert_eq!(copier.content.methods.get(&dev), None),
+        0 => assert_ne!(copier.content.methods.get(&dev), None),
+        n => panic!("reflinked {n} of 2"),
+    }
+    assert_eq!(copier.stats.bytes, 6);
+}
+
+#[test]
+fn copy_file_range_fallback() {
+    let (stats, sum) = copy_with_method(Method::CopyFileRange);
+    assert_eq!(
+        (stats.reflinked, stats.bytes, sum),
+        (0, (1 << 20) + 999, (1 << 20) + 999)
+    );
+}
+
+#[test]
+fn read_write_fallback() {
+    let (stats, sum) = copy_with_method(Method::ReadWrite);
+    assert_eq!(
+        (stats.reflinked, stats.bytes, sum),
+        (0, (1 << 20) + 999, (1 << 20) + 999)
+    );
+}
+
+#[test]
+fn copy_missing_source_names_it() {
+    let f = Fixture::new();
+    let missing = f.src.join("nope");
+    let err = f.copy(&missing).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+    let err = tree_content_bytes(&missing).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn copy_into_existing_name_fails_with_path() {
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("sub")).unwrap();
+    fs::write(f.src.join("sub/file"), b"x").unwrap();
+    fs::create_dir(f.dst.join("sub")).unwrap();
+    let err = f.copy(&f.src).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+    assert!(err.to_string().contains("sub"), "{err}");
+}
+
+#[test]
+fn copy_recreates_fifo() {
+    let f = Fixture::new();
+    let fifo = f.src.join("pipe");
+    rustix::fs::mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o640), 0).unwrap();
+    fs::set_permissions(&fifo, fs::Permissions::from_mode(0o640)).unwrap();
+    set_times(&fifo, 1_400_000_000, 7);
+
+    let (stats, _, _) = f.copy(&f.src).unwrap();
+
+    let copy = f.dst.join("pipe");
+    let st = rustix::fs::statat(CWD, &copy, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    assert_eq!(FileType::from_raw_mode(st.st_mode), FileType::Fifo);
+    assert_eq!(mode(&copy), 0o640);
+    assert_eq!(times(&copy), times(&fifo));
+    assert_eq!(stats.files, 1);
+}
+
+#[test]
+fn copy_refuses_socket_with_path() {
+    let f = Fixture::new();
+    let sock = f.src.join("sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let err = f.copy(&f.src).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+    let msg = err.to_string();
+    assert!(msg.contains("unsupported file type"), "{msg}");
+    assert!(msg.contains(&sock.display().to_string()), "{msg}");
+}
+
+#[test]
+fn copy_keeps_owner_when_root() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: keeping ownership needs root");
+        return;
+    }
+    let f = Fixture::new();
+    fs::create_dir(f.src.join("d")).unwrap();
+    fs::write(f.src.join("d/file"), b"x").unwrap();
+    symlink("file", f.src.join("d/link")).unwrap();
+    let (uid, gid) = (Some(Uid::from_raw(12345)), Some(Gid::from_raw(23456)));
+    for p in ["d", "d/file", "d/link"] {
+        rustix::fs::chownat(CWD, f.src.join(p), uid, gid, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    }
+    f.copy(&f.src).unwrap();
+    for p in ["d", "d/file", "d/link"] {
+        let m = fs::symlink_metadata(f.dst.join(p)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (12345, 23456), "{p}");
+    }
+}
+
+#[test]
+fn copy_deep_tree() {
+    // Deeper than a recursive walk on a small test thread stack would
+    // like, shallower than the fd limit (two fds per level).
+    let f = Fixture::new();
+    let levels = 200;
+    let src_dir = Dir::open_ambient_dir(&f.src, ambient_authority()).unwrap();
+    let mut rel = PathBuf::new();
+    for _ in 0..levels {
+        rel.push("d");
+        src_dir.create_dir(&rel).unwrap();
+    }
+    src_dir.write(rel.join("leaf"), b"deep").unwrap();
+    let (stats, sum, _) = f.copy(&f.src).unwrap();
+    assert_eq!((stats.dirs, stats.files, sum), (levels, 1, 4));
+    let dst = f.dst_dir();
+    assert_eq!(dst.read(rel.join("leaf")).unwrap(), b"deep");
+}
+
+#[test]
+fn content_bytes_skip_symlinks_and_count_hard_links_once() {
+    let f = Fixture::new();
+    fs::write(f.src.join("a"), vec![1u8; 1000]).unwrap();
+    fs::hard_link(f.src.join("a"), f.src.join("b")).unwrap();
+    symlink("/etc/passwd", f.src.join("c")).unwrap();
+    fs::create_dir(f.src.join("d")).unwrap();
+    fs::write(f.src.join("d/e"), vec![2u8; 24]).unwrap();
+    assert_eq!(tree_content_bytes(&f.src).unwrap(), 1024);
+}
+
+#[test]
+fn reflink_on_btrfs_when_available() {
+    // A loop-mounted btrfs needs root, mkfs.btrfs and mount; skip
+    // otherwise. The generic fallbacks are covered by every other test.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: a loop-mounted btrfs needs root");
+        return;
+    }
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok()
+    };
+    if !have("mkfs.btrfs") {
+        eprintln!("skipped: mkfs.btrfs not found");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("btrfs.img");
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    fs::File::create(&image)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
+    let ok =
+        |cmd: &mut std::process::Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok(std::process::Command::new("mkfs.btrfs")
+        .arg("-q")
+        .arg(&image))
+    {
+        eprintln!("skipped: mkfs.btrfs failed");
+        return;
+    }
+    if !ok(std::process::Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&mnt))
+    {
+        eprintln!("skipped: cannot loop-mount btrfs here");
+        return;
+    }
+    let result = (|| -> io::Result<CopyStats> {
+        let src = mnt.join("src");
+        let dst = mnt.join("dst");
+        fs::create_dir(&src)?;
+        fs::create_dir(&dst)?;
+        fs::write(src.join("f1"), vec![3u8; 100_000])?;
+        fs::write(src.join("f2"), b"two")?;
+        let dst_dir = Dir::open_ambient_dir(&dst, ambient_authority())?;
+        let stats = copy_tree_into(&src, &dst_dir, &mut |_| {})?;
+        assert_eq!(fs::read(dst.join("f1"))?, vec![3u8; 100_000]);
+        Ok(stats)
+    })();
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    let stats = result.unwrap();
+    assert_eq!(stats.reflinked, 2);
+}
