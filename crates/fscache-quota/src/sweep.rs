@@ -58,7 +58,7 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
                 // removal): the debris of a removal that crashed.
                 if parent == Path::new(OBJECTS) && lockless_dir(cache, &rel) {
                     let mut none = 0;
-                    if sweep_dir(cache, &rel, &mut none)? {
+                    if sweep_dir(cache, &rel, &mut none, Debris::Named)? {
                         out.removed.push(name.to_owned());
                     }
                 }
@@ -66,7 +66,7 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
             }
             let Ok(st) = cache.stat(&rel) else { continue };
             let removed = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                sweep_dir(cache, &rel, &mut out.freed)?
+                sweep_dir(cache, &rel, &mut out.freed, Debris::Anonymous)?
             } else {
                 sweep_file(cache, &rel)?
             };
@@ -109,12 +109,30 @@ fn try_lock_created(
     FileLock::try_lock(fd, LockKind::Exclusive).map_err(|e| Error::io("lock", cache.abs(rel), e))
 }
 
-fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64) -> Result<bool> {
+/// Which kind of directory a sweep found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Debris {
+    /// `uuid-*`: an entry being stored, or its crash debris.
+    Anonymous,
+    /// A named directory that had no `object.lock`: a removal that crashed
+    /// (or one in progress).
+    Named,
+}
+
+fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Result<bool> {
     let lock_rel: PathBuf = rel.join(OBJECT_LOCK);
     let Some(lock) = try_lock_created(cache, &lock_rel)? else {
         return Ok(false);
     };
-    if let Ok(bytes) = cache.read_small(&rel.join(OBJECT_INFO)) {
+    let info = cache.read_small(&rel.join(OBJECT_INFO));
+    if kind == Debris::Named && info.is_ok() {
+        // Between our look and our lock, a writer renamed its finished
+        // entry over the emptied directory (rename(2) replaces an empty
+        // directory): this is a committed entry now, not debris. Removing
+        // it would lose it and leave its charge on the books.
+        return Ok(false);
+    }
+    if let Ok(bytes) = info {
         *freed = freed.saturating_add(ObjectInfo::parse(&bytes).size.unwrap_or(0));
     }
     cache
@@ -187,5 +205,27 @@ mod tests {
             .join(OBJECT_LOCK)
             .exists());
         assert!(root.join(OBJECTS).join("keep").exists());
+    }
+
+    #[test]
+    fn a_committed_entry_that_replaced_an_emptied_directory_is_kept() {
+        // The race: the sweep saw `objects/n` without a lock file (a
+        // removal in progress), then a writer renamed its entry over the
+        // emptied directory. Once the sweep holds the new entry's lock, it
+        // must see a committed entry, not debris.
+        let tmp = tempfile::tempdir().unwrap();
+        let c = CacheDir::open(&tmp.path().join("c")).unwrap();
+        c.scaffold().unwrap();
+        let n = c.root().join(OBJECTS).join("n");
+        std::fs::create_dir_all(n.join("data")).unwrap();
+        std::fs::write(n.join(OBJECT_LOCK), b"").unwrap();
+        std::fs::write(n.join(OBJECT_INFO), br#"{"size": 4096}"#).unwrap();
+        counter::charge(&c, 4096, crate::MaxSize::Unlimited).unwrap();
+        let mut freed = 0;
+        let rel = Path::new(OBJECTS).join("n");
+        assert!(!sweep_dir(&c, &rel, &mut freed, Debris::Named).unwrap());
+        assert_eq!(freed, 0);
+        assert!(n.join(OBJECT_INFO).exists() && n.join("data").exists());
+        assert_eq!(counter::read_size(&c).unwrap(), 4096);
     }
 }
