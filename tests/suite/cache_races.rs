@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use fscache::{FsCache, Hook, HookPoint, MaxSize, Stored};
 use fscache_dir::CacheDir;
-use fscache_lock::{LockKind, Wait};
 
 use crate::cache_util::*;
 
@@ -37,14 +36,15 @@ fn once(
 fn remove_as_other_handle(root: &Path, name: &str) {
     let other = CacheDir::open(root).unwrap();
     let entry = Path::new("objects").join(name);
-    let lock = other
-        .open_locked(
+    let fscache_dir::TryLocked::Locked(lock) = other
+        .try_lock(
             &entry.join("object.lock"),
-            LockKind::Exclusive,
-            Wait::NonBlock,
+            fscache_dir::LockOptions::exclusive(),
         )
         .unwrap()
-        .expect("nobody holds the entry yet");
+    else {
+        panic!("nobody holds the entry yet")
+    };
     let size = recorded(root, name);
     other.remove_entry(&entry).unwrap();
     drop(lock);

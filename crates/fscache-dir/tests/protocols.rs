@@ -10,7 +10,7 @@ use fscache_dir::{
     CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, OBJECTS, OBJECT_INFO, OBJECT_LOCK,
     STAGE,
 };
-use fscache_lock::{FileLock, LockKind, Wait};
+use fscache_lock::{FileLock, LockKind};
 
 fn fresh() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -172,20 +172,26 @@ fn locked_open_contended_is_none_and_never_creates() {
     let (_t, root) = fresh();
     let c = open(&root);
     let held = c
-        .open_locked(Path::new(CACHE_LOCK), LockKind::Exclusive, Wait::Block)
-        .unwrap()
+        .lock(Path::new(CACHE_LOCK), LockOptions::exclusive())
         .unwrap();
-    assert!(c
-        .open_locked(Path::new(CACHE_LOCK), LockKind::Shared, Wait::NonBlock)
-        .unwrap()
-        .is_none());
+    assert!(matches!(
+        c.try_lock(Path::new(CACHE_LOCK), LockOptions::shared())
+            .unwrap(),
+        TryLocked::Busy
+    ));
     drop(held);
-    assert!(c
-        .open_locked(Path::new(CACHE_LOCK), LockKind::Shared, Wait::NonBlock)
-        .unwrap()
-        .is_some());
+    assert!(matches!(
+        c.try_lock(Path::new(CACHE_LOCK), LockOptions::shared())
+            .unwrap(),
+        TryLocked::Locked(_)
+    ));
+    assert!(matches!(
+        c.try_lock(Path::new("absent"), LockOptions::shared())
+            .unwrap(),
+        TryLocked::Absent
+    ));
     let e = c
-        .open_locked(Path::new("absent"), LockKind::Shared, Wait::NonBlock)
+        .lock(Path::new("absent"), LockOptions::shared())
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     assert!(!root.join("absent").exists());
@@ -199,14 +205,10 @@ fn locked_open_does_not_follow_symlinks_out_of_the_root() {
     std::os::unix::fs::symlink(t.path().join("outside"), root.join("link")).unwrap();
     std::os::unix::fs::symlink(t.path(), root.join(OBJECTS).join("dirlink")).unwrap();
     assert!(c
-        .open_locked(Path::new("link"), LockKind::Shared, Wait::NonBlock)
+        .try_lock(Path::new("link"), LockOptions::shared())
         .is_err());
     assert!(c
-        .open_locked(
-            Path::new("objects/dirlink/outside"),
-            LockKind::Shared,
-            Wait::NonBlock
-        )
+        .try_lock(Path::new("objects/dirlink/outside"), LockOptions::shared())
         .is_err());
     assert!(c.read_small(Path::new("objects/dirlink/outside")).is_err());
 }

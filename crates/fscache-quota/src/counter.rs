@@ -6,7 +6,7 @@ use fscache_dir::{
     CacheDir, LockOptions, Publish, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{self, Result};
 use crate::objinfo::ObjectInfo;
 use crate::MaxSize;
 
@@ -30,18 +30,20 @@ pub enum Charge {
 /// # Errors
 ///
 /// Reading failed, or the file is not a non-negative JSON integer
-/// ([`Error::Corrupt`]).
+/// (`InvalidData`).
 pub fn read_size(cache: &CacheDir) -> Result<u64> {
     let rel = Path::new(CACHE_SIZE);
     let bytes = cache
         .read_small(rel)
-        .map_err(|e| Error::io("read", cache.abs(rel), e))?;
-    parse_size(&bytes).ok_or_else(|| Error::Corrupt {
-        path: cache.abs(rel),
-        what: format!(
-            "expected a non-negative JSON integer, found {:?}",
-            String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
-        ),
+        .map_err(|e| error::io("read", cache.abs(rel), e))?;
+    parse_size(&bytes).ok_or_else(|| {
+        error::corrupt(
+            cache.abs(rel),
+            format!(
+                "expected a non-negative JSON integer, found {:?}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+            ),
+        )
     })
 }
 
@@ -107,10 +109,10 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
     let list = cache
         .dir()
         .read_dir(objects)
-        .map_err(|e| Error::io("read directory", cache.abs(objects), e))?;
+        .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {
-        let entry = entry.map_err(|e| Error::io("read directory", cache.abs(objects), e))?;
+        let entry = entry.map_err(|e| error::io("read directory", cache.abs(objects), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(RESERVED_PREFIX) {
@@ -148,15 +150,15 @@ fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
                         total.to_string().as_bytes(),
                         Publish::NoReplace,
                     )
-                    .map_err(|e| Error::io("create", cache.abs(rel), e))?;
+                    .map_err(|e| error::io("create", cache.abs(rel), e))?;
             }
-            Err(e) => return Err(Error::io("lock", cache.abs(rel), e)),
+            Err(e) => return Err(error::io("lock", cache.abs(rel), e)),
         }
     };
     // Read through the locked descriptor: no second open.
     let current = match fscache_dir::read_small_fd(&locked.lock) {
         Ok(bytes) => parse_size(&bytes),
-        Err(e) => return Err(Error::io("read", cache.abs(rel), e)),
+        Err(e) => return Err(error::io("read", cache.abs(rel), e)),
     };
     let current = match current {
         Some(n) => n,
@@ -173,7 +175,7 @@ fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
                 new.to_string().as_bytes(),
                 Publish::Replace,
             )
-            .map_err(|e| Error::io("replace", cache.abs(rel), e))?;
+            .map_err(|e| error::io("replace", cache.abs(rel), e))?;
     }
     // Our own, never duplicated descriptor: closing releases the lock.
     locked.lock.close();
@@ -236,7 +238,10 @@ mod tests {
         std::fs::write(objects.join("b/object.info"), b"garbage").unwrap();
         for garbage in [&b"not json"[..], b"-5", b"1.5", b"\"7\"", b"[]", b""] {
             std::fs::write(c.abs(Path::new(CACHE_SIZE)), garbage).unwrap();
-            assert!(matches!(read_size(&c), Err(Error::Corrupt { .. })));
+            assert_eq!(
+                read_size(&c).unwrap_err().kind(),
+                std::io::ErrorKind::InvalidData
+            );
             assert_eq!(
                 uncharge(&c, 100).unwrap(),
                 200,

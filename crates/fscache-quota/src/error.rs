@@ -1,52 +1,31 @@
-//! The error type of `fscache-quota`.
+//! The errors of `fscache-quota`: `io::Error`s with the operation and the
+//! path folded in, as the lower layers return them
+//! ([`fscache_dir::PathError`], errno and kind intact). A protocol file
+//! that holds something the format does not allow is
+//! [`io::ErrorKind::InvalidData`] with the operation `"parse"`.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::Path;
 
-/// An error of space accounting: the operation, the path, the cause.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A system call failed.
-    #[error("failed to {op} `{path}`")]
-    Io {
-        /// What was being done, e.g. "measure".
-        op: &'static str,
-        /// The path involved.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
-    /// A protocol file holds something that is not what the format says.
-    #[error("`{path}` is corrupt: {what}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with it.
-        what: String,
-    },
+use fscache_dir::with_path;
+
+/// `Result` with `io::Error`.
+pub type Result<T, E = io::Error> = std::result::Result<T, E>;
+
+/// `source`, naming `op` and `path`.
+pub(crate) fn io(op: &'static str, path: impl AsRef<Path>, source: io::Error) -> io::Error {
+    with_path(op, path.as_ref(), source)
 }
 
-impl Error {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            op,
-            path: path.into(),
-            source,
-        }
-    }
-}
+/// The operation an `InvalidData` error of this crate names: a protocol
+/// file (`cache.size`) did not parse.
+pub const PARSE: &str = "parse";
 
-impl From<Error> for io::Error {
-    fn from(e: Error) -> Self {
-        let kind = match &e {
-            Error::Io { source, .. } => source.kind(),
-            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
-        };
-        io::Error::new(kind, e)
-    }
+/// `path` holds something the format does not allow: `what`.
+pub(crate) fn corrupt(path: impl AsRef<Path>, what: String) -> io::Error {
+    with_path(
+        PARSE,
+        path.as_ref(),
+        io::Error::new(io::ErrorKind::InvalidData, what),
+    )
 }
-
-/// `Result` with this crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -52,7 +52,7 @@ mod space;
 mod sweep;
 
 pub use counter::{charge, read_size, recount, uncharge, Charge};
-pub use error::{Error, Result};
+pub use error::{Result, PARSE};
 pub use lru::{atime, candidate, evict, list_lru, plan, Candidate, Evicted, Stamp};
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::{boot_id_from_json, ObjectInfo};

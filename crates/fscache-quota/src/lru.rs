@@ -8,7 +8,7 @@ use fscache_dir::{
 };
 
 use crate::counter;
-use crate::error::{Error, Result};
+use crate::error::{self, Result};
 use crate::objinfo::ObjectInfo;
 
 // Kept here for the crates that name them through this one; they live in
@@ -41,9 +41,9 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
     for entry in cache
         .dir()
         .read_dir(objects)
-        .map_err(|e| Error::io("read directory", abs(), e))?
+        .map_err(|e| error::io("read directory", abs(), e))?
     {
-        let entry = entry.map_err(|e| Error::io("read directory", abs(), e))?;
+        let entry = entry.map_err(|e| error::io("read directory", abs(), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         out.extend(candidate(cache, name));
@@ -156,7 +156,7 @@ fn evict_one(cache: &CacheDir, v: &Candidate) -> Result<Option<u64>> {
         Ok(TryLocked::Locked(l)) => l,
         Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(None),
         Err(e) if fscache_dir::gone(&e) => return Ok(None),
-        Err(e) => return Err(Error::io("lock", cache.abs(&lock_rel), e)),
+        Err(e) => return Err(error::io("lock", cache.abs(&lock_rel), e)),
     };
     if atime(&locked.stat) != v.last_use {
         return Ok(None);
@@ -168,7 +168,7 @@ fn evict_one(cache: &CacheDir, v: &Candidate) -> Result<Option<u64>> {
     };
     cache
         .remove_entry(&dir)
-        .map_err(|e| Error::io("remove", cache.abs(&dir), e))?;
+        .map_err(|e| error::io("remove", cache.abs(&dir), e))?;
     drop(locked);
     Ok(Some(size))
 }

@@ -10,7 +10,7 @@ use fscache_lock::{FileLock, LockKind};
 use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::counter;
-use crate::error::{Error, Result};
+use crate::error::{self, Result};
 use crate::objinfo::ObjectInfo;
 
 /// What a sweep removed.
@@ -45,10 +45,10 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
         let list = match cache.dir().read_dir(parent) {
             Ok(l) => l,
             Err(e) if gone(&e) => continue,
-            Err(e) => return Err(Error::io("read directory", cache.abs(parent), e)),
+            Err(e) => return Err(error::io("read directory", cache.abs(parent), e)),
         };
         for entry in list {
-            let entry = entry.map_err(|e| Error::io("read directory", cache.abs(parent), e))?;
+            let entry = entry.map_err(|e| error::io("read directory", cache.abs(parent), e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let rel = parent.join(name);
@@ -103,10 +103,10 @@ fn try_lock_created(
             if gone(&e) {
                 return Ok(None);
             }
-            return Err(Error::io("open", cache.abs(rel), e));
+            return Err(error::io("open", cache.abs(rel), e));
         }
     };
-    FileLock::try_lock(fd, LockKind::Exclusive).map_err(|e| Error::io("lock", cache.abs(rel), e))
+    FileLock::try_lock(fd, LockKind::Exclusive).map_err(|e| error::io("lock", cache.abs(rel), e))
 }
 
 /// Which kind of directory a sweep found.
@@ -137,7 +137,7 @@ fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Res
     }
     cache
         .remove_entry(rel)
-        .map_err(|e| Error::io("remove", cache.abs(rel), e))?;
+        .map_err(|e| error::io("remove", cache.abs(rel), e))?;
     drop(lock);
     Ok(true)
 }
@@ -149,7 +149,7 @@ fn sweep_file(cache: &CacheDir, rel: &Path) -> Result<bool> {
         Ok(TryLocked::Busy | TryLocked::Absent) | Err(_) => return Ok(false),
     };
     match cache.dir().remove_file(rel) {
-        Err(e) if !gone(&e) => return Err(Error::io("remove", cache.abs(rel), e)),
+        Err(e) if !gone(&e) => return Err(error::io("remove", cache.abs(rel), e)),
         _ => {}
     }
     drop(lock);

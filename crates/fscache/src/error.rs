@@ -89,14 +89,25 @@ impl Error {
     }
 }
 
-impl From<fscache_quota::Error> for Error {
-    fn from(e: fscache_quota::Error) -> Self {
-        match e {
-            fscache_quota::Error::Io { op, path, source } => Error::io(op, path, source),
-            fscache_quota::Error::Corrupt { path, what } => Error::Corrupt { path, what },
-            other => Error::Corrupt {
+/// The lower layers' errors (`fscache-quota`'s, with the path folded in):
+/// a protocol file that did not parse is [`Error::Corrupt`], anything else
+/// [`Error::Io`] with the original OS error.
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        match PathError::split(e) {
+            Ok((fscache_quota::PARSE, path, source))
+                if source.kind() == io::ErrorKind::InvalidData =>
+            {
+                Error::Corrupt {
+                    path,
+                    what: source.to_string(),
+                }
+            }
+            Ok((op, path, source)) => Error::Io { op, path, source },
+            Err(source) => Error::Io {
+                op: "access",
                 path: PathBuf::new(),
-                what: other.to_string(),
+                source,
             },
         }
     }
@@ -129,6 +140,29 @@ mod tests {
         let chain = format!("{}: {}", e, std::error::Error::source(&e).unwrap());
         assert_eq!(chain.matches("/c/objects/x").count(), 1, "{chain}");
         assert_eq!(io::Error::from(e).kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn a_protocol_file_that_does_not_parse_is_corrupt() {
+        let parse = fscache_dir::with_path(
+            fscache_quota::PARSE,
+            Path::new("/c/cache.size"),
+            io::Error::new(io::ErrorKind::InvalidData, "expected an integer"),
+        );
+        let e = Error::from(parse);
+        assert!(matches!(&e, Error::Corrupt { path, .. } if path == Path::new("/c/cache.size")));
+        assert_eq!(
+            e.to_string(),
+            "`/c/cache.size` is corrupt: expected an integer"
+        );
+        let other =
+            fscache_dir::with_path("read", Path::new("/c/x"), io::Error::from_raw_os_error(5));
+        assert_eq!(
+            Error::from(other)
+                .io_error()
+                .and_then(io::Error::raw_os_error),
+            Some(5)
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
-    gone, raw_os_error, CacheDir, EntryName, Publish, CACHE_INFO, CACHE_LOCK, OBJECTS, OBJECT_INFO,
-    OBJECT_LOCK, STAGE,
+    gone, raw_os_error, stat, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
+    CACHE_LOCK, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
-use fscache_lock::{FileLock, LockKind, Wait};
+use fscache_lock::{FileLock, LockKind};
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
 use rustix::io::Errno;
 
@@ -154,25 +154,18 @@ impl Builder {
         let lock_rel = Path::new(CACHE_LOCK);
         // Read-write where we may, so repair can convert the lock in place;
         // read-only otherwise (a shared lock needs no more).
-        let cache_lock = match dir.open_locked_rw(lock_rel, LockKind::Shared, Wait::Block) {
+        let cache_lock = match dir.lock(lock_rel, LockOptions::shared().read_write()) {
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
                 ) =>
             {
-                dir.open_locked(lock_rel, LockKind::Shared, Wait::Block)
+                dir.lock(lock_rel, LockOptions::shared())
             }
             other => other,
         }
         .map_err(|e| Error::io("lock", dir.abs(lock_rel), e))?
-        .ok_or_else(|| {
-            Error::io(
-                "lock",
-                dir.abs(lock_rel),
-                io::Error::from(io::ErrorKind::WouldBlock),
-            )
-        })?
         .lock;
         let boot_id = crate::bootid::current_app_boot_id(&self.appid)
             .map_err(|e| Error::io("read", crate::bootid::KERNEL_BOOT_ID, e))?;
@@ -370,7 +363,7 @@ impl FsCache {
         let rel = Path::new(CACHE_INFO);
         let abs = dir.abs(rel);
         let locked = dir
-            .open_locked(rel, LockKind::Exclusive, Wait::Block)
+            .lock(rel, LockOptions::exclusive())
             .map_err(|e| Error::io("lock", &abs, e))?;
         let bytes = dir
             .read_small(rel)
@@ -474,9 +467,9 @@ impl FsCache {
         let lock_rel = entry.join(OBJECT_LOCK);
         // Absent (ENOENT/ENOTDIR) comes back as `None` without an error
         // being built: a miss is a common answer.
-        let locked = match dir.try_open_locked(&lock_rel, LockKind::Shared) {
-            Ok(Some(l)) => l,
-            Ok(None) => return Ok(None),
+        let locked = match dir.try_lock(&lock_rel, LockOptions::shared()) {
+            Ok(TryLocked::Locked(l)) => l,
+            Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(None),
             Err(e) if is_miss(&e) => return Ok(None),
             Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
         };
@@ -609,21 +602,17 @@ fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId)> {
 /// compared too, for writers that edit it in place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FileId {
-    dev: u64,
-    ino: u64,
-    size: i64,
-    mtime: fscache_quota::Stamp,
+    inode: stat::Inode,
+    size: u64,
+    mtime: stat::Stamp,
 }
 
 impl FileId {
-    // The field types differ between architectures.
-    #[allow(clippy::unnecessary_cast)]
     fn of(st: &rustix::fs::Stat) -> Self {
         Self {
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-            size: st.st_size as i64,
-            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            inode: stat::inode(st),
+            size: stat::size(st),
+            mtime: stat::mtime(st),
         }
     }
 }

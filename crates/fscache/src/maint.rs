@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fscache_dir::{CacheDir, EntryName, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
-use fscache_lock::{LockKind, Wait};
+use fscache_dir::{CacheDir, EntryName, LockOptions, TryLocked, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
+use fscache_lock::LockKind;
 use fscache_quota::{Candidate, ObjectInfo, Stamp};
 
 use crate::error::{Error, Result};
@@ -201,9 +201,10 @@ impl FsCache {
         let dir = self.dir();
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
-        let locked = match dir.open_locked(&lock_rel, LockKind::Exclusive, Wait::NonBlock) {
-            Ok(Some(l)) => l,
-            Ok(None) => return Ok(Removed::InUse),
+        let locked = match dir.try_lock(&lock_rel, LockOptions::exclusive()) {
+            Ok(TryLocked::Locked(l)) => l,
+            Ok(TryLocked::Busy) => return Ok(Removed::InUse),
+            Ok(TryLocked::Absent) => return Ok(Removed::Missing),
             Err(e) if is_miss(&e) => return Ok(Removed::Missing),
             Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
         };
