@@ -27,6 +27,18 @@ pub struct Candidate {
     pub size: Option<u64>,
 }
 
+impl Candidate {
+    /// A candidate named `name`, last used at `last_use`, of recorded
+    /// `size`.
+    pub fn new(name: impl Into<String>, last_use: Stamp, size: Option<u64>) -> Self {
+        Self {
+            name: name.into(),
+            last_use,
+            size,
+        }
+    }
+}
+
 /// List the committed entries of `objects/`, least recently used first.
 /// `uuid-*` names (entries being stored, temporary files) are skipped, and
 /// so are names that vanish during the listing.
@@ -76,11 +88,7 @@ pub fn candidate(cache: &CacheDir, name: &str) -> Option<Candidate> {
         .read_small(&dir.join(OBJECT_INFO))
         .ok()
         .and_then(|b| ObjectInfo::parse(&b).size);
-    Some(Candidate {
-        name: name.to_owned(),
-        last_use: atime(&st),
-        size,
-    })
+    Some(Candidate::new(name, atime(&st), size))
 }
 
 /// Choose, oldest first, the entries whose removal brings `total + need`
@@ -178,11 +186,7 @@ mod tests {
     use super::*;
 
     fn c(name: &str, t: i64, size: Option<u64>) -> Candidate {
-        Candidate {
-            name: name.into(),
-            last_use: (t, 0),
-            size,
-        }
+        Candidate::new(name, (t, 0), size)
     }
 
     #[test]

@@ -455,11 +455,7 @@ mod tests {
     }
 
     fn c(name: &str, t: i64, size: Option<u64>) -> Candidate {
-        Candidate {
-            name: name.into(),
-            last_use: (t, 0),
-            size,
-        }
+        Candidate::new(name, (t, 0), size)
     }
 
     #[test]
