@@ -84,3 +84,9 @@ pub use error::{raw_os_error, with_path, PathError};
 pub use hook::{Hook, HookPoint};
 pub use locked::{LockOptions, TryLocked};
 pub use name::{anonymous_name, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX};
+
+/// The crate's `README.md` example, run as a doc test so it never goes
+/// stale (also from the packaged crate, which carries its README).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -278,3 +278,9 @@ mod tests {
         assert_eq!(Shared.to_string(), "shared");
     }
 }
+
+/// The crate's `README.md` example, run as a doc test so it never goes
+/// stale (also from the packaged crate, which carries its README).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -62,3 +62,9 @@ pub use sweep::{sweep, Swept};
 /// The default low watermark: eviction frees down to this percentage of
 /// the limit.
 pub const DEFAULT_WATERMARK_PERCENT: u8 = 90;
+
+/// The crate's `README.md` example, run as a doc test so it never goes
+/// stale (also from the packaged crate, which carries its README).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
