@@ -241,13 +241,14 @@ fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
         let started = Instant::now();
         let mut shown = false;
         let copied = guard.copy_from(src, &mut |n| {
-            let Some(bar) = &bar else { return };
+            let Some(bar) = &bar else { return Ok(()) };
             bar.inc(n);
             // Only a long copy earns a bar; a short one stays silent.
             if !shown && started.elapsed() > Duration::from_millis(500) {
                 bar.set_draw_target(ProgressDrawTarget::stderr());
                 shown = true;
             }
+            Ok(())
         });
         if let Some(bar) = &bar {
             bar.finish_and_clear();

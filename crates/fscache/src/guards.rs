@@ -206,7 +206,9 @@ impl StoreGuard {
     }
 
     /// Fill `data/` with a copy of the tree at `src`, calling `progress`
-    /// with the bytes copied as the copy goes: a directory's contents
+    /// with the bytes copied as the copy goes (an error it returns stops
+    /// the copy and comes back as this call's error, e.g.
+    /// `io::ErrorKind::Interrupted` on Ctrl-C): a directory's contents
     /// become `data/`'s, a file becomes `data/<its name>`. Reflinks where
     /// the file system can, symlinks verbatim, modes, times and hard links
     /// kept. [`FsCache::store_tree`] is `store` → `copy_from` → `commit`.
@@ -215,7 +217,11 @@ impl StoreGuard {
     ///
     /// The copy failed; the error names the failing path. The guard stays
     /// usable (dropping it removes the partial copy).
-    pub fn copy_from(&self, src: impl AsRef<Path>, progress: &mut dyn FnMut(u64)) -> Result<()> {
+    pub fn copy_from(
+        &self,
+        src: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+    ) -> Result<()> {
         let src = src.as_ref();
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA);

@@ -562,7 +562,10 @@ impl FsCache {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Stored> {
         let guard = self.store(name)?;
-        guard.copy_from(src, progress)?;
+        guard.copy_from(src, &mut |n| {
+            progress(n);
+            Ok(())
+        })?;
         guard.commit()
     }
 }

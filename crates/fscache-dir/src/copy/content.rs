@@ -63,7 +63,7 @@ pub(super) struct Moved {
 /// The content mover of one copy: the progress callback and, per source
 /// `st_dev`, the cheapest method not yet refused there.
 pub(super) struct Content<'a> {
-    pub(super) progress: &'a mut dyn FnMut(u64),
+    pub(super) progress: &'a mut dyn FnMut(u64) -> io::Result<()>,
     pub(super) methods: HashMap<u64, Method>,
 }
 
@@ -84,7 +84,7 @@ impl Content<'_> {
         if method == Method::Reflink {
             match retry_on_intr(|| rustix::fs::ioctl_ficlone(dst, src)) {
                 Ok(()) => {
-                    (self.progress)(size);
+                    (self.progress)(size)?;
                     return Ok(Moved {
                         bytes: size,
                         reflinked: true,
@@ -118,7 +118,7 @@ impl Content<'_> {
                     }
                     Ok(n) => {
                         copied += n as u64;
-                        (self.progress)(n as u64);
+                        (self.progress)(n as u64)?;
                     }
                     // Not supported here: both file offsets moved by exactly
                     // `copied`, so read/write carries on from there.
@@ -133,7 +133,7 @@ impl Content<'_> {
         copied += read_write(src, dst, &mut *self.progress)?;
         if copied == 0 {
             // Every file moves the progress bar at least once.
-            (self.progress)(0);
+            (self.progress)(0)?;
         }
         Ok(Moved {
             bytes: copied,
@@ -144,7 +144,11 @@ impl Content<'_> {
 
 /// Copy the rest of `src` into `dst` through a buffer, reporting each chunk;
 /// returns the bytes copied.
-fn read_write(mut src: &File, mut dst: &File, progress: &mut dyn FnMut(u64)) -> io::Result<u64> {
+fn read_write(
+    mut src: &File,
+    mut dst: &File,
+    progress: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> io::Result<u64> {
     let mut buf = vec![0u8; RW_BUFFER];
     let mut copied = 0u64;
     loop {
@@ -156,7 +160,7 @@ fn read_write(mut src: &File, mut dst: &File, progress: &mut dyn FnMut(u64)) -> 
         };
         dst.write_all(&buf[..n])?;
         copied += n as u64;
-        progress(n as u64);
+        progress(n as u64)?;
     }
 }
 

@@ -95,7 +95,8 @@ pub struct CopyStats {
 /// just copied: at least once per copied regular file (with 0 for an empty
 /// one), in chunks for big files. The sum of all calls is the content size
 /// of the tree, the number [`tree_content_bytes`] returns for an unchanged
-/// source.
+/// source. An error it returns stops the copy and is returned as it is
+/// (e.g. [`io::ErrorKind::Interrupted`] when the user pressed Ctrl-C).
 ///
 /// # Errors
 ///
@@ -120,7 +121,10 @@ pub struct CopyStats {
 ///
 /// let total = tree_content_bytes(&src)?;
 /// let mut done = 0;
-/// let stats = copy_tree_into(&src, &dst_dir, &mut |n| done += n)?;
+/// let stats = copy_tree_into(&src, &dst_dir, &mut |n| {
+///     done += n;
+///     Ok(())
+/// })?;
 /// assert_eq!((stats.files, stats.dirs, done, total), (1, 1, 5, 5));
 /// assert_eq!(std::fs::read(dst.join("sub/hello"))?, b"hello");
 /// # Ok::<(), std::io::Error>(())
@@ -128,7 +132,7 @@ pub struct CopyStats {
 pub fn copy_tree_into(
     src: &Path,
     dst: &Dir,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> io::Result<()>,
 ) -> io::Result<CopyStats> {
     let mut copier = Copier::new(dst, progress);
     let st = rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| at(src, e))?;
@@ -282,7 +286,7 @@ impl Visitor for Copier<'_> {
 }
 
 impl<'a> Copier<'a> {
-    fn new(dst_root: &'a Dir, progress: &'a mut dyn FnMut(u64)) -> Self {
+    fn new(dst_root: &'a Dir, progress: &'a mut dyn FnMut(u64) -> io::Result<()>) -> Self {
         Copier {
             dst_root,
             stats: CopyStats::default(),

@@ -39,6 +39,7 @@ impl Fixture {
         let stats = copy_tree_into(path, &self.dst_dir(), &mut |n| {
             sum += n;
             calls += 1;
+            Ok(())
         })?;
         Ok((stats, sum, calls))
     }
@@ -270,7 +271,10 @@ fn copy_with_method(method: Method) -> (CopyStats, u64) {
     let dev = fs::metadata(&f.src).unwrap().dev();
     let dst = f.dst_dir();
     let mut sum = 0;
-    let mut progress = |n| sum += n;
+    let mut progress = |n| {
+        sum += n;
+        Ok(())
+    };
     let mut copier = Copier::new(&dst, &mut progress);
     copier.keep_owner = false;
     copier.content.methods = HashMap::from([(dev, method)]);
@@ -288,7 +292,7 @@ fn refused_reflink_is_remembered() {
     fs::write(f.src.join("b"), b"bbb").unwrap();
     let dev = fs::metadata(&f.src).unwrap().dev();
     let dst = f.dst_dir();
-    let mut progress = |_| {};
+    let mut progress = |_| Ok(());
     let mut copier = Copier::new(&dst, &mut progress);
     copier.keep_owner = false;
     copy_names(&mut copier, &f.src, &dst, &["a", "b"]);
@@ -477,11 +481,35 @@ fn reflink_on_btrfs_when_available() {
         fs::write(src.join("f1"), vec![3u8; 100_000])?;
         fs::write(src.join("f2"), b"two")?;
         let dst_dir = Dir::open_ambient_dir(&dst, ambient_authority())?;
-        let stats = copy_tree_into(&src, &dst_dir, &mut |_| {})?;
+        let stats = copy_tree_into(&src, &dst_dir, &mut |_| Ok(()))?;
         assert_eq!(fs::read(dst.join("f1"))?, vec![3u8; 100_000]);
         Ok(stats)
     })();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
     let stats = result.unwrap();
     assert_eq!(stats.reflinked, 2);
+}
+
+#[test]
+fn a_progress_error_stops_the_copy_and_is_returned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..10 {
+        std::fs::write(src.join(format!("f{i}")), b"x").unwrap();
+    }
+    std::fs::create_dir(&dst).unwrap();
+    let dst_dir = Dir::open_ambient_dir(&dst, cap_std::ambient_authority()).unwrap();
+    let mut calls = 0;
+    let e = copy_tree_into(&src, &dst_dir, &mut |_| {
+        calls += 1;
+        if calls == 3 {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::Interrupted);
+    assert_eq!(calls, 3, "nothing is copied after the stop");
+    assert!(std::fs::read_dir(&dst).unwrap().count() <= 3);
 }
