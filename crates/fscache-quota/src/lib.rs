@@ -53,7 +53,9 @@ mod sweep;
 
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
-pub use lru::{atime, candidate, evict, list_lru, plan, Candidate, Evicted, Stamp};
+pub use lru::{
+    atime, candidate, evict, list_lru, plan, retire, Candidate, Evicted, Retired, Stamp,
+};
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::{boot_id_from_json, ObjectInfo};
 pub use space::tree_space;

@@ -58,7 +58,7 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
         let entry = entry.map_err(|e| error::io("read directory", abs(), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        out.extend(candidate(cache, name));
+        out.extend(candidate(cache, name)?);
     }
     out.sort_by(|a, b| {
         a.last_use
@@ -70,10 +70,17 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
 
 /// The committed entry `name` of `objects/` as eviction sees it; `None`
 /// for `uuid-*` names, anything that is not a real directory with an
-/// `object.lock`, and names that vanish meanwhile.
-pub fn candidate(cache: &CacheDir, name: &str) -> Option<Candidate> {
+/// `object.lock`, and names that vanish meanwhile. A garbled `object.info`
+/// (not JSON, a directory, a symlink…) gives a candidate without a size.
+///
+/// # Errors
+///
+/// A `stat` or read failed for a reason that says nothing about the entry's
+/// shape (`EIO`, `EACCES`, …): the caller must not take the entry for
+/// absent.
+pub fn candidate(cache: &CacheDir, name: &str) -> Result<Option<Candidate>> {
     if name.starts_with(RESERVED_PREFIX) {
-        return None;
+        return Ok(None);
     }
     let dir = Path::new(OBJECTS).join(name);
     // Only a real directory can be an entry: a symlink in objects/
@@ -81,14 +88,43 @@ pub fn candidate(cache: &CacheDir, name: &str) -> Option<Candidate> {
     // locking through it would fail (EXDEV) on every eviction.
     match cache.stat(&dir) {
         Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir() => {}
-        _ => return None,
+        Ok(_) => return Ok(None),
+        Err(e) if shape_error(&e) => return Ok(None),
+        Err(e) => return Err(error::io("stat", cache.abs(&dir), e)),
     }
-    let st = cache.stat(&dir.join(OBJECT_LOCK)).ok()?;
-    let size = cache
-        .read_small(&dir.join(OBJECT_INFO))
-        .ok()
-        .and_then(|b| ObjectInfo::parse(&b).size);
-    Some(Candidate::new(name, atime(&st), size))
+    let lock = dir.join(OBJECT_LOCK);
+    let st = match cache.stat(&lock) {
+        Ok(st) => st,
+        Err(e) if shape_error(&e) => return Ok(None),
+        Err(e) => return Err(error::io("stat", cache.abs(&lock), e)),
+    };
+    let info = dir.join(OBJECT_INFO);
+    let size = match cache.read_small(&info) {
+        Ok(b) => ObjectInfo::parse(&b).size,
+        Err(e) if shape_error(&e) => None,
+        Err(e) => return Err(error::io("read", cache.abs(&info), e)),
+    };
+    Ok(Some(Candidate::new(name, atime(&st), size)))
+}
+
+/// Whether `e` says something about the shape of what is on disk (absent,
+/// the wrong kind of file, garbage) rather than that the system failed to
+/// tell.
+fn shape_error(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    fscache_dir::gone(e)
+        || e.kind() == io::ErrorKind::InvalidData
+        || matches!(
+            fscache_dir::raw_os_error(e).map(Errno::from_raw_os_error),
+            Some(
+                Errno::LOOP
+                    | Errno::ISDIR
+                    | Errno::INVAL
+                    | Errno::NXIO
+                    | Errno::XDEV
+                    | Errno::STALE
+            )
+        )
 }
 
 /// Choose, oldest first, the entries whose removal brings `total + need`
@@ -127,15 +163,16 @@ pub struct Evicted {
 /// Remove `victims`: for each, take the exclusive lock of its
 /// `object.lock` without waiting (`O_NOATIME` where permitted), skip it if
 /// a reader holds it or its atime changed since the listing (it was just
-/// used), else read its recorded size under the lock, remove it, and
-/// uncharge exactly that.
+/// used), else [`retire`] it: its recorded size is uncharged as soon as it
+/// stops counting.
 ///
 /// # Errors
 ///
-/// A removal or the uncharge failed; what was removed before is uncharged.
+/// Every victim that was tried failed (e.g. its `object.info` could not be
+/// read); a victim that fails is skipped while others can be removed.
 pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Result<Evicted> {
     let mut out = Evicted::default();
-    let mut result = Ok(());
+    let mut first_error = None;
     for v in victims {
         match evict_one(cache, v) {
             Ok(Some(freed)) => {
@@ -143,16 +180,19 @@ pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Result<Evicted> {
                 out.freed = out.freed.saturating_add(freed);
             }
             Ok(None) => out.skipped.push(v.name.clone()),
+            // One damaged victim (an unreadable `object.info`) must not
+            // stop eviction of the others: skip it, report the error only
+            // if nothing could be freed.
             Err(e) => {
-                result = Err(e);
-                break;
+                out.skipped.push(v.name.clone());
+                first_error.get_or_insert(e);
             }
         }
     }
-    if out.freed > 0 {
-        counter::uncharge(cache, out.freed)?;
+    match first_error {
+        Some(e) if out.removed.is_empty() => Err(e),
+        _ => Ok(out),
     }
-    result.map(|()| out)
 }
 
 /// Remove one entry if it is idle and unchanged; `Some(recorded size)`.
@@ -169,16 +209,63 @@ fn evict_one(cache: &CacheDir, v: &Candidate) -> Result<Option<u64>> {
     if atime(&locked.stat) != v.last_use {
         return Ok(None);
     }
-    let size = match cache.read_small(&dir.join(OBJECT_INFO)) {
-        Ok(b) => ObjectInfo::parse(&b).size.unwrap_or(0),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-        Err(_) => 0,
-    };
-    cache
-        .remove_entry(&dir)
-        .map_err(|e| error::io("remove", cache.abs(&dir), e))?;
+    let retired = retire(cache, &dir)?;
     drop(locked);
-    Ok(Some(size))
+    Ok(Some(retired.freed))
+}
+
+/// What [`retire`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retired {
+    /// Bytes uncharged: what the entry's `object.info` recorded (0 when
+    /// it had none: it was never accounted, or was uncharged already).
+    pub freed: u64,
+    /// Whether the recorded size was known. `false`: `object.info` held
+    /// garbage, so what was charged for the entry is unknown and the books
+    /// need a recount to be exact again.
+    pub size_known: bool,
+    /// Whether the directory itself is gone too. `false`: removing the
+    /// rest failed after the entry stopped counting; what is left is debris
+    /// a sweep removes (a named directory without `object.info`).
+    pub removed: bool,
+}
+
+/// Remove the entry directory `rel`, whose exclusive lock the caller
+/// holds, keeping the books exact at every step: read the size its
+/// `object.info` recorded, unlink `object.info` (the entry stops counting),
+/// uncharge that size at once, then remove the rest. A failure after the
+/// uncharge leaves debris, never an over-count.
+///
+/// # Errors
+///
+/// `object.info` could not be read for a reason other than its absence
+/// (nothing is changed then: an entry of unknown size is not removed),
+/// unlinking it or the uncharge failed.
+pub fn retire(cache: &CacheDir, rel: &Path) -> Result<Retired> {
+    let info = rel.join(OBJECT_INFO);
+    let (freed, size_known) = match cache.read_small(&info) {
+        Ok(b) => match ObjectInfo::parse(&b).size {
+            Some(size) => (size, true),
+            None => (0, false),
+        },
+        Err(e) if fscache_dir::gone(&e) => (0, true),
+        Err(e) => return Err(error::io("read", cache.abs(&info), e)),
+    };
+    match cache.dir().remove_file(&info) {
+        Err(e) if !fscache_dir::gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
+            return Err(error::io("remove", cache.abs(&info), e))
+        }
+        _ => {}
+    }
+    if freed > 0 {
+        counter::uncharge(cache, freed)?;
+    }
+    let removed = cache.remove_entry(rel).is_ok();
+    Ok(Retired {
+        freed,
+        size_known,
+        removed,
+    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,8 @@ use fscache_dir::{
 use fscache_lock::{FileLock, LockKind};
 use rustix::fs::{FileType, Mode, OFlags};
 
-use crate::counter;
 use crate::error::{self, Result};
-use crate::objinfo::ObjectInfo;
+use crate::lru::retire;
 
 /// What a sweep removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,8 +25,9 @@ pub struct Swept {
 /// Remove the `uuid-*` debris of crashed writers from `objects/` and
 /// `stage/`: a directory whose `object.lock` nobody holds, and a temporary
 /// file nobody holds. Live writers hold their locks, so they are never
-/// disturbed. Named directories in `objects/` without an `object.lock` (a
-/// removal that crashed) are removed too.
+/// disturbed. Named directories in `objects/` without an `object.info` (a
+/// removal that crashed or failed half-way) are removed too, once nobody
+/// holds them.
 ///
 /// A debris directory without a lock file gets one created (`O_CREAT`)
 /// before it is locked, as osbuild does: a writer that was about to link its
@@ -53,14 +53,14 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
             let Some(name) = name.to_str() else { continue };
             let rel = parent.join(name);
             if !name.starts_with(RESERVED_PREFIX) {
-                // A named entry without `object.lock` is never valid (the
-                // lock file is linked before the rename and unlinked last on
-                // removal): the debris of a removal that crashed.
-                if parent == Path::new(OBJECTS) && lockless_dir(cache, &rel) {
-                    let mut none = 0;
-                    if sweep_dir(cache, &rel, &mut none, Debris::Named)? {
-                        out.removed.push(name.to_owned());
-                    }
+                // A named entry without `object.info` is never valid (it is
+                // written before the rename and unlinked first on removal):
+                // the debris of a removal that crashed or failed half-way.
+                if parent == Path::new(OBJECTS)
+                    && invalid_dir(cache, &rel)
+                    && sweep_dir(cache, &rel, &mut out.freed, Debris::Named)?
+                {
+                    out.removed.push(name.to_owned());
                 }
                 continue;
             }
@@ -75,14 +75,13 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
             }
         }
     }
-    if out.freed > 0 {
-        counter::uncharge(cache, out.freed)?;
-    }
     Ok(out)
 }
 
-fn lockless_dir(cache: &CacheDir, rel: &Path) -> bool {
-    matches!(cache.stat(&rel.join(OBJECT_LOCK)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+/// Whether the named `objects/` directory `rel` is no valid entry: it has
+/// no `object.info`. One `stat` for a valid entry.
+fn invalid_dir(cache: &CacheDir, rel: &Path) -> bool {
+    matches!(cache.stat(&rel.join(OBJECT_INFO)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
         && cache
             .stat(rel)
             .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
@@ -124,22 +123,19 @@ fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Res
     let Some(lock) = try_lock_created(cache, &lock_rel)? else {
         return Ok(false);
     };
-    let info = cache.read_small(&rel.join(OBJECT_INFO));
-    if kind == Debris::Named && info.is_ok() {
+    if kind == Debris::Named && cache.stat(&rel.join(OBJECT_INFO)).is_ok() {
         // Between our look and our lock, a writer renamed its finished
         // entry over the emptied directory (rename(2) replaces an empty
         // directory): this is a committed entry now, not debris. Removing
         // it would lose it and leave its charge on the books.
         return Ok(false);
     }
-    if let Ok(bytes) = info {
-        *freed = freed.saturating_add(ObjectInfo::parse(&bytes).size.unwrap_or(0));
-    }
-    cache
-        .remove_entry(rel)
-        .map_err(|e| error::io("remove", cache.abs(rel), e))?;
+    // A half-committed entry's charge is undone the moment it stops
+    // counting, before the rest is removed.
+    let retired = retire(cache, rel)?;
+    *freed = freed.saturating_add(retired.freed);
     drop(lock);
-    Ok(true)
+    Ok(retired.removed)
 }
 
 fn sweep_file(cache: &CacheDir, rel: &Path) -> Result<bool> {
@@ -159,6 +155,7 @@ fn sweep_file(cache: &CacheDir, rel: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counter;
 
     #[test]
     fn removes_unlocked_debris_and_keeps_live_writers() {
@@ -185,12 +182,19 @@ mod tests {
         // debris of a crashed removal.
         std::fs::create_dir(root.join(OBJECTS).join("keep")).unwrap();
         std::fs::write(root.join(OBJECTS).join("keep").join(OBJECT_LOCK), b"").unwrap();
+        std::fs::write(root.join(OBJECTS).join("keep").join(OBJECT_INFO), b"{}").unwrap();
         std::fs::create_dir(root.join(OBJECTS).join("half-removed")).unwrap();
+        // A removal that failed after unlinking object.info: the lock file
+        // and some data are left.
+        let failed = root.join(OBJECTS).join("failed-removal");
+        std::fs::create_dir_all(failed.join("data")).unwrap();
+        std::fs::write(failed.join(OBJECT_LOCK), b"").unwrap();
 
         let mut swept = sweep(&c).unwrap();
         swept.removed.sort();
         let mut expect = vec![
             dead_name,
+            "failed-removal".to_owned(),
             "half-removed".to_owned(),
             "uuid-0".to_owned(),
             "uuid-f".to_owned(),

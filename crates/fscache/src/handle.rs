@@ -403,6 +403,23 @@ impl FsCache {
     ///
     /// The lock conversion, a removal or the recount failed.
     pub fn repair(&self) -> Result<Option<Repaired>> {
+        self.alone(|| {
+            let accounted_before = fscache_quota::read_size(self.dir()).ok();
+            let swept = fscache_quota::sweep(self.dir())?;
+            let accounted = fscache_quota::recount(self.dir())?;
+            Ok(Repaired {
+                removed: swept.removed,
+                accounted_before,
+                accounted,
+            })
+        })
+    }
+
+    /// Run `f` while no other handle has the cache open: this handle's
+    /// shared `cache.lock` is converted to exclusive without waiting
+    /// (`Ok(None)` if others hold it) and back afterwards. Commits of this
+    /// handle wait meanwhile, so a recount never misses a charge in flight.
+    pub(crate) fn alone<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
         let _gate = self
             .inner
             .commit_gate
@@ -420,16 +437,7 @@ impl FsCache {
         {
             return Ok(None);
         }
-        let result = (|| {
-            let accounted_before = fscache_quota::read_size(self.dir()).ok();
-            let swept = fscache_quota::sweep(self.dir())?;
-            let accounted = fscache_quota::recount(self.dir())?;
-            Ok(Repaired {
-                removed: swept.removed,
-                accounted_before,
-                accounted,
-            })
-        })();
+        let result = f();
         // Downgrading never conflicts.
         lock.convert(LockKind::Shared)
             .map_err(|e| Error::io("lock", lock_path(), e))?;

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fscache_dir::{CacheDir, EntryName, LockOptions, TryLocked, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
+use fscache_dir::{CacheDir, EntryName, LockOptions, TryLocked, OBJECTS, OBJECT_LOCK};
 use fscache_lock::LockKind;
-use fscache_quota::{Candidate, ObjectInfo, Stamp};
+use fscache_quota::{Candidate, Stamp};
 
 use crate::error::{Error, Result};
 use crate::handle::{is_miss, FsCache};
@@ -49,8 +49,11 @@ impl Iterator for Entries {
                 }
             };
             let name = entry.file_name();
-            let Some(c) = name.to_str().and_then(|n| fscache_quota::candidate(dir, n)) else {
-                continue;
+            let Some(name) = name.to_str() else { continue };
+            let c = match fscache_quota::candidate(dir, name) {
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e.into())),
             };
             match reader_holds(dir, &c.name) {
                 Ok(Some(in_use)) => {
@@ -208,20 +211,18 @@ impl FsCache {
             Err(e) if is_miss(&e) => return Ok(Removed::Missing),
             Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
         };
-        // Read under the lock: nobody can change it now. A missing or
-        // corrupt object.info means the entry was never valid (a crashed
-        // removal): it goes, and nothing was accounted to it.
-        let freed = dir
-            .read_small(&entry.join(OBJECT_INFO))
-            .ok()
-            .and_then(|b| ObjectInfo::parse(&b).size)
-            .unwrap_or(0);
-        dir.remove_entry(&entry)
-            .map_err(|e| Error::io("remove", dir.abs(&entry), e))?;
+        // Under the lock nobody can change it now. A missing object.info
+        // means the entry was never valid (a crashed removal): it goes, and
+        // nothing was accounted to it. An unreadable one is an error, and
+        // the entry stays: its charge is unknown.
+        let retired = fscache_quota::retire(dir, &entry)?;
         drop(locked);
-        if freed > 0 {
-            fscache_quota::uncharge(dir, freed)?;
+        if !retired.size_known {
+            // Garbage in object.info: what was charged is unknown. Recount
+            // now if we are alone; otherwise the next repair does.
+            self.alone(|| Ok(fscache_quota::recount(dir)?))?;
         }
+        let freed = retired.freed;
         Ok(Removed::Removed { freed })
     }
 
@@ -512,7 +513,12 @@ mod tests {
         put(&c, "a", 100);
         std::fs::remove_file(c.path().join("objects/a/object.info")).unwrap();
         let before = c.usage().unwrap().accounted;
-        assert_eq!(c.remove("a").unwrap(), Removed::Removed { freed: 0 });
+        // The sweep that `remove` runs first takes the invalid entry as
+        // debris; either way nothing is uncharged for it.
+        assert!(matches!(
+            c.remove("a").unwrap(),
+            Removed::Missing | Removed::Removed { freed: 0 }
+        ));
         assert_eq!(c.usage().unwrap().accounted, before);
         assert!(!c.path().join("objects/a").exists());
     }
