@@ -639,9 +639,10 @@ fn is_not_dir_or_link(e: &io::Error) -> bool {
 }
 
 /// Remove `rel` below `dir`: unlink a non-directory, empty a directory
-/// with the shared [walk](crate::walk) (never following symlinks) and
-/// remove it. Tolerates vanished paths; on `EACCES`/`EPERM` gives a
-/// directory owner rwx and retries once.
+/// with the shared [walk](crate::walk) (never following symlinks, giving
+/// directories without owner rwx those bits) and remove it. Tolerates
+/// vanished paths; on `EACCES`/`EPERM` gives the parent directory owner
+/// rwx and retries once.
 fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
     match dir.remove_file(rel) {
         Ok(()) => return Ok(()),
@@ -657,7 +658,7 @@ fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
         Err(_) => {}
     }
     // Read, write and search permission are needed to empty it.
-    let _ = make_writable(dir, rel);
+    make_writable(dir, rel)?;
     let fd = match open_beneath(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
@@ -670,18 +671,28 @@ fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
     }
 }
 
+/// Give the directory `rel` owner rwx if it lacks them (nothing to do for
+/// anything else, or when it is gone).
 fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
-    use cap_std::fs::PermissionsExt;
-    let meta = match dir.symlink_metadata(rel) {
-        Ok(m) => m,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(e),
+    let (parent, name) = match (rel.parent(), rel.file_name()) {
+        (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, n),
+        (_, Some(n)) => (Path::new("."), n),
+        _ => return Ok(()),
     };
-    if !meta.is_dir() {
+    let pfd = match open_beneath(dir, parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let st = match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if !crate::walk::is_dir(&st) || st.st_mode & 0o700 == 0o700 {
         return Ok(());
     }
-    let mode = meta.permissions().mode() | 0o700;
-    dir.set_permissions(rel, cap_std::fs::Permissions::from_mode(mode))
+    crate::walk::make_owner_rwx(pfd.as_fd(), name, &st)
 }
 
 /// Read all of a protocol file through `fd` (from its current offset),

@@ -360,15 +360,25 @@ pub(crate) fn remove_contents(fd: OwnedFd, path: PathBuf) -> io::Result<()> {
     Walk::new().skip_vanished().run(&mut Remover, root)
 }
 
-/// `chmod u+rwx` the directory `name` of `parent` through cap-std, which
-/// refuses to follow a symlink swapped in meanwhile out of `parent`.
-fn make_owner_rwx(parent: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> io::Result<()> {
-    use cap_std::fs::PermissionsExt;
-    let dir = cap_std::fs::Dir::reopen_dir(&parent)?;
-    let mode = (st.st_mode & 0o7777) | 0o700;
-    match dir.set_permissions(name, cap_std::fs::Permissions::from_mode(mode)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// `chmod u+rwx` the directory `name` of `parent` (`st` is its `lstat`),
+/// never following a symlink: `fchmod` on the directory opened with
+/// `O_NOFOLLOW`; only when it cannot be opened for lack of read permission,
+/// `fchmodat` by name, which `st` showed to be a directory an instant ago.
+///
+/// Not cap-std's `set_permissions`: that goes through `/proc/self/fd`,
+/// whose checks panic on an unexpected system call error (seccomp, LSMs,
+/// an I/O error).
+pub(crate) fn make_owner_rwx(parent: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> io::Result<()> {
+    let mode = rustix::fs::Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700);
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let done = match rustix::fs::openat(parent, name, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => rustix::fs::fchmod(&fd, mode),
+        Err(Errno::ACCESS) => rustix::fs::chmodat(parent, name, mode, AtFlags::empty()),
+        Err(e) => Err(e),
+    };
+    match done {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
