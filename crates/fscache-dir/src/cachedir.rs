@@ -97,6 +97,7 @@ pub struct CacheDir {
     dir: Dir,
     root: PathBuf,
     remote: bool,
+    durable: bool,
     #[cfg(feature = "test-hooks")]
     hook: Option<Hook>,
 }
@@ -139,9 +140,23 @@ impl CacheDir {
             dir,
             root,
             remote,
+            durable: false,
             #[cfg(feature = "test-hooks")]
             hook: None,
         })
+    }
+
+    /// Make atomic files durable: each temporary file is `fsync`ed before
+    /// it is renamed or linked into place, and the target's directory after
+    /// (off by default, as in osbuild).
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
+    /// Whether atomic files are made durable (see
+    /// [`CacheDir::set_durable`]).
+    pub fn is_durable(&self) -> bool {
+        self.durable
     }
 
     /// Install a test hook (see [`HookPoint`]); needs the cargo feature
@@ -424,6 +439,12 @@ impl CacheDir {
         how: Publish,
     ) -> io::Result<(Published, FileLock<OwnedFd>)> {
         let (tmp, lock) = self.create_temp(store, contents)?;
+        if self.durable {
+            if let Err(e) = rustix::fs::fsync(&lock) {
+                self.unlink_quiet(&tmp);
+                return Err(self.err("sync", &tmp, e));
+            }
+        }
         let published = match how {
             Publish::Replace => self
                 .dir
@@ -443,7 +464,29 @@ impl CacheDir {
         if !(how == Publish::Replace && published.is_ok()) {
             self.unlink_quiet(&tmp);
         }
-        Ok((published?, lock))
+        let published = published?;
+        if self.durable && published == Published::Done {
+            self.sync_dir(target.parent().unwrap_or(Path::new("")))?;
+        }
+        Ok((published, lock))
+    }
+
+    /// `fsync` the directory `rel` (`""`: the root), so the names in it are
+    /// durable.
+    ///
+    /// # Errors
+    ///
+    /// Opening or syncing it failed.
+    pub fn sync_dir(&self, rel: &Path) -> io::Result<()> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let fd = self
+            .open_raw(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| self.err("open directory", rel, e))?;
+        rustix::fs::fsync(&fd).map_err(|e| self.err("sync", rel, e))
     }
 
     /// Atomic anonymous directory in `parent`: create a locked lock file,

@@ -32,7 +32,17 @@ pub enum Durability {
     Relaxed,
     /// Every file and directory of an entry reaches stable storage before
     /// the rename that publishes it, and the rename itself (its parent
-    /// directory is `fsync`ed) before `commit` returns.
+    /// directory is `fsync`ed) before `commit` returns; `cache.size` and
+    /// `cache.info` are replaced durably (temp file synced before the
+    /// rename, directory after).
+    ///
+    /// What a power loss can do then: lose an entry whose `commit` had not
+    /// returned (never expose it torn), and leave the books over-counted by
+    /// a charge whose commit did not finish (a repair recounts). On ext4
+    /// (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a file
+    /// and of its directory are what make both the data and the name
+    /// durable; without them (`Relaxed`) ext4 and xfs can publish a name
+    /// whose files are empty or short after a crash.
     Committed,
 }
 
@@ -145,10 +155,11 @@ impl Builder {
     /// [`Error::Corrupt`]).
     pub fn open(self, path: impl AsRef<Path>) -> Result<FsCache> {
         let path = path.as_ref();
-        #[allow(unused_mut)]
         let mut dir = CacheDir::open(path).map_err(|e| open_error(path, e))?;
         #[cfg(feature = "test-hooks")]
         dir.set_hook(self.hook.clone());
+        // cache.size and cache.info are replaced durably too.
+        dir.set_durable(self.durability == Durability::Committed);
         dir.scaffold()
             .map_err(|e| Error::io("create scaffolding in", dir.root(), e))?;
         let lock_rel = Path::new(CACHE_LOCK);
