@@ -18,6 +18,10 @@ pub struct ObjectInfo {
     pub creation_boot_id: Option<String>,
     /// The bytes accounted to the entry when it was committed.
     pub size: Option<u64>,
+    /// The tree digest of its `data/` (`"blake3:<64 hex>"`, see
+    /// `fscache_dir::digest`), an extra key osbuild ignores; entries
+    /// without it (osbuild's) are unverified, not bad.
+    pub digest: Option<String>,
 }
 
 impl ObjectInfo {
@@ -29,10 +33,16 @@ impl ObjectInfo {
         Self {
             creation_boot_id: boot_id_from_json(map.get("creation-boot-id")),
             size: map.get("size").and_then(Value::as_u64),
+            digest: map
+                .get("digest")
+                .and_then(Value::as_str)
+                .filter(|d| d.len() < 128)
+                .map(str::to_owned),
         }
     }
 
-    /// The JSON text to write, with the keys osbuild writes.
+    /// The JSON text to write: the keys osbuild writes, and `digest` when
+    /// known.
     pub fn to_json_bytes(&self) -> Vec<u8> {
         let mut map = serde_json::Map::new();
         if let Some(id) = &self.creation_boot_id {
@@ -40,6 +50,9 @@ impl ObjectInfo {
         }
         if let Some(size) = self.size {
             map.insert("size".into(), json!(size));
+        }
+        if let Some(digest) = &self.digest {
+            map.insert("digest".into(), json!(digest));
         }
         serde_json::to_vec(&Value::Object(map)).expect("a JSON map always serializes")
     }
@@ -54,8 +67,17 @@ mod tests {
         let info = ObjectInfo {
             creation_boot_id: Some("0123456789abcdef0123456789abcdef".into()),
             size: Some(4096),
+            digest: Some(format!("blake3:{}", "0".repeat(64))),
         };
         assert_eq!(ObjectInfo::parse(&info.to_json_bytes()), info);
+        // osbuild's keys only: no digest.
+        assert_eq!(
+            ObjectInfo::parse(br#"{"size": 1}"#),
+            ObjectInfo {
+                size: Some(1),
+                ..Default::default()
+            }
+        );
         assert_eq!(ObjectInfo::parse(b"nope"), ObjectInfo::default());
         assert_eq!(ObjectInfo::parse(b"[1]"), ObjectInfo::default());
         assert_eq!(

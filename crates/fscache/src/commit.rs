@@ -162,6 +162,7 @@ impl FsCache {
         let info = ObjectInfo {
             creation_boot_id: Some(self.inner.boot_id.clone()),
             size: Some(size),
+            digest: None,
         };
         let fd = dir
             .open_raw(
