@@ -1,6 +1,8 @@
 //! The cache on special file systems mounted for the test: a full disk
-//! (tiny tmpfs) and a `noatime` mount. These need root to mount; without it
-//! they say why and return.
+//! (tiny tmpfs), a `noatime` mount, and btrfs and xfs loop images (reflink,
+//! LRU and durable commits on each). These need root to mount, and the
+//! images `mkfs.btrfs`/`mkfs.xfs` (`cargo xtask ci` installs them); without
+//! them they say why and return.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +34,61 @@ impl Mount {
             Ok(s) if s.success() => Some(Self { _dir: dir, path }),
             other => {
                 eprintln!("skipped: `mount -t tmpfs -o {options}` failed here ({other:?})");
+                None
+            }
+        }
+    }
+}
+
+impl Mount {
+    /// A loop image of `fstype` (`btrfs`, `xfs`), made and mounted at a
+    /// fresh temp directory; `None` (with the reason printed) where this
+    /// process may not mount or the mkfs tool is missing.
+    fn image(fstype: &str) -> Option<Self> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: mounting a {fstype} image needs root");
+            return None;
+        }
+        let mkfs = format!("mkfs.{fstype}");
+        let have = Command::new(&mkfs)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            eprintln!("skipped: {mkfs} is missing (cargo xtask ci installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("image");
+        // Sparse: only what the file system writes takes space. xfs needs
+        // at least 300 MB.
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(320 << 20)
+            .unwrap();
+        let made = Command::new(&mkfs)
+            .args(if fstype == "xfs" {
+                &["-q", "-f"][..]
+            } else {
+                &["-q"][..]
+            })
+            .arg(&image)
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: {mkfs} failed here");
+            return None;
+        }
+        let path = dir.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&path)
+            .status();
+        match mounted {
+            Ok(s) if s.success() => Some(Self { _dir: dir, path }),
+            _ => {
+                eprintln!("skipped: mounting a {fstype} loop image failed here (no loop devices?)");
                 None
             }
         }
@@ -160,4 +217,95 @@ fn lru_order_holds_on_a_noatime_mount() {
         cache.load("b").unwrap().is_none(),
         "b was least recently used"
     );
+}
+
+/// Reflink, LRU order and durable commits on a real copy-on-write or
+/// journaling file system.
+fn reflink_lru_and_durability_on(fstype: &str) {
+    let Some(mnt) = Mount::image(fstype) else {
+        return;
+    };
+    // Reflink: a copy within the file system shares the source's extents.
+    let src = mnt.path.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("big"), vec![7u8; 1 << 20]).unwrap();
+    std::fs::write(src.join("sub/small"), vec![1u8; 64 << 10]).unwrap();
+    let dst = mnt.path.join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let dst_dir = cap_std::fs::Dir::open_ambient_dir(&dst, cap_std::ambient_authority()).unwrap();
+    let stats = fscache_dir::copy::copy_tree_into(&src, &dst_dir, &mut |_| Ok(())).unwrap();
+    assert_eq!(
+        (stats.files, stats.reflinked),
+        (2, 2),
+        "{fstype}: {stats:?}"
+    );
+    // Seen from outside: filefrag reports the extents as shared.
+    if let Ok(out) = Command::new("filefrag")
+        .arg("-v")
+        .arg(dst.join("big"))
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("shared"),
+            "{fstype}: extents not shared:\n{text}"
+        );
+    }
+    assert_eq!(std::fs::read(dst.join("big")).unwrap(), vec![7u8; 1 << 20]);
+
+    // store_tree on it, durable commits, and LRU order.
+    let root = mnt.path.join("cache");
+    let cache = FsCache::builder("fs-test")
+        .max_size_if_unset(MaxSize::Unlimited)
+        .durability(fscache::Durability::Committed)
+        .open(&root)
+        .unwrap();
+    assert_eq!(cache.store_tree("tree", &src).unwrap(), Stored::Committed);
+    let e = cache.load("tree").unwrap().unwrap();
+    assert_eq!(
+        std::fs::read(e.path().join("sub/small")).unwrap().len(),
+        64 << 10
+    );
+    drop(e);
+    assert!(matches!(
+        cache.remove("tree"),
+        Ok(fscache::Removed::Removed { .. })
+    ));
+    cache.set_watermark_percent(100);
+    let put = |name: &str| {
+        let w = cache.store(name).unwrap();
+        std::fs::write(w.path().join("f"), vec![0u8; 8192]).unwrap();
+        w.commit().unwrap()
+    };
+    assert_eq!(put("a"), Stored::Committed);
+    let before = accounted(&root);
+    assert_eq!(put("b"), Stored::Committed);
+    let one = accounted(&root) - before;
+    cache
+        .set_info(CacheInfo {
+            maximum_size: Some(MaxSize::Bytes(before + 2 * one + one / 2)),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(put("c"), Stored::Committed);
+    drop(cache.load("a").unwrap().expect("hit"));
+    assert_eq!(put("d"), Stored::Committed);
+    assert!(
+        cache.load("a").unwrap().is_some(),
+        "{fstype}: a was used last"
+    );
+    assert!(
+        cache.load("b").unwrap().is_none(),
+        "{fstype}: b was least recently used"
+    );
+}
+
+#[test]
+fn reflink_lru_and_durability_on_btrfs() {
+    reflink_lru_and_durability_on("btrfs");
+}
+
+#[test]
+fn reflink_lru_and_durability_on_xfs() {
+    reflink_lru_and_durability_on("xfs");
 }

@@ -120,8 +120,68 @@ fn run(mut command: Command) -> Result<()> {
     }
 }
 
+/// The tools some tests need, by the Debian package that has them: the
+/// I/O-error and durability tests trace with `strace`; the file-system
+/// tests make btrfs and xfs loop images.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("strace", "strace"),
+    ("mkfs.btrfs", "btrfs-progs"),
+    ("mkfs.xfs", "xfsprogs"),
+    ("filefrag", "e2fsprogs"),
+];
+
+/// Install the missing [`TEST_TOOLS`] with apt when we are root and apt is
+/// there; otherwise say which tests will skip. Never fails: a test that
+/// lacks its tool skips and says why.
+fn ensure_test_tools() {
+    let have = |tool: &str| {
+        Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {tool} || test -x /usr/sbin/{tool} || test -x /sbin/{tool}"),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(tool, _)| !have(tool))
+        .map(|&(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !root || !have("apt-get") {
+        println!(
+            "ci: missing {} (not root, or no apt-get): the tests that need them skip",
+            missing.join(", ")
+        );
+        return;
+    }
+    println!("\n$ apt-get install -y {}", missing.join(" "));
+    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!(
+            "ci: installing {} failed: the tests that need them skip",
+            missing.join(", ")
+        );
+    }
+}
+
 /// The CI bar, in order; the first failure stops it.
 fn ci() -> Result<()> {
+    ensure_test_tools();
     run(cargo(["fmt", "--all", "--", "--check"]))?;
     run(cargo([
         "clippy",
