@@ -67,6 +67,7 @@
 mod beneath;
 mod cachedir;
 pub mod copy;
+pub mod digest;
 mod error;
 mod hook;
 mod locked;
