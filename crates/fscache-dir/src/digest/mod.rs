@@ -70,7 +70,7 @@
 //! * Files are hashed one after the other on the calling thread.
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -211,30 +211,40 @@ impl DirHasher {
     }
 }
 
-/// Read `file` to its end through `buf`, hashing what is read; returns the
-/// byte count and the content hash. Each chunk read is also passed to
-/// `each` (to write it elsewhere and report progress).
-pub(crate) fn hash_content(
+/// Read `file` from its offset to its end through `buf` (grown to
+/// [`READ_BUFFER`] first), feeding each chunk to `hasher` if there is one,
+/// then to `each` (to write it elsewhere, report progress); returns the
+/// byte count.
+pub(crate) fn read_chunks(
     mut file: &File,
     buf: &mut Vec<u8>,
+    mut hasher: Option<&mut blake3::Hasher>,
     mut each: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<(u64, blake3::Hash)> {
+) -> io::Result<u64> {
     if buf.len() < READ_BUFFER {
         buf.resize(READ_BUFFER, 0);
     }
-    let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
     loop {
         let n = match file.read(buf) {
-            Ok(0) => return Ok((total, hasher.finalize())),
+            Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buf[..n]);
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
         each(&buf[..n])?;
         total += n as u64;
     }
+}
+
+/// The size and content hash of `file`, read through `buf` from its offset.
+pub(crate) fn hash_content(file: &File, buf: &mut Vec<u8>) -> io::Result<(u64, blake3::Hash)> {
+    let mut hasher = blake3::Hasher::new();
+    let n = read_chunks(file, buf, Some(&mut hasher), |_| Ok(()))?;
+    Ok((n, hasher.finalize()))
 }
 
 /// The tree digest (version 1) of the directory `dir`, named `path` in
@@ -317,7 +327,7 @@ impl TreeHasher {
         {
             return Err(io::Error::other("file was replaced while being hashed"));
         }
-        let known = hash_content(&file, &mut self.buf, |_| Ok(()))?;
+        let known = hash_content(&file, &mut self.buf)?;
         self.links.note(st, known);
         Ok(known)
     }
