@@ -292,8 +292,9 @@ struct Target {
 
 /// What copying one child made, for its entry in the digest.
 enum Copied {
-    /// A directory, whose children go to this target.
-    Dir(Target),
+    /// A directory, whose children go to this target (boxed: a digest's
+    /// hasher is large).
+    Dir(Box<Target>),
     /// A regular file with these permission bits; with the size and content
     /// hash when the copy hashes.
     File(u32, Option<(u64, blake3::Hash)>),
@@ -356,7 +357,7 @@ impl Visitor for Copier<'_> {
         // A directory's entry is written when the walk leaves it.
         let tree = parent.state_mut().tree.as_mut();
         match (copied, tree) {
-            (Copied::Dir(target), _) => return Ok(Visit::Descend(target)),
+            (Copied::Dir(target), _) => return Ok(Visit::Descend(*target)),
             (Copied::File(mode, Some((size, hash))), Some(tree)) => {
                 tree.file(name, mode, size, &hash);
             }
@@ -432,12 +433,12 @@ impl<'a> Copier<'a> {
         // nobody else needs to see it half-filled.
         rustix::fs::fchmod(&dst, Mode::RWXU)?;
         self.stats.dirs += 1;
-        Ok(Copied::Dir(Target {
+        Ok(Copied::Dir(Box::new(Target {
             dst,
             dst_rel,
             finish: true,
             tree: hashing.then(DirHasher::new),
-        }))
+        })))
     }
 
     /// Copy the regular file `sfd/name`, or hard-link it to its earlier copy.
