@@ -5,7 +5,7 @@
 //! Use this when you need the cache's building blocks without its
 //! accounting: a locked open that survives concurrent replacement, files
 //! and directories that appear atomically, careful removal, name validation,
-//! and a native tree copy.
+//! a native tree copy, and the tree digest.
 //!
 //! ```
 //! use std::path::Path;
@@ -42,6 +42,9 @@
 //!   `uuid-<hex>` directory as `object.lock`;
 //! * **removal** — `object.info` first, `object.lock` last;
 //! * **names** — [`EntryName`] validation before any I/O.
+//! * **tree digest** — [`digest`]: the identity of a tree's content,
+//!   names and modes (BLAKE3, `blake3:<hex>`, encoding and test vector in
+//!   the module docs), computed alone or during a [`copy`].
 //!
 //! One platform layer serves every crate above: [`open_beneath`] (the only
 //! `openat2` fallback), [`stat`] (the only place `Stat` field widths are
@@ -67,6 +70,7 @@
 mod beneath;
 mod cachedir;
 pub mod copy;
+pub mod digest;
 mod error;
 mod hook;
 mod locked;

@@ -3,19 +3,16 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use rustix::fs::Stat;
 use rustix::io::Errno;
 
-use crate::stat;
+use crate::{digest, stat};
 
 /// How many bytes one `copy_file_range` call moves at most: small enough for
 /// a progress bar to move on big files, big enough to cost nothing.
 const RANGE_CHUNK: usize = 8 << 20;
-
-/// Buffer size of the `read`/`write` fallback.
-const RW_BUFFER: usize = 256 << 10;
 
 /// Errnos by which `ioctl(FICLONE)` says the file system (or this pair of
 /// them) cannot clone: ioctl_ficlone(2) lists EOPNOTSUPP, EXDEV and EINVAL;
@@ -60,44 +57,65 @@ pub(super) struct Moved {
     pub(super) reflinked: bool,
 }
 
-/// The content mover of one copy: the progress callback and, per source
-/// `st_dev`, the cheapest method not yet refused there.
+/// The content mover of one copy: the progress callback, per source
+/// `st_dev` the cheapest method not yet refused there, and one buffer for
+/// every `read`/`write`.
 pub(super) struct Content<'a> {
     pub(super) progress: &'a mut dyn FnMut(u64) -> io::Result<()>,
     pub(super) methods: HashMap<u64, Method>,
+    pub(super) buf: Vec<u8>,
 }
 
-impl Content<'_> {
+impl<'a> Content<'a> {
+    /// A mover that reports to `progress` and has no refusal noted yet.
+    pub(super) fn new(progress: &'a mut dyn FnMut(u64) -> io::Result<()>) -> Self {
+        Content {
+            progress,
+            methods: HashMap::new(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The method to try first for a file of `st`.
+    fn first_method(&self, st: &Stat) -> Method {
+        match self.methods.get(&stat::device(st)) {
+            // Nothing to clone or copy in the kernel; read(2) still finds the
+            // content of a pseudo file that reports size 0.
+            _ if stat::size(st) == 0 => Method::ReadWrite,
+            Some(&method) => method,
+            None => Method::Reflink,
+        }
+    }
+
+    /// `ioctl(FICLONE)` `src` into `dst`; whether it cloned. A refusal for
+    /// the whole file system is remembered.
+    fn try_reflink(&mut self, src: &File, dst: &File, st: &Stat) -> io::Result<bool> {
+        match retry_on_intr(|| rustix::fs::ioctl_ficlone(dst, src)) {
+            Ok(()) => {
+                (self.progress)(stat::size(st))?;
+                Ok(true)
+            }
+            Err(e) if CLONE_REFUSALS.contains(&e) => {
+                self.methods.insert(stat::device(st), Method::CopyFileRange);
+                Ok(false)
+            }
+            // Anything else (EPERM on an immutable file, ETXTBSY…) may be
+            // about this file only: copy it instead, try cloning again for
+            // the next.
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Move the content of `src` (whose `fstat` is `st`) into the empty
     /// `dst` with the cheapest method this source file system has not
     /// refused yet.
     pub(super) fn copy(&mut self, src: &File, dst: &File, st: &Stat) -> io::Result<Moved> {
-        let size = stat::size(st);
-        let dev = stat::device(st);
-        let method = match self.methods.get(&dev) {
-            // Nothing to clone or copy in the kernel; read(2) still finds the
-            // content of a pseudo file that reports size 0.
-            _ if size == 0 => Method::ReadWrite,
-            Some(&method) => method,
-            None => Method::Reflink,
-        };
-        if method == Method::Reflink {
-            match retry_on_intr(|| rustix::fs::ioctl_ficlone(dst, src)) {
-                Ok(()) => {
-                    (self.progress)(size)?;
-                    return Ok(Moved {
-                        bytes: size,
-                        reflinked: true,
-                    });
-                }
-                Err(e) if CLONE_REFUSALS.contains(&e) => {
-                    self.methods.insert(dev, Method::CopyFileRange);
-                }
-                // Anything else (EPERM on an immutable file, ETXTBSY…) may be
-                // about this file only: copy it instead, try cloning again
-                // for the next.
-                Err(_) => {}
-            }
+        let method = self.first_method(st);
+        if method == Method::Reflink && self.try_reflink(src, dst, st)? {
+            return Ok(Moved {
+                bytes: stat::size(st),
+                reflinked: true,
+            });
         }
         let mut copied = 0u64;
         if method != Method::ReadWrite {
@@ -123,14 +141,14 @@ impl Content<'_> {
                     // Not supported here: both file offsets moved by exactly
                     // `copied`, so read/write carries on from there.
                     Err(e) if RANGE_REFUSALS.contains(&e) => {
-                        self.methods.insert(dev, Method::ReadWrite);
+                        self.methods.insert(stat::device(st), Method::ReadWrite);
                         break;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        copied += read_write(src, dst, &mut *self.progress)?;
+        copied += self.read_write(src, dst, None)?;
         if copied == 0 {
             // Every file moves the progress bar at least once.
             (self.progress)(0)?;
@@ -140,27 +158,57 @@ impl Content<'_> {
             reflinked: false,
         })
     }
-}
 
-/// Copy the rest of `src` into `dst` through a buffer, reporting each chunk;
-/// returns the bytes copied.
-fn read_write(
-    mut src: &File,
-    mut dst: &File,
-    progress: &mut dyn FnMut(u64) -> io::Result<()>,
-) -> io::Result<u64> {
-    let mut buf = vec![0u8; RW_BUFFER];
-    let mut copied = 0u64;
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => return Ok(copied),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+    /// [`copy`](Self::copy), and the content hash of what was copied, from
+    /// one read of the source: a clone where the file system shares extents
+    /// (it costs nothing; the source is then read once to hash it), else
+    /// `read`/`write` hashing each buffer between its read and its write.
+    /// `copy_file_range` is not used: the data would not pass through the
+    /// process, and hashing it would take a second read.
+    ///
+    /// Returns what was moved, and the count and hash of the bytes hashed.
+    pub(super) fn copy_hashed(
+        &mut self,
+        src: &File,
+        dst: &File,
+        st: &Stat,
+    ) -> io::Result<(Moved, u64, blake3::Hash)> {
+        if self.first_method(st) == Method::Reflink && self.try_reflink(src, dst, st)? {
+            // FICLONE moves neither file offset: `src` is read from its start.
+            let (n, hash) = digest::hash_content(src, &mut self.buf)?;
+            let moved = Moved {
+                bytes: stat::size(st),
+                reflinked: true,
+            };
+            return Ok((moved, n, hash));
+        }
+        let mut hasher = blake3::Hasher::new();
+        let n = self.read_write(src, dst, Some(&mut hasher))?;
+        if n == 0 {
+            // Every file moves the progress bar at least once.
+            (self.progress)(0)?;
+        }
+        let moved = Moved {
+            bytes: n,
+            reflinked: false,
         };
-        dst.write_all(&buf[..n])?;
-        copied += n as u64;
-        progress(n as u64)?;
+        Ok((moved, n, hasher.finalize()))
+    }
+
+    /// Copy the rest of `src` into `dst` through the buffer, reporting each
+    /// chunk and feeding it to `hasher` if there is one; returns the bytes
+    /// copied.
+    fn read_write(
+        &mut self,
+        src: &File,
+        mut dst: &File,
+        hasher: Option<&mut blake3::Hasher>,
+    ) -> io::Result<u64> {
+        let progress = &mut *self.progress;
+        digest::read_chunks(src, &mut self.buf, hasher, |chunk| {
+            dst.write_all(chunk)?;
+            progress(chunk.len() as u64)
+        })
     }
 }
 

@@ -57,6 +57,7 @@ use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
 use rustix::process::{Gid, Uid};
 
+use crate::digest::{Digest, DirHasher};
 use crate::stat;
 use crate::walk::{is_dir, open_dir_nofollow, Frame, HardLinks, Visit, Visitor, Walk};
 use content::Content;
@@ -134,6 +135,65 @@ pub fn copy_tree_into(
     dst: &Dir,
     progress: &mut dyn FnMut(u64) -> io::Result<()>,
 ) -> io::Result<CopyStats> {
+    copy_tree(src, dst, progress, None).map(|(stats, _)| stats)
+}
+
+/// [`copy_tree_into`], and the [tree digest](crate::digest) of what it
+/// copied, computed in the same pass from one read of the data.
+///
+/// The digest is that of the copy: [`digest_tree`](crate::digest::digest_tree)
+/// of `dst` gives the same value afterwards if `dst` was empty before and
+/// nothing else changed it (permission bits are those the copy really got,
+/// e.g. without a set-group-ID bit the kernel dropped). For a `src` that is
+/// a file or a symlink, it is the digest of a directory holding only that
+/// one name.
+///
+/// Content is hashed as it passes through the process: it is copied with
+/// `read`/`write`, each buffer hashed between its read and its write,
+/// instead of with `copy_file_range`. Where `ioctl(FICLONE)` clones a file
+/// (no data moves), the source is read once to hash it.
+///
+/// # Errors
+///
+/// As [`copy_tree_into`].
+///
+/// # Example
+///
+/// ```
+/// use cap_std::{ambient_authority, fs::Dir};
+/// use fscache_dir::copy::copy_tree_into_with_digest;
+/// use fscache_dir::digest::digest_tree;
+///
+/// let tmp = tempfile::tempdir()?;
+/// let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+/// std::fs::create_dir_all(src.join("sub"))?;
+/// std::fs::write(src.join("sub/hello"), b"hello")?;
+/// std::fs::create_dir(&dst)?;
+/// let dst_dir = Dir::open_ambient_dir(&dst, ambient_authority())?;
+///
+/// let (stats, digest) = copy_tree_into_with_digest(&src, &dst_dir, &mut |_| Ok(()))?;
+/// assert_eq!(stats.files, 1);
+/// assert_eq!(digest, digest_tree(&dst_dir, &dst)?);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn copy_tree_into_with_digest(
+    src: &Path,
+    dst: &Dir,
+    progress: &mut dyn FnMut(u64) -> io::Result<()>,
+) -> io::Result<(CopyStats, Digest)> {
+    let (stats, digest) = copy_tree(src, dst, progress, Some(DirHasher::new()))?;
+    let digest = digest.ok_or_else(|| at(src, io::Error::other("the walk never left the root")))?;
+    Ok((stats, digest))
+}
+
+/// The copy of both public functions; with a `tree` hasher for the root,
+/// the digest too.
+fn copy_tree(
+    src: &Path,
+    dst: &Dir,
+    progress: &mut dyn FnMut(u64) -> io::Result<()>,
+    tree: Option<DirHasher>,
+) -> io::Result<(CopyStats, Option<Digest>)> {
     let mut copier = Copier::new(dst, progress);
     let st = rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| at(src, e))?;
     // `dst` belongs to the caller: its mode and times stay as they are.
@@ -141,6 +201,7 @@ pub fn copy_tree_into(
         dst: dst.try_clone().map_err(|e| at(src, e))?,
         dst_rel: PathBuf::new(),
         finish: false,
+        tree,
     };
     let root = if is_dir(&st) {
         let fd = open_dir_nofollow(CWD, src).map_err(|e| at(src, e))?;
@@ -160,7 +221,7 @@ pub fn copy_tree_into(
         Frame::with_names(parent_fd, parent.to_path_buf(), parent_st, target, names)
     };
     Walk::new().run(&mut copier, root)?;
-    Ok(copier.stats)
+    Ok((copier.stats, copier.digest))
 }
 
 /// Bytes of regular-file content under `src` (for a progress bar's total),
@@ -225,6 +286,30 @@ struct Target {
     /// Whether to give it the source directory's metadata once its children
     /// are written (not for the caller's `dst`).
     finish: bool,
+    /// The digest of its children so far, when the copy computes one.
+    tree: Option<DirHasher>,
+}
+
+/// What copying one child made, for its entry in the digest.
+enum Copied {
+    /// A directory, whose children go to this target (boxed: a digest's
+    /// hasher is large).
+    Dir(Box<Target>),
+    /// A regular file with these permission bits; with the size and content
+    /// hash when the copy hashes.
+    File(u32, Option<(u64, blake3::Hash)>),
+    /// A symlink with these bits, to this target.
+    Symlink(u32, Vec<u8>),
+    /// A FIFO with these bits.
+    Other(u32),
+}
+
+/// What the copy of a multiply-linked source inode left, for its later names.
+struct Linked {
+    /// Its copy's path relative to the destination root.
+    rel: PathBuf,
+    /// Its permission bits, size and content hash, when the copy hashes.
+    entry: Option<(u32, u64, blake3::Hash)>,
 }
 
 /// State of one [`copy_tree_into`] walk.
@@ -233,10 +318,11 @@ struct Copier<'a> {
     stats: CopyStats,
     /// `geteuid() == 0`: copy owner and group too.
     keep_owner: bool,
-    /// Multiply-linked source inodes → their copy's path relative to
-    /// `dst_root`.
-    links: HardLinks<PathBuf>,
+    /// Multiply-linked source inodes → what their first copy left.
+    links: HardLinks<Linked>,
     content: Content<'a>,
+    /// The root's digest, once the walk has left it (when hashing).
+    digest: Option<Digest>,
 }
 
 impl Visitor for Copier<'_> {
@@ -253,13 +339,12 @@ impl Visitor for Copier<'_> {
         let target = parent.state();
         let ddir = &target.dst;
         let dst_rel = target.dst_rel.join(name);
-        let result = match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory => self.copy_dir(ddir, name, dst_rel).map(Visit::Descend),
-            FileType::RegularFile => self
-                .copy_file(sfd, ddir, name, st, dst_rel)
-                .map(|()| Visit::Skip),
-            FileType::Symlink => self.copy_symlink(sfd, ddir, name, st).map(|()| Visit::Skip),
-            FileType::Fifo => self.copy_fifo(ddir, name, st).map(|()| Visit::Skip),
+        let hashing = target.tree.is_some();
+        let copied = match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => self.copy_dir(ddir, name, dst_rel, hashing),
+            FileType::RegularFile => self.copy_file(sfd, ddir, name, st, dst_rel, hashing),
+            FileType::Symlink => self.copy_symlink(sfd, ddir, name, st),
+            FileType::Fifo => self.copy_fifo(ddir, name, st, hashing),
             FileType::Socket
             | FileType::CharacterDevice
             | FileType::BlockDevice
@@ -267,15 +352,48 @@ impl Visitor for Copier<'_> {
                 io::ErrorKind::Unsupported,
                 "unsupported file type",
             )),
-        };
-        result.map_err(|e| at(path, e))
+        }
+        .map_err(|e| at(path, e))?;
+        // A directory's entry is written when the walk leaves it.
+        let tree = parent.state_mut().tree.as_mut();
+        match (copied, tree) {
+            (Copied::Dir(target), _) => return Ok(Visit::Descend(*target)),
+            (Copied::File(mode, Some((size, hash))), Some(tree)) => {
+                tree.file(name, mode, size, &hash);
+            }
+            (Copied::Symlink(mode, target), Some(tree)) => tree.symlink(name, mode, &target),
+            (Copied::Other(mode), Some(tree)) => tree.other(name, mode),
+            _ => {}
+        }
+        Ok(Visit::Skip)
     }
 
-    /// A directory's children are all written: now its metadata.
-    fn leave(&mut self, dir: Frame<Target>, _: Option<&mut Frame<Target>>) -> io::Result<()> {
+    /// A directory's children are all written: now its metadata, and its
+    /// entry in its parent's digest.
+    fn leave(
+        &mut self,
+        mut dir: Frame<Target>,
+        parent: Option<&mut Frame<Target>>,
+    ) -> io::Result<()> {
         if dir.state().finish {
             self.set_metadata_fd(&dir.state().dst, dir.stat())
                 .map_err(|e| at(dir.path(), e))?;
+        }
+        let Some(tree) = dir.state_mut().tree.take() else {
+            return Ok(());
+        };
+        let digest = tree.finish();
+        let Some(parent) = parent else {
+            self.digest = Some(digest);
+            return Ok(());
+        };
+        let mode = given_mode(&dir.state().dst, dir.stat()).map_err(|e| at(dir.path(), e))?;
+        let name = dir
+            .path()
+            .file_name()
+            .ok_or_else(|| at(dir.path(), io::Error::other("walked directory has no name")))?;
+        if let Some(tree) = parent.state_mut().tree.as_mut() {
+            tree.dir(name, mode, &digest);
         }
         Ok(())
     }
@@ -292,16 +410,20 @@ impl<'a> Copier<'a> {
             stats: CopyStats::default(),
             keep_owner: rustix::process::geteuid().is_root(),
             links: HardLinks::new(),
-            content: Content {
-                progress,
-                methods: Default::default(),
-            },
+            content: Content::new(progress),
+            digest: None,
         }
     }
 
     /// Create `ddir/name` for a source directory and return where its
     /// children go; its metadata is applied when the walk leaves it.
-    fn copy_dir(&mut self, ddir: &Dir, name: &OsStr, dst_rel: PathBuf) -> io::Result<Target> {
+    fn copy_dir(
+        &mut self,
+        ddir: &Dir,
+        name: &OsStr,
+        dst_rel: PathBuf,
+        hashing: bool,
+    ) -> io::Result<Copied> {
         ddir.create_dir(name)?;
         // Not `open_dir_nofollow`: cap-std opens directories `O_PATH`, on
         // which fchmod and futimens fail with EBADF. One component, relative
@@ -311,11 +433,12 @@ impl<'a> Copier<'a> {
         // nobody else needs to see it half-filled.
         rustix::fs::fchmod(&dst, Mode::RWXU)?;
         self.stats.dirs += 1;
-        Ok(Target {
+        Ok(Copied::Dir(Box::new(Target {
             dst,
             dst_rel,
             finish: true,
-        })
+            tree: hashing.then(DirHasher::new),
+        })))
     }
 
     /// Copy the regular file `sfd/name`, or hard-link it to its earlier copy.
@@ -326,11 +449,15 @@ impl<'a> Copier<'a> {
         name: &OsStr,
         st: &Stat,
         dst_rel: PathBuf,
-    ) -> io::Result<()> {
+        hashing: bool,
+    ) -> io::Result<Copied> {
         if let Some(first) = self.links.earlier(st) {
-            self.dst_root.hard_link(first, ddir, name)?;
+            self.dst_root.hard_link(&first.rel, ddir, name)?;
             self.stats.hard_links += 1;
-            return Ok(());
+            return Ok(match first.entry {
+                Some((mode, size, hash)) => Copied::File(mode, Some((size, hash))),
+                None => Copied::File(st.st_mode, None),
+            });
         }
         // O_NONBLOCK: should the name have become a FIFO since the `lstat`,
         // the open must not hang; the type is checked right after.
@@ -353,15 +480,26 @@ impl<'a> Copier<'a> {
                 OpenOptions::new().write(true).create_new(true).mode(0o600),
             )?
             .into_std();
-        let moved = self.content.copy(&src, &dst, &fst)?;
+        let (moved, hashed) = if hashing {
+            let (moved, size, hash) = self.content.copy_hashed(&src, &dst, &fst)?;
+            (moved, Some((size, hash)))
+        } else {
+            (self.content.copy(&src, &dst, &fst)?, None)
+        };
         self.stats.bytes += moved.bytes;
         self.stats.reflinked += u64::from(moved.reflinked);
         self.stats.files += 1;
         // chown before chmod: chown clears the set-user-ID and set-group-ID
         // bits (chown(2)); after the writes for the same reason (write(2)).
         self.set_metadata_fd(&dst, &fst)?;
-        self.links.note(&fst, dst_rel);
-        Ok(())
+        let mode = match hashed {
+            Some(_) => given_mode(&dst, &fst)?,
+            None => fst.st_mode,
+        };
+        let entry = hashed.map(|(size, hash)| (mode, size, hash));
+        let rel = dst_rel;
+        self.links.note(&fst, Linked { rel, entry });
+        Ok(Copied::File(mode, hashed))
     }
 
     /// Recreate the symlink `sfd/name` verbatim in `ddir`.
@@ -371,18 +509,26 @@ impl<'a> Copier<'a> {
         ddir: &Dir,
         name: &OsStr,
         st: &Stat,
-    ) -> io::Result<()> {
+    ) -> io::Result<Copied> {
         let target = rustix::fs::readlinkat(sfd, name, Vec::new())?;
         // `symlink_contents`, not `symlink`: the target is stored, never
         // resolved, and may be absolute or point anywhere.
         ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name)?;
         self.set_owner_and_times_at(ddir, name, st)?;
         self.stats.symlinks += 1;
-        Ok(())
+        // Linux gives every symlink mode 0777 (symlink(7)): the copy's is
+        // the source's.
+        Ok(Copied::Symlink(st.st_mode, target.into_bytes()))
     }
 
     /// Recreate the FIFO `name` in `ddir` with `mknodat`.
-    fn copy_fifo(&mut self, ddir: &Dir, name: &OsStr, st: &Stat) -> io::Result<()> {
+    fn copy_fifo(
+        &mut self,
+        ddir: &Dir,
+        name: &OsStr,
+        st: &Stat,
+        hashing: bool,
+    ) -> io::Result<Copied> {
         rustix::fs::mknodat(ddir, name, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)?;
         self.set_owner_and_times_at(ddir, name, st)?;
         // After the chown, which clears set-ID bits; chmod leaves the times
@@ -396,7 +542,12 @@ impl<'a> Copier<'a> {
             AtFlags::empty(),
         )?;
         self.stats.files += 1;
-        Ok(())
+        let mode = if hashing && st.st_mode & SPECIAL_BITS != 0 {
+            rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode
+        } else {
+            st.st_mode
+        };
+        Ok(Copied::Other(mode))
     }
 
     /// Give the open file or directory `fd` the owner (as root), mode and
@@ -426,6 +577,20 @@ impl<'a> Copier<'a> {
         rustix::fs::utimensat(ddir, name, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(())
     }
+}
+
+/// The set-user-ID, set-group-ID and sticky bits.
+const SPECIAL_BITS: u32 = 0o7000;
+
+/// The mode the copy `fd` of a source with `st` really has, for its entry in
+/// the digest: `st`'s, unless the kernel may have dropped one of its special
+/// bits (`chmod(2)` silently clears set-group-ID for a caller outside the
+/// file's group), in which case an `fstat` tells.
+fn given_mode(fd: impl AsFd, st: &Stat) -> io::Result<u32> {
+    if st.st_mode & SPECIAL_BITS == 0 {
+        return Ok(st.st_mode);
+    }
+    Ok(rustix::fs::fstat(fd)?.st_mode)
 }
 
 /// Split a non-directory `src` into the directory to open and the name in it.

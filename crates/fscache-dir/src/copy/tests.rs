@@ -2,6 +2,7 @@
 
 use super::content::Method;
 use super::*;
+use crate::digest::digest_tree;
 use cap_std::ambient_authority;
 use std::collections::HashMap;
 use std::fs;
@@ -256,6 +257,7 @@ fn copy_names(copier: &mut Copier<'_>, src: &Path, dst: &Dir, names: &[&str]) {
         dst: dst.try_clone().unwrap(),
         dst_rel: PathBuf::new(),
         finish: false,
+        tree: None,
     };
     let names = names.iter().map(Into::into).collect();
     let root = Frame::with_names(fd, src.to_owned(), st, target, names);
@@ -483,6 +485,14 @@ fn reflink_on_btrfs_when_available() {
         let dst_dir = Dir::open_ambient_dir(&dst, ambient_authority())?;
         let stats = copy_tree_into(&src, &dst_dir, &mut |_| Ok(()))?;
         assert_eq!(fs::read(dst.join("f1"))?, vec![3u8; 100_000]);
+        // The digest of a cloned copy: the source read once to hash it.
+        let hashed = mnt.join("hashed");
+        fs::create_dir(&hashed)?;
+        let hashed_dir = Dir::open_ambient_dir(&hashed, ambient_authority())?;
+        let (again, digest) = copy_tree_into_with_digest(&src, &hashed_dir, &mut |_| Ok(()))?;
+        assert_eq!(again.reflinked, 2);
+        assert_eq!(digest, digest_tree(&hashed_dir, &hashed)?);
+        assert_eq!(digest, digest_tree(&dst_dir, &dst)?);
         Ok(stats)
     })();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
@@ -512,4 +522,138 @@ fn a_progress_error_stops_the_copy_and_is_returned() {
     assert_eq!(e.kind(), io::ErrorKind::Interrupted);
     assert_eq!(calls, 3, "nothing is copied after the stop");
     assert!(std::fs::read_dir(&dst).unwrap().count() <= 3);
+}
+
+/// The digest of the tree at `path`.
+fn digest_of(path: &Path) -> Digest {
+    let dir = Dir::open_ambient_dir(path, ambient_authority()).unwrap();
+    digest_tree(&dir, path).unwrap()
+}
+
+/// A tree with every kind the copy keeps: hard links (within and across
+/// directories), symlinks (relative, absolute, dangling), empty files and
+/// directories, a FIFO, odd permission bits, non-UTF-8 names, a file
+/// bigger than the read buffer.
+fn odd_tree(t: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let set =
+        |p: &str, m: u32| fs::set_permissions(t.join(p), fs::Permissions::from_mode(m)).unwrap();
+    fs::create_dir_all(t.join("d/e/empty")).unwrap();
+    fs::create_dir(t.join("sticky")).unwrap();
+    fs::create_dir(t.join("setgid")).unwrap();
+    fs::create_dir(t.join("ro")).unwrap();
+    let big: Vec<u8> = (0..(1 << 20) + 4321).map(|i| (i % 241) as u8).collect();
+    fs::write(t.join("big"), &big).unwrap();
+    fs::write(t.join("d/e/file"), b"file").unwrap();
+    fs::write(t.join("empty"), b"").unwrap();
+    fs::write(t.join("ro/inside"), b"inside").unwrap();
+    fs::hard_link(t.join("d/e/file"), t.join("link-across")).unwrap();
+    fs::hard_link(t.join("d/e/file"), t.join("d/e/link-beside")).unwrap();
+    fs::hard_link(t.join("empty"), t.join("d/empty-again")).unwrap();
+    symlink("e/file", t.join("d/rel")).unwrap();
+    symlink("/nonexistent/abs", t.join("abs")).unwrap();
+    symlink("nowhere", t.join("d/e/dangling")).unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        t.join("d/fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    let weird = OsStr::from_bytes(b"\xff\x01\x02name\x04\xfe");
+    fs::write(t.join(weird), b"non-utf8").unwrap();
+    fs::create_dir(t.join("d").join(weird)).unwrap();
+    fs::write(t.join("suid"), b"s").unwrap();
+    set("suid", 0o4751);
+    set("d/fifo", 0o1640);
+    set("empty", 0o000);
+    set("sticky", 0o1777);
+    set("setgid", 0o2750);
+    set("ro/inside", 0o444);
+    set("ro", 0o555);
+    set("d/e/empty", 0o701);
+}
+
+#[test]
+fn copy_with_digest_is_the_digest_of_the_copy() {
+    let f = Fixture::new();
+    odd_tree(&f.src);
+    let total = tree_content_bytes(&f.src).unwrap();
+    let mut sum = 0;
+    let (stats, digest) = copy_tree_into_with_digest(&f.src, &f.dst_dir(), &mut |n| {
+        sum += n;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(digest, digest_of(&f.dst));
+    assert_eq!(digest, digest_of(&f.src));
+    assert_eq!(sum, total);
+    // The same copy as without the digest.
+    let plain = Fixture::new();
+    let plain_stats = copy_tree_into(&f.src, &plain.dst_dir(), &mut |_| Ok(())).unwrap();
+    assert_eq!(stats, plain_stats);
+    assert_eq!(digest_of(&plain.dst), digest);
+    assert_eq!((stats.hard_links, stats.symlinks), (3, 3));
+}
+
+#[test]
+fn copy_with_digest_of_the_vector() {
+    let f = Fixture::new();
+    crate::digest::tests::vector_tree(&f.src);
+    let (_, digest) = copy_tree_into_with_digest(&f.src, &f.dst_dir(), &mut |_| Ok(())).unwrap();
+    assert_eq!(digest.to_string(), crate::digest::tests::VECTOR);
+    assert_eq!(digest_of(&f.dst), digest);
+}
+
+#[test]
+fn copy_with_digest_of_a_single_file_or_symlink() {
+    for make in [
+        (|p: &Path| fs::write(p, b"alone").unwrap()) as fn(&Path),
+        |p: &Path| symlink("target", p).unwrap(),
+    ] {
+        let f = Fixture::new();
+        let one = f.src.join("one");
+        make(&one);
+        let (_, digest) = copy_tree_into_with_digest(&one, &f.dst_dir(), &mut |_| Ok(())).unwrap();
+        assert_eq!(digest, digest_of(&f.dst));
+    }
+}
+
+#[test]
+fn copy_with_digest_under_every_method() {
+    for method in [Method::Reflink, Method::CopyFileRange, Method::ReadWrite] {
+        let f = Fixture::new();
+        odd_tree(&f.src);
+        let dev = fs::metadata(&f.src).unwrap().dev();
+        let dst = f.dst_dir();
+        let mut sum = 0;
+        let mut progress = |n| {
+            sum += n;
+            Ok(())
+        };
+        let mut copier = Copier::new(&dst, &mut progress);
+        copier.content.methods = HashMap::from([(dev, method)]);
+        let fd = open_dir_nofollow(CWD, &f.src).unwrap();
+        let target = Target {
+            dst: dst.try_clone().unwrap(),
+            dst_rel: PathBuf::new(),
+            finish: false,
+            tree: Some(DirHasher::new()),
+        };
+        let root = Frame::new(fd, f.src.clone(), target).unwrap();
+        Walk::new().run(&mut copier, root).unwrap();
+        let digest = copier.digest.expect("the root was left");
+        assert_eq!(digest, digest_of(&f.dst), "{method:?}");
+        assert_eq!(sum, tree_content_bytes(&f.src).unwrap(), "{method:?}");
+    }
+}
+
+#[test]
+fn copy_with_digest_refuses_what_the_copy_refuses() {
+    let f = Fixture::new();
+    let _socket = std::os::unix::net::UnixListener::bind(f.src.join("sock")).unwrap();
+    let e = copy_tree_into_with_digest(&f.src, &f.dst_dir(), &mut |_| Ok(())).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+    assert!(e.to_string().contains("sock"), "{e}");
 }
