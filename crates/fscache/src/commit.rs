@@ -7,6 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use fscache_dir::digest::Digest;
 use fscache_dir::{EntryName, HookPoint, DATA, OBJECTS, OBJECT_INFO};
 use fscache_quota::{Charge, MaxSize, ObjectInfo};
 use rustix::fs::{FileType, Mode, OFlags};
@@ -54,7 +55,12 @@ impl FsCache {
     /// Commit `anon` as `name`. On success the lock comes back still
     /// exclusive; when the cache did not keep the entry, the tree comes
     /// back (dropping it removes it). On error the tree is removed.
-    pub(crate) fn commit(&self, name: &EntryName, anon: Anon) -> Result<(CommitReport, Kept)> {
+    pub(crate) fn commit(
+        &self,
+        name: &EntryName,
+        anon: Anon,
+        digest: Option<Digest>,
+    ) -> Result<(CommitReport, Kept)> {
         let _gate = self
             .inner
             .commit_gate
@@ -69,6 +75,16 @@ impl FsCache {
             stored: Stored::Committed,
             evicted: Vec::new(),
             size,
+        };
+        // The digest, when a copy computed it or the handle asks for it
+        // (one more read of the data, before anything is charged).
+        let digest = match digest {
+            Some(d) => Some(d),
+            None if self.inner.record_digests => Some(
+                fscache_dir::digest::digest_tree(anon.data_dir()?, &dir.abs(&data_rel))
+                    .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
+            ),
+            None => None,
         };
         // Another process may have changed the limit since we looked.
         let info = self.current_info()?;
@@ -88,7 +104,7 @@ impl FsCache {
         }
         // From here on, every way out that does not commit uncharges
         // exactly `size` again.
-        let published = self.publish(name, &anon, size);
+        let published = self.publish(name, &anon, size, digest);
         if let Ok(true) = published {
             let lock = anon.published().ok_or_else(|| {
                 Error::io(
@@ -155,14 +171,20 @@ impl FsCache {
     /// Write `object.info` with `O_EXCL`, stamp the entry as used now, and
     /// rename it to its name: `Ok(true)` when renamed, `Ok(false)` when
     /// another writer had the name.
-    fn publish(&self, name: &EntryName, anon: &Anon, size: u64) -> Result<bool> {
+    fn publish(
+        &self,
+        name: &EntryName,
+        anon: &Anon,
+        size: u64,
+        digest: Option<Digest>,
+    ) -> Result<bool> {
         let dir = self.dir();
         let durable = self.durability() == Durability::Committed;
         let info_rel = anon.rel.join(OBJECT_INFO);
         let info = ObjectInfo {
             creation_boot_id: Some(self.inner.boot_id.clone()),
             size: Some(size),
-            digest: None,
+            digest: digest.map(|d| d.to_string()),
         };
         let fd = dir
             .open_raw(

@@ -9,6 +9,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use fscache_dir::digest::Digest;
 use fscache_dir::{AnonDir, EntryName, DATA};
 use fscache_lock::FileLock;
 use rustix::fs::{Mode, OFlags};
@@ -61,6 +62,15 @@ impl Anon {
     /// The absolute path of `data/`.
     pub(crate) fn data(&self) -> &Path {
         &self.data
+    }
+
+    /// Its `data/` directory, opened (`O_RDONLY | O_DIRECTORY`) beneath
+    /// the root.
+    pub(crate) fn data_dir(&self) -> Result<std::os::fd::OwnedFd> {
+        let dir = self.cache.dir();
+        let rel = self.rel.join(DATA);
+        dir.open_raw(&rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| Error::io("open directory", dir.abs(&rel), e.into()))
     }
 
     /// The held lock of its `object.lock`.
@@ -184,6 +194,9 @@ pub struct StoreGuard {
     name: EntryName,
     anon: Anon,
     compatible: bool,
+    /// The digest of `data/`, known when [`FsCache::store_tree`] filled it
+    /// by one copy (computed during the copy).
+    pub(crate) digest: Option<Digest>,
 }
 
 impl StoreGuard {
@@ -192,6 +205,7 @@ impl StoreGuard {
             name,
             anon,
             compatible,
+            digest: None,
         }
     }
 
@@ -222,15 +236,24 @@ impl StoreGuard {
         src: impl AsRef<Path>,
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
     ) -> Result<()> {
-        let src = src.as_ref();
+        self.copy_in(src.as_ref(), progress).map(drop)
+    }
+
+    /// Copy `src` into `data/`, returning the digest of what was copied
+    /// (computed in the same pass).
+    pub(crate) fn copy_in(
+        &self,
+        src: &Path,
+        progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+    ) -> Result<Digest> {
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA);
         let data = dir
             .dir()
             .open_dir(&rel)
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
-        fscache_dir::copy::copy_tree_into(src, &data, progress)
-            .map(drop)
+        fscache_dir::copy::copy_tree_into_with_digest(src, &data, progress)
+            .map(|(_, digest)| digest)
             .map_err(|e| Error::io("copy", src, e))
     }
 
@@ -310,7 +333,7 @@ impl StoreGuard {
             };
             return Ok((report, Kept::Tree(self.anon)));
         }
-        cache.commit(&self.name, self.anon)
+        cache.commit(&self.name, self.anon, self.digest)
     }
 
     /// Discard the entry now, reporting a failed removal (dropping the

@@ -64,6 +64,7 @@ pub(crate) struct Inner {
     info: RwLock<(CacheInfo, FileId)>,
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
+    pub(crate) record_digests: bool,
     // Held shared for the handle's whole life; repair converts it to
     // exclusive for a moment.
     cache_lock: Mutex<FileLock<OwnedFd>>,
@@ -93,6 +94,7 @@ pub struct Builder {
     max_size_if_unset: Option<MaxSize>,
     watermark_percent: u8,
     durability: Durability,
+    record_digests: bool,
     #[cfg(feature = "test-hooks")]
     hook: Option<fscache_dir::Hook>,
 }
@@ -104,6 +106,7 @@ impl fmt::Debug for Builder {
             .field("max_size_if_unset", &self.max_size_if_unset)
             .field("watermark_percent", &self.watermark_percent)
             .field("durability", &self.durability)
+            .field("record_digests", &self.record_digests)
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +136,16 @@ impl Builder {
     /// [`Durability::Relaxed`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Whether a commit of a filled [`StoreGuard`] computes the tree digest
+    /// of its `data/` (one more read of the data) and records it in
+    /// `object.info`, so [`FsCache::verify`] can check the entry later.
+    /// Default off; [`FsCache::store_tree`] records it always, computing it
+    /// during the copy.
+    pub fn record_digests(mut self, record: bool) -> Self {
+        self.record_digests = record;
         self
     }
 
@@ -189,6 +202,7 @@ impl Builder {
                 info: RwLock::new(info),
                 watermark_percent: AtomicU8::new(self.watermark_percent),
                 durability: self.durability,
+                record_digests: self.record_digests,
                 cache_lock: Mutex::new(cache_lock),
                 commit_gate: RwLock::new(()),
             }),
@@ -238,6 +252,7 @@ impl FsCache {
             max_size_if_unset: None,
             watermark_percent: fscache_quota::DEFAULT_WATERMARK_PERCENT,
             durability: Durability::Relaxed,
+            record_digests: false,
             #[cfg(feature = "test-hooks")]
             hook: None,
         }
@@ -580,11 +595,12 @@ impl FsCache {
         src: impl AsRef<Path>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Stored> {
-        let guard = self.store(name)?;
-        guard.copy_from(src, &mut |n| {
+        let mut guard = self.store(name)?;
+        // One copy into the empty data/: its digest is the entry's.
+        guard.digest = Some(guard.copy_in(src.as_ref(), &mut |n| {
             progress(n);
             Ok(())
-        })?;
+        })?);
         guard.commit()
     }
 }

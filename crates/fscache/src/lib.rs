@@ -87,12 +87,14 @@ mod guards;
 mod handle;
 mod info;
 mod maint;
+mod verify;
 
 pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
 pub use commit::{CommitReport, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use flight::{BuildOptions, BUILD_LOCK};
 pub use fscache_dir::copy::tree_content_bytes;
+pub use fscache_dir::digest::{Digest, ParseDigestError};
 #[cfg(feature = "test-hooks")]
 pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
@@ -100,6 +102,7 @@ pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
 pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
+pub use verify::{Verified, VerifyProgress};
 
 /// The README's example, run as a doc test so it never goes stale.
 #[cfg(doctest)]

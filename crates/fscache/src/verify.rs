@@ -1,0 +1,147 @@
+//! Integrity: check an entry's content against the tree digest its
+//! `object.info` recorded at commit.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use fscache_dir::digest::{digest_tree, Digest};
+use fscache_dir::{EntryName, LockOptions, TryLocked, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
+use fscache_quota::ObjectInfo;
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, Result};
+use crate::handle::{is_miss, FsCache};
+
+/// What [`FsCache::verify`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verified {
+    /// The content has the digest recorded at commit.
+    Ok(Digest),
+    /// The content changed since it was committed: a flipped byte, a
+    /// truncated, removed or added file, a changed mode or symlink target.
+    /// The digest is one hash of the whole tree, so it cannot say which
+    /// path changed.
+    Mismatch {
+        /// The digest `object.info` recorded.
+        recorded: Digest,
+        /// The digest of the content now.
+        actual: Digest,
+    },
+    /// No digest was recorded (an entry osbuild wrote, or a commit of a
+    /// handle that records none), or the recorded one is not a digest:
+    /// nothing to check against. Not a sign of damage.
+    Unverified,
+    /// No valid entry of that name (or it is being removed right now).
+    Miss,
+}
+
+impl Verified {
+    /// Whether the entry is known to be damaged.
+    pub fn is_bad(&self) -> bool {
+        matches!(self, Verified::Mismatch { .. })
+    }
+}
+
+/// How far [`FsCache::verify_all`] is, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyProgress<'a> {
+    /// The entry just checked.
+    pub name: &'a str,
+    /// Entries checked so far, this one included.
+    pub done: usize,
+    /// Entries to check.
+    pub total: usize,
+}
+
+impl FsCache {
+    /// Check the entry `name` against the digest recorded at its commit,
+    /// under its read lock (taken without waiting, and without counting as
+    /// a use: its last-use time is not touched).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] before any I/O; reading the content failed
+    /// (an I/O error of the disk is damage too: the error names the path).
+    pub fn verify(&self, name: &str) -> Result<Verified> {
+        let name = EntryName::new(name)?;
+        if !self.compatible() {
+            return Ok(Verified::Miss);
+        }
+        let dir = self.dir();
+        let entry = PathBuf::from(OBJECTS).join(name.as_str());
+        let lock_rel = entry.join(OBJECT_LOCK);
+        let _locked = match dir.try_lock(&lock_rel, LockOptions::shared().noatime()) {
+            Ok(TryLocked::Locked(l)) => l,
+            Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(Verified::Miss),
+            Err(e) if is_miss(&e) => return Ok(Verified::Miss),
+            Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
+        };
+        let info_rel = entry.join(OBJECT_INFO);
+        let info = match dir.read_small(&info_rel) {
+            Ok(b) => ObjectInfo::parse(&b),
+            Err(e) if is_miss(&e) => return Ok(Verified::Miss),
+            Err(e) => return Err(Error::io("read", dir.abs(&info_rel), e)),
+        };
+        let Some(recorded) = info.digest.and_then(|d| d.parse::<Digest>().ok()) else {
+            return Ok(Verified::Unverified);
+        };
+        let data_rel = entry.join(DATA);
+        let data_abs = dir.abs(&data_rel);
+        let data = dir
+            .open_raw(&data_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| Error::io("open directory", &data_abs, e.into()))?;
+        let actual =
+            digest_tree(&data, &data_abs).map_err(|e| Error::io("digest", &data_abs, e))?;
+        Ok(if actual == recorded {
+            Verified::Ok(actual)
+        } else {
+            Verified::Mismatch { recorded, actual }
+        })
+    }
+
+    /// [`FsCache::verify`] every committed entry, on as many threads as
+    /// the machine has cores, calling `progress` after each. Returns each
+    /// entry's answer (or error), sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// Listing the entries failed.
+    pub fn verify_all(
+        &self,
+        progress: &(dyn Fn(VerifyProgress<'_>) + Sync),
+    ) -> Result<Vec<(String, Result<Verified>)>> {
+        let mut names: Vec<String> = self.entries()?.into_iter().map(|e| e.name).collect();
+        names.sort();
+        let total = names.len();
+        let next = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let results = Mutex::new(Vec::with_capacity(total));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(total.max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { break };
+                    let verdict = self.verify(name);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    progress(VerifyProgress {
+                        name,
+                        done: n,
+                        total,
+                    });
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((name.clone(), verdict));
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(results)
+    }
+}

@@ -1,0 +1,123 @@
+//! Integrity: the tree digest recorded at commit, and `verify` catching
+//! every kind of damage to an entry's content.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use fscache::{FsCache, MaxSize, Stored, Verified};
+
+fn cache(root: &Path, record: bool) -> FsCache {
+    FsCache::builder("verify-test")
+        .max_size_if_unset(MaxSize::Unlimited)
+        .record_digests(record)
+        .open(root)
+        .unwrap()
+}
+
+fn source(dir: &Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a"), b"alpha").unwrap();
+    std::fs::write(src.join("sub/b"), vec![9u8; 100_000]).unwrap();
+    std::os::unix::fs::symlink("a", src.join("link")).unwrap();
+    src
+}
+
+/// A damage to an entry's data directory, by name.
+type Damage = (&'static str, fn(&Path));
+
+/// The damages verify must catch, each applied to a fresh entry.
+fn damages() -> Vec<Damage> {
+    vec![
+        ("flipped byte", |d| {
+            let mut b = std::fs::read(d.join("sub/b")).unwrap();
+            b[50_000] ^= 1;
+            std::fs::write(d.join("sub/b"), b).unwrap();
+        }),
+        ("truncated file", |d| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("sub/b"))
+                .unwrap()
+                .set_len(10)
+                .unwrap();
+        }),
+        ("removed file", |d| {
+            std::fs::remove_file(d.join("a")).unwrap()
+        }),
+        ("added file", |d| {
+            std::fs::write(d.join("new"), b"").unwrap()
+        }),
+        ("changed symlink target", |d| {
+            std::fs::remove_file(d.join("link")).unwrap();
+            std::os::unix::fs::symlink("sub/b", d.join("link")).unwrap();
+        }),
+        ("changed mode", |d| {
+            std::fs::set_permissions(d.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }),
+    ]
+}
+
+#[test]
+fn store_tree_records_a_digest_and_verify_catches_every_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let c = cache(&tmp.path().join("c"), false);
+    for (i, (what, damage)) in damages().into_iter().enumerate() {
+        let name = format!("e{i}");
+        assert_eq!(c.store_tree(&name, &src).unwrap(), Stored::Committed);
+        let ok = c.verify(&name).unwrap();
+        assert!(matches!(ok, Verified::Ok(_)), "{what}: {ok:?}");
+        let info =
+            std::fs::read_to_string(c.path().join("objects").join(&name).join("object.info"))
+                .unwrap();
+        assert!(info.contains("\"digest\":\"blake3:"), "{info}");
+        damage(&c.path().join("objects").join(&name).join("data"));
+        let v = c.verify(&name).unwrap();
+        assert!(v.is_bad(), "{what} not caught: {v:?}");
+    }
+    assert_eq!(c.verify("absent").unwrap(), Verified::Miss);
+    let all = c.verify_all(&|_| {}).unwrap();
+    assert_eq!(all.len(), damages().len());
+    assert!(all.iter().all(|(_, v)| v.as_ref().unwrap().is_bad()));
+}
+
+#[test]
+fn commits_record_digests_only_when_asked_and_osbuild_entries_are_unverified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("c");
+    let plain = cache(&root, false);
+    let w = plain.store("plain").unwrap();
+    std::fs::write(w.path().join("f"), b"x").unwrap();
+    assert_eq!(w.commit().unwrap(), Stored::Committed);
+    assert_eq!(plain.verify("plain").unwrap(), Verified::Unverified);
+
+    let recording = cache(&root, true);
+    let w = recording.store("rec").unwrap();
+    std::fs::write(w.path().join("f"), b"x").unwrap();
+    assert_eq!(w.commit().unwrap(), Stored::Committed);
+    let Verified::Ok(d) = recording.verify("rec").unwrap() else {
+        panic!("not verified")
+    };
+    // The same content stored by a copy has the same digest.
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    // Modes must match too: the copy keeps the source's.
+    let mode = std::fs::metadata(recording.path().join("objects/rec/data/f"))
+        .unwrap()
+        .permissions();
+    std::fs::set_permissions(src.join("f"), mode).unwrap();
+    assert_eq!(plain.store_tree("copied", &src).unwrap(), Stored::Committed);
+    assert_eq!(plain.verify("copied").unwrap(), Verified::Ok(d));
+
+    // Verify is not a use: the last-use time stays.
+    let lock = root.join("objects/rec/object.lock");
+    let before = std::fs::metadata(&lock).unwrap().accessed().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    recording.verify("rec").unwrap();
+    assert_eq!(
+        std::fs::metadata(&lock).unwrap().accessed().unwrap(),
+        before
+    );
+}
