@@ -728,7 +728,13 @@ fn prune(path: &Path, opts: PruneOptions, as_json: bool) -> Outcome {
             )?;
         }
     }
-    signals.check(|| format!("stopped after the prune removed {}", report.removed.len()))?;
+    signals.check(|| {
+        let n = report.removed.len();
+        format!(
+            "stopped after its pass ({n} {} removed)",
+            if n == 1 { "entry" } else { "entries" }
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -58,7 +58,7 @@ fn expect_error(o: &Output, needle: &str) {
 /// `fscache ARGS…` with arguments of any string or path type.
 macro_rules! fsc {
     ($($arg:expr),* $(,)?) => {
-        fscache([$(AsRef::<OsStr>::as_ref(&$arg)),*])
+        $crate::fscache([$(AsRef::<::std::ffi::OsStr>::as_ref(&$arg)),*])
     };
 }
 
@@ -694,3 +694,12 @@ fn debris_of_a_killed_store_is_swept_by_ls_and_prune() {
     }
     drop(tmp);
 }
+
+// Beside the per-command tests above (after the helpers and `fsc!`,
+// which they use):
+// stopping on SIGINT/SIGTERM/SIGHUP at random moments: nothing left,
+// exact books;
+mod signals;
+// the operator's verbs and defaults: FSCACHE_DIR, clear, repair, debris,
+// completions, the man page, stdout that fails.
+mod operator;
