@@ -4,7 +4,9 @@
 //! The scenario: set a limit, store the workspace's own crates, list them,
 //! hold one under `load` while another process tries to `rm` it, store
 //! past the limit and see which entries eviction removed (never the held
-//! one), `prune`, `info`.
+//! one), `prune`, `info`; then a store stopped by Ctrl-C (nothing left),
+//! the debris of a killed writer reported and removed by `info`, `repair`
+//! and `clear`.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -19,7 +21,7 @@ use crate::{cargo, root, Result};
 
 /// Build the `fscache` binary and return its path, as cargo reports it
 /// (so `CARGO_TARGET_DIR` and cargo config are respected).
-fn build_cli() -> Result<PathBuf> {
+pub(crate) fn build_cli() -> Result<PathBuf> {
     let out = cargo([
         "build",
         "--quiet",
@@ -204,6 +206,59 @@ fn scenario(d: &Demo) -> Result<()> {
     d.run(&["prune", c, "--unused-for", "2s", "--dry-run"])?;
     d.run(&["prune", c, "--to", "100K"])?;
     d.run(&["info", c])?;
+    after_a_crash(d)
+}
+
+/// Ctrl-C during a store, the debris of a killed one, `repair`, `clear`.
+fn after_a_crash(d: &Demo) -> Result<()> {
+    let c = d.cache();
+    println!("\n# Lift the limit and store two trees again, for what follows.");
+    d.run(&["set", c, "--max-size", "unlimited"])?;
+    d.run(&["store", c, "lock", "crates/fscache-lock"])?;
+    d.run(&["store", c, "dir", "crates/fscache-dir"])?;
+
+    // 64 MiB in 256 files: a copy that takes a while.
+    let big = d.cache.with_file_name("big");
+    fs::create_dir_all(&big)?;
+    for i in 0..256 {
+        fs::write(big.join(format!("f{i}")), vec![b'x'; 256 << 10])?;
+    }
+    let big = big.to_str().unwrap_or("big").to_owned();
+    println!(
+        "\n# Ctrl-C (SIGINT) 30 ms into a 64 MiB store: it removes its partial copy, exits 130."
+    );
+    let args = ["store", c, "big", &big];
+    println!("\n{}   # then: kill -INT", d.show(&args));
+    let child = d
+        .command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(30));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()?;
+    let out = child.wait_with_output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    print!("{}", String::from_utf8_lossy(&out.stderr));
+    println!("[exit {}]", out.status.code().unwrap_or(-1));
+
+    println!("\n# A writer killed with SIGKILL cannot clean up: its work stays as debris,");
+    println!("# unlocked. `info` removes it and says so (as `prune` and `ls` do).");
+    let debris = d
+        .cache
+        .join("objects/uuid-0123456789abcdef0123456789abcdef");
+    fs::create_dir_all(debris.join("data"))?;
+    fs::write(debris.join("object.lock"), b"")?;
+    fs::write(debris.join("data/blob"), vec![0u8; 1 << 20])?;
+    d.run(&["info", c])?;
+
+    println!("\n# `repair` rebuilds the books from the entries; it needs the cache to itself.");
+    d.run(&["repair", c])?;
+
+    println!("\n# `clear` removes every entry no reader holds (like `ccache -C`).");
+    d.run(&["clear", c])?;
+    d.run(&["ls", c])?;
     Ok(())
 }
 

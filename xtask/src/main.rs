@@ -2,7 +2,8 @@
 //! workspace (see `.cargo/config.toml`).
 //!
 //! * `ci`: the bar every change must pass: fmt, clippy, docs, tests, benches
-//!   build, then `package`. Stops at the first failing step.
+//!   build, `dist` with its pages rendered and completions parsed, then
+//!   `package`. Stops at the first failing step.
 //! * `package`: packages every publishable crate and runs its tests (unit,
 //!   integration, doc) from the extracted `.crate` files, which depend on
 //!   each other's packaged versions. This catches what only packaging
@@ -12,6 +13,9 @@
 //!   the medians measured by this run, each with its ratio to its baseline.
 //! * `demo`: builds the `fscache` binary and runs a real scenario on a
 //!   temporary cache, printing each command and its output.
+//! * `dist`: writes what an installer ships beside the `fscache` binary
+//!   to `<target>/dist/`: its man pages and shell completions (`ci` also
+//!   renders and parses them).
 //! * `demo-lock`: shows the OFD locks of `fscache-lock` across real
 //!   processes.
 //!
@@ -38,16 +42,19 @@ use fscache_lock::{FileLock, LockKind};
 use serde_json::Value;
 
 mod demo;
+mod dist;
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 commands:
-  ci              fmt, clippy, doc, test, bench --no-run, package; stop at the first failure
+  ci              fmt, clippy, doc, test, bench --no-run, dist, package; stop at the first failure
   package         package the publishable crates and run their tests from the .crate files
   bench [FILTER]  run the criterion benches and print medians with baseline ratios
   demo            run the `fscache` tool through a real scenario on a temporary cache
+  dist [--check]  write the man pages and shell completions to <target>/dist
+                  (--check: and render and parse them, as `ci` does)
   demo-lock       show fscache-lock's OFD locks working across processes";
 
 fn main() -> ExitCode {
@@ -59,6 +66,8 @@ fn main() -> ExitCode {
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
+        ["dist"] => dist::dist().map(|_| ()),
+        ["dist", "--check"] => dist::check(),
         ["demo-lock"] => demo_lock(),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
@@ -197,6 +206,8 @@ fn ci() -> Result<()> {
     run(cargo(["test", "--workspace", "--all-targets"]))?;
     run(cargo(["test", "--workspace", "--doc"]))?;
     run(cargo(["bench", "--workspace", "--no-run"]))?;
+    println!("\n$ cargo xtask dist (and render the man pages, parse the completions)");
+    dist::check()?;
     let started = Instant::now();
     package()?;
     println!(

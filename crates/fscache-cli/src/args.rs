@@ -1,23 +1,34 @@
-//! The command line: clap's definition of every command and its values.
+//! The command line: clap's definition of every command and its values,
+//! and which cache a command means when its path is left out.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use fscache::{parse_bytes, MaxSize};
 
+use crate::fail::Fail;
 use crate::units::parse_duration;
 
 /// The application id the tool opens caches with (it seeds the boot id
 /// written into the entries it stores).
 pub(crate) const APPID: &str = "fscache-cli";
 
+/// The environment variable naming the default cache.
+pub(crate) const CACHE_ENV: &str = "FSCACHE_DIR";
+
 pub(crate) const EXIT_CODES: &str = "\
+The cache: every command takes the cache directory as its first argument,
+or, when that is left out, from --cache or else $FSCACHE_DIR.
+
 Exit codes:
-  0  success
-  1  error: one line `error: …` on stderr naming the path or name involved
-  2  miss: `load`, `cat` or `rm` of a name that is not in the cache
+  0    success (also `store` of a name that exists, unless
+       --fail-if-exists)
+  1    error: one line `error: …` on stderr naming the path or name
+  2    miss: `load`, `cat` or `rm` of a name that is not in the cache
+  129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM: the
+       command's unfinished work is removed and its locks released
 `load` and `stage` exit with the status of their command.
 
 Every command takes the same locks as the fscache library, so it is safe
@@ -27,17 +38,36 @@ on a cache that builds are using right now.";
 #[derive(Debug, Parser)]
 #[command(name = "fscache", version, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
     #[command(subcommand)]
     pub(crate) command: Cmd,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// The cache directory, for commands given no CACHE argument
+    /// (default: $FSCACHE_DIR).
+    #[arg(long = "cache", global = true, value_name = "CACHE")]
+    pub(crate) cache_flag: Option<PathBuf>,
+    /// Print only what was asked for (listings, JSON) and errors, no
+    /// confirmations or notes.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+    /// Say more: the debris removed by name, timings.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Cmd {
     /// Show version, maximum size, accounted size, entries, size on disk
-    /// and creation boot id.
+    /// and creation boot id; removes the debris of dead writers and says
+    /// how much.
     Info {
         /// The cache directory.
-        cache: PathBuf,
+        cache: Option<PathBuf>,
         /// Print JSON (sizes in bytes).
         #[arg(long)]
         json: bool,
@@ -45,7 +75,7 @@ pub(crate) enum Cmd {
     /// List entries: name, size, last use and whether a reader holds it now.
     Ls {
         /// The cache directory.
-        cache: PathBuf,
+        cache: Option<PathBuf>,
         /// Order: `lru` (next to be evicted first), `size` (largest
         /// first) or `name`.
         #[arg(long, value_enum, default_value_t = Sort::Lru)]
@@ -58,57 +88,81 @@ pub(crate) enum Cmd {
     /// cache if it does not exist.
     Set {
         /// The cache directory.
-        cache: PathBuf,
-        /// The new limit: `10G`, `512MiB`, `1.5GB`, `4096` or `unlimited`.
+        cache: Option<PathBuf>,
+        /// The new limit: `10G`, `512MiB`, `1.5GB`, `4096` or `unlimited`
+        /// (not 0: osbuild reads it as "keep nothing").
         #[arg(long, value_name = "SIZE", value_parser = parse_max_size, allow_hyphen_values = true)]
         max_size: MaxSize,
+        /// If the cache is over the new limit, prune it down to it now.
+        #[arg(long)]
+        prune: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Store a copy of PATH as NAME; exits 0 only when it was stored.
+    /// Store a copy of PATH as NAME. A NAME that exists already is left
+    /// as it is, without copying, and is a success (exit 0) unless
+    /// --fail-if-exists.
+    #[command(override_usage = "fscache store [OPTIONS] [CACHE] NAME PATH")]
     Store {
-        /// The cache directory.
-        cache: PathBuf,
-        /// The entry's name.
-        name: String,
-        /// A directory (its contents become the entry's) or a file.
-        path: PathBuf,
+        /// [CACHE] NAME PATH: the cache directory, the entry's name, and a
+        /// directory (its contents become the entry's) or a file.
+        #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+        args: Vec<OsString>,
+        /// Exit 1 if an entry of that name exists already.
+        #[arg(long)]
+        fail_if_exists: bool,
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Run CMD in NAME's data directory (also in $FSCACHE_ENTRY), holding
     /// the entry's read lock until CMD exits; exit with CMD's status.
+    #[command(override_usage = "fscache load [OPTIONS] [CACHE] NAME -- CMD...")]
     Load {
-        /// The cache directory.
-        cache: PathBuf,
-        /// The entry's name.
-        name: String,
+        /// [CACHE] NAME: the cache directory and the entry's name.
+        #[arg(value_name = "ARGS", num_args = 1..=2, required = true)]
+        args: Vec<OsString>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
     /// Write one file of entry NAME to stdout, under the entry's read lock.
+    #[command(override_usage = "fscache cat [OPTIONS] [CACHE] NAME PATH")]
     Cat {
-        /// The cache directory.
-        cache: PathBuf,
-        /// The entry's name.
-        name: String,
-        /// The file, relative to the entry's data directory.
-        path: PathBuf,
+        /// [CACHE] NAME PATH: the cache directory, the entry's name and
+        /// the file, relative to the entry's data directory.
+        #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+        args: Vec<OsString>,
     },
     /// Remove entries; an entry a reader holds is skipped, never removed.
+    #[command(override_usage = "fscache rm [OPTIONS] [CACHE] NAME...")]
     Rm {
+        /// [CACHE] NAME...: the cache directory and the entries' names.
+        /// Without --cache, a first argument is the cache when no other
+        /// is set, or it has a `/` (names never do), or it is a cache
+        /// directory.
+        #[arg(value_name = "ARGS", required = true)]
+        args: Vec<OsString>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every entry that no reader holds (like `ccache -C`), and
+    /// say which were skipped.
+    Clear {
         /// The cache directory.
-        cache: PathBuf,
-        /// The entries' names.
-        #[arg(required = true)]
-        names: Vec<String>,
+        cache: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove least-recently-used entries down to a size and/or entries
-    /// unused for a while. Without --to or --unused-for: down to the
-    /// maximum size in force.
+    /// unused for a while, and the debris of dead writers. Without --to
+    /// or --unused-for: down to the maximum size in force.
     Prune {
         /// The cache directory.
-        cache: PathBuf,
+        cache: Option<PathBuf>,
         /// Evict least-recently-used entries until at most SIZE is
         /// accounted (`10G`, `512MiB`).
         #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
@@ -124,14 +178,38 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Repair after crashes: remove the debris of dead writers and
+    /// rebuild the accounted size from the entries. Needs the cache to
+    /// itself: if other processes have it open, says so and exits 1.
+    Repair {
+        /// The cache directory.
+        cache: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run CMD in a fresh scratch directory of the cache (also in
     /// $FSCACHE_STAGE), removed afterwards; exit with CMD's status.
+    #[command(override_usage = "fscache stage [OPTIONS] [CACHE] -- CMD...")]
     Stage {
         /// The cache directory.
-        cache: PathBuf,
+        cache: Option<PathBuf>,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
+    },
+    /// Print a completion script for SHELL to stdout
+    /// (`fscache completions bash > /etc/bash_completion.d/fscache`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page fscache(1) in roff to stdout, or with DIR write
+    /// it and one page per command (fscache-store(1), …) into DIR.
+    #[command(hide = true)]
+    Manpage {
+        /// Where to write the pages.
+        dir: Option<PathBuf>,
     },
 }
 
@@ -147,12 +225,106 @@ pub(crate) enum Sort {
 }
 
 fn parse_max_size(s: &str) -> Result<MaxSize, String> {
-    s.parse()
-        .map_err(|e: fscache::ParseSizeError| e.to_string())
+    match s.parse() {
+        // osbuild's 0 keeps nothing; ccache's `-M 0` means unlimited. Ask
+        // which one is meant rather than guess.
+        Ok(MaxSize::Bytes(0)) => Err(
+            "0 means \"keep nothing\" in osbuild's format (unlike `ccache -M 0`, \
+             which means unlimited): give `unlimited` or a size such as 10G"
+                .to_owned(),
+        ),
+        Ok(m) => Ok(m),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    parse_bytes(s).map_err(|e| e.to_string())
+    if s.trim().eq_ignore_ascii_case("unlimited") {
+        return Err(
+            "pruning to `unlimited` removes nothing: give a size such as 10G, \
+                    or leave out --to to prune down to the maximum size in force"
+                .to_owned(),
+        );
+    }
+    parse_bytes(s).map_err(|_| {
+        format!(
+            "invalid size {s:?}: expected a number with an optional unit (K, M, G, T, KiB, MB, …)"
+        )
+    })
+}
+
+/// The cache a command works on, from its arguments (`fixed` more after
+/// the optional CACHE), `--cache` and `$FSCACHE_DIR`, in that order; the
+/// remaining arguments are returned.
+pub(crate) fn split_cache(
+    global: &Global,
+    mut args: Vec<OsString>,
+    fixed: usize,
+) -> Result<(PathBuf, Vec<OsString>), Fail> {
+    if args.len() > fixed {
+        let cache = PathBuf::from(args.remove(0));
+        return Ok((given_once(global, Some(cache))?, args));
+    }
+    Ok((default_cache(global)?, args))
+}
+
+/// As [`split_cache`], for a command taking any number of names (`rm`):
+/// with `--cache`, every argument is a name; else the first is the cache
+/// when there is no `$FSCACHE_DIR`, or it could not be a name (it has a
+/// `/`), or it is a cache directory.
+pub(crate) fn split_cache_variadic(
+    global: &Global,
+    mut args: Vec<OsString>,
+) -> Result<(PathBuf, Vec<OsString>), Fail> {
+    if global.cache_flag.is_some() {
+        return Ok((default_cache(global)?, args));
+    }
+    let first_is_cache = args.len() > 1
+        && (env_cache().is_none() || {
+            let p = Path::new(&args[0]);
+            args[0].as_encoded_bytes().contains(&b'/') || p.join("cache.info").exists()
+        });
+    if first_is_cache {
+        let cache = PathBuf::from(args.remove(0));
+        return Ok((cache, args));
+    }
+    Ok((default_cache(global)?, args))
+}
+
+/// A positional CACHE, refused if `--cache` says the same thing too.
+pub(crate) fn given_once(global: &Global, positional: Option<PathBuf>) -> Result<PathBuf, Fail> {
+    match (positional, &global.cache_flag) {
+        (Some(_), Some(flag)) => Err(Fail::error(format!(
+            "the cache is given twice: as an argument and as --cache `{}`",
+            flag.display()
+        ))),
+        (Some(p), None) => Ok(p),
+        (None, _) => default_cache(global),
+    }
+}
+
+fn env_cache() -> Option<PathBuf> {
+    std::env::var_os(CACHE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
+    global.cache_flag.clone().or_else(env_cache).ok_or_else(|| {
+        Fail::error(format!(
+            "no cache given: name its directory as the first argument, with --cache, or in ${CACHE_ENV}"
+        ))
+    })
+}
+
+/// An entry name from the command line (names are UTF-8).
+pub(crate) fn name_arg(arg: OsString) -> Result<String, Fail> {
+    arg.into_string().map_err(|a| {
+        Fail::error(format!(
+            "`{}` is not a valid entry name: not UTF-8",
+            a.to_string_lossy()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -163,5 +335,16 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn zero_and_unlimited_are_refused_where_they_mislead() {
+        assert!(parse_max_size("0").unwrap_err().contains("unlimited"));
+        assert!(parse_max_size("0G").is_err());
+        assert_eq!(parse_max_size("unlimited"), Ok(MaxSize::Unlimited));
+        let e = parse_size("unlimited").unwrap_err();
+        assert!(e.contains("leave out --to"), "{e}");
+        assert!(!parse_size("x").unwrap_err().contains("unlimited"));
+        assert!(parse_size("1K").is_ok_and(|n| n == 1000 || n == 1024));
     }
 }

@@ -8,42 +8,71 @@ use std::path::{Component, Path};
 use std::process::{Command, ExitCode, ExitStatus};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use clap::CommandFactory;
 use fscache::{
-    format_bytes, CacheInfo, EntryInfo, FsCache, MaxSize, PruneOptions, Removed, Stored,
+    format_bytes, CacheInfo, EntryInfo, FsCache, MaxSize, PruneOptions, Removed, Stored, Swept,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::args::{Sort, APPID};
+use crate::args::{given_once, name_arg, split_cache, split_cache_variadic, Cli, Cmd, Sort, APPID};
 use crate::fail::{Fail, Outcome};
+use crate::output::{self, detail, note, outln};
+use crate::signals::{self, Signals};
 use crate::units::format_age;
 
-pub(crate) fn run(cmd: crate::args::Cmd) -> Outcome {
-    match cmd {
-        crate::args::Cmd::Info { cache, json } => info(&cache, json),
-        crate::args::Cmd::Ls { cache, sort, json } => ls(&cache, sort, json),
-        crate::args::Cmd::Set { cache, max_size } => set(&cache, max_size),
-        crate::args::Cmd::Store {
+pub(crate) fn run(cli: Cli) -> Outcome {
+    let g = &cli.global;
+    match cli.command {
+        Cmd::Info { cache, json } => info(&given_once(g, cache)?, json),
+        Cmd::Ls { cache, sort, json } => ls(&given_once(g, cache)?, sort, json),
+        Cmd::Set {
             cache,
-            name,
-            path,
+            max_size,
+            prune,
             json,
-        } => store(&cache, &name, &path, json),
-        crate::args::Cmd::Load {
-            cache,
-            name,
-            command,
-        } => load(&cache, &name, &command),
-        crate::args::Cmd::Cat { cache, name, path } => cat(&cache, &name, &path),
-        crate::args::Cmd::Rm { cache, names } => rm(&cache, &names),
-        crate::args::Cmd::Prune {
+        } => set(&given_once(g, cache)?, max_size, prune, json),
+        Cmd::Store {
+            args,
+            fail_if_exists,
+            json,
+        } => {
+            let (cache, rest) = split_cache(g, args, 2)?;
+            let [name, src] = two(rest)?;
+            let exists = if fail_if_exists {
+                IfExists::Fail
+            } else {
+                IfExists::Succeed
+            };
+            store(&cache, &name_arg(name)?, Path::new(&src), exists, json)
+        }
+        Cmd::Load { args, command } => {
+            let (cache, rest) = split_cache(g, args, 1)?;
+            let [name] = <[OsString; 1]>::try_from(rest).map_err(|_| usage())?;
+            load(&cache, &name_arg(name)?, &command)
+        }
+        Cmd::Cat { args } => {
+            let (cache, rest) = split_cache(g, args, 2)?;
+            let [name, file] = two(rest)?;
+            cat(&cache, &name_arg(name)?, Path::new(&file))
+        }
+        Cmd::Rm { args, json } => {
+            let (cache, rest) = split_cache_variadic(g, args)?;
+            let names = rest
+                .into_iter()
+                .map(name_arg)
+                .collect::<Result<Vec<_>, _>>()?;
+            rm(&cache, &names, json)
+        }
+        Cmd::Clear { cache, json } => clear(&given_once(g, cache)?, json),
+        Cmd::Prune {
             cache,
             to,
             unused_for,
             dry_run,
             json,
         } => prune(
-            &cache,
+            &given_once(g, cache)?,
             PruneOptions {
                 to,
                 unused_for,
@@ -51,8 +80,19 @@ pub(crate) fn run(cmd: crate::args::Cmd) -> Outcome {
             },
             json,
         ),
-        crate::args::Cmd::Stage { cache, command } => stage(&cache, &command),
+        Cmd::Repair { cache, json } => repair(&given_once(g, cache)?, json),
+        Cmd::Stage { cache, command } => stage(&given_once(g, cache)?, &command),
+        Cmd::Completions { shell } => completions(shell),
+        Cmd::Manpage { dir } => manpage(dir.as_deref()),
     }
+}
+
+fn usage() -> Fail {
+    Fail::error("wrong number of arguments (see `fscache help`)")
+}
+
+fn two(args: Vec<OsString>) -> Result<[OsString; 2], Fail> {
+    <[OsString; 2]>::try_from(args).map_err(|_| usage())
 }
 
 /// Open an existing cache; only `set` creates one.
@@ -92,20 +132,29 @@ fn max_size_json(m: MaxSize) -> Value {
     }
 }
 
-fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("a JSON value always serializes")
-    );
+/// Sweep the debris of dead writers; `None` when the cache's version is
+/// not ours to modify.
+fn sweep(cache: &FsCache) -> Result<Option<Swept>, Fail> {
+    match cache.sweep() {
+        Ok(swept) => Ok(Some(swept)),
+        Err(fscache::Error::Incompatible { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn info(path: &Path, as_json: bool) -> Outcome {
     let cache = open_existing(path)?;
     let info = cache.reload_info()?;
-    let usage = cache.usage()?;
+    let before = cache.usage()?;
+    let swept = sweep(&cache)?;
+    let removed = swept.as_ref().map_or(0, |s| s.removed.len());
+    // Walk again only when something went; the difference is the debris's
+    // size (approximate while others write).
+    let usage = if removed == 0 { before } else { cache.usage()? };
+    let debris_bytes = before.on_disk.saturating_sub(usage.on_disk);
     let limit = info.limit();
     if as_json {
-        print_json(&json!({
+        return output::json(&json!({
             "path": cache.path(),
             "version": info.version,
             "compatible": info.is_compatible(),
@@ -114,23 +163,41 @@ fn info(path: &Path, as_json: bool) -> Outcome {
             "entries": usage.entries,
             "size_on_disk": usage.on_disk,
             "creation_boot_id": info.creation_boot_id,
-        }));
-    } else {
-        let version = match info.version {
-            Some(v) if info.is_compatible() => v.to_string(),
-            Some(v) => format!("{v} (not supported: read-only to this tool)"),
-            None => "- (missing: read-only to this tool)".to_owned(),
-        };
-        println!("cache:            {}", cache.path().display());
-        println!("version:          {version}");
-        println!("maximum size:     {limit}");
-        println!("accounted size:   {}", format_bytes(usage.accounted));
-        println!("entries:          {}", usage.entries);
-        println!("size on disk:     {}", format_bytes(usage.on_disk));
-        println!(
-            "creation boot id: {}",
-            info.creation_boot_id.as_deref().unwrap_or("-")
-        );
+            "debris": swept.as_ref().map(|s| json!({
+                "removed": s.removed,
+                "size_on_disk": debris_bytes,
+                "uncharged": s.freed,
+            })),
+        }))
+        .map(|()| ExitCode::SUCCESS);
+    }
+    let version = match info.version {
+        Some(v) if info.is_compatible() => v.to_string(),
+        Some(v) => format!("{v} (not supported: read-only to this tool)"),
+        None => "- (missing: read-only to this tool)".to_owned(),
+    };
+    let debris = match &swept {
+        None => "not swept (read-only to this tool)".to_owned(),
+        Some(_) if removed == 0 => "none".to_owned(),
+        Some(s) => format!(
+            "{removed} {}, {}, removed",
+            if removed == 1 { "item" } else { "items" },
+            format_bytes(debris_bytes.max(s.freed))
+        ),
+    };
+    outln!("cache:            {}", cache.path().display())?;
+    outln!("version:          {version}")?;
+    outln!("maximum size:     {limit}")?;
+    outln!("accounted size:   {}", format_bytes(usage.accounted))?;
+    outln!("entries:          {}", usage.entries)?;
+    outln!("size on disk:     {}", format_bytes(usage.on_disk))?;
+    outln!(
+        "creation boot id: {}",
+        info.creation_boot_id.as_deref().unwrap_or("-")
+    )?;
+    outln!("debris:           {debris}")?;
+    for n in swept.iter().flat_map(|s| &s.removed) {
+        detail!("  removed {n}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -165,7 +232,7 @@ fn ls(path: &Path, sort: Sort, as_json: bool) -> Outcome {
                 })
             })
             .collect();
-        print_json(&Value::Array(list));
+        output::json(&Value::Array(list))?;
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<[String; 4]> = entries
@@ -188,20 +255,23 @@ fn ls(path: &Path, sort: Sort, as_json: bool) -> Outcome {
             .unwrap_or(0)
     };
     let (w0, w1, w2) = (width(0), width(1), width(2));
-    println!(
+    outln!(
         "{:<w0$}  {:>w1$}  {:>w2$}  {}",
-        header[0], header[1], header[2], header[3]
-    );
+        header[0],
+        header[1],
+        header[2],
+        header[3]
+    )?;
     for [name, size, used, in_use] in &rows {
-        println!("{name:<w0$}  {size:>w1$}  {used:>w2$}  {in_use}");
+        outln!("{name:<w0$}  {size:>w1$}  {used:>w2$}  {in_use}")?;
     }
     if rows.is_empty() {
-        println!("(no entries)");
+        note!("(no entries)")?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn set(path: &Path, max_size: MaxSize) -> Outcome {
+fn set(path: &Path, max_size: MaxSize, do_prune: bool, as_json: bool) -> Outcome {
     let cache = FsCache::open(APPID, path)?;
     let before = cache.reload_info()?.limit();
     cache.set_info(CacheInfo {
@@ -209,14 +279,82 @@ fn set(path: &Path, max_size: MaxSize) -> Outcome {
         ..Default::default()
     })?;
     let now = cache.info().limit();
-    println!(
+    // A dry run down to the limit now in force: the accounted size, and
+    // what a prune would remove.
+    let plan = cache.prune(PruneOptions {
+        dry_run: true,
+        ..Default::default()
+    })?;
+    let over = matches!(now, MaxSize::Bytes(m) if plan.accounted > m);
+    let pruned = if over && do_prune {
+        Some(cache.prune(PruneOptions::default())?)
+    } else {
+        None
+    };
+    if as_json {
+        return output::json(&json!({
+            "path": cache.path(),
+            "maximum_size": max_size_json(now),
+            "previous_maximum_size": max_size_json(before),
+            "accounted_size": pruned.as_ref().map_or(plan.accounted, |p| p.accounted),
+            "over_limit": over && pruned.is_none(),
+            "pruned": pruned.as_ref().map(|p| json!({
+                "removed": p.removed,
+                "skipped": p.skipped,
+                "freed": p.freed,
+            })),
+        }))
+        .map(|()| ExitCode::SUCCESS);
+    }
+    note!(
         "maximum size of {}: {now} (was {before})",
         cache.path().display()
-    );
+    )?;
+    match pruned {
+        Some(p) => {
+            for n in &p.removed {
+                note!("removed {n}")?;
+            }
+            for n in &p.skipped {
+                note!("kept {n}: in use")?;
+            }
+            note!(
+                "freed {}; accounted size now {}",
+                format_bytes(p.freed),
+                format_bytes(p.accounted)
+            )?;
+        }
+        None if over => {
+            note!(
+                "the cache holds {}, over the new maximum: the next store evicts,",
+                format_bytes(plan.accounted)
+            )?;
+            note!(
+                "or `fscache prune` (or `set --prune`) removes {} {} now",
+                plan.removed.len(),
+                if plan.removed.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                }
+            )?;
+        }
+        None => {}
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
+/// What `store` does when the name exists already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IfExists {
+    /// Leave the entry, report it, exit 0.
+    Succeed,
+    /// Leave the entry, exit 1 (`--fail-if-exists`).
+    Fail,
+}
+
+fn store(path: &Path, name: &str, src: &Path, if_exists: IfExists, as_json: bool) -> Outcome {
+    let signals = Signals::catch()?;
     let cache = open_existing(path)?;
     match std::fs::symlink_metadata(src) {
         Ok(_) => {}
@@ -236,11 +374,17 @@ fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
     let report = if cache.contains(name)? {
         None
     } else {
+        signals.check(|| format!("`{name}` not stored"))?;
         let guard = cache.store(name)?;
         let bar = progress_bar(src, name);
         let started = Instant::now();
         let mut shown = false;
         let copied = guard.copy_from(src, &mut |n| {
+            // Stop the copy; the guard is then closed below, which removes
+            // the partial copy.
+            if signals.caught().is_some() {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
             let Some(bar) = &bar else { return Ok(()) };
             bar.inc(n);
             // Only a long copy earns a bar; a short one stays silent.
@@ -253,8 +397,20 @@ fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
+        if let Some(sig) = signals.caught() {
+            let what = match guard.close() {
+                Ok(()) => format!("`{name}` not stored, its partial copy removed"),
+                Err(e) => format!(
+                    "`{name}` not stored; removing its partial copy failed ({}), the next sweep removes it",
+                    crate::fail::chain(&e)
+                ),
+            };
+            return Err(signals::stopped(sig, what));
+        }
         copied?;
-        Some(guard.commit_report()?)
+        let report = guard.commit_report()?;
+        detail!("copied in {:.1}s", started.elapsed().as_secs_f64())?;
+        Some(report)
     };
     let (stored, evicted, size) = match report {
         Some(r) => (r.stored, r.evicted, Some(r.size)),
@@ -262,6 +418,7 @@ fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
     };
     let (word, why) = match stored {
         Stored::Committed => ("stored", None),
+        Stored::Exists if if_exists == IfExists::Succeed => ("exists", None),
         Stored::Exists => ("exists", Some("an entry of that name exists already")),
         Stored::TooLarge => ("too-large", Some("larger than the cache's maximum size")),
         Stored::NoSpace => (
@@ -274,20 +431,26 @@ fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
         ),
     };
     if as_json {
-        print_json(&json!({
+        output::json(&json!({
             "name": name,
             "outcome": word,
             "size": if stored == Stored::Committed { size } else { None },
             "evicted": evicted,
-        }));
+        }))?;
     } else {
-        if stored == Stored::Committed {
-            println!("stored {name} ({})", size_or_dash(size));
+        match stored {
+            Stored::Committed => note!("stored {name} ({})", size_or_dash(size))?,
+            Stored::Exists if why.is_none() => {
+                note!("{name} exists already; left as it is, nothing copied")?;
+            }
+            _ => {}
         }
         for n in &evicted {
-            println!("evicted {n}");
+            note!("evicted {n}")?;
         }
     }
+    // The signal came during the commit, which finished: say so.
+    signals.check(|| format!("stopped after `{name}` was {word}"))?;
     match why {
         None => Ok(ExitCode::SUCCESS),
         Some(why) => Err(Fail::error(format!("`{name}` not stored: {why}"))),
@@ -297,7 +460,7 @@ fn store(path: &Path, name: &str, src: &Path, as_json: bool) -> Outcome {
 /// A progress bar for copying `src`, drawn only when stderr is a terminal
 /// (and, see the caller, only once the copy takes a while).
 fn progress_bar(src: &Path, name: &str) -> Option<ProgressBar> {
-    if !io::stderr().is_terminal() {
+    if !io::stderr().is_terminal() || !output::chatty() {
         return None;
     }
     let total = fscache::tree_content_bytes(src).ok()?;
@@ -320,25 +483,47 @@ fn exit_code_of(status: ExitStatus) -> ExitCode {
     }
 }
 
-fn run_in(dir: &Path, var: &str, command: &[OsString]) -> Outcome {
+/// Run `command` in `dir` and wait for it. A stop signal sent to us is
+/// passed on to the command (a Ctrl-C reaches both of us anyway), and once
+/// it has exited we stop with 128 + N; `after` says what the caller's
+/// guard will have undone by then.
+fn run_in(dir: &Path, var: &str, command: &[OsString], signals: &Signals, after: &str) -> Outcome {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Fail::error("no command given after `--`"))?;
-    let status = Command::new(program)
+    let shown = program.to_string_lossy();
+    signals.check(|| format!("`{shown}` not run; {after}"))?;
+    let mut child = Command::new(program)
         .args(args)
         .current_dir(dir)
         .env(var, dir)
-        .status()
-        .map_err(|e| {
-            Fail::error(format!(
-                "failed to run `{}`: {e}",
-                program.to_string_lossy()
-            ))
-        })?;
+        .spawn()
+        .map_err(|e| Fail::error(format!("failed to run `{shown}`: {e}")))?;
+    let pid = rustix::process::Pid::from_child(&child);
+    let mut forwarded = false;
+    // Poll rather than block in wait(): a blocked wait would not notice
+    // the signal (its handler only sets a flag, and the wait restarts).
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(Fail::error(format!("failed to wait for `{shown}`: {e}"))),
+        }
+        if let (Some(sig), false) = (signals.caught(), forwarded) {
+            // It may have gone meanwhile: then there is nobody to tell.
+            let _ = rustix::process::kill_process(pid, signals::to_rustix(sig));
+            forwarded = true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    signals.check(|| format!("`{shown}` ended ({status}); {after}"))?;
     Ok(exit_code_of(status))
 }
 
 fn load(path: &Path, name: &str, command: &[OsString]) -> Outcome {
+    let signals = Signals::catch()?;
     let cache = open_existing(path)?;
     let Some(entry) = cache.load(name)? else {
         return Err(Fail::miss(format!(
@@ -347,7 +532,8 @@ fn load(path: &Path, name: &str, command: &[OsString]) -> Outcome {
         )));
     };
     // The entry stays read-locked until `entry` drops, after the command.
-    let code = run_in(entry.path(), "FSCACHE_ENTRY", command);
+    let after = format!("`{name}` released");
+    let code = run_in(entry.path(), "FSCACHE_ENTRY", command, &signals, &after);
     drop(entry);
     code
 }
@@ -399,95 +585,253 @@ fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
                 )))
             }
         };
-        match out.write_all(&buf[..n]) {
-            Ok(()) => {}
-            // The reader went away (`| head`): not our failure.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-            Err(e) => return Err(Fail::error(format!("failed to write to stdout: {e}"))),
-        }
+        out.write_all(&buf[..n])
+            .map_err(|e| output::stdout_failed(&e))?;
     }
-    match out.flush() {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(Fail::error(format!("failed to write to stdout: {e}")))
-        }
-        _ => Ok(ExitCode::SUCCESS),
-    }
+    out.flush().map_err(|e| output::stdout_failed(&e))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-fn rm(path: &Path, names: &[String]) -> Outcome {
+fn rm(path: &Path, names: &[String], as_json: bool) -> Outcome {
     let cache = open_existing(path)?;
     let mut worst: Option<Fail> = None;
+    let (mut removed, mut in_use, mut missing) = (Vec::new(), Vec::new(), Vec::new());
     for name in names {
         let fail = match cache.remove(name) {
             Ok(Removed::Removed { freed }) => {
-                println!("removed {name} (freed {})", format_bytes(freed));
+                if !as_json {
+                    note!("removed {name} (freed {})", format_bytes(freed))?;
+                }
+                removed.push(json!({"name": name, "freed": freed}));
                 continue;
             }
-            Ok(Removed::InUse) => Fail::error(format!("`{name}` is in use by a reader; skipped")),
+            Ok(Removed::InUse) => {
+                in_use.push(name);
+                Fail::error(format!("`{name}` is in use by a reader; skipped"))
+            }
             Ok(Removed::Missing) => {
+                missing.push(name);
                 Fail::miss(format!("no entry `{name}` in {}", cache.path().display()))
             }
             Err(e) => Fail::from(e),
         };
         // Report every name; exit with the gravest: error (1) over miss (2).
-        eprintln!("{}", fail.message);
+        output::eline(format_args!("{}", fail.message));
         if worst.as_ref().is_none_or(|w| w.code == 2) {
             worst = Some(fail);
         }
     }
+    if as_json {
+        output::json(&json!({
+            "removed": removed,
+            "in_use": in_use,
+            "missing": missing,
+        }))?;
+    }
     Ok(worst.map_or(ExitCode::SUCCESS, |w| ExitCode::from(w.code)))
 }
 
+fn clear(path: &Path, as_json: bool) -> Outcome {
+    let cache = open_existing(path)?;
+    let mut removed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut freed = 0u64;
+    for e in cache.entries()? {
+        match cache.remove(&e.name)? {
+            Removed::Removed { freed: f } => {
+                freed = freed.saturating_add(f);
+                if !as_json {
+                    note!("removed {} ({})", e.name, format_bytes(f))?;
+                }
+                removed.push(e.name);
+            }
+            Removed::InUse => {
+                if !as_json {
+                    note!("skipped {}: in use by a reader", e.name)?;
+                }
+                skipped.push(e.name);
+            }
+            // Removed by someone else since the listing: nothing to do.
+            Removed::Missing => {}
+        }
+    }
+    if as_json {
+        return output::json(&json!({
+            "removed": removed,
+            "skipped": skipped,
+            "freed": freed,
+        }))
+        .map(|()| ExitCode::SUCCESS);
+    }
+    let entries = |n: usize| if n == 1 { "entry" } else { "entries" };
+    note!(
+        "removed {} {}, freed {}; skipped {} in use",
+        removed.len(),
+        entries(removed.len()),
+        format_bytes(freed),
+        skipped.len()
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn prune(path: &Path, opts: PruneOptions, as_json: bool) -> Outcome {
+    let signals = Signals::catch()?;
     let cache = open_existing(path)?;
     let sizes: Vec<EntryInfo> = cache.entries()?;
     let size_of = |n: &str| sizes.iter().find(|e| e.name == n).and_then(|e| e.size);
+    // Debris first, reported on its own (the prune would sweep it silently).
+    let swept = if opts.dry_run { None } else { sweep(&cache)? };
+    signals.check(|| "nothing pruned".to_owned())?;
+    // One pass of the library's prune: each removal in it is atomic, so a
+    // signal is acted on when the pass is done.
     let report = cache.prune(opts)?;
+    let debris: &[String] = swept.as_ref().map_or(&[], |s| &s.removed);
     if as_json {
-        print_json(&json!({
+        output::json(&json!({
             "dry_run": report.dry_run,
             "removed": report.removed,
             "skipped": report.skipped,
             "freed": report.freed,
             "accounted_size": report.accounted,
-        }));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let verb = if report.dry_run {
-        "would remove"
+            "debris_removed": debris,
+        }))?;
     } else {
-        "removed"
+        let verb = if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for n in &report.removed {
+            note!("{verb} {n} ({})", size_or_dash(size_of(n)))?;
+        }
+        for n in &report.skipped {
+            note!("kept {n}: in use")?;
+        }
+        if !debris.is_empty() {
+            note!("debris: {} removed", debris.len())?;
+        }
+        for n in debris {
+            detail!("  removed {n}")?;
+        }
+        let limit = cache.info().limit();
+        if report.dry_run {
+            note!(
+                "would free {} of {} accounted (maximum {limit}); nothing removed",
+                format_bytes(report.freed),
+                format_bytes(report.accounted),
+            )?;
+        } else {
+            note!(
+                "freed {}; accounted size now {} (maximum {limit})",
+                format_bytes(report.freed),
+                format_bytes(report.accounted),
+            )?;
+        }
+    }
+    signals.check(|| {
+        let n = report.removed.len();
+        format!(
+            "stopped after its pass ({n} {} removed)",
+            if n == 1 { "entry" } else { "entries" }
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn repair(path: &Path, as_json: bool) -> Outcome {
+    let cache = open_existing(path)?;
+    // `repair` rewrites `cache.size`: only for a cache in our format.
+    let info = cache.reload_info()?;
+    if !info.is_compatible() {
+        return Err(fscache::Error::Incompatible {
+            path: cache.path().to_owned(),
+            version: info.version,
+        }
+        .into());
+    }
+    let Some(r) = cache.repair()? else {
+        return Err(Fail::error(format!(
+            "`{}` is open in other processes; repair needs it to itself: \
+             retry when they are done (`fscache info` removes debris meanwhile)",
+            cache.path().display()
+        )));
     };
-    for n in &report.removed {
-        println!("{verb} {n} ({})", size_or_dash(size_of(n)));
+    if as_json {
+        return output::json(&json!({
+            "removed": r.removed,
+            "accounted_before": r.accounted_before,
+            "accounted": r.accounted,
+        }))
+        .map(|()| ExitCode::SUCCESS);
     }
-    for n in &report.skipped {
-        println!("kept {n}: in use");
+    for n in &r.removed {
+        note!("removed {n}")?;
     }
-    let limit = cache.info().limit();
-    if report.dry_run {
-        println!(
-            "would free {} of {} accounted (maximum {limit}); nothing removed",
-            format_bytes(report.freed),
-            format_bytes(report.accounted),
-        );
-    } else {
-        println!(
-            "freed {}; accounted size now {} (maximum {limit})",
-            format_bytes(report.freed),
-            format_bytes(report.accounted),
-        );
-    }
+    let books = match r.accounted_before {
+        Some(b) if b == r.accounted => format!("{} (was right)", format_bytes(b)),
+        Some(b) => format!(
+            "{} (was {}, corrected)",
+            format_bytes(r.accounted),
+            format_bytes(b)
+        ),
+        None => format!("{} (was unreadable, rebuilt)", format_bytes(r.accounted)),
+    };
+    outln!("debris removed:   {}", r.removed.len())?;
+    outln!("accounted size:   {books}")?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn stage(path: &Path, command: &[OsString]) -> Outcome {
+    let signals = Signals::catch()?;
     let cache = open_existing(path)?;
     let scratch = cache.stage()?;
-    let code = run_in(scratch.path(), "FSCACHE_STAGE", command);
+    let code = run_in(
+        scratch.path(),
+        "FSCACHE_STAGE",
+        command,
+        &signals,
+        "scratch directory removed",
+    );
     // Removed here, whatever the command left in it.
     drop(scratch);
     code
+}
+
+fn completions(shell: clap_complete::Shell) -> Outcome {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "fscache", &mut script);
+    output::bytes(&script)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn manpage(dir: Option<&Path>) -> Outcome {
+    let render = |cmd: clap::Command| -> Result<Vec<u8>, Fail> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .map_err(|e| Fail::error(format!("failed to render the man page: {e}")))?;
+        Ok(page)
+    };
+    let top = Cli::command();
+    let Some(dir) = dir else {
+        output::bytes(&render(top)?)?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fail::error(format!("failed to create `{}`: {e}", dir.display())))?;
+    let mut pages = vec![("fscache.1".to_owned(), render(top.clone())?)];
+    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("fscache-{}", sub.get_name());
+        let page = render(sub.clone().name(name.clone()))?;
+        pages.push((format!("{name}.1"), page));
+    }
+    for (file, page) in pages {
+        let p = dir.join(&file);
+        std::fs::write(&p, page)
+            .map_err(|e| Fail::error(format!("failed to write `{}`: {e}", p.display())))?;
+        note!("wrote {}", p.display())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -17,6 +17,23 @@ impl Fail {
         }
     }
 
+    /// Stop with success and say nothing: stdout's reader went away
+    /// (`fscache ls | head`), which is not our failure.
+    pub(crate) fn quiet() -> Self {
+        Self {
+            code: 0,
+            message: String::new(),
+        }
+    }
+
+    /// Stopped by signal `sig`: exit 128 + `sig`, as a shell reports it.
+    pub(crate) fn signal(sig: i32, message: impl Into<String>) -> Self {
+        Self {
+            code: u8::try_from(128 + sig).unwrap_or(1),
+            message: one_line(&message.into()),
+        }
+    }
+
     pub(crate) fn miss(message: impl Into<String>) -> Self {
         Self {
             code: 2,

@@ -17,8 +17,16 @@
 //! # Exit codes
 //!
 //! `0` success; `1` an error (one line `error: …` on stderr naming the path
-//! or name involved); `2` a miss (`load`, `cat`, `rm` of an absent name).
-//! `load` and `stage` exit with the command's status.
+//! or name involved); `2` a miss (`load`, `cat`, `rm` of an absent name);
+//! `128 + N` stopped by signal N (SIGINT, SIGTERM or SIGHUP) after removing
+//! the command's unfinished work. `load` and `stage` exit with the
+//! command's status. A failure to write to stdout is an error too, except
+//! a reader that went away (`fscache ls | head`): that is a quiet success.
+//!
+//! # Which cache
+//!
+//! The first argument, or when it is left out `--cache`, or else
+//! `$FSCACHE_DIR` (see `args::split_cache`).
 //!
 //! # Limitations
 //!
@@ -31,6 +39,8 @@
 mod args;
 mod commands;
 mod fail;
+mod output;
+mod signals;
 mod units;
 
 use std::process::ExitCode;
@@ -43,21 +53,29 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            let printed = e.print();
             // Help and version are successes; every usage error is exit 1
             // (clap's own 2 would read as a miss).
-            return if e.use_stderr() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
+            if e.use_stderr() {
+                return ExitCode::from(1);
+            }
+            return match printed {
+                Err(e) => finish(output::stdout_failed(&e)),
+                Ok(()) => ExitCode::SUCCESS,
             };
         }
     };
-    match commands::run(cli.command) {
+    output::set_verbosity(cli.global.quiet, cli.global.verbose);
+    match commands::run(cli) {
         Ok(code) => code,
-        Err(fail) => {
-            eprintln!("{}", fail.message);
-            ExitCode::from(fail.code)
-        }
+        Err(fail) => finish(fail),
     }
+}
+
+/// Print the failure's one line, if it has one, and its exit code.
+fn finish(fail: fail::Fail) -> ExitCode {
+    if !fail.message.is_empty() {
+        output::eline(format_args!("{}", fail.message));
+    }
+    ExitCode::from(fail.code)
 }

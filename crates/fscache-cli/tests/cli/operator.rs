@@ -1,0 +1,339 @@
+//! What an operator reaches for: a default cache (`--cache`,
+//! `FSCACHE_DIR`), `clear`, `repair`, the debris report, `-q`, `set`
+//! over the limit, completions and the man page, and stdout that fails.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{
+    expect_code, expect_error, hold, json, ls_json, names, new_cache, stderr, stdout, store, tree,
+    BIN,
+};
+
+/// `fscache ARGS…` with `FSCACHE_DIR=dir` and stdout to `out`.
+fn with_env(dir: &Path, args: &[&OsStr]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("FSCACHE_DIR", dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Plant the debris a killed writer leaves: an unlocked `uuid-*` entry.
+fn plant_debris(cache: &Path, tag: char) -> std::path::PathBuf {
+    let debris = cache.join(format!("objects/uuid-{}", tag.to_string().repeat(32)));
+    std::fs::create_dir_all(debris.join("data")).unwrap();
+    std::fs::write(debris.join("object.lock"), b"").unwrap();
+    std::fs::write(debris.join("data/f"), vec![0u8; 200_000]).unwrap();
+    debris
+}
+
+#[test]
+fn fscache_dir_and_cache_flag_name_the_default_cache() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    let o = |args: &[&str]| {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        with_env(&cache, &args)
+    };
+    let s = src.to_str().unwrap();
+    expect_code(&o(&["store", "a", s]), 0);
+    expect_code(&o(&["store", "b", s]), 0);
+    assert_eq!(names(&ls_json(&cache)), ["a", "b"]);
+    let l = o(&["ls"]);
+    expect_code(&l, 0);
+    assert!(stdout(&l).contains("a "), "{}", stdout(&l));
+    expect_code(&o(&["load", "a", "--", "true"]), 0);
+    let c = o(&["cat", "a", "hello.txt"]);
+    expect_code(&c, 0);
+    assert_eq!(stdout(&c), "hello from src\n");
+    expect_code(&o(&["info", "--json"]), 0);
+    expect_code(&o(&["rm", "b"]), 0);
+    assert_eq!(names(&ls_json(&cache)), ["a"]);
+
+    // Existing invocations keep working with FSCACHE_DIR set elsewhere:
+    // an explicit CACHE wins.
+    let (_tmp2, other) = new_cache("unlimited");
+    let args = [
+        OsStr::new("store"),
+        other.as_os_str(),
+        "x".as_ref(),
+        src.as_os_str(),
+    ];
+    expect_code(&with_env(&cache, &args), 0);
+    let args = [OsStr::new("rm"), other.as_os_str(), "x".as_ref()];
+    expect_code(&with_env(&cache, &args), 0);
+    assert!(ls_json(&other).is_empty());
+    assert_eq!(names(&ls_json(&cache)), ["a"]);
+
+    // --cache, without the variable; both ways at once is refused.
+    let flag = fsc!("--cache", cache, "ls", "--json");
+    assert_eq!(json(&flag).as_array().unwrap().len(), 1);
+    let r = fsc!("rm", "--cache", cache, "a");
+    expect_code(&r, 0);
+    expect_error(&fsc!("ls", cache, "--cache", cache), "given twice");
+    // Neither: a clear error, not a usage dump.
+    expect_error(&fsc!("ls"), "no cache given");
+    expect_error(&fsc!("store", "a", src), "no cache given");
+}
+
+#[test]
+fn clear_removes_every_entry_no_reader_holds() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 10_000);
+    for n in ["a", "b", "held"] {
+        expect_code(&store(&cache, n, &src), 0);
+    }
+    let mut reader = hold(&cache, "held", "30");
+    let o = fsc!("clear", cache);
+    let _ = reader.kill();
+    let _ = reader.wait();
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("skipped held: in use"), "{out}");
+    assert!(out.contains("removed 2 entries"), "{out}");
+    assert_eq!(names(&ls_json(&cache)), ["held"]);
+    let v = json(&fsc!("clear", cache, "--json"));
+    assert_eq!(v["removed"], serde_json::json!(["held"]));
+    assert_eq!(v["skipped"], serde_json::json!([]));
+    assert!(v["freed"].as_u64().unwrap() > 0);
+    let info = json(&fsc!("info", cache, "--json"));
+    assert_eq!(info["accounted_size"], 0);
+}
+
+#[test]
+fn info_removes_and_reports_debris() {
+    let (_tmp, cache) = new_cache("unlimited");
+    let d1 = plant_debris(&cache, '1');
+    let d2 = plant_debris(&cache, '2');
+    let o = fsc!("info", cache);
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("debris:           2 items"), "{out}");
+    assert!(out.contains("removed"), "{out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    assert!(!d1.exists() && !d2.exists());
+    let v = json(&fsc!("info", cache, "--json"));
+    assert_eq!(v["debris"]["removed"], serde_json::json!([]));
+    plant_debris(&cache, '3');
+    let v = json(&fsc!("info", cache, "--json"));
+    assert_eq!(v["debris"]["removed"].as_array().unwrap().len(), 1);
+    assert!(v["debris"]["size_on_disk"].as_u64().unwrap() >= 200_000);
+}
+
+#[test]
+fn repair_fixes_the_books_or_says_others_hold_the_cache() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 10_000);
+    expect_code(&store(&cache, "a", &src), 0);
+    let exact = json(&fsc!("info", cache, "--json"))["accounted_size"]
+        .as_u64()
+        .unwrap();
+    // An over-count, as a crash between charge and commit leaves it.
+    std::fs::write(cache.join("cache.size"), format!("{}", exact + 12_345)).unwrap();
+    plant_debris(&cache, '4');
+    let o = fsc!("repair", cache);
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("removed uuid-4444"), "{out}");
+    assert!(out.contains("corrected"), "{out}");
+    let v = json(&fsc!("info", cache, "--json"));
+    assert_eq!(v["accounted_size"].as_u64(), Some(exact));
+    let v = json(&fsc!("repair", cache, "--json"));
+    assert_eq!(v["accounted"].as_u64(), Some(exact));
+    assert_eq!(v["accounted_before"].as_u64(), Some(exact));
+    assert_eq!(v["removed"], serde_json::json!([]));
+
+    // Another process has the cache open: refuse at once, exit 1.
+    let mut reader = hold(&cache, "a", "30");
+    let started = Instant::now();
+    let o = fsc!("repair", cache);
+    let _ = reader.kill();
+    let _ = reader.wait();
+    expect_error(&o, "open in other processes");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn set_over_the_new_limit_says_so_and_prunes_on_request() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100_000);
+    for n in ["a", "b", "c"] {
+        expect_code(&store(&cache, n, &src), 0);
+    }
+    let o = fsc!("set", cache, "--max-size", "150K");
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("over the new maximum"), "{out}");
+    assert!(out.contains("fscache prune"), "{out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    assert_eq!(names(&ls_json(&cache)).len(), 3);
+    let v = json(&fsc!(
+        "set",
+        cache,
+        "--max-size",
+        "150K",
+        "--prune",
+        "--json"
+    ));
+    assert_eq!(v["over_limit"], false);
+    assert!(v["accounted_size"].as_u64().unwrap() <= 150_000);
+    assert!(!v["pruned"]["removed"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn quiet_keeps_what_was_asked_for_only() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    let o = fsc!("-q", "store", cache, "a", src);
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o), "");
+    let o = fsc!("ls", cache, "-q");
+    assert!(stdout(&o).contains("a "), "{}", stdout(&o));
+    let o = fsc!("ls", cache, "-q", "-v");
+    expect_code(&o, 1);
+}
+
+/// Every reporting command, with stdout on `/dev/full` (ENOSPC on write):
+/// one `error:` line and exit 1, never a panic.
+#[test]
+fn a_failing_stdout_is_one_error_line_and_a_closed_pipe_is_quiet() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    let c = cache.to_str().unwrap();
+    let s = src.to_str().unwrap();
+    let runs: &[&[&str]] = &[
+        &["ls", c],
+        &["ls", c, "--json"],
+        &["info", c],
+        &["info", c, "--json"],
+        &["set", c, "--max-size", "1G"],
+        &["store", c, "b", s],
+        &["store", c, "a", s, "--json"],
+        &["cat", c, "a", "hello.txt"],
+        &["prune", c, "--dry-run"],
+        &["repair", c],
+        &["clear", c, "--json"],
+        &["completions", "bash"],
+        &["manpage"],
+        &["--help"],
+    ];
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped the /dev/full half: no /dev/full here");
+    } else {
+        for args in runs {
+            let o = Command::new(BIN)
+                .args(*args)
+                .stdout(Stdio::from(File::create("/dev/full").unwrap()))
+                .output()
+                .unwrap();
+            expect_error(&o, "failed to write to stdout");
+            assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        }
+    }
+    expect_code(&store(&cache, "a2", &src), 0);
+    // A reader that went away (`| head`): success, and nothing said.
+    for args in runs {
+        let mut child = Command::new(BIN)
+            .args(*args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        expect_code(&o, 0);
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+}
+
+/// Whether `program` runs here.
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+#[test]
+fn completion_scripts_parse() {
+    for (shell, check) in [("bash", "bash"), ("zsh", "zsh"), ("fish", "fish")] {
+        let o = fsc!("completions", shell);
+        expect_code(&o, 0);
+        assert!(stdout(&o).contains("fscache"), "{shell}");
+        if !have(check) {
+            eprintln!("skipped parsing the {shell} completions: `{check}` is not installed");
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(format!("fscache.{shell}"));
+        std::fs::write(&file, &o.stdout).unwrap();
+        let flag = if shell == "fish" {
+            "--no-execute"
+        } else {
+            "-n"
+        };
+        let st = Command::new(check).arg(flag).arg(&file).output().unwrap();
+        assert!(st.status.success(), "{shell}: {}", stderr(&st));
+    }
+    expect_code(&fsc!("completions", "tcsh"), 1);
+}
+
+#[test]
+fn the_man_pages_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = fsc!("manpage", dir.path());
+    expect_code(&o, 0);
+    let top = dir.path().join("fscache.1");
+    let page = std::fs::read_to_string(&top).unwrap();
+    assert!(page.contains(".TH fscache 1"), "{page}");
+    for sub in ["store", "repair", "clear", "completions"] {
+        assert!(
+            dir.path().join(format!("fscache-{sub}.1")).exists(),
+            "{sub}"
+        );
+    }
+    assert!(!dir.path().join("fscache-manpage.1").exists());
+    let render: Option<Vec<&OsStr>> = if have("man") {
+        Some(vec!["man".as_ref(), "-l".as_ref()])
+    } else if have("groff") {
+        Some(vec![
+            "groff".as_ref(),
+            "-man".as_ref(),
+            "-Tutf8".as_ref(),
+            "-ww".as_ref(),
+        ])
+    } else {
+        None
+    };
+    let Some(render) = render else {
+        eprintln!("skipped rendering the man pages: neither `man` nor `groff` is installed");
+        return;
+    };
+    for page in std::fs::read_dir(dir.path()).unwrap() {
+        let page = page.unwrap().path();
+        let o = Command::new(render[0])
+            .args(&render[1..])
+            .arg(&page)
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}: {}", page.display(), stderr(&o));
+        assert!(!stdout(&o).is_empty(), "{}", page.display());
+        assert!(
+            !stderr(&o).contains("warning"),
+            "{}: {}",
+            page.display(),
+            stderr(&o)
+        );
+    }
+}
