@@ -55,7 +55,10 @@ commands:
   demo            run the `fscache` tool through a real scenario on a temporary cache
   dist [--check]  write the man pages and shell completions to <target>/dist
                   (--check: and render and parse them, as `ci` does)
-  demo-lock       show fscache-lock's OFD locks working across processes";
+  demo-lock       show fscache-lock's OFD locks working across processes
+  ioerr           the full I/O-error sweep: every occurrence of every traced system
+                  call of every command fails once, with EIO, ENOSPC, EACCES, EPERM
+                  (`ci` runs a fast subset)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
+        ["ioerr"] => ioerr(),
         ["dist"] => dist::dist().map(|_| ()),
         ["dist", "--check"] => dist::check(),
         ["demo-lock"] => demo_lock(),
@@ -186,6 +190,22 @@ fn ensure_test_tools() {
             missing.join(", ")
         );
     }
+}
+
+/// The full I/O-error sweep of `crates/fscache-cli/tests/io_errors.rs`.
+fn ioerr() -> Result<()> {
+    ensure_test_tools();
+    let mut test = cargo([
+        "test",
+        "-p",
+        "fscache-cli",
+        "--test",
+        "io_errors",
+        "--",
+        "--nocapture",
+    ]);
+    test.env("FSCACHE_IOERR_FULL", "1");
+    run(test)
 }
 
 /// The CI bar, in order; the first failure stops it.
