@@ -178,6 +178,34 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show the cache's statistics, summed over every process that used
+    /// it: hit rate, loads and misses by cause, stores by outcome,
+    /// evictions, removals, repairs, lock waits.
+    Stats {
+        /// The cache directory.
+        cache: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Reset every counter to zero (after showing them).
+        #[arg(long)]
+        zero: bool,
+    },
+    /// Check entries against the tree digest recorded when they were
+    /// stored; exits 1 if any is damaged. Entries without a digest
+    /// (stored by osbuild) are reported unverified, not bad.
+    Verify {
+        /// The cache directory.
+        cache: Option<PathBuf>,
+        /// The entries to check (default: all, in parallel).
+        names: Vec<String>,
+        /// Remove damaged entries (one a reader holds is kept and said so).
+        #[arg(long)]
+        remove_bad: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Repair after crashes: remove the debris of dead writers and
     /// rebuild the accounted size from the entries. Needs the cache to
     /// itself: if other processes have it open, says so and exits 1.

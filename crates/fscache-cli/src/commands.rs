@@ -81,6 +81,13 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             json,
         ),
         Cmd::Repair { cache, json } => repair(&given_once(g, cache)?, json),
+        Cmd::Stats { cache, json, zero } => stats(&given_once(g, cache)?, json, zero),
+        Cmd::Verify {
+            cache,
+            names,
+            remove_bad,
+            json,
+        } => verify(&given_once(g, cache)?, &names, remove_bad, json),
         Cmd::Stage { cache, command } => stage(&given_once(g, cache)?, &command),
         Cmd::Completions { shell } => completions(shell),
         Cmd::Manpage { dir } => manpage(dir.as_deref()),
@@ -379,9 +386,11 @@ fn store(path: &Path, name: &str, src: &Path, if_exists: IfExists, as_json: bool
         let bar = progress_bar(src, name);
         let started = Instant::now();
         let mut shown = false;
-        let copied = guard.copy_from(src, &mut |n| {
-            // Stop the copy; the guard is then closed below, which removes
-            // the partial copy.
+        // Copy and commit in one step, so the tree digest the copy computes
+        // is recorded (`fscache verify` checks it later).
+        let committed = guard.commit_tree(src, &mut |n| {
+            // Stop the copy: the guard drops, which removes the partial
+            // copy (a removal that fails leaves debris the next sweep takes).
             if signals.caught().is_some() {
                 return Err(io::ErrorKind::Interrupted.into());
             }
@@ -397,18 +406,13 @@ fn store(path: &Path, name: &str, src: &Path, if_exists: IfExists, as_json: bool
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
-        if let Some(sig) = signals.caught() {
-            let what = match guard.close() {
-                Ok(()) => format!("`{name}` not stored, its partial copy removed"),
-                Err(e) => format!(
-                    "`{name}` not stored; removing its partial copy failed ({}), the next sweep removes it",
-                    crate::fail::chain(&e)
-                ),
-            };
-            return Err(signals::stopped(sig, what));
+        if let (Err(_), Some(sig)) = (&committed, signals.caught()) {
+            return Err(signals::stopped(
+                sig,
+                format!("`{name}` not stored, its partial copy removed"),
+            ));
         }
-        copied?;
-        let report = guard.commit_report()?;
+        let report = committed?;
         detail!("copied in {:.1}s", started.elapsed().as_secs_f64())?;
         Some(report)
     };
@@ -779,6 +783,132 @@ fn repair(path: &Path, as_json: bool) -> Outcome {
     outln!("debris removed:   {}", r.removed.len())?;
     outln!("accounted size:   {books}")?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn stats(path: &Path, as_json: bool, zero: bool) -> Outcome {
+    let cache = open_existing(path)?;
+    let s = cache.stats()?;
+    if as_json {
+        let mut map = serde_json::Map::new();
+        for (k, v) in s.fields() {
+            map.insert(k.to_owned(), json!(v));
+        }
+        map.insert("hit-rate".into(), json!(s.hit_rate()));
+        output::json(&Value::Object(map))?;
+    } else {
+        let rate = s
+            .hit_rate()
+            .map_or_else(|| "-".to_owned(), |r| format!("{:.1} %", r * 100.0));
+        outln!("cache:               {}", cache.path().display())?;
+        outln!("hit rate:            {rate}")?;
+        outln!("loads:               {}", s.loads())?;
+        outln!("  hits:              {}", s.hits)?;
+        outln!("  misses:            {}", s.misses())?;
+        outln!("    absent:          {}", s.misses_absent)?;
+        outln!("    busy:            {}", s.misses_busy)?;
+        outln!("    invalid:         {}", s.misses_invalid)?;
+        outln!("    incompatible:    {}", s.misses_incompatible)?;
+        outln!(
+            "stores committed:    {} ({})",
+            s.stored,
+            format_bytes(s.bytes_stored)
+        )?;
+        outln!("  exists already:    {}", s.stored_exists)?;
+        outln!("  too large:         {}", s.stored_too_large)?;
+        outln!("  no space:          {}", s.stored_no_space)?;
+        outln!("  incompatible:      {}", s.stored_incompatible)?;
+        outln!(
+            "evictions:           {} ({})",
+            s.evictions,
+            format_bytes(s.evicted_bytes)
+        )?;
+        outln!("prunes / removals:   {} / {}", s.prunes, s.removals)?;
+        outln!("repairs:             {}", s.repairs)?;
+        outln!("build lock waits:    {}", s.lock_waits)?;
+    }
+    if zero {
+        cache.zero_stats()?;
+        note!("statistics zeroed")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(path: &Path, names: &[String], remove_bad: bool, as_json: bool) -> Outcome {
+    use fscache::Verified;
+    let cache = open_existing(path)?;
+    let results: Vec<(String, Result<Verified, fscache::Error>)> = if names.is_empty() {
+        let bar = verify_bar();
+        let r = cache.verify_all(&|p| {
+            if let Some(bar) = &bar {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.done as u64);
+            }
+        })?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        r
+    } else {
+        names.iter().map(|n| (n.clone(), cache.verify(n))).collect()
+    };
+    let mut rows = Vec::new();
+    let mut damaged = 0usize;
+    for (name, r) in results {
+        let (state, removed) = match r {
+            Ok(Verified::Ok(_)) => ("ok".to_owned(), None),
+            Ok(Verified::Unverified) => ("unverified".to_owned(), None),
+            Ok(Verified::Miss) => ("missing".to_owned(), None),
+            Ok(Verified::Mismatch { .. }) => {
+                damaged += 1;
+                let removed = if remove_bad {
+                    Some(match cache.remove(&name)? {
+                        Removed::Removed { .. } => "removed",
+                        Removed::InUse => "kept: in use",
+                        Removed::Missing => "gone",
+                    })
+                } else {
+                    None
+                };
+                ("damaged".to_owned(), removed)
+            }
+            Ok(_) => ("unknown".to_owned(), None),
+            Err(e) => {
+                damaged += 1;
+                (format!("error: {}", crate::fail::chain(&e)), None)
+            }
+        };
+        rows.push((name, state, removed));
+    }
+    if as_json {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|(n, s, r)| json!({"name": n, "state": s, "removed": r}))
+            .collect();
+        output::json(&Value::Array(list))?;
+    } else {
+        for (n, s, r) in &rows {
+            match r {
+                Some(r) => outln!("{n}: {s} ({r})")?,
+                None => outln!("{n}: {s}")?,
+            }
+        }
+    }
+    if damaged > 0 {
+        return Err(Fail::error(format!("{damaged} damaged entries")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar for `verify`, on a terminal only.
+fn verify_bar() -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("verifying [{bar:30}] {pos}/{len}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
 }
 
 fn stage(path: &Path, command: &[OsString]) -> Outcome {

@@ -49,6 +49,23 @@ use clap::Parser;
 
 use crate::args::Cli;
 
+/// The library's `tracing` events (evictions, sweeps, repairs, commits,
+/// waits for a builder) on stderr, filtered by `FSCACHE_LOG` (`info`,
+/// `debug`, `fscache=debug`…); nothing without it.
+fn init_log() {
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("FSCACHE_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -66,6 +83,7 @@ fn main() -> ExitCode {
         }
     };
     output::set_verbosity(cli.global.quiet, cli.global.verbose);
+    init_log();
     match commands::run(cli) {
         Ok(code) => code,
         Err(fail) => finish(fail),

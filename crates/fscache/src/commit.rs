@@ -123,6 +123,25 @@ impl FsCache {
         Ok(refused(report, Stored::Exists, anon))
     }
 
+    /// Count a commit's outcome in the statistics.
+    pub(crate) fn count_commit(&self, report: &CommitReport) {
+        let field: fn(&crate::stats::Pending) -> &std::sync::atomic::AtomicU64 = match report.stored
+        {
+            Stored::Committed => |p| &p.stored,
+            Stored::Exists => |p| &p.stored_exists,
+            Stored::TooLarge => |p| &p.stored_too_large,
+            Stored::NoSpace => |p| &p.stored_no_space,
+            Stored::Incompatible => |p| &p.stored_incompatible,
+        };
+        self.count(field, 1);
+        if report.stored == Stored::Committed {
+            self.count(|p| &p.bytes_stored, report.size);
+        }
+        if !report.evicted.is_empty() {
+            self.count(|p| &p.evictions, report.evicted.len() as u64);
+        }
+    }
+
     /// Charge `size`; when refused, evict least-recently-used entries down
     /// to the watermark and charge again, recording what was evicted.
     /// `Ok(false)`: no space.
@@ -138,7 +157,10 @@ impl FsCache {
         }
         // Full: the scan that eviction needs anyway also clears the debris
         // of crashed writers (unaccounted space, or half-committed charges).
-        fscache_quota::sweep(dir)?;
+        let swept = fscache_quota::sweep(dir)?;
+        if !swept.removed.is_empty() {
+            tracing::info!(removed = ?swept.removed, freed = swept.freed, "swept debris");
+        }
         let target = limit
             .watermark(self.watermark_percent())
             .unwrap_or(u64::MAX);
@@ -155,6 +177,14 @@ impl FsCache {
             let total = fscache_quota::read_size(dir).unwrap_or(u64::MAX);
             let victims = fscache_quota::plan(&candidates, total, size, target);
             let round = fscache_quota::evict(dir, &victims)?;
+            self.count(|p| &p.evicted_bytes, round.freed);
+            tracing::info!(
+                removed = ?round.removed,
+                skipped = ?round.skipped,
+                freed = round.freed,
+                need = size,
+                "evicted least recently used entries to make room"
+            );
             let removed_any = !round.removed.is_empty();
             evicted.extend(round.removed);
             if let Charge::Accepted { .. } = fscache_quota::charge(dir, size, limit)? {

@@ -159,7 +159,8 @@ impl FsCache {
             Err(e) => return Err(Error::io("open", dir.abs(rel), e.into())),
         };
         let offset = flight_offset(name.as_str());
-        let deadline = opts.wait.map(|w| Instant::now() + w);
+        let started = Instant::now();
+        let deadline = opts.wait.map(|w| started + w);
         let mut pause = Duration::from_millis(1);
         loop {
             let got = set_range_lock(
@@ -171,7 +172,18 @@ impl FsCache {
             )
             .map_err(|e| Error::io("lock", dir.abs(rel), e))?;
             if got {
+                if pause > Duration::from_millis(1) {
+                    tracing::debug!(
+                        name = name.as_str(),
+                        waited = ?started.elapsed(),
+                        "waited for another builder"
+                    );
+                }
                 return Ok(Some(Flight(fd)));
+            }
+            if pause == Duration::from_millis(1) {
+                // The first refusal: another process builds this name.
+                self.count(|p| &p.lock_waits, 1);
             }
             if opts
                 .cancel
@@ -184,6 +196,11 @@ impl FsCache {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
+                tracing::info!(
+                    name = name.as_str(),
+                    waited = ?started.elapsed(),
+                    "gave up waiting for another builder; building too"
+                );
                 return Ok(None);
             }
             // Poll rather than F_OFD_SETLKW, so the wait can be bounded and

@@ -239,6 +239,24 @@ impl StoreGuard {
         self.copy_in(src.as_ref(), progress).map(drop)
     }
 
+    /// Fill the empty `data/` with a copy of `src` (as
+    /// [`StoreGuard::copy_from`]) and commit it, recording the tree digest
+    /// the copy computed in the same pass: nothing can be written in
+    /// between, so the digest is the entry's. [`FsCache::store_tree`] is
+    /// `store` → `commit_tree`.
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreGuard::copy_from`] and [`StoreGuard::commit_report`].
+    pub fn commit_tree(
+        mut self,
+        src: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+    ) -> Result<CommitReport> {
+        self.digest = Some(self.copy_in(src.as_ref(), progress)?);
+        self.commit_report()
+    }
+
     /// Copy `src` into `data/`, returning the digest of what was copied
     /// (computed in the same pass).
     pub(crate) fn copy_in(
@@ -325,15 +343,26 @@ impl StoreGuard {
 
     fn commit_inner(self) -> Result<(CommitReport, Kept)> {
         let cache = self.anon.cache.clone();
-        if !self.compatible {
+        let name = self.name.clone();
+        let (report, kept) = if self.compatible {
+            cache.commit(&name, self.anon, self.digest)?
+        } else {
             let report = CommitReport {
                 stored: Stored::Incompatible,
                 evicted: Vec::new(),
                 size: 0,
             };
-            return Ok((report, Kept::Tree(self.anon)));
-        }
-        cache.commit(&self.name, self.anon, self.digest)
+            (report, Kept::Tree(self.anon))
+        };
+        cache.count_commit(&report);
+        tracing::debug!(
+            name = name.as_str(),
+            outcome = ?report.stored,
+            size = report.size,
+            evicted = report.evicted.len(),
+            "commit"
+        );
+        Ok((report, kept))
     }
 
     /// Discard the entry now, reporting a failed removal (dropping the

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
@@ -19,6 +19,7 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
 use crate::info::{CacheInfo, MaxSize};
+use crate::stats::{Pending, Stats};
 use crate::Stored;
 
 /// How much a commit waits for the disk. Chosen per handle with
@@ -65,12 +66,20 @@ pub(crate) struct Inner {
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
+    pub(crate) stats: crate::stats::Counter,
     // Held shared for the handle's whole life; repair converts it to
     // exclusive for a moment.
     cache_lock: Mutex<FileLock<OwnedFd>>,
     // Commits hold it shared from charge to rename; repair exclusively, so
     // a recount never misses a charge of this handle in flight.
     pub(crate) commit_gate: RwLock<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last clone is gone: hand this handle's counts to the cache.
+        let _ = self.stats.flush(&self.dir);
+    }
 }
 
 /// Options for opening a cache, from [`FsCache::builder`].
@@ -203,6 +212,7 @@ impl Builder {
                 watermark_percent: AtomicU8::new(self.watermark_percent),
                 durability: self.durability,
                 record_digests: self.record_digests,
+                stats: crate::stats::Counter::default(),
                 cache_lock: Mutex::new(cache_lock),
                 commit_gate: RwLock::new(()),
             }),
@@ -404,6 +414,7 @@ impl FsCache {
             }
         };
         if let Some(update) = change(&CacheInfo::from_map(&map)) {
+            tracing::info!(info = ?update, "cache.info updated");
             update.merge_into(&mut map);
             let text = serde_json::Value::Object(map).to_string();
             dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
@@ -430,9 +441,16 @@ impl FsCache {
     /// The lock conversion, a removal or the recount failed.
     pub fn repair(&self) -> Result<Option<Repaired>> {
         self.alone(|| {
+            self.count(|p| &p.repairs, 1);
             let accounted_before = fscache_quota::read_size(self.dir()).ok();
             let swept = fscache_quota::sweep(self.dir())?;
             let accounted = fscache_quota::recount(self.dir())?;
+            tracing::info!(
+                removed = ?swept.removed,
+                before = ?accounted_before,
+                accounted,
+                "repaired"
+            );
             Ok(Repaired {
                 removed: swept.removed,
                 accounted_before,
@@ -493,18 +511,30 @@ impl FsCache {
     /// that is not a miss.
     pub fn load(&self, name: &str) -> Result<Option<Entry>> {
         let name = EntryName::new(name)?;
+        let count = |field: fn(&Pending) -> &AtomicU64| self.count(field, 1);
         if !self.compatible() {
+            count(|p| &p.misses_incompatible);
             return Ok(None);
         }
         let dir = self.dir();
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
-        // Absent (ENOENT/ENOTDIR) comes back as `None` without an error
+        // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
         // being built: a miss is a common answer.
         let locked = match dir.try_lock(&lock_rel, LockOptions::shared()) {
             Ok(TryLocked::Locked(l)) => l,
-            Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(None),
-            Err(e) if is_miss(&e) => return Ok(None),
+            Ok(TryLocked::Absent) => {
+                count(|p| &p.misses_absent);
+                return Ok(None);
+            }
+            Ok(TryLocked::Busy) => {
+                count(|p| &p.misses_busy);
+                return Ok(None);
+            }
+            Err(e) if is_miss(&e) => {
+                count(|p| &p.misses_absent);
+                return Ok(None);
+            }
             Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
         };
         // An entry without object.info is being removed, or debris of a
@@ -512,11 +542,43 @@ impl FsCache {
         let info_rel = entry.join(OBJECT_INFO);
         match dir.stat(&info_rel) {
             Ok(_) => {}
-            Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) if is_miss(&e) => {
+                count(|p| &p.misses_invalid);
+                return Ok(None);
+            }
             Err(e) => return Err(Error::io("stat", dir.abs(&info_rel), e)),
         }
         touch_atime(&locked.lock);
+        count(|p| &p.hits);
         Ok(Some(Entry::new(self.clone(), name, entry, locked.lock)))
+    }
+
+    /// Count `by` on a statistics counter (in memory; flushed now and then).
+    pub(crate) fn count(&self, field: fn(&Pending) -> &AtomicU64, by: u64) {
+        self.inner.stats.bump(self.dir(), field, by);
+    }
+
+    /// The statistics of the cache, summed over every process that used it
+    /// (this handle's counts flushed first). Other live handles add theirs
+    /// at most a second (or a thousand operations) later.
+    ///
+    /// # Errors
+    ///
+    /// Flushing or reading `cache.stats` failed.
+    pub fn stats(&self) -> Result<Stats> {
+        self.inner.stats.flush(self.dir())?;
+        crate::stats::read(self.dir())
+    }
+
+    /// Zero the statistics of the cache (this handle's unflushed counts
+    /// too).
+    ///
+    /// # Errors
+    ///
+    /// Replacing `cache.stats` failed.
+    pub fn zero_stats(&self) -> Result<()> {
+        self.inner.stats.discard();
+        crate::stats::zero(self.dir())
     }
 
     /// Whether a committed entry `name` is in the cache now: a peek that,
@@ -595,13 +657,11 @@ impl FsCache {
         src: impl AsRef<Path>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Stored> {
-        let mut guard = self.store(name)?;
-        // One copy into the empty data/: its digest is the entry's.
-        guard.digest = Some(guard.copy_in(src.as_ref(), &mut |n| {
+        let report = self.store(name)?.commit_tree(src, &mut |n| {
             progress(n);
             Ok(())
-        })?);
-        guard.commit()
+        })?;
+        Ok(report.stored)
     }
 }
 

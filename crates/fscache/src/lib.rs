@@ -87,6 +87,7 @@ mod guards;
 mod handle;
 mod info;
 mod maint;
+mod stats;
 mod verify;
 
 pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
@@ -102,6 +103,7 @@ pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
 pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
+pub use stats::{Stats, CACHE_STATS};
 pub use verify::{Verified, VerifyProgress};
 
 /// The README's example, run as a doc test so it never goes stale.

@@ -223,6 +223,7 @@ impl FsCache {
             self.alone(|| Ok(fscache_quota::recount(dir)?))?;
         }
         let freed = retired.freed;
+        self.count(|p| &p.removals, 1);
         Ok(Removed::Removed { freed })
     }
 
@@ -273,6 +274,14 @@ impl FsCache {
             return Ok(report);
         }
         let evicted = fscache_quota::evict(dir, &victims)?;
+        self.count(|p| &p.prunes, 1);
+        self.count(|p| &p.removals, evicted.removed.len() as u64);
+        tracing::info!(
+            removed = ?evicted.removed,
+            skipped = ?evicted.skipped,
+            freed = evicted.freed,
+            "pruned"
+        );
         Ok(PruneReport {
             removed: evicted.removed,
             skipped: evicted.skipped,
@@ -321,6 +330,9 @@ impl FsCache {
     pub fn sweep(&self) -> Result<Swept> {
         self.require_compatible()?;
         let swept = fscache_quota::sweep(self.dir())?;
+        if !swept.removed.is_empty() {
+            tracing::info!(removed = ?swept.removed, freed = swept.freed, "swept debris");
+        }
         Ok(Swept {
             removed: swept.removed,
             freed: swept.freed,

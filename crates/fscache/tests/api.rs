@@ -461,3 +461,27 @@ fn committed_durability_commits() {
     let e = c.load("durable").unwrap().unwrap();
     assert_eq!(std::fs::read(e.path().join("link")).unwrap(), b"x");
 }
+
+#[test]
+fn statistics_sum_every_handle_and_survive_drops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = unlimited(tmp.path());
+    let b = unlimited(tmp.path());
+    put(&a, "x", 10);
+    for _ in 0..3 {
+        drop(b.load("x").unwrap().unwrap());
+    }
+    assert!(b.load("nope").unwrap().is_none());
+    let held = a.store("busy").unwrap();
+    drop(held);
+    // b's counts are flushed when its last clone drops.
+    drop(b);
+    let s = a.stats().unwrap();
+    assert_eq!((s.stored, s.hits, s.misses_absent), (1, 3, 1));
+    assert!(s.bytes_stored >= 10);
+    assert_eq!(s.hit_rate(), Some(0.75));
+    a.zero_stats().unwrap();
+    assert_eq!(a.stats().unwrap(), fscache::Stats::default());
+    // osbuild never opens it; it is beside its files.
+    assert!(tmp.path().join(fscache::CACHE_STATS).exists());
+}

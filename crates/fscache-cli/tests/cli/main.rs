@@ -703,3 +703,6 @@ mod signals;
 // the operator's verbs and defaults: FSCACHE_DIR, clear, repair, debris,
 // completions, the man page, stdout that fails.
 mod operator;
+
+// `stats` counted exactly across processes, and `verify`.
+mod integrity_and_stats;
