@@ -539,33 +539,89 @@ fn ops(len: usize) -> impl Strategy<Value = Ops> {
     proptest::collection::vec(op(), 1..len).prop_map(Ops)
 }
 
-fn config(cases: u32) -> ProptestConfig {
+/// `cases` cases; failing seeds are kept in `proptest-regressions/FILE`
+/// (relative to the package root, where `cargo test` runs tests).
+/// `FSCACHE_MODEL_CASES` overrides `cases` (for long runs).
+fn config(cases: u32, file: &'static str) -> ProptestConfig {
+    let cases = std::env::var("FSCACHE_MODEL_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
         cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
         ..ProptestConfig::default()
     }
 }
 
+/// Remove ops from a failing case while it still fails: single ops, then
+/// pairs (proptest's shrinker removes one at a time, so it stops where two
+/// ops only matter together), until nothing more goes; a bounded number of
+/// runs.
+fn minimize(ops: &[Op], fails: impl Fn(&[Op]) -> bool) -> Vec<Op> {
+    let mut best = ops.to_vec();
+    let mut budget = 400;
+    'again: loop {
+        let n = best.len();
+        let mut tries: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+        tries.extend((0..n).flat_map(|i| (i + 1..n).map(move |j| vec![i, j])));
+        for drop in tries {
+            if budget == 0 {
+                break 'again;
+            }
+            budget -= 1;
+            let candidate: Vec<Op> = best
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, op)| op.clone())
+                .collect();
+            if fails(&candidate) {
+                best = candidate;
+                continue 'again;
+            }
+        }
+        break;
+    }
+    best
+}
+
+/// Run a generated case; on failure, shrink it further with [`minimize`]
+/// and report the smallest case as Rust to paste into [`regressions`].
+fn check_case<D: Driver>(ops: &Ops, make: fn(&Path) -> D) -> Result<(), TestCaseError> {
+    let Err(e) = run_case(&ops.0, make) else {
+        return Ok(());
+    };
+    let small = minimize(&ops.0, |c| run_case(c, make).is_err());
+    if small.len() < ops.0.len() {
+        if let Err(e) = run_case(&small, make) {
+            return Err(TestCaseError::fail(format!(
+                "{e}\nshrunk further, to {} steps (paste into `regressions`):\n{:?}",
+                small.len(),
+                Ops(small)
+            )));
+        }
+    }
+    Err(TestCaseError::fail(e))
+}
+
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(256, "proptest-regressions/model_in_process.txt"))]
 
     /// Handles in this process.
     #[test]
     fn model_in_process(ops in ops(48)) {
-        run_case(&ops.0, InProcess::new).map_err(TestCaseError::fail)?;
+        check_case(&ops, InProcess::new)?;
     }
 }
 
 proptest! {
-    #![proptest_config(config(24))]
+    #![proptest_config(config(48, "proptest-regressions/model_processes.txt"))]
 
     /// Each handle in its own helper process.
     #[test]
     fn model_processes(ops in ops(32)) {
-        run_case(&ops.0, Processes::new).map_err(TestCaseError::fail)?;
+        check_case(&ops, Processes::new)?;
     }
 }
 
@@ -573,7 +629,85 @@ proptest! {
 /// through both drivers.
 #[test]
 fn regressions() {
-    let cases: Vec<Vec<Op>> = vec![];
+    let cases: Vec<Vec<Op>> = vec![
+        // A commit must stamp its entry as used now, not when its store
+        // began: else `b` looks older than the held `d` used after it, and
+        // a prune to one block takes `b` and then `d` (skipped) instead of
+        // `d` alone.
+        vec![
+            Op::Store {
+                h: 0,
+                name: 3,
+                seed: 1,
+                blocks: 4,
+            },
+            Op::Begin {
+                h: 2,
+                name: 1,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Hold { h: 0, name: 3 },
+            Op::Tick,
+            Op::Commit { h: 2 },
+            Op::PruneTo { h: 0, blocks: 1 },
+        ],
+        // A commit that loses the name to another writer uncharges once.
+        vec![
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+        ],
+        // Eviction never removes what a reader holds.
+        vec![
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Store {
+                h: 0,
+                name: 3,
+                seed: 1,
+                blocks: 4,
+            },
+            Op::Hold { h: 0, name: 3 },
+            Op::Store {
+                h: 0,
+                name: 1,
+                seed: 1,
+                blocks: 2,
+            },
+            Op::LoadOrBuild {
+                h: 0,
+                name: 2,
+                seed: 1,
+                blocks: 4,
+                keep: false,
+            },
+        ],
+        // Nor does prune.
+        vec![
+            Op::LoadOrBuild {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+                keep: true,
+            },
+            Op::PruneTo { h: 0, blocks: 0 },
+        ],
+    ];
     for ops in cases {
         if let Err(e) = run_case(&ops, InProcess::new) {
             panic!("in process: {e}\ncase: {:?}", Ops(ops.clone()));
