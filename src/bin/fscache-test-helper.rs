@@ -23,7 +23,7 @@
 //! Cache subcommands (the multi-process and crash tests):
 //!
 //! ```text
-//! fscache-test-helper stress CACHE SEED SECONDS
+//! fscache-test-helper stress CACHE SEED SECONDS [LIMIT]
 //! fscache-test-helper crash-in-store CACHE NAME
 //! fscache-test-helper crash-after-charge CACHE NAME
 //! fscache-test-helper crash-at POINT CACHE NAME
@@ -32,11 +32,13 @@
 //! fscache-test-helper serve CACHE APPID
 //! ```
 //!
-//! * `stress` opens the cache as appid `fscache-stress` and for SECONDS does
-//!   random stores, loads and stages (seeded by SEED) on the names
-//!   `n00`..`n49`. Every stored entry carries a `DIGEST` file (see
+//! * `stress` opens the cache as appid `fscache-stress` (setting its
+//!   maximum size to LIMIT bytes if given) and for SECONDS does
+//!   random stores, loads, stages and a few removals (seeded by SEED) on
+//!   the names `n00`..`n49`. Every stored entry carries a `DIGEST` file (see
 //!   [`digest_dir`]) that every hit re-checks. It prints one JSON line of
-//!   counters (`hits misses committed exists nospace toolarge stages`) and
+//!   counters (`hits misses committed exists nospace toolarge stages
+//!   evicted removed ops`) and
 //!   exits 0; a hit whose content does not match prints `CORRUPT NAME` and
 //!   exits 3; an error of the library prints `ERROR …` and exits 4.
 //! * `crash-in-store` starts storing NAME, writes its data, prints `dying`
@@ -76,7 +78,7 @@ const USAGE: &str = "\
 usage: fscache-test-helper COMMAND ARGS...
 commands:
   lock PATH shared|exclusive try|wait   lock PATH, report, hold until stdin EOF
-  stress CACHE SEED SECONDS             random loads/stores/stages, JSON counters
+  stress CACHE SEED SECONDS [LIMIT]     random loads/stores/stages, JSON counters
   crash-in-store CACHE NAME             store NAME, write data, SIGKILL itself
   crash-after-charge CACHE NAME         store NAME, SIGKILL itself at commit:rename
   crash-at POINT CACHE NAME             store NAME, SIGKILL itself at hook POINT
@@ -117,8 +119,16 @@ fn run(args: &[String]) -> Result<(), Failure> {
     match args.as_slice() {
         ["lock", path, kind, mode] => lock(path, parse_kind(kind)?, parse_mode(mode)?),
         ["lock", ..] => Err(Failure::Usage("`lock` takes 3 arguments".into())),
-        ["stress", cache, seed, seconds] => stress(cache, parse_num(seed)?, parse_num(seconds)?),
-        ["stress", ..] => Err(Failure::Usage("`stress` takes 3 arguments".into())),
+        ["stress", cache, seed, seconds] => {
+            stress(cache, parse_num(seed)?, parse_num(seconds)?, None)
+        }
+        ["stress", cache, seed, seconds, limit] => stress(
+            cache,
+            parse_num(seed)?,
+            parse_num(seconds)?,
+            Some(parse_num(limit)?),
+        ),
+        ["stress", ..] => Err(Failure::Usage("`stress` takes 3 or 4 arguments".into())),
         ["crash-in-store", cache, name] => crash_in_store(cache, name),
         ["crash-after-charge", cache, name] => crash_at("commit:rename", cache, name),
         ["crash-at", point, cache, name] => crash_at(point, cache, name),
@@ -322,23 +332,37 @@ struct Counters {
     nospace: u64,
     toolarge: u64,
     stages: u64,
+    evicted: u64,
+    removed: u64,
+    ops: u64,
 }
 
-fn stress(cache: &str, seed: u64, seconds: u64) -> Result<(), Failure> {
-    use fscache::{FsCache, Stored};
+fn stress(cache: &str, seed: u64, seconds: u64, limit: Option<u64>) -> Result<(), Failure> {
+    use fscache::{CacheInfo, FsCache, MaxSize, Stored};
     use std::time::{Duration, Instant};
 
     let cache = FsCache::open("fscache-stress", cache).map_err(lib_err("open"))?;
+    if let Some(limit) = limit {
+        cache
+            .set_info(CacheInfo {
+                maximum_size: Some(MaxSize::Bytes(limit)),
+                ..Default::default()
+            })
+            .map_err(lib_err("set_info"))?;
+    }
     let mut rng = Rng::new(seed);
     let mut n = Counters::default();
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
+        n.ops += 1;
         let name = format!("n{:02}", rng.below(50));
         match rng.below(10) {
             0..=3 => {
                 let w = cache.store(&name).map_err(lib_err("store"))?;
                 fill(w.path(), &mut rng)?;
-                match w.commit().map_err(lib_err("commit"))? {
+                let report = w.commit_report().map_err(lib_err("commit"))?;
+                n.evicted += report.evicted.len() as u64;
+                match report.stored {
                     Stored::Committed => n.committed += 1,
                     Stored::Exists => n.exists += 1,
                     Stored::NoSpace => n.nospace += 1,
@@ -359,6 +383,15 @@ fn stress(cache: &str, seed: u64, seconds: u64) -> Result<(), Failure> {
                 }
                 None => n.misses += 1,
             },
+            9 if rng.below(4) == 0 => {
+                // Now and then a removal: it must never take what another
+                // process holds, nor unbalance the books.
+                if let fscache::Removed::Removed { .. } =
+                    cache.remove(&name).map_err(lib_err("remove"))?
+                {
+                    n.removed += 1;
+                }
+            }
             _ => {
                 let scratch = cache.stage().map_err(lib_err("stage"))?;
                 let path = scratch.path().join("scratch");
@@ -370,8 +403,17 @@ fn stress(cache: &str, seed: u64, seconds: u64) -> Result<(), Failure> {
         }
     }
     say(&format!(
-        r#"{{"hits": {}, "misses": {}, "committed": {}, "exists": {}, "nospace": {}, "toolarge": {}, "stages": {}}}"#,
-        n.hits, n.misses, n.committed, n.exists, n.nospace, n.toolarge, n.stages
+        r#"{{"hits": {}, "misses": {}, "committed": {}, "exists": {}, "nospace": {}, "toolarge": {}, "stages": {}, "evicted": {}, "removed": {}, "ops": {}}}"#,
+        n.hits,
+        n.misses,
+        n.committed,
+        n.exists,
+        n.nospace,
+        n.toolarge,
+        n.stages,
+        n.evicted,
+        n.removed,
+        n.ops
     ))
 }
 

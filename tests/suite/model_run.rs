@@ -606,7 +606,7 @@ fn check_case<D: Driver>(ops: &Ops, make: fn(&Path) -> D) -> Result<(), TestCase
 }
 
 proptest! {
-    #![proptest_config(config(256, "proptest-regressions/model_in_process.txt"))]
+    #![proptest_config(config(1024, "proptest-regressions/model_in_process.txt"))]
 
     /// Handles in this process.
     #[test]
@@ -616,7 +616,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(48, "proptest-regressions/model_processes.txt"))]
+    #![proptest_config(config(64, "proptest-regressions/model_processes.txt"))]
 
     /// Each handle in its own helper process.
     #[test]

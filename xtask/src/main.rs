@@ -1,8 +1,8 @@
 //! Project automation, run as `cargo xtask <command>` from anywhere in the
 //! workspace (see `.cargo/config.toml`).
 //!
-//! * `ci`: the bar every change must pass: fmt, clippy, docs, tests, benches
-//!   build, then `package`. Stops at the first failing step.
+//! * `ci`: the bar every change must pass: fmt, clippy, docs, tests, a
+//!   30-second `stress`, benches build, then `package`. Stops at the first failing step.
 //! * `package`: packages every publishable crate and runs its tests (unit,
 //!   integration, doc) from the extracted `.crate` files, which depend on
 //!   each other's packaged versions. This catches what only packaging
@@ -14,6 +14,12 @@
 //!   temporary cache, printing each command and its output.
 //! * `demo-lock`: shows the OFD locks of `fscache-lock` across real
 //!   processes.
+//! * `stress --procs P --seconds S [--cache DIR]`: P helper processes do
+//!   random stores, loads (every hit's content digest checked), stages and
+//!   removals on one small cache for S seconds; then it reports ops/s,
+//!   hits, misses, evictions and errors (which must be 0), and checks the
+//!   books: `cache.size` exactly the sum of the `object.info` sizes, no
+//!   debris. `ci` runs 30 s of it after the tests.
 //!
 //! # Baselines in `bench`
 //!
@@ -38,17 +44,20 @@ use fscache_lock::{FileLock, LockKind};
 use serde_json::Value;
 
 mod demo;
+mod stress;
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 commands:
-  ci              fmt, clippy, doc, test, bench --no-run, package; stop at the first failure
+  ci              fmt, clippy, doc, test, stress 30 s, bench --no-run, package; stop at the first failure
   package         package the publishable crates and run their tests from the .crate files
   bench [FILTER]  run the criterion benches and print medians with baseline ratios
   demo            run the `fscache` tool through a real scenario on a temporary cache
-  demo-lock       show fscache-lock's OFD locks working across processes";
+  demo-lock       show fscache-lock's OFD locks working across processes
+  stress --procs P --seconds S [--cache DIR]
+                  P processes of random operations on one cache, then exact books";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -60,6 +69,7 @@ fn main() -> ExitCode {
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
         ["demo-lock"] => demo_lock(),
+        ["stress", rest @ ..] => stress::parse(rest).and_then(|o| stress::stress(&o)),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
@@ -136,6 +146,12 @@ fn ci() -> Result<()> {
     run(doc)?;
     run(cargo(["test", "--workspace", "--all-targets"]))?;
     run(cargo(["test", "--workspace", "--doc"]))?;
+    println!("\n$ cargo xtask stress --procs 4 --seconds 30");
+    stress::stress(&stress::Options {
+        procs: 4,
+        seconds: 30,
+        cache: None,
+    })?;
     run(cargo(["bench", "--workspace", "--no-run"]))?;
     let started = Instant::now();
     package()?;
@@ -470,7 +486,7 @@ fn print_fairness(path: &Path, since: SystemTime) {
 
 /// Build `fscache-test-helper` and return the path of its executable, as
 /// cargo reports it (so `CARGO_TARGET_DIR` and config are respected).
-fn build_helper() -> Result<PathBuf> {
+pub(crate) fn build_helper() -> Result<PathBuf> {
     let out = cargo([
         "build",
         "--quiet",
