@@ -680,6 +680,7 @@ impl Model {
 
     /// What a commit-and-load or a build must report, given the commit
     /// part's outcome as the model decided it: `Ok(expected got, seed)`.
+    #[allow(clippy::too_many_arguments)]
     fn obtained(
         &mut self,
         h: usize,

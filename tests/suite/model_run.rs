@@ -586,6 +586,13 @@ fn minimize(ops: &[Op], fails: impl Fn(&[Op]) -> bool) -> Vec<Op> {
     best
 }
 
+/// Held by the model tests for each case, so that helper processes are
+/// never spawned (by another test thread) while an in-process case runs.
+/// Unexplained so far: with both tests running at once, a prune by age
+/// was seen, about once in 3 runs, to skip an aged entry no handle held
+/// (`pruned - a 0`); never in 3000 cases of the in-process test alone.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Run a generated case; on failure, shrink it further with [`minimize`]
 /// and report the smallest case as Rust to paste into [`regressions`].
 fn check_case<D: Driver>(ops: &Ops, make: fn(&Path) -> D) -> Result<(), TestCaseError> {
@@ -611,6 +618,7 @@ proptest! {
     /// Handles in this process.
     #[test]
     fn model_in_process(ops in ops(48)) {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         check_case(&ops, InProcess::new)?;
     }
 }
@@ -621,6 +629,7 @@ proptest! {
     /// Each handle in its own helper process.
     #[test]
     fn model_processes(ops in ops(32)) {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         check_case(&ops, Processes::new)?;
     }
 }
@@ -708,6 +717,7 @@ fn regressions() {
             Op::PruneTo { h: 0, blocks: 0 },
         ],
     ];
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     for ops in cases {
         if let Err(e) = run_case(&ops, InProcess::new) {
             panic!("in process: {e}\ncase: {:?}", Ops(ops.clone()));
