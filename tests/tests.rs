@@ -65,3 +65,10 @@ mod cache_races;
 // Single flight: several processes miss on one name, one builds.
 #[path = "suite/single_flight.rs"]
 mod single_flight;
+
+// Model-based testing: random operations over several handles (in this
+// process, and each in its own helper process) against a reference model.
+#[path = "suite/model.rs"]
+mod model;
+#[path = "suite/model_run.rs"]
+mod model_run;

@@ -23,19 +23,22 @@
 //! Cache subcommands (the multi-process and crash tests):
 //!
 //! ```text
-//! fscache-test-helper stress CACHE SEED SECONDS
+//! fscache-test-helper stress CACHE SEED SECONDS [LIMIT]
 //! fscache-test-helper crash-in-store CACHE NAME
 //! fscache-test-helper crash-after-charge CACHE NAME
 //! fscache-test-helper crash-at POINT CACHE NAME
 //! fscache-test-helper hold CACHE NAME
 //! fscache-test-helper build-once CACHE NAME LOG
+//! fscache-test-helper serve CACHE APPID
 //! ```
 //!
-//! * `stress` opens the cache as appid `fscache-stress` and for SECONDS does
-//!   random stores, loads and stages (seeded by SEED) on the names
-//!   `n00`..`n49`. Every stored entry carries a `DIGEST` file (see
+//! * `stress` opens the cache as appid `fscache-stress` (setting its
+//!   maximum size to LIMIT bytes if given) and for SECONDS does
+//!   random stores, loads, stages and a few removals (seeded by SEED) on
+//!   the names `n00`..`n49`. Every stored entry carries a `DIGEST` file (see
 //!   [`digest_dir`]) that every hit re-checks. It prints one JSON line of
-//!   counters (`hits misses committed exists nospace toolarge stages`) and
+//!   counters (`hits misses committed exists nospace toolarge stages
+//!   evicted removed ops`) and
 //!   exits 0; a hit whose content does not match prints `CORRUPT NAME` and
 //!   exits 3; an error of the library prints `ERROR …` and exits 4.
 //! * `crash-in-store` starts storing NAME, writes its data, prints `dying`
@@ -55,6 +58,12 @@
 //!   LOG, sleeps 300 ms and writes `data/f`. It prints `hit`, `built` or
 //!   `uncached REASON`, then the content of `f`.
 //!
+//! * `serve` opens the cache as one handle of the model-based tests
+//!   (appid APPID), prints `ready`, then answers each request line on
+//!   stdin with one line on stdout, until stdin ends (everything held is
+//!   then dropped). See [`serve`] for the requests; the answers are those
+//!   of `tests/suite/model.rs` (`Outcome`).
+//!
 //! To add a subcommand, add an arm to the `match` in `run` and a line to the
 //! usage text.
 
@@ -69,12 +78,13 @@ const USAGE: &str = "\
 usage: fscache-test-helper COMMAND ARGS...
 commands:
   lock PATH shared|exclusive try|wait   lock PATH, report, hold until stdin EOF
-  stress CACHE SEED SECONDS             random loads/stores/stages, JSON counters
+  stress CACHE SEED SECONDS [LIMIT]     random loads/stores/stages, JSON counters
   crash-in-store CACHE NAME             store NAME, write data, SIGKILL itself
   crash-after-charge CACHE NAME         store NAME, SIGKILL itself at commit:rename
   crash-at POINT CACHE NAME             store NAME, SIGKILL itself at hook POINT
   hold CACHE NAME                       load NAME, hold it until stdin EOF
-  build-once CACHE NAME LOG             after a stdin line, load_or_build NAME, logging builds";
+  build-once CACHE NAME LOG             after a stdin line, load_or_build NAME, logging builds
+  serve CACHE APPID                     one handle of the model tests: a request per stdin line";
 
 /// Why the helper failed: a usage error (exit 2), an I/O error (exit 1), or
 /// a verdict with its own exit status and stdout line.
@@ -109,14 +119,24 @@ fn run(args: &[String]) -> Result<(), Failure> {
     match args.as_slice() {
         ["lock", path, kind, mode] => lock(path, parse_kind(kind)?, parse_mode(mode)?),
         ["lock", ..] => Err(Failure::Usage("`lock` takes 3 arguments".into())),
-        ["stress", cache, seed, seconds] => stress(cache, parse_num(seed)?, parse_num(seconds)?),
-        ["stress", ..] => Err(Failure::Usage("`stress` takes 3 arguments".into())),
+        ["stress", cache, seed, seconds] => {
+            stress(cache, parse_num(seed)?, parse_num(seconds)?, None)
+        }
+        ["stress", cache, seed, seconds, limit] => stress(
+            cache,
+            parse_num(seed)?,
+            parse_num(seconds)?,
+            Some(parse_num(limit)?),
+        ),
+        ["stress", ..] => Err(Failure::Usage("`stress` takes 3 or 4 arguments".into())),
         ["crash-in-store", cache, name] => crash_in_store(cache, name),
         ["crash-after-charge", cache, name] => crash_at("commit:rename", cache, name),
         ["crash-at", point, cache, name] => crash_at(point, cache, name),
         ["hold", cache, name] => hold(cache, name),
         ["build-once", cache, name, log] => build_once(cache, name, log),
         ["build-once", ..] => Err(Failure::Usage("`build-once` takes 3 arguments".into())),
+        ["serve", cache, appid] => serve(cache, appid),
+        ["serve", ..] => Err(Failure::Usage("`serve` takes 2 arguments".into())),
         [cmd @ ("crash-in-store" | "crash-after-charge" | "hold"), ..] => {
             Err(Failure::Usage(format!("`{cmd}` takes 2 arguments")))
         }
@@ -312,23 +332,37 @@ struct Counters {
     nospace: u64,
     toolarge: u64,
     stages: u64,
+    evicted: u64,
+    removed: u64,
+    ops: u64,
 }
 
-fn stress(cache: &str, seed: u64, seconds: u64) -> Result<(), Failure> {
-    use fscache::{FsCache, Stored};
+fn stress(cache: &str, seed: u64, seconds: u64, limit: Option<u64>) -> Result<(), Failure> {
+    use fscache::{CacheInfo, FsCache, MaxSize, Stored};
     use std::time::{Duration, Instant};
 
     let cache = FsCache::open("fscache-stress", cache).map_err(lib_err("open"))?;
+    if let Some(limit) = limit {
+        cache
+            .set_info(CacheInfo {
+                maximum_size: Some(MaxSize::Bytes(limit)),
+                ..Default::default()
+            })
+            .map_err(lib_err("set_info"))?;
+    }
     let mut rng = Rng::new(seed);
     let mut n = Counters::default();
     let end = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < end {
+        n.ops += 1;
         let name = format!("n{:02}", rng.below(50));
         match rng.below(10) {
             0..=3 => {
                 let w = cache.store(&name).map_err(lib_err("store"))?;
                 fill(w.path(), &mut rng)?;
-                match w.commit().map_err(lib_err("commit"))? {
+                let report = w.commit_report().map_err(lib_err("commit"))?;
+                n.evicted += report.evicted.len() as u64;
+                match report.stored {
                     Stored::Committed => n.committed += 1,
                     Stored::Exists => n.exists += 1,
                     Stored::NoSpace => n.nospace += 1,
@@ -349,6 +383,15 @@ fn stress(cache: &str, seed: u64, seconds: u64) -> Result<(), Failure> {
                 }
                 None => n.misses += 1,
             },
+            9 if rng.below(4) == 0 => {
+                // Now and then a removal: it must never take what another
+                // process holds, nor unbalance the books.
+                if let fscache::Removed::Removed { .. } =
+                    cache.remove(&name).map_err(lib_err("remove"))?
+                {
+                    n.removed += 1;
+                }
+            }
             _ => {
                 let scratch = cache.stage().map_err(lib_err("stage"))?;
                 let path = scratch.path().join("scratch");
@@ -360,8 +403,17 @@ fn stress(cache: &str, seed: u64, seconds: u64) -> Result<(), Failure> {
         }
     }
     say(&format!(
-        r#"{{"hits": {}, "misses": {}, "committed": {}, "exists": {}, "nospace": {}, "toolarge": {}, "stages": {}}}"#,
-        n.hits, n.misses, n.committed, n.exists, n.nospace, n.toolarge, n.stages
+        r#"{{"hits": {}, "misses": {}, "committed": {}, "exists": {}, "nospace": {}, "toolarge": {}, "stages": {}, "evicted": {}, "removed": {}, "ops": {}}}"#,
+        n.hits,
+        n.misses,
+        n.committed,
+        n.exists,
+        n.nospace,
+        n.toolarge,
+        n.stages,
+        n.evicted,
+        n.removed,
+        n.ops
     ))
 }
 
@@ -441,4 +493,239 @@ fn hold(cache: &str, name: &str) -> Result<(), Failure> {
     hold_until_stdin_eof()?;
     drop(entry);
     Ok(())
+}
+
+/// The entry content of the model tests: `len` bytes repeating `seed`.
+fn model_content(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = seed.to_le_bytes().repeat(len / 8 + 1);
+    v.truncate(len);
+    v
+}
+
+/// The seed of the model content in `dir` (`?` when it is not such
+/// content).
+fn model_seed(dir: &Path) -> String {
+    let Ok(bytes) = std::fs::read(dir.join("f")) else {
+        return "?".into();
+    };
+    let Some(first) = bytes.get(..8) else {
+        return "?".into();
+    };
+    let seed = u64::from_le_bytes(first.try_into().expect("8 bytes"));
+    if bytes.len() % 4096 == 0 && model_content(seed, bytes.len()) == bytes {
+        seed.to_string()
+    } else {
+        "?".into()
+    }
+}
+
+/// What one `serve` handle holds.
+#[derive(Default)]
+struct Served {
+    pending: Option<fscache::StoreGuard>,
+    held: Vec<fscache::Obtained>,
+}
+
+/// One handle of the model-based tests, driven over stdin. Requests (names
+/// are entry names, sizes in bytes, `blocks` of 4096 bytes):
+///
+/// ```text
+/// store NAME SEED BLOCKS         → stored OUTCOME EVICTED
+/// store-drop NAME SEED BLOCKS    → done
+/// begin NAME SEED BLOCKS         → done            (keeps the store pending)
+/// commit                         → stored OUTCOME EVICTED
+/// commit-and-load keep|drop      → got hit|built|uncached:OUTCOME SEED
+/// abandon                        → done
+/// load-or-build NAME SEED BLOCKS keep|drop → got …
+/// hold NAME                      → held SEED | held miss
+/// release SLOT                   → done            (slot modulo the held count)
+/// contains NAME                  → contains true|false
+/// stage                          → done
+/// set-limit BYTES|unlimited      → done
+/// prune-to BYTES                 → pruned REMOVED SKIPPED FREED
+/// prune-age SECS                 → pruned …
+/// remove NAME                    → removed FREED | removed in-use | removed missing
+/// sweep                          → swept COUNT FREED
+/// repair                         → repaired busy | repaired COUNT ACCOUNTED
+/// held                           → seeds SEED,… | seeds -
+/// ```
+///
+/// Lists are comma-separated, `-` when empty; a seed is `?` when the
+/// content is not what a store of this protocol wrote. A library error
+/// answers `error MESSAGE`, and the handle goes on.
+fn serve(cache: &str, appid: &str) -> Result<(), Failure> {
+    use io::BufRead;
+    let cache = fscache::FsCache::open(appid, cache).map_err(lib_err("open"))?;
+    say("ready")?;
+    let mut served = Served::default();
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(io_err("failed to read stdin".into()))?;
+        let answer = serve_one(&cache, &mut served, &line).unwrap_or_else(|e| format!("error {e}"));
+        say(&answer)?;
+    }
+    Ok(())
+}
+
+fn serve_one(cache: &fscache::FsCache, s: &mut Served, line: &str) -> Result<String, String> {
+    use fscache::{CacheInfo, MaxSize, Obtained, PruneOptions, Removed, Stored};
+    use std::time::Duration;
+
+    let e = |e: fscache::Error| e.to_string();
+    let io = |e: io::Error| e.to_string();
+    let num = |w: &str| w.parse::<u64>().map_err(|_| format!("not a number: {w}"));
+    let fill = |dir: &Path, seed: &str, blocks: &str| -> Result<(), String> {
+        let len = num(blocks)? as usize * 4096;
+        std::fs::write(dir.join("f"), model_content(num(seed)?, len)).map_err(io)
+    };
+    let word = |s: Stored| match s {
+        Stored::Committed => "committed",
+        Stored::Exists => "exists",
+        Stored::TooLarge => "toolarge",
+        Stored::NoSpace => "nospace",
+        Stored::Incompatible => "incompatible",
+    };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(",")
+        }
+    };
+    let stored =
+        |r: fscache::CommitReport| format!("stored {} {}", word(r.stored), list(&r.evicted));
+    let got = |o: &Obtained| {
+        let how = match o {
+            Obtained::Hit(_) => "hit".into(),
+            Obtained::Built(_) => "built".into(),
+            Obtained::Uncached(u) => format!("uncached:{}", word(u.reason())),
+        };
+        format!("got {how} {}", model_seed(o.path()))
+    };
+    let pruned = |r: fscache::PruneReport| {
+        format!(
+            "pruned {} {} {}",
+            list(&r.removed),
+            list(&r.skipped),
+            r.freed
+        )
+    };
+    let words: Vec<&str> = line.split(' ').collect();
+    Ok(match words.as_slice() {
+        ["store", name, seed, blocks] => {
+            let w = cache.store(name).map_err(e)?;
+            fill(w.path(), seed, blocks)?;
+            stored(w.commit_report().map_err(e)?)
+        }
+        ["store-drop", name, seed, blocks] => {
+            let w = cache.store(name).map_err(e)?;
+            fill(w.path(), seed, blocks)?;
+            drop(w);
+            "done".into()
+        }
+        ["begin", name, seed, blocks] => {
+            let w = cache.store(name).map_err(e)?;
+            fill(w.path(), seed, blocks)?;
+            s.pending = Some(w);
+            "done".into()
+        }
+        ["commit"] => {
+            let w = s.pending.take().ok_or("no pending store")?;
+            stored(w.commit_report().map_err(e)?)
+        }
+        ["commit-and-load", keep] => {
+            let w = s.pending.take().ok_or("no pending store")?;
+            let o = w.commit_and_load().map_err(e)?;
+            let answer = got(&o);
+            if *keep == "keep" {
+                s.held.push(o);
+            }
+            answer
+        }
+        ["abandon"] => {
+            s.pending = None;
+            "done".into()
+        }
+        ["load-or-build", name, seed, blocks, keep] => {
+            let o = cache
+                .load_or_build(name, |dir| {
+                    fill(dir, seed, blocks).map_err(io::Error::other)
+                })
+                .map_err(io)?;
+            let answer = got(&o);
+            if *keep == "keep" {
+                s.held.push(o);
+            }
+            answer
+        }
+        ["hold", name] => match cache.load(name).map_err(e)? {
+            Some(entry) => {
+                let answer = format!("held {}", model_seed(entry.path()));
+                s.held.push(Obtained::Hit(entry));
+                answer
+            }
+            None => "held miss".into(),
+        },
+        ["release", slot] => {
+            if s.held.is_empty() {
+                return Err("nothing held".into());
+            }
+            let i = num(slot)? as usize % s.held.len();
+            drop(s.held.remove(i));
+            "done".into()
+        }
+        ["contains", name] => format!("contains {}", cache.contains(name).map_err(e)?),
+        ["stage"] => {
+            let g = cache.stage().map_err(e)?;
+            std::fs::write(g.path().join("scratch"), b"scratch").map_err(io)?;
+            drop(g);
+            "done".into()
+        }
+        ["set-limit", max] => {
+            let max = match *max {
+                "unlimited" => MaxSize::Unlimited,
+                n => MaxSize::Bytes(num(n)?),
+            };
+            cache
+                .set_info(CacheInfo {
+                    maximum_size: Some(max),
+                    ..Default::default()
+                })
+                .map_err(e)?;
+            "done".into()
+        }
+        ["prune-to", bytes] => pruned(
+            cache
+                .prune(PruneOptions {
+                    to: Some(num(bytes)?),
+                    ..Default::default()
+                })
+                .map_err(e)?,
+        ),
+        ["prune-age", secs] => pruned(
+            cache
+                .prune(PruneOptions {
+                    unused_for: Some(Duration::from_secs(num(secs)?)),
+                    ..Default::default()
+                })
+                .map_err(e)?,
+        ),
+        ["remove", name] => match cache.remove(name).map_err(e)? {
+            Removed::Removed { freed } => format!("removed {freed}"),
+            Removed::InUse => "removed in-use".into(),
+            Removed::Missing => "removed missing".into(),
+        },
+        ["sweep"] => {
+            let r = cache.sweep().map_err(e)?;
+            format!("swept {} {}", r.removed.len(), r.freed)
+        }
+        ["repair"] => match cache.repair().map_err(e)? {
+            None => "repaired busy".into(),
+            Some(r) => format!("repaired {} {}", r.removed.len(), r.accounted),
+        },
+        ["held"] => {
+            let seeds: Vec<String> = s.held.iter().map(|o| model_seed(o.path())).collect();
+            format!("seeds {}", list(&seeds))
+        }
+        _ => return Err(format!("unknown request {line:?}")),
+    })
 }

@@ -1,9 +1,12 @@
 //! Project automation, run as `cargo xtask <command>` from anywhere in the
 //! workspace (see `.cargo/config.toml`).
 //!
-//! * `ci`: the bar every change must pass: fmt, clippy, docs, tests, benches
+//! * `ci`: the bar every change must pass: fmt, clippy, docs, tests (with
+//!   a fast subset of the I/O-error sweep), a 30-second `stress`, benches
 //!   build, `dist` with its pages rendered and completions parsed, then
 //!   `package`. Stops at the first failing step.
+//! * `ioerr`: the full I/O-error sweep (every occurrence of every traced
+//!   system call of every command fails once).
 //! * `package`: packages every publishable crate and runs its tests (unit,
 //!   integration, doc) from the extracted `.crate` files, which depend on
 //!   each other's packaged versions. This catches what only packaging
@@ -18,6 +21,12 @@
 //!   renders and parses them).
 //! * `demo-lock`: shows the OFD locks of `fscache-lock` across real
 //!   processes.
+//! * `stress --procs P --seconds S [--cache DIR]`: P helper processes do
+//!   random stores, loads (every hit's content digest checked), stages and
+//!   removals on one small cache for S seconds; then it reports ops/s,
+//!   hits, misses, evictions and errors (which must be 0), and checks the
+//!   books: `cache.size` exactly the sum of the `object.info` sizes, no
+//!   debris. `ci` runs 30 s of it after the tests.
 //!
 //! # Baselines in `bench`
 //!
@@ -43,13 +52,15 @@ use serde_json::Value;
 
 mod demo;
 mod dist;
+mod stress;
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 commands:
-  ci              fmt, clippy, doc, test, bench --no-run, dist, package; stop at the first failure
+  ci              fmt, clippy, doc, test, stress 30 s, bench --no-run, dist, package;
+                  stop at the first failure
   package         package the publishable crates and run their tests from the .crate files
   bench [FILTER]  run the criterion benches and print medians with baseline ratios
   demo            run the `fscache` tool through a real scenario on a temporary cache
@@ -58,7 +69,9 @@ commands:
   demo-lock       show fscache-lock's OFD locks working across processes
   ioerr           the full I/O-error sweep: every occurrence of every traced system
                   call of every command fails once, with EIO, ENOSPC, EACCES, EPERM
-                  (`ci` runs a fast subset)";
+                  (`ci` runs a fast subset)
+  stress --procs P --seconds S [--cache DIR]
+                  P processes of random operations on one cache, then exact books";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -73,6 +86,7 @@ fn main() -> ExitCode {
         ["dist"] => dist::dist().map(|_| ()),
         ["dist", "--check"] => dist::check(),
         ["demo-lock"] => demo_lock(),
+        ["stress", rest @ ..] => stress::parse(rest).and_then(|o| stress::stress(&o)),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
@@ -225,6 +239,12 @@ fn ci() -> Result<()> {
     run(doc)?;
     run(cargo(["test", "--workspace", "--all-targets"]))?;
     run(cargo(["test", "--workspace", "--doc"]))?;
+    println!("\n$ cargo xtask stress --procs 4 --seconds 30");
+    stress::stress(&stress::Options {
+        procs: 4,
+        seconds: 30,
+        cache: None,
+    })?;
     run(cargo(["bench", "--workspace", "--no-run"]))?;
     println!("\n$ cargo xtask dist (and render the man pages, parse the completions)");
     dist::check()?;
@@ -561,7 +581,7 @@ fn print_fairness(path: &Path, since: SystemTime) {
 
 /// Build `fscache-test-helper` and return the path of its executable, as
 /// cargo reports it (so `CARGO_TARGET_DIR` and config are respected).
-fn build_helper() -> Result<PathBuf> {
+pub(crate) fn build_helper() -> Result<PathBuf> {
     let out = cargo([
         "build",
         "--quiet",

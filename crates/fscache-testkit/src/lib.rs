@@ -41,7 +41,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -125,6 +125,20 @@ impl Reporter {
                 panic!("child ended its output early: {status:?}")
             }
         }
+    }
+
+    /// Write `line` and a newline to the child's stdin, and flush it.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("the child's stdin is open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("failed to write to the child: {e}"));
+    }
+
+    /// Send `request` and return the child's answer line.
+    pub fn ask(&mut self, request: &str) -> String {
+        self.send_line(request);
+        self.next_line()
     }
 
     /// Assert the next line is `expected`.

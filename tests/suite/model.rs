@@ -1,0 +1,997 @@
+//! The reference model of the model-based tests: the operations over
+//! several handles, what each handle reports (the same line protocol as
+//! `fscache-test-helper serve`), and an in-memory cache that says which
+//! reports and which on-disk states are allowed after each step.
+//!
+//! The model is exact where the cache is deterministic (hits, misses,
+//! commit outcomes, the books) and checks a *rule* where the cache may
+//! choose: eviction and pruning remove a least-recently-used prefix, where
+//! entries used within one clock tick tie (the model only orders uses
+//! separated by an [`Op::Tick`]), free down to the 90% watermark and no
+//! further, and never touch an entry a handle holds. The cache's choice,
+//! once checked, is adopted.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use fscache::{Removed, Stored};
+
+/// The entry names the operations use (few, so they collide often).
+pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+/// How many handles a case has.
+pub const HANDLES: usize = 4;
+/// Handles `0..OPEN_AT_START` are open when a case starts.
+pub const OPEN_AT_START: usize = 3;
+/// The size unit of entries and limits (one page).
+pub const BLOCK: u64 = 4096;
+/// The maximum size a case starts with, in blocks.
+pub const START_LIMIT_BLOCKS: u64 = 10;
+/// The default low watermark of eviction, in percent of the limit.
+pub const WATERMARK_PERCENT: u64 = 90;
+
+/// One step of a case. Every operation is valid in every state: one on a
+/// closed handle, or that needs something the handle does not have (a
+/// pending store, a held entry), does nothing. So any subsequence of a
+/// case is a case, which is what shrinking needs.
+///
+/// An entry's content is the file `f` of `blocks` blocks filled from
+/// `seed` (see [`content`]); `name` indexes [`NAMES`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Open handle `h` (its own `FsCache`, appid `model-H`).
+    Open { h: usize },
+    /// Close handle `h`, dropping everything it holds.
+    Close { h: usize },
+    /// `store` + fill + `commit_report`.
+    Store {
+        h: usize,
+        name: usize,
+        seed: u64,
+        blocks: u64,
+    },
+    /// `store` + fill, then drop the guard without commit.
+    StoreDrop {
+        h: usize,
+        name: usize,
+        seed: u64,
+        blocks: u64,
+    },
+    /// `store` + fill, keeping the guard (one pending store per handle).
+    Begin {
+        h: usize,
+        name: usize,
+        seed: u64,
+        blocks: u64,
+    },
+    /// `commit_report` of the pending store.
+    Commit { h: usize },
+    /// `commit_and_load` of the pending store; `keep` holds the result.
+    CommitAndLoad { h: usize, keep: bool },
+    /// Drop the pending store's guard.
+    Abandon { h: usize },
+    /// `load_or_build`; `keep` holds the result.
+    LoadOrBuild {
+        h: usize,
+        name: usize,
+        seed: u64,
+        blocks: u64,
+        keep: bool,
+    },
+    /// `load`, holding the entry on a hit.
+    Hold { h: usize, name: usize },
+    /// Drop what handle `h` holds in slot `slot % held`.
+    Release { h: usize, slot: usize },
+    /// `contains`.
+    Contains { h: usize, name: usize },
+    /// `stage`, write a file, drop.
+    Stage { h: usize },
+    /// `set_info` with a maximum size of `blocks` blocks (`None`:
+    /// unlimited), also below the usage.
+    SetLimit { h: usize, blocks: Option<u64> },
+    /// `prune` down to `blocks` blocks.
+    PruneTo { h: usize, blocks: u64 },
+    /// `prune` of the entries unused for `secs` seconds.
+    PruneAge { h: usize, secs: u64 },
+    /// `remove`.
+    Remove { h: usize, name: usize },
+    /// `sweep`.
+    Sweep { h: usize },
+    /// `repair`: `None` while another handle is open.
+    Repair { h: usize },
+    /// The test sets the entry's last use (`object.lock` atime) to `secs`
+    /// seconds ago.
+    Age { name: usize, secs: u64 },
+    /// Wait until the file system clock has advanced: every use after
+    /// this step is later than every use before it.
+    Tick,
+}
+
+impl Op {
+    /// The handle the operation runs on (`None`: the test itself).
+    pub fn handle(&self) -> Option<usize> {
+        use Op::*;
+        match *self {
+            Open { h }
+            | Close { h }
+            | Store { h, .. }
+            | StoreDrop { h, .. }
+            | Begin { h, .. }
+            | Commit { h }
+            | CommitAndLoad { h, .. }
+            | Abandon { h }
+            | LoadOrBuild { h, .. }
+            | Hold { h, .. }
+            | Release { h, .. }
+            | Contains { h, .. }
+            | Stage { h }
+            | SetLimit { h, .. }
+            | PruneTo { h, .. }
+            | PruneAge { h, .. }
+            | Remove { h, .. }
+            | Sweep { h }
+            | Repair { h } => Some(h),
+            Age { .. } | Tick => None,
+        }
+    }
+
+    /// The request line of `fscache-test-helper serve` for an operation a
+    /// handle runs (not `Open`, `Close`, `Age`, `Tick`).
+    pub fn line(&self) -> String {
+        use Op::*;
+        let keep = |k: bool| if k { "keep" } else { "drop" };
+        match *self {
+            Store {
+                name, seed, blocks, ..
+            } => format!("store {} {seed} {blocks}", NAMES[name]),
+            StoreDrop {
+                name, seed, blocks, ..
+            } => format!("store-drop {} {seed} {blocks}", NAMES[name]),
+            Begin {
+                name, seed, blocks, ..
+            } => format!("begin {} {seed} {blocks}", NAMES[name]),
+            Commit { .. } => "commit".into(),
+            CommitAndLoad { keep: k, .. } => format!("commit-and-load {}", keep(k)),
+            Abandon { .. } => "abandon".into(),
+            LoadOrBuild {
+                name,
+                seed,
+                blocks,
+                keep: k,
+                ..
+            } => format!("load-or-build {} {seed} {blocks} {}", NAMES[name], keep(k)),
+            Hold { name, .. } => format!("hold {}", NAMES[name]),
+            Release { slot, .. } => format!("release {slot}"),
+            Contains { name, .. } => format!("contains {}", NAMES[name]),
+            Stage { .. } => "stage".into(),
+            SetLimit {
+                blocks: Some(b), ..
+            } => format!("set-limit {}", b * BLOCK),
+            SetLimit { blocks: None, .. } => "set-limit unlimited".into(),
+            PruneTo { blocks, .. } => format!("prune-to {}", blocks * BLOCK),
+            PruneAge { secs, .. } => format!("prune-age {secs}"),
+            Remove { name, .. } => format!("remove {}", NAMES[name]),
+            Sweep { .. } => "sweep".into(),
+            Repair { .. } => "repair".into(),
+            Open { .. } | Close { .. } | Age { .. } | Tick => {
+                unreachable!("{self:?} is not a handle's request")
+            }
+        }
+    }
+}
+
+/// A case: its `Debug` is Rust that rebuilds it (`vec![Op::…, …]`), so a
+/// shrunk failure pastes into a regression test as it is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Ops(pub Vec<Op>);
+
+impl fmt::Debug for Ops {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "vec![")?;
+        for op in &self.0 {
+            writeln!(f, "    Op::{op:?},")?;
+        }
+        write!(f, "]")
+    }
+}
+
+/// The content of entry file `f`: `len` bytes repeating `seed` (so the
+/// content names its seed; `len` is a positive multiple of 8).
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = seed.to_le_bytes().repeat(len / 8 + 1);
+    v.truncate(len);
+    v
+}
+
+/// The seed that `bytes` were made from by [`content`], if they were.
+pub fn seed_of(bytes: &[u8]) -> Option<u64> {
+    let first: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let seed = u64::from_le_bytes(first);
+    (bytes.len() as u64 % BLOCK == 0 && content(seed, bytes.len()) == bytes).then_some(seed)
+}
+
+/// How a `load_or_build` or `commit_and_load` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Got {
+    Hit,
+    Built,
+    Uncached(Stored),
+}
+
+/// What a handle reported for one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to report.
+    Done,
+    /// A commit: its outcome and what eviction removed.
+    Stored {
+        stored: Stored,
+        evicted: Vec<String>,
+    },
+    /// `load_or_build`/`commit_and_load`: how, and the seed of the content
+    /// handed out (`None`: not content this test made).
+    Got { got: Got, seed: Option<u64> },
+    /// `load`: the seed of the hit, or a miss.
+    Held(Option<Option<u64>>),
+    /// `contains`.
+    Contains(bool),
+    /// `remove`.
+    Removed(Removed),
+    /// `prune`.
+    Pruned {
+        removed: Vec<String>,
+        skipped: Vec<String>,
+        freed: u64,
+    },
+    /// `sweep`: how many were removed, bytes freed.
+    Swept { removed: usize, freed: u64 },
+    /// `repair`: `None` when others had the cache open, else how many were
+    /// removed and the books afterwards.
+    Repaired(Option<(usize, u64)>),
+    /// An error of the library (always a failure).
+    Error(String),
+}
+
+fn stored_word(s: Stored) -> &'static str {
+    match s {
+        Stored::Committed => "committed",
+        Stored::Exists => "exists",
+        Stored::TooLarge => "toolarge",
+        Stored::NoSpace => "nospace",
+        Stored::Incompatible => "incompatible",
+    }
+}
+
+fn parse_stored(w: &str) -> Option<Stored> {
+    Some(match w {
+        "committed" => Stored::Committed,
+        "exists" => Stored::Exists,
+        "toolarge" => Stored::TooLarge,
+        "nospace" => Stored::NoSpace,
+        "incompatible" => Stored::Incompatible,
+        _ => return None,
+    })
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(",")
+    }
+}
+
+fn parse_list(w: &str) -> Vec<String> {
+    if w == "-" {
+        Vec::new()
+    } else {
+        w.split(',').map(str::to_owned).collect()
+    }
+}
+
+fn seed_word(s: Option<u64>) -> String {
+    s.map_or("?".into(), |s| s.to_string())
+}
+
+impl fmt::Display for Outcome {
+    /// The answer line of `fscache-test-helper serve`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Done => write!(f, "done"),
+            Outcome::Stored { stored, evicted } => {
+                write!(f, "stored {} {}", stored_word(*stored), list(evicted))
+            }
+            Outcome::Got { got, seed } => {
+                let how = match got {
+                    Got::Hit => "hit".into(),
+                    Got::Built => "built".into(),
+                    Got::Uncached(s) => format!("uncached:{}", stored_word(*s)),
+                };
+                write!(f, "got {how} {}", seed_word(*seed))
+            }
+            Outcome::Held(None) => write!(f, "held miss"),
+            Outcome::Held(Some(s)) => write!(f, "held {}", seed_word(*s)),
+            Outcome::Contains(b) => write!(f, "contains {b}"),
+            Outcome::Removed(Removed::Removed { freed }) => write!(f, "removed {freed}"),
+            Outcome::Removed(Removed::InUse) => write!(f, "removed in-use"),
+            Outcome::Removed(Removed::Missing) => write!(f, "removed missing"),
+            Outcome::Pruned {
+                removed,
+                skipped,
+                freed,
+            } => write!(f, "pruned {} {} {freed}", list(removed), list(skipped)),
+            Outcome::Swept { removed, freed } => write!(f, "swept {removed} {freed}"),
+            Outcome::Repaired(None) => write!(f, "repaired busy"),
+            Outcome::Repaired(Some((n, accounted))) => write!(f, "repaired {n} {accounted}"),
+            Outcome::Error(e) => write!(f, "error {e}"),
+        }
+    }
+}
+
+impl Outcome {
+    /// Parse an answer line of `fscache-test-helper serve`.
+    pub fn parse(line: &str) -> Result<Outcome, String> {
+        let w: Vec<&str> = line.split(' ').collect();
+        let bad = || format!("unexpected answer {line:?}");
+        let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
+        let seed = |s: &str| if s == "?" { Ok(None) } else { num(s).map(Some) };
+        Ok(match w.as_slice() {
+            ["done"] => Outcome::Done,
+            ["stored", s, ev] => Outcome::Stored {
+                stored: parse_stored(s).ok_or_else(bad)?,
+                evicted: parse_list(ev),
+            },
+            ["got", how, s] => {
+                let got = match *how {
+                    "hit" => Got::Hit,
+                    "built" => Got::Built,
+                    other => Got::Uncached(
+                        other
+                            .strip_prefix("uncached:")
+                            .and_then(parse_stored)
+                            .ok_or_else(bad)?,
+                    ),
+                };
+                Outcome::Got {
+                    got,
+                    seed: seed(s)?,
+                }
+            }
+            ["held", "miss"] => Outcome::Held(None),
+            ["held", s] => Outcome::Held(Some(seed(s)?)),
+            ["contains", b] => Outcome::Contains(*b == "true"),
+            ["removed", "in-use"] => Outcome::Removed(Removed::InUse),
+            ["removed", "missing"] => Outcome::Removed(Removed::Missing),
+            ["removed", n] => Outcome::Removed(Removed::Removed { freed: num(n)? }),
+            ["pruned", r, s, n] => Outcome::Pruned {
+                removed: parse_list(r),
+                skipped: parse_list(s),
+                freed: num(n)?,
+            },
+            ["swept", r, n] => Outcome::Swept {
+                removed: num(r)? as usize,
+                freed: num(n)?,
+            },
+            ["repaired", "busy"] => Outcome::Repaired(None),
+            ["repaired", r, n] => Outcome::Repaired(Some((num(r)? as usize, num(n)?))),
+            ["error", ..] => Outcome::Error(line["error ".len()..].to_owned()),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// An entry's last use as the model knows it. Uses in different epochs
+/// (separated by a [`Op::Tick`]) are ordered; uses in one epoch tie. An
+/// aged entry is older than every use of the case, and the more seconds,
+/// the older.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Use {
+    Aged(Reverse<u64>),
+    Epoch(u64),
+}
+
+/// A committed entry of the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ent {
+    pub seed: u64,
+    pub size: u64,
+    pub used: Use,
+}
+
+/// What a handle holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// A committed entry, read-locked.
+    Entry { name: String, seed: u64 },
+    /// A tree the cache did not keep (`objects/uuid-*`), with its seed.
+    Tree { seed: u64 },
+}
+
+impl Holding {
+    pub fn seed(&self) -> u64 {
+        match self {
+            Holding::Entry { seed, .. } | Holding::Tree { seed } => *seed,
+        }
+    }
+}
+
+/// A store a handle has begun and not finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub name: String,
+    pub seed: u64,
+    pub blocks: u64,
+}
+
+/// The reference model: what the cache must hold and what each handle
+/// holds.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub entries: BTreeMap<String, Ent>,
+    /// `None`: unlimited.
+    pub limit: Option<u64>,
+    pub epoch: u64,
+    pub open: [bool; HANDLES],
+    pub held: [Vec<Holding>; HANDLES],
+    pub pending: [Option<Pending>; HANDLES],
+    /// The space a directory takes on this file system (0 on tmpfs): an
+    /// entry of `b` blocks takes `b * BLOCK + dir_space`.
+    pub dir_space: u64,
+    /// Whether the usage may exceed the limit: only a `set_info` below the
+    /// usage puts it there (commits refuse to pass the limit), until
+    /// removals bring it back under.
+    pub lowered: bool,
+}
+
+/// The model's verdict on one step.
+pub type Verdict = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+impl Model {
+    pub fn new(dir_space: u64) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            limit: Some(START_LIMIT_BLOCKS * BLOCK),
+            epoch: 0,
+            open: std::array::from_fn(|h| h < OPEN_AT_START),
+            held: Default::default(),
+            pending: Default::default(),
+            dir_space,
+            lowered: false,
+        }
+    }
+
+    /// The books: the sum of the entries' sizes.
+    pub fn total(&self) -> u64 {
+        self.entries.values().map(|e| e.size).sum()
+    }
+
+    pub fn size(&self, blocks: u64) -> u64 {
+        blocks * BLOCK + self.dir_space
+    }
+
+    /// Names some handle holds read-locked.
+    pub fn held_names(&self) -> BTreeSet<String> {
+        self.held
+            .iter()
+            .flatten()
+            .filter_map(|h| match h {
+                Holding::Entry { name, .. } => Some(name.clone()),
+                Holding::Tree { .. } => None,
+            })
+            .collect()
+    }
+
+    /// How many `objects/uuid-*` directories the handles own now: pending
+    /// stores and trees the cache did not keep.
+    pub fn anon_in_objects(&self) -> usize {
+        let pending = self.pending.iter().flatten().count();
+        let trees = self
+            .held
+            .iter()
+            .flatten()
+            .filter(|h| matches!(h, Holding::Tree { .. }))
+            .count();
+        pending + trees
+    }
+
+    /// Whether the test runs `op` at all: an operation on a closed handle,
+    /// or needing what the handle lacks, is skipped.
+    pub fn applies(&self, op: &Op) -> bool {
+        use Op::*;
+        match *op {
+            Open { h } => !self.open[h],
+            Age { name, .. } => self.entries.contains_key(NAMES[name]),
+            Tick => true,
+            _ => {
+                let h = op.handle().expect("a handle's operation");
+                self.open[h]
+                    && match *op {
+                        Begin { .. } => self.pending[h].is_none(),
+                        Commit { .. } | CommitAndLoad { .. } | Abandon { .. } => {
+                            self.pending[h].is_some()
+                        }
+                        Release { .. } => !self.held[h].is_empty(),
+                        _ => true,
+                    }
+            }
+        }
+    }
+
+    /// The usage is over the limit where the model does not allow it.
+    pub fn check_limit(&mut self, accounted: u64) -> Verdict {
+        match self.limit {
+            Some(l) if accounted > l => {
+                ensure!(
+                    self.lowered,
+                    "cache.size {accounted} over the limit {l}, which was never lowered below it"
+                );
+            }
+            _ => self.lowered = false,
+        }
+        Ok(())
+    }
+
+    /// Close handle `h`: everything it holds is released.
+    pub fn close(&mut self, h: usize) {
+        self.open[h] = false;
+        self.held[h].clear();
+        self.pending[h] = None;
+    }
+
+    /// Check a removal the cache chose (by eviction or prune) against the
+    /// LRU rule and adopt it: `removed` must be idle, and no idle entry
+    /// that stays may be older than one removed.
+    fn check_lru(&self, removed: &BTreeSet<String>, what: &str) -> Verdict {
+        let held = self.held_names();
+        for r in removed {
+            ensure!(
+                self.entries.contains_key(r),
+                "{what} removed {r}, which the model does not have"
+            );
+            ensure!(
+                !held.contains(r),
+                "{what} removed {r}, which a handle holds"
+            );
+        }
+        for (k, ke) in &self.entries {
+            if removed.contains(k) || held.contains(k) {
+                continue;
+            }
+            for r in removed {
+                let re = &self.entries[r];
+                ensure!(
+                    re.used <= ke.used,
+                    "{what} removed {r} (last used {:?}) but kept the older idle {k} ({:?})",
+                    re.used,
+                    ke.used
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `chosen` frees enough and no more: at least `needed` bytes
+    /// (or everything there is), and not once the last (newest) chosen
+    /// entry was unnecessary.
+    fn check_amount(&self, chosen: &BTreeSet<String>, needed: u64, what: &str) -> Verdict {
+        let freed: u64 = chosen.iter().map(|n| self.entries[n].size).sum();
+        ensure!(
+            freed >= needed || chosen.len() == self.entries.len(),
+            "{what} chose {chosen:?}, {freed} bytes, short of {needed} while more was idle"
+        );
+        if let Some(newest) = chosen.iter().map(|n| self.entries[n].used).max() {
+            let needed_last = chosen
+                .iter()
+                .filter(|n| self.entries[*n].used == newest)
+                .any(|n| freed - self.entries[n].size < needed);
+            ensure!(
+                needed_last,
+                "{what} chose {chosen:?}, {freed} bytes, more than the {needed} needed"
+            );
+        }
+        Ok(())
+    }
+
+    fn remove_all(&mut self, removed: &BTreeSet<String>) {
+        for r in removed {
+            self.entries.remove(r);
+        }
+    }
+
+    /// A commit of `blocks` blocks of `seed` as `name`, which reported
+    /// `stored` and removed `removed` from disk. On success the entry is
+    /// in the model.
+    fn commit(
+        &mut self,
+        name: &str,
+        seed: u64,
+        blocks: u64,
+        stored: Stored,
+        removed: &BTreeSet<String>,
+    ) -> Verdict {
+        let size = self.size(blocks);
+        let too_large = match self.limit {
+            Some(l) => l == 0 || size > l,
+            None => false,
+        };
+        if too_large {
+            ensure!(removed.is_empty(), "a too-large entry evicted {removed:?}");
+            ensure!(
+                stored == Stored::TooLarge,
+                "{size} bytes under limit {:?}: expected TooLarge, got {stored:?}",
+                self.limit
+            );
+            return Ok(());
+        }
+        let fits = |m: &Model| m.limit.is_none_or(|l| m.total() + size <= l);
+        if fits(self) {
+            ensure!(
+                removed.is_empty(),
+                "{size} bytes fit ({} of {:?} used) but eviction removed {removed:?}",
+                self.total(),
+                self.limit
+            );
+        } else {
+            let limit = self.limit.expect("a limit, since it does not fit");
+            let target = limit * WATERMARK_PERCENT / 100;
+            self.check_lru(removed, "eviction")?;
+            // With nothing held, one round of the plan decides, exactly.
+            if self.held_names().is_empty() {
+                let needed = (self.total() + size).saturating_sub(target);
+                self.check_amount(removed, needed, "eviction")?;
+            }
+            self.remove_all(removed);
+        }
+        if !fits(self) {
+            let held = self.held_names();
+            let idle: Vec<&String> = self.entries.keys().filter(|n| !held.contains(*n)).collect();
+            ensure!(
+                idle.is_empty(),
+                "NoSpace expected only once every idle entry is gone, but {idle:?} stay"
+            );
+            ensure!(
+                stored == Stored::NoSpace,
+                "expected NoSpace, got {stored:?}"
+            );
+        } else if self.entries.contains_key(name) {
+            ensure!(
+                stored == Stored::Exists,
+                "{name} is committed: expected Exists, got {stored:?}"
+            );
+        } else {
+            ensure!(
+                stored == Stored::Committed,
+                "expected Committed, got {stored:?}"
+            );
+            let used = Use::Epoch(self.epoch);
+            self.entries
+                .insert(name.to_owned(), Ent { seed, size, used });
+        }
+        Ok(())
+    }
+
+    /// What a commit-and-load or a build must report, given the commit
+    /// part's outcome as the model decided it: `Ok(expected got, seed)`.
+    #[allow(clippy::too_many_arguments)]
+    fn obtained(
+        &mut self,
+        h: usize,
+        name: &str,
+        seed: u64,
+        blocks: u64,
+        got: (Got, Option<u64>),
+        keep: bool,
+        removed: &BTreeSet<String>,
+    ) -> Verdict {
+        let stored = match got.0 {
+            Got::Built => Stored::Committed,
+            Got::Hit => Stored::Exists,
+            Got::Uncached(s) => s,
+        };
+        self.commit(name, seed, blocks, stored, removed)?;
+        let expect_seed = match got.0 {
+            Got::Hit => {
+                let e = self.entries.get_mut(name).expect("Exists: committed");
+                e.used = Use::Epoch(self.epoch);
+                e.seed
+            }
+            Got::Built | Got::Uncached(_) => seed,
+        };
+        ensure!(
+            got.1 == Some(expect_seed),
+            "content of seed {expect_seed} expected, handed out {:?}",
+            got.1
+        );
+        if keep {
+            self.held[h].push(match got.0 {
+                Got::Hit | Got::Built => Holding::Entry {
+                    name: name.to_owned(),
+                    seed: expect_seed,
+                },
+                Got::Uncached(_) => Holding::Tree { seed },
+            });
+        }
+        Ok(())
+    }
+
+    /// Apply a handle's operation that reported `out`, with `removed` the
+    /// committed entries that vanished from disk during it. The verdict
+    /// says whether the report and the removal are allowed.
+    pub fn apply(&mut self, op: &Op, out: &Outcome, removed: &BTreeSet<String>) -> Verdict {
+        use Op::*;
+        if let Outcome::Error(e) = out {
+            return Err(format!("library error: {e}"));
+        }
+        let h = op.handle().expect("a handle's operation");
+        let removes_nothing = |what: &str| -> Verdict {
+            ensure!(removed.is_empty(), "{what} removed {removed:?}");
+            Ok(())
+        };
+        match (op, out) {
+            (
+                Store {
+                    name, seed, blocks, ..
+                },
+                Outcome::Stored { stored, evicted },
+            ) => {
+                let ev: BTreeSet<String> = evicted.iter().cloned().collect();
+                ensure!(
+                    &ev == removed,
+                    "the report says evicted {evicted:?}, the disk lost {removed:?}"
+                );
+                self.commit(NAMES[*name], *seed, *blocks, *stored, removed)
+            }
+            (Commit { .. }, Outcome::Stored { stored, evicted }) => {
+                let p = self.pending[h].take().expect("applies: pending");
+                let ev: BTreeSet<String> = evicted.iter().cloned().collect();
+                ensure!(
+                    &ev == removed,
+                    "the report says evicted {evicted:?}, the disk lost {removed:?}"
+                );
+                self.commit(&p.name, p.seed, p.blocks, *stored, removed)
+            }
+            (StoreDrop { .. }, Outcome::Done) => removes_nothing("a dropped store"),
+            (
+                Begin {
+                    name, seed, blocks, ..
+                },
+                Outcome::Done,
+            ) => {
+                self.pending[h] = Some(Pending {
+                    name: NAMES[*name].to_owned(),
+                    seed: *seed,
+                    blocks: *blocks,
+                });
+                removes_nothing("begin")
+            }
+            (Abandon { .. }, Outcome::Done) => {
+                self.pending[h] = None;
+                removes_nothing("abandon")
+            }
+            (CommitAndLoad { keep, .. }, Outcome::Got { got, seed }) => {
+                let p = self.pending[h].take().expect("applies: pending");
+                self.obtained(h, &p.name, p.seed, p.blocks, (*got, *seed), *keep, removed)
+            }
+            (
+                LoadOrBuild {
+                    name,
+                    seed,
+                    blocks,
+                    keep,
+                    ..
+                },
+                Outcome::Got {
+                    got,
+                    seed: got_seed,
+                },
+            ) => {
+                let n = NAMES[*name];
+                if let Some(e) = self.entries.get_mut(n) {
+                    // A hit at once: nothing is built.
+                    ensure!(
+                        *got == Got::Hit,
+                        "{n} is committed: expected a hit, got {got:?}"
+                    );
+                    removes_nothing("a load_or_build hit")?;
+                    e.used = Use::Epoch(self.epoch);
+                    let expect = e.seed;
+                    ensure!(
+                        *got_seed == Some(expect),
+                        "a hit on {n} handed out {got_seed:?}, the model has seed {expect}"
+                    );
+                    if *keep {
+                        self.held[h].push(Holding::Entry {
+                            name: n.to_owned(),
+                            seed: expect,
+                        });
+                    }
+                    return Ok(());
+                }
+                ensure!(
+                    *got != Got::Hit,
+                    "{n} is not committed, yet load_or_build hit"
+                );
+                self.obtained(h, n, *seed, *blocks, (*got, *got_seed), *keep, removed)
+            }
+            (Hold { name, .. }, Outcome::Held(got)) => {
+                removes_nothing("load")?;
+                let n = NAMES[*name];
+                match (self.entries.get_mut(n), got) {
+                    (Some(e), Some(seed)) => {
+                        ensure!(
+                            *seed == Some(e.seed),
+                            "a hit on {n} handed out seed {seed:?}, the model has {}",
+                            e.seed
+                        );
+                        e.used = Use::Epoch(self.epoch);
+                        self.held[h].push(Holding::Entry {
+                            name: n.to_owned(),
+                            seed: e.seed,
+                        });
+                        Ok(())
+                    }
+                    (None, None) => Ok(()),
+                    (Some(_), None) => Err(format!("{n} is committed and idle, yet load missed")),
+                    (None, Some(s)) => Err(format!("{n} is not committed, yet load hit ({s:?})")),
+                }
+            }
+            (Release { slot, .. }, Outcome::Done) => {
+                let i = slot % self.held[h].len();
+                self.held[h].remove(i);
+                removes_nothing("release")
+            }
+            (Contains { name, .. }, Outcome::Contains(b)) => {
+                let n = NAMES[*name];
+                ensure!(
+                    *b == self.entries.contains_key(n),
+                    "contains({n}) = {b}, the model disagrees"
+                );
+                removes_nothing("contains")
+            }
+            (Stage { .. }, Outcome::Done) => removes_nothing("stage"),
+            (SetLimit { blocks, .. }, Outcome::Done) => {
+                self.limit = blocks.map(|b| b * BLOCK);
+                self.lowered = self.limit.is_some_and(|l| self.total() > l);
+                removes_nothing("set_info")
+            }
+            (
+                PruneTo { blocks, .. },
+                Outcome::Pruned {
+                    removed: r,
+                    skipped,
+                    freed,
+                },
+            ) => {
+                let r: BTreeSet<String> = r.iter().cloned().collect();
+                ensure!(
+                    &r == removed,
+                    "prune reports {r:?}, the disk lost {removed:?}"
+                );
+                let held = self.held_names();
+                let skipped: BTreeSet<String> = skipped.iter().cloned().collect();
+                ensure!(
+                    skipped.is_subset(&held),
+                    "prune skipped {skipped:?}, but only {held:?} are held"
+                );
+                // The plan runs over every entry, held or not: the chosen
+                // ones are an LRU prefix of all of them.
+                let chosen: BTreeSet<String> = r.union(&skipped).cloned().collect();
+                for c in &chosen {
+                    ensure!(
+                        self.entries.contains_key(c),
+                        "prune chose {c}, which the model does not have"
+                    );
+                }
+                for (k, ke) in &self.entries {
+                    if chosen.contains(k) {
+                        continue;
+                    }
+                    ensure!(
+                        !chosen.iter().any(|c| self.entries[c].used > ke.used),
+                        "prune chose {chosen:?} over the older {k}"
+                    );
+                }
+                ensure!(
+                    chosen.iter().filter(|c| held.contains(*c)).count() == skipped.len(),
+                    "prune removed a held entry: chose {chosen:?}, held {held:?}"
+                );
+                let needed = self.total().saturating_sub(blocks * BLOCK);
+                self.check_amount(&chosen, needed, "prune")?;
+                let expect_freed: u64 = r.iter().map(|n| self.entries[n].size).sum();
+                ensure!(
+                    *freed == expect_freed,
+                    "prune freed {freed}, the removed entries recorded {expect_freed}"
+                );
+                self.remove_all(&r);
+                Ok(())
+            }
+            (
+                PruneAge { secs, .. },
+                Outcome::Pruned {
+                    removed: r,
+                    skipped,
+                    freed,
+                },
+            ) => {
+                let held = self.held_names();
+                let old: BTreeSet<String> = self
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| matches!(e.used, Use::Aged(Reverse(s)) if s > *secs))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let expect_removed: BTreeSet<String> = old.difference(&held).cloned().collect();
+                let expect_skipped: BTreeSet<String> = old.intersection(&held).cloned().collect();
+                let r: BTreeSet<String> = r.iter().cloned().collect();
+                let s: BTreeSet<String> = skipped.iter().cloned().collect();
+                ensure!(
+                    r == expect_removed && s == expect_skipped && &r == removed,
+                    "prune of entries unused for {secs} s: removed {r:?} skipped {s:?} \
+                     (disk lost {removed:?}); expected {expect_removed:?} and {expect_skipped:?}"
+                );
+                let expect_freed: u64 = r.iter().map(|n| self.entries[n].size).sum();
+                ensure!(
+                    *freed == expect_freed,
+                    "prune freed {freed}, expected {expect_freed}"
+                );
+                self.remove_all(&r);
+                Ok(())
+            }
+            (Remove { name, .. }, Outcome::Removed(got)) => {
+                let n = NAMES[*name];
+                let expect = match self.entries.get(n) {
+                    None => Removed::Missing,
+                    Some(_) if self.held_names().contains(n) => Removed::InUse,
+                    Some(e) => Removed::Removed { freed: e.size },
+                };
+                ensure!(
+                    *got == expect,
+                    "remove({n}): expected {expect:?}, got {got:?}"
+                );
+                let expect_gone: BTreeSet<String> = match expect {
+                    Removed::Removed { .. } => [n.to_owned()].into(),
+                    _ => BTreeSet::new(),
+                };
+                ensure!(removed == &expect_gone, "remove({n}) removed {removed:?}");
+                if !expect_gone.is_empty() {
+                    self.entries.remove(n);
+                }
+                Ok(())
+            }
+            (Sweep { .. }, Outcome::Swept { removed: n, freed }) => {
+                // Nothing dies here: there is never debris to sweep, and a
+                // live writer's entry must survive.
+                ensure!(
+                    *n == 0 && *freed == 0,
+                    "sweep removed {n} and freed {freed}, with no debris"
+                );
+                removes_nothing("sweep")
+            }
+            (Repair { .. }, Outcome::Repaired(r)) => {
+                let others = (0..HANDLES).any(|g| g != h && self.open[g]);
+                match r {
+                    None => ensure!(others, "repair refused though no other handle is open"),
+                    Some((n, accounted)) => {
+                        ensure!(!others, "repair ran while another handle was open");
+                        ensure!(*n == 0, "repair removed {n}, with no debris");
+                        ensure!(
+                            *accounted == self.total(),
+                            "repair counted {accounted}, the model {}",
+                            self.total()
+                        );
+                    }
+                }
+                removes_nothing("repair")
+            }
+            _ => Err(format!("unexpected report {out} for {op:?}")),
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! The model-based tests: random cases of [`Op`]s run against the real
+//! cache through 3–4 handles and the reference [`Model`], with every
+//! report and the on-disk state checked after every step. Two drivers run
+//! the same cases: handles in this process, and handles each in its own
+//! `fscache-test-helper serve` process, driven over a pipe.
+//!
+//! A failure shrinks to a short case, printed as `vec![Op::…]`: paste it
+//! into [`regressions`] below.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use fscache::{CacheInfo, FsCache, MaxSize, Obtained, PruneOptions, StoreGuard};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+use crate::cache_util::{debris, entries, entry_space, fresh, recorded, recorded_sum, size_file};
+use crate::model::*;
+use crate::util::{Reporter, HELPER};
+
+/// The handles of a case, as the runner sees them.
+pub trait Driver {
+    /// Open handle `h` (closed now).
+    fn open(&mut self, h: usize);
+    /// Close handle `h` (open now), dropping what it holds.
+    fn close(&mut self, h: usize);
+    /// Run a handle's operation on handle `h` (open now).
+    fn run(&mut self, h: usize, op: &Op) -> Outcome;
+    /// The seed of the content each thing handle `h` holds shows now.
+    fn held(&mut self, h: usize) -> Vec<Option<u64>>;
+}
+
+/// Write entry content `seed` of `blocks` blocks into `dir`.
+fn fill(dir: &Path, seed: u64, blocks: u64) -> std::io::Result<()> {
+    fs::write(dir.join("f"), content(seed, (blocks * BLOCK) as usize))
+}
+
+/// The seed of the content in `dir`, if it is content this test made.
+fn read_seed(dir: &Path) -> Option<u64> {
+    seed_of(&fs::read(dir.join("f")).ok()?)
+}
+
+/// One handle in this process.
+struct Slot {
+    cache: FsCache,
+    pending: Option<StoreGuard>,
+    held: Vec<Obtained>,
+}
+
+/// Handles in this process, each its own `FsCache::open`.
+pub struct InProcess {
+    root: PathBuf,
+    slots: Vec<Option<Slot>>,
+}
+
+impl InProcess {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            slots: (0..HANDLES).map(|_| None).collect(),
+        }
+    }
+}
+
+fn got(o: &Obtained) -> (Got, Option<u64>) {
+    let how = match o {
+        Obtained::Hit(_) => Got::Hit,
+        Obtained::Built(_) => Got::Built,
+        Obtained::Uncached(u) => Got::Uncached(u.reason()),
+    };
+    (how, read_seed(o.path()))
+}
+
+fn exec(slot: &mut Slot, op: &Op) -> Result<Outcome, String> {
+    use Op::*;
+    let c = &slot.cache;
+    let e = |e: fscache::Error| e.to_string();
+    let io = |e: std::io::Error| e.to_string();
+    Ok(match *op {
+        Store {
+            name, seed, blocks, ..
+        } => {
+            let w = c.store(NAMES[name]).map_err(e)?;
+            fill(w.path(), seed, blocks).map_err(io)?;
+            let r = w.commit_report().map_err(e)?;
+            Outcome::Stored {
+                stored: r.stored,
+                evicted: r.evicted,
+            }
+        }
+        StoreDrop {
+            name, seed, blocks, ..
+        } => {
+            let w = c.store(NAMES[name]).map_err(e)?;
+            fill(w.path(), seed, blocks).map_err(io)?;
+            drop(w);
+            Outcome::Done
+        }
+        Begin {
+            name, seed, blocks, ..
+        } => {
+            let w = c.store(NAMES[name]).map_err(e)?;
+            fill(w.path(), seed, blocks).map_err(io)?;
+            slot.pending = Some(w);
+            Outcome::Done
+        }
+        Commit { .. } => {
+            let w = slot.pending.take().ok_or("no pending store")?;
+            let r = w.commit_report().map_err(e)?;
+            Outcome::Stored {
+                stored: r.stored,
+                evicted: r.evicted,
+            }
+        }
+        CommitAndLoad { keep, .. } => {
+            let w = slot.pending.take().ok_or("no pending store")?;
+            let o = w.commit_and_load().map_err(e)?;
+            let (got, seed) = got(&o);
+            if keep {
+                slot.held.push(o);
+            }
+            Outcome::Got { got, seed }
+        }
+        Abandon { .. } => {
+            slot.pending = None;
+            Outcome::Done
+        }
+        LoadOrBuild {
+            name,
+            seed,
+            blocks,
+            keep,
+            ..
+        } => {
+            let o = c
+                .load_or_build(NAMES[name], |dir| fill(dir, seed, blocks))
+                .map_err(io)?;
+            let (got, seed) = got(&o);
+            if keep {
+                slot.held.push(o);
+            }
+            Outcome::Got { got, seed }
+        }
+        Hold { name, .. } => match c.load(NAMES[name]).map_err(e)? {
+            Some(entry) => {
+                let seed = read_seed(entry.path());
+                slot.held.push(Obtained::Hit(entry));
+                Outcome::Held(Some(seed))
+            }
+            None => Outcome::Held(None),
+        },
+        Release { slot: i, .. } => {
+            let n = slot.held.len();
+            drop(slot.held.remove(i % n));
+            Outcome::Done
+        }
+        Contains { name, .. } => Outcome::Contains(c.contains(NAMES[name]).map_err(e)?),
+        Stage { .. } => {
+            let s = c.stage().map_err(e)?;
+            fs::write(s.path().join("scratch"), b"scratch").map_err(io)?;
+            drop(s);
+            Outcome::Done
+        }
+        SetLimit { blocks, .. } => {
+            let max = blocks.map_or(MaxSize::Unlimited, |b| MaxSize::Bytes(b * BLOCK));
+            c.set_info(CacheInfo {
+                maximum_size: Some(max),
+                ..Default::default()
+            })
+            .map_err(e)?;
+            Outcome::Done
+        }
+        PruneTo { blocks, .. } => pruned(c.prune(PruneOptions {
+            to: Some(blocks * BLOCK),
+            ..Default::default()
+        }))?,
+        PruneAge { secs, .. } => pruned(c.prune(PruneOptions {
+            unused_for: Some(Duration::from_secs(secs)),
+            ..Default::default()
+        }))?,
+        Remove { name, .. } => Outcome::Removed(c.remove(NAMES[name]).map_err(e)?),
+        Sweep { .. } => {
+            let s = c.sweep().map_err(e)?;
+            Outcome::Swept {
+                removed: s.removed.len(),
+                freed: s.freed,
+            }
+        }
+        Repair { .. } => Outcome::Repaired(
+            c.repair()
+                .map_err(e)?
+                .map(|r| (r.removed.len(), r.accounted)),
+        ),
+        Open { .. } | Close { .. } | Age { .. } | Tick => {
+            return Err(format!("{op:?} is not a handle's operation"))
+        }
+    })
+}
+
+fn pruned(r: fscache::Result<fscache::PruneReport>) -> Result<Outcome, String> {
+    let r = r.map_err(|e| e.to_string())?;
+    Ok(Outcome::Pruned {
+        removed: r.removed,
+        skipped: r.skipped,
+        freed: r.freed,
+    })
+}
+
+impl Driver for InProcess {
+    fn open(&mut self, h: usize) {
+        let cache = FsCache::open(&format!("model-{h}"), &self.root).expect("open a handle");
+        self.slots[h] = Some(Slot {
+            cache,
+            pending: None,
+            held: Vec::new(),
+        });
+    }
+
+    fn close(&mut self, h: usize) {
+        self.slots[h] = None;
+    }
+
+    fn run(&mut self, h: usize, op: &Op) -> Outcome {
+        let slot = self.slots[h].as_mut().expect("an open handle");
+        exec(slot, op).unwrap_or_else(Outcome::Error)
+    }
+
+    fn held(&mut self, h: usize) -> Vec<Option<u64>> {
+        let slot = self.slots[h].as_ref().expect("an open handle");
+        slot.held.iter().map(|o| read_seed(o.path())).collect()
+    }
+}
+
+/// Handles each in its own `fscache-test-helper serve` process.
+pub struct Processes {
+    root: PathBuf,
+    kids: Vec<Option<Reporter>>,
+}
+
+impl Processes {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+            kids: (0..HANDLES).map(|_| None).collect(),
+        }
+    }
+}
+
+impl Driver for Processes {
+    fn open(&mut self, h: usize) {
+        let mut command = Command::new(HELPER);
+        command
+            .arg("serve")
+            .arg(&self.root)
+            .arg(format!("model-{h}"));
+        let mut kid = Reporter::spawn(command);
+        // Only once it says so does the child hold its handle open.
+        kid.expect_line("ready");
+        self.kids[h] = Some(kid);
+    }
+
+    fn close(&mut self, h: usize) {
+        self.kids[h].take().expect("an open handle").finish();
+    }
+
+    fn run(&mut self, h: usize, op: &Op) -> Outcome {
+        let kid = self.kids[h].as_mut().expect("an open handle");
+        let line = kid.ask(&op.line());
+        Outcome::parse(&line).unwrap_or_else(Outcome::Error)
+    }
+
+    fn held(&mut self, h: usize) -> Vec<Option<u64>> {
+        let kid = self.kids[h].as_mut().expect("an open handle");
+        let line = kid.ask("held");
+        let seeds = line.strip_prefix("seeds ").expect("a `seeds` answer");
+        if seeds == "-" {
+            return Vec::new();
+        }
+        seeds.split(',').map(|s| s.parse().ok()).collect()
+    }
+}
+
+/// The space a directory takes on the test file system (0 on tmpfs).
+fn dir_space() -> u64 {
+    static SPACE: OnceLock<u64> = OnceLock::new();
+    *SPACE.get_or_init(|| entry_space(BLOCK as usize) - BLOCK)
+}
+
+/// Wait until the file system clock (the coarse one that stamps atimes)
+/// has advanced, stamping `probe` to see it.
+fn tick(probe: &Path) {
+    use rustix::fs::{futimens, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(probe)
+        .expect("create the clock probe");
+    let touch = || {
+        let now = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_NOW,
+            },
+            last_modification: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+        };
+        futimens(&f, &now).expect("stamp the clock probe");
+        let m = f.metadata().expect("stat the clock probe");
+        (m.atime(), m.atime_nsec())
+    };
+    let start = touch();
+    while touch() <= start {
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+/// Set entry `name`'s last use to `secs` seconds ago.
+fn age(root: &Path, name: &str, secs: u64) {
+    let lock = root.join("objects").join(name).join("object.lock");
+    let f = fs::File::open(&lock).expect("open object.lock");
+    let t = SystemTime::now() - Duration::from_secs(secs);
+    f.set_times(fs::FileTimes::new().set_accessed(t))
+        .expect("set the atime");
+}
+
+/// The committed entries on disk.
+fn on_disk(root: &Path) -> BTreeSet<String> {
+    entries(root).into_iter().collect()
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+/// What must hold after every step: the disk is the model's, the books
+/// balance, the limit holds, held content is intact, and no debris.
+fn check(model: &mut Model, root: &Path, driver: &mut dyn Driver) -> Verdict {
+    let disk = on_disk(root);
+    let want: BTreeSet<String> = model.entries.keys().cloned().collect();
+    ensure!(
+        disk == want,
+        "the disk has entries {disk:?}, the model {want:?}"
+    );
+    for (name, e) in &model.entries {
+        let dir = root.join("objects").join(name);
+        ensure!(
+            recorded(root, name) == e.size,
+            "{name} records size {}, the model {}",
+            recorded(root, name),
+            e.size
+        );
+        let seed = read_seed(&dir.join("data"));
+        ensure!(
+            seed == Some(e.seed),
+            "{name} holds content {seed:?}, last committed was {}",
+            e.seed
+        );
+    }
+    let (size, sum) = (size_file(root), recorded_sum(root));
+    ensure!(
+        size == sum && sum == model.total(),
+        "books: cache.size {size}, object.info sum {sum}, model {}",
+        model.total()
+    );
+    model.check_limit(size)?;
+    for (h, holding) in model.held.iter().enumerate() {
+        if !model.open[h] {
+            continue;
+        }
+        let seen = driver.held(h);
+        let want: Vec<Option<u64>> = holding.iter().map(|x| Some(x.seed())).collect();
+        ensure!(
+            seen == want,
+            "handle {h} holds content {seen:?}, the model {want:?}"
+        );
+    }
+    let d = debris(root);
+    let anon = d.iter().filter(|n| n.starts_with("objects/")).count();
+    ensure!(
+        anon == model.anon_in_objects() && d.iter().all(|n| n.starts_with("objects/")),
+        "debris {d:?}: the handles own {} anonymous entries",
+        model.anon_in_objects()
+    );
+    Ok(())
+}
+
+/// Run `ops` on a fresh cache through the driver `make` builds, against
+/// the model. `Err` names the step and what the model did not allow.
+pub fn run_case<D: Driver>(ops: &[Op], make: impl FnOnce(&Path) -> D) -> Verdict {
+    let (tmp, root) = fresh();
+    let probe = tmp.path().join("clock-probe");
+    let mut driver = make(&root);
+    let mut model = Model::new(dir_space());
+    for h in 0..OPEN_AT_START {
+        driver.open(h);
+    }
+    let start = Op::SetLimit {
+        h: 0,
+        blocks: Some(START_LIMIT_BLOCKS),
+    };
+    let out = driver.run(0, &start);
+    ensure!(out == Outcome::Done, "setting the first limit: {out}");
+    let result = (|| {
+        for (step, op) in ops.iter().enumerate() {
+            let fail = |msg: String, model: &Model| {
+                format!("step {step} ({op:?}): {msg}\n  model: {model:?}")
+            };
+            if !model.applies(op) {
+                continue;
+            }
+            let before = on_disk(&root);
+            match *op {
+                Op::Tick => {
+                    tick(&probe);
+                    model.epoch += 1;
+                }
+                Op::Age { name, secs } => {
+                    age(&root, NAMES[name], secs);
+                    let e = model.entries.get_mut(NAMES[name]).expect("applies");
+                    e.used = Use::Aged(std::cmp::Reverse(secs));
+                }
+                Op::Open { h } => {
+                    driver.open(h);
+                    model.open[h] = true;
+                }
+                Op::Close { h } => {
+                    driver.close(h);
+                    model.close(h);
+                }
+                _ => {
+                    let h = op.handle().expect("a handle's operation");
+                    let committing = match *op {
+                        Op::Store { name, .. } | Op::LoadOrBuild { name, .. } => {
+                            Some(NAMES[name].to_owned())
+                        }
+                        Op::Commit { .. } | Op::CommitAndLoad { .. } => {
+                            model.pending[h].as_ref().map(|p| p.name.clone())
+                        }
+                        _ => None,
+                    };
+                    let out = driver.run(h, op);
+                    let after = on_disk(&root);
+                    let mut removed: BTreeSet<String> =
+                        before.difference(&after).cloned().collect();
+                    // A commit under a name that was there evicted the old
+                    // entry first: the name is on disk before and after.
+                    let replaced = matches!(
+                        out,
+                        Outcome::Stored {
+                            stored: fscache::Stored::Committed,
+                            ..
+                        } | Outcome::Got {
+                            got: Got::Built,
+                            ..
+                        }
+                    );
+                    if let Some(name) = committing.filter(|n| replaced && before.contains(n)) {
+                        removed.insert(name);
+                    }
+                    let verdict = model.apply(op, &out, &removed);
+                    if let Err(m) = verdict {
+                        return Err(fail(format!("{m} (reported: {out})"), &model));
+                    }
+                }
+            }
+            if let Err(m) = check(&mut model, &root, &mut driver) {
+                return Err(fail(m, &model));
+            }
+        }
+        for h in 0..HANDLES {
+            if model.open[h] {
+                driver.close(h);
+                model.close(h);
+            }
+        }
+        let d = debris(&root);
+        ensure!(d.is_empty(), "after closing every handle: debris {d:?}");
+        check(&mut model, &root, &mut driver)
+            .map_err(|m| format!("after closing every handle: {m}"))
+    })();
+    drop(driver);
+    result
+}
+
+/// The operations, weighted toward what interacts: stores and holds on
+/// few names, with sizes that sometimes trip the limit.
+fn op() -> impl Strategy<Value = Op> {
+    let h = || 0..HANDLES;
+    let name = || 0..NAMES.len();
+    let seed = || 1..1000u64;
+    let blocks = || prop_oneof![6 => 1..4u64, 1 => 4..12u64];
+    prop_oneof![
+        1 => h().prop_map(|h| Op::Open { h }),
+        1 => h().prop_map(|h| Op::Close { h }),
+        6 => (h(), name(), seed(), blocks())
+            .prop_map(|(h, name, seed, blocks)| Op::Store { h, name, seed, blocks }),
+        1 => (h(), name(), seed(), blocks())
+            .prop_map(|(h, name, seed, blocks)| Op::StoreDrop { h, name, seed, blocks }),
+        2 => (h(), name(), seed(), blocks())
+            .prop_map(|(h, name, seed, blocks)| Op::Begin { h, name, seed, blocks }),
+        2 => h().prop_map(|h| Op::Commit { h }),
+        1 => (h(), any::<bool>()).prop_map(|(h, keep)| Op::CommitAndLoad { h, keep }),
+        1 => h().prop_map(|h| Op::Abandon { h }),
+        3 => (h(), name(), seed(), blocks(), any::<bool>()).prop_map(
+            |(h, name, seed, blocks, keep)| Op::LoadOrBuild { h, name, seed, blocks, keep }
+        ),
+        3 => (h(), name()).prop_map(|(h, name)| Op::Hold { h, name }),
+        2 => (h(), 0..4usize).prop_map(|(h, slot)| Op::Release { h, slot }),
+        1 => (h(), name()).prop_map(|(h, name)| Op::Contains { h, name }),
+        1 => h().prop_map(|h| Op::Stage { h }),
+        2 => (h(), proptest::option::weighted(0.9, 0..16u64))
+            .prop_map(|(h, blocks)| Op::SetLimit { h, blocks }),
+        1 => (h(), 0..12u64).prop_map(|(h, blocks)| Op::PruneTo { h, blocks }),
+        1 => (h(), prop_oneof![Just(100u64), Just(1000)])
+            .prop_map(|(h, secs)| Op::PruneAge { h, secs }),
+        1 => (name(), prop_oneof![Just(50u64), Just(500), Just(5000)])
+            .prop_map(|(name, secs)| Op::Age { name, secs }),
+        1 => (h(), name()).prop_map(|(h, name)| Op::Remove { h, name }),
+        1 => h().prop_map(|h| Op::Sweep { h }),
+        1 => h().prop_map(|h| Op::Repair { h }),
+        2 => Just(Op::Tick),
+    ]
+}
+
+/// Cases of up to `len` operations.
+fn ops(len: usize) -> impl Strategy<Value = Ops> {
+    proptest::collection::vec(op(), 1..len).prop_map(Ops)
+}
+
+/// `cases` cases; failing seeds are kept in `proptest-regressions/FILE`
+/// (relative to the package root, where `cargo test` runs tests).
+/// `FSCACHE_MODEL_CASES` overrides `cases` (for long runs).
+fn config(cases: u32, file: &'static str) -> ProptestConfig {
+    let cases = std::env::var("FSCACHE_MODEL_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
+        ..ProptestConfig::default()
+    }
+}
+
+/// Remove ops from a failing case while it still fails: single ops, then
+/// pairs (proptest's shrinker removes one at a time, so it stops where two
+/// ops only matter together), until nothing more goes; a bounded number of
+/// runs.
+fn minimize(ops: &[Op], fails: impl Fn(&[Op]) -> bool) -> Vec<Op> {
+    let mut best = ops.to_vec();
+    let mut budget = 400;
+    'again: loop {
+        let n = best.len();
+        let mut tries: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+        tries.extend((0..n).flat_map(|i| (i + 1..n).map(move |j| vec![i, j])));
+        for drop in tries {
+            if budget == 0 {
+                break 'again;
+            }
+            budget -= 1;
+            let candidate: Vec<Op> = best
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, op)| op.clone())
+                .collect();
+            if fails(&candidate) {
+                best = candidate;
+                continue 'again;
+            }
+        }
+        break;
+    }
+    best
+}
+
+/// Held by the model tests for each case, so that helper processes are
+/// never spawned (by another test thread) while an in-process case runs.
+/// Unexplained so far: with both tests running at once, a prune by age
+/// was seen, about once in 3 runs, to skip an aged entry no handle held
+/// (`pruned - a 0`); never in 3000 cases of the in-process test alone.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run a generated case; on failure, shrink it further with [`minimize`]
+/// and report the smallest case as Rust to paste into [`regressions`].
+fn check_case<D: Driver>(ops: &Ops, make: fn(&Path) -> D) -> Result<(), TestCaseError> {
+    let Err(e) = run_case(&ops.0, make) else {
+        return Ok(());
+    };
+    let small = minimize(&ops.0, |c| run_case(c, make).is_err());
+    if small.len() < ops.0.len() {
+        if let Err(e) = run_case(&small, make) {
+            return Err(TestCaseError::fail(format!(
+                "{e}\nshrunk further, to {} steps (paste into `regressions`):\n{:?}",
+                small.len(),
+                Ops(small)
+            )));
+        }
+    }
+    Err(TestCaseError::fail(e))
+}
+
+proptest! {
+    #![proptest_config(config(1024, "proptest-regressions/model_in_process.txt"))]
+
+    /// Handles in this process.
+    #[test]
+    fn model_in_process(ops in ops(48)) {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        check_case(&ops, InProcess::new)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(64, "proptest-regressions/model_processes.txt"))]
+
+    /// Each handle in its own helper process.
+    #[test]
+    fn model_processes(ops in ops(32)) {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        check_case(&ops, Processes::new)?;
+    }
+}
+
+/// Shrunk cases of failures found so far (planted bugs included), run
+/// through both drivers.
+#[test]
+fn regressions() {
+    let cases: Vec<Vec<Op>> = vec![
+        // A commit must stamp its entry as used now, not when its store
+        // began: else `b` looks older than the held `d` used after it, and
+        // a prune to one block takes `b` and then `d` (skipped) instead of
+        // `d` alone.
+        vec![
+            Op::Store {
+                h: 0,
+                name: 3,
+                seed: 1,
+                blocks: 4,
+            },
+            Op::Begin {
+                h: 2,
+                name: 1,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Hold { h: 0, name: 3 },
+            Op::Tick,
+            Op::Commit { h: 2 },
+            Op::PruneTo { h: 0, blocks: 1 },
+        ],
+        // A commit that loses the name to another writer uncharges once.
+        vec![
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+        ],
+        // Eviction never removes what a reader holds.
+        vec![
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Store {
+                h: 0,
+                name: 3,
+                seed: 1,
+                blocks: 4,
+            },
+            Op::Hold { h: 0, name: 3 },
+            Op::Store {
+                h: 0,
+                name: 1,
+                seed: 1,
+                blocks: 2,
+            },
+            Op::LoadOrBuild {
+                h: 0,
+                name: 2,
+                seed: 1,
+                blocks: 4,
+                keep: false,
+            },
+        ],
+        // Nor does prune.
+        vec![
+            Op::LoadOrBuild {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+                keep: true,
+            },
+            Op::PruneTo { h: 0, blocks: 0 },
+        ],
+    ];
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    for ops in cases {
+        if let Err(e) = run_case(&ops, InProcess::new) {
+            panic!("in process: {e}\ncase: {:?}", Ops(ops.clone()));
+        }
+        if let Err(e) = run_case(&ops, Processes::new) {
+            panic!("in processes: {e}\ncase: {:?}", Ops(ops.clone()));
+        }
+    }
+}
