@@ -206,6 +206,43 @@ fn ensure_test_tools() {
     }
 }
 
+/// The tests of every target. With cargo-nextest (when installed), each
+/// test runs in a process of its own: a test that forks children cannot
+/// then keep, for the instant between its fork and the child's exec, a
+/// copy of another test's lock-file descriptor (that delays the release of
+/// an OFD lock, and an eviction test sees the entry as still held). Without
+/// nextest, the same isolation comes from one test at a time.
+fn tests() -> Result<()> {
+    let nextest = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if nextest {
+        run(cargo([
+            "nextest",
+            "run",
+            "--workspace",
+            "--lib",
+            "--bins",
+            "--tests",
+            "--no-fail-fast",
+        ]))?;
+        // The benches, once each as tests (criterion's quick check).
+        run(cargo(["test", "--workspace", "--benches"]))
+    } else {
+        println!("ci: cargo-nextest is not installed: running the tests one at a time");
+        run(cargo([
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "--test-threads=1",
+        ]))
+    }
+}
+
 /// The full I/O-error sweep of `crates/fscache-cli/tests/io_errors.rs`.
 fn ioerr() -> Result<()> {
     ensure_test_tools();
@@ -237,7 +274,7 @@ fn ci() -> Result<()> {
     let mut doc = cargo(["doc", "--workspace", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-Dwarnings");
     run(doc)?;
-    run(cargo(["test", "--workspace", "--all-targets"]))?;
+    tests()?;
     run(cargo(["test", "--workspace", "--doc"]))?;
     println!("\n$ cargo xtask stress --procs 4 --seconds 30");
     stress::stress(&stress::Options {
@@ -332,7 +369,10 @@ fn package() -> Result<()> {
         .map_err(|e| format!("failed to read the root Cargo.lock: {e}"))?;
     write(ws.join("Cargo.lock"), &lock)?;
 
-    let mut test = cargo(["test", "--workspace"]);
+    // --all-features: a crate's own tests may need its test-only features
+    // (fscache-dir's `test-hooks`), which the workspace turns on through a
+    // dev-dependency that packaging strips.
+    let mut test = cargo(["test", "--workspace", "--all-features"]);
     test.current_dir(&ws)
         .env("CARGO_TARGET_DIR", check.join("target"));
     run(test)
