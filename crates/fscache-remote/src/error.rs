@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// An error of a remote operation. A name the remote does not have is
-/// never an error (`Ok(None)`), and [`Remote::load_or_pull`]
-/// (crate::Remote::load_or_pull) turns every remote failure into a miss.
+/// never an error (`Ok(None)`), and
+/// [`Remote::load_or_pull`](crate::Remote::load_or_pull) turns every remote
+/// failure into a miss.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -49,7 +49,7 @@
 //! |---|---|
 //! | `file:///srv/cache` | a directory (local or a network file system); writes go through `ROOT/.tmp` and a rename |
 //! | `s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:9000&region=auto` | S3 or any S3-compatible server; `endpoint`, `region` and `virtual-host=true` are optional |
-//! | `memory://` | a store in this process, empty at open (tests; share it by cloning the [`Remote`]) |
+//! | `memory://` or `memory://NAME` | a store in this process: `memory://` is a new empty one at each open, `memory://NAME` the same one for every open of that name (tests) |
 //!
 //! S3 credentials come from the standard `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` variables and

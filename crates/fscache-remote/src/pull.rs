@@ -138,6 +138,9 @@ impl Inner {
     }
 }
 
+/// Where a blob's bytes go: a file and an offset in it.
+type Dest = (PathBuf, u64);
+
 /// Build the manifest's tree in the guard's `data/`.
 fn fill(inner: &Inner, guard: &StoreGuard, m: &Manifest) -> Result<()> {
     let root = guard.path();
@@ -146,7 +149,7 @@ fn fill(inner: &Inner, guard: &StoreGuard, m: &Manifest) -> Result<()> {
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o700);
     // Where each distinct blob goes: (file, offset) pairs.
-    let mut wanted: HashMap<&str, (u64, Vec<(PathBuf, u64)>)> = HashMap::new();
+    let mut wanted: HashMap<&str, (u64, Vec<Dest>)> = HashMap::new();
     for node in &m.nodes {
         let p = at(&node.path);
         match &node.kind {
@@ -227,7 +230,7 @@ fn set_mode(p: &Path, perm: u32) -> Result<()> {
 }
 
 /// Decompress and check one blob, and write it wherever it goes.
-fn place(hash: &str, size: u64, compressed: &[u8], dests: &[(PathBuf, u64)]) -> Result<()> {
+fn place(hash: &str, size: u64, compressed: &[u8], dests: &[Dest]) -> Result<()> {
     let corrupt = |why: String| Error::CorruptBlob {
         hash: hash.into(),
         why,

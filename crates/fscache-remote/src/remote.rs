@@ -1,8 +1,9 @@
 //! [`Remote`]: opening an object store from a URL, and the raw object
 //! access the push and pull are built on.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
@@ -227,7 +228,27 @@ fn operator(url_str: &str, credentials: Option<&(String, String)>) -> Result<Ope
             )
             .map(|b| b.finish())
         }
-        "memory" => Operator::new(opendal::services::Memory::default()).map(|b| b.finish()),
+        "memory" => {
+            let fresh = || Operator::new(opendal::services::Memory::default()).map(|b| b.finish());
+            match url.host_str().filter(|h| !h.is_empty()) {
+                None => fresh(),
+                // A named store lives as long as the process, so two opens
+                // of one name (two "hosts" in a test) share it.
+                Some(name) => {
+                    static NAMED: OnceLock<Mutex<HashMap<String, Operator>>> = OnceLock::new();
+                    let mut named = NAMED
+                        .get_or_init(Default::default)
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    match named.get(name) {
+                        Some(op) => Ok(op.clone()),
+                        None => fresh().inspect(|op| {
+                            named.insert(name.to_string(), op.clone());
+                        }),
+                    }
+                }
+            }
+        }
         "s3" => {
             let bucket = url
                 .host_str()

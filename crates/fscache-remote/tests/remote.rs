@@ -55,7 +55,11 @@ fn fill(root: &Path) {
     fs::hard_link(root.join("share/doc/two"), root.join("two-again")).unwrap();
     symlink("a.txt", root.join("link")).unwrap();
     symlink("/nonexistent/abs", root.join("dangling")).unwrap();
-    fs::set_permissions(root.join("share/doc/deep"), fs::Permissions::from_mode(0o555)).unwrap();
+    fs::set_permissions(
+        root.join("share/doc/deep"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
 }
 
 /// Store a tree built by `build` as `name` in `c`.
@@ -86,11 +90,18 @@ fn describe(root: &Path) -> Vec<String> {
                 stack.push(r.clone());
                 format!("{} dir {mode:o}", r.display())
             } else if md.file_type().is_symlink() {
-                format!("{} -> {}", r.display(), fs::read_link(&p).unwrap().display())
+                format!(
+                    "{} -> {}",
+                    r.display(),
+                    fs::read_link(&p).unwrap().display()
+                )
             } else {
                 let h = blake3::hash(&fs::read(&p).unwrap());
                 let link = if md.nlink() > 1 {
-                    inodes.entry(md.ino()).or_insert(r.display().to_string()).clone()
+                    inodes
+                        .entry(md.ino())
+                        .or_insert(r.display().to_string())
+                        .clone()
                 } else {
                     String::new()
                 };
@@ -149,7 +160,10 @@ fn round_trip(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     assert_eq!(describe(a.path()), describe(got.path()));
     drop(got);
     // Host B now hits locally; the remote is not needed.
-    assert!(matches!(rb.load_or_pull(&w.b, "tree").unwrap(), ReadThrough::Local(_)));
+    assert!(matches!(
+        rb.load_or_pull(&w.b, "tree").unwrap(),
+        ReadThrough::Local(_)
+    ));
     // Unknown everywhere: a miss without error.
     assert!(matches!(
         rb.load_or_pull(&w.b, "nowhere").unwrap(),
@@ -166,8 +180,14 @@ fn round_trip(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
         ..Default::default()
     })
     .unwrap();
-    assert!(matches!(rb.load_or_pull(&c, "tree").unwrap(), ReadThrough::Pulled(_)));
-    assert_eq!(c.verify("tree").unwrap(), fscache::Verified::Ok(first.digest));
+    assert!(matches!(
+        rb.load_or_pull(&c, "tree").unwrap(),
+        ReadThrough::Pulled(_)
+    ));
+    assert_eq!(
+        c.verify("tree").unwrap(),
+        fscache::Verified::Ok(first.digest)
+    );
 }
 
 fn dedupe(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
@@ -254,7 +274,10 @@ fn edited_manifest_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str)
     // Make the secret world-readable, leaving the digest as it was.
     assert!(body.contains(r#""path":"secret","type":"file","perm":384"#));
     env["manifest"] = body
-        .replace(r#""path":"secret","type":"file","perm":384"#, r#""path":"secret","type":"file","perm":420"#)
+        .replace(
+            r#""path":"secret","type":"file","perm":384"#,
+            r#""path":"secret","type":"file","perm":420"#,
+        )
         .into();
     r.write_object_unchecked(key, serde_json::to_vec(&env).unwrap())
         .unwrap();
@@ -262,7 +285,8 @@ fn edited_manifest_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str)
     assert!(matches!(err, Error::Refused { .. }), "{err}");
     nothing_stored(&w.b, "edited");
     // Replayed under another name: refused too.
-    r.write_object_unchecked("v1/manifests/other", original).unwrap();
+    r.write_object_unchecked("v1/manifests/other", original)
+        .unwrap();
     let err = r.pull(&w.b, "other").unwrap_err();
     assert!(err.to_string().contains("manifest of `edited`"), "{err}");
     nothing_stored(&w.b, "other");
@@ -290,9 +314,18 @@ fn signatures(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     let key = "v1/manifests/signed";
     let original = puller.read_object(key).unwrap().unwrap();
     let mut env: serde_json::Value = serde_json::from_slice(&original).unwrap();
-    env["manifest"] = env["manifest"].as_str().unwrap().replace("\"created\":", "\"created\":1").into();
-    puller.write_object_unchecked(key, serde_json::to_vec(&env).unwrap()).unwrap();
-    assert!(matches!(puller.pull(&w.b, "signed"), Err(Error::Refused { .. })));
+    env["manifest"] = env["manifest"]
+        .as_str()
+        .unwrap()
+        .replace("\"created\":", "\"created\":1")
+        .into();
+    puller
+        .write_object_unchecked(key, serde_json::to_vec(&env).unwrap())
+        .unwrap();
+    assert!(matches!(
+        puller.pull(&w.b, "signed"),
+        Err(Error::Refused { .. })
+    ));
     puller.write_object_unchecked(key, original).unwrap();
     let got = puller.pull(&w.b, "signed").unwrap().unwrap();
     assert!(got.is_cached());
@@ -307,26 +340,8 @@ fn read_only(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
 
 #[test]
 fn memory_service() {
-    // One in-process store: every "host" is a clone of one handle.
-    let shared = Remote::open("memory://").unwrap();
-    // Options other than the store itself cannot be set on a clone, so
-    // the memory suite opens each builder's own handle only for its keys
-    // and access, and falls back to the shared one otherwise.
-    let opened = std::cell::RefCell::new(Vec::<Remote>::new());
-    let _ = &opened;
-    suite_memory(&shared);
-}
-
-/// The memory service keeps its objects in the operator, so handles with
-/// other options must share it: `Remote::with_options` is not public API,
-/// hence the memory suite is the shared-handle subset plus keys checked
-/// through the `fs` and S3 suites.
-fn suite_memory(shared: &Remote) {
-    let same = |_b: RemoteBuilder| shared.clone();
-    round_trip(&same, "memory://");
-    dedupe(&same, "memory://");
-    corrupt_blob_is_refused(&same, "memory://");
-    edited_manifest_is_refused(&same, "memory://");
+    // `memory://NAME`: every open of the name shares one in-process store.
+    suite(&|b| b.open().unwrap(), "memory://suite");
 }
 
 #[test]
@@ -338,7 +353,10 @@ fn fs_service() {
     // nothing but blobs and manifests is left in the layout.
     let r = Remote::open(&url).unwrap();
     for key in r.list_objects("v1/").unwrap() {
-        assert!(key.starts_with("v1/blobs/") || key.starts_with("v1/manifests/"), "{key}");
+        assert!(
+            key.starts_with("v1/blobs/") || key.starts_with("v1/manifests/"),
+            "{key}"
+        );
     }
 }
 
@@ -346,25 +364,36 @@ fn fs_service() {
 fn remote_down_is_a_miss_within_the_timeout() {
     let port = free_port();
     let w = world();
-    let r = Remote::builder(format!("s3://bucket/p?endpoint=http://127.0.0.1:{port}&region=auto"))
-        .credentials("test", "test")
-        .miss_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(1))
-        .open()
-        .unwrap();
+    let r = Remote::builder(format!(
+        "s3://bucket/p?endpoint=http://127.0.0.1:{port}&region=auto"
+    ))
+    .credentials("test", "test")
+    .miss_timeout(Duration::from_secs(3))
+    .timeout(Duration::from_secs(1))
+    .open()
+    .unwrap();
     let t = Instant::now();
     match r.load_or_pull(&w.b, "x").unwrap() {
-        ReadThrough::Miss { remote_error: Some(e) } => eprintln!("miss as expected: {e}"),
+        ReadThrough::Miss {
+            remote_error: Some(e),
+        } => eprintln!("miss as expected: {e}"),
         other => panic!("{other:?}"),
     }
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     put(&w.a, "x", fill);
     assert!(r.push(&w.a, "x").is_err());
-    assert!(w.a.load("x").unwrap().is_some(), "a failed push leaves the local entry");
+    assert!(
+        w.a.load("x").unwrap().is_some(),
+        "a failed push leaves the local entry"
+    );
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// moto's S3 server, killed on drop.
@@ -448,5 +477,8 @@ fn s3_service_on_moto() {
     };
     assert!(created.starts_with("HTTP/1.1 200"), "{created}");
     let url = format!("s3://bucket/team/cache?endpoint=http://127.0.0.1:{port}&region=auto");
-    suite(&|b| b.credentials("testing", "testing").open().unwrap(), &url);
+    suite(
+        &|b| b.credentials("testing", "testing").open().unwrap(),
+        &url,
+    );
 }
