@@ -139,6 +139,7 @@ fn suite(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     edited_manifest_is_refused(open, url);
     signatures(open, url);
     read_only(open, url);
+    racing_pushers(open, url);
 }
 
 fn round_trip(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
@@ -329,6 +330,47 @@ fn signatures(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     puller.write_object_unchecked(key, original).unwrap();
     let got = puller.pull(&w.b, "signed").unwrap().unwrap();
     assert!(got.is_cached());
+}
+
+/// Two hosts push different trees under one name at once: both pushes
+/// succeed, and a pull gets one of the two trees whole.
+fn racing_pushers(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    put(&w.a, "race", fill);
+    put(&w.b, "race", |p| {
+        fill(p);
+        fs::write(p.join("a.txt"), b"host b's version\n").unwrap();
+    });
+    let (ra, rb) = (open(Remote::builder(url)), open(Remote::builder(url)));
+    let barrier = std::sync::Barrier::new(2);
+    let (pa, pb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| {
+            barrier.wait();
+            ra.push(&w.a, "race").unwrap().unwrap()
+        });
+        let tb = s.spawn(|| {
+            barrier.wait();
+            rb.push(&w.b, "race").unwrap().unwrap()
+        });
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(
+        pa.outcome == Pushed::Published || pb.outcome == Pushed::Published,
+        "{pa:?} {pb:?}"
+    );
+    eprintln!(
+        "{url}: racing pushers: {:?} and {:?}",
+        pa.outcome, pb.outcome
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cache(tmp.path());
+    let got = ra.pull(&c, "race").unwrap().unwrap();
+    let (a, b) = (
+        w.a.load("race").unwrap().unwrap(),
+        w.b.load("race").unwrap().unwrap(),
+    );
+    let pulled = describe(got.path());
+    assert!(pulled == describe(a.path()) || pulled == describe(b.path()));
 }
 
 fn read_only(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
