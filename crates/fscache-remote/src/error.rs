@@ -1,0 +1,128 @@
+//! The error type of `fscache-remote`.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// An error of a remote operation. A name the remote does not have is
+/// never an error (`Ok(None)`), and
+/// [`Remote::load_or_pull`](crate::Remote::load_or_pull) turns every remote
+/// failure into a miss.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The remote URL (or `FSCACHE_REMOTE`) is not one this crate can open.
+    #[error("invalid remote url `{url}`: {why}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The local cache failed (or the entry name is invalid).
+    #[error(transparent)]
+    Cache(#[from] fscache::Error),
+    /// A request to the object store failed (after OpenDAL's retries).
+    #[error("remote {op} of `{key}` failed")]
+    Remote {
+        /// What was being done: "read", "write", "stat", "list", "delete".
+        op: &'static str,
+        /// The object key, relative to the remote's root.
+        key: String,
+        /// OpenDAL's error, as an `io::Error` (its kind survives).
+        #[source]
+        source: io::Error,
+    },
+    /// A local file operation failed.
+    #[error("failed to {op} `{path}`")]
+    Io {
+        /// What was being done, e.g. "read".
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The remote was opened read-only and the operation writes.
+    #[error("the remote is read-only")]
+    ReadOnly,
+    /// The remote did not answer within the time allowed.
+    #[error("the remote did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A manifest was refused: unsigned or signed by no trusted key, not
+    /// the format this crate reads, naming another entry, inconsistent, or
+    /// the tree built from it does not have its digest. Nothing was kept.
+    #[error("manifest of `{name}` refused: {why}")]
+    Refused {
+        /// The entry name.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// A blob's content does not have the hash it is stored under (or does
+    /// not decompress to the size the manifest gives). Nothing was kept.
+    #[error("blob `{hash}` is corrupt: {why}")]
+    CorruptBlob {
+        /// The blob's BLAKE3 hash, 64 hex digits.
+        hash: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The local entry holds something the format cannot carry (a FIFO,
+    /// socket or device, or a name that is not UTF-8).
+    #[error("`{path}` cannot be pushed: {why}")]
+    Unsupported {
+        /// The offending path.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A key is not in the format [`SecretKey`](crate::SecretKey) or
+    /// [`PublicKey`](crate::PublicKey) reads.
+    #[error("invalid key: {0}")]
+    Key(String),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn remote(op: &'static str, key: &str, source: opendal::Error) -> Self {
+        Error::Remote {
+            op,
+            key: key.to_string(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn refused(name: &str, why: impl Into<String>) -> Self {
+        Error::Refused {
+            name: name.to_string(),
+            why: why.into(),
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match &e {
+            Error::Cache(c) => c.kind(),
+            Error::Remote { source, .. } | Error::Io { source, .. } => source.kind(),
+            Error::Url { .. } | Error::Key(_) => io::ErrorKind::InvalidInput,
+            Error::ReadOnly => io::ErrorKind::PermissionDenied,
+            Error::Timeout(_) => io::ErrorKind::TimedOut,
+            Error::Refused { .. } | Error::CorruptBlob { .. } => io::ErrorKind::InvalidData,
+            Error::Unsupported { .. } => io::ErrorKind::Unsupported,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

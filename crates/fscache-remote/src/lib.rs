@@ -1,0 +1,151 @@
+//! A remote tier for [`fscache`]: share cache entries across machines
+//! through an object store (S3 and S3-compatible servers, a shared file
+//! system, memory for tests), content-addressed, deduplicated by
+//! content-defined chunks, and signed.
+//!
+//! Use this when many hosts (CI runners, image builders) build the same
+//! entries: what one host [pushes](Remote::push), the others
+//! [pull](Remote::pull) into their own local cache, or get in one call with
+//! [`Remote::load_or_pull`]. Only `fscache`'s public API is used: the local
+//! cache's format, locks, limit and eviction are unchanged.
+//!
+//! ```
+//! use fscache::FsCache;
+//! use fscache_remote::{keygen, Remote, ReadThrough};
+//!
+//! let tmp = tempfile::tempdir()?;
+//! let key = keygen()?;                     // keep the secret on pushers
+//! let remote = Remote::builder(format!("file://{}", tmp.path().join("bucket").display()))
+//!     .signing_key(key.clone())
+//!     .trust(key.public_key())             // pullers refuse anything else
+//!     .open()?;
+//!
+//! // Host A builds and pushes.
+//! let a = FsCache::open("my-app", tmp.path().join("a"))?;
+//! # a.set_info(fscache::CacheInfo { maximum_size: Some(fscache::MaxSize::Unlimited), ..Default::default() })?;
+//! let w = a.store("step-1")?;
+//! std::fs::write(w.path().join("out.o"), b"object code")?;
+//! w.commit()?;
+//! remote.push(&a, "step-1")?;
+//!
+//! // Host B: a local miss, pulled, checked and committed locally.
+//! let b = FsCache::open("my-app", tmp.path().join("b"))?;
+//! # b.set_info(fscache::CacheInfo { maximum_size: Some(fscache::MaxSize::Unlimited), ..Default::default() })?;
+//! match remote.load_or_pull(&b, "step-1")? {
+//!     ReadThrough::Local(_) | ReadThrough::Pulled(_) => {}
+//!     ReadThrough::Miss { remote_error } => eprintln!("miss: {remote_error:?}"),
+//! }
+//! assert_eq!(std::fs::read(b.load("step-1")?.unwrap().path().join("out.o"))?, b"object code");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Opening a remote
+//!
+//! [`Remote::open`] takes a URL; [`RemoteBuilder::from_env`] reads it from
+//! `FSCACHE_REMOTE` (and keys from `FSCACHE_REMOTE_SECRET_KEY` and
+//! `FSCACHE_REMOTE_TRUSTED_KEYS`).
+//!
+//! | URL | service |
+//! |---|---|
+//! | `file:///srv/cache` | a directory (local or a network file system); writes go through `ROOT/.tmp` and a rename |
+//! | `s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:9000&region=auto` | S3 or any S3-compatible server; `endpoint`, `region` and `virtual-host=true` are optional |
+//! | `memory://` or `memory://NAME` | a store in this process: `memory://` is a new empty one at each open, `memory://NAME` the same one for every open of that name (tests) |
+//!
+//! S3 credentials come from the standard `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` variables and
+//! profile files, or [`RemoteBuilder::credentials`]; the region from the
+//! URL, else `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`.
+//! [`Access::ReadOnly`] makes a pull-only remote. Each request has a time
+//! limit and is retried (OpenDAL's `TimeoutLayer` and `RetryLayer`).
+//!
+//! The API is blocking, over one tokio runtime per [`Remote`] (clones share
+//! it). Do not call it from inside an async task.
+//!
+//! # The remote format (version 1)
+//!
+//! Every key is relative to the URL's root (the path, or the S3 prefix):
+//!
+//! ```text
+//! v1/blobs/<h[0..2]>/<h>     zstd(chunk), h = lowercase hex BLAKE3 of the chunk
+//! v1/manifests/<NAME>        the manifest envelope of entry NAME (JSON)
+//! ```
+//!
+//! * **Blobs.** A file's content is cut into content-defined chunks with
+//!   FastCDC (the `fastcdc` crate's 2020 algorithm, normalization level 1,
+//!   minimum 64 KiB, average 256 KiB, maximum 1 MiB); a file below the
+//!   minimum is one chunk, an empty file none. Each chunk is stored once,
+//!   under the BLAKE3 hash of its uncompressed bytes, as one zstd frame.
+//!   Equal chunks anywhere, in any entry, are one blob: a file that changes
+//!   a little re-uploads the chunks around the change.
+//! * **Manifest envelope.** A JSON object:
+//!   `{"format": "fscache-remote-manifest", "version": 1, "manifest": "<the
+//!   manifest's JSON, as a string>", "signatures": [{"key":
+//!   "ed25519:<64 hex>", "sig": "<128 hex>"}]}`. A signature is ed25519
+//!   over the bytes `fscache-remote-manifest-v1` ‖ `0x00` ‖ the UTF-8 bytes
+//!   of the `manifest` string, exactly as stored.
+//! * **Manifest.** A JSON object with `format`
+//!   (`"fscache-remote-manifest"`), `version` (`1`), `name` (the entry's
+//!   name, which must equal the one asked for, so a signed manifest cannot
+//!   be replayed under another name), `digest` (the tree digest of the
+//!   entry's `data/`, `blake3:<64 hex>`, as [`fscache::Digest`] defines
+//!   it), `created` (Unix seconds) and `nodes`, a list of the tree's nodes,
+//!   each directory before anything in it. A node has `path` (relative,
+//!   components joined by `/`, none empty, `.` or `..`), `type` and:
+//!   * `"dir"`: `perm` (`st_mode & 0o7777`);
+//!   * `"file"`: `perm`, `size`, `hash` (hex BLAKE3 of the whole content),
+//!     `blobs` (the chunks in order, each `{"hash", "size"}`), and for the
+//!     second and later names of one inode `link`, the first name (then
+//!     `blobs` is empty: it is a hard link);
+//!   * `"symlink"`: `perm`, `target`.
+//!
+//!   `digest` is recomputed from the nodes on every pull (file `hash` and
+//!   `size` feed it), so a manifest whose tree does not match its digest is
+//!   refused before any blob is fetched.
+//! * **Publication.** Blobs are written first, the manifest last (create-only
+//!   where the service has a conditional write: S3 `If-None-Match: *`, the
+//!   file system), so a manifest is never visible before a blob it names.
+//!
+//! # Design
+//!
+//! [`Remote::push`] holds the local entry's read lock throughout, walks the
+//! tree, chunks and hashes every file, `stat`s each distinct blob and
+//! uploads the missing ones with bounded concurrency, then publishes the
+//! manifest. [`Remote::pull`] checks the manifest (signature against the
+//! trusted keys, format, name, paths, digest), fetches every distinct blob
+//! in parallel, checks its size and hash, writes it at its offsets in a
+//! [`fscache::StoreGuard`], sets modes, symlinks and hard links, recomputes
+//! the tree digest of what is on disk and compares it with the manifest's,
+//! then commits with [`fscache::StoreGuard::commit_and_load`]. Any failure
+//! drops the guard, which removes the partial tree.
+//!
+//! # Limitations
+//!
+//! * Owners, times and extended attributes are not carried (as in the tree
+//!   digest); FIFOs, sockets, devices and non-UTF-8 names cannot be pushed.
+//! * Every chunk is its own object: a tree of many small files costs one
+//!   request per file (no packing yet).
+//! * A push whose name the remote already has is a no-op
+//!   ([`Pushed::Exists`]); there is no overwrite, and no garbage collection
+//!   of blobs yet, so a push that failed after uploading blobs leaves them
+//!   unreferenced (harmless, but they take space).
+//! * On services without a conditional write (memory), two racing pushers
+//!   of one name can both write the manifest; the last one wins, and each
+//!   is complete and checked on pull.
+//! * The tree digest of a pulled tree is computed here from the
+//!   encoding `fscache::Digest` documents (the facade exports no function
+//!   for a directory on disk); a test pins it to the documented vector.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod keys;
+mod manifest;
+mod pull;
+mod push;
+mod remote;
+
+pub use error::{Error, Result};
+pub use keys::{keygen, PublicKey, SecretKey, PUBLIC_PREFIX, SECRET_PREFIX};
+pub use pull::ReadThrough;
+pub use push::{PushReport, Pushed};
+pub use remote::{Access, Remote, RemoteBuilder, ENV_REMOTE, ENV_SECRET_KEY, ENV_TRUSTED_KEYS};

@@ -1,0 +1,463 @@
+//! The manifest of one entry: its tree, blob lists and tree digest, in a
+//! signed envelope; and the tree digest (version 1) over a manifest or a
+//! directory on disk.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use fscache::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::keys::{hex, unhex, PublicKey, SecretKey};
+
+/// The `format` value of manifests and envelopes.
+pub(crate) const FORMAT: &str = "fscache-remote-manifest";
+/// The layout version this crate reads and writes.
+pub(crate) const VERSION: u64 = 1;
+/// What a signature signs, before the manifest's bytes.
+const SIGNED_TAG: &[u8] = b"fscache-remote-manifest-v1\0";
+/// The tag of the tree digest's directory encoding (see `fscache::Digest`).
+const TREE_TAG: &[u8; 16] = b"fscache-tree-v1\0";
+
+/// One stored object of content: a chunk of a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BlobRef {
+    /// BLAKE3 of the uncompressed chunk, 64 hex digits.
+    pub hash: String,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+}
+
+/// One node of the tree, by kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Dir {
+        perm: u32,
+    },
+    File {
+        perm: u32,
+        size: u64,
+        /// BLAKE3 of the whole content, 64 hex digits.
+        hash: String,
+        /// The chunks, in order; empty for a hard link.
+        #[serde(default)]
+        blobs: Vec<BlobRef>,
+        /// For the second and later names of one inode: the first name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+    },
+    Symlink {
+        perm: u32,
+        target: String,
+    },
+}
+
+/// A node: its path below `data/` (components joined by `/`) and kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Node {
+    pub path: String,
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+/// The manifest of one entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub format: String,
+    pub version: u64,
+    pub name: String,
+    /// The tree digest of `data/`, `blake3:<64 hex>`.
+    pub digest: String,
+    /// Seconds since the Unix epoch when the push published it.
+    pub created: u64,
+    /// Parents before children.
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SignatureJson {
+    key: String,
+    sig: String,
+}
+
+/// What is stored at `v1/manifests/NAME`.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    format: String,
+    version: u64,
+    /// The manifest's JSON, verbatim: the signed bytes.
+    manifest: String,
+    #[serde(default)]
+    signatures: Vec<SignatureJson>,
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNED_TAG.len() + body.len());
+    m.extend_from_slice(SIGNED_TAG);
+    m.extend_from_slice(body);
+    m
+}
+
+impl Manifest {
+    /// The envelope's bytes, signed with `key` if given.
+    pub(crate) fn seal(&self, key: Option<&SecretKey>) -> Vec<u8> {
+        let body = serde_json::to_string(self).expect("a manifest always serializes");
+        let signatures = key
+            .map(|k| SignatureJson {
+                key: k.public_key().to_string(),
+                sig: hex(&k.sign(&signed_message(body.as_bytes()))),
+            })
+            .into_iter()
+            .collect();
+        let env = Envelope {
+            format: FORMAT.into(),
+            version: VERSION,
+            manifest: body,
+            signatures,
+        };
+        serde_json::to_vec_pretty(&env).expect("an envelope always serializes")
+    }
+
+    /// Open an envelope read from `manifests/NAME`: check the signature
+    /// against `trusted` (when not empty), the format, the name, the
+    /// paths, and that the digest is the one of the tree it describes.
+    pub(crate) fn open(name: &str, bytes: &[u8], trusted: &[PublicKey]) -> Result<Manifest> {
+        let env: Envelope = serde_json::from_slice(bytes)
+            .map_err(|e| Error::refused(name, format!("not a manifest envelope: {e}")))?;
+        if env.format != FORMAT || env.version != VERSION {
+            return Err(Error::refused(
+                name,
+                format!(
+                    "format `{}` version {}, expected `{FORMAT}` version {VERSION}",
+                    env.format, env.version
+                ),
+            ));
+        }
+        if !trusted.is_empty() {
+            let message = signed_message(env.manifest.as_bytes());
+            let ok = env.signatures.iter().any(|s| {
+                let Ok(key) = s.key.parse::<PublicKey>() else {
+                    return false;
+                };
+                let Some(sig) = unhex::<64>(&s.sig) else {
+                    return false;
+                };
+                trusted.contains(&key) && key.verify(&message, &sig)
+            });
+            if !ok {
+                let why = if env.signatures.is_empty() {
+                    "unsigned, and trusted keys are configured".to_string()
+                } else {
+                    "no valid signature by a trusted key".to_string()
+                };
+                return Err(Error::refused(name, why));
+            }
+        }
+        let m: Manifest = serde_json::from_str(&env.manifest)
+            .map_err(|e| Error::refused(name, format!("malformed manifest: {e}")))?;
+        if m.format != FORMAT || m.version != VERSION {
+            return Err(Error::refused(name, "manifest format or version mismatch"));
+        }
+        if m.name != name {
+            return Err(Error::refused(
+                name,
+                format!("it is the manifest of `{}`", m.name),
+            ));
+        }
+        m.validate().map_err(|why| Error::refused(name, why))?;
+        let computed = m.tree_digest().map_err(|why| Error::refused(name, why))?;
+        if computed.to_string() != m.digest {
+            return Err(Error::refused(
+                name,
+                format!(
+                    "its digest {} is not the one of the tree it lists ({computed})",
+                    m.digest
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
+    /// Check the shape: safe relative paths, each parent a directory
+    /// listed before, no duplicates, hard links to earlier files, blob
+    /// lists that add up.
+    fn validate(&self) -> Result<(), String> {
+        let mut kinds: HashMap<&str, &Kind> = HashMap::new();
+        for node in &self.nodes {
+            let p = node.path.as_str();
+            if p.is_empty()
+                || p.split('/')
+                    .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\0'))
+            {
+                return Err(format!("unsafe path `{p}`"));
+            }
+            if let Some((parent, _)) = p.rsplit_once('/') {
+                if !matches!(kinds.get(parent), Some(Kind::Dir { .. })) {
+                    return Err(format!("`{p}` comes before its directory"));
+                }
+            }
+            match &node.kind {
+                Kind::File {
+                    size,
+                    hash,
+                    blobs,
+                    link,
+                    ..
+                } => {
+                    if unhex::<32>(hash).is_none() {
+                        return Err(format!("`{p}` has a malformed hash"));
+                    }
+                    if let Some(first) = link {
+                        match kinds.get(first.as_str()) {
+                            Some(Kind::File {
+                                link: None,
+                                hash: h,
+                                size: s,
+                                ..
+                            }) if h == hash && s == size => {}
+                            _ => {
+                                return Err(format!(
+                                    "`{p}` links to `{first}`, not a file before it"
+                                ))
+                            }
+                        }
+                        if !blobs.is_empty() {
+                            return Err(format!("hard link `{p}` lists blobs"));
+                        }
+                    } else {
+                        if blobs.iter().any(|b| unhex::<32>(&b.hash).is_none()) {
+                            return Err(format!("`{p}` has a malformed blob hash"));
+                        }
+                        let total = blobs.iter().try_fold(0u64, |a, b| a.checked_add(b.size));
+                        if total != Some(*size) {
+                            return Err(format!("the blobs of `{p}` do not add up to its size"));
+                        }
+                    }
+                }
+                Kind::Dir { .. } | Kind::Symlink { .. } => {}
+            }
+            if kinds.insert(p, &node.kind).is_some() {
+                return Err(format!("`{p}` is listed twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tree digest (version 1) of the tree this manifest lists.
+    pub(crate) fn tree_digest(&self) -> Result<Digest, String> {
+        let mut children: HashMap<&str, Vec<&Node>> = HashMap::new();
+        for node in &self.nodes {
+            let parent = node.path.rsplit_once('/').map_or("", |(p, _)| p);
+            children.entry(parent).or_default().push(node);
+        }
+        fn dir(children: &HashMap<&str, Vec<&Node>>, at: &str) -> Result<[u8; 32], String> {
+            let mut kids: Vec<&Node> = children.get(at).cloned().unwrap_or_default();
+            kids.sort_by(|a, b| base(&a.path).as_bytes().cmp(base(&b.path).as_bytes()));
+            let mut h = blake3::Hasher::new();
+            h.update(TREE_TAG);
+            for k in kids {
+                let name = base(&k.path).as_bytes();
+                match &k.kind {
+                    Kind::File {
+                        perm, size, hash, ..
+                    } => {
+                        let hash = unhex::<32>(hash).ok_or("malformed hash")?;
+                        encode_entry(&mut h, 1, *perm, name, &EntryBody::File(*size, hash));
+                    }
+                    Kind::Dir { perm } => {
+                        let d = dir(children, &k.path)?;
+                        encode_entry(&mut h, 2, *perm, name, &EntryBody::Dir(d));
+                    }
+                    Kind::Symlink { perm, target } => {
+                        encode_entry(
+                            &mut h,
+                            3,
+                            *perm,
+                            name,
+                            &EntryBody::Symlink(target.as_bytes()),
+                        );
+                    }
+                }
+            }
+            Ok(*h.finalize().as_bytes())
+        }
+        dir(&children, "").map(Digest::from_bytes)
+    }
+}
+
+fn base(path: &str) -> &str {
+    path.rsplit_once('/').map_or(path, |(_, b)| b)
+}
+
+enum EntryBody<'a> {
+    File(u64, [u8; 32]),
+    Dir([u8; 32]),
+    Symlink(&'a [u8]),
+    Other,
+}
+
+/// One child's bytes in its directory's encoding, exactly as
+/// `fscache::Digest` defines them: `kind ‖ u32le(perm) ‖ u64le(len) ‖ name
+/// ‖ body`.
+fn encode_entry(h: &mut blake3::Hasher, kind: u8, perm: u32, name: &[u8], body: &EntryBody<'_>) {
+    h.update(&[kind]);
+    h.update(&(perm & 0o7777).to_le_bytes());
+    h.update(&(name.len() as u64).to_le_bytes());
+    h.update(name);
+    match body {
+        EntryBody::File(size, hash) => {
+            h.update(&size.to_le_bytes());
+            h.update(hash);
+        }
+        EntryBody::Dir(d) => {
+            h.update(d);
+        }
+        EntryBody::Symlink(t) => {
+            h.update(&(t.len() as u64).to_le_bytes());
+            h.update(t);
+        }
+        EntryBody::Other => {}
+    }
+}
+
+/// The tree digest (version 1) of the directory at `path`, read from disk
+/// without following symlinks: what a pull checks the tree it built
+/// against.
+pub(crate) fn digest_dir(path: &Path) -> io::Result<Digest> {
+    fn dir(path: &Path) -> io::Result<[u8; 32]> {
+        let mut kids: Vec<fs::DirEntry> = fs::read_dir(path)?.collect::<io::Result<_>>()?;
+        kids.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+        let mut h = blake3::Hasher::new();
+        h.update(TREE_TAG);
+        for k in kids {
+            let p = k.path();
+            let md = fs::symlink_metadata(&p)?;
+            let name = k.file_name();
+            let name = name.as_bytes();
+            let perm = md.mode() & 0o7777;
+            let ft = md.file_type();
+            if ft.is_file() {
+                let mut fh = blake3::Hasher::new();
+                fh.update_reader(fs::File::open(&p)?)?;
+                let body = EntryBody::File(md.len(), *fh.finalize().as_bytes());
+                encode_entry(&mut h, 1, perm, name, &body);
+            } else if ft.is_dir() {
+                encode_entry(&mut h, 2, perm, name, &EntryBody::Dir(dir(&p)?));
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&p)?;
+                encode_entry(
+                    &mut h,
+                    3,
+                    perm,
+                    name,
+                    &EntryBody::Symlink(t.as_os_str().as_bytes()),
+                );
+            } else {
+                encode_entry(&mut h, 4, perm, name, &EntryBody::Other);
+            }
+        }
+        Ok(*h.finalize().as_bytes())
+    }
+    dir(path).map(Digest::from_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// The vector of `fscache::Digest`'s documentation, built on disk and
+    /// as a manifest: both must give its literal.
+    #[test]
+    fn digest_vector() {
+        const EXPECTED: &str =
+            "blake3:c9ef6f2132b114dcf559ad76562699f7208c2500734eb542c3636e21278c118d";
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let put = |p: &str, c: &[u8], m: u32| {
+            fs::write(r.join(p), c).unwrap();
+            fs::set_permissions(r.join(p), fs::Permissions::from_mode(m)).unwrap();
+        };
+        fs::create_dir(r.join("bin")).unwrap();
+        fs::create_dir(r.join("empty")).unwrap();
+        put("a.txt", b"hello\n", 0o644);
+        put("bin/run", b"#!/bin/sh\necho hi\n", 0o755);
+        put("zero", b"", 0o600);
+        fs::set_permissions(r.join("bin"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(r.join("empty"), fs::Permissions::from_mode(0o700)).unwrap();
+        symlink("a.txt", r.join("link")).unwrap();
+        assert_eq!(digest_dir(r).unwrap().to_string(), EXPECTED);
+
+        let file = |path: &str, perm, c: &[u8]| Node {
+            path: path.into(),
+            kind: Kind::File {
+                perm,
+                size: c.len() as u64,
+                hash: blake3::hash(c).to_hex().to_string(),
+                blobs: vec![],
+                link: None,
+            },
+        };
+        let m = Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: "x".into(),
+            digest: String::new(),
+            created: 0,
+            nodes: vec![
+                file("zero", 0o600, b""),
+                Node {
+                    path: "bin".into(),
+                    kind: Kind::Dir { perm: 0o755 },
+                },
+                file("bin/run", 0o755, b"#!/bin/sh\necho hi\n"),
+                Node {
+                    path: "link".into(),
+                    kind: Kind::Symlink {
+                        perm: 0o777,
+                        target: "a.txt".into(),
+                    },
+                },
+                Node {
+                    path: "empty".into(),
+                    kind: Kind::Dir { perm: 0o700 },
+                },
+                file("a.txt", 0o644, b"hello\n"),
+            ],
+        };
+        assert_eq!(m.tree_digest().unwrap().to_string(), EXPECTED);
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in ["../x", "a/../../x", "/etc", "a//b", ".", "link/x"] {
+            let m = Manifest {
+                format: FORMAT.into(),
+                version: VERSION,
+                name: "x".into(),
+                digest: String::new(),
+                created: 0,
+                nodes: vec![
+                    Node {
+                        path: "link".into(),
+                        kind: Kind::Symlink {
+                            perm: 0o777,
+                            target: "/".into(),
+                        },
+                    },
+                    Node {
+                        path: bad.into(),
+                        kind: Kind::Dir { perm: 0o755 },
+                    },
+                ],
+            };
+            assert!(m.validate().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! `pull` and `load_or_pull`: fetch a manifest, check it, fetch and check
+//! its blobs, build the tree in a `store` guard, check the tree's digest,
+//! commit.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{symlink, DirBuilderExt, FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use fscache::{Entry, FsCache, Obtained, StoreGuard};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::error::{Error, Result};
+use crate::manifest::{digest_dir, Kind, Manifest};
+use crate::remote::{blob_key, manifest_key, Inner, Remote};
+
+/// What [`Remote::load_or_pull`] found.
+#[derive(Debug)]
+#[must_use = "the entry is released as soon as this drops"]
+pub enum ReadThrough {
+    /// A local hit, read-locked; the remote was not asked.
+    Local(Entry),
+    /// Pulled from the remote and committed locally ([`Obtained::Built`]),
+    /// or committed by a racing writer first ([`Obtained::Hit`]), or
+    /// pulled but not kept by the cache ([`Obtained::Uncached`]: too large,
+    /// no space).
+    Pulled(Obtained),
+    /// Neither has it. `remote_error` says why the remote could not
+    /// answer, when it failed rather than lacked the name (down, timed
+    /// out, a refused manifest, a corrupt blob): log it, do not fail the
+    /// build on it.
+    Miss {
+        /// The remote's failure, if any.
+        remote_error: Option<Error>,
+    },
+}
+
+impl ReadThrough {
+    /// The content's directory, unless a miss.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ReadThrough::Local(e) => Some(e.path()),
+            ReadThrough::Pulled(o) => Some(o.path()),
+            ReadThrough::Miss { .. } => None,
+        }
+    }
+}
+
+impl Remote {
+    /// Pull the entry `name` from the remote into `cache` and hand it back
+    /// read-locked. `Ok(None)`: the remote has no such manifest.
+    ///
+    /// The manifest's signature (when keys are trusted), format, name,
+    /// paths and digest are checked before anything is fetched; each blob
+    /// must decompress to its size and have its hash; the tree built in a
+    /// `store` guard must have the manifest's digest. Then it is committed
+    /// (the cache's limit and eviction apply) and loaded with no gap
+    /// ([`StoreGuard::commit_and_load`]). The remote is always asked, even
+    /// when the cache has the entry (see [`Remote::load_or_pull`]).
+    ///
+    /// # Errors
+    ///
+    /// An invalid name; a refused manifest ([`Error::Refused`]), a corrupt
+    /// blob ([`Error::CorruptBlob`]), a failed request or local write.
+    /// Any failure discards the partial tree: nothing is stored locally.
+    pub fn pull(&self, cache: &FsCache, name: &str) -> Result<Option<Obtained>> {
+        cache.contains(name)?; // validates the name before any request
+        let Some(manifest) = self.inner.rt.block_on(self.inner.manifest(name))? else {
+            return Ok(None);
+        };
+        self.build(cache, name, &manifest).map(Some)
+    }
+
+    /// A local hit, else a pull, else a miss: the one call a build needs.
+    /// A local hit costs one [`FsCache::load`] and no request. A remote
+    /// that is down, slow, or serves something refused is a miss (with the
+    /// reason), reached within the [miss
+    /// timeout](crate::RemoteBuilder::miss_timeout) for the manifest.
+    ///
+    /// # Errors
+    ///
+    /// Only the local cache's: an invalid name, a failed system call.
+    pub fn load_or_pull(&self, cache: &FsCache, name: &str) -> Result<ReadThrough> {
+        if let Some(e) = cache.load(name)? {
+            return Ok(ReadThrough::Local(e));
+        }
+        let limit = self.inner.miss_timeout;
+        let fetched = self.inner.rt.block_on(async {
+            tokio::time::timeout(limit, self.inner.manifest(name))
+                .await
+                .unwrap_or(Err(Error::Timeout(limit)))
+        });
+        let manifest = match fetched {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(ReadThrough::Miss { remote_error: None }),
+            Err(e) => {
+                return Ok(ReadThrough::Miss {
+                    remote_error: Some(e),
+                })
+            }
+        };
+        match self.build(cache, name, &manifest) {
+            Ok(o) => Ok(ReadThrough::Pulled(o)),
+            Err(e @ Error::Cache(_)) => Err(e),
+            Err(e) => Ok(ReadThrough::Miss {
+                remote_error: Some(e),
+            }),
+        }
+    }
+
+    fn build(&self, cache: &FsCache, name: &str, m: &Manifest) -> Result<Obtained> {
+        let guard = cache.store(name)?;
+        // Any error below drops the guard, which removes the partial tree.
+        fill(&self.inner, &guard, m)?;
+        let root = guard.path();
+        let built = digest_dir(root).map_err(|e| Error::io("digest", root, e))?;
+        if built.to_string() != m.digest {
+            return Err(Error::refused(
+                name,
+                format!(
+                    "the tree built from it has digest {built}, not {}",
+                    m.digest
+                ),
+            ));
+        }
+        Ok(guard.commit_and_load()?)
+    }
+}
+
+impl Inner {
+    /// Fetch and check the manifest of `name`.
+    pub(crate) async fn manifest(&self, name: &str) -> Result<Option<Manifest>> {
+        let key = manifest_key(name);
+        let Some(bytes) = self.read(&key).await? else {
+            return Ok(None);
+        };
+        Manifest::open(name, &bytes, &self.trusted).map(Some)
+    }
+}
+
+/// Where a blob's bytes go: a file and an offset in it.
+type Dest = (PathBuf, u64);
+
+/// Build the manifest's tree in the guard's `data/`.
+fn fill(inner: &Inner, guard: &StoreGuard, m: &Manifest) -> Result<()> {
+    let root = guard.path();
+    let at = |p: &str| root.join(p);
+    // Directories first, owner-writable until their children are in.
+    let mut dirs = fs::DirBuilder::new();
+    dirs.mode(0o700);
+    // Where each distinct blob goes: (file, offset) pairs.
+    let mut wanted: HashMap<&str, (u64, Vec<Dest>)> = HashMap::new();
+    for node in &m.nodes {
+        let p = at(&node.path);
+        match &node.kind {
+            Kind::Dir { .. } => dirs
+                .create(&p)
+                .map_err(|e| Error::io("create directory", &p, e))?,
+            Kind::File {
+                size,
+                blobs,
+                link: None,
+                ..
+            } => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)
+                    .map_err(|e| Error::io("create", &p, e))?;
+                f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
+                let mut offset = 0;
+                for b in blobs {
+                    let w = wanted.entry(&b.hash).or_insert((b.size, Vec::new()));
+                    if w.0 != b.size {
+                        return Err(Error::refused(
+                            &m.name,
+                            format!("blob {} is listed with two sizes", b.hash),
+                        ));
+                    }
+                    w.1.push((p.clone(), offset));
+                    offset += b.size;
+                }
+            }
+            Kind::File { link: Some(_), .. } | Kind::Symlink { .. } => {}
+        }
+    }
+    inner.rt.block_on(
+        futures::stream::iter(wanted)
+            .map(|(hash, (size, dests))| async move {
+                let key = blob_key(hash);
+                let data = inner.read(&key).await?.ok_or_else(|| Error::CorruptBlob {
+                    hash: hash.into(),
+                    why: "missing from the remote".into(),
+                })?;
+                let hash = hash.to_string();
+                tokio::task::spawn_blocking(move || place(&hash, size, &data, &dests))
+                    .await
+                    .map_err(|e| Error::io("write", &key, std::io::Error::other(e)))?
+            })
+            .buffer_unordered(inner.concurrency)
+            .try_collect::<()>(),
+    )?;
+    // Then modes, links, and last the directories' own modes, deepest
+    // first, so a read-only directory is filled before it closes.
+    for node in &m.nodes {
+        let p = at(&node.path);
+        match &node.kind {
+            Kind::File {
+                perm, link: None, ..
+            } => set_mode(&p, *perm)?,
+            Kind::File {
+                link: Some(first), ..
+            } => fs::hard_link(at(first), &p).map_err(|e| Error::io("link", &p, e))?,
+            Kind::Symlink { target, .. } => {
+                symlink(target, &p).map_err(|e| Error::io("create symlink", &p, e))?
+            }
+            Kind::Dir { .. } => {}
+        }
+    }
+    for node in m.nodes.iter().rev() {
+        if let Kind::Dir { perm } = node.kind {
+            set_mode(&at(&node.path), perm)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(p: &Path, perm: u32) -> Result<()> {
+    fs::set_permissions(p, fs::Permissions::from_mode(perm)).map_err(|e| Error::io("chmod", p, e))
+}
+
+/// Decompress and check one blob, and write it wherever it goes.
+fn place(hash: &str, size: u64, compressed: &[u8], dests: &[Dest]) -> Result<()> {
+    let corrupt = |why: String| Error::CorruptBlob {
+        hash: hash.into(),
+        why,
+    };
+    let cap = usize::try_from(size).map_err(|_| corrupt("too large".into()))?;
+    let data = zstd::bulk::decompress(compressed, cap)
+        .map_err(|e| corrupt(format!("does not decompress to {size} bytes: {e}")))?;
+    if data.len() as u64 != size {
+        return Err(corrupt(format!("{} bytes, expected {size}", data.len())));
+    }
+    let actual = blake3::hash(&data);
+    if actual.to_hex().as_str() != hash {
+        return Err(corrupt(format!(
+            "its content hashes to {}",
+            actual.to_hex()
+        )));
+    }
+    for (path, offset) in dests {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        f.write_all_at(&data, *offset)
+            .map_err(|e| Error::io("write", path, e))?;
+    }
+    Ok(())
+}

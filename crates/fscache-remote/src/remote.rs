@@ -1,0 +1,445 @@
+//! [`Remote`]: opening an object store from a URL, and the raw object
+//! access the push and pull are built on.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::Operator;
+
+use crate::error::{Error, Result};
+use crate::keys::{PublicKey, SecretKey};
+
+/// The environment variable [`RemoteBuilder::from_env`] reads the URL from.
+pub const ENV_REMOTE: &str = "FSCACHE_REMOTE";
+/// The environment variable holding the secret key pushes sign with.
+pub const ENV_SECRET_KEY: &str = "FSCACHE_REMOTE_SECRET_KEY";
+/// The environment variable listing trusted public keys (separated by
+/// commas or white space).
+pub const ENV_TRUSTED_KEYS: &str = "FSCACHE_REMOTE_TRUSTED_KEYS";
+
+/// Whether a [`Remote`] may write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Push and pull.
+    #[default]
+    ReadWrite,
+    /// Pull only: [`Remote::push`] fails with [`Error::ReadOnly`] before
+    /// any request.
+    ReadOnly,
+}
+
+/// How to open a [`Remote`]: the URL, then options. See the
+/// [crate docs](crate) for the URL forms.
+#[derive(Clone)]
+pub struct RemoteBuilder {
+    url: String,
+    access: Access,
+    signing_key: Option<SecretKey>,
+    trusted: Vec<PublicKey>,
+    concurrency: usize,
+    timeout: Duration,
+    miss_timeout: Duration,
+    credentials: Option<(String, String)>,
+}
+
+impl fmt::Debug for RemoteBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteBuilder")
+            .field("url", &self.url)
+            .field("access", &self.access)
+            .field("signing_key", &self.signing_key)
+            .field("trusted", &self.trusted)
+            .field("concurrency", &self.concurrency)
+            .field("timeout", &self.timeout)
+            .field("miss_timeout", &self.miss_timeout)
+            .field("credentials", &self.credentials.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+impl RemoteBuilder {
+    /// Options for the remote at `url`, with the defaults: read-write, no
+    /// keys, 16 requests in flight, 60 s per request, 10 s for
+    /// [`Remote::load_or_pull`] to reach the manifest.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            access: Access::ReadWrite,
+            signing_key: None,
+            trusted: Vec::new(),
+            concurrency: 16,
+            timeout: Duration::from_secs(60),
+            miss_timeout: Duration::from_secs(10),
+            credentials: None,
+        }
+    }
+
+    /// Options from the environment: the URL in `FSCACHE_REMOTE` (`None`
+    /// when unset or empty), the signing key in
+    /// `FSCACHE_REMOTE_SECRET_KEY` and the trusted keys in
+    /// `FSCACHE_REMOTE_TRUSTED_KEYS`, when set.
+    ///
+    /// # Errors
+    ///
+    /// A key variable is set but does not hold keys.
+    pub fn from_env() -> Result<Option<Self>> {
+        let Some(url) = std::env::var(ENV_REMOTE).ok().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let mut b = Self::new(url);
+        if let Ok(k) = std::env::var(ENV_SECRET_KEY) {
+            b = b.signing_key(k.parse()?);
+        }
+        if let Ok(keys) = std::env::var(ENV_TRUSTED_KEYS) {
+            for k in keys
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|k| !k.is_empty())
+            {
+                b = b.trust(k.parse()?);
+            }
+        }
+        Ok(Some(b))
+    }
+
+    /// Read-write (the default) or read-only.
+    pub fn access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Sign every manifest this remote pushes with `key`.
+    pub fn signing_key(mut self, key: SecretKey) -> Self {
+        self.signing_key = Some(key);
+        self
+    }
+
+    /// Trust manifests signed by `key`. Once any key is trusted, a pull
+    /// refuses every manifest without a valid signature by a trusted key.
+    pub fn trust(mut self, key: PublicKey) -> Self {
+        self.trusted.push(key);
+        self
+    }
+
+    /// How many blob requests a push or pull keeps in flight (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The time limit of each request (OpenDAL's `TimeoutLayer`; retried
+    /// by its `RetryLayer` up to 3 times).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// How long [`Remote::load_or_pull`] waits for the manifest (retries
+    /// included) before calling it a miss.
+    pub fn miss_timeout(mut self, t: Duration) -> Self {
+        self.miss_timeout = t;
+        self
+    }
+
+    /// S3 credentials to use instead of the standard `AWS_*` variables and
+    /// profiles.
+    pub fn credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
+        self.credentials = Some((access_key_id.into(), secret_access_key.into()));
+        self
+    }
+
+    /// Open the remote: parse the URL, build the OpenDAL operator with its
+    /// retry and timeout layers, start the internal runtime. No request is
+    /// made yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Url`] for a URL this crate cannot open; the runtime could
+    /// not start.
+    pub fn open(self) -> Result<Remote> {
+        let op = operator(&self.url, self.credentials.as_ref())?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(self.timeout)
+                    .with_io_timeout(self.timeout),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(3)
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_delay(Duration::from_secs(2))
+                    .with_jitter(),
+            );
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("fscache-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the runtime for", &self.url, e))?;
+        Ok(Remote {
+            inner: Arc::new(Inner {
+                url: self.url,
+                op,
+                rt,
+                access: self.access,
+                signing_key: self.signing_key,
+                trusted: self.trusted,
+                concurrency: self.concurrency,
+                miss_timeout: self.miss_timeout,
+            }),
+        })
+    }
+}
+
+fn bad(url: &str, why: impl Into<String>) -> Error {
+    Error::Url {
+        url: url.into(),
+        why: why.into(),
+    }
+}
+
+/// The OpenDAL operator for a URL (without layers).
+fn operator(url_str: &str, credentials: Option<&(String, String)>) -> Result<Operator> {
+    let url = url::Url::parse(url_str).map_err(|e| bad(url_str, e.to_string()))?;
+    let built = match url.scheme() {
+        "file" => {
+            if url
+                .host_str()
+                .is_some_and(|h| !h.is_empty() && h != "localhost")
+            {
+                return Err(bad(url_str, "a file URL must name a local path"));
+            }
+            let path = url
+                .to_file_path()
+                .map_err(|()| bad(url_str, "not an absolute path"))?;
+            let root = path.to_str().ok_or_else(|| bad(url_str, "not UTF-8"))?;
+            // Every write goes to a temporary file in the same file system
+            // and is renamed into place, so no reader sees half a blob or
+            // half a manifest.
+            let tmp = path.join(".tmp");
+            let tmp = tmp.to_str().ok_or_else(|| bad(url_str, "not UTF-8"))?;
+            Operator::new(
+                opendal::services::Fs::default()
+                    .root(root)
+                    .atomic_write_dir(tmp),
+            )
+            .map(|b| b.finish())
+        }
+        "memory" => {
+            let fresh = || Operator::new(opendal::services::Memory::default()).map(|b| b.finish());
+            match url.host_str().filter(|h| !h.is_empty()) {
+                None => fresh(),
+                // A named store lives as long as the process, so two opens
+                // of one name (two "hosts" in a test) share it.
+                Some(name) => {
+                    static NAMED: OnceLock<Mutex<HashMap<String, Operator>>> = OnceLock::new();
+                    let mut named = NAMED
+                        .get_or_init(Default::default)
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    match named.get(name) {
+                        Some(op) => Ok(op.clone()),
+                        None => fresh().inspect(|op| {
+                            named.insert(name.to_string(), op.clone());
+                        }),
+                    }
+                }
+            }
+        }
+        "s3" => {
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| bad(url_str, "no bucket: expected s3://BUCKET/PREFIX"))?;
+            let mut b = opendal::services::S3::default()
+                .bucket(bucket)
+                .root(url.path());
+            let mut region = None;
+            for (k, v) in url.query_pairs() {
+                match &*k {
+                    "endpoint" => b = b.endpoint(&v),
+                    "region" => region = Some(v.into_owned()),
+                    "virtual-host" if v == "true" || v == "1" => b = b.enable_virtual_host_style(),
+                    other => return Err(bad(url_str, format!("unknown parameter `{other}`"))),
+                }
+            }
+            let region = region
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                .unwrap_or_else(|| "us-east-1".into());
+            b = b.region(&region);
+            if let Some((id, secret)) = credentials {
+                b = b
+                    .access_key_id(id)
+                    .secret_access_key(secret)
+                    .disable_config_load();
+            }
+            Operator::new(b).map(|b| b.finish())
+        }
+        other => {
+            return Err(bad(
+                url_str,
+                format!("unsupported scheme `{other}` (file, s3, memory)"),
+            ))
+        }
+    };
+    built.map_err(|e| bad(url_str, e.to_string()))
+}
+
+/// A remote tier: an object store holding blobs and signed manifests in
+/// the [format](crate#the-remote-format-version-1). A cheap `Clone`,
+/// `Send` and `Sync`; clones share one runtime and one connection pool.
+///
+/// The blocking methods run on the remote's own tokio runtime; do not
+/// call them from inside an async task (tokio panics on a nested
+/// `block_on`): use `spawn_blocking` there.
+#[derive(Clone)]
+pub struct Remote {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub url: String,
+    pub op: Operator,
+    pub rt: tokio::runtime::Runtime,
+    pub access: Access,
+    pub signing_key: Option<SecretKey>,
+    pub trusted: Vec<PublicKey>,
+    pub concurrency: usize,
+    pub miss_timeout: Duration,
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &self.inner.url)
+            .field("access", &self.inner.access)
+            .field("trusted", &self.inner.trusted)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key of a blob: `v1/blobs/<first 2 hex>/<64 hex>`.
+pub(crate) fn blob_key(hash: &str) -> String {
+    format!("v1/blobs/{}/{hash}", &hash[..2])
+}
+
+/// The key of a manifest: `v1/manifests/<name>`.
+pub(crate) fn manifest_key(name: &str) -> String {
+    format!("v1/manifests/{name}")
+}
+
+impl Remote {
+    /// Open the remote at `url` with default options
+    /// ([`RemoteBuilder::new`]`(url).open()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`RemoteBuilder::open`].
+    pub fn open(url: &str) -> Result<Self> {
+        RemoteBuilder::new(url).open()
+    }
+
+    /// Options for the remote at `url`.
+    pub fn builder(url: impl Into<String>) -> RemoteBuilder {
+        RemoteBuilder::new(url)
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Whether it may write.
+    pub fn access(&self) -> Access {
+        self.inner.access
+    }
+
+    /// The names of every entry the remote holds a manifest for, sorted.
+    ///
+    /// # Errors
+    ///
+    /// The listing failed.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let prefix = "v1/manifests/";
+        let op = &self.inner.op;
+        let mut names: Vec<String> = self
+            .inner
+            .rt
+            .block_on(op.list(prefix))
+            .map_err(|e| Error::remote("list", prefix, e))?
+            .into_iter()
+            .filter_map(|e| e.path().strip_prefix(prefix).map(str::to_string))
+            .filter(|n| !n.is_empty() && !n.ends_with('/'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Read one object of the layout as stored, e.g.
+    /// `v1/manifests/NAME`; `None` when absent. For tools that inspect
+    /// the bucket (and tests that damage it).
+    ///
+    /// # Errors
+    ///
+    /// The request failed.
+    pub fn read_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.rt.block_on(self.inner.read(key))
+    }
+
+    /// Write one object as given, bypassing every check of the format and
+    /// the read-only mode. For repair tools and tests that damage a bucket
+    /// on purpose.
+    ///
+    /// # Errors
+    ///
+    /// The request failed.
+    pub fn write_object_unchecked(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.inner
+            .rt
+            .block_on(self.inner.op.write(key, bytes))
+            .map(drop)
+            .map_err(|e| Error::remote("write", key, e))
+    }
+
+    /// The keys of every object under `prefix` (recursively), sorted.
+    ///
+    /// # Errors
+    ///
+    /// The listing failed.
+    pub fn list_objects(&self, prefix: &str) -> Result<Vec<String>> {
+        let op = &self.inner.op;
+        let mut keys: Vec<String> = self
+            .inner
+            .rt
+            .block_on(async { op.list_with(prefix).recursive(true).await })
+            .map_err(|e| Error::remote("list", prefix, e))?
+            .into_iter()
+            .map(|e| e.path().to_string())
+            .filter(|k| !k.ends_with('/'))
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl Inner {
+    pub(crate) async fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.op.read(key).await {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::remote("read", key, e)),
+        }
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
+        match self.op.stat(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::remote("stat", key, e)),
+        }
+    }
+}

@@ -1,0 +1,526 @@
+//! `fscache-remote` end to end: two local caches ("hosts") sharing one
+//! remote, on the `memory` and `fs` services and on a real S3-compatible
+//! server (moto) on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fscache::{CacheInfo, FsCache, MaxSize, Obtained};
+use fscache_remote::{keygen, Access, Error, Pushed, ReadThrough, Remote, RemoteBuilder};
+
+fn cache(dir: &Path) -> FsCache {
+    let c = FsCache::open("fscache-remote-test", dir).unwrap();
+    c.set_info(CacheInfo {
+        maximum_size: Some(MaxSize::Unlimited),
+        ..Default::default()
+    })
+    .unwrap();
+    c
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so chunks differ.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A tree with every kind the format carries: nested directories (one
+/// read-only, one empty), files of several sizes and modes (one larger
+/// than several chunks), a symlink, and a hard link.
+fn fill(root: &Path) {
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::create_dir_all(root.join("share/doc/deep")).unwrap();
+    fs::create_dir(root.join("empty")).unwrap();
+    fs::write(root.join("a.txt"), b"hello\n").unwrap();
+    fs::write(root.join("zero"), b"").unwrap();
+    fs::write(root.join("bin/run"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("bin/run"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("share/doc/deep/big.bin"), noise(7, 5 << 20)).unwrap();
+    fs::write(root.join("share/doc/one"), noise(8, 100_000)).unwrap();
+    fs::write(root.join("share/doc/two"), noise(9, 1000)).unwrap();
+    fs::write(root.join("secret"), b"s").unwrap();
+    fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(root.join("share/doc/two"), root.join("two-again")).unwrap();
+    symlink("a.txt", root.join("link")).unwrap();
+    symlink("/nonexistent/abs", root.join("dangling")).unwrap();
+    fs::set_permissions(
+        root.join("share/doc/deep"),
+        fs::Permissions::from_mode(0o555),
+    )
+    .unwrap();
+}
+
+/// Store a tree built by `build` as `name` in `c`.
+fn put(c: &FsCache, name: &str, build: impl FnOnce(&Path)) {
+    let w = c.store(name).unwrap();
+    build(w.path());
+    assert_eq!(w.commit().unwrap(), fscache::Stored::Committed);
+}
+
+/// Everything about a tree that must survive the trip: per path its
+/// kind, mode, content or target, and which paths share an inode.
+fn describe(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inodes: HashMap<u64, String> = HashMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut kids: Vec<_> = fs::read_dir(root.join(&rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        kids.sort();
+        for k in kids {
+            let r = rel.join(&k);
+            let p = root.join(&r);
+            let md = fs::symlink_metadata(&p).unwrap();
+            let mode = md.mode() & 0o7777;
+            let d = if md.is_dir() {
+                stack.push(r.clone());
+                format!("{} dir {mode:o}", r.display())
+            } else if md.file_type().is_symlink() {
+                format!(
+                    "{} -> {}",
+                    r.display(),
+                    fs::read_link(&p).unwrap().display()
+                )
+            } else {
+                let h = blake3::hash(&fs::read(&p).unwrap());
+                let link = if md.nlink() > 1 {
+                    inodes
+                        .entry(md.ino())
+                        .or_insert(r.display().to_string())
+                        .clone()
+                } else {
+                    String::new()
+                };
+                format!("{} file {mode:o} {} {h} {link}", r.display(), md.len())
+            };
+            out.push(d);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A test world: a remote and two hosts' caches.
+struct World {
+    _tmp: tempfile::TempDir,
+    a: FsCache,
+    b: FsCache,
+}
+
+fn world() -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    World {
+        a: cache(&tmp.path().join("host-a")),
+        b: cache(&tmp.path().join("host-b")),
+        _tmp: tmp,
+    }
+}
+
+/// The suite every service runs. `open` opens the shared remote (each
+/// call is another host's handle on the same bucket).
+fn suite(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    round_trip(open, url);
+    dedupe(open, url);
+    corrupt_blob_is_refused(open, url);
+    edited_manifest_is_refused(open, url);
+    signatures(open, url);
+    read_only(open, url);
+    racing_pushers(open, url);
+}
+
+fn round_trip(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let (ra, rb) = (open(Remote::builder(url)), open(Remote::builder(url)));
+    put(&w.a, "tree", fill);
+    let first = ra.push(&w.a, "tree").unwrap().unwrap();
+    assert_eq!(first.outcome, Pushed::Published);
+    assert!(first.blobs_uploaded > 5, "{first:?}");
+    assert_eq!(w.a.verify("tree").unwrap(), fscache::Verified::Unverified);
+    let again = ra.push(&w.a, "tree").unwrap().unwrap();
+    assert_eq!((again.outcome, again.bytes_uploaded), (Pushed::Exists, 0));
+    assert!(ra.push(&w.a, "absent").unwrap().is_none());
+    assert!(rb.list().unwrap().contains(&"tree".to_string()));
+
+    let got = rb.pull(&w.b, "tree").unwrap().unwrap();
+    assert!(matches!(got, Obtained::Built(_)));
+    let a = w.a.load("tree").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+    drop(got);
+    // Host B now hits locally; the remote is not needed.
+    assert!(matches!(
+        rb.load_or_pull(&w.b, "tree").unwrap(),
+        ReadThrough::Local(_)
+    ));
+    // Unknown everywhere: a miss without error.
+    assert!(matches!(
+        rb.load_or_pull(&w.b, "nowhere").unwrap(),
+        ReadThrough::Miss { remote_error: None }
+    ));
+    assert!(rb.pull(&w.b, "nowhere").unwrap().is_none());
+    // The digest B's tree has is the one fscache itself computes.
+    let c = FsCache::builder("fscache-remote-test")
+        .record_digests(true)
+        .open(w._tmp.path().join("host-c"))
+        .unwrap();
+    c.set_info(CacheInfo {
+        maximum_size: Some(MaxSize::Unlimited),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        rb.load_or_pull(&c, "tree").unwrap(),
+        ReadThrough::Pulled(_)
+    ));
+    assert_eq!(
+        c.verify("tree").unwrap(),
+        fscache::Verified::Ok(first.digest)
+    );
+}
+
+fn dedupe(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let r = open(Remote::builder(url));
+    put(&w.a, "v1", fill);
+    let first = r.push(&w.a, "v1").unwrap().unwrap();
+    // One small file differs: exactly its one blob goes up.
+    put(&w.a, "v2", |p| {
+        fill(p);
+        fs::write(p.join("share/doc/one"), noise(99, 100_000)).unwrap();
+    });
+    let second = r.push(&w.a, "v2").unwrap().unwrap();
+    assert_eq!(second.outcome, Pushed::Published);
+    assert_eq!(second.blobs_uploaded, 1, "{second:?}");
+    // A few bytes changed inside the 5 MiB file: only the chunks around
+    // the change go up.
+    put(&w.a, "v3", |p| {
+        fill(p);
+        let big = p.join("share/doc/deep/big.bin");
+        fs::set_permissions(p.join("share/doc/deep"), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut data = fs::read(&big).unwrap();
+        data[2_500_000..2_500_010].copy_from_slice(b"0123456789");
+        fs::write(&big, data).unwrap();
+    });
+    let third = r.push(&w.a, "v3").unwrap().unwrap();
+    assert!(third.blobs_uploaded <= 2, "{third:?}");
+    assert!(
+        third.bytes_uploaded * 4 < first.bytes_total,
+        "second push sent {} bytes of {}",
+        third.bytes_uploaded,
+        first.bytes_total
+    );
+    // And each still pulls byte-identical.
+    for name in ["v2", "v3"] {
+        let got = r.pull(&w.b, name).unwrap().unwrap();
+        let a = w.a.load(name).unwrap().unwrap();
+        assert_eq!(describe(a.path()), describe(got.path()), "{name}");
+    }
+}
+
+/// Nothing of `name` is in the cache, not even a work directory.
+fn nothing_stored(c: &FsCache, name: &str) {
+    assert!(c.load(name).unwrap().is_none());
+    assert!(c.entries().unwrap().is_empty());
+    let objects: Vec<_> = fs::read_dir(c.path().join("objects")).unwrap().collect();
+    assert!(objects.is_empty(), "left behind: {objects:?}");
+}
+
+fn corrupt_blob_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let r = open(Remote::builder(url));
+    put(&w.a, "damaged", |p| {
+        fs::write(p.join("only"), b"the one and only blob of this test").unwrap();
+    });
+    r.push(&w.a, "damaged").unwrap().unwrap();
+    let key = format!(
+        "v1/blobs/{h:.2}/{h}",
+        h = blake3::hash(b"the one and only blob of this test").to_hex()
+    );
+    assert!(r.read_object(&key).unwrap().is_some());
+    let forged = zstd::bulk::compress(b"the one and only blob of THIS test", 3).unwrap();
+    r.write_object_unchecked(&key, forged).unwrap();
+    let err = r.pull(&w.b, "damaged").unwrap_err();
+    assert!(matches!(err, Error::CorruptBlob { .. }), "{err}");
+    match r.load_or_pull(&w.b, "damaged").unwrap() {
+        ReadThrough::Miss {
+            remote_error: Some(Error::CorruptBlob { .. }),
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    nothing_stored(&w.b, "damaged");
+}
+
+fn edited_manifest_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let r = open(Remote::builder(url));
+    put(&w.a, "edited", fill);
+    r.push(&w.a, "edited").unwrap().unwrap();
+    let key = "v1/manifests/edited";
+    let original = r.read_object(key).unwrap().unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let body = env["manifest"].as_str().unwrap();
+    // Make the secret world-readable, leaving the digest as it was.
+    assert!(body.contains(r#""path":"secret","type":"file","perm":384"#));
+    env["manifest"] = body
+        .replace(
+            r#""path":"secret","type":"file","perm":384"#,
+            r#""path":"secret","type":"file","perm":420"#,
+        )
+        .into();
+    r.write_object_unchecked(key, serde_json::to_vec(&env).unwrap())
+        .unwrap();
+    let err = r.pull(&w.b, "edited").unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err}");
+    nothing_stored(&w.b, "edited");
+    // Replayed under another name: refused too.
+    r.write_object_unchecked("v1/manifests/other", original)
+        .unwrap();
+    let err = r.pull(&w.b, "other").unwrap_err();
+    assert!(err.to_string().contains("manifest of `edited`"), "{err}");
+    nothing_stored(&w.b, "other");
+}
+
+fn signatures(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let (good, evil) = (keygen().unwrap(), keygen().unwrap());
+    let honest = open(Remote::builder(url).signing_key(good.clone()));
+    let attacker = open(Remote::builder(url).signing_key(evil));
+    let unsigned = open(Remote::builder(url));
+    let puller = open(Remote::builder(url).trust(good.public_key()));
+    put(&w.a, "signed", fill);
+    put(&w.a, "forged", fill);
+    put(&w.a, "bare", fill);
+    honest.push(&w.a, "signed").unwrap().unwrap();
+    attacker.push(&w.a, "forged").unwrap().unwrap();
+    unsigned.push(&w.a, "bare").unwrap().unwrap();
+    for name in ["forged", "bare"] {
+        let err = puller.pull(&w.b, name).unwrap_err();
+        assert!(matches!(err, Error::Refused { .. }), "{name}: {err}");
+        nothing_stored(&w.b, name);
+    }
+    // A signed manifest whose body was edited no longer verifies.
+    let key = "v1/manifests/signed";
+    let original = puller.read_object(key).unwrap().unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    env["manifest"] = env["manifest"]
+        .as_str()
+        .unwrap()
+        .replace("\"created\":", "\"created\":1")
+        .into();
+    puller
+        .write_object_unchecked(key, serde_json::to_vec(&env).unwrap())
+        .unwrap();
+    assert!(matches!(
+        puller.pull(&w.b, "signed"),
+        Err(Error::Refused { .. })
+    ));
+    puller.write_object_unchecked(key, original).unwrap();
+    let got = puller.pull(&w.b, "signed").unwrap().unwrap();
+    assert!(got.is_cached());
+}
+
+/// Two hosts push different trees under one name at once: both pushes
+/// succeed, and a pull gets one of the two trees whole.
+fn racing_pushers(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    put(&w.a, "race", fill);
+    put(&w.b, "race", |p| {
+        fill(p);
+        fs::write(p.join("a.txt"), b"host b's version\n").unwrap();
+    });
+    let (ra, rb) = (open(Remote::builder(url)), open(Remote::builder(url)));
+    let barrier = std::sync::Barrier::new(2);
+    let (pa, pb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| {
+            barrier.wait();
+            ra.push(&w.a, "race").unwrap().unwrap()
+        });
+        let tb = s.spawn(|| {
+            barrier.wait();
+            rb.push(&w.b, "race").unwrap().unwrap()
+        });
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(
+        pa.outcome == Pushed::Published || pb.outcome == Pushed::Published,
+        "{pa:?} {pb:?}"
+    );
+    eprintln!(
+        "{url}: racing pushers: {:?} and {:?}",
+        pa.outcome, pb.outcome
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cache(tmp.path());
+    let got = ra.pull(&c, "race").unwrap().unwrap();
+    let (a, b) = (
+        w.a.load("race").unwrap().unwrap(),
+        w.b.load("race").unwrap().unwrap(),
+    );
+    let pulled = describe(got.path());
+    assert!(pulled == describe(a.path()) || pulled == describe(b.path()));
+}
+
+fn read_only(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let r = open(Remote::builder(url).access(Access::ReadOnly));
+    put(&w.a, "ro", fill);
+    assert!(matches!(r.push(&w.a, "ro"), Err(Error::ReadOnly)));
+}
+
+#[test]
+fn memory_service() {
+    // `memory://NAME`: every open of the name shares one in-process store.
+    suite(&|b| b.open().unwrap(), "memory://suite");
+}
+
+#[test]
+fn fs_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    suite(&|b| b.open().unwrap(), &url);
+    // Every write went through the temporary directory and a rename:
+    // nothing but blobs and manifests is left in the layout.
+    let r = Remote::open(&url).unwrap();
+    for key in r.list_objects("v1/").unwrap() {
+        assert!(
+            key.starts_with("v1/blobs/") || key.starts_with("v1/manifests/"),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn remote_down_is_a_miss_within_the_timeout() {
+    let port = free_port();
+    let w = world();
+    let r = Remote::builder(format!(
+        "s3://bucket/p?endpoint=http://127.0.0.1:{port}&region=auto"
+    ))
+    .credentials("test", "test")
+    .miss_timeout(Duration::from_secs(3))
+    .timeout(Duration::from_secs(1))
+    .open()
+    .unwrap();
+    let t = Instant::now();
+    match r.load_or_pull(&w.b, "x").unwrap() {
+        ReadThrough::Miss {
+            remote_error: Some(e),
+        } => eprintln!("miss as expected: {e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    put(&w.a, "x", fill);
+    assert!(r.push(&w.a, "x").is_err());
+    assert!(
+        w.a.load("x").unwrap().is_some(),
+        "a failed push leaves the local entry"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// moto's S3 server, killed on drop.
+struct Moto(Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Find `moto_server`, installing `moto[server]` with pip if it is
+/// missing; `Err(why)` when neither works.
+fn moto_command() -> Result<Command, String> {
+    let works = |c: &str, args: &[&str]| {
+        Command::new(c)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works("moto_server", &["--help"]) {
+        return Ok(Command::new("moto_server"));
+    }
+    if !works("python3", &["-c", "import moto.server"]) {
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+            .output()
+            .map_err(|e| format!("python3 is not runnable: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`pip install 'moto[server]'` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    let mut c = Command::new("python3");
+    c.args(["-m", "moto.server"]);
+    Ok(c)
+}
+
+/// Send one unsigned HTTP request (moto does not check signatures).
+fn http(port: u16, request: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn s3_service_on_moto() {
+    let mut cmd = match moto_command() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("skipping the S3 test: no moto server ({why})");
+            return;
+        }
+    };
+    let port = free_port();
+    let child = cmd
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let _moto = Moto(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        let put = format!(
+            "PUT /bucket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        match http(port, &put) {
+            Ok(resp) => break resp,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("moto did not start on port {port}: {e}"),
+        }
+    };
+    assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+    let url = format!("s3://bucket/team/cache?endpoint=http://127.0.0.1:{port}&region=auto");
+    suite(
+        &|b| b.credentials("testing", "testing").open().unwrap(),
+        &url,
+    );
+}
