@@ -3,13 +3,11 @@
 //! directory on disk.
 
 use std::collections::HashMap;
-use std::fs;
+use std::ffi::OsStr;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use fscache::Digest;
+use fscache::{Digest, DirHasher};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -21,8 +19,6 @@ pub(crate) const FORMAT: &str = "fscache-remote-manifest";
 pub(crate) const VERSION: u64 = 1;
 /// What a signature signs, before the manifest's bytes.
 const SIGNED_TAG: &[u8] = b"fscache-remote-manifest-v1\0";
-/// The tag of the tree digest's directory encoding (see `fscache::Digest`).
-const TREE_TAG: &[u8; 16] = b"fscache-tree-v1\0";
 
 /// One stored object of content: a chunk of a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,45 +245,34 @@ impl Manifest {
         Ok(())
     }
 
-    /// The tree digest (version 1) of the tree this manifest lists.
+    /// The tree digest (version 1) of the tree this manifest lists, fed to
+    /// the one encoder of the digest ([`fscache::DirHasher`]).
     pub(crate) fn tree_digest(&self) -> Result<Digest, String> {
         let mut children: HashMap<&str, Vec<&Node>> = HashMap::new();
         for node in &self.nodes {
             let parent = node.path.rsplit_once('/').map_or("", |(p, _)| p);
             children.entry(parent).or_default().push(node);
         }
-        fn dir(children: &HashMap<&str, Vec<&Node>>, at: &str) -> Result<[u8; 32], String> {
+        fn dir(children: &HashMap<&str, Vec<&Node>>, at: &str) -> Result<Digest, String> {
             let mut kids: Vec<&Node> = children.get(at).cloned().unwrap_or_default();
             kids.sort_by(|a, b| base(&a.path).as_bytes().cmp(base(&b.path).as_bytes()));
-            let mut h = blake3::Hasher::new();
-            h.update(TREE_TAG);
+            let mut h = DirHasher::new();
             for k in kids {
-                let name = base(&k.path).as_bytes();
+                let name = OsStr::new(base(&k.path));
                 match &k.kind {
                     Kind::File {
                         perm, size, hash, ..
                     } => {
                         let hash = unhex::<32>(hash).ok_or("malformed hash")?;
-                        encode_entry(&mut h, 1, *perm, name, &EntryBody::File(*size, hash));
+                        h.file(name, *perm, *size, &hash);
                     }
-                    Kind::Dir { perm } => {
-                        let d = dir(children, &k.path)?;
-                        encode_entry(&mut h, 2, *perm, name, &EntryBody::Dir(d));
-                    }
-                    Kind::Symlink { perm, target } => {
-                        encode_entry(
-                            &mut h,
-                            3,
-                            *perm,
-                            name,
-                            &EntryBody::Symlink(target.as_bytes()),
-                        );
-                    }
+                    Kind::Dir { perm } => h.dir(name, *perm, &dir(children, &k.path)?),
+                    Kind::Symlink { perm, target } => h.symlink(name, *perm, target.as_bytes()),
                 }
             }
-            Ok(*h.finalize().as_bytes())
+            Ok(h.finish())
         }
-        dir(&children, "").map(Digest::from_bytes)
+        dir(&children, "")
     }
 }
 
@@ -295,81 +280,17 @@ fn base(path: &str) -> &str {
     path.rsplit_once('/').map_or(path, |(_, b)| b)
 }
 
-enum EntryBody<'a> {
-    File(u64, [u8; 32]),
-    Dir([u8; 32]),
-    Symlink(&'a [u8]),
-    Other,
-}
-
-/// One child's bytes in its directory's encoding, exactly as
-/// `fscache::Digest` defines them: `kind ‖ u32le(perm) ‖ u64le(len) ‖ name
-/// ‖ body`.
-fn encode_entry(h: &mut blake3::Hasher, kind: u8, perm: u32, name: &[u8], body: &EntryBody<'_>) {
-    h.update(&[kind]);
-    h.update(&(perm & 0o7777).to_le_bytes());
-    h.update(&(name.len() as u64).to_le_bytes());
-    h.update(name);
-    match body {
-        EntryBody::File(size, hash) => {
-            h.update(&size.to_le_bytes());
-            h.update(hash);
-        }
-        EntryBody::Dir(d) => {
-            h.update(d);
-        }
-        EntryBody::Symlink(t) => {
-            h.update(&(t.len() as u64).to_le_bytes());
-            h.update(t);
-        }
-        EntryBody::Other => {}
-    }
-}
-
 /// The tree digest (version 1) of the directory at `path`, read from disk
 /// without following symlinks: what a pull checks the tree it built
 /// against.
 pub(crate) fn digest_dir(path: &Path) -> io::Result<Digest> {
-    fn dir(path: &Path) -> io::Result<[u8; 32]> {
-        let mut kids: Vec<fs::DirEntry> = fs::read_dir(path)?.collect::<io::Result<_>>()?;
-        kids.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-        let mut h = blake3::Hasher::new();
-        h.update(TREE_TAG);
-        for k in kids {
-            let p = k.path();
-            let md = fs::symlink_metadata(&p)?;
-            let name = k.file_name();
-            let name = name.as_bytes();
-            let perm = md.mode() & 0o7777;
-            let ft = md.file_type();
-            if ft.is_file() {
-                let mut fh = blake3::Hasher::new();
-                fh.update_reader(fs::File::open(&p)?)?;
-                let body = EntryBody::File(md.len(), *fh.finalize().as_bytes());
-                encode_entry(&mut h, 1, perm, name, &body);
-            } else if ft.is_dir() {
-                encode_entry(&mut h, 2, perm, name, &EntryBody::Dir(dir(&p)?));
-            } else if ft.is_symlink() {
-                let t = fs::read_link(&p)?;
-                encode_entry(
-                    &mut h,
-                    3,
-                    perm,
-                    name,
-                    &EntryBody::Symlink(t.as_os_str().as_bytes()),
-                );
-            } else {
-                encode_entry(&mut h, 4, perm, name, &EntryBody::Other);
-            }
-        }
-        Ok(*h.finalize().as_bytes())
-    }
-    dir(path).map(Digest::from_bytes)
+    fscache::tree_digest(path).map_err(io::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     /// The vector of `fscache::Digest`'s documentation, built on disk and

@@ -463,10 +463,22 @@ fn moto_command() -> Result<Command, String> {
         return Ok(Command::new("moto_server"));
     }
     if !works("python3", &["-c", "import moto.server"]) {
-        let out = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "moto[server]"])
-            .output()
-            .map_err(|e| format!("python3 is not runnable: {e}"))?;
+        let pip = |extra: &[&str]| {
+            Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet"])
+                .args(extra)
+                .arg("moto[server]")
+                .output()
+        };
+        let mut out = pip(&[]).map_err(|e| format!("python3 is not runnable: {e}"))?;
+        // A distribution's own Python refuses pip installs (PEP 668)
+        // unless told that this machine is a throwaway test machine.
+        if !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("externally-managed")
+        {
+            out = pip(&["--break-system-packages"])
+                .map_err(|e| format!("python3 is not runnable: {e}"))?;
+        }
         if !out.status.success() {
             return Err(format!(
                 "`pip install 'moto[server]'` failed: {}",

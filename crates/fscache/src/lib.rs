@@ -95,7 +95,7 @@ pub use commit::{CommitReport, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use flight::{BuildOptions, BUILD_LOCK};
 pub use fscache_dir::copy::tree_content_bytes;
-pub use fscache_dir::digest::{Digest, ParseDigestError};
+pub use fscache_dir::digest::{Digest, DirHasher, ParseDigestError};
 #[cfg(feature = "test-hooks")]
 pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
@@ -104,7 +104,7 @@ pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
 pub use stats::{Stats, CACHE_STATS};
-pub use verify::{Verified, VerifyProgress};
+pub use verify::{tree_digest, Verified, VerifyProgress};
 
 /// The README's example, run as a doc test so it never goes stale.
 #[cfg(doctest)]

@@ -44,6 +44,25 @@ impl Verified {
     }
 }
 
+/// The tree digest of the directory at `path` (see
+/// [`fscache_dir::digest`]): what [`FsCache::verify`] compares with the
+/// recorded one, for a tree anywhere, never following a symlink.
+///
+/// # Errors
+///
+/// `path` is not a directory, or reading the tree failed (the error names
+/// the path).
+pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
+    let path = path.as_ref();
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open directory", path, e.into()))?;
+    digest_tree(&fd, path).map_err(|e| Error::io("digest", path, e))
+}
+
 /// How far [`FsCache::verify_all`] is, for a progress bar.
 #[derive(Clone, Copy, Debug)]
 pub struct VerifyProgress<'a> {

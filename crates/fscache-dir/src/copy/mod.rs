@@ -359,7 +359,7 @@ impl Visitor for Copier<'_> {
         match (copied, tree) {
             (Copied::Dir(target), _) => return Ok(Visit::Descend(*target)),
             (Copied::File(mode, Some((size, hash))), Some(tree)) => {
-                tree.file(name, mode, size, &hash);
+                tree.file(name, mode, size, hash.as_bytes());
             }
             (Copied::Symlink(mode, target), Some(tree)) => tree.symlink(name, mode, &target),
             (Copied::Other(mode), Some(tree)) => tree.other(name, mode),

@@ -160,13 +160,38 @@ impl FromStr for Digest {
     }
 }
 
-/// The encoding of one directory, fed to BLAKE3 as its children come (in
-/// name order: the walk sorts them).
-pub(crate) struct DirHasher(blake3::Hasher);
+/// The encoding of one directory (see the module docs), fed to BLAKE3 as
+/// its children come: the one definition of the digest, for trees that are
+/// not on disk (a remote manifest) as much as for [`digest_tree`].
+///
+/// Feed the children in the order of their names compared as bytes, each
+/// once; a child directory's digest is its own `DirHasher`'s
+/// [`finish`](DirHasher::finish).
+///
+/// ```
+/// use std::ffi::OsStr;
+/// use fscache_dir::digest::{DirHasher, Digest};
+///
+/// let mut sub = DirHasher::new();
+/// sub.file(OsStr::new("f"), 0o644, 2, blake3::hash(b"hi").as_bytes());
+/// let mut root = DirHasher::new();
+/// root.dir(OsStr::new("sub"), 0o755, &sub.finish());
+/// root.symlink(OsStr::new("z"), 0o777, b"sub/f");
+/// let d: Digest = root.finish();
+/// assert!(d.to_string().starts_with("blake3:"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct DirHasher(blake3::Hasher);
+
+impl Default for DirHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl DirHasher {
     /// An empty directory so far.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let mut h = blake3::Hasher::new();
         h.update(TAG);
         Self(h)
@@ -180,33 +205,33 @@ impl DirHasher {
         self.0.update(name);
     }
 
-    /// A regular file of `size` bytes whose content hashes to `hash`.
-    pub(crate) fn file(&mut self, name: &OsStr, mode: u32, size: u64, hash: &blake3::Hash) {
+    /// A regular file of `size` bytes whose content's BLAKE3 is `hash`.
+    pub fn file(&mut self, name: &OsStr, mode: u32, size: u64, hash: &[u8; 32]) {
         self.head(0x01, mode, name);
         self.0.update(&size.to_le_bytes());
-        self.0.update(hash.as_bytes());
+        self.0.update(hash);
     }
 
     /// A directory whose digest is `digest`.
-    pub(crate) fn dir(&mut self, name: &OsStr, mode: u32, digest: &Digest) {
+    pub fn dir(&mut self, name: &OsStr, mode: u32, digest: &Digest) {
         self.head(0x02, mode, name);
         self.0.update(&digest.0);
     }
 
     /// A symbolic link to `target`.
-    pub(crate) fn symlink(&mut self, name: &OsStr, mode: u32, target: &[u8]) {
+    pub fn symlink(&mut self, name: &OsStr, mode: u32, target: &[u8]) {
         self.head(0x03, mode, name);
         self.0.update(&(target.len() as u64).to_le_bytes());
         self.0.update(target);
     }
 
     /// A FIFO, socket or device: its kind, mode and name only.
-    pub(crate) fn other(&mut self, name: &OsStr, mode: u32) {
+    pub fn other(&mut self, name: &OsStr, mode: u32) {
         self.head(0x04, mode, name);
     }
 
     /// The digest of the directory, all its children fed.
-    pub(crate) fn finish(&self) -> Digest {
+    pub fn finish(&self) -> Digest {
         Digest(*self.0.finalize().as_bytes())
     }
 }
@@ -349,7 +374,7 @@ impl Visitor for TreeHasher {
             FileType::Directory => return Ok(Visit::Descend(DirHasher::new())),
             FileType::RegularFile => {
                 let (size, hash) = self.file(parent.fd(), name, st).map_err(|e| at(path, e))?;
-                parent.state_mut().file(name, mode, size, &hash);
+                parent.state_mut().file(name, mode, size, hash.as_bytes());
             }
             FileType::Symlink => {
                 let target = rustix::fs::readlinkat(parent.fd(), name, Vec::new())

@@ -328,7 +328,7 @@ fn big_files_and_hard_linked_content_read_once() {
     let fd = open_dir_nofollow(rustix::fs::CWD, t).unwrap();
     let mut h = DirHasher::new();
     let hash = blake3::hash(&big);
-    h.file(OsStr::new("big"), 0o644, big.len() as u64, &hash);
-    h.file(OsStr::new("big2"), 0o644, big.len() as u64, &hash);
+    h.file(OsStr::new("big"), 0o644, big.len() as u64, hash.as_bytes());
+    h.file(OsStr::new("big2"), 0o644, big.len() as u64, hash.as_bytes());
     assert_eq!(digest_tree(&fd, t).unwrap(), h.finish());
 }
