@@ -36,7 +36,17 @@ fn assert_fresh_layout(root: &Path) {
     );
     let info: serde_json::Value =
         serde_json::from_slice(&fs::read(root.join("cache.info")).unwrap()).unwrap();
-    assert_eq!(info, json!({"version": 1}));
+    // The version, and the app boot id of the boot that created the cache
+    // (osbuild's format allows it; osbuild itself writes only the version).
+    let id = info["creation-boot-id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{info}"
+    );
+    assert_eq!(info, json!({"version": 1, "creation-boot-id": id}));
     assert_eq!(fs::read(root.join("cache.lock")).unwrap(), b"");
     assert_eq!(fs::read(root.join("cache.size")).unwrap(), b"0");
     for d in ["objects", "stage"] {

@@ -256,6 +256,23 @@ fn after_a_crash(d: &Demo) -> Result<()> {
     println!("\n# `repair` rebuilds the books from the entries; it needs the cache to itself.");
     d.run(&["repair", c])?;
 
+    println!("\n# Integrity: each store recorded its tree digest; flip one byte of `dir`.");
+    d.run(&["verify", c])?;
+    let victim = fs::read_dir(d.cache.join("objects/dir/data"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_file());
+    if let Some(victim) = victim {
+        let mut bytes = fs::read(&victim)?;
+        if let Some(b) = bytes.first_mut() {
+            *b ^= 1;
+        }
+        fs::write(&victim, bytes)?;
+    }
+    d.run(&["verify", c, "--remove-bad"])?;
+
+    println!("\n# What every process that used this cache did, summed (`--zero` resets).");
+    d.run(&["stats", c])?;
+
     println!("\n# `clear` removes every entry no reader holds (like `ccache -C`).");
     d.run(&["clear", c])?;
     d.run(&["ls", c])?;

@@ -372,9 +372,12 @@ fn package() -> Result<()> {
     // --all-features: a crate's own tests may need its test-only features
     // (fscache-dir's `test-hooks`), which the workspace turns on through a
     // dev-dependency that packaging strips.
+    // The workspace's own target directory: the packaged crates build
+    // apart from the workspace's (their paths differ, and so do their
+    // fingerprints), while the crates.io dependencies they share are
+    // reused instead of built a second time.
     let mut test = cargo(["test", "--workspace", "--all-features"]);
-    test.current_dir(&ws)
-        .env("CARGO_TARGET_DIR", check.join("target"));
+    test.current_dir(&ws).env("CARGO_TARGET_DIR", &target);
     run(test)
 }
 

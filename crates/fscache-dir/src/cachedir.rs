@@ -633,6 +633,24 @@ impl CacheDir {
     ///
     /// Creating a piece failed for a reason other than it existing.
     pub fn scaffold(&self) -> io::Result<()> {
+        self.scaffold_created_by(None)
+    }
+
+    /// As [`CacheDir::scaffold`], recording in a new `cache.info` the app
+    /// boot id of the boot that creates the cache (`creation-boot-id`, as
+    /// osbuild's format allows; osbuild itself writes only the version).
+    /// An existing `cache.info` is never touched.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::scaffold`].
+    pub fn scaffold_created_by(&self, boot_id: Option<&str>) -> io::Result<()> {
+        let info = match boot_id {
+            Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                format!(r#"{{"version": 1, "creation-boot-id": "{id}"}}"#)
+            }
+            _ => r#"{"version": 1}"#.to_owned(),
+        };
         for d in [OBJECTS, STAGE] {
             match self.dir.create_dir(d) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
@@ -643,7 +661,7 @@ impl CacheDir {
         }
         let files: [(&str, &[u8]); 4] = [
             (CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS.as_bytes()),
-            (CACHE_INFO, br#"{"version": 1}"#),
+            (CACHE_INFO, info.as_bytes()),
             (CACHE_LOCK, b""),
             (CACHE_SIZE, b"0"),
         ];

@@ -182,7 +182,9 @@ impl Builder {
         dir.set_hook(self.hook.clone());
         // cache.size and cache.info are replaced durably too.
         dir.set_durable(self.durability == Durability::Committed);
-        dir.scaffold()
+        let boot_id = crate::bootid::current_app_boot_id(&self.appid)
+            .map_err(|e| Error::io("read", crate::bootid::KERNEL_BOOT_ID, e))?;
+        dir.scaffold_created_by(Some(&boot_id))
             .map_err(|e| Error::io("create scaffolding in", dir.root(), e))?;
         let lock_rel = Path::new(CACHE_LOCK);
         // Read-write where we may, so repair can convert the lock in place;
@@ -200,8 +202,6 @@ impl Builder {
         }
         .map_err(|e| Error::io("lock", dir.abs(lock_rel), e))?
         .lock;
-        let boot_id = crate::bootid::current_app_boot_id(&self.appid)
-            .map_err(|e| Error::io("read", crate::bootid::KERNEL_BOOT_ID, e))?;
         let info = read_info(&dir)?;
         let cache = FsCache {
             inner: Arc::new(Inner {

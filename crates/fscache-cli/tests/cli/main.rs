@@ -151,7 +151,8 @@ fn set_creates_the_cache_and_info_reports_it() {
     assert_eq!(v["accounted_size"], 0);
     assert_eq!(v["entries"], 0);
     assert!(v["size_on_disk"].as_u64().unwrap() > 0);
-    assert!(v["creation_boot_id"].is_null());
+    // Written at creation: the app boot id of this boot.
+    assert_eq!(v["creation_boot_id"].as_str().map(str::len), Some(32));
 
     let o = fsc!("info", cache);
     expect_code(&o, 0);
