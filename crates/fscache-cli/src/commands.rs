@@ -794,6 +794,12 @@ fn stats(path: &Path, as_json: bool, zero: bool) -> Outcome {
             map.insert(k.to_owned(), json!(v));
         }
         map.insert("hit-rate".into(), json!(s.hit_rate()));
+        let recent: Vec<Value> = s
+            .recent_removals
+            .iter()
+            .map(|r| json!({"name": r.name, "at": r.at, "why": r.why}))
+            .collect();
+        map.insert("recent-removals".into(), Value::Array(recent));
         output::json(&Value::Object(map))?;
     } else {
         let rate = s
@@ -825,6 +831,19 @@ fn stats(path: &Path, as_json: bool, zero: bool) -> Outcome {
         outln!("prunes / removals:   {} / {}", s.prunes, s.removals)?;
         outln!("repairs:             {}", s.repairs)?;
         outln!("build lock waits:    {}", s.lock_waits)?;
+        if !s.recent_removals.is_empty() {
+            outln!("recently removed (newest first):")?;
+            let now = SystemTime::now();
+            for r in s.recent_removals.iter().rev().take(10) {
+                let at = UNIX_EPOCH + Duration::from_secs(r.at);
+                outln!(
+                    "  {:<24} {:>8} ago  {}",
+                    r.name,
+                    format_age(age_of(at, now)),
+                    r.why
+                )?;
+            }
+        }
     }
     if zero {
         cache.zero_stats()?;

@@ -138,6 +138,7 @@ impl FsCache {
             self.count(|p| &p.bytes_stored, report.size);
         }
         if !report.evicted.is_empty() {
+            self.inner.stats.note_removals(&report.evicted, "evicted");
             self.count(|p| &p.evictions, report.evicted.len() as u64);
         }
     }

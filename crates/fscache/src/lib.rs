@@ -103,7 +103,7 @@ pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
 pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
-pub use stats::{Stats, CACHE_STATS};
+pub use stats::{Removal, Stats, CACHE_STATS, RECENT_REMOVALS};
 pub use verify::{tree_digest, Verified, VerifyProgress};
 
 /// The README's example, run as a doc test so it never goes stale.

@@ -274,6 +274,7 @@ impl FsCache {
             return Ok(report);
         }
         let evicted = fscache_quota::evict(dir, &victims)?;
+        self.inner.stats.note_removals(&evicted.removed, "pruned");
         self.count(|p| &p.prunes, 1);
         self.count(|p| &p.removals, evicted.removed.len() as u64);
         tracing::info!(

@@ -21,6 +21,36 @@ use crate::error::{Error, Result};
 /// The file of the counters, in the cache root.
 pub const CACHE_STATS: &str = "cache.stats";
 
+/// How many removals [`Stats::recent_removals`] keeps.
+pub const RECENT_REMOVALS: usize = 100;
+
+const RECENT_KEY: &str = "recent-removals";
+
+/// An entry that eviction or prune removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// The entry's name.
+    pub name: String,
+    /// When, in seconds since the Unix epoch.
+    pub at: u64,
+    /// Why: `"evicted"` (to make room for a store) or `"pruned"`.
+    pub why: String,
+}
+
+impl Removal {
+    fn to_json(&self) -> Value {
+        serde_json::json!({"name": self.name, "at": self.at, "why": self.why})
+    }
+
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            name: v.get("name")?.as_str()?.to_owned(),
+            at: v.get("at")?.as_u64()?,
+            why: v.get("why")?.as_str()?.to_owned(),
+        })
+    }
+}
+
 /// A handle flushes its counts after this many operations (or a second).
 pub const FLUSH_EVERY: u64 = 1000;
 
@@ -34,6 +64,9 @@ macro_rules! counters {
         #[non_exhaustive]
         pub struct Stats {
             $( $(#[$doc])* pub $field: u64, )*
+            /// The entries eviction and prune removed most recently, oldest
+            /// first (at most [`RECENT_REMOVALS`]).
+            pub recent_removals: Vec<Removal>,
         }
 
         impl Stats {
@@ -45,6 +78,11 @@ macro_rules! counters {
             fn from_map(map: &Map<String, Value>) -> Self {
                 Self {
                     $( $field: map.get($key).and_then(Value::as_u64).unwrap_or(0), )*
+                    recent_removals: map
+                        .get(RECENT_KEY)
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Removal::from_json).collect())
+                        .unwrap_or_default(),
                 }
             }
 
@@ -55,6 +93,17 @@ macro_rules! counters {
                         map.insert($key.into(), Value::from(old.saturating_add(self.$field)));
                     }
                 )*
+                if !self.recent_removals.is_empty() {
+                    let mut list = map
+                        .get(RECENT_KEY)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    list.extend(self.recent_removals.iter().map(Removal::to_json));
+                    let excess = list.len().saturating_sub(RECENT_REMOVALS);
+                    list.drain(..excess);
+                    map.insert(RECENT_KEY.into(), Value::Array(list));
+                }
             }
         }
 
@@ -62,6 +111,7 @@ macro_rules! counters {
         #[derive(Default)]
         pub(crate) struct Pending {
             $( pub(crate) $field: AtomicU64, )*
+            removals_log: Mutex<Vec<Removal>>,
         }
 
         impl Pending {
@@ -69,12 +119,19 @@ macro_rules! counters {
             fn take(&self) -> Stats {
                 Stats {
                     $( $field: self.$field.swap(0, Ordering::Relaxed), )*
+                    recent_removals: std::mem::take(
+                        &mut *self.removals_log.lock().unwrap_or_else(|p| p.into_inner()),
+                    ),
                 }
             }
 
             /// Give counts back (a flush failed).
             fn give_back(&self, s: &Stats) {
                 $( self.$field.fetch_add(s.$field, Ordering::Relaxed); )*
+                let mut log = self.removals_log.lock().unwrap_or_else(|p| p.into_inner());
+                let mut back = s.recent_removals.clone();
+                back.append(&mut log);
+                *log = back;
             }
         }
     };
@@ -171,6 +228,29 @@ impl Counter {
         self.last_flush
             .try_lock()
             .is_ok_and(|t| t.elapsed() >= FLUSH_AFTER)
+    }
+
+    /// Note removals by eviction or prune (`why`), for
+    /// [`Stats::recent_removals`].
+    pub(crate) fn note_removals(&self, names: &[String], why: &str) {
+        if names.is_empty() {
+            return;
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut log = self
+            .pending
+            .removals_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        log.extend(names.iter().map(|n| Removal {
+            name: n.clone(),
+            at,
+            why: why.to_owned(),
+        }));
+        let excess = log.len().saturating_sub(RECENT_REMOVALS);
+        log.drain(..excess);
     }
 
     /// Forget this handle's unflushed counts.

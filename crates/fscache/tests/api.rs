@@ -480,6 +480,22 @@ fn statistics_sum_every_handle_and_survive_drops() {
     assert_eq!((s.stored, s.hits, s.misses_absent), (1, 3, 1));
     assert!(s.bytes_stored >= 10);
     assert_eq!(s.hit_rate(), Some(0.75));
+    // What eviction and prune removed, by name and why.
+    a.set_info(CacheInfo {
+        maximum_size: Some(MaxSize::Bytes(0)),
+        ..Default::default()
+    })
+    .unwrap();
+    let pruned = a.prune(PruneOptions::default()).unwrap();
+    assert_eq!(pruned.removed, ["x"]);
+    let recent = a.stats().unwrap().recent_removals;
+    assert_eq!(
+        recent
+            .iter()
+            .map(|r| (r.name.as_str(), r.why.as_str()))
+            .collect::<Vec<_>>(),
+        [("x", "pruned")]
+    );
     a.zero_stats().unwrap();
     assert_eq!(a.stats().unwrap(), fscache::Stats::default());
     // osbuild never opens it; it is beside its files.
