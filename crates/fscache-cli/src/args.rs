@@ -178,6 +178,41 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Upload entries to a remote (content-addressed, deduplicated: only
+    /// what the remote lacks is sent; signed with
+    /// $FSCACHE_REMOTE_SECRET_KEY when set).
+    Push {
+        /// [CACHE] NAME...: the cache directory (as for `rm`) and the
+        /// entries' names.
+        #[arg(value_name = "ARGS", required = true)]
+        args: Vec<OsString>,
+        /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
+        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+        remote: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download entries from a remote into the cache (checked against
+    /// their digest, and their signature when $FSCACHE_REMOTE_TRUSTED_KEYS
+    /// is set); a name the remote lacks is a miss (exit 2).
+    Pull {
+        /// [CACHE] NAME...: the cache directory (as for `rm`) and the
+        /// entries' names.
+        #[arg(value_name = "ARGS", required = true)]
+        args: Vec<OsString>,
+        /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
+        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+        remote: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The remote itself: list its entries, or make a signing key pair.
+    Remote {
+        #[command(subcommand)]
+        command: RemoteCmd,
+    },
     /// Show the cache's statistics, summed over every process that used
     /// it: hit rate, loads and misses by cause, stores by outcome,
     /// evictions, removals, repairs, lock waits.
@@ -239,6 +274,24 @@ pub(crate) enum Cmd {
         /// Where to write the pages.
         dir: Option<PathBuf>,
     },
+}
+
+/// `fscache remote …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RemoteCmd {
+    /// List the entries the remote has.
+    Ls {
+        /// The remote.
+        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+        remote: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an ed25519 key pair: the secret goes in
+    /// $FSCACHE_REMOTE_SECRET_KEY of pushers, the public key in
+    /// $FSCACHE_REMOTE_TRUSTED_KEYS of pullers.
+    Keygen,
 }
 
 /// The order of `ls`.

@@ -65,6 +65,23 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             rm(&cache, &names, json)
         }
         Cmd::Clear { cache, json } => clear(&given_once(g, cache)?, json),
+        Cmd::Push { args, remote, json } => {
+            let (cache, rest) = split_cache_variadic(g, args)?;
+            let names = rest
+                .into_iter()
+                .map(name_arg)
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::remote::push(&cache, &names, &remote, json)
+        }
+        Cmd::Pull { args, remote, json } => {
+            let (cache, rest) = split_cache_variadic(g, args)?;
+            let names = rest
+                .into_iter()
+                .map(name_arg)
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::remote::pull(&cache, &names, &remote, json)
+        }
+        Cmd::Remote { command } => crate::remote::remote(command),
         Cmd::Prune {
             cache,
             to,
@@ -103,7 +120,7 @@ fn two(args: Vec<OsString>) -> Result<[OsString; 2], Fail> {
 }
 
 /// Open an existing cache; only `set` creates one.
-fn open_existing(path: &Path) -> Result<FsCache, Fail> {
+pub(crate) fn open_existing(path: &Path) -> Result<FsCache, Fail> {
     let shown = path.display();
     match std::fs::metadata(path) {
         Ok(m) if !m.is_dir() => return Err(Fail::error(format!("`{shown}` is not a directory"))),

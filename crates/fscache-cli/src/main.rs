@@ -39,7 +39,9 @@
 mod args;
 mod commands;
 mod fail;
+#[macro_use]
 mod output;
+mod remote;
 mod signals;
 mod units;
 

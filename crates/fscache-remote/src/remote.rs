@@ -89,19 +89,29 @@ impl RemoteBuilder {
         let Some(url) = std::env::var(ENV_REMOTE).ok().filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
-        let mut b = Self::new(url);
+        Self::new(url).keys_from_env().map(Some)
+    }
+
+    /// Take the signing key from `FSCACHE_REMOTE_SECRET_KEY` and the trusted
+    /// keys from `FSCACHE_REMOTE_TRUSTED_KEYS` (comma- or space-separated),
+    /// when set: for a URL given some other way (a command-line flag).
+    ///
+    /// # Errors
+    ///
+    /// A key variable is set but does not hold keys.
+    pub fn keys_from_env(mut self) -> Result<Self> {
         if let Ok(k) = std::env::var(ENV_SECRET_KEY) {
-            b = b.signing_key(k.parse()?);
+            self = self.signing_key(k.parse()?);
         }
         if let Ok(keys) = std::env::var(ENV_TRUSTED_KEYS) {
             for k in keys
                 .split(|c: char| c == ',' || c.is_whitespace())
                 .filter(|k| !k.is_empty())
             {
-                b = b.trust(k.parse()?);
+                self = self.trust(k.parse()?);
             }
         }
-        Ok(Some(b))
+        Ok(self)
     }
 
     /// Read-write (the default) or read-only.

@@ -707,3 +707,6 @@ mod operator;
 
 // `stats` counted exactly across processes, and `verify`.
 mod integrity_and_stats;
+
+// `push`, `pull` and `remote` against a file:// remote.
+mod remote;
