@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::args::{given_once, name_arg, split_cache, split_cache_variadic, Cli, Cmd, Sort, APPID};
-use crate::fail::{Fail, Outcome};
+use crate::fail::{Fail, Gravest, Outcome};
 use crate::output::{self, detail, note, outln};
 use crate::signals::{self, Signals};
 use crate::units::format_age;
@@ -615,7 +615,7 @@ fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
 
 fn rm(path: &Path, names: &[String], as_json: bool) -> Outcome {
     let cache = open_existing(path)?;
-    let mut worst: Option<Fail> = None;
+    let mut gravest = Gravest::default();
     let (mut removed, mut in_use, mut missing) = (Vec::new(), Vec::new(), Vec::new());
     for name in names {
         let fail = match cache.remove(name) {
@@ -636,11 +636,7 @@ fn rm(path: &Path, names: &[String], as_json: bool) -> Outcome {
             }
             Err(e) => Fail::from(e),
         };
-        // Report every name; exit with the gravest: error (1) over miss (2).
-        output::eline(format_args!("{}", fail.message));
-        if worst.as_ref().is_none_or(|w| w.code == 2) {
-            worst = Some(fail);
-        }
+        gravest.report(fail);
     }
     if as_json {
         output::json(&json!({
@@ -649,7 +645,7 @@ fn rm(path: &Path, names: &[String], as_json: bool) -> Outcome {
             "missing": missing,
         }))?;
     }
-    Ok(worst.map_or(ExitCode::SUCCESS, |w| ExitCode::from(w.code)))
+    Ok(gravest.code())
 }
 
 fn clear(path: &Path, as_json: bool) -> Outcome {

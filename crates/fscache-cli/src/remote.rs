@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::args::RemoteCmd;
 use crate::commands::open_existing;
-use crate::fail::{chain, Fail, Outcome};
+use crate::fail::{chain, Fail, Gravest, Outcome};
 use crate::output;
 
 /// Open the remote at `url`, with the keys of the environment.
@@ -21,88 +21,97 @@ fn open(url: &str) -> Result<Remote, Fail> {
         .map_err(|e| Fail::error(format!("remote `{url}`: {}", chain(&e))))
 }
 
-pub(crate) fn push(cache: &Path, names: &[String], url: &str, as_json: bool) -> Outcome {
-    let cache = open_existing(cache)?;
-    let remote = open(url)?;
+/// Run `each` on every name, collecting its JSON row; a failure is
+/// reported at once, and the command exits with the gravest.
+fn for_each_name(
+    names: &[String],
+    as_json: bool,
+    mut each: impl FnMut(&str) -> Result<Value, Fail>,
+) -> Outcome {
     let mut rows = Vec::new();
-    let mut worst: Option<Fail> = None;
+    let mut gravest = Gravest::default();
     for name in names {
-        let fail = match remote.push(&cache, name) {
-            Ok(Some(r)) => {
-                if !as_json {
-                    let what = match r.outcome {
-                        Pushed::Published => "pushed",
-                        Pushed::Exists => "already on the remote:",
-                    };
-                    outln!(
-                        "{what} {name} ({} blobs, {} of {} sent)",
-                        r.blobs,
-                        format_bytes(r.bytes_uploaded),
-                        format_bytes(r.bytes_total)
-                    )?;
-                }
-                rows.push(json!({
-                    "name": name,
-                    "outcome": match r.outcome { Pushed::Published => "pushed", Pushed::Exists => "exists" },
-                    "digest": r.digest.to_string(),
-                    "blobs": r.blobs,
-                    "blobs_uploaded": r.blobs_uploaded,
-                    "bytes_uploaded": r.bytes_uploaded,
-                    "bytes_total": r.bytes_total,
-                }));
-                continue;
+        match each(name) {
+            Ok(row) => rows.push(row),
+            Err(fail) => {
+                rows.push(json!({"name": name, "outcome": "failed", "error": fail.message}));
+                gravest.report(fail);
             }
-            Ok(None) => Fail::miss(format!("no entry `{name}` in {}", cache.path().display())),
-            Err(e) => Fail::error(format!("failed to push `{name}`: {}", chain(&e))),
-        };
-        rows.push(json!({"name": name, "outcome": "failed", "error": fail.message}));
-        output::eline(format_args!("{}", fail.message));
-        if worst.as_ref().is_none_or(|w| w.code == 2) {
-            worst = Some(fail);
         }
     }
     if as_json {
         output::json(&Value::Array(rows))?;
     }
-    Ok(worst.map_or(ExitCode::SUCCESS, |w| ExitCode::from(w.code)))
+    Ok(gravest.code())
+}
+
+pub(crate) fn push(cache: &Path, names: &[String], url: &str, as_json: bool) -> Outcome {
+    let cache = open_existing(cache)?;
+    let remote = open(url)?;
+    for_each_name(names, as_json, |name| match remote.push(&cache, name) {
+        Ok(Some(r)) => {
+            let word = match r.outcome {
+                Pushed::Published => "pushed",
+                _ => "exists",
+            };
+            if !as_json {
+                outln!(
+                    "{} {name} ({} blobs, {} of {} sent)",
+                    if word == "pushed" {
+                        "pushed"
+                    } else {
+                        "already on the remote:"
+                    },
+                    r.blobs,
+                    format_bytes(r.bytes_uploaded),
+                    format_bytes(r.bytes_total)
+                )?;
+            }
+            Ok(json!({
+                "name": name,
+                "outcome": word,
+                "digest": r.digest.to_string(),
+                "blobs": r.blobs,
+                "blobs_uploaded": r.blobs_uploaded,
+                "bytes_uploaded": r.bytes_uploaded,
+                "bytes_total": r.bytes_total,
+            }))
+        }
+        Ok(None) => Err(Fail::miss(format!(
+            "no entry `{name}` in {}",
+            cache.path().display()
+        ))),
+        Err(e) => Err(Fail::error(format!(
+            "failed to push `{name}`: {}",
+            chain(&e)
+        ))),
+    })
 }
 
 pub(crate) fn pull(cache: &Path, names: &[String], url: &str, as_json: bool) -> Outcome {
     let cache = open_existing(cache)?;
     let remote = open(url)?;
-    let mut rows = Vec::new();
-    let mut worst: Option<Fail> = None;
-    for name in names {
-        let fail = match remote.pull(&cache, name) {
-            Ok(Some(got)) => {
-                let state = match &got {
-                    Obtained::Hit(_) => "present",
-                    Obtained::Built(_) => "pulled",
-                    Obtained::Uncached(_) => "not-kept",
-                };
-                if !as_json {
-                    match state {
-                        "pulled" => outln!("pulled {name}")?,
-                        "present" => outln!("{name} is in the cache already")?,
-                        _ => outln!("pulled {name}, but the cache did not keep it (too large?)")?,
-                    }
-                }
-                rows.push(json!({"name": name, "outcome": state}));
-                continue;
+    for_each_name(names, as_json, |name| match remote.pull(&cache, name) {
+        Ok(Some(got)) => {
+            let (word, said) = match &got {
+                Obtained::Hit(_) => ("present", format!("{name} is in the cache already")),
+                Obtained::Built(_) => ("pulled", format!("pulled {name}")),
+                Obtained::Uncached(_) => (
+                    "not-kept",
+                    format!("pulled {name}, but the cache did not keep it (too large?)"),
+                ),
+            };
+            if !as_json {
+                outln!("{said}")?;
             }
-            Ok(None) => Fail::miss(format!("no entry `{name}` on the remote")),
-            Err(e) => Fail::error(format!("failed to pull `{name}`: {}", chain(&e))),
-        };
-        rows.push(json!({"name": name, "outcome": "failed", "error": fail.message}));
-        output::eline(format_args!("{}", fail.message));
-        if worst.as_ref().is_none_or(|w| w.code == 2) {
-            worst = Some(fail);
+            Ok(json!({"name": name, "outcome": word}))
         }
-    }
-    if as_json {
-        output::json(&Value::Array(rows))?;
-    }
-    Ok(worst.map_or(ExitCode::SUCCESS, |w| ExitCode::from(w.code)))
+        Ok(None) => Err(Fail::miss(format!("no entry `{name}` on the remote"))),
+        Err(e) => Err(Fail::error(format!(
+            "failed to pull `{name}`: {}",
+            chain(&e)
+        ))),
+    })
 }
 
 pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
