@@ -843,7 +843,7 @@ fn stats(path: &Path, as_json: bool, zero: bool) -> Outcome {
         )?;
         outln!("prunes / removals:   {} / {}", s.prunes, s.removals)?;
         outln!("repairs:             {}", s.repairs)?;
-        outln!("build lock waits:    {}", s.lock_waits)?;
+        outln!("lock waits:          {}", s.lock_waits)?;
         if !s.recent_removals.is_empty() {
             outln!("recently removed (newest first):")?;
             let now = SystemTime::now();

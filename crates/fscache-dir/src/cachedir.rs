@@ -6,6 +6,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cap_std::fs::Dir;
 use fscache_lock::{FileLock, LockKind, Wait};
@@ -98,9 +100,13 @@ pub struct CacheDir {
     root: PathBuf,
     remote: bool,
     durable: bool,
+    waits: Option<WaitObserver>,
     #[cfg(feature = "test-hooks")]
     hook: Option<Hook>,
 }
+
+/// Told of every wait for a lock: the path, and how long it took to get.
+pub type WaitObserver = Arc<dyn Fn(&Path, Duration) + Send + Sync>;
 
 /// What a locked open does when the path is absent.
 enum Absence<'a> {
@@ -141,9 +147,17 @@ impl CacheDir {
             root,
             remote,
             durable: false,
+            waits: None,
             #[cfg(feature = "test-hooks")]
             hook: None,
         })
+    }
+
+    /// Call `observer` whenever a blocking [`CacheDir::lock`] had to wait
+    /// for another holder (not when the lock was free: that path costs
+    /// nothing more).
+    pub fn set_wait_observer(&mut self, observer: Option<WaitObserver>) {
+        self.waits = observer;
     }
 
     /// Make atomic files durable: each temporary file is `fsync`ed before
@@ -308,7 +322,20 @@ impl CacheDir {
             };
             self.hook(HookPoint::LockedOpenLock, rel);
             let lock = match wait {
-                Wait::Block => FileLock::lock(fd, opts.kind),
+                // Try first: free is the common case and costs the same one
+                // fcntl; a wait is then timed and reported.
+                Wait::Block => match FileLock::try_lock_or_return(fd, opts.kind) {
+                    Ok(Ok(lock)) => Ok(lock),
+                    Ok(Err(fd)) => {
+                        let started = Instant::now();
+                        let lock = FileLock::lock(fd, opts.kind);
+                        if let Some(observe) = &self.waits {
+                            observe(rel, started.elapsed());
+                        }
+                        lock
+                    }
+                    Err(e) => Err(e),
+                },
                 Wait::NonBlock => match FileLock::try_lock(fd, opts.kind) {
                     Ok(Some(lock)) => Ok(lock),
                     Ok(None) => return Ok(None),

@@ -80,9 +80,9 @@ pub mod walk;
 
 pub use beneath::open_beneath;
 pub use cachedir::{
-    gone, read_small_fd, AnonDir, CacheDir, LockedFile, Publish, Published, CACHEDIR_TAG,
-    CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS, OBJECT_INFO,
-    OBJECT_LOCK, STAGE,
+    gone, read_small_fd, AnonDir, CacheDir, LockedFile, Publish, Published, WaitObserver,
+    CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS,
+    OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 pub use error::{raw_os_error, with_path, PathError};
 pub use hook::{Hook, HookPoint};

@@ -66,7 +66,7 @@ pub(crate) struct Inner {
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
-    pub(crate) stats: crate::stats::Counter,
+    pub(crate) stats: Arc<crate::stats::Counter>,
     // Held shared for the handle's whole life; repair converts it to
     // exclusive for a moment.
     cache_lock: Mutex<FileLock<OwnedFd>>,
@@ -182,6 +182,14 @@ impl Builder {
         dir.set_hook(self.hook.clone());
         // cache.size and cache.info are replaced durably too.
         dir.set_durable(self.durability == Durability::Committed);
+        // Waits for a lock (cache.size, cache.info, cache.stats): counted
+        // and traced. A free lock costs nothing more.
+        let stats = Arc::new(crate::stats::Counter::default());
+        let seen = stats.clone();
+        dir.set_wait_observer(Some(Arc::new(move |path: &Path, waited| {
+            seen.pending.lock_waits.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(path = %path.display(), ?waited, "waited for a lock");
+        })));
         let boot_id = crate::bootid::current_app_boot_id(&self.appid)
             .map_err(|e| Error::io("read", crate::bootid::KERNEL_BOOT_ID, e))?;
         dir.scaffold_created_by(Some(&boot_id))
@@ -212,7 +220,7 @@ impl Builder {
                 watermark_percent: AtomicU8::new(self.watermark_percent),
                 durability: self.durability,
                 record_digests: self.record_digests,
-                stats: crate::stats::Counter::default(),
+                stats,
                 cache_lock: Mutex::new(cache_lock),
                 commit_gate: RwLock::new(()),
             }),

@@ -171,8 +171,9 @@ counters! {
     removals => "removals",
     /// Repairs that ran.
     repairs => "repairs",
-    /// Times a process waited for the build lock of a name another was
-    /// building (`load_or_build`).
+    /// Times a process waited for a lock another held: the build lock of
+    /// a name (`load_or_build`), or the lock of `cache.size`, `cache.info`
+    /// or `cache.stats`. (Loads never wait: a held entry is a miss.)
     lock_waits => "lock-waits",
 }
 

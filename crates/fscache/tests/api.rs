@@ -501,3 +501,28 @@ fn statistics_sum_every_handle_and_survive_drops() {
     // osbuild never opens it; it is beside its files.
     assert!(tmp.path().join(fscache::CACHE_STATS).exists());
 }
+
+#[test]
+fn a_wait_for_a_lock_is_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = unlimited(tmp.path());
+    let before = c.stats().unwrap().lock_waits;
+    // Another open file description holds cache.info for a moment.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(tmp.path().join("cache.info"))
+        .unwrap();
+    let held = fscache_lock::FileLock::lock(file, fscache_lock::LockKind::Exclusive).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+    });
+    c.set_info(CacheInfo {
+        maximum_size: Some(MaxSize::Bytes(1 << 20)),
+        ..Default::default()
+    })
+    .unwrap();
+    release.join().unwrap();
+    assert_eq!(c.stats().unwrap().lock_waits, before + 1);
+}
