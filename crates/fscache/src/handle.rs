@@ -77,8 +77,16 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The last clone is gone: hand this handle's counts to the cache.
-        let _ = self.stats.flush(&self.dir);
+        // The last clone is gone: hand this handle's counts to the cache,
+        // unless it is of a format we do not write into.
+        let compatible = self
+            .info
+            .read()
+            .map(|i| i.0.is_compatible())
+            .unwrap_or(false);
+        if compatible {
+            let _ = self.stats.flush(&self.dir);
+        }
     }
 }
 
@@ -563,7 +571,10 @@ impl FsCache {
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
     pub(crate) fn count(&self, field: fn(&Pending) -> &AtomicU64, by: u64) {
-        self.inner.stats.bump(self.dir(), field, by);
+        // A cache of another format version is not ours to write into: its
+        // counts stay in memory.
+        let dir = self.compatible().then(|| self.dir());
+        self.inner.stats.bump(dir, field, by);
     }
 
     /// The statistics of the cache, summed over every process that used it
@@ -574,7 +585,9 @@ impl FsCache {
     ///
     /// Flushing or reading `cache.stats` failed.
     pub fn stats(&self) -> Result<Stats> {
-        self.inner.stats.flush(self.dir())?;
+        if self.compatible() {
+            self.inner.stats.flush(self.dir())?;
+        }
         crate::stats::read(self.dir())
     }
 

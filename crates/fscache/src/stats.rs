@@ -216,12 +216,16 @@ impl Default for Counter {
 impl Counter {
     /// Count one on `field`, and flush when it is time. Never fails: a
     /// flush that fails keeps its counts for the next.
-    pub(crate) fn bump(&self, dir: &CacheDir, field: fn(&Pending) -> &AtomicU64, by: u64) {
+    /// `dir`: where to flush when it is time; `None` keeps the counts in
+    /// memory (a cache we may not write into).
+    pub(crate) fn bump(&self, dir: Option<&CacheDir>, field: fn(&Pending) -> &AtomicU64, by: u64) {
         field(&self.pending).fetch_add(by, Ordering::Relaxed);
         let ops = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
         // Checking the clock is a vDSO read, no system call.
-        if ops % FLUSH_EVERY == 0 || self.due() {
-            let _ = self.flush(dir);
+        if let Some(dir) = dir {
+            if ops % FLUSH_EVERY == 0 || self.due() {
+                let _ = self.flush(dir);
+            }
         }
     }
 
