@@ -63,7 +63,8 @@ pub fn parse(args: &[&str]) -> Result<Options> {
 /// are off afterwards.
 pub fn stress(o: &Options) -> Result<()> {
     let helper = build_helper()?;
-    let scratch;
+    // Empty: nothing to remove (a cache the caller named stays anyway).
+    let mut scratch = Scratch(PathBuf::new());
     let cache = match &o.cache {
         Some(dir) => dir.clone(),
         None => {
@@ -142,6 +143,15 @@ pub fn stress(o: &Options) -> Result<()> {
         Ok(b) => println!("stress: books exact: {b}"),
         Err(e) => println!("stress: books WRONG: {e}"),
     }
+    if errors > 0 || books.is_err() {
+        // Keep the evidence: the cache as the failure left it.
+        if let Some(kept) = scratch.keep() {
+            println!(
+                "stress: the cache is kept for a post-mortem: {}",
+                kept.display()
+            );
+        }
+    }
     if errors > 0 {
         return Err(format!("stress: {errors} processes failed").into());
     }
@@ -198,11 +208,21 @@ fn check_books(cache: &Path) -> Result<String> {
     ))
 }
 
-/// A scratch directory removed on drop.
+/// A scratch directory removed on drop (unless kept).
 struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Do not remove it: hand back its path (`None` when there is none).
+    fn keep(&mut self) -> Option<PathBuf> {
+        let path = std::mem::take(&mut self.0);
+        (!path.as_os_str().is_empty()).then_some(path)
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        if !self.0.as_os_str().is_empty() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
     }
 }
