@@ -350,8 +350,11 @@ fn package() -> Result<()> {
     let mut patch = String::from("\n[patch.crates-io]\n");
     for (name, version) in &crates {
         let dir = format!("{name}-{version}");
+        // -m: the files get the extraction's time, not the archive's (cargo
+        // writes fixed ones), so cargo sees them newer than what it built
+        // from an earlier package in the same target directory.
         let mut tar = Command::new("tar");
-        tar.arg("-xzf")
+        tar.arg("-mxzf")
             .arg(target.join("package").join(format!("{dir}.crate")))
             .arg("-C")
             .arg(&ws);
