@@ -527,11 +527,14 @@ impl FsCache {
     /// that is not a miss.
     pub fn load(&self, name: &str) -> Result<Option<Entry>> {
         let name = EntryName::new(name)?;
-        let count = |field: fn(&Pending) -> &AtomicU64| self.count(field, 1);
         if !self.compatible() {
-            count(|p| &p.misses_incompatible);
+            self.count(|p| &p.misses_incompatible, 1);
             return Ok(None);
         }
+        // Compatible, as just read: count without reading it again (the
+        // load is the hot path).
+        let count =
+            |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
         let dir = self.dir();
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
