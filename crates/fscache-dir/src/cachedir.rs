@@ -287,6 +287,51 @@ impl CacheDir {
         })
     }
 
+    /// Claim the lock file `rel` of a directory that may be crash debris,
+    /// without waiting: open it read-write, creating it when it is missing
+    /// (`O_CREAT`, as osbuild's cleanup does, so a writer about to link its
+    /// own lock file in gets `EEXIST` and moves on), lock it exclusively,
+    /// then require that `rel` still names the locked inode.
+    ///
+    /// The last check compares device and inode with a `stat` of the path,
+    /// not only the link count: a descriptor opened before a racing
+    /// cleanup unlinked the file (and a new writer linked its own lock in
+    /// its place) or before its writer renamed the directory away must
+    /// never pass for the lock of what `rel` names now. Removing a
+    /// directory under such a stale lock deletes a live writer's files.
+    /// A mismatch is [`TryLocked::Busy`]: the directory is not ours to
+    /// remove now.
+    ///
+    /// # Errors
+    ///
+    /// The open, lock or `stat` failed for a reason other than absence.
+    pub fn try_claim(&self, rel: &Path) -> io::Result<TryLocked> {
+        let fd = match self.open_raw(
+            rel,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(TryLocked::Absent),
+            Err(e) => return Err(self.err("open", rel, e)),
+        };
+        self.hook(HookPoint::LockedOpenLock, rel);
+        let lock = match FileLock::try_lock(fd, LockKind::Exclusive) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return Ok(TryLocked::Busy),
+            Err(e) => return Err(self.err("lock", rel, e)),
+        };
+        let st = rustix::fs::fstat(&lock).map_err(|e| self.err("fstat", rel, e))?;
+        match rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino && st.st_nlink > 0 => {
+                Ok(TryLocked::Locked(LockedFile { lock, stat: st }))
+            }
+            Ok(_) => Ok(TryLocked::Busy),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::STALE) => Ok(TryLocked::Absent),
+            Err(e) => Err(self.err("stat", rel, e)),
+        }
+    }
+
     /// The loop of every locked open: open (never create) → lock → still
     /// linked? → retry. `None` when a non-blocking lock met contention or
     /// (with [`Absence::Note`]) the path is absent.

@@ -378,3 +378,52 @@ fn noatime_locks_leave_the_atime_alone() {
     let _ = rustix::io::read(&fd, &mut buf);
     assert_eq!(std::fs::metadata(&p).unwrap().accessed().unwrap(), old);
 }
+
+/// The sweep's claim of a lock-less directory: the descriptor it opened
+/// can go stale before it locks (a racing cleanup unlinks the file it
+/// created, and a new writer links its own lock file in its place). The
+/// claim must then not hold "the lock" of the writer's directory.
+#[test]
+fn a_claim_never_holds_a_stale_lock_file() {
+    let (_t, root) = fresh();
+    let mut c = open(&root);
+    let dir = root.join(OBJECTS).join("uuid-0");
+    std::fs::create_dir(&dir).unwrap();
+    let writer: Arc<Mutex<Option<FileLock<std::fs::File>>>> = Arc::default();
+    let w = writer.clone();
+    let d = dir.clone();
+    c.set_hook(Some(Arc::new(move |point: HookPoint, _: &Path| {
+        if point == HookPoint::LockedOpenLock && w.lock().unwrap().is_none() {
+            // The cleanup that created the file we opened removes it; a
+            // writer links its own, held, lock file in and starts filling.
+            std::fs::remove_file(d.join(OBJECT_LOCK)).unwrap();
+            let f = std::fs::File::create(d.join(OBJECT_LOCK)).unwrap();
+            *w.lock().unwrap() = Some(FileLock::lock(f, LockKind::Exclusive).unwrap());
+            std::fs::create_dir(d.join("data")).unwrap();
+        }
+    })));
+    let rel = PathBuf::from(OBJECTS).join("uuid-0").join(OBJECT_LOCK);
+    assert!(matches!(c.try_claim(&rel).unwrap(), TryLocked::Busy));
+    assert!(dir.join("data").is_dir());
+    // Once the writer is gone, the claim holds the lock file `rel` names.
+    drop(writer.lock().unwrap().take());
+    c.set_hook(None);
+    let TryLocked::Locked(held) = c.try_claim(&rel).unwrap() else {
+        panic!("an unheld lock file is claimed");
+    };
+    let on_disk = std::fs::metadata(&dir.join(OBJECT_LOCK)).unwrap();
+    assert_eq!(
+        held.stat.st_ino as u64,
+        std::os::unix::fs::MetadataExt::ino(&on_disk)
+    );
+    // A missing lock file is created and claimed; a missing directory is
+    // absent.
+    std::fs::remove_file(dir.join(OBJECT_LOCK)).unwrap();
+    drop(held);
+    assert!(matches!(c.try_claim(&rel).unwrap(), TryLocked::Locked(_)));
+    assert!(matches!(
+        c.try_claim(&PathBuf::from(OBJECTS).join("uuid-1").join(OBJECT_LOCK))
+            .unwrap(),
+        TryLocked::Absent
+    ));
+}

@@ -6,8 +6,7 @@ use fscache_dir::{
     gone, CacheDir, LockOptions, TryLocked, OBJECTS, OBJECT_INFO, OBJECT_LOCK, RESERVED_PREFIX,
     STAGE,
 };
-use fscache_lock::{FileLock, LockKind};
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::FileType;
 
 use crate::error::{self, Result};
 use crate::lru::retire;
@@ -87,27 +86,6 @@ fn invalid_dir(cache: &CacheDir, rel: &Path) -> bool {
             .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
 }
 
-fn try_lock_created(
-    cache: &CacheDir,
-    rel: &Path,
-) -> Result<Option<FileLock<std::os::fd::OwnedFd>>> {
-    let fd = match cache.open_raw(
-        rel,
-        OFlags::RDWR | OFlags::CREATE,
-        Mode::from_raw_mode(0o644),
-    ) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let e: std::io::Error = e.into();
-            if gone(&e) {
-                return Ok(None);
-            }
-            return Err(error::io("open", cache.abs(rel), e));
-        }
-    };
-    FileLock::try_lock(fd, LockKind::Exclusive).map_err(|e| error::io("lock", cache.abs(rel), e))
-}
-
 /// Which kind of directory a sweep found.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Debris {
@@ -120,8 +98,15 @@ enum Debris {
 
 fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Result<bool> {
     let lock_rel: PathBuf = rel.join(OBJECT_LOCK);
-    let Some(lock) = try_lock_created(cache, &lock_rel)? else {
-        return Ok(false);
+    // The claim checks that the lock it holds is the one `rel` names now: a
+    // stale one (unlinked by a racing cleanup, its directory since reused
+    // by a live writer) would let us delete that writer's files.
+    let lock = match cache
+        .try_claim(&lock_rel)
+        .map_err(|e| error::io("lock", cache.abs(&lock_rel), e))?
+    {
+        TryLocked::Locked(lock) => lock,
+        TryLocked::Busy | TryLocked::Absent => return Ok(false),
     };
     if kind == Debris::Named && cache.stat(&rel.join(OBJECT_INFO)).is_ok() {
         // Between our look and our lock, a writer renamed its finished
@@ -231,5 +216,44 @@ mod tests {
         assert_eq!(freed, 0);
         assert!(n.join(OBJECT_INFO).exists() && n.join("data").exists());
         assert_eq!(counter::read_size(&c).unwrap(), 4096);
+    }
+
+    #[test]
+    fn a_live_writer_in_a_directory_a_racing_cleanup_emptied_is_kept() {
+        // The 1-hour stress failure: two sweeps met a lock-less anonymous
+        // directory. The first created its lock file, removed it, and was
+        // about to remove the directory; a writer then linked its own lock
+        // file in and filled `data/`. The second sweep had opened the
+        // first one's lock file before it was unlinked: locking that stale
+        // descriptor must not let it delete the writer's files.
+        use fscache_lock::{FileLock, LockKind};
+        use std::sync::{Arc, Mutex};
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = CacheDir::open(&tmp.path().join("c")).unwrap();
+        c.scaffold().unwrap();
+        let dir = c.root().join(OBJECTS).join("uuid-0");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(OBJECT_LOCK), b"").unwrap();
+        let writer: Arc<Mutex<Option<FileLock<std::fs::File>>>> = Arc::default();
+        let w = writer.clone();
+        let d = dir.clone();
+        c.set_hook(Some(Arc::new(move |point, _: &Path| {
+            if point == fscache_dir::HookPoint::LockedOpenLock && w.lock().unwrap().is_none() {
+                std::fs::remove_file(d.join(OBJECT_LOCK)).unwrap();
+                let f = std::fs::File::create(d.join(OBJECT_LOCK)).unwrap();
+                *w.lock().unwrap() = Some(FileLock::lock(f, LockKind::Exclusive).unwrap());
+                std::fs::create_dir(d.join("data")).unwrap();
+                std::fs::write(d.join("data/f"), b"the writer's").unwrap();
+            }
+        })));
+        let swept = sweep(&c).unwrap();
+        assert!(swept.removed.is_empty(), "{swept:?}");
+        assert_eq!(std::fs::read(dir.join("data/f")).unwrap(), b"the writer's");
+        // The writer gone, its directory is debris.
+        drop(writer.lock().unwrap().take());
+        c.set_hook(None);
+        assert_eq!(sweep(&c).unwrap().removed, ["uuid-0"]);
+        assert!(!dir.exists());
     }
 }
