@@ -27,6 +27,7 @@
 //! fscache-test-helper crash-in-store CACHE NAME
 //! fscache-test-helper crash-after-charge CACHE NAME
 //! fscache-test-helper crash-at POINT CACHE NAME
+//! fscache-test-helper crash-model POINT CACHE NAME SEED BLOCKS
 //! fscache-test-helper hold CACHE NAME
 //! fscache-test-helper build-once CACHE NAME LOG
 //! fscache-test-helper serve CACHE APPID
@@ -50,6 +51,9 @@
 //!   first time the hook POINT fires after the cache is open (see
 //!   `fscache::FsCache::open_with_hook`); if it never fires, it prints
 //!   `survived: OUTCOME` and exits 5.
+//! * `crash-model` is the model test's crash: the entry holds the model's
+//!   content, POINT may also be `fill` (die after writing the data), and
+//!   at `remove:rmdir` it removes NAME instead of storing.
 //! * `hold` loads NAME, prints `loaded` (and holds the read lock until stdin
 //!   reaches EOF, then exits 0) or `miss` (and exits 0 at once).
 //!
@@ -132,6 +136,10 @@ fn run(args: &[String]) -> Result<(), Failure> {
         ["crash-in-store", cache, name] => crash_in_store(cache, name),
         ["crash-after-charge", cache, name] => crash_at("commit:rename", cache, name),
         ["crash-at", point, cache, name] => crash_at(point, cache, name),
+        ["crash-model", point, cache, name, seed, blocks] => {
+            crash_model(point, cache, name, parse_num(seed)?, parse_num(blocks)?)
+        }
+        ["crash-model", ..] => Err(Failure::Usage("`crash-model` takes 5 arguments".into())),
         ["hold", cache, name] => hold(cache, name),
         ["build-once", cache, name, log] => build_once(cache, name, log),
         ["build-once", ..] => Err(Failure::Usage("`build-once` takes 3 arguments".into())),
@@ -456,6 +464,56 @@ fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
     Err(Failure::Status(5, format!("survived: {outcome:?}")))
 }
 
+/// The model test's crash: store NAME with the model's content of SEED
+/// (BLOCKS pages) and die at POINT: `fill` (the data written, before the
+/// commit), or a hook point (see `crash-at`). At `remove:rmdir` the
+/// process removes NAME instead of storing it. A point never reached
+/// prints `survived: OUTCOME` and exits 5.
+fn crash_model(
+    point: &str,
+    cache: &str,
+    name: &str,
+    seed: u64,
+    blocks: u64,
+) -> Result<(), Failure> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let fill = |dir: &Path| {
+        let f = dir.join("f");
+        std::fs::write(&f, model_content(seed, blocks as usize * 4096))
+            .map_err(io_err(format!("failed to write `{}`", f.display())))
+    };
+    if point == "fill" {
+        let cache = fscache::FsCache::open("fscache-crash", cache).map_err(lib_err("open"))?;
+        let w = cache.store(name).map_err(lib_err("store"))?;
+        fill(w.path())?;
+        die()
+    }
+    let point = fscache::HookPoint::from_name(point)
+        .ok_or_else(|| Failure::Status(2, format!("unknown hook point `{point}`")))?;
+    let armed = Arc::new(AtomicBool::new(false));
+    let hook: fscache::Hook = {
+        let armed = armed.clone();
+        Arc::new(move |p: fscache::HookPoint, _: &Path| {
+            if p == point && armed.load(Ordering::SeqCst) {
+                die();
+            }
+        })
+    };
+    let cache = fscache::FsCache::open_with_hook("fscache-crash", cache, Some(hook))
+        .map_err(lib_err("open"))?;
+    armed.store(true, Ordering::SeqCst);
+    if point == fscache::HookPoint::RemoveRmdir {
+        let removed = cache.remove(name).map_err(lib_err("remove"))?;
+        return Err(Failure::Status(5, format!("survived: {removed:?}")));
+    }
+    let w = cache.store(name).map_err(lib_err("store"))?;
+    fill(w.path())?;
+    let outcome = w.commit().map_err(lib_err("commit"))?;
+    Err(Failure::Status(5, format!("survived: {outcome:?}")))
+}
+
 fn build_once(cache: &str, name: &str, log: &str) -> Result<(), Failure> {
     let cache = fscache::FsCache::builder("fscache-flight")
         .max_size_if_unset(fscache::MaxSize::Unlimited)
@@ -547,6 +605,7 @@ struct Served {
 /// remove NAME                    → removed FREED | removed in-use | removed missing
 /// sweep                          → swept COUNT FREED
 /// repair                         → repaired busy | repaired COUNT ACCOUNTED
+/// verify                         → verified OK UNVERIFIED MISS BAD
 /// held                           → seeds SEED,… | seeds -
 /// ```
 ///
@@ -717,6 +776,19 @@ fn serve_one(cache: &fscache::FsCache, s: &mut Served, line: &str) -> Result<Str
         ["sweep"] => {
             let r = cache.sweep().map_err(e)?;
             format!("swept {} {}", r.removed.len(), r.freed)
+        }
+        ["verify"] => {
+            let (mut ok, mut unverified, mut miss, mut bad) = (0, 0, 0, 0);
+            for (_, v) in cache.verify_all(&|_| {}).map_err(e)? {
+                match v.map_err(e)? {
+                    fscache::Verified::Ok(_) => ok += 1,
+                    fscache::Verified::Unverified => unverified += 1,
+                    fscache::Verified::Miss => miss += 1,
+                    // Mismatch, and whatever else a newer version reports.
+                    _ => bad += 1,
+                }
+            }
+            format!("verified {ok} {unverified} {miss} {bad}")
         }
         ["repair"] => match cache.repair().map_err(e)? {
             None => "repaired busy".into(),

@@ -10,6 +10,12 @@
 //! separated by an [`Op::Tick`]), free down to the 90% watermark and no
 //! further, and never touch an entry a handle holds. The cache's choice,
 //! once checked, is adopted.
+//!
+//! Faults are operations too: [`Op::Crash`] kills a process of its own
+//! with `SIGKILL` at a protocol step, and the model says what debris that
+//! leaves, what stays on the books until a sweep, and which operations
+//! sweep it (a sweep, a removal, a prune, a repair, `verify_all`, and a
+//! commit that finds the cache full).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,6 +111,48 @@ pub enum Op {
     /// Wait until the file system clock has advanced: every use after
     /// this step is later than every use before it.
     Tick,
+    /// `verify_all`: every entry has its recorded digest.
+    Verify { h: usize },
+    /// A process of its own (not a handle of the case) stores `name` with
+    /// this content, or removes it, and is killed with `SIGKILL` at
+    /// `point`. Skipped where the point would not be reached
+    /// deterministically (see [`Model::applies`]).
+    Crash {
+        point: CrashPoint,
+        name: usize,
+        seed: u64,
+        blocks: u64,
+    },
+}
+
+/// Where an [`Op::Crash`] kills its process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// A store's data written, before the commit: an unlocked
+    /// `objects/uuid-*` with no `object.info`, nothing charged.
+    Fill,
+    /// A store's directory made, before its lock file is linked in: a
+    /// lock-less `objects/uuid-*`, and the unlocked temporary lock file
+    /// (`objects/uuid-*` too) that was to be linked.
+    Link,
+    /// A commit charged and wrote `object.info`, before the rename: an
+    /// unlocked `objects/uuid-*` whose recorded size is on the books.
+    Rename,
+    /// A removal of an idle entry, after it was uncharged and emptied,
+    /// before the `rmdir`: an empty directory under the entry's name.
+    Rmdir,
+}
+
+impl CrashPoint {
+    /// The point as `fscache-test-helper crash-model` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::Fill => "fill",
+            CrashPoint::Link => "atomic_dir:link",
+            CrashPoint::Rename => "commit:rename",
+            CrashPoint::Rmdir => "remove:rmdir",
+        }
+    }
 }
 
 impl Op {
@@ -130,8 +178,9 @@ impl Op {
             | PruneAge { h, .. }
             | Remove { h, .. }
             | Sweep { h }
-            | Repair { h } => Some(h),
-            Age { .. } | Tick => None,
+            | Repair { h }
+            | Verify { h } => Some(h),
+            Age { .. } | Tick | Crash { .. } => None,
         }
     }
 
@@ -173,7 +222,8 @@ impl Op {
             Remove { name, .. } => format!("remove {}", NAMES[name]),
             Sweep { .. } => "sweep".into(),
             Repair { .. } => "repair".into(),
-            Open { .. } | Close { .. } | Age { .. } | Tick => {
+            Verify { .. } => "verify".into(),
+            Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } => {
                 unreachable!("{self:?} is not a handle's request")
             }
         }
@@ -248,6 +298,14 @@ pub enum Outcome {
     /// `repair`: `None` when others had the cache open, else how many were
     /// removed and the books afterwards.
     Repaired(Option<(usize, u64)>),
+    /// `verify_all`: how many entries were intact, had no digest, were
+    /// gone, and were damaged.
+    Verified {
+        ok: usize,
+        unverified: usize,
+        miss: usize,
+        bad: usize,
+    },
     /// An error of the library (always a failure).
     Error(String),
 }
@@ -323,6 +381,12 @@ impl fmt::Display for Outcome {
             Outcome::Swept { removed, freed } => write!(f, "swept {removed} {freed}"),
             Outcome::Repaired(None) => write!(f, "repaired busy"),
             Outcome::Repaired(Some((n, accounted))) => write!(f, "repaired {n} {accounted}"),
+            Outcome::Verified {
+                ok,
+                unverified,
+                miss,
+                bad,
+            } => write!(f, "verified {ok} {unverified} {miss} {bad}"),
             Outcome::Error(e) => write!(f, "error {e}"),
         }
     }
@@ -374,6 +438,12 @@ impl Outcome {
             },
             ["repaired", "busy"] => Outcome::Repaired(None),
             ["repaired", r, n] => Outcome::Repaired(Some((num(r)? as usize, num(n)?))),
+            ["verified", o, u, m, b] => Outcome::Verified {
+                ok: num(o)? as usize,
+                unverified: num(u)? as usize,
+                miss: num(m)? as usize,
+                bad: num(b)? as usize,
+            },
             ["error", ..] => Outcome::Error(line["error ".len()..].to_owned()),
             _ => return Err(bad()),
         })
@@ -441,6 +511,14 @@ pub struct Model {
     /// usage puts it there (commits refuse to pass the limit), until
     /// removals bring it back under.
     pub lowered: bool,
+    /// The `objects/uuid-*` debris crashed stores left, each with the bytes
+    /// it keeps on the books (its recorded size after a crash between the
+    /// charge and the rename, else 0). A sweep removes and uncharges it.
+    pub debris: Vec<u64>,
+    /// Entry names whose removal crashed before the `rmdir`: empty
+    /// directories, no entries. A sweep removes them; a commit under the
+    /// name replaces one.
+    pub named_debris: BTreeSet<String>,
 }
 
 /// The model's verdict on one step.
@@ -465,12 +543,42 @@ impl Model {
             pending: Default::default(),
             dir_space,
             lowered: false,
+            debris: Vec::new(),
+            named_debris: BTreeSet::new(),
         }
     }
 
     /// The books: the sum of the entries' sizes.
     pub fn total(&self) -> u64 {
         self.entries.values().map(|e| e.size).sum()
+    }
+
+    /// What crash debris keeps on the books, beyond [`Model::total`].
+    pub fn debris_charge(&self) -> u64 {
+        self.debris.iter().sum()
+    }
+
+    /// A sweep ran: every piece of crash debris is gone, and uncharged.
+    /// What it removed and freed.
+    pub fn sweep(&mut self) -> (usize, u64) {
+        let n = self.debris.len() + self.named_debris.len();
+        let freed = self.debris_charge();
+        self.debris.clear();
+        self.named_debris.clear();
+        (n, freed)
+    }
+
+    /// Apply a crash (the test's own operation): what it leaves behind.
+    pub fn crash(&mut self, point: CrashPoint, name: &str, blocks: u64) {
+        match point {
+            CrashPoint::Fill => self.debris.push(0),
+            CrashPoint::Link => self.debris.extend([0, 0]),
+            CrashPoint::Rename => self.debris.push(self.size(blocks)),
+            CrashPoint::Rmdir => {
+                self.entries.remove(name);
+                self.named_debris.insert(name.to_owned());
+            }
+        }
     }
 
     pub fn size(&self, blocks: u64) -> u64 {
@@ -510,6 +618,29 @@ impl Model {
             Open { h } => !self.open[h],
             Age { name, .. } => self.entries.contains_key(NAMES[name]),
             Tick => true,
+            Crash {
+                point,
+                name,
+                blocks,
+                ..
+            } => match point {
+                CrashPoint::Fill | CrashPoint::Link => true,
+                // Only where the charge is accepted at once: no sweep, no
+                // eviction, no refusal before the point.
+                CrashPoint::Rename => {
+                    let size = self.size(blocks);
+                    self.limit
+                        .is_none_or(|l| l > 0 && self.total() + self.debris_charge() + size <= l)
+                }
+                // Only an idle entry, and no debris for the removal's own
+                // sweep to remove first (its removals would die instead).
+                CrashPoint::Rmdir => {
+                    self.entries.contains_key(NAMES[name])
+                        && !self.held_names().contains(NAMES[name])
+                        && self.debris.is_empty()
+                        && self.named_debris.is_empty()
+                }
+            },
             _ => {
                 let h = op.handle().expect("a handle's operation");
                 self.open[h]
@@ -632,7 +763,12 @@ impl Model {
             return Ok(());
         }
         let fits = |m: &Model| m.limit.is_none_or(|l| m.total() + size <= l);
-        if fits(self) {
+        // Crash debris charged on the books counts against the limit until
+        // a sweep: the refused charge sweeps first, then evicts.
+        let full = self
+            .limit
+            .is_some_and(|l| self.total() + self.debris_charge() + size > l);
+        if !full {
             ensure!(
                 removed.is_empty(),
                 "{size} bytes fit ({} of {:?} used) but eviction removed {removed:?}",
@@ -640,6 +776,7 @@ impl Model {
                 self.limit
             );
         } else {
+            self.sweep();
             let limit = self.limit.expect("a limit, since it does not fit");
             let target = limit * WATERMARK_PERCENT / 100;
             self.check_lru(removed, "eviction")?;
@@ -674,6 +811,8 @@ impl Model {
             let used = Use::Epoch(self.epoch);
             self.entries
                 .insert(name.to_owned(), Ent { seed, size, used });
+            // The rename replaced an empty directory a crashed removal left.
+            self.named_debris.remove(name);
         }
         Ok(())
     }
@@ -859,7 +998,9 @@ impl Model {
             (Stage { .. }, Outcome::Done) => removes_nothing("stage"),
             (SetLimit { blocks, .. }, Outcome::Done) => {
                 self.limit = blocks.map(|b| b * BLOCK);
-                self.lowered = self.limit.is_some_and(|l| self.total() > l);
+                self.lowered = self
+                    .limit
+                    .is_some_and(|l| self.total() + self.debris_charge() > l);
                 removes_nothing("set_info")
             }
             (
@@ -870,6 +1011,8 @@ impl Model {
                     freed,
                 },
             ) => {
+                // A prune sweeps first.
+                self.sweep();
                 let r: BTreeSet<String> = r.iter().cloned().collect();
                 ensure!(
                     &r == removed,
@@ -921,6 +1064,7 @@ impl Model {
                     freed,
                 },
             ) => {
+                self.sweep();
                 let held = self.held_names();
                 let old: BTreeSet<String> = self
                     .entries
@@ -946,6 +1090,8 @@ impl Model {
                 Ok(())
             }
             (Remove { name, .. }, Outcome::Removed(got)) => {
+                // A removal sweeps first.
+                self.sweep();
                 let n = NAMES[*name];
                 let expect = match self.entries.get(n) {
                     None => Removed::Missing,
@@ -967,13 +1113,34 @@ impl Model {
                 Ok(())
             }
             (Sweep { .. }, Outcome::Swept { removed: n, freed }) => {
-                // Nothing dies here: there is never debris to sweep, and a
-                // live writer's entry must survive.
+                // Only crash debris goes: a live writer's entry survives.
+                let expect = self.sweep();
                 ensure!(
-                    *n == 0 && *freed == 0,
-                    "sweep removed {n} and freed {freed}, with no debris"
+                    (*n, *freed) == expect,
+                    "sweep removed {n} and freed {freed}; the crash debris was {} pieces of {} bytes",
+                    expect.0,
+                    expect.1
                 );
                 removes_nothing("sweep")
+            }
+            (
+                Verify { .. },
+                Outcome::Verified {
+                    ok,
+                    unverified,
+                    miss,
+                    bad,
+                },
+            ) => {
+                // Listing the entries sweeps.
+                self.sweep();
+                ensure!(
+                    *bad == 0 && *miss == 0 && ok + unverified == self.entries.len(),
+                    "verify: {ok} intact, {unverified} without digest, {miss} gone, {bad} \
+                     damaged; the model has {} entries, all intact",
+                    self.entries.len()
+                );
+                removes_nothing("verify")
             }
             (Repair { .. }, Outcome::Repaired(r)) => {
                 let others = (0..HANDLES).any(|g| g != h && self.open[g]);
@@ -981,7 +1148,11 @@ impl Model {
                     None => ensure!(others, "repair refused though no other handle is open"),
                     Some((n, accounted)) => {
                         ensure!(!others, "repair ran while another handle was open");
-                        ensure!(*n == 0, "repair removed {n}, with no debris");
+                        let (expect, _) = self.sweep();
+                        ensure!(
+                            *n == expect,
+                            "repair removed {n}, the crash debris was {expect} pieces"
+                        );
                         ensure!(
                             *accounted == self.total(),
                             "repair counted {accounted}, the model {}",

@@ -196,7 +196,25 @@ fn exec(slot: &mut Slot, op: &Op) -> Result<Outcome, String> {
                 .map_err(e)?
                 .map(|r| (r.removed.len(), r.accounted)),
         ),
-        Open { .. } | Close { .. } | Age { .. } | Tick => {
+        Verify { .. } => {
+            let (mut ok, mut unverified, mut miss, mut bad) = (0, 0, 0, 0);
+            for (_, v) in c.verify_all(&|_| {}).map_err(e)? {
+                match v.map_err(e)? {
+                    fscache::Verified::Ok(_) => ok += 1,
+                    fscache::Verified::Unverified => unverified += 1,
+                    fscache::Verified::Miss => miss += 1,
+                    // Mismatch, and whatever else a newer version reports.
+                    _ => bad += 1,
+                }
+            }
+            Outcome::Verified {
+                ok,
+                unverified,
+                miss,
+                bad,
+            }
+        }
+        Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } => {
             return Err(format!("{op:?} is not a handle's operation"))
         }
     })
@@ -331,17 +349,55 @@ fn age(root: &Path, name: &str, secs: u64) {
         .expect("set the atime");
 }
 
-/// The committed entries on disk.
-fn on_disk(root: &Path) -> BTreeSet<String> {
-    entries(root).into_iter().collect()
-}
-
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)+) => {
         if !$cond {
             return Err(format!($($arg)+));
         }
     };
+}
+
+/// The committed entries on disk: named directories with an
+/// `object.info` (an empty one a crashed removal left is debris).
+fn on_disk(root: &Path) -> BTreeSet<String> {
+    entries(root)
+        .into_iter()
+        .filter(|n| root.join("objects").join(n).join("object.info").exists())
+        .collect()
+}
+
+/// Named directories in `objects/` that are no entries: the debris of
+/// crashed removals.
+fn named_debris(root: &Path) -> BTreeSet<String> {
+    let valid = on_disk(root);
+    entries(root)
+        .into_iter()
+        .filter(|n| !valid.contains(n))
+        .collect()
+}
+
+/// Run a crash: a helper process of its own stores (or removes) and is
+/// killed at the point. `Err` if it was not killed there.
+fn crash(root: &Path, point: CrashPoint, name: &str, seed: u64, blocks: u64) -> Verdict {
+    use std::os::unix::process::ExitStatusExt;
+    let out = Command::new(HELPER)
+        .arg("crash-model")
+        .arg(point.name())
+        .arg(root)
+        .arg(name)
+        .arg(seed.to_string())
+        .arg(blocks.to_string())
+        .output()
+        .map_err(|e| format!("spawn {HELPER}: {e}"))?;
+    ensure!(
+        out.status.signal() == Some(9),
+        "the crash at {} was not reached ({}): {}{}",
+        point.name(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// What must hold after every step: the disk is the model's, the books
@@ -370,9 +426,10 @@ fn check(model: &mut Model, root: &Path, driver: &mut dyn Driver) -> Verdict {
     }
     let (size, sum) = (size_file(root), recorded_sum(root));
     ensure!(
-        size == sum && sum == model.total(),
-        "books: cache.size {size}, object.info sum {sum}, model {}",
-        model.total()
+        size == sum + model.debris_charge() && sum == model.total(),
+        "books: cache.size {size}, object.info sum {sum}, model {} + crash debris {}",
+        model.total(),
+        model.debris_charge()
     );
     model.check_limit(size)?;
     for (h, holding) in model.held.iter().enumerate() {
@@ -389,9 +446,17 @@ fn check(model: &mut Model, root: &Path, driver: &mut dyn Driver) -> Verdict {
     let d = debris(root);
     let anon = d.iter().filter(|n| n.starts_with("objects/")).count();
     ensure!(
-        anon == model.anon_in_objects() && d.iter().all(|n| n.starts_with("objects/")),
-        "debris {d:?}: the handles own {} anonymous entries",
-        model.anon_in_objects()
+        anon == model.anon_in_objects() + model.debris.len()
+            && d.iter().all(|n| n.starts_with("objects/")),
+        "debris {d:?}: the handles own {} anonymous entries, crashes left {}",
+        model.anon_in_objects(),
+        model.debris.len()
+    );
+    let named = named_debris(root);
+    ensure!(
+        named == model.named_debris,
+        "named directories without object.info {named:?}, crashed removals left {:?}",
+        model.named_debris
     );
     Ok(())
 }
@@ -439,6 +504,26 @@ pub fn run_case<D: Driver>(ops: &[Op], make: impl FnOnce(&Path) -> D) -> Verdict
                     driver.close(h);
                     model.close(h);
                 }
+                Op::Crash {
+                    point,
+                    name,
+                    seed,
+                    blocks,
+                } => {
+                    if let Err(m) = crash(&root, point, NAMES[name], seed, blocks) {
+                        return Err(fail(m, &model));
+                    }
+                    let after = on_disk(&root);
+                    let lost: BTreeSet<String> = before.difference(&after).cloned().collect();
+                    let expect: BTreeSet<String> = match point {
+                        CrashPoint::Rmdir => [NAMES[name].to_owned()].into(),
+                        _ => BTreeSet::new(),
+                    };
+                    if lost != expect {
+                        return Err(fail(format!("the crash removed {lost:?}"), &model));
+                    }
+                    model.crash(point, NAMES[name], blocks);
+                }
                 _ => {
                     let h = op.handle().expect("a handle's operation");
                     let committing = match *op {
@@ -485,6 +570,18 @@ pub fn run_case<D: Driver>(ops: &[Op], make: impl FnOnce(&Path) -> D) -> Verdict
                 model.close(h);
             }
         }
+        // Crash debris stays until a sweep: one more handle sweeps it.
+        if !model.debris.is_empty() || !model.named_debris.is_empty() {
+            driver.open(0);
+            model.open[0] = true;
+            let sweep = Op::Sweep { h: 0 };
+            let out = driver.run(0, &sweep);
+            model
+                .apply(&sweep, &out, &BTreeSet::new())
+                .map_err(|m| format!("the final sweep: {m} (reported: {out})"))?;
+            driver.close(0);
+            model.close(0);
+        }
         let d = debris(&root);
         ensure!(d.is_empty(), "after closing every handle: debris {d:?}");
         check(&mut model, &root, &mut driver)
@@ -530,6 +627,19 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (h(), name()).prop_map(|(h, name)| Op::Remove { h, name }),
         1 => h().prop_map(|h| Op::Sweep { h }),
         1 => h().prop_map(|h| Op::Repair { h }),
+        1 => h().prop_map(|h| Op::Verify { h }),
+        2 => (
+            prop_oneof![
+                Just(CrashPoint::Fill),
+                Just(CrashPoint::Link),
+                Just(CrashPoint::Rename),
+                Just(CrashPoint::Rmdir),
+            ],
+            name(),
+            seed(),
+            blocks()
+        )
+            .prop_map(|(point, name, seed, blocks)| Op::Crash { point, name, seed, blocks }),
         2 => Just(Op::Tick),
     ]
 }
@@ -704,6 +814,67 @@ fn regressions() {
                 blocks: 4,
                 keep: false,
             },
+        ],
+        // Crash debris: an emptied directory under `a`'s name (a removal
+        // killed before its rmdir), then a half-committed `b` charged on
+        // the books; the next store finds the cache full, sweeps both
+        // (uncharging `b`), and renames over nothing; a store killed
+        // before linking its lock file leaves two pieces verify sweeps.
+        vec![
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Crash {
+                point: CrashPoint::Rmdir,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Crash {
+                point: CrashPoint::Rename,
+                name: 1,
+                seed: 2,
+                blocks: 8,
+            },
+            Op::Store {
+                h: 1,
+                name: 0,
+                seed: 3,
+                blocks: 3,
+            },
+            Op::Crash {
+                point: CrashPoint::Link,
+                name: 2,
+                seed: 4,
+                blocks: 1,
+            },
+            Op::Verify { h: 2 },
+        ],
+        // A removal killed before its rmdir leaves an empty directory a
+        // store then renames over (rename(2) replaces an empty directory).
+        vec![
+            Op::Store {
+                h: 0,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Crash {
+                point: CrashPoint::Rmdir,
+                name: 0,
+                seed: 1,
+                blocks: 1,
+            },
+            Op::Store {
+                h: 1,
+                name: 0,
+                seed: 2,
+                blocks: 1,
+            },
+            Op::Hold { h: 2, name: 0 },
         ],
         // Nor does prune.
         vec![
