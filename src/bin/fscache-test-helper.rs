@@ -28,6 +28,7 @@
 //! fscache-test-helper crash-after-charge CACHE NAME
 //! fscache-test-helper crash-at POINT CACHE NAME
 //! fscache-test-helper crash-model POINT CACHE NAME SEED BLOCKS
+//! fscache-test-helper store-model CACHE NAME SEED BLOCKS
 //! fscache-test-helper hold CACHE NAME
 //! fscache-test-helper build-once CACHE NAME LOG
 //! fscache-test-helper serve CACHE APPID
@@ -54,6 +55,9 @@
 //! * `crash-model` is the model test's crash: the entry holds the model's
 //!   content, POINT may also be `fill` (die after writing the data), and
 //!   at `remove:rmdir` it removes NAME instead of storing.
+//! * `store-model` stores NAME with the model's content and prints the
+//!   commit's outcome as `serve` does (the model test runs it under
+//!   `strace` fault injection).
 //! * `hold` loads NAME, prints `loaded` (and holds the read lock until stdin
 //!   reaches EOF, then exits 0) or `miss` (and exits 0 at once).
 //!
@@ -139,6 +143,10 @@ fn run(args: &[String]) -> Result<(), Failure> {
         ["crash-model", point, cache, name, seed, blocks] => {
             crash_model(point, cache, name, parse_num(seed)?, parse_num(blocks)?)
         }
+        ["store-model", cache, name, seed, blocks] => {
+            store_model(cache, name, parse_num(seed)?, parse_num(blocks)?)
+        }
+        ["store-model", ..] => Err(Failure::Usage("`store-model` takes 4 arguments".into())),
         ["crash-model", ..] => Err(Failure::Usage("`crash-model` takes 5 arguments".into())),
         ["hold", cache, name] => hold(cache, name),
         ["build-once", cache, name, log] => build_once(cache, name, log),
@@ -462,6 +470,31 @@ fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
     fill(w.path(), &mut Rng::new(1))?;
     let outcome = w.commit().map_err(lib_err("commit"))?;
     Err(Failure::Status(5, format!("survived: {outcome:?}")))
+}
+
+/// The model test's store under an injected I/O error: store NAME with the
+/// model's content of SEED (BLOCKS pages), commit, and print `stored
+/// OUTCOME EVICTED` (as `serve` answers `store`); an error exits 1.
+fn store_model(cache: &str, name: &str, seed: u64, blocks: u64) -> Result<(), Failure> {
+    let cache = fscache::FsCache::open("fscache-fault", cache).map_err(lib_err("open"))?;
+    let w = cache.store(name).map_err(lib_err("store"))?;
+    let f = w.path().join("f");
+    std::fs::write(&f, model_content(seed, blocks as usize * 4096))
+        .map_err(io_err(format!("failed to write `{}`", f.display())))?;
+    let r = w.commit_report().map_err(lib_err("commit"))?;
+    let word = match r.stored {
+        fscache::Stored::Committed => "committed",
+        fscache::Stored::Exists => "exists",
+        fscache::Stored::TooLarge => "toolarge",
+        fscache::Stored::NoSpace => "nospace",
+        fscache::Stored::Incompatible => "incompatible",
+    };
+    let evicted = if r.evicted.is_empty() {
+        "-".to_owned()
+    } else {
+        r.evicted.join(",")
+    };
+    say(&format!("stored {word} {evicted}"))
 }
 
 /// The model test's crash: store NAME with the model's content of SEED

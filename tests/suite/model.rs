@@ -123,7 +123,43 @@ pub enum Op {
         seed: u64,
         blocks: u64,
     },
+    /// A process of its own stores `name` (content seed
+    /// `FAULT_SEEDS + seed`) while the `nth` call of `FAULT_CALLS[call]`
+    /// fails with `EIO` (`ENOSPC` if `enospc`), injected by strace. Then
+    /// the test checks the books were not under-counted, and sweeps and
+    /// recounts them as `repair` does.
+    Fault {
+        call: usize,
+        nth: u32,
+        enospc: bool,
+        name: usize,
+        seed: u64,
+        blocks: u64,
+    },
 }
+
+/// The system calls an [`Op::Fault`] fails, as strace names them.
+pub const FAULT_CALLS: [&str; 15] = [
+    "openat",
+    "openat2",
+    "read",
+    "write",
+    "renameat",
+    "renameat2",
+    "unlinkat",
+    "mkdirat",
+    "linkat",
+    "fcntl",
+    "newfstatat",
+    "statx",
+    "fstat",
+    "getdents64",
+    "utimensat",
+];
+
+/// The seeds of [`Op::Fault`] stores start here, above every other
+/// store's: what a fault leaves under a name is told apart by its seed.
+pub const FAULT_SEEDS: u64 = 1_000_000;
 
 /// Where an [`Op::Crash`] kills its process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,7 +216,7 @@ impl Op {
             | Sweep { h }
             | Repair { h }
             | Verify { h } => Some(h),
-            Age { .. } | Tick | Crash { .. } => None,
+            Age { .. } | Tick | Crash { .. } | Fault { .. } => None,
         }
     }
 
@@ -223,7 +259,7 @@ impl Op {
             Sweep { .. } => "sweep".into(),
             Repair { .. } => "repair".into(),
             Verify { .. } => "verify".into(),
-            Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } => {
+            Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } | Fault { .. } => {
                 unreachable!("{self:?} is not a handle's request")
             }
         }
@@ -617,7 +653,7 @@ impl Model {
         match *op {
             Open { h } => !self.open[h],
             Age { name, .. } => self.entries.contains_key(NAMES[name]),
-            Tick => true,
+            Tick | Fault { .. } => true,
             Crash {
                 point,
                 name,
@@ -675,6 +711,88 @@ impl Model {
         self.open[h] = false;
         self.held[h].clear();
         self.pending[h] = None;
+    }
+
+    /// A store of `seed` under `name` ran under an injected I/O error and
+    /// reported `reported` (`None`: it failed); `removed` are the entries
+    /// that vanished, `now` the seed and recorded size under `name` on disk
+    /// afterwards. Eviction may have removed idle entries (an injected
+    /// failure may skip one, so the order is not checked), and the name
+    /// holds its old entry, the new one, or nothing: never anything else.
+    /// The test sweeps and recounts afterwards: crash debris is gone.
+    pub fn fault(
+        &mut self,
+        name: &str,
+        seed: u64,
+        blocks: u64,
+        reported: Option<Stored>,
+        removed: &BTreeSet<String>,
+        now: Option<(Option<u64>, u64)>,
+    ) -> Verdict {
+        self.sweep();
+        let held = self.held_names();
+        for r in removed {
+            ensure!(
+                self.entries.contains_key(r),
+                "the faulty store removed {r}, which the model does not have"
+            );
+            ensure!(
+                !held.contains(r),
+                "the faulty store removed {r}, which a handle holds"
+            );
+        }
+        let old = self.entries.get(name).map(|e| e.seed);
+        self.remove_all(removed);
+        let size = self.size(blocks);
+        match now {
+            None => {
+                ensure!(
+                    !matches!(reported, Some(Stored::Committed | Stored::Exists)),
+                    "{name} is not on disk, yet the store reported {reported:?}"
+                );
+            }
+            // The same content was there already (an earlier fault store
+            // of the same seed): kept, or replaced by its twin.
+            Some((Some(s), recorded)) if s == seed && old == Some(seed) => {
+                ensure!(
+                    matches!(reported, None | Some(Stored::Committed | Stored::Exists)),
+                    "{name} holds the same content, yet the store reported {reported:?}"
+                );
+                ensure!(
+                    recorded == size,
+                    "{name} records {recorded} bytes, its size is {size}"
+                );
+                if reported == Some(Stored::Committed) {
+                    let used = Use::Epoch(self.epoch);
+                    self.entries
+                        .insert(name.to_owned(), Ent { seed, size, used });
+                }
+            }
+            Some((Some(s), recorded)) if s == seed => {
+                ensure!(
+                    matches!(reported, None | Some(Stored::Committed)),
+                    "the new {name} is on disk, yet the store reported {reported:?}"
+                );
+                ensure!(
+                    recorded == size,
+                    "the new {name} records {recorded} bytes, its size is {size}"
+                );
+                let used = Use::Epoch(self.epoch);
+                self.entries
+                    .insert(name.to_owned(), Ent { seed, size, used });
+            }
+            Some((s, _)) => {
+                ensure!(
+                    s.is_some() && s == old && !removed.contains(name),
+                    "{name} holds content {s:?}: neither the old {old:?} nor the new {seed}"
+                );
+                ensure!(
+                    reported != Some(Stored::Committed),
+                    "the store reported Committed, yet {name} holds the old content"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Check a removal the cache chose (by eviction or prune) against the

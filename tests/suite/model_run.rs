@@ -214,7 +214,7 @@ fn exec(slot: &mut Slot, op: &Op) -> Result<Outcome, String> {
                 bad,
             }
         }
-        Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } => {
+        Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } | Fault { .. } => {
             return Err(format!("{op:?} is not a handle's operation"))
         }
     })
@@ -376,6 +376,86 @@ fn named_debris(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether strace can inject faults here (`cargo xtask ci` installs it);
+/// without it, [`Op::Fault`] is skipped, and said so once.
+fn strace_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let works = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=none", "true"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !works {
+            eprintln!(
+                "model: strace is missing or cannot trace here: Fault operations are skipped"
+            );
+        }
+        works
+    })
+}
+
+/// Run a store in a process of its own with one system call failing, then
+/// check what it left and reconcile as `repair` does. What the model needs:
+/// the outcome reported (`None`: the store failed) and the seed and
+/// recorded size under `name` afterwards.
+fn fault(
+    root: &Path,
+    (call, nth, enospc): (usize, u32, bool),
+    name: &str,
+    seed: u64,
+    blocks: u64,
+) -> Result<(Option<fscache::Stored>, Option<(Option<u64>, u64)>), String> {
+    let errno = if enospc { "ENOSPC" } else { "EIO" };
+    let what = format!("{}#{nth} → {errno}", FAULT_CALLS[call]);
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg(format!(
+            "inject={}:error={errno}:when={nth}",
+            FAULT_CALLS[call]
+        ))
+        .arg(HELPER)
+        .arg("store-model")
+        .arg(root)
+        .arg(name)
+        .arg(seed.to_string())
+        .arg(blocks.to_string())
+        .output()
+        .map_err(|e| format!("spawn strace: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reported = match out.status.code() {
+        Some(0) => match Outcome::parse(stdout.lines().last().unwrap_or("")) {
+            Ok(Outcome::Stored { stored, .. }) => Some(stored),
+            _ => return Err(format!("{what}: the store printed {stdout:?}")),
+        },
+        // 1: an I/O error of the helper itself, 4: an error of the library,
+        // 127: the dynamic loader failed (the call failed before `main`).
+        Some(1 | 4 | 127) => None,
+        _ => {
+            return Err(format!(
+                "{what}: the store ended with {} (a panic or a signal): {stdout}{stderr}",
+                out.status
+            ))
+        }
+    };
+    let (size, sum) = (size_file(root), recorded_sum(root));
+    ensure!(
+        size >= sum,
+        "{what}: the books are under-counted: cache.size {size}, object.info sum {sum}"
+    );
+    // What `repair` does: sweep the debris, recount the books.
+    let dir = fscache_dir::CacheDir::open(root).map_err(|e| e.to_string())?;
+    fscache_quota::sweep(&dir).map_err(|e| format!("{what}: the sweep after it: {e}"))?;
+    fscache_quota::recount(&dir).map_err(|e| format!("{what}: the recount after it: {e}"))?;
+    let now = on_disk(root).contains(name).then(|| {
+        (
+            read_seed(&root.join("objects").join(name).join("data")),
+            recorded(root, name),
+        )
+    });
+    Ok((reported, now))
+}
+
 /// Run a crash: a helper process of its own stores (or removes) and is
 /// killed at the point. `Err` if it was not killed there.
 fn crash(root: &Path, point: CrashPoint, name: &str, seed: u64, blocks: u64) -> Verdict {
@@ -524,6 +604,29 @@ pub fn run_case<D: Driver>(ops: &[Op], make: impl FnOnce(&Path) -> D) -> Verdict
                     }
                     model.crash(point, NAMES[name], blocks);
                 }
+                Op::Fault {
+                    call,
+                    nth,
+                    enospc,
+                    name,
+                    seed,
+                    blocks,
+                } => {
+                    if !strace_works() {
+                        continue;
+                    }
+                    let seed = FAULT_SEEDS + seed;
+                    let (reported, now) =
+                        match fault(&root, (call, nth, enospc), NAMES[name], seed, blocks) {
+                            Ok(r) => r,
+                            Err(m) => return Err(fail(m, &model)),
+                        };
+                    let after = on_disk(&root);
+                    let lost: BTreeSet<String> = before.difference(&after).cloned().collect();
+                    if let Err(m) = model.fault(NAMES[name], seed, blocks, reported, &lost, now) {
+                        return Err(fail(format!("{m} (reported: {reported:?})"), &model));
+                    }
+                }
                 _ => {
                     let h = op.handle().expect("a handle's operation");
                     let committing = match *op {
@@ -592,13 +695,14 @@ pub fn run_case<D: Driver>(ops: &[Op], make: impl FnOnce(&Path) -> D) -> Verdict
 }
 
 /// The operations, weighted toward what interacts: stores and holds on
-/// few names, with sizes that sometimes trip the limit.
-fn op() -> impl Strategy<Value = Op> {
+/// few names, with sizes that sometimes trip the limit. Injected I/O errors
+/// ([`Op::Fault`], a strace-run process each) only where `faults`.
+fn op(faults: bool) -> BoxedStrategy<Op> {
     let h = || 0..HANDLES;
     let name = || 0..NAMES.len();
     let seed = || 1..1000u64;
     let blocks = || prop_oneof![6 => 1..4u64, 1 => 4..12u64];
-    prop_oneof![
+    let base = prop_oneof![
         1 => h().prop_map(|h| Op::Open { h }),
         1 => h().prop_map(|h| Op::Close { h }),
         6 => (h(), name(), seed(), blocks())
@@ -641,12 +745,32 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(point, name, seed, blocks)| Op::Crash { point, name, seed, blocks }),
         2 => Just(Op::Tick),
-    ]
+    ];
+    if !faults {
+        return base.boxed();
+    }
+    let fault = (
+        0..FAULT_CALLS.len(),
+        1..48u32,
+        any::<bool>(),
+        name(),
+        seed(),
+        blocks(),
+    )
+        .prop_map(|(call, nth, enospc, name, seed, blocks)| Op::Fault {
+            call,
+            nth,
+            enospc,
+            name,
+            seed,
+            blocks,
+        });
+    prop_oneof![12 => base, 1 => fault].boxed()
 }
 
 /// Cases of up to `len` operations.
-fn ops(len: usize) -> impl Strategy<Value = Ops> {
-    proptest::collection::vec(op(), 1..len).prop_map(Ops)
+fn ops(len: usize, faults: bool) -> impl Strategy<Value = Ops> {
+    proptest::collection::vec(op(faults), 1..len).prop_map(Ops)
 }
 
 /// `cases` cases; failing seeds are kept in `proptest-regressions/FILE`
@@ -727,7 +851,7 @@ proptest! {
 
     /// Handles in this process.
     #[test]
-    fn model_in_process(ops in ops(48)) {
+    fn model_in_process(ops in ops(48, false)) {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         check_case(&ops, InProcess::new)?;
     }
@@ -738,9 +862,21 @@ proptest! {
 
     /// Each handle in its own helper process.
     #[test]
-    fn model_processes(ops in ops(32)) {
+    fn model_processes(ops in ops(32, false)) {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         check_case(&ops, Processes::new)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(96, "proptest-regressions/model_faults.txt"))]
+
+    /// Handles in this process, and stores in processes of their own
+    /// under injected I/O errors (fewer cases: each fault is a strace run).
+    #[test]
+    fn model_with_io_errors(ops in ops(40, true)) {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        check_case(&ops, InProcess::new)?;
     }
 }
 

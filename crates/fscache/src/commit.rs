@@ -245,12 +245,34 @@ impl FsCache {
         let objects_fd = dir
             .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| Error::io("open directory", dir.abs(objects), e.into()))?;
-        match rustix::fs::renameat(&objects_fd, anon.name(), &objects_fd, name.as_str()) {
-            Ok(()) => {}
-            // A non-empty directory (or a file) has the name: another
-            // writer won.
-            Err(Errno::EXIST | Errno::NOTEMPTY | Errno::NOTDIR | Errno::ISDIR) => return Ok(false),
-            Err(e) => return Err(Error::io("rename", dir.abs(&anon.rel), e.into())),
+        let mut swept = false;
+        loop {
+            match rustix::fs::renameat(&objects_fd, anon.name(), &objects_fd, name.as_str()) {
+                Ok(()) => break,
+                // A non-empty directory (or a file) has the name: another
+                // writer won, unless it is no entry at all but what a
+                // removal that failed or crashed half-way left (no
+                // `object.info`). Every store of the name would be refused
+                // until the next sweep: sweep now, and try once more.
+                Err(Errno::EXIST | Errno::NOTEMPTY | Errno::NOTDIR | Errno::ISDIR) => {
+                    let entry = Path::new(OBJECTS).join(name.as_str());
+                    let debris = matches!(
+                        dir.stat(&entry.join(OBJECT_INFO)),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound
+                    );
+                    if swept || !debris {
+                        return Ok(false);
+                    }
+                    swept = true;
+                    let cleared = fscache_quota::sweep(dir)?;
+                    tracing::info!(
+                        name = name.as_str(),
+                        removed = ?cleared.removed,
+                        "swept the debris of a failed removal under the name"
+                    );
+                }
+                Err(e) => return Err(Error::io("rename", dir.abs(&anon.rel), e.into())),
+            }
         }
         if durable {
             rustix::fs::fsync(&objects_fd)
