@@ -394,6 +394,10 @@ fn strace_works() -> bool {
     })
 }
 
+/// What a faulty store left under its name: the content's seed (`None`:
+/// not content this test made) and the recorded size; `None` if nothing.
+type AfterFault = Option<(Option<u64>, u64)>;
+
 /// Run a store in a process of its own with one system call failing, then
 /// check what it left and reconcile as `repair` does. What the model needs:
 /// the outcome reported (`None`: the store failed) and the seed and
@@ -404,7 +408,7 @@ fn fault(
     name: &str,
     seed: u64,
     blocks: u64,
-) -> Result<(Option<fscache::Stored>, Option<(Option<u64>, u64)>), String> {
+) -> Result<(Option<fscache::Stored>, AfterFault), String> {
     let errno = if enospc { "ENOSPC" } else { "EIO" };
     let what = format!("{}#{nth} → {errno}", FAULT_CALLS[call]);
     let out = Command::new("strace")
