@@ -68,6 +68,8 @@
 //! ```text
 //! v1/blobs/<h[0..2]>/<h>     zstd(chunk), h = lowercase hex BLAKE3 of the chunk
 //! v1/manifests/<NAME>        the manifest envelope of entry NAME (JSON)
+//! v1/used/<NAME>             {"used": <Unix seconds>}: when NAME was last pushed or pulled
+//! v1/intents/<32 hex>        {"created": <Unix seconds>, "blobs": ["<h>", …]}: a push in progress
 //! ```
 //!
 //! * **Blobs.** A file's content is cut into content-defined chunks with
@@ -104,6 +106,42 @@
 //! * **Publication.** Blobs are written first, the manifest last (create-only
 //!   where the service has a conditional write: S3 `If-None-Match: *`, the
 //!   file system), so a manifest is never visible before a blob it names.
+//! * **Use.** A push that publishes (or finds the name published) and a
+//!   pull that commits write `v1/used/NAME` with the current time of the
+//!   client's clock (best effort: a failure is ignored; a read-only remote
+//!   writes nothing; a local hit of [`Remote::load_or_pull`] makes no
+//!   request, so it is not recorded). Without a marker, the manifest's
+//!   `created` counts.
+//! * **Intents.** Before a push looks for any blob, it writes
+//!   `v1/intents/<random id>` naming every blob of the tree, and removes
+//!   it when done (published, found published, or failed).
+//!
+//! # Garbage
+//!
+//! [`Remote::prune`] (`fscache remote prune --unused-for 30d`) works in
+//! this order: list the blobs (only those can go: a blob written later is
+//! never removed by this run); remove the manifests (and `used` markers)
+//! of entries whose last use is older than `unused_for`, reading the marker
+//! again just before; collect the blobs the remaining manifests name; list
+//! the manifests again and read the new ones, and read the intents younger
+//! than the grace period (older ones are removed: their push died); then
+//! remove every listed blob that none of these name and that the service
+//! says was written before the grace period (default 1 h).
+//!
+//! So a push in progress keeps its blobs: those it uploaded are younger
+//! than the grace period, and those it found already there are named by
+//! its intent, written before it looked. The grace period must exceed the
+//! longest push. What remains: a push that writes its intent after the
+//! prune read the intents, and finds a blob that is old, unreferenced and
+//! about to be removed (it belonged only to entries this prune removed),
+//! publishes a manifest naming a removed blob. Pulls of it then fail their
+//! blob check (a miss, nothing stored) until the name is removed and
+//! pushed again. Run prunes when few pushes run, e.g. nightly.
+//!
+//! Ages of blobs come from the service's last-modified time, ages of
+//! entries and intents from clients' clocks: keep clocks roughly in sync
+//! (skew shortens or lengthens the grace period). The `memory` service
+//! gives no times: there, prune removes manifests but never blobs.
 //!
 //! # Design
 //!
@@ -125,9 +163,9 @@
 //! * Every chunk is its own object: a tree of many small files costs one
 //!   request per file (no packing yet).
 //! * A push whose name the remote already has is a no-op
-//!   ([`Pushed::Exists`]); there is no overwrite, and no garbage collection
-//!   of blobs yet, so a push that failed after uploading blobs leaves them
-//!   unreferenced (harmless, but they take space).
+//!   ([`Pushed::Exists`]); there is no overwrite. A push that failed after
+//!   uploading blobs leaves them unreferenced until a
+//!   [prune](crate#garbage) removes them.
 //! * On services without a conditional write (memory), two racing pushers
 //!   of one name can both write the manifest; the last one wins, and each
 //!   is complete and checked on pull.
@@ -140,12 +178,14 @@
 mod error;
 mod keys;
 mod manifest;
+mod prune;
 mod pull;
 mod push;
 mod remote;
 
 pub use error::{Error, Result};
 pub use keys::{keygen, PublicKey, SecretKey, PUBLIC_PREFIX, SECRET_PREFIX};
+pub use prune::{PruneOptions, PruneReport, RemoteInfo};
 pub use pull::ReadThrough;
 pub use push::{PushReport, Pushed};
 pub use remote::{Access, Remote, RemoteBuilder, ENV_REMOTE, ENV_SECRET_KEY, ENV_TRUSTED_KEYS};

@@ -123,7 +123,9 @@ impl Remote {
                 ),
             ));
         }
-        Ok(guard.commit_and_load()?)
+        let got = guard.commit_and_load()?;
+        self.inner.rt.block_on(self.inner.touch(name));
+        Ok(got)
     }
 }
 

@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
-use crate::remote::{blob_key, manifest_key, Access, Remote};
+use crate::remote::{blob_key, manifest_key, Access, Inner, Remote};
 
 /// FastCDC's minimum, average and maximum chunk sizes.
 pub(crate) const CHUNK_MIN: u32 = 64 << 10;
@@ -115,57 +115,79 @@ impl Remote {
             let mkey = manifest_key(name);
             if inner.exists(&mkey).await? {
                 report.outcome = Pushed::Exists;
+                inner.touch(name).await;
                 return Ok(());
             }
-            let sent = AtomicU64::new(0);
-            let uploaded = AtomicU64::new(0);
-            futures::stream::iter(sources)
-                .map(|s| {
-                    let (sent, uploaded) = (&sent, &uploaded);
-                    async move {
-                        let key = blob_key(&s.hash);
-                        if inner.exists(&key).await? {
-                            return Ok(());
-                        }
-                        let data = tokio::task::spawn_blocking(move || read_blob(&s))
-                            .await
-                            .map_err(|e| Error::io("read", &key, std::io::Error::other(e)))??;
-                        let n = data.len() as u64;
-                        inner
-                            .op
-                            .write(&key, data)
-                            .await
-                            .map_err(|e| Error::remote("write", &key, e))?;
-                        sent.fetch_add(n, Ordering::Relaxed);
-                        uploaded.fetch_add(1, Ordering::Relaxed);
-                        Ok::<_, Error>(())
-                    }
-                })
-                .buffer_unordered(inner.concurrency)
-                .try_collect::<()>()
-                .await?;
-            report.blobs_uploaded = uploaded.into_inner() as usize;
-            report.bytes_uploaded = sent.into_inner();
-            // Last: the manifest, once every blob it names is stored.
-            let n = sealed.len() as u64;
-            let conditional = inner.op.info().full_capability().write_with_if_not_exists;
-            let written = inner
-                .op
-                .write_with(&mkey, sealed)
-                .if_not_exists(conditional)
-                .await;
-            match written {
-                Ok(_) => report.bytes_uploaded += n,
-                Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
-                    report.outcome = Pushed::Exists;
-                }
-                Err(e) => return Err(Error::remote("write", &mkey, e)),
+            // Before looking for any blob: name them all in an intent, so
+            // a prune running meanwhile keeps the ones found already there.
+            let hashes: Vec<&str> = sources.iter().map(|s| s.hash.as_str()).collect();
+            let (intent, n) = inner.begin_intent(&hashes).await?;
+            report.bytes_uploaded += n;
+            let result = upload(inner, sources, &mkey, sealed, &mut report).await;
+            if result.is_ok() {
+                inner.touch(name).await;
             }
-            Ok(())
+            inner.end_intent(&intent).await;
+            result
         })?;
         drop(entry);
         Ok(Some(report))
     }
+}
+
+/// Upload the blobs the remote lacks, then publish the manifest.
+async fn upload(
+    inner: &Inner,
+    sources: Vec<Source>,
+    mkey: &str,
+    sealed: Vec<u8>,
+    report: &mut PushReport,
+) -> Result<()> {
+    let sent = AtomicU64::new(0);
+    let uploaded = AtomicU64::new(0);
+    futures::stream::iter(sources)
+        .map(|s| {
+            let (sent, uploaded) = (&sent, &uploaded);
+            async move {
+                let key = blob_key(&s.hash);
+                if inner.exists(&key).await? {
+                    return Ok(());
+                }
+                let data = tokio::task::spawn_blocking(move || read_blob(&s))
+                    .await
+                    .map_err(|e| Error::io("read", &key, std::io::Error::other(e)))??;
+                let n = data.len() as u64;
+                inner
+                    .op
+                    .write(&key, data)
+                    .await
+                    .map_err(|e| Error::remote("write", &key, e))?;
+                sent.fetch_add(n, Ordering::Relaxed);
+                uploaded.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(inner.concurrency)
+        .try_collect::<()>()
+        .await?;
+    report.blobs_uploaded = uploaded.into_inner() as usize;
+    report.bytes_uploaded += sent.into_inner();
+    // Last: the manifest, once every blob it names is stored.
+    let n = sealed.len() as u64;
+    let conditional = inner.op.info().full_capability().write_with_if_not_exists;
+    let written = inner
+        .op
+        .write_with(mkey, sealed)
+        .if_not_exists(conditional)
+        .await;
+    match written {
+        Ok(_) => report.bytes_uploaded += n,
+        Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
+            report.outcome = Pushed::Exists;
+        }
+        Err(e) => return Err(Error::remote("write", mkey, e)),
+    }
+    Ok(())
 }
 
 /// Read a blob's bytes from the entry, check them against its hash (the

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fscache::{CacheInfo, FsCache, MaxSize, Obtained};
-use fscache_remote::{keygen, Access, Error, Pushed, ReadThrough, Remote, RemoteBuilder};
+use fscache_remote::{
+    keygen, Access, Error, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
+};
 
 fn cache(dir: &Path) -> FsCache {
     let c = FsCache::open("fscache-remote-test", dir).unwrap();
@@ -373,6 +375,133 @@ fn racing_pushers(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     assert!(pulled == describe(a.path()) || pulled == describe(b.path()));
 }
 
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The key of the blob holding `chunk` (a file below the minimum chunk
+/// size is one chunk).
+fn blob_of(chunk: &[u8]) -> String {
+    let h = blake3::hash(chunk).to_hex();
+    format!("v1/blobs/{}/{h}", &h[..2])
+}
+
+/// Prune removes the manifests of entries unused for long, keeps the
+/// others, and removes unreferenced blobs only past the grace period; a
+/// push whose blobs are up but whose manifest is not (the state a prune
+/// can meet mid-push) survives, and pulls whole. `url` must be a bucket
+/// of its own: prune sees everything in it.
+fn prune(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let (ra, rb) = (open(Remote::builder(url)), open(Remote::builder(url)));
+    let only_old = noise(1001, 30_000);
+    put(&w.a, "old", |p| {
+        fill(p);
+        fs::write(p.join("only-old"), &only_old).unwrap();
+    });
+    put(&w.a, "fresh", fill);
+    ra.push(&w.a, "old").unwrap().unwrap();
+    ra.push(&w.a, "fresh").unwrap().unwrap();
+    // Every push left a `used` marker and no intent.
+    assert!(ra.read_object("v1/used/fresh").unwrap().is_some());
+    assert_eq!(ra.info().unwrap().intents, 0);
+    // "old" was last used 40 days ago.
+    let long_ago = format!(r#"{{"used": {}}}"#, unix_now() - 40 * 86_400);
+    ra.write_object_unchecked("v1/used/old", long_ago.into_bytes())
+        .unwrap();
+
+    let dry = ra
+        .prune(PruneOptions::unused_for(30 * DAY).dry_run(true))
+        .unwrap();
+    assert_eq!(dry.manifests_removed, ["old"]);
+    assert_eq!(ra.list().unwrap(), ["fresh", "old"]);
+
+    // The default grace period keeps the blobs only "old" named: they
+    // were written a moment ago.
+    let r = ra.prune(PruneOptions::unused_for(30 * DAY)).unwrap();
+    assert_eq!(r.manifests_removed, ["old"], "{r:?}");
+    assert_eq!((r.manifests_kept, r.blobs_removed), (1, 0), "{r:?}");
+    assert!(r.blobs_young >= 1, "{r:?}");
+    assert_eq!(ra.list().unwrap(), ["fresh"]);
+    assert!(ra.read_object("v1/used/old").unwrap().is_none());
+    assert!(ra.read_object(&blob_of(&only_old)).unwrap().is_some());
+
+    // Without a grace period they go; everything "fresh" names stays.
+    let before = ra.info().unwrap();
+    let r = ra
+        .prune(PruneOptions::unused_for(30 * DAY).grace(Duration::ZERO))
+        .unwrap();
+    assert!(r.manifests_removed.is_empty(), "{r:?}");
+    assert_eq!(r.blobs_removed, 1, "{r:?}");
+    assert!(ra.read_object(&blob_of(&only_old)).unwrap().is_none());
+    let after = ra.info().unwrap();
+    assert_eq!(after.blobs, before.blobs - 1);
+    assert_eq!(after.blob_bytes, before.blob_bytes - r.bytes_removed);
+    let got = rb.pull(&w.b, "fresh").unwrap().unwrap();
+    let a = w.a.load("fresh").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+    drop((a, got));
+    assert!(rb.pull(&w.b, "old").unwrap().is_none());
+
+    // A push caught between its last blob and its manifest: here made by
+    // pruning everything unused for 0 s, which removes the manifest and
+    // leaves the blobs (younger than the grace period).
+    put(&w.a, "caught", |p| {
+        fill(p);
+        fs::write(p.join("extra"), noise(1002, 200_000)).unwrap();
+    });
+    ra.push(&w.a, "caught").unwrap().unwrap();
+    let r = ra.prune(PruneOptions::unused_for(Duration::ZERO)).unwrap();
+    assert!(r.manifests_removed.contains(&"caught".to_string()), "{r:?}");
+    assert_eq!(r.blobs_removed, 0, "{r:?}");
+    // Its manifest published now finds every blob it names.
+    let again = rb.push(&w.a, "caught").unwrap().unwrap();
+    assert_eq!((again.outcome, again.blobs_uploaded), (Pushed::Published, 0));
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cache(tmp.path());
+    let got = rb.pull(&c, "caught").unwrap().unwrap();
+    let a = w.a.load("caught").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+}
+
+/// A prune running again and again while a push goes on never breaks it:
+/// the pushed entry pulls whole.
+fn prune_racing_a_push(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    put(&w.a, "racer", |p| {
+        fill(p);
+        for i in 0..40 {
+            fs::write(p.join(format!("f{i}")), noise(2000 + i, 70_000)).unwrap();
+        }
+    });
+    let (ra, rb) = (open(Remote::builder(url)), open(Remote::builder(url)));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let prunes = std::thread::scope(|s| {
+        let pruner = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = rb.prune(PruneOptions::unused_for(30 * DAY)).unwrap();
+                assert_eq!(r.blobs_removed, 0, "{r:?}");
+                n += 1;
+            }
+            n
+        });
+        let pushed = ra.push(&w.a, "racer");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(pushed.unwrap().unwrap().outcome, Pushed::Published);
+        pruner.join().unwrap()
+    });
+    eprintln!("{url}: {prunes} prunes ran during the push");
+    let got = rb.pull(&w.b, "racer").unwrap().unwrap();
+    let a = w.a.load("racer").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+}
+
 fn read_only(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     let w = world();
     let r = open(Remote::builder(url).access(Access::ReadOnly));
@@ -392,14 +521,73 @@ fn fs_service() {
     let url = format!("file://{}", tmp.path().join("bucket").display());
     suite(&|b| b.open().unwrap(), &url);
     // Every write went through the temporary directory and a rename:
-    // nothing but blobs and manifests is left in the layout.
+    // nothing but blobs, manifests and `used` markers is left in the
+    // layout (every push removed its intent).
     let r = Remote::open(&url).unwrap();
     for key in r.list_objects("v1/").unwrap() {
         assert!(
-            key.starts_with("v1/blobs/") || key.starts_with("v1/manifests/"),
+            ["v1/blobs/", "v1/manifests/", "v1/used/"]
+                .iter()
+                .any(|p| key.starts_with(p)),
             "{key}"
         );
     }
+    let url = format!("file://{}", tmp.path().join("pruned").display());
+    prune(&|b| b.open().unwrap(), &url);
+    prune_racing_a_push(&|b| b.open().unwrap(), &url);
+}
+
+/// On the fs service a blob's age can be set: a blob a live push intent
+/// names is kept however old, the others past the grace period go, and an
+/// intent older than the grace period (a dead push's) is removed.
+#[test]
+fn prune_keeps_what_a_live_intent_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let url = format!("file://{}", bucket.display());
+    let r = Remote::open(&url).unwrap();
+    let w = world();
+    let (kept, lost) = (noise(3001, 20_000), noise(3002, 20_000));
+    put(&w.a, "e", |p| {
+        fs::write(p.join("kept"), &kept).unwrap();
+        fs::write(p.join("lost"), &lost).unwrap();
+    });
+    r.push(&w.a, "e").unwrap().unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    for key in r.list_objects("v1/blobs/").unwrap() {
+        fs::File::options()
+            .write(true)
+            .open(bucket.join(&key))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let live = format!(
+        r#"{{"created": {}, "blobs": ["{}"]}}"#,
+        unix_now(),
+        blake3::hash(&kept).to_hex()
+    );
+    r.write_object_unchecked("v1/intents/live", live.into_bytes())
+        .unwrap();
+    let dead = format!(r#"{{"created": {}, "blobs": []}}"#, unix_now() - 7200);
+    r.write_object_unchecked("v1/intents/dead", dead.into_bytes())
+        .unwrap();
+    // The entry was pushed 0 s ago; unused for 0 s removes it.
+    let report = r.prune(PruneOptions::unused_for(Duration::ZERO)).unwrap();
+    assert_eq!(report.manifests_removed, ["e"]);
+    assert_eq!(
+        (report.blobs_removed, report.blobs_referenced, report.intents_removed),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert!(r.read_object(&blob_of(&kept)).unwrap().is_some());
+    assert!(r.read_object(&blob_of(&lost)).unwrap().is_none());
+    assert_eq!(r.list_objects("v1/intents/").unwrap(), ["v1/intents/live"]);
+    let ro = Remote::builder(&url).access(Access::ReadOnly).open().unwrap();
+    assert!(matches!(
+        ro.prune(PruneOptions::unused_for(Duration::ZERO)),
+        Err(Error::ReadOnly)
+    ));
 }
 
 #[test]
@@ -531,8 +719,9 @@ fn s3_service_on_moto() {
     };
     assert!(created.starts_with("HTTP/1.1 200"), "{created}");
     let url = format!("s3://bucket/team/cache?endpoint=http://127.0.0.1:{port}&region=auto");
-    suite(
-        &|b| b.credentials("testing", "testing").open().unwrap(),
-        &url,
-    );
+    let open = |b: RemoteBuilder| b.credentials("testing", "testing").open().unwrap();
+    suite(&open, &url);
+    let url = format!("s3://bucket/pruned?endpoint=http://127.0.0.1:{port}&region=auto");
+    prune(&open, &url);
+    prune_racing_a_push(&open, &url);
 }

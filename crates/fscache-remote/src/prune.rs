@@ -1,0 +1,437 @@
+//! Garbage on the remote: `used` markers (when a name was last pushed or
+//! pulled), push intents (the blobs a push in progress relies on),
+//! `prune` (old manifests, then unreferenced blobs past a grace period),
+//! and `info` (what the remote holds).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::{Kind, Manifest};
+use crate::remote::{Access, Inner, Remote};
+
+/// The prefix of blobs.
+pub(crate) const BLOBS: &str = "v1/blobs/";
+/// The prefix of manifests.
+pub(crate) const MANIFESTS: &str = "v1/manifests/";
+/// The prefix of `used` markers.
+pub(crate) const USED: &str = "v1/used/";
+/// The prefix of push intents.
+pub(crate) const INTENTS: &str = "v1/intents/";
+
+/// The key of the `used` marker of entry `name`.
+pub(crate) fn used_key(name: &str) -> String {
+    format!("{USED}{name}")
+}
+
+/// What a `used` marker holds.
+#[derive(Serialize, Deserialize)]
+struct UsedJson {
+    used: u64,
+}
+
+/// What a push intent holds.
+#[derive(Serialize, Deserialize)]
+struct IntentJson {
+    created: u64,
+    blobs: Vec<String>,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    secs(SystemTime::now())
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Options of [`Remote::prune`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneOptions {
+    /// Remove the manifests of entries last pushed or pulled longer ago
+    /// than this.
+    pub unused_for: Duration,
+    /// Never remove a blob written, or a push intent made, less than this
+    /// long ago: it may belong to a push in progress whose manifest is
+    /// not published yet. It must exceed the longest push (default 1 h).
+    pub grace: Duration,
+    /// Report what would be removed; remove nothing.
+    pub dry_run: bool,
+}
+
+impl PruneOptions {
+    /// Remove entries unused for `unused_for`, with the default grace
+    /// period of one hour, for real.
+    pub fn unused_for(unused_for: Duration) -> Self {
+        Self {
+            unused_for,
+            grace: Duration::from_secs(3600),
+            dry_run: false,
+        }
+    }
+
+    /// Set the grace period of young blobs and intents.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Report only; remove nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+/// What [`Remote::prune`] removed (or, in a dry run, would remove).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// The entries whose manifests were removed, sorted.
+    pub manifests_removed: Vec<String>,
+    /// Manifests kept (used recently enough).
+    pub manifests_kept: usize,
+    /// Manifests that could not be read as this format's: kept, and the
+    /// blobs they may name are unknown (a pull refuses them anyway).
+    pub manifests_unreadable: Vec<String>,
+    /// Blobs removed: no manifest and no live push intent names them.
+    pub blobs_removed: usize,
+    /// Stored (compressed) bytes of the blobs removed.
+    pub bytes_removed: u64,
+    /// Blobs kept because a manifest or a live push intent names them.
+    pub blobs_referenced: usize,
+    /// Unreferenced blobs kept because they are younger than the grace
+    /// period, or the service does not say how old they are.
+    pub blobs_young: usize,
+    /// Push intents older than the grace period removed (left by pushes
+    /// that died).
+    pub intents_removed: usize,
+}
+
+/// What [`Remote::info`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteInfo {
+    /// The URL it was opened with.
+    pub url: String,
+    /// The layout version (1).
+    pub format_version: u64,
+    /// Whether it may write.
+    pub access: Access,
+    /// Entries (manifests).
+    pub manifests: usize,
+    /// Blobs.
+    pub blobs: usize,
+    /// Stored (compressed) bytes of all blobs.
+    pub blob_bytes: u64,
+    /// Push intents present: pushes in progress, or debris of dead ones.
+    pub intents: usize,
+}
+
+/// One listed object: its key, stored size, and when it was last written
+/// (`None` when the service does not say).
+struct Listed {
+    key: String,
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Inner {
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<opendal::Entry>> {
+        Ok(self
+            .op
+            .list_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(|e| Error::remote("list", prefix, e))?
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .collect())
+    }
+
+    /// A listed object's size and time, `stat`ing it when the listing
+    /// did not say (the fs service lists names only).
+    async fn describe(&self, e: opendal::Entry) -> Result<Listed> {
+        let (key, meta) = e.into_parts();
+        let meta = if meta.last_modified().is_some() {
+            meta
+        } else {
+            match self.op.stat(&key).await {
+                Ok(m) => m,
+                // Removed meanwhile (another prune): size 0, no time.
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => meta,
+                Err(e) => return Err(Error::remote("stat", &key, e)),
+            }
+        };
+        Ok(Listed {
+            size: meta.content_length(),
+            modified: meta.last_modified().map(SystemTime::from),
+            key,
+        })
+    }
+
+    /// [`Inner::describe`] every entry, concurrently.
+    async fn describe_all(&self, entries: Vec<opendal::Entry>) -> Result<Vec<Listed>> {
+        futures::stream::iter(entries)
+            .map(|e| self.describe(e))
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self.op.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::remote("delete", key, e)),
+        }
+    }
+
+    /// Record that `name` was used now. Best effort: a failure is ignored
+    /// (at worst the entry is pruned earlier than it should be), and a
+    /// read-only remote records nothing.
+    pub(crate) async fn touch(&self, name: &str) {
+        if self.access == Access::ReadOnly {
+            return;
+        }
+        let body =
+            serde_json::to_vec(&UsedJson { used: unix_now() }).expect("a marker always serializes");
+        let _ = self.op.write(&used_key(name), body).await;
+    }
+
+    /// When `name` was last used: its marker, else its manifest's
+    /// creation time; `None` if neither can be read.
+    async fn last_used(&self, name: &str, manifest: Option<&[u8]>) -> Result<Option<u64>> {
+        if let Some(bytes) = self.read(&used_key(name)).await? {
+            if let Ok(u) = serde_json::from_slice::<UsedJson>(&bytes) {
+                return Ok(Some(u.used));
+            }
+        }
+        Ok(manifest.and_then(|b| Manifest::open_unchecked(b).ok().map(|m| m.created)))
+    }
+
+    /// Write a push intent naming `blobs`; returns its key and size.
+    pub(crate) async fn begin_intent(&self, blobs: &[&str]) -> Result<(String, u64)> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| {
+            Error::io(
+                "draw a random intent id for",
+                INTENTS,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        let key = format!("{INTENTS}{}", crate::keys::hex(&id));
+        let body = serde_json::to_vec(&IntentJson {
+            created: unix_now(),
+            blobs: blobs.iter().map(|b| b.to_string()).collect(),
+        })
+        .expect("an intent always serializes");
+        let n = body.len() as u64;
+        self.op
+            .write(&key, body)
+            .await
+            .map_err(|e| Error::remote("write", &key, e))?;
+        Ok((key, n))
+    }
+
+    /// Remove a push intent; best effort (prune removes stale ones).
+    pub(crate) async fn end_intent(&self, key: &str) {
+        let _ = self.delete(key).await;
+    }
+
+    /// The blobs the manifest at `key` names, or `None` if it cannot be
+    /// read as a manifest of this format.
+    fn blobs_of(bytes: &[u8]) -> Option<Vec<String>> {
+        let m = Manifest::open_unchecked(bytes).ok()?;
+        Some(
+            m.nodes
+                .into_iter()
+                .flat_map(|n| match n.kind {
+                    Kind::File { blobs, .. } => blobs.into_iter().map(|b| b.hash).collect(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Read the manifests of `names` (concurrently): name → bytes, for
+    /// those still present.
+    async fn read_manifests(&self, names: Vec<String>) -> Result<HashMap<String, Vec<u8>>> {
+        let read: Vec<(String, Option<Vec<u8>>)> = futures::stream::iter(names)
+            .map(|n| async move {
+                let b = self.read(&format!("{MANIFESTS}{n}")).await?;
+                Ok::<_, Error>((n, b))
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok(read
+            .into_iter()
+            .filter_map(|(n, b)| b.map(|b| (n, b)))
+            .collect())
+    }
+
+    async fn manifest_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .list_keys(MANIFESTS)
+            .await?
+            .into_iter()
+            .filter_map(|e| e.path().strip_prefix(MANIFESTS).map(str::to_string))
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+            .collect())
+    }
+
+    /// Read every intent: the blobs of those younger than the grace
+    /// period go into `referenced`; the older ones are returned (stale).
+    async fn intents(
+        &self,
+        now: u64,
+        grace: Duration,
+        referenced: &mut HashSet<String>,
+    ) -> Result<Vec<String>> {
+        let mut stale = Vec::new();
+        for e in self.list_keys(INTENTS).await? {
+            let key = e.path().to_string();
+            let Some(bytes) = self.read(&key).await? else {
+                continue; // its push finished meanwhile
+            };
+            match serde_json::from_slice::<IntentJson>(&bytes) {
+                Ok(i) if now.saturating_sub(i.created) < grace.as_secs().max(1) => {
+                    referenced.extend(i.blobs);
+                }
+                _ => stale.push(key),
+            }
+        }
+        Ok(stale)
+    }
+
+    async fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        let now = unix_now();
+        // 1. The blobs that exist now: the only candidates. A blob written
+        //    after this listing is never removed by this run.
+        let blobs = self.list_keys(BLOBS).await?;
+        // 2. Manifests: remove the unused ones, collect what the others
+        //    name.
+        let mut referenced: HashSet<String> = HashSet::new();
+        let names = self.manifest_names().await?;
+        let seen: HashSet<String> = names.iter().cloned().collect();
+        let manifests = self.read_manifests(names).await?;
+        let mut sorted: Vec<(String, Vec<u8>)> = manifests.into_iter().collect();
+        sorted.sort();
+        for (name, bytes) in sorted {
+            let used = self.last_used(&name, Some(&bytes)).await?;
+            let old = used.is_some_and(|u| now.saturating_sub(u) >= opts.unused_for.as_secs());
+            // Read the marker again right before removing: a pull may
+            // have used the entry since.
+            let still_old = old && {
+                let again = self.last_used(&name, Some(&bytes)).await?;
+                again.is_some_and(|u| now.saturating_sub(u) >= opts.unused_for.as_secs())
+            };
+            if still_old {
+                if !opts.dry_run {
+                    self.delete(&format!("{MANIFESTS}{name}")).await?;
+                    self.delete(&used_key(&name)).await?;
+                }
+                report.manifests_removed.push(name);
+                continue;
+            }
+            report.manifests_kept += 1;
+            match Self::blobs_of(&bytes) {
+                Some(b) => referenced.extend(b),
+                None => report.manifests_unreadable.push(name),
+            }
+        }
+        // 3. Just before removing anything: manifests published since
+        //    step 2 (their intent may be gone already), and live intents.
+        let fresh: Vec<String> = self
+            .manifest_names()
+            .await?
+            .into_iter()
+            .filter(|n| !seen.contains(n) || report.manifests_removed.contains(n))
+            .collect();
+        for bytes in self.read_manifests(fresh).await?.values() {
+            referenced.extend(Self::blobs_of(bytes).unwrap_or_default());
+        }
+        let stale = self.intents(now, opts.grace, &mut referenced).await?;
+        // 4. Unreferenced blobs older than the grace period go.
+        let horizon = SystemTime::now().checked_sub(opts.grace);
+        let (kept, unreferenced): (Vec<_>, Vec<_>) = blobs
+            .into_iter()
+            .partition(|e| referenced.contains(e.path().rsplit('/').next().unwrap_or_default()));
+        report.blobs_referenced = kept.len();
+        let mut doomed = Vec::new();
+        for b in self.describe_all(unreferenced).await? {
+            if matches!((b.modified, horizon), (Some(m), Some(h)) if m < h) {
+                report.blobs_removed += 1;
+                report.bytes_removed += b.size;
+                doomed.push(b.key);
+            } else {
+                report.blobs_young += 1;
+            }
+        }
+        if !opts.dry_run {
+            futures::stream::iter(doomed)
+                .map(|k| async move { self.delete(&k).await })
+                .buffer_unordered(self.concurrency)
+                .try_collect::<()>()
+                .await?;
+            for k in &stale {
+                self.delete(k).await?;
+            }
+        }
+        report.intents_removed = stale.len();
+        Ok(report)
+    }
+}
+
+impl Remote {
+    /// Remove what no one uses: first the manifests of entries not pushed
+    /// or pulled for [`PruneOptions::unused_for`] (with their `used`
+    /// markers), then every blob no remaining manifest and no live push
+    /// intent names, unless it is younger than [`PruneOptions::grace`];
+    /// and push intents older than the grace period.
+    ///
+    /// A push in progress is safe: the blobs it uploads are younger than
+    /// the grace period, and the ones it found already there are named by
+    /// its intent, written before it looked. See the [crate
+    /// docs](crate#garbage) for the one race that remains.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadOnly`]; a request failed (what was removed before it
+    /// stays removed; running it again continues).
+    pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        if self.inner.access == Access::ReadOnly && !opts.dry_run {
+            return Err(Error::ReadOnly);
+        }
+        self.inner.rt.block_on(self.inner.prune(opts))
+    }
+
+    /// Count what the remote holds: manifests, blobs and their stored
+    /// bytes, push intents. Lists everything (and `stat`s every blob on
+    /// services whose listing gives no sizes).
+    ///
+    /// # Errors
+    ///
+    /// A request failed.
+    pub fn info(&self) -> Result<RemoteInfo> {
+        let inner = &self.inner;
+        inner.rt.block_on(async {
+            let blobs = inner.describe_all(inner.list_keys(BLOBS).await?).await?;
+            Ok(RemoteInfo {
+                url: inner.url.clone(),
+                format_version: crate::manifest::VERSION,
+                access: inner.access,
+                manifests: inner.manifest_names().await?.len(),
+                blob_bytes: blobs.iter().map(|b| b.size).sum(),
+                blobs: blobs.len(),
+                intents: inner.list_keys(INTENTS).await?.len(),
+            })
+        })
+    }
+}
