@@ -352,7 +352,9 @@ impl Inner {
             .manifest_names()
             .await?
             .into_iter()
-            .filter(|n| !seen.contains(n) || report.manifests_removed.contains(n))
+            .filter(|n| {
+                !seen.contains(n) || (!opts.dry_run && report.manifests_removed.contains(n))
+            })
             .collect();
         for bytes in self.read_manifests(fresh).await?.values() {
             referenced.extend(Self::blobs_of(bytes).unwrap_or_default());
