@@ -461,7 +461,10 @@ fn prune(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     assert_eq!(r.blobs_removed, 0, "{r:?}");
     // Its manifest published now finds every blob it names.
     let again = rb.push(&w.a, "caught").unwrap().unwrap();
-    assert_eq!((again.outcome, again.blobs_uploaded), (Pushed::Published, 0));
+    assert_eq!(
+        (again.outcome, again.blobs_uploaded),
+        (Pushed::Published, 0)
+    );
     let tmp = tempfile::tempdir().unwrap();
     let c = cache(tmp.path());
     let got = rb.pull(&c, "caught").unwrap().unwrap();
@@ -576,14 +579,21 @@ fn prune_keeps_what_a_live_intent_names() {
     let report = r.prune(PruneOptions::unused_for(Duration::ZERO)).unwrap();
     assert_eq!(report.manifests_removed, ["e"]);
     assert_eq!(
-        (report.blobs_removed, report.blobs_referenced, report.intents_removed),
+        (
+            report.blobs_removed,
+            report.blobs_referenced,
+            report.intents_removed
+        ),
         (1, 1, 1),
         "{report:?}"
     );
     assert!(r.read_object(&blob_of(&kept)).unwrap().is_some());
     assert!(r.read_object(&blob_of(&lost)).unwrap().is_none());
     assert_eq!(r.list_objects("v1/intents/").unwrap(), ["v1/intents/live"]);
-    let ro = Remote::builder(&url).access(Access::ReadOnly).open().unwrap();
+    let ro = Remote::builder(&url)
+        .access(Access::ReadOnly)
+        .open()
+        .unwrap();
     assert!(matches!(
         ro.prune(PruneOptions::unused_for(Duration::ZERO)),
         Err(Error::ReadOnly)
@@ -689,23 +699,17 @@ fn http(port: u16, request: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
-#[test]
-fn s3_service_on_moto() {
-    let mut cmd = match moto_command() {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("skipping the S3 test: no moto server ({why})");
-            return;
-        }
-    };
-    let port = free_port();
+/// Start moto's S3 server on `port` with an empty bucket `bucket`; `Err`
+/// (why) when there is no moto to run.
+fn start_moto(port: u16) -> Result<Moto, String> {
+    let mut cmd = moto_command()?;
     let child = cmd
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("moto_server starts");
-    let _moto = Moto(child);
+    let moto = Moto(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     let created = loop {
         let put = format!(
@@ -718,10 +722,200 @@ fn s3_service_on_moto() {
         }
     };
     assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+    Ok(moto)
+}
+
+#[test]
+fn s3_service_on_moto() {
+    let port = free_port();
+    let _moto = match start_moto(port) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipping the S3 test: no moto server ({why})");
+            return;
+        }
+    };
     let url = format!("s3://bucket/team/cache?endpoint=http://127.0.0.1:{port}&region=auto");
     let open = |b: RemoteBuilder| b.credentials("testing", "testing").open().unwrap();
     suite(&open, &url);
     let url = format!("s3://bucket/pruned?endpoint=http://127.0.0.1:{port}&region=auto");
     prune(&open, &url);
     prune_racing_a_push(&open, &url);
+}
+
+/// A TCP proxy in front of a server: to the client it is the server, and
+/// it dies like one (every connection cut, the port refusing) once the
+/// client has sent `trip_after` bytes through it.
+struct Proxy {
+    port: u16,
+    dead: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn start(port: u16, upstream: u16, trip_after: u64) -> Proxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("the proxy's port is free");
+        let port = listener.local_addr().unwrap().port();
+        let dead = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let kill = {
+            let (dead, conns) = (dead.clone(), conns.clone());
+            move || {
+                if !dead.swap(true, Ordering::SeqCst) {
+                    // Wake the accept loop so it drops the listener.
+                    let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+                }
+                for c in conns.lock().unwrap().drain(..) {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        };
+        let d = dead.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if d.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                {
+                    let mut c = conns.lock().unwrap();
+                    c.push(client.try_clone().unwrap());
+                    c.push(server.try_clone().unwrap());
+                }
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (sent, kill) = (sent.clone(), kill.clone());
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = [0u8; 16 << 10];
+                    while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                        if sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > trip_after {
+                            kill();
+                            return;
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_in, &mut c_out);
+                    let _ = c_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+            // The listener drops here: the port refuses connections.
+        });
+        Proxy { port, dead }
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The server dies in the middle of a push (moto behind a proxy that cuts
+/// every connection and closes its port after 2 MiB of upload): the push
+/// fails, no manifest is visible, the local entry is untouched; the
+/// server back on the same port (moto kept its data: only the proxy
+/// died), the same push completes and pulls whole.
+///
+/// moto keeps its state in memory, so killing moto itself would lose the
+/// bucket: the proxy stands in for the server's death as the client sees
+/// it.
+#[test]
+fn s3_server_dying_mid_push_publishes_nothing() {
+    let moto_port = free_port();
+    let _moto = match start_moto(moto_port) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("skipping the S3 fault test: no moto server ({why})");
+            return;
+        }
+    };
+    let w = world();
+    put(&w.a, "big", |p| {
+        fill(p);
+        for i in 0..8 {
+            fs::write(p.join(format!("part{i}")), noise(4000 + i, 1 << 20)).unwrap();
+        }
+    });
+    let proxy = Proxy::start(0, moto_port, 2 << 20);
+    let url =
+        |port: u16| format!("s3://bucket/faults?endpoint=http://127.0.0.1:{port}&region=auto");
+    let open = |port: u16| {
+        Remote::builder(url(port))
+            .credentials("testing", "testing")
+            .timeout(Duration::from_secs(5))
+            .concurrency(4)
+            .open()
+            .unwrap()
+    };
+    let through_proxy = open(proxy.port);
+    let err = through_proxy.push(&w.a, "big").unwrap_err();
+    assert!(
+        proxy.is_dead(),
+        "the push failed before the server died: {err}"
+    );
+    eprintln!("push with the server dying: {err}");
+    // Seen from the server itself: blobs perhaps, but no manifest.
+    let direct = open(moto_port);
+    assert!(direct.list().unwrap().is_empty());
+    assert!(direct.read_object("v1/manifests/big").unwrap().is_none());
+    assert!(w.a.load("big").unwrap().is_some());
+    // The server is back on the same port.
+    let _back = Proxy::start(proxy.port, moto_port, u64::MAX);
+    let report = through_proxy.push(&w.a, "big").unwrap().unwrap();
+    assert_eq!(report.outcome, Pushed::Published);
+    assert!(
+        report.blobs_uploaded < report.blobs,
+        "blobs sent before the death are reused: {report:?}"
+    );
+    let got = direct.pull(&w.b, "big").unwrap().unwrap();
+    let a = w.a.load("big").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+    // The dead push's intent is debris a prune removes once stale.
+    let pruned = direct
+        .prune(PruneOptions::unused_for(30 * DAY).grace(Duration::ZERO))
+        .unwrap();
+    assert!(pruned.intents_removed <= 1, "{pruned:?}");
+    assert_eq!(direct.info().unwrap().intents, 0);
+}
+
+/// A server that accepts connections and never answers: `load_or_pull`
+/// gives up at the miss timeout (the request timeout is far longer), a
+/// miss that says so.
+#[test]
+fn a_hung_server_is_a_miss_at_the_miss_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Hold every connection open, silent, until the test ends.
+        let mut conns = Vec::new();
+        for c in listener.incoming().take(8) {
+            conns.push(c);
+        }
+    });
+    let w = world();
+    let r = Remote::builder(format!(
+        "s3://bucket/p?endpoint=http://127.0.0.1:{port}&region=auto"
+    ))
+    .credentials("test", "test")
+    .timeout(Duration::from_secs(600))
+    .miss_timeout(Duration::from_millis(500))
+    .open()
+    .unwrap();
+    match r.load_or_pull(&w.b, "x").unwrap() {
+        ReadThrough::Miss {
+            remote_error: Some(Error::Timeout(t)),
+        } => assert_eq!(t, Duration::from_millis(500)),
+        other => panic!("{other:?}"),
+    }
+    drop(held);
 }
