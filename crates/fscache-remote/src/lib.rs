@@ -67,10 +67,16 @@
 //!
 //! ```text
 //! v1/blobs/<h[0..2]>/<h>     zstd(chunk), h = lowercase hex BLAKE3 of the chunk
-//! v1/manifests/<NAME>        the manifest envelope of entry NAME (JSON)
+//! v1/manifests/<NAME>        zstd(the manifest envelope of entry NAME, JSON)
 //! v1/used/<NAME>             {"used": <Unix seconds>}: when NAME was last pushed or pulled
-//! v1/intents/<32 hex>        {"created": <Unix seconds>, "blobs": ["<h>", …]}: a push in progress
+//! v1/intents/<32 hex>        zstd({"created": <Unix seconds>, "blobs": ["<h>", …]}): a push in progress
 //! ```
+//!
+//! Manifests and intents are written as one zstd frame of their JSON (a
+//! manifest lists every hash of the tree, which compresses about 2:1); a
+//! reader takes an object that does not start with zstd's magic number
+//! (`28 b5 2f fd`) as the JSON itself, and refuses one that decompresses
+//! past 1 GiB.
 //!
 //! * **Blobs.** A file's content is cut into content-defined chunks with
 //!   FastCDC (the `fastcdc` crate's 2020 algorithm, normalization level 1,

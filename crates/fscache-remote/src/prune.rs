@@ -225,11 +225,13 @@ impl Inner {
             )
         })?;
         let key = format!("{INTENTS}{}", crate::keys::hex(&id));
-        let body = serde_json::to_vec(&IntentJson {
-            created: unix_now(),
-            blobs: blobs.iter().map(|b| b.to_string()).collect(),
-        })
-        .expect("an intent always serializes");
+        let body = crate::manifest::pack(
+            &serde_json::to_vec(&IntentJson {
+                created: unix_now(),
+                blobs: blobs.iter().map(|b| b.to_string()).collect(),
+            })
+            .expect("an intent always serializes"),
+        );
         let n = body.len() as u64;
         self.op
             .write(&key, body)
@@ -299,7 +301,8 @@ impl Inner {
             let Some(bytes) = self.read(&key).await? else {
                 continue; // its push finished meanwhile
             };
-            match serde_json::from_slice::<IntentJson>(&bytes) {
+            let json = crate::manifest::unpack(&bytes).map_err(|_| ());
+            match json.and_then(|j| serde_json::from_slice::<IntentJson>(&j).map_err(drop)) {
                 Ok(i) if now.saturating_sub(i.created) < grace.as_secs().max(1) => {
                     referenced.extend(i.blobs);
                 }

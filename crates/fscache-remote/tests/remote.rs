@@ -232,6 +232,13 @@ fn dedupe(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     }
 }
 
+/// A stored manifest's JSON: a zstd frame, decompressed. (A reader also
+/// takes plain JSON, which is what the tests that edit one write back.)
+fn unpacked(stored: &[u8]) -> Vec<u8> {
+    assert!(stored.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "not zstd");
+    zstd::stream::decode_all(stored).unwrap()
+}
+
 /// Nothing of `name` is in the cache, not even a work directory.
 fn nothing_stored(c: &FsCache, name: &str) {
     assert!(c.load(name).unwrap().is_none());
@@ -272,7 +279,7 @@ fn edited_manifest_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str)
     r.push(&w.a, "edited").unwrap().unwrap();
     let key = "v1/manifests/edited";
     let original = r.read_object(key).unwrap().unwrap();
-    let mut env: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&unpacked(&original)).unwrap();
     let body = env["manifest"].as_str().unwrap();
     // Make the secret world-readable, leaving the digest as it was.
     assert!(body.contains(r#""path":"secret","type":"file","perm":384"#));
@@ -316,7 +323,7 @@ fn signatures(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     // A signed manifest whose body was edited no longer verifies.
     let key = "v1/manifests/signed";
     let original = puller.read_object(key).unwrap().unwrap();
-    let mut env: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let mut env: serde_json::Value = serde_json::from_slice(&unpacked(&original)).unwrap();
     env["manifest"] = env["manifest"]
         .as_str()
         .unwrap()
