@@ -50,6 +50,13 @@
 //! | `file:///srv/cache` | a directory (local or a network file system); writes go through `ROOT/.tmp` and a rename |
 //! | `s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:9000&region=auto` | S3 or any S3-compatible server; `endpoint`, `region` and `virtual-host=true` are optional |
 //! | `memory://` or `memory://NAME` | a store in this process: `memory://` is a new empty one at each open, `memory://NAME` the same one for every open of that name (tests) |
+//! | `gs://BUCKET/PREFIX[?endpoint=URL&credential-path=FILE]` | Google Cloud Storage (cargo feature `gcs`); credentials from `GOOGLE_APPLICATION_CREDENTIALS` or the VM's metadata server |
+//! | `azblob://CONTAINER/PREFIX?endpoint=https://ACCOUNT.blob.core.windows.net[&account=ACCOUNT]` | Azure Blob Storage (feature `azblob`); account also from `AZURE_STORAGE_ACCOUNT`, key from `AZURE_STORAGE_KEY` or a SAS token from `AZURE_STORAGE_SAS_TOKEN` |
+//! | `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?root=PREFIX]`, `rediss://…` | Redis (feature `redis`); it cannot list keys, so `list`, `info` and `prune` fail there: give entries a TTL on the server instead |
+//! | `webdav://HOST/PATH` (HTTPS), `webdav+http://HOST/PATH`, `http(s)://HOST/PATH` | a WebDAV server (feature `webdav`); `USER:PASSWORD@` for basic authentication |
+//!
+//! `s3`, `file` and `memory` are always built; a URL of a service whose
+//! feature is off is an [`Error::Url`] that names the feature to turn on.
 //!
 //! S3 credentials come from the standard `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` variables and
