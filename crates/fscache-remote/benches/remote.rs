@@ -243,6 +243,18 @@ fn run(service: &str, open: &dyn Fn(&str) -> Remote, shape: &Shape, full_report:
     let data = entry.path().to_path_buf();
     let r = open(service);
 
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !(have("tar") && have("zstd")) {
+        println!("\nfscache-remote on {service}: skipped: the baseline needs `tar` and `zstd`");
+        return;
+    }
     let (archive, t_tar) = timed(|| tar_zstd(&data));
     let ((), t_put) = timed(|| {
         r.write_object_unchecked("baseline/archive.tar.zst", archive.clone())

@@ -159,9 +159,10 @@
 //! # Design
 //!
 //! [`Remote::push`] holds the local entry's read lock throughout, walks the
-//! tree, chunks and hashes every file, `stat`s each distinct blob and
-//! uploads the missing ones with bounded concurrency, then publishes the
-//! manifest. [`Remote::pull`] checks the manifest (signature against the
+//! tree, chunks and hashes every file, writes its intent, finds which
+//! distinct blobs the remote lacks (one listing of the blobs, or a `stat`
+//! each for a small tree or a huge remote) and uploads those with bounded
+//! concurrency, then publishes the manifest and its `used` marker. [`Remote::pull`] checks the manifest (signature against the
 //! trusted keys, format, name, paths, digest), fetches every distinct blob
 //! in parallel, checks its size and hash, writes it at its offsets in a
 //! [`fscache::StoreGuard`], sets modes, symlinks and hard links, recomputes

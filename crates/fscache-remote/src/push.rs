@@ -1,7 +1,7 @@
 //! `push`: read a local entry under its read lock, upload the blobs the
 //! remote lacks, publish the manifest last.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -66,8 +66,11 @@ impl Remote {
     /// Push the local entry `name` of `cache` to the remote. Holds the
     /// entry's read lock for the whole push, so it cannot be evicted or
     /// changed meanwhile. Uploads, in parallel, only the blobs the remote
-    /// lacks (one `stat` each), then publishes the manifest, signed when a
-    /// signing key is set, create-only where the service supports it.
+    /// lacks (known from one listing of the remote's blobs for a tree of
+    /// 64 blobs or more, when that costs under a tenth of the `stat`s it
+    /// saves; else one `stat` each), then publishes the manifest, signed
+    /// when a signing key is set, create-only where the service supports
+    /// it.
     /// `Ok(None)`: the cache has no such entry.
     ///
     /// # Errors
@@ -145,12 +148,17 @@ async fn upload(
 ) -> Result<()> {
     let sent = AtomicU64::new(0);
     let uploaded = AtomicU64::new(0);
+    let present = inner.listed_blobs(sources.len()).await?;
     futures::stream::iter(sources)
         .map(|s| {
-            let (sent, uploaded) = (&sent, &uploaded);
+            let (sent, uploaded, present) = (&sent, &uploaded, &present);
             async move {
                 let key = blob_key(&s.hash);
-                if inner.exists(&key).await? {
+                let there = match present {
+                    Some(listed) => listed.contains(&s.hash),
+                    None => inner.exists(&key).await?,
+                };
+                if there {
                     return Ok(());
                 }
                 let data = tokio::task::spawn_blocking(move || read_blob(&s))
@@ -188,6 +196,48 @@ async fn upload(
         Err(e) => return Err(Error::remote("write", mkey, e)),
     }
     Ok(())
+}
+
+/// A tree of at least this many blobs asks the remote's listing which it
+/// has, instead of one `stat` per blob.
+const LIST_FROM: usize = 64;
+/// Listing stops (and the push `stat`s each blob instead) past this many
+/// listed blobs per blob of the tree: one listed page (1000 keys on S3)
+/// then costs at most a tenth of the `stat`s it replaces.
+const LISTED_PER_BLOB: usize = 100;
+
+impl Inner {
+    /// The hashes of every blob on the remote, from one listing, if that
+    /// is cheaper than `wanted` `stat`s: `None` for a small tree, a
+    /// service that cannot list, or a remote so large that the listing
+    /// would cost more.
+    async fn listed_blobs(&self, wanted: usize) -> Result<Option<HashSet<String>>> {
+        let cap = self.op.info().full_capability();
+        if wanted < LIST_FROM || !(cap.list && cap.list_with_recursive) {
+            return Ok(None);
+        }
+        let prefix = "v1/blobs/";
+        let mut lister = self
+            .op
+            .lister_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(|e| Error::remote("list", prefix, e))?;
+        let mut listed = HashSet::new();
+        while let Some(e) = lister
+            .try_next()
+            .await
+            .map_err(|e| Error::remote("list", prefix, e))?
+        {
+            if let Some(hash) = e.path().rsplit('/').next().filter(|h| !h.is_empty()) {
+                listed.insert(hash.to_string());
+            }
+            if listed.len() > wanted.saturating_mul(LISTED_PER_BLOB) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(listed))
+    }
 }
 
 /// Read a blob's bytes from the entry, check them against its hash (the

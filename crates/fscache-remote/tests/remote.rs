@@ -137,6 +137,7 @@ fn world() -> World {
 fn suite(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     round_trip(open, url);
     dedupe(open, url);
+    dedupe_many(open, url);
     corrupt_blob_is_refused(open, url);
     edited_manifest_is_refused(open, url);
     signatures(open, url);
@@ -237,6 +238,29 @@ fn dedupe(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
 fn unpacked(stored: &[u8]) -> Vec<u8> {
     assert!(stored.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "not zstd");
     zstd::stream::decode_all(stored).unwrap()
+}
+
+/// A tree of many blobs (where a push lists the remote's blobs instead of
+/// asking for each): a copy with one file changed uploads that file only.
+fn dedupe_many(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let w = world();
+    let r = open(Remote::builder(url));
+    let many = |p: &Path, changed: u64| {
+        for i in 0..150 {
+            // Odd seeds: `noise` makes a seed odd, so odd ones all differ.
+            let seed = if i == 77 { changed } else { 10_001 + 2 * i };
+            fs::write(p.join(format!("f{i}")), noise(seed, 3000)).unwrap();
+        }
+    };
+    put(&w.a, "many-1", |p| many(p, 10_155));
+    put(&w.a, "many-2", |p| many(p, 3));
+    let first = r.push(&w.a, "many-1").unwrap().unwrap();
+    assert_eq!((first.blobs, first.blobs_uploaded), (150, 150), "{first:?}");
+    let second = r.push(&w.a, "many-2").unwrap().unwrap();
+    assert_eq!(second.blobs_uploaded, 1, "{second:?}");
+    let got = r.pull(&w.b, "many-2").unwrap().unwrap();
+    let a = w.a.load("many-2").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
 }
 
 /// Nothing of `name` is in the cache, not even a work directory.
