@@ -58,6 +58,13 @@ impl Remote {
     /// ([`StoreGuard::commit_and_load`]). The remote is always asked, even
     /// when the cache has the entry (see [`Remote::load_or_pull`]).
     ///
+    /// A cache opened with
+    /// [`record_digests(true)`](fscache::Builder::record_digests) records
+    /// the entry's tree digest in its `object.info`, so
+    /// [`FsCache::verify`] can check it later (as `fscache pull` and
+    /// `fscache load --remote` do); the facade then hashes the tree once
+    /// more at commit, since it takes no digest from its caller.
+    ///
     /// # Errors
     ///
     /// An invalid name; a refused manifest ([`Error::Refused`]), a corrupt
