@@ -329,7 +329,11 @@ pub(crate) enum RemoteCmd {
     /// Make an ed25519 key pair: the secret goes in
     /// $FSCACHE_REMOTE_SECRET_KEY of pushers, the public key in
     /// $FSCACHE_REMOTE_TRUSTED_KEYS of pullers.
-    Keygen,
+    Keygen {
+        /// Print JSON: `{"secret_key": …, "public_key": …}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The order of `ls`.

@@ -259,10 +259,17 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
                 }
             }
         }
-        RemoteCmd::Keygen => {
+        RemoteCmd::Keygen { json } => {
             let secret = keygen().map_err(|e| Fail::error(chain(&e)))?;
-            outln!("FSCACHE_REMOTE_SECRET_KEY={secret}")?;
-            outln!("FSCACHE_REMOTE_TRUSTED_KEYS={}", secret.public_key())?;
+            if json {
+                output::json(&json!({
+                    "secret_key": secret.to_string(),
+                    "public_key": secret.public_key().to_string(),
+                }))?;
+            } else {
+                outln!("FSCACHE_REMOTE_SECRET_KEY={secret}")?;
+                outln!("FSCACHE_REMOTE_TRUSTED_KEYS={}", secret.public_key())?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -212,6 +212,18 @@ fn load_reads_through_a_remote_on_another_host() {
 
 #[test]
 fn remote_info_and_prune() {
+    let k = json(&fsc!("remote", "keygen", "--json"));
+    assert!(
+        k["secret_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("ed25519-secret:"),
+        "{k}"
+    );
+    assert!(
+        k["public_key"].as_str().unwrap().starts_with("ed25519:"),
+        "{k}"
+    );
     let (tmp, a) = new_cache("10M");
     let remote = format!("file://{}", tmp.path().join("remote").display());
     expect_code(&store(&a, "e", &rich_tree(tmp.path())), 0);
