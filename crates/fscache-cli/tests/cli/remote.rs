@@ -299,3 +299,115 @@ fn remote_info_and_prune() {
     );
     expect_error(&o, "invalid duration");
 }
+
+/// moto's S3 server on a free port with an empty bucket `bucket`, killed
+/// on drop; `None` (and why, on stderr) when moto is not installed
+/// (`.ci/run` and the `fscache-remote` tests install it).
+struct Moto(Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> Option<Moto> {
+    use std::io::{Read, Write};
+    let runs = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut cmd = if runs(Command::new("moto_server").arg("--help")) {
+        Command::new("moto_server")
+    } else if runs(Command::new("python3").args(["-c", "import moto.server"])) {
+        let mut c = Command::new("python3");
+        c.args(["-m", "moto.server"]);
+        c
+    } else {
+        eprintln!("skipping: moto's S3 server is not installed (pip install 'moto[server]')");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = cmd
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto(child, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            write!(
+                s,
+                "PUT /bucket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        match sent {
+            Ok(r) => {
+                assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+                return Some(moto);
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("moto did not start: {e}"),
+        }
+    }
+}
+
+/// Two hosts on a real S3-compatible server, each its own cache driven by
+/// its own `fscache` processes: what A pushes, B reads through with A's
+/// tree digests (recorded, so `verify` checks them).
+#[test]
+fn two_hosts_share_an_s3_remote() {
+    let Some(moto) = moto() else { return };
+    let remote = format!(
+        "s3://bucket/hosts?endpoint=http://127.0.0.1:{}&region=auto",
+        moto.1
+    );
+    let s3 = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("FSCACHE_REMOTE", &remote)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let (tmp, a) = new_cache("20M");
+    let (_t2, b) = new_cache("20M");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        let src = rich_tree(&tmp.path().join(format!("src{i}")));
+        std::fs::write(src.join("which"), format!("tree {i}\n")).unwrap();
+        let name = format!("e{i}");
+        expect_code(&store(&a, &name, &src), 0);
+        let row = json(&s3(&["push", a_s, &name, "--json"]))[0].clone();
+        assert_eq!(row["outcome"], "pushed", "{row}");
+        digests.push(row["digest"].as_str().unwrap().to_owned());
+    }
+    for (i, digest) in digests.iter().enumerate() {
+        let name = format!("e{i}");
+        let o = s3(&["load", b_s, &name, "--", "cat", "which"]);
+        expect_code(&o, 0);
+        assert_eq!(stdout(&o), format!("tree {i}\n"));
+        assert_eq!(&digest_of(&b, &name), digest);
+        let o = fsc!("verify", &b, &name, "--json");
+        assert_eq!(json(&o)[0]["state"], "ok");
+    }
+    let o = s3(&["remote", "ls", "--json"]);
+    assert_eq!(json(&o), serde_json::json!(["e0", "e1", "e2"]));
+    let o = s3(&["remote", "info", "--json"]);
+    assert_eq!(json(&o)["intents"], 0);
+}
