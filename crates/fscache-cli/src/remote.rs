@@ -2,11 +2,15 @@
 //! ls|info|prune|keygen`, over `fscache-remote`.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
 use fscache::{format_bytes, FsCache, Obtained};
-use fscache_remote::{keygen, Access, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder};
+use fscache_remote::{
+    keygen, Access, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
+};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::args::{RemoteCmd, APPID};
@@ -30,6 +34,32 @@ fn open(url: &str) -> Result<Remote, Fail> {
         .keys_from_env()
         .and_then(RemoteBuilder::open)
         .map_err(|e| Fail::error(format!("remote `{url}`: {}", chain(&e))))
+}
+
+/// A progress bar for a push or pull of `name`, on a terminal only (and
+/// not with `-q`); the transfer sets its length when it knows it.
+fn transfer_bar(verb: &str, name: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() || !output::chatty() {
+        return None;
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{verb} {{msg}} [{{bar:30}}] {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_owned());
+    Some(bar)
+}
+
+/// The observer that moves `bar`, if any.
+fn advance(bar: &Option<ProgressBar>) -> impl Fn(Progress) + Sync + '_ {
+    move |p: Progress| {
+        if let Some(bar) = bar {
+            bar.set_length(p.bytes_total);
+            bar.set_position(p.bytes_done);
+        }
+    }
 }
 
 /// Run `each` on every name, collecting its JSON row; a failure is
@@ -59,7 +89,23 @@ fn for_each_name(
 pub(crate) fn push(cache: &Path, names: &[String], url: &str, as_json: bool) -> Outcome {
     let cache = open_existing(cache)?;
     let remote = open(url)?;
-    for_each_name(names, as_json, |name| match remote.push(&cache, name) {
+    for_each_name(names, as_json, |name| {
+        let bar = transfer_bar("pushing", name);
+        let pushed = remote.push_with_progress(&cache, name, &advance(&bar));
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        pushed_row(&cache, name, pushed, as_json)
+    })
+}
+
+fn pushed_row(
+    cache: &FsCache,
+    name: &str,
+    pushed: fscache_remote::Result<Option<fscache_remote::PushReport>>,
+    as_json: bool,
+) -> Result<Value, Fail> {
+    match pushed {
         Ok(Some(r)) => {
             let word = match r.outcome {
                 Pushed::Published => "pushed",
@@ -96,13 +142,28 @@ pub(crate) fn push(cache: &Path, names: &[String], url: &str, as_json: bool) -> 
             "failed to push `{name}`: {}",
             chain(&e)
         ))),
-    })
+    }
 }
 
 pub(crate) fn pull(cache: &Path, names: &[String], url: &str, as_json: bool) -> Outcome {
     let cache = open_for_pull(cache)?;
     let remote = open(url)?;
-    for_each_name(names, as_json, |name| match remote.pull(&cache, name) {
+    for_each_name(names, as_json, |name| {
+        let bar = transfer_bar("pulling", name);
+        let pulled = remote.pull_with_progress(&cache, name, &advance(&bar));
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        pulled_row(name, pulled, as_json)
+    })
+}
+
+fn pulled_row(
+    name: &str,
+    pulled: fscache_remote::Result<Option<Obtained>>,
+    as_json: bool,
+) -> Result<Value, Fail> {
+    match pulled {
         Ok(Some(got)) => {
             let (word, said) = match &got {
                 Obtained::Hit(_) => ("present", format!("{name} is in the cache already")),
@@ -122,7 +183,7 @@ pub(crate) fn pull(cache: &Path, names: &[String], url: &str, as_json: bool) -> 
             "failed to pull `{name}`: {}",
             chain(&e)
         ))),
-    })
+    }
 }
 
 /// `fscache load --remote URL CACHE NAME -- CMD`: a local hit, else a

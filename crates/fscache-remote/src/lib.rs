@@ -201,5 +201,5 @@ pub use error::{Error, Result};
 pub use keys::{keygen, PublicKey, SecretKey, PUBLIC_PREFIX, SECRET_PREFIX};
 pub use prune::{PruneOptions, PruneReport, RemoteInfo};
 pub use pull::ReadThrough;
-pub use push::{PushReport, Pushed};
+pub use push::{Progress, PushReport, Pushed};
 pub use remote::{Access, Remote, RemoteBuilder, ENV_REMOTE, ENV_SECRET_KEY, ENV_TRUSTED_KEYS};

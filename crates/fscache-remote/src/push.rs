@@ -43,6 +43,58 @@ pub struct PushReport {
     pub bytes_total: u64,
 }
 
+/// How far a transfer is, as [`Remote::push_with_progress`] and
+/// [`Remote::pull_with_progress`] report it: after each distinct blob is
+/// done (uploaded, found on the remote, or fetched and written).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Distinct blobs done.
+    pub blobs_done: usize,
+    /// Distinct blobs of the entry.
+    pub blobs_total: usize,
+    /// Uncompressed bytes of the blobs done.
+    pub bytes_done: u64,
+    /// Uncompressed bytes of all its distinct blobs.
+    pub bytes_total: u64,
+}
+
+/// Counts blobs done and calls the observer.
+pub(crate) struct Tracker<'a> {
+    blobs: std::sync::atomic::AtomicUsize,
+    bytes: AtomicU64,
+    blobs_total: usize,
+    bytes_total: u64,
+    observer: &'a (dyn Fn(Progress) + Sync),
+}
+
+impl<'a> Tracker<'a> {
+    pub(crate) fn new(
+        blobs_total: usize,
+        bytes_total: u64,
+        observer: &'a (dyn Fn(Progress) + Sync),
+    ) -> Self {
+        Self {
+            blobs: Default::default(),
+            bytes: AtomicU64::new(0),
+            blobs_total,
+            bytes_total,
+            observer,
+        }
+    }
+
+    pub(crate) fn done(&self, bytes: u64) {
+        let blobs_done = self.blobs.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes_done = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        (self.observer)(Progress {
+            blobs_done,
+            blobs_total: self.blobs_total,
+            bytes_done,
+            bytes_total: self.bytes_total,
+        });
+    }
+}
+
 /// Whether a push published its manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -80,6 +132,22 @@ impl Remote {
     /// a request failed. A failed push never publishes a manifest, and the
     /// local cache is untouched.
     pub fn push(&self, cache: &FsCache, name: &str) -> Result<Option<PushReport>> {
+        self.push_with_progress(cache, name, &|_| {})
+    }
+
+    /// [`Remote::push`], calling `progress` after each distinct blob is
+    /// uploaded or found on the remote (from the remote's threads: keep it
+    /// short).
+    ///
+    /// # Errors
+    ///
+    /// As [`Remote::push`].
+    pub fn push_with_progress(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<PushReport>> {
         if self.inner.access == Access::ReadOnly {
             return Err(Error::ReadOnly);
         }
@@ -126,7 +194,8 @@ impl Remote {
             let hashes: Vec<&str> = sources.iter().map(|s| s.hash.as_str()).collect();
             let (intent, n) = inner.begin_intent(&hashes).await?;
             report.bytes_uploaded += n;
-            let result = upload(inner, sources, &mkey, sealed, &mut report).await;
+            let tracker = Tracker::new(report.blobs, report.bytes_total, progress);
+            let result = upload(inner, sources, &mkey, sealed, &mut report, &tracker).await;
             if result.is_ok() {
                 inner.touch(name).await;
             }
@@ -145,6 +214,7 @@ async fn upload(
     mkey: &str,
     sealed: Vec<u8>,
     report: &mut PushReport,
+    tracker: &Tracker<'_>,
 ) -> Result<()> {
     let sent = AtomicU64::new(0);
     let uploaded = AtomicU64::new(0);
@@ -158,7 +228,9 @@ async fn upload(
                     Some(listed) => listed.contains(&s.hash),
                     None => inner.exists(&key).await?,
                 };
+                let size = s.size;
                 if there {
+                    tracker.done(size);
                     return Ok(());
                 }
                 let data = tokio::task::spawn_blocking(move || read_blob(&s))
@@ -172,6 +244,7 @@ async fn upload(
                     .map_err(|e| Error::remote("write", &key, e))?;
                 sent.fetch_add(n, Ordering::Relaxed);
                 uploaded.fetch_add(1, Ordering::Relaxed);
+                tracker.done(size);
                 Ok::<_, Error>(())
             }
         })

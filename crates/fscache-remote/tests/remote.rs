@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use fscache::{CacheInfo, FsCache, MaxSize, Obtained};
 use fscache_remote::{
-    keygen, Access, Error, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
+    keygen, Access, Error, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
 };
 
 fn cache(dir: &Path) -> FsCache {
@@ -256,9 +256,28 @@ fn dedupe_many(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     put(&w.a, "many-2", |p| many(p, 3));
     let first = r.push(&w.a, "many-1").unwrap().unwrap();
     assert_eq!((first.blobs, first.blobs_uploaded), (150, 150), "{first:?}");
-    let second = r.push(&w.a, "many-2").unwrap().unwrap();
+    // Progress counts every blob, uploaded or found, up to the totals.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let record = |p: Progress| seen.lock().unwrap().push(p);
+    let second = r
+        .push_with_progress(&w.a, "many-2", &record)
+        .unwrap()
+        .unwrap();
     assert_eq!(second.blobs_uploaded, 1, "{second:?}");
-    let got = r.pull(&w.b, "many-2").unwrap().unwrap();
+    let done = |seen: &std::sync::Mutex<Vec<Progress>>| {
+        let mut v = std::mem::take(&mut *seen.lock().unwrap());
+        v.sort_by_key(|p| p.blobs_done);
+        assert_eq!(v.len(), 150);
+        let last = *v.last().unwrap();
+        assert_eq!((last.blobs_done, last.blobs_total), (150, 150), "{last:?}");
+        assert_eq!((last.bytes_done, last.bytes_total), (450_000, 450_000));
+    };
+    done(&seen);
+    let got = r
+        .pull_with_progress(&w.b, "many-2", &record)
+        .unwrap()
+        .unwrap();
+    done(&seen);
     let a = w.a.load("many-2").unwrap().unwrap();
     assert_eq!(describe(a.path()), describe(got.path()));
 }
