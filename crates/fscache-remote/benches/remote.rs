@@ -8,7 +8,8 @@
 //! half-compressible content, unique per file, is stored in a local cache
 //! and then, on each service (the `fs` service in a temporary directory,
 //! and moto's S3 server on 127.0.0.1 when it can be started; choose with
-//! `FSCACHE_BENCH_SERVICES=fs,s3`):
+//! `FSCACHE_BENCH_SERVICES=fs,s3`; `FSCACHE_BENCH_CONCURRENCY=N` sets the
+//! requests in flight on s3, default 16):
 //!
 //! * `baseline push`: `tar -cf - . | zstd -3 -T0` of the entry, then one
 //!   PUT of the archive (through the same OpenDAL operator);
@@ -371,9 +372,14 @@ fn main() {
                 Ok((_moto, port)) => {
                     let url =
                         format!("s3://bench/remote?endpoint=http://127.0.0.1:{port}&region=auto");
+                    let concurrency = std::env::var("FSCACHE_BENCH_CONCURRENCY")
+                        .ok()
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(16);
                     let open = |_: &str| {
                         RemoteBuilder::new(url.as_str())
                             .credentials("bench", "bench")
+                            .concurrency(concurrency)
                             .open()
                             .unwrap()
                     };
