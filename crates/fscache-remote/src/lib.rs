@@ -197,6 +197,10 @@ mod pull;
 mod push;
 mod remote;
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use error::{Error, Result};
 pub use keys::{keygen, PublicKey, SecretKey, PUBLIC_PREFIX, SECRET_PREFIX};
 pub use prune::{PruneOptions, PruneReport, RemoteInfo};
