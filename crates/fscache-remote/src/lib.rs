@@ -134,8 +134,7 @@
 //! [`Remote::prune`] (`fscache remote prune --unused-for 30d`) works in
 //! this order: list the blobs (only those can go: a blob written later is
 //! never removed by this run); remove the manifests (and `used` markers)
-//! of entries whose last use is older than `unused_for`, reading the marker
-//! again just before; collect the blobs the remaining manifests name; list
+//! of entries whose last use is older than `unused_for`; collect the blobs the remaining manifests name; list
 //! the manifests again and read the new ones, and read the intents younger
 //! than the grace period (older ones are removed: their push died); then
 //! remove every listed blob that none of these name and that the service

@@ -324,29 +324,36 @@ impl Inner {
         let names = self.manifest_names().await?;
         let seen: HashSet<String> = names.iter().cloned().collect();
         let manifests = self.read_manifests(names).await?;
-        let mut sorted: Vec<(String, Vec<u8>)> = manifests.into_iter().collect();
-        sorted.sort();
-        for (name, bytes) in sorted {
-            let used = self.last_used(&name, Some(&bytes)).await?;
-            let old = used.is_some_and(|u| now.saturating_sub(u) >= opts.unused_for.as_secs());
-            // Read the marker again right before removing: a pull may
-            // have used the entry since.
-            let still_old = old && {
-                let again = self.last_used(&name, Some(&bytes)).await?;
-                again.is_some_and(|u| now.saturating_sub(u) >= opts.unused_for.as_secs())
-            };
-            if still_old {
-                if !opts.dry_run {
-                    self.delete(&format!("{MANIFESTS}{name}")).await?;
-                    self.delete(&used_key(&name)).await?;
+        let unused_for = opts.unused_for.as_secs();
+        // Each manifest, concurrently: its marker read, and removed if old.
+        let mut outcomes: Vec<(String, Option<Option<Vec<String>>>)> =
+            futures::stream::iter(manifests)
+                .map(|(name, bytes)| async move {
+                    let used = self.last_used(&name, Some(&bytes)).await?;
+                    if used.is_some_and(|u| now.saturating_sub(u) >= unused_for) {
+                        if !opts.dry_run {
+                            self.delete(&format!("{MANIFESTS}{name}")).await?;
+                            self.delete(&used_key(&name)).await?;
+                        }
+                        return Ok::<_, Error>((name, None));
+                    }
+                    let blobs = Self::blobs_of(&bytes);
+                    Ok((name, Some(blobs)))
+                })
+                .buffer_unordered(self.concurrency)
+                .try_collect()
+                .await?;
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, kept) in outcomes {
+            match kept {
+                None => report.manifests_removed.push(name),
+                Some(blobs) => {
+                    report.manifests_kept += 1;
+                    match blobs {
+                        Some(b) => referenced.extend(b),
+                        None => report.manifests_unreadable.push(name),
+                    }
                 }
-                report.manifests_removed.push(name);
-                continue;
-            }
-            report.manifests_kept += 1;
-            match Self::blobs_of(&bytes) {
-                Some(b) => referenced.extend(b),
-                None => report.manifests_unreadable.push(name),
             }
         }
         // 3. Just before removing anything: manifests published since
