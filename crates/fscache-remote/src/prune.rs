@@ -245,8 +245,9 @@ impl Inner {
         let _ = self.delete(key).await;
     }
 
-    /// The blobs the manifest at `key` names, or `None` if it cannot be
-    /// read as a manifest of this format.
+    /// The blobs a stored manifest names, or `None` if it cannot be read
+    /// as a manifest of this format (its signature is not checked: this
+    /// only decides what to keep).
     fn blobs_of(bytes: &[u8]) -> Option<Vec<String>> {
         let m = Manifest::open_unchecked(bytes).ok()?;
         Some(
@@ -303,7 +304,7 @@ impl Inner {
             };
             let json = crate::manifest::unpack(&bytes).map_err(|_| ());
             match json.and_then(|j| serde_json::from_slice::<IntentJson>(&j).map_err(drop)) {
-                Ok(i) if now.saturating_sub(i.created) < grace.as_secs().max(1) => {
+                Ok(i) if now.saturating_sub(i.created) < grace.as_secs() => {
                     referenced.extend(i.blobs);
                 }
                 _ => stale.push(key),
