@@ -259,6 +259,7 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
                     "blobs": i.blobs,
                     "blob_bytes": i.blob_bytes,
                     "intents": i.intents,
+                    "prunes": i.prunes,
                 }))?;
             } else {
                 outln!("remote:         {}", i.url)?;
@@ -270,6 +271,7 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
                     format_bytes(i.blob_bytes)
                 )?;
                 outln!("pushes running: {} (or left by dead pushes)", i.intents)?;
+                outln!("prunes running: {} (or left by dead prunes)", i.prunes)?;
             }
         }
         RemoteCmd::Prune {

@@ -77,6 +77,7 @@
 //! v1/manifests/<NAME>        zstd(the manifest envelope of entry NAME, JSON)
 //! v1/used/<NAME>             {"used": <Unix seconds>}: when NAME was last pushed or pulled
 //! v1/intents/<32 hex>        zstd({"created": <Unix seconds>, "blobs": ["<h>", …]}): a push in progress
+//! v1/prunes/<32 hex>         {"started": <Unix seconds>}: a prune in progress
 //! ```
 //!
 //! Manifests and intents are written as one zstd frame of their JSON (a
@@ -128,6 +129,9 @@
 //! * **Intents.** Before a push looks for any blob, it writes
 //!   `v1/intents/<random id>` naming every blob of the tree, and removes
 //!   it when done (published, found published, or failed).
+//! * **Prune markers.** A prune (not a dry run) writes
+//!   `v1/prunes/<random id>` before it lists anything and removes it when
+//!   done. A marker older than one hour is a dead prune's and is ignored.
 //!
 //! # Garbage
 //!
@@ -142,13 +146,16 @@
 //!
 //! So a push in progress keeps its blobs: those it uploaded are younger
 //! than the grace period, and those it found already there are named by
-//! its intent, written before it looked. The grace period must exceed the
-//! longest push. What remains: a push that writes its intent after the
-//! prune read the intents, and finds a blob that is old, unreferenced and
-//! about to be removed (it belonged only to entries this prune removed),
-//! publishes a manifest naming a removed blob. Pulls of it then fail their
-//! blob check (a miss, nothing stored) until the name is removed and
-//! pushed again. Run prunes when few pushes run, e.g. nightly.
+//! its intent, which it writes before it looks for any blob. A prune that
+//! started before that intent was written might not read it, so a push,
+//! once its intent is written, lists the prune markers and waits until no
+//! live one is left ([`RemoteBuilder::prune_wait`], default 10 minutes;
+//! then it fails with [`Error::PruneInProgress`], publishing nothing). A
+//! prune that starts after that check reads the intent before it removes
+//! anything. The grace period must exceed the longest push, and a prune
+//! should end within the marker's one-hour lease. This relies on listings
+//! that show every object written before them (S3 since 2020, GCS, Azure,
+//! a local file system).
 //!
 //! Ages of blobs come from the service's last-modified time, ages of
 //! entries and intents from clients' clocks: keep clocks roughly in sync

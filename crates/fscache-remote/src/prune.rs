@@ -21,6 +21,10 @@ pub(crate) const MANIFESTS: &str = "v1/manifests/";
 pub(crate) const USED: &str = "v1/used/";
 /// The prefix of push intents.
 pub(crate) const INTENTS: &str = "v1/intents/";
+/// The prefix of prune markers.
+pub(crate) const PRUNES: &str = "v1/prunes/";
+/// A prune marker older than this is a dead prune's, and ignored.
+pub(crate) const PRUNE_LEASE: Duration = Duration::from_secs(3600);
 
 /// The key of the `used` marker of entry `name`.
 pub(crate) fn used_key(name: &str) -> String {
@@ -31,6 +35,12 @@ pub(crate) fn used_key(name: &str) -> String {
 #[derive(Serialize, Deserialize)]
 struct UsedJson {
     used: u64,
+}
+
+/// What a prune marker holds.
+#[derive(Serialize, Deserialize)]
+struct PruneJson {
+    started: u64,
 }
 
 /// What a push intent holds.
@@ -130,6 +140,9 @@ pub struct RemoteInfo {
     pub blob_bytes: u64,
     /// Push intents present: pushes in progress, or debris of dead ones.
     pub intents: usize,
+    /// Prune markers present: prunes in progress (pushes wait for them),
+    /// or debris of dead ones (ignored after an hour).
+    pub prunes: usize,
 }
 
 /// One listed object: its key, stored size, and when it was last written
@@ -216,15 +229,7 @@ impl Inner {
 
     /// Write a push intent naming `blobs`; returns its key and size.
     pub(crate) async fn begin_intent(&self, blobs: &[&str]) -> Result<(String, u64)> {
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| {
-            Error::io(
-                "draw a random intent id for",
-                INTENTS,
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-        let key = format!("{INTENTS}{}", crate::keys::hex(&id));
+        let key = Self::random_key(INTENTS)?;
         let body = crate::manifest::pack(
             &serde_json::to_vec(&IntentJson {
                 created: unix_now(),
@@ -313,7 +318,85 @@ impl Inner {
         Ok(stale)
     }
 
+    /// A random object name below `prefix`.
+    fn random_key(prefix: &str) -> Result<String> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| {
+            Error::io(
+                "draw a random id for",
+                prefix,
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+        Ok(format!("{prefix}{}", crate::keys::hex(&id)))
+    }
+
+    /// Wait (up to the remote's prune wait) until no prune runs: called
+    /// by a push after it wrote its intent and before it looks for any
+    /// blob. A prune that starts later reads that intent before it
+    /// removes anything; one that started earlier may not have, so the
+    /// push lets it finish first.
+    pub(crate) async fn wait_for_prunes(&self) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let now = unix_now();
+            let mut live = None;
+            for e in self.list_keys(PRUNES).await? {
+                let key = e.path().to_string();
+                let Some(bytes) = self.read(&key).await? else {
+                    continue; // it ended meanwhile
+                };
+                // An unreadable marker counts as live until the lease
+                // passes by its last-modified time (unknown: live).
+                let since = match serde_json::from_slice::<PruneJson>(&bytes) {
+                    Ok(m) => Some(m.started),
+                    Err(_) => self
+                        .op
+                        .stat(&key)
+                        .await
+                        .ok()
+                        .and_then(|m| m.last_modified())
+                        .map(|t| secs(SystemTime::from(t))),
+                };
+                if since.is_none_or(|s| now.saturating_sub(s) < PRUNE_LEASE.as_secs()) {
+                    live = Some(key);
+                    break;
+                }
+            }
+            let Some(key) = live else {
+                return Ok(());
+            };
+            if started.elapsed() >= self.prune_wait {
+                return Err(Error::PruneInProgress { key });
+            }
+            tokio::time::sleep(pause.min(self.prune_wait.saturating_sub(started.elapsed()))).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
     async fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        if opts.dry_run {
+            return self.prune_marked(opts).await;
+        }
+        // Pushes that begin while this marker exists wait for it to go.
+        let marker = Self::random_key(PRUNES)?;
+        let body = serde_json::to_vec(&PruneJson {
+            started: unix_now(),
+        })
+        .expect("a marker always serializes");
+        self.op
+            .write(&marker, body)
+            .await
+            .map_err(|e| Error::remote("write", &marker, e))?;
+        let result = self.prune_marked(opts).await;
+        // Best effort: a marker left behind makes pushes wait until its
+        // lease passes, never breaks anything.
+        let _ = self.delete(&marker).await;
+        result
+    }
+
+    async fn prune_marked(&self, opts: PruneOptions) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         let now = unix_now();
         // 1. The blobs that exist now: the only candidates. A blob written
@@ -410,9 +493,10 @@ impl Remote {
     /// and push intents older than the grace period.
     ///
     /// A push in progress is safe: the blobs it uploads are younger than
-    /// the grace period, and the ones it found already there are named by
-    /// its intent, written before it looked. See the [crate
-    /// docs](crate#garbage) for the one race that remains.
+    /// the grace period, the ones it found already there are named by
+    /// its intent, and a push waits for a prune that was already running
+    /// when it wrote its intent (see the [crate docs](crate#garbage)).
+    /// While it runs, the prune keeps a marker on the remote.
     ///
     /// # Errors
     ///
@@ -444,6 +528,7 @@ impl Remote {
                 blob_bytes: blobs.iter().map(|b| b.size).sum(),
                 blobs: blobs.len(),
                 intents: inner.list_keys(INTENTS).await?.len(),
+                prunes: inner.list_keys(PRUNES).await?.len(),
             })
         })
     }

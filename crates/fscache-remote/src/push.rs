@@ -195,7 +195,10 @@ impl Remote {
             let (intent, n) = inner.begin_intent(&hashes).await?;
             report.bytes_uploaded += n;
             let tracker = Tracker::new(report.blobs, report.bytes_total, progress);
-            let result = upload(inner, sources, &mkey, sealed, &mut report, &tracker).await;
+            let result = match inner.wait_for_prunes().await {
+                Ok(()) => upload(inner, sources, &mkey, sealed, &mut report, &tracker).await,
+                Err(e) => Err(e),
+            };
             if result.is_ok() {
                 inner.touch(name).await;
             }

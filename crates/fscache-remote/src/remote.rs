@@ -42,6 +42,7 @@ pub struct RemoteBuilder {
     concurrency: usize,
     timeout: Duration,
     miss_timeout: Duration,
+    prune_wait: Duration,
     credentials: Option<(String, String)>,
 }
 
@@ -55,6 +56,7 @@ impl fmt::Debug for RemoteBuilder {
             .field("concurrency", &self.concurrency)
             .field("timeout", &self.timeout)
             .field("miss_timeout", &self.miss_timeout)
+            .field("prune_wait", &self.prune_wait)
             .field("credentials", &self.credentials.as_ref().map(|_| "…"))
             .finish()
     }
@@ -73,6 +75,7 @@ impl RemoteBuilder {
             concurrency: 16,
             timeout: Duration::from_secs(60),
             miss_timeout: Duration::from_secs(10),
+            prune_wait: Duration::from_secs(600),
             credentials: None,
         }
     }
@@ -153,6 +156,14 @@ impl RemoteBuilder {
         self
     }
 
+    /// How long a push waits for a prune in progress on the remote to end
+    /// before it fails with [`Error::PruneInProgress`] (default 10 min;
+    /// see the [crate docs](crate#garbage)).
+    pub fn prune_wait(mut self, t: Duration) -> Self {
+        self.prune_wait = t;
+        self
+    }
+
     /// S3 credentials to use instead of the standard `AWS_*` variables and
     /// profiles.
     pub fn credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
@@ -199,6 +210,7 @@ impl RemoteBuilder {
                 trusted: self.trusted,
                 concurrency: self.concurrency,
                 miss_timeout: self.miss_timeout,
+                prune_wait: self.prune_wait,
             }),
         })
     }
@@ -499,6 +511,7 @@ pub(crate) struct Inner {
     pub trusted: Vec<PublicKey>,
     pub concurrency: usize,
     pub miss_timeout: Duration,
+    pub prune_wait: Duration,
 }
 
 impl fmt::Debug for Remote {

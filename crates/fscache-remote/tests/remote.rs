@@ -590,6 +590,52 @@ fn fs_service() {
     prune_racing_a_push(&|b| b.open().unwrap(), &url);
 }
 
+/// A push that finds a prune running waits for it to end (a prune that
+/// started before the push's intent may not have read it), and fails
+/// without publishing when it waits too long; a dead prune's marker
+/// (older than its lease) is ignored; a finished prune leaves no marker.
+#[test]
+fn a_push_waits_for_a_running_prune() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let url = format!("file://{}", bucket.display());
+    let w = world();
+    put(&w.a, "e", fill);
+    let r = Remote::open(&url).unwrap();
+    r.prune(PruneOptions::unused_for(30 * DAY)).unwrap();
+    assert!(r.list_objects("v1/prunes/").unwrap().is_empty());
+
+    let marker = |started: u64| format!(r#"{{"started": {started}}}"#).into_bytes();
+    r.write_object_unchecked("v1/prunes/running", marker(unix_now()))
+        .unwrap();
+    let impatient = Remote::builder(&url)
+        .prune_wait(Duration::from_millis(300))
+        .open()
+        .unwrap();
+    let err = impatient.push(&w.a, "e").unwrap_err();
+    assert!(matches!(err, Error::PruneInProgress { .. }), "{err}");
+    assert!(r.list().unwrap().is_empty());
+    assert!(w.a.load("e").unwrap().is_some());
+
+    // The prune ends while the push waits: the push goes on.
+    let running = bucket.join("v1/prunes/running");
+    let push = std::thread::scope(|s| {
+        let pusher = s.spawn(|| r.push(&w.a, "e"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(r.list().unwrap().is_empty(), "published during a prune");
+        fs::remove_file(&running).unwrap();
+        pusher.join().unwrap()
+    });
+    assert_eq!(push.unwrap().unwrap().outcome, Pushed::Published);
+
+    // A dead prune's marker does not stop anyone.
+    r.write_object_unchecked("v1/prunes/dead", marker(unix_now() - 7200))
+        .unwrap();
+    put(&w.a, "f", fill);
+    let report = impatient.push(&w.a, "f").unwrap().unwrap();
+    assert_eq!(report.outcome, Pushed::Published);
+}
+
 /// On the fs service a blob's age can be set: a blob a live push intent
 /// names is kept however old, the others past the grace period go, and an
 /// intent older than the grace period (a dead push's) is removed.

@@ -288,6 +288,11 @@ fn remote_info_and_prune() {
     assert_eq!(p["blobs_removed"].as_u64(), Some(blobs));
     let info = json(&fsc!("remote", "info", "--remote", &remote, "--json"));
     assert_eq!(info["blobs"].as_u64(), Some(0));
+    assert_eq!(
+        info["prunes"].as_u64(),
+        Some(0),
+        "a finished prune leaves no marker"
+    );
 
     let o = fsc!(
         "remote",
