@@ -295,7 +295,8 @@ pub(crate) enum RemoteCmd {
         json: bool,
     },
     /// What the remote holds: entries, blobs and their stored size, push
-    /// intents (pushes in progress, or debris of dead ones).
+    /// intents and prune markers (pushes and prunes in progress, or debris
+    /// of dead ones).
     Info {
         /// The remote.
         #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
