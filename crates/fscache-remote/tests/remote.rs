@@ -636,6 +636,53 @@ fn a_push_waits_for_a_running_prune() {
     assert_eq!(report.outcome, Pushed::Published);
 }
 
+/// The race prune markers close, step by step: a prune that began before
+/// a push wrote its intent (so it did not read it) is about to remove old
+/// blobs that push needs. The push waits for that prune to end before it
+/// looks for them; so it finds them gone, uploads them again, and what it
+/// publishes pulls whole. (On the fs service, where the test can play the
+/// earlier prune's part by removing files.)
+#[test]
+fn a_push_does_not_reuse_blobs_a_running_prune_removes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket = tmp.path().join("bucket");
+    let url = format!("file://{}", bucket.display());
+    let r = Remote::open(&url).unwrap();
+    let w = world();
+    let tree = |p: &Path| {
+        for f in 0..80 {
+            fs::write(p.join(format!("f{f}")), noise(2 * f + 7001, 4000)).unwrap();
+        }
+    };
+    put(&w.a, "old", tree);
+    put(&w.a, "new", tree);
+    r.push(&w.a, "old").unwrap().unwrap();
+    let blobs = r.list_objects("v1/blobs/").unwrap();
+    assert_eq!(blobs.len(), 80);
+    // A prune is running: it has read the intents (none) and will remove
+    // "old" and its blobs.
+    let started = format!(r#"{{"started": {}}}"#, unix_now());
+    r.write_object_unchecked("v1/prunes/earlier", started.into_bytes())
+        .unwrap();
+    let pushed = std::thread::scope(|s| {
+        let pusher = s.spawn(|| r.push(&w.a, "new"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(r.list().unwrap(), ["old"], "published during a prune");
+        // The prune removes what it decided to, and ends.
+        fs::remove_file(bucket.join("v1/manifests/old")).unwrap();
+        for key in &blobs {
+            fs::remove_file(bucket.join(key)).unwrap();
+        }
+        fs::remove_file(bucket.join("v1/prunes/earlier")).unwrap();
+        pusher.join().unwrap().unwrap().unwrap()
+    });
+    assert_eq!(pushed.outcome, Pushed::Published);
+    assert_eq!(pushed.blobs_uploaded, 80, "{pushed:?}");
+    let got = r.pull(&w.b, "new").unwrap().unwrap();
+    let a = w.a.load("new").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+}
+
 /// On the fs service a blob's age can be set: a blob a live push intent
 /// names is kept however old, the others past the grace period go, and an
 /// intent older than the grace period (a dead push's) is removed.
