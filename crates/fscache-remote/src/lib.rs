@@ -148,11 +148,12 @@
 //! than the grace period, and those it found already there are named by
 //! its intent, which it writes before it looks for any blob. A prune that
 //! started before that intent was written might not read it, so a push,
-//! once its intent is written, lists the prune markers and waits until no
-//! live one is left ([`RemoteBuilder::prune_wait`], default 10 minutes;
-//! then it fails with [`Error::PruneInProgress`], publishing nothing). A
-//! prune that starts after that check reads the intent before it removes
-//! anything. The grace period must exceed the longest push, and a prune
+//! once its intent is written, lists the prune markers and waits until the
+//! live ones it saw are gone ([`RemoteBuilder::prune_wait`], default 10
+//! minutes; then it fails with [`Error::PruneInProgress`], publishing
+//! nothing). A prune whose marker that listing did not show started after
+//! it, and reads the intent before it removes anything; so prunes run back
+//! to back never starve a push. The grace period must exceed the longest push, and a prune
 //! should end within the marker's one-hour lease. This relies on listings
 //! that show every object written before them (S3 since 2020, GCS, Azure,
 //! a local file system).

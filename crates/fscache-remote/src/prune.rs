@@ -331,40 +331,45 @@ impl Inner {
         Ok(format!("{prefix}{}", crate::keys::hex(&id)))
     }
 
-    /// Wait (up to the remote's prune wait) until no prune runs: called
-    /// by a push after it wrote its intent and before it looks for any
-    /// blob. A prune that starts later reads that intent before it
-    /// removes anything; one that started earlier may not have, so the
-    /// push lets it finish first.
+    /// The live prune markers: those younger than their lease. An
+    /// unreadable marker's age is its last-modified time (unknown: live).
+    async fn live_prunes(&self) -> Result<HashSet<String>> {
+        let now = unix_now();
+        let mut live = HashSet::new();
+        for e in self.list_keys(PRUNES).await? {
+            let key = e.path().to_string();
+            let Some(bytes) = self.read(&key).await? else {
+                continue; // it ended meanwhile
+            };
+            let since = match serde_json::from_slice::<PruneJson>(&bytes) {
+                Ok(m) => Some(m.started),
+                Err(_) => self
+                    .op
+                    .stat(&key)
+                    .await
+                    .ok()
+                    .and_then(|m| m.last_modified())
+                    .map(|t| secs(SystemTime::from(t))),
+            };
+            if since.is_none_or(|s| now.saturating_sub(s) < PRUNE_LEASE.as_secs()) {
+                live.insert(key);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Wait (up to the remote's prune wait) until every prune running now
+    /// has ended: called by a push after it wrote its intent and before it
+    /// looks for any blob. A prune whose marker this first listing does
+    /// not show wrote it later, so it reads the intent before it removes
+    /// anything: only the ones listed now may not have, and only those are
+    /// waited for (so prunes run back to back never starve a push).
     pub(crate) async fn wait_for_prunes(&self) -> Result<()> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(100);
+        let mut waiting_for = self.live_prunes().await?;
         loop {
-            let now = unix_now();
-            let mut live = None;
-            for e in self.list_keys(PRUNES).await? {
-                let key = e.path().to_string();
-                let Some(bytes) = self.read(&key).await? else {
-                    continue; // it ended meanwhile
-                };
-                // An unreadable marker counts as live until the lease
-                // passes by its last-modified time (unknown: live).
-                let since = match serde_json::from_slice::<PruneJson>(&bytes) {
-                    Ok(m) => Some(m.started),
-                    Err(_) => self
-                        .op
-                        .stat(&key)
-                        .await
-                        .ok()
-                        .and_then(|m| m.last_modified())
-                        .map(|t| secs(SystemTime::from(t))),
-                };
-                if since.is_none_or(|s| now.saturating_sub(s) < PRUNE_LEASE.as_secs()) {
-                    live = Some(key);
-                    break;
-                }
-            }
-            let Some(key) = live else {
+            let Some(key) = waiting_for.iter().next().cloned() else {
                 return Ok(());
             };
             if started.elapsed() >= self.prune_wait {
@@ -372,6 +377,8 @@ impl Inner {
             }
             tokio::time::sleep(pause.min(self.prune_wait.saturating_sub(started.elapsed()))).await;
             pause = (pause * 2).min(Duration::from_secs(5));
+            let live = self.live_prunes().await?;
+            waiting_for.retain(|k| live.contains(k));
         }
     }
 

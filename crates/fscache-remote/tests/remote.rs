@@ -617,16 +617,25 @@ fn a_push_waits_for_a_running_prune() {
     assert!(r.list().unwrap().is_empty());
     assert!(w.a.load("e").unwrap().is_some());
 
-    // The prune ends while the push waits: the push goes on.
+    // The prune ends while the push waits: the push goes on. A prune that
+    // began after the push looked reads its intent: the push does not
+    // wait for that one (or prunes back to back would starve it).
     let running = bucket.join("v1/prunes/running");
+    let patient = Remote::builder(&url)
+        .prune_wait(Duration::from_secs(5))
+        .open()
+        .unwrap();
     let push = std::thread::scope(|s| {
-        let pusher = s.spawn(|| r.push(&w.a, "e"));
+        let pusher = s.spawn(|| patient.push(&w.a, "e"));
         std::thread::sleep(Duration::from_millis(300));
         assert!(r.list().unwrap().is_empty(), "published during a prune");
+        r.write_object_unchecked("v1/prunes/later", marker(unix_now()))
+            .unwrap();
         fs::remove_file(&running).unwrap();
         pusher.join().unwrap()
     });
     assert_eq!(push.unwrap().unwrap().outcome, Pushed::Published);
+    fs::remove_file(bucket.join("v1/prunes/later")).unwrap();
 
     // A dead prune's marker does not stop anyone.
     r.write_object_unchecked("v1/prunes/dead", marker(unix_now() - 7200))
