@@ -14,6 +14,11 @@
 //!   version, a test that needs an unpublished crate.
 //! * `bench [FILTER]`: runs the criterion benches, then prints one table of
 //!   the medians measured by this run, each with its ratio to its baseline.
+//!   `fscache-remote`'s bench (`remote`, not criterion: one push and pull
+//!   of a 190 MiB tree is one sample) prints its own table as it runs:
+//!   push and pull beside `tar | zstd` and one PUT/GET, on the fs service
+//!   and moto, and the bytes of a second push after 1 % of the files
+//!   changed (`FSCACHE_BENCH_FULL=1`: 1 GiB, 50 000 files).
 //! * `demo`: builds the `fscache` binary and runs a real scenario on a
 //!   temporary cache, printing each command and its output.
 //! * `dist`: writes what an installer ships beside the `fscache` binary

@@ -126,6 +126,11 @@ pub(crate) enum Cmd {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
+        /// On a local miss, pull NAME from this remote (checked, then
+        /// stored in the cache); a remote that is down or refused is a
+        /// miss, said on stderr. Also $FSCACHE_REMOTE.
+        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+        remote: Option<String>,
     },
     /// Write one file of entry NAME to stdout, under the entry's read lock.
     #[command(override_usage = "fscache cat [OPTIONS] [CACHE] NAME PATH")]
@@ -208,7 +213,8 @@ pub(crate) enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The remote itself: list its entries, or make a signing key pair.
+    /// The remote itself: list its entries, show what it holds, prune it,
+    /// or make a signing key pair.
     Remote {
         #[command(subcommand)]
         command: RemoteCmd,
@@ -288,10 +294,47 @@ pub(crate) enum RemoteCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the remote holds: entries, blobs and their stored size, push
+    /// intents and prune markers (pushes and prunes in progress, or debris
+    /// of dead ones).
+    Info {
+        /// The remote.
+        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+        remote: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the entries not pushed or pulled for DURATION, then the
+    /// blobs no remaining entry (and no push in progress) names, except
+    /// blobs younger than the grace period.
+    Prune {
+        /// The remote.
+        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+        remote: String,
+        /// Remove entries last pushed or pulled longer ago than DURATION
+        /// (`12h`, `30d`, `1w`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+        unused_for: Duration,
+        /// Keep unreferenced blobs written less than DURATION ago: a push
+        /// in progress may need them. Longer than the longest push.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h", allow_hyphen_values = true)]
+        grace: Duration,
+        /// Show what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make an ed25519 key pair: the secret goes in
     /// $FSCACHE_REMOTE_SECRET_KEY of pushers, the public key in
     /// $FSCACHE_REMOTE_TRUSTED_KEYS of pullers.
-    Keygen,
+    Keygen {
+        /// Print JSON: `{"secret_key": …, "public_key": …}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The order of `ls`.

@@ -46,10 +46,17 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             };
             store(&cache, &name_arg(name)?, Path::new(&src), exists, json)
         }
-        Cmd::Load { args, command } => {
+        Cmd::Load {
+            args,
+            command,
+            remote,
+        } => {
             let (cache, rest) = split_cache(g, args, 1)?;
             let [name] = <[OsString; 1]>::try_from(rest).map_err(|_| usage())?;
-            load(&cache, &name_arg(name)?, &command)
+            match remote.filter(|r| !r.is_empty()) {
+                Some(url) => crate::remote::load(&cache, &name_arg(name)?, &command, &url),
+                None => load(&cache, &name_arg(name)?, &command),
+            }
         }
         Cmd::Cat { args } => {
             let (cache, rest) = split_cache(g, args, 2)?;
@@ -508,7 +515,13 @@ fn exit_code_of(status: ExitStatus) -> ExitCode {
 /// passed on to the command (a Ctrl-C reaches both of us anyway), and once
 /// it has exited we stop with 128 + N; `after` says what the caller's
 /// guard will have undone by then.
-fn run_in(dir: &Path, var: &str, command: &[OsString], signals: &Signals, after: &str) -> Outcome {
+pub(crate) fn run_in(
+    dir: &Path,
+    var: &str,
+    command: &[OsString],
+    signals: &Signals,
+    after: &str,
+) -> Outcome {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Fail::error("no command given after `--`"))?;

@@ -50,6 +50,14 @@ pub enum Error {
     /// The remote did not answer within the time allowed.
     #[error("the remote did not answer within {0:?}")]
     Timeout(Duration),
+    /// A prune was running on the remote for longer than the push may
+    /// wait ([`RemoteBuilder::prune_wait`](crate::RemoteBuilder::prune_wait)):
+    /// the push did nothing (but its intent, which a later prune removes).
+    #[error("a prune of the remote is in progress (`{key}`); try the push again later")]
+    PruneInProgress {
+        /// The prune's marker object.
+        key: String,
+    },
     /// A manifest was refused: unsigned or signed by no trusted key, not
     /// the format this crate reads, naming another entry, inconsistent, or
     /// the tree built from it does not have its digest. Nothing was kept.
@@ -117,6 +125,7 @@ impl From<Error> for io::Error {
             Error::Url { .. } | Error::Key(_) => io::ErrorKind::InvalidInput,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
             Error::Timeout(_) => io::ErrorKind::TimedOut,
+            Error::PruneInProgress { .. } => io::ErrorKind::ResourceBusy,
             Error::Refused { .. } | Error::CorruptBlob { .. } => io::ErrorKind::InvalidData,
             Error::Unsupported { .. } => io::ErrorKind::Unsupported,
         };

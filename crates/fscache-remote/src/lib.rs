@@ -50,6 +50,13 @@
 //! | `file:///srv/cache` | a directory (local or a network file system); writes go through `ROOT/.tmp` and a rename |
 //! | `s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:9000&region=auto` | S3 or any S3-compatible server; `endpoint`, `region` and `virtual-host=true` are optional |
 //! | `memory://` or `memory://NAME` | a store in this process: `memory://` is a new empty one at each open, `memory://NAME` the same one for every open of that name (tests) |
+//! | `gs://BUCKET/PREFIX[?endpoint=URL&credential-path=FILE]` | Google Cloud Storage (cargo feature `gcs`); credentials from `GOOGLE_APPLICATION_CREDENTIALS` or the VM's metadata server |
+//! | `azblob://CONTAINER/PREFIX?endpoint=https://ACCOUNT.blob.core.windows.net[&account=ACCOUNT]` | Azure Blob Storage (feature `azblob`); account also from `AZURE_STORAGE_ACCOUNT`, key from `AZURE_STORAGE_KEY` or a SAS token from `AZURE_STORAGE_SAS_TOKEN` |
+//! | `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?root=PREFIX]`, `rediss://…` | Redis (feature `redis`); it cannot list keys, so `list`, `info` and `prune` fail there: give entries a TTL on the server instead |
+//! | `webdav://HOST/PATH` (HTTPS), `webdav+http://HOST/PATH`, `http(s)://HOST/PATH` | a WebDAV server (feature `webdav`); `USER:PASSWORD@` for basic authentication |
+//!
+//! `s3`, `file` and `memory` are always built; a URL of a service whose
+//! feature is off is an [`Error::Url`] that names the feature to turn on.
 //!
 //! S3 credentials come from the standard `AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE` variables and
@@ -67,8 +74,17 @@
 //!
 //! ```text
 //! v1/blobs/<h[0..2]>/<h>     zstd(chunk), h = lowercase hex BLAKE3 of the chunk
-//! v1/manifests/<NAME>        the manifest envelope of entry NAME (JSON)
+//! v1/manifests/<NAME>        zstd(the manifest envelope of entry NAME, JSON)
+//! v1/used/<NAME>             {"used": <Unix seconds>}: when NAME was last pushed or pulled
+//! v1/intents/<32 hex>        zstd({"created": <Unix seconds>, "blobs": ["<h>", …]}): a push in progress
+//! v1/prunes/<32 hex>         {"started": <Unix seconds>}: a prune in progress
 //! ```
+//!
+//! Manifests and intents are written as one zstd frame of their JSON (a
+//! manifest lists every hash of the tree, which compresses about 2:1); a
+//! reader takes an object that does not start with zstd's magic number
+//! (`28 b5 2f fd`) as the JSON itself, and refuses one that decompresses
+//! past 1 GiB.
 //!
 //! * **Blobs.** A file's content is cut into content-defined chunks with
 //!   FastCDC (the `fastcdc` crate's 2020 algorithm, normalization level 1,
@@ -104,13 +120,56 @@
 //! * **Publication.** Blobs are written first, the manifest last (create-only
 //!   where the service has a conditional write: S3 `If-None-Match: *`, the
 //!   file system), so a manifest is never visible before a blob it names.
+//! * **Use.** A push that publishes (or finds the name published) and a
+//!   pull that commits write `v1/used/NAME` with the current time of the
+//!   client's clock (best effort: a failure is ignored; a read-only remote
+//!   writes nothing; a local hit of [`Remote::load_or_pull`] makes no
+//!   request, so it is not recorded). Without a marker, the manifest's
+//!   `created` counts.
+//! * **Intents.** Before a push looks for any blob, it writes
+//!   `v1/intents/<random id>` naming every blob of the tree, and removes
+//!   it when done (published, found published, or failed).
+//! * **Prune markers.** A prune (not a dry run) writes
+//!   `v1/prunes/<random id>` before it lists anything and removes it when
+//!   done. A marker older than one hour is a dead prune's and is ignored.
+//!
+//! # Garbage
+//!
+//! [`Remote::prune`] (`fscache remote prune --unused-for 30d`) works in
+//! this order: list the blobs (only those can go: a blob written later is
+//! never removed by this run); remove the manifests (and `used` markers)
+//! of entries whose last use is older than `unused_for`; collect the blobs the remaining manifests name; list
+//! the manifests again and read the new ones, and read the intents younger
+//! than the grace period (older ones are removed: their push died); then
+//! remove every listed blob that none of these name and that the service
+//! says was written before the grace period (default 1 h).
+//!
+//! So a push in progress keeps its blobs: those it uploaded are younger
+//! than the grace period, and those it found already there are named by
+//! its intent, which it writes before it looks for any blob. A prune that
+//! started before that intent was written might not read it, so a push,
+//! once its intent is written, lists the prune markers and waits until the
+//! live ones it saw are gone ([`RemoteBuilder::prune_wait`], default 10
+//! minutes; then it fails with [`Error::PruneInProgress`], publishing
+//! nothing). A prune whose marker that listing did not show started after
+//! it, and reads the intent before it removes anything; so prunes run back
+//! to back never starve a push. The grace period must exceed the longest push, and a prune
+//! should end within the marker's one-hour lease. This relies on listings
+//! that show every object written before them (S3 since 2020, GCS, Azure,
+//! a local file system).
+//!
+//! Ages of blobs come from the service's last-modified time, ages of
+//! entries and intents from clients' clocks: keep clocks roughly in sync
+//! (skew shortens or lengthens the grace period). The `memory` service
+//! gives no times: there, prune removes manifests but never blobs.
 //!
 //! # Design
 //!
 //! [`Remote::push`] holds the local entry's read lock throughout, walks the
-//! tree, chunks and hashes every file, `stat`s each distinct blob and
-//! uploads the missing ones with bounded concurrency, then publishes the
-//! manifest. [`Remote::pull`] checks the manifest (signature against the
+//! tree, chunks and hashes every file, writes its intent, finds which
+//! distinct blobs the remote lacks (one listing of the blobs, or a `stat`
+//! each for a small tree or a huge remote) and uploads those with bounded
+//! concurrency, then publishes the manifest and its `used` marker. [`Remote::pull`] checks the manifest (signature against the
 //! trusted keys, format, name, paths, digest), fetches every distinct blob
 //! in parallel, checks its size and hash, writes it at its offsets in a
 //! [`fscache::StoreGuard`], sets modes, symlinks and hard links, recomputes
@@ -125,9 +184,9 @@
 //! * Every chunk is its own object: a tree of many small files costs one
 //!   request per file (no packing yet).
 //! * A push whose name the remote already has is a no-op
-//!   ([`Pushed::Exists`]); there is no overwrite, and no garbage collection
-//!   of blobs yet, so a push that failed after uploading blobs leaves them
-//!   unreferenced (harmless, but they take space).
+//!   ([`Pushed::Exists`]); there is no overwrite. A push that failed after
+//!   uploading blobs leaves them unreferenced until a
+//!   [prune](crate#garbage) removes them.
 //! * On services without a conditional write (memory), two racing pushers
 //!   of one name can both write the manifest; the last one wins, and each
 //!   is complete and checked on pull.
@@ -140,12 +199,18 @@
 mod error;
 mod keys;
 mod manifest;
+mod prune;
 mod pull;
 mod push;
 mod remote;
 
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use error::{Error, Result};
 pub use keys::{keygen, PublicKey, SecretKey, PUBLIC_PREFIX, SECRET_PREFIX};
+pub use prune::{PruneOptions, PruneReport, RemoteInfo};
 pub use pull::ReadThrough;
-pub use push::{PushReport, Pushed};
+pub use push::{Progress, PushReport, Pushed};
 pub use remote::{Access, Remote, RemoteBuilder, ENV_REMOTE, ENV_SECRET_KEY, ENV_TRUSTED_KEYS};

@@ -2,9 +2,10 @@
 //! signed envelope; and the tree digest (version 1) over a manifest or a
 //! directory on disk.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 use fscache::{Digest, DirHasher};
@@ -93,6 +94,35 @@ struct Envelope {
     signatures: Vec<SignatureJson>,
 }
 
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// The most a compressed manifest or intent may expand to (a bound
+/// against a decompression bomb in a bucket).
+const UNPACKED_MAX: u64 = 1 << 30;
+
+/// Compress a manifest envelope or an intent for storage.
+pub(crate) fn pack(json: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(json, 3).expect("compressing into memory cannot fail")
+}
+
+/// The JSON of a stored manifest envelope or intent: a zstd frame is
+/// decompressed (at most 1 GiB), anything else is taken as JSON as it is.
+pub(crate) fn unpack(bytes: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+    if !bytes.starts_with(&ZSTD_MAGIC) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(bytes)
+        .map_err(|e| e.to_string())?
+        .take(UNPACKED_MAX + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not a zstd frame: {e}"))?;
+    if out.len() as u64 > UNPACKED_MAX {
+        return Err("larger than 1 GiB once decompressed".into());
+    }
+    Ok(Cow::Owned(out))
+}
+
 fn signed_message(body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(SIGNED_TAG.len() + body.len());
     m.extend_from_slice(SIGNED_TAG);
@@ -117,14 +147,25 @@ impl Manifest {
             manifest: body,
             signatures,
         };
-        serde_json::to_vec_pretty(&env).expect("an envelope always serializes")
+        pack(&serde_json::to_vec(&env).expect("an envelope always serializes"))
+    }
+
+    /// Parse an envelope and its manifest without any check: for prune,
+    /// which only needs the blobs a manifest names and when it was made.
+    pub(crate) fn open_unchecked(bytes: &[u8]) -> Result<Manifest, String> {
+        let env: Envelope = serde_json::from_slice(&unpack(bytes)?).map_err(|e| e.to_string())?;
+        if env.format != FORMAT || env.version != VERSION {
+            return Err("not this format".into());
+        }
+        serde_json::from_str(&env.manifest).map_err(|e| e.to_string())
     }
 
     /// Open an envelope read from `manifests/NAME`: check the signature
     /// against `trusted` (when not empty), the format, the name, the
     /// paths, and that the digest is the one of the tree it describes.
     pub(crate) fn open(name: &str, bytes: &[u8], trusted: &[PublicKey]) -> Result<Manifest> {
-        let env: Envelope = serde_json::from_slice(bytes)
+        let json = unpack(bytes).map_err(|why| Error::refused(name, why))?;
+        let env: Envelope = serde_json::from_slice(&json)
             .map_err(|e| Error::refused(name, format!("not a manifest envelope: {e}")))?;
         if env.format != FORMAT || env.version != VERSION {
             return Err(Error::refused(

@@ -12,6 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::manifest::{digest_dir, Kind, Manifest};
+use crate::push::{Progress, Tracker};
 use crate::remote::{blob_key, manifest_key, Inner, Remote};
 
 /// What [`Remote::load_or_pull`] found.
@@ -58,17 +59,40 @@ impl Remote {
     /// ([`StoreGuard::commit_and_load`]). The remote is always asked, even
     /// when the cache has the entry (see [`Remote::load_or_pull`]).
     ///
+    /// A cache opened with
+    /// [`record_digests(true)`](fscache::Builder::record_digests) records
+    /// the entry's tree digest in its `object.info`, so
+    /// [`FsCache::verify`] can check it later (as `fscache pull` and
+    /// `fscache load --remote` do); the facade then hashes the tree once
+    /// more at commit, since it takes no digest from its caller.
+    ///
     /// # Errors
     ///
     /// An invalid name; a refused manifest ([`Error::Refused`]), a corrupt
     /// blob ([`Error::CorruptBlob`]), a failed request or local write.
     /// Any failure discards the partial tree: nothing is stored locally.
     pub fn pull(&self, cache: &FsCache, name: &str) -> Result<Option<Obtained>> {
+        self.pull_with_progress(cache, name, &|_| {})
+    }
+
+    /// [`Remote::pull`], calling `progress` after each distinct blob is
+    /// fetched, checked and written (from the remote's threads: keep it
+    /// short).
+    ///
+    /// # Errors
+    ///
+    /// As [`Remote::pull`].
+    pub fn pull_with_progress(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<Obtained>> {
         cache.contains(name)?; // validates the name before any request
         let Some(manifest) = self.inner.rt.block_on(self.inner.manifest(name))? else {
             return Ok(None);
         };
-        self.build(cache, name, &manifest).map(Some)
+        self.build(cache, name, &manifest, progress).map(Some)
     }
 
     /// A local hit, else a pull, else a miss: the one call a build needs.
@@ -99,7 +123,7 @@ impl Remote {
                 })
             }
         };
-        match self.build(cache, name, &manifest) {
+        match self.build(cache, name, &manifest, &|_| {}) {
             Ok(o) => Ok(ReadThrough::Pulled(o)),
             Err(e @ Error::Cache(_)) => Err(e),
             Err(e) => Ok(ReadThrough::Miss {
@@ -108,10 +132,16 @@ impl Remote {
         }
     }
 
-    fn build(&self, cache: &FsCache, name: &str, m: &Manifest) -> Result<Obtained> {
+    fn build(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        m: &Manifest,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Obtained> {
         let guard = cache.store(name)?;
         // Any error below drops the guard, which removes the partial tree.
-        fill(&self.inner, &guard, m)?;
+        fill(&self.inner, &guard, m, progress)?;
         let root = guard.path();
         let built = digest_dir(root).map_err(|e| Error::io("digest", root, e))?;
         if built.to_string() != m.digest {
@@ -123,7 +153,9 @@ impl Remote {
                 ),
             ));
         }
-        Ok(guard.commit_and_load()?)
+        let got = guard.commit_and_load()?;
+        self.inner.rt.block_on(self.inner.touch(name));
+        Ok(got)
     }
 }
 
@@ -142,7 +174,12 @@ impl Inner {
 type Dest = (PathBuf, u64);
 
 /// Build the manifest's tree in the guard's `data/`.
-fn fill(inner: &Inner, guard: &StoreGuard, m: &Manifest) -> Result<()> {
+fn fill(
+    inner: &Inner,
+    guard: &StoreGuard,
+    m: &Manifest,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<()> {
     let root = guard.path();
     let at = |p: &str| root.join(p);
     // Directories first, owner-writable until their children are in.
@@ -184,6 +221,12 @@ fn fill(inner: &Inner, guard: &StoreGuard, m: &Manifest) -> Result<()> {
             Kind::File { link: Some(_), .. } | Kind::Symlink { .. } => {}
         }
     }
+    let tracker = Tracker::new(
+        wanted.len(),
+        wanted.values().map(|(size, _)| size).sum(),
+        progress,
+    );
+    let tracker = &tracker;
     inner.rt.block_on(
         futures::stream::iter(wanted)
             .map(|(hash, (size, dests))| async move {
@@ -195,7 +238,9 @@ fn fill(inner: &Inner, guard: &StoreGuard, m: &Manifest) -> Result<()> {
                 let hash = hash.to_string();
                 tokio::task::spawn_blocking(move || place(&hash, size, &data, &dests))
                     .await
-                    .map_err(|e| Error::io("write", &key, std::io::Error::other(e)))?
+                    .map_err(|e| Error::io("write", &key, std::io::Error::other(e)))??;
+                tracker.done(size);
+                Ok::<_, Error>(())
             })
             .buffer_unordered(inner.concurrency)
             .try_collect::<()>(),

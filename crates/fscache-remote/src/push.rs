@@ -1,7 +1,7 @@
 //! `push`: read a local entry under its read lock, upload the blobs the
 //! remote lacks, publish the manifest last.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
-use crate::remote::{blob_key, manifest_key, Access, Remote};
+use crate::remote::{blob_key, manifest_key, Access, Inner, Remote};
 
 /// FastCDC's minimum, average and maximum chunk sizes.
 pub(crate) const CHUNK_MIN: u32 = 64 << 10;
@@ -43,6 +43,58 @@ pub struct PushReport {
     pub bytes_total: u64,
 }
 
+/// How far a transfer is, as [`Remote::push_with_progress`] and
+/// [`Remote::pull_with_progress`] report it: after each distinct blob is
+/// done (uploaded, found on the remote, or fetched and written).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Distinct blobs done.
+    pub blobs_done: usize,
+    /// Distinct blobs of the entry.
+    pub blobs_total: usize,
+    /// Uncompressed bytes of the blobs done.
+    pub bytes_done: u64,
+    /// Uncompressed bytes of all its distinct blobs.
+    pub bytes_total: u64,
+}
+
+/// Counts blobs done and calls the observer.
+pub(crate) struct Tracker<'a> {
+    blobs: std::sync::atomic::AtomicUsize,
+    bytes: AtomicU64,
+    blobs_total: usize,
+    bytes_total: u64,
+    observer: &'a (dyn Fn(Progress) + Sync),
+}
+
+impl<'a> Tracker<'a> {
+    pub(crate) fn new(
+        blobs_total: usize,
+        bytes_total: u64,
+        observer: &'a (dyn Fn(Progress) + Sync),
+    ) -> Self {
+        Self {
+            blobs: Default::default(),
+            bytes: AtomicU64::new(0),
+            blobs_total,
+            bytes_total,
+            observer,
+        }
+    }
+
+    pub(crate) fn done(&self, bytes: u64) {
+        let blobs_done = self.blobs.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes_done = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        (self.observer)(Progress {
+            blobs_done,
+            blobs_total: self.blobs_total,
+            bytes_done,
+            bytes_total: self.bytes_total,
+        });
+    }
+}
+
 /// Whether a push published its manifest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -66,8 +118,11 @@ impl Remote {
     /// Push the local entry `name` of `cache` to the remote. Holds the
     /// entry's read lock for the whole push, so it cannot be evicted or
     /// changed meanwhile. Uploads, in parallel, only the blobs the remote
-    /// lacks (one `stat` each), then publishes the manifest, signed when a
-    /// signing key is set, create-only where the service supports it.
+    /// lacks (known from one listing of the remote's blobs for a tree of
+    /// 64 blobs or more, when that costs under a tenth of the `stat`s it
+    /// saves; else one `stat` each), then publishes the manifest, signed
+    /// when a signing key is set, create-only where the service supports
+    /// it.
     /// `Ok(None)`: the cache has no such entry.
     ///
     /// # Errors
@@ -77,6 +132,22 @@ impl Remote {
     /// a request failed. A failed push never publishes a manifest, and the
     /// local cache is untouched.
     pub fn push(&self, cache: &FsCache, name: &str) -> Result<Option<PushReport>> {
+        self.push_with_progress(cache, name, &|_| {})
+    }
+
+    /// [`Remote::push`], calling `progress` after each distinct blob is
+    /// uploaded or found on the remote (from the remote's threads: keep it
+    /// short).
+    ///
+    /// # Errors
+    ///
+    /// As [`Remote::push`].
+    pub fn push_with_progress(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<PushReport>> {
         if self.inner.access == Access::ReadOnly {
             return Err(Error::ReadOnly);
         }
@@ -115,56 +186,133 @@ impl Remote {
             let mkey = manifest_key(name);
             if inner.exists(&mkey).await? {
                 report.outcome = Pushed::Exists;
+                inner.touch(name).await;
                 return Ok(());
             }
-            let sent = AtomicU64::new(0);
-            let uploaded = AtomicU64::new(0);
-            futures::stream::iter(sources)
-                .map(|s| {
-                    let (sent, uploaded) = (&sent, &uploaded);
-                    async move {
-                        let key = blob_key(&s.hash);
-                        if inner.exists(&key).await? {
-                            return Ok(());
-                        }
-                        let data = tokio::task::spawn_blocking(move || read_blob(&s))
-                            .await
-                            .map_err(|e| Error::io("read", &key, std::io::Error::other(e)))??;
-                        let n = data.len() as u64;
-                        inner
-                            .op
-                            .write(&key, data)
-                            .await
-                            .map_err(|e| Error::remote("write", &key, e))?;
-                        sent.fetch_add(n, Ordering::Relaxed);
-                        uploaded.fetch_add(1, Ordering::Relaxed);
-                        Ok::<_, Error>(())
-                    }
-                })
-                .buffer_unordered(inner.concurrency)
-                .try_collect::<()>()
-                .await?;
-            report.blobs_uploaded = uploaded.into_inner() as usize;
-            report.bytes_uploaded = sent.into_inner();
-            // Last: the manifest, once every blob it names is stored.
-            let n = sealed.len() as u64;
-            let conditional = inner.op.info().full_capability().write_with_if_not_exists;
-            let written = inner
-                .op
-                .write_with(&mkey, sealed)
-                .if_not_exists(conditional)
-                .await;
-            match written {
-                Ok(_) => report.bytes_uploaded += n,
-                Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
-                    report.outcome = Pushed::Exists;
-                }
-                Err(e) => return Err(Error::remote("write", &mkey, e)),
+            // Before looking for any blob: name them all in an intent, so
+            // a prune running meanwhile keeps the ones found already there.
+            let hashes: Vec<&str> = sources.iter().map(|s| s.hash.as_str()).collect();
+            let (intent, n) = inner.begin_intent(&hashes).await?;
+            report.bytes_uploaded += n;
+            let tracker = Tracker::new(report.blobs, report.bytes_total, progress);
+            let result = match inner.wait_for_prunes().await {
+                Ok(()) => upload(inner, sources, &mkey, sealed, &mut report, &tracker).await,
+                Err(e) => Err(e),
+            };
+            if result.is_ok() {
+                inner.touch(name).await;
             }
-            Ok(())
+            inner.end_intent(&intent).await;
+            result
         })?;
         drop(entry);
         Ok(Some(report))
+    }
+}
+
+/// Upload the blobs the remote lacks, then publish the manifest.
+async fn upload(
+    inner: &Inner,
+    sources: Vec<Source>,
+    mkey: &str,
+    sealed: Vec<u8>,
+    report: &mut PushReport,
+    tracker: &Tracker<'_>,
+) -> Result<()> {
+    let sent = AtomicU64::new(0);
+    let uploaded = AtomicU64::new(0);
+    let present = inner.listed_blobs(sources.len()).await?;
+    futures::stream::iter(sources)
+        .map(|s| {
+            let (sent, uploaded, present) = (&sent, &uploaded, &present);
+            async move {
+                let key = blob_key(&s.hash);
+                let there = match present {
+                    Some(listed) => listed.contains(&s.hash),
+                    None => inner.exists(&key).await?,
+                };
+                let size = s.size;
+                if there {
+                    tracker.done(size);
+                    return Ok(());
+                }
+                let data = tokio::task::spawn_blocking(move || read_blob(&s))
+                    .await
+                    .map_err(|e| Error::io("read", &key, std::io::Error::other(e)))??;
+                let n = data.len() as u64;
+                inner
+                    .op
+                    .write(&key, data)
+                    .await
+                    .map_err(|e| Error::remote("write", &key, e))?;
+                sent.fetch_add(n, Ordering::Relaxed);
+                uploaded.fetch_add(1, Ordering::Relaxed);
+                tracker.done(size);
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(inner.concurrency)
+        .try_collect::<()>()
+        .await?;
+    report.blobs_uploaded = uploaded.into_inner() as usize;
+    report.bytes_uploaded += sent.into_inner();
+    // Last: the manifest, once every blob it names is stored.
+    let n = sealed.len() as u64;
+    let conditional = inner.op.info().full_capability().write_with_if_not_exists;
+    let written = inner
+        .op
+        .write_with(mkey, sealed)
+        .if_not_exists(conditional)
+        .await;
+    match written {
+        Ok(_) => report.bytes_uploaded += n,
+        Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
+            report.outcome = Pushed::Exists;
+        }
+        Err(e) => return Err(Error::remote("write", mkey, e)),
+    }
+    Ok(())
+}
+
+/// A tree of at least this many blobs asks the remote's listing which it
+/// has, instead of one `stat` per blob.
+const LIST_FROM: usize = 64;
+/// Listing stops (and the push `stat`s each blob instead) past this many
+/// listed blobs per blob of the tree: one listed page (1000 keys on S3)
+/// then costs at most a tenth of the `stat`s it replaces.
+const LISTED_PER_BLOB: usize = 100;
+
+impl Inner {
+    /// The hashes of every blob on the remote, from one listing, if that
+    /// is cheaper than `wanted` `stat`s: `None` for a small tree, a
+    /// service that cannot list, or a remote so large that the listing
+    /// would cost more.
+    async fn listed_blobs(&self, wanted: usize) -> Result<Option<HashSet<String>>> {
+        let cap = self.op.info().full_capability();
+        if wanted < LIST_FROM || !(cap.list && cap.list_with_recursive) {
+            return Ok(None);
+        }
+        let prefix = "v1/blobs/";
+        let mut lister = self
+            .op
+            .lister_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(|e| Error::remote("list", prefix, e))?;
+        let mut listed = HashSet::new();
+        while let Some(e) = lister
+            .try_next()
+            .await
+            .map_err(|e| Error::remote("list", prefix, e))?
+        {
+            if let Some(hash) = e.path().rsplit('/').next().filter(|h| !h.is_empty()) {
+                listed.insert(hash.to_string());
+            }
+            if listed.len() > wanted.saturating_mul(LISTED_PER_BLOB) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(listed))
     }
 }
 

@@ -42,6 +42,7 @@ pub struct RemoteBuilder {
     concurrency: usize,
     timeout: Duration,
     miss_timeout: Duration,
+    prune_wait: Duration,
     credentials: Option<(String, String)>,
 }
 
@@ -55,6 +56,7 @@ impl fmt::Debug for RemoteBuilder {
             .field("concurrency", &self.concurrency)
             .field("timeout", &self.timeout)
             .field("miss_timeout", &self.miss_timeout)
+            .field("prune_wait", &self.prune_wait)
             .field("credentials", &self.credentials.as_ref().map(|_| "…"))
             .finish()
     }
@@ -73,6 +75,7 @@ impl RemoteBuilder {
             concurrency: 16,
             timeout: Duration::from_secs(60),
             miss_timeout: Duration::from_secs(10),
+            prune_wait: Duration::from_secs(600),
             credentials: None,
         }
     }
@@ -153,6 +156,14 @@ impl RemoteBuilder {
         self
     }
 
+    /// How long a push waits for a prune in progress on the remote to end
+    /// before it fails with [`Error::PruneInProgress`] (default 10 min;
+    /// see the [crate docs](crate#garbage)).
+    pub fn prune_wait(mut self, t: Duration) -> Self {
+        self.prune_wait = t;
+        self
+    }
+
     /// S3 credentials to use instead of the standard `AWS_*` variables and
     /// profiles.
     pub fn credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
@@ -199,6 +210,7 @@ impl RemoteBuilder {
                 trusted: self.trusted,
                 concurrency: self.concurrency,
                 miss_timeout: self.miss_timeout,
+                prune_wait: self.prune_wait,
             }),
         })
     }
@@ -289,14 +301,193 @@ fn operator(url_str: &str, credentials: Option<&(String, String)>) -> Result<Ope
             }
             Operator::new(b).map(|b| b.finish())
         }
+        "gs" | "gcs" => gcs(url_str, &url)?,
+        "azblob" => azblob(url_str, &url)?,
+        "redis" | "rediss" => redis(url_str, &url)?,
+        "webdav" | "webdav+http" | "webdav+https" | "http" | "https" => webdav(url_str, &url)?,
         other => {
             return Err(bad(
                 url_str,
-                format!("unsupported scheme `{other}` (file, s3, memory)"),
+                format!(
+                    "unsupported scheme `{other}` (file, s3, memory; gs, azblob, redis, \
+                     webdav with their cargo features)"
+                ),
             ))
         }
     };
     built.map_err(|e| bad(url_str, e.to_string()))
+}
+
+/// The error for a URL whose service's cargo feature is off.
+#[allow(dead_code)] // unused when every feature is on
+fn feature_off(url_str: &str, feature: &str) -> Error {
+    bad(
+        url_str,
+        format!(
+            "this build has no `{feature}` service: rebuild fscache-remote with \
+             `--features {feature}`"
+        ),
+    )
+}
+
+/// The bucket (host) and prefix (path) of `scheme://BUCKET/PREFIX`.
+#[allow(dead_code)] // unused when no feature needs it
+fn bucket_and_root<'u>(url_str: &str, url: &'u url::Url, what: &str) -> Result<(&'u str, &'u str)> {
+    let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+        bad(
+            url_str,
+            format!(
+                "no {what}: expected {}://{}/PREFIX",
+                url.scheme(),
+                what.to_uppercase()
+            ),
+        )
+    })?;
+    Ok((bucket, url.path()))
+}
+
+/// `gs://BUCKET/PREFIX[?endpoint=URL]`: Google Cloud Storage, credentials
+/// from `GOOGLE_APPLICATION_CREDENTIALS` or the VM's metadata server.
+#[cfg(feature = "gcs")]
+fn gcs(url_str: &str, url: &url::Url) -> Result<opendal::Result<Operator>> {
+    let (bucket, root) = bucket_and_root(url_str, url, "bucket")?;
+    let mut b = opendal::services::Gcs::default().bucket(bucket).root(root);
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "endpoint" => b = b.endpoint(&v),
+            "credential-path" => b = b.credential_path(&v),
+            other => return Err(bad(url_str, format!("unknown parameter `{other}`"))),
+        }
+    }
+    Ok(Operator::new(b).map(|b| b.finish()))
+}
+
+#[cfg(not(feature = "gcs"))]
+fn gcs(url_str: &str, _: &url::Url) -> Result<opendal::Result<Operator>> {
+    Err(feature_off(url_str, "gcs"))
+}
+
+/// `azblob://CONTAINER/PREFIX?endpoint=https://ACCOUNT.blob.core.windows.net`:
+/// Azure Blob Storage; the account from `account=` or
+/// `AZURE_STORAGE_ACCOUNT`, the key from `AZURE_STORAGE_KEY` or a SAS
+/// token from `AZURE_STORAGE_SAS_TOKEN`.
+#[cfg(feature = "azblob")]
+fn azblob(url_str: &str, url: &url::Url) -> Result<opendal::Result<Operator>> {
+    let (container, root) = bucket_and_root(url_str, url, "container")?;
+    let mut b = opendal::services::Azblob::default()
+        .container(container)
+        .root(root);
+    let mut endpoint = false;
+    let mut account = std::env::var("AZURE_STORAGE_ACCOUNT").ok();
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "endpoint" => {
+                b = b.endpoint(&v);
+                endpoint = true;
+            }
+            "account" => account = Some(v.into_owned()),
+            other => return Err(bad(url_str, format!("unknown parameter `{other}`"))),
+        }
+    }
+    if !endpoint {
+        return Err(bad(
+            url_str,
+            "no endpoint: add ?endpoint=https://ACCOUNT.blob.core.windows.net",
+        ));
+    }
+    if let Some(a) = account {
+        b = b.account_name(&a);
+    }
+    if let Ok(k) = std::env::var("AZURE_STORAGE_KEY") {
+        b = b.account_key(&k);
+    }
+    if let Ok(t) = std::env::var("AZURE_STORAGE_SAS_TOKEN") {
+        b = b.sas_token(&t);
+    }
+    Ok(Operator::new(b).map(|b| b.finish()))
+}
+
+#[cfg(not(feature = "azblob"))]
+fn azblob(url_str: &str, _: &url::Url) -> Result<opendal::Result<Operator>> {
+    Err(feature_off(url_str, "azblob"))
+}
+
+/// `redis://[USER:PASSWORD@]HOST[:PORT][/DB][?root=PREFIX]` (`rediss://`
+/// for TLS).
+#[cfg(feature = "redis")]
+fn redis(url_str: &str, url: &url::Url) -> Result<opendal::Result<Operator>> {
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad(url_str, "no host: expected redis://HOST:PORT/DB"))?;
+    let port = url.port().unwrap_or(6379);
+    let tls = if url.scheme() == "rediss" {
+        "rediss"
+    } else {
+        "redis"
+    };
+    let mut b = opendal::services::Redis::default().endpoint(&format!("{tls}://{host}:{port}"));
+    if !url.username().is_empty() {
+        b = b.username(url.username());
+    }
+    if let Some(p) = url.password() {
+        b = b.password(p);
+    }
+    match url.path().trim_matches('/') {
+        "" => {}
+        db => {
+            let db: i64 = db
+                .parse()
+                .map_err(|_| bad(url_str, "the path must be a database number"))?;
+            b = b.db(db);
+        }
+    }
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "root" => b = b.root(&v),
+            other => return Err(bad(url_str, format!("unknown parameter `{other}`"))),
+        }
+    }
+    Ok(Operator::new(b).map(|b| b.finish()))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis(url_str: &str, _: &url::Url) -> Result<opendal::Result<Operator>> {
+    Err(feature_off(url_str, "redis"))
+}
+
+/// `webdav://HOST/PATH` (HTTPS), `webdav+http://HOST/PATH`, or a plain
+/// `http(s)://HOST/PATH`: a WebDAV server; `USER:PASSWORD@` in the URL for
+/// basic authentication.
+#[cfg(feature = "webdav")]
+fn webdav(url_str: &str, url: &url::Url) -> Result<opendal::Result<Operator>> {
+    let scheme = match url.scheme() {
+        "webdav" | "webdav+https" | "https" => "https",
+        _ => "http",
+    };
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad(url_str, "no host"))?;
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let mut b = opendal::services::Webdav::default()
+        .endpoint(&format!("{scheme}://{host}{port}"))
+        .root(url.path());
+    if !url.username().is_empty() {
+        b = b.username(url.username());
+    }
+    if let Some(p) = url.password() {
+        b = b.password(p);
+    }
+    if url.query().is_some_and(|q| !q.is_empty()) {
+        return Err(bad(url_str, "a webdav URL takes no parameters"));
+    }
+    Ok(Operator::new(b).map(|b| b.finish()))
+}
+
+#[cfg(not(feature = "webdav"))]
+fn webdav(url_str: &str, _: &url::Url) -> Result<opendal::Result<Operator>> {
+    Err(feature_off(url_str, "webdav"))
 }
 
 /// A remote tier: an object store holding blobs and signed manifests in
@@ -320,6 +511,7 @@ pub(crate) struct Inner {
     pub trusted: Vec<PublicKey>,
     pub concurrency: usize,
     pub miss_timeout: Duration,
+    pub prune_wait: Duration,
 }
 
 impl fmt::Debug for Remote {
@@ -451,5 +643,44 @@ impl Inner {
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(Error::remote("stat", key, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each optional service's URL opens when its feature is on (no
+    /// request is made at open), and says which feature to turn on when
+    /// it is off.
+    #[test]
+    fn optional_services_open_or_name_their_feature() {
+        let cases = [
+            ("gcs", cfg!(feature = "gcs"), "gs://bucket/prefix"),
+            (
+                "azblob",
+                cfg!(feature = "azblob"),
+                "azblob://container/prefix?endpoint=http://127.0.0.1:10000/devstoreaccount1&account=devstoreaccount1",
+            ),
+            ("redis", cfg!(feature = "redis"), "redis://127.0.0.1:6379/2?root=/cache"),
+            ("webdav", cfg!(feature = "webdav"), "webdav+http://127.0.0.1:8080/dav/cache"),
+            ("webdav", cfg!(feature = "webdav"), "https://dav.example.com/cache"),
+        ];
+        for (feature, on, url) in cases {
+            match Remote::open(url) {
+                Ok(r) => assert!(on, "{url} opened without the `{feature}` feature: {r:?}"),
+                Err(e) => {
+                    assert!(!on, "{url}: {e}");
+                    assert!(
+                        e.to_string().contains(&format!("--features {feature}")),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        assert!(Remote::open("ftp://host/x")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported scheme `ftp`"));
     }
 }

@@ -1,5 +1,7 @@
-//! `fscache push`/`pull`/`remote ls`/`remote keygen` on a `file://` remote:
-//! two caches share entries, signatures are checked when keys are set.
+//! `fscache push`/`pull`/`load --remote`/`remote ls|info|prune|keygen` on a
+//! `file://` remote: two caches ("hosts", each driven by its own processes)
+//! share entries with equal tree digests, signatures are checked when keys
+//! are set, prune removes what is unused.
 
 use super::*;
 
@@ -90,4 +92,327 @@ fn two_caches_share_entries_through_a_remote() {
         .unwrap();
     expect_code(&o, 1);
     assert!(names(&ls_json(&c)).is_empty());
+}
+
+/// The tree digest of entry `name` of `cache`, as `fscache push` reports
+/// it (pushing to a scratch remote of its own).
+fn digest_of(cache: &Path, name: &str) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", scratch.path().display());
+    let o = fsc!("push", cache, name, "--json", "--remote", url);
+    json(&o)[0]["digest"].as_str().unwrap().to_owned()
+}
+
+/// A tree with nested directories, modes, a symlink and a larger file.
+fn rich_tree(dir: &Path) -> PathBuf {
+    let t = tree(dir, "rich", 300_000);
+    std::fs::create_dir_all(t.join("a/b/c")).unwrap();
+    for i in 0..20 {
+        std::fs::write(
+            t.join(format!("a/b/c/f{i}")),
+            format!("file {i}\n").repeat(i),
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("../hello.txt", t.join("a/link")).unwrap();
+    let run = t.join("a/run");
+    std::fs::write(&run, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    t
+}
+
+/// Two hosts, each its own cache driven by its own `fscache` processes,
+/// one remote: what host A pushes, host B gets through `load --remote`
+/// (and `FSCACHE_REMOTE`), with the same tree digest, recorded so that
+/// `fscache verify` checks it.
+#[test]
+fn load_reads_through_a_remote_on_another_host() {
+    let (tmp, a) = new_cache("10M");
+    let (_t2, b) = new_cache("10M");
+    let remote = format!("file://{}", tmp.path().join("remote").display());
+    expect_code(&store(&a, "e", &rich_tree(tmp.path())), 0);
+    let o = fsc!("push", &a, "e", "--json", "--remote", &remote);
+    let pushed = json(&o)[0]["digest"].as_str().unwrap().to_owned();
+    assert!(pushed.starts_with("blake3:"), "{pushed}");
+
+    // A local miss on B: pulled, stored, and the command runs in it.
+    let o = fsc!(
+        "load",
+        &b,
+        "e",
+        "--remote",
+        &remote,
+        "--",
+        "sh",
+        "-c",
+        "cat hello.txt; readlink a/link"
+    );
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o), "hello from rich\n../hello.txt\n");
+    assert_eq!(names(&ls_json(&b)), ["e"]);
+    assert_eq!(digest_of(&b, "e"), pushed);
+    assert_eq!(digest_of(&a, "e"), pushed);
+    // The pulled entry recorded its digest: verify checks it ("ok", not
+    // "unverified"), and finds damage.
+    let o = fsc!("verify", &b, "e", "--json");
+    assert_eq!(json(&o)[0]["state"], "ok");
+    std::fs::write(b.join("objects/e/data/hello.txt"), "tampered\n").unwrap();
+    let o = fsc!("verify", &b, "e", "--json");
+    expect_code(&o, 1);
+
+    // A local hit does not need the remote: a bogus one is not asked.
+    let o = fsc!(
+        "load",
+        &b,
+        "e",
+        "--remote",
+        "s3://nowhere/x?endpoint=http://127.0.0.1:9",
+        "--",
+        "true"
+    );
+    expect_code(&o, 0);
+
+    // FSCACHE_REMOTE is the default remote.
+    let (_t3, c) = new_cache("10M");
+    let o = Command::new(BIN)
+        .args(["load", c.to_str().unwrap(), "e", "--", "cat", "hello.txt"])
+        .env("FSCACHE_REMOTE", &remote)
+        .output()
+        .unwrap();
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o), "hello from rich\n");
+    assert_eq!(digest_of(&c, "e"), pushed);
+
+    // Neither has it: a miss, exit 2, the command not run.
+    let o = fsc!("load", &c, "absent", "--remote", &remote, "--", "false");
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("nor on the remote"), "{}", stderr(&o));
+
+    // A remote that is down is a miss too, with a warning.
+    let o = Command::new(BIN)
+        .args([
+            "load",
+            c.to_str().unwrap(),
+            "absent",
+            "--remote",
+            "s3://bucket/p?endpoint=http://127.0.0.1:9&region=auto",
+            "--",
+            "false",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("warning: remote"), "{}", stderr(&o));
+    // A URL this tool cannot open is an error, not a miss.
+    let o = fsc!("load", &c, "absent", "--remote", "ftp://x/y", "--", "true");
+    expect_error(&o, "unsupported scheme");
+}
+
+#[test]
+fn remote_info_and_prune() {
+    let k = json(&fsc!("remote", "keygen", "--json"));
+    assert!(
+        k["secret_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("ed25519-secret:"),
+        "{k}"
+    );
+    assert!(
+        k["public_key"].as_str().unwrap().starts_with("ed25519:"),
+        "{k}"
+    );
+    let (tmp, a) = new_cache("10M");
+    let remote = format!("file://{}", tmp.path().join("remote").display());
+    expect_code(&store(&a, "e", &rich_tree(tmp.path())), 0);
+    expect_code(&fsc!("push", &a, "e", "--remote", &remote), 0);
+    let info = json(&fsc!("remote", "info", "--remote", &remote, "--json"));
+    assert_eq!(
+        (info["entries"].as_u64(), info["intents"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let blobs = info["blobs"].as_u64().unwrap();
+    assert!(blobs >= 3, "{info}");
+
+    // Used a moment ago: a 30-day prune keeps everything.
+    let p = json(&fsc!(
+        "remote",
+        "prune",
+        "--remote",
+        &remote,
+        "--unused-for",
+        "30d",
+        "--json"
+    ));
+    assert_eq!(p["entries_removed"], serde_json::json!([]));
+    assert_eq!(p["blobs_referenced"].as_u64(), Some(blobs));
+    // A dry run says what would go, and removes nothing.
+    let p = json(&fsc!(
+        "remote",
+        "prune",
+        "--remote",
+        &remote,
+        "--unused-for",
+        "0s",
+        "--grace",
+        "0s",
+        "--dry-run",
+        "--json"
+    ));
+    assert_eq!(p["entries_removed"], serde_json::json!(["e"]));
+    assert_eq!(p["blobs_removed"].as_u64(), Some(blobs));
+    let o = fsc!("remote", "ls", "--remote", &remote, "--json");
+    assert_eq!(json(&o), serde_json::json!(["e"]));
+    // The default grace period keeps the blobs, just written.
+    let o = fsc!("remote", "prune", "--remote", &remote, "--unused-for", "0s");
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("removed e\n"), "{}", stdout(&o));
+    let info = json(&fsc!("remote", "info", "--remote", &remote, "--json"));
+    assert_eq!(
+        (info["entries"].as_u64(), info["blobs"].as_u64()),
+        (Some(0), Some(blobs))
+    );
+    let p = json(&fsc!(
+        "remote",
+        "prune",
+        "--remote",
+        &remote,
+        "--unused-for",
+        "0s",
+        "--grace",
+        "0s",
+        "--json"
+    ));
+    assert_eq!(p["blobs_removed"].as_u64(), Some(blobs));
+    let info = json(&fsc!("remote", "info", "--remote", &remote, "--json"));
+    assert_eq!(info["blobs"].as_u64(), Some(0));
+    assert_eq!(
+        info["prunes"].as_u64(),
+        Some(0),
+        "a finished prune leaves no marker"
+    );
+
+    let o = fsc!(
+        "remote",
+        "prune",
+        "--remote",
+        &remote,
+        "--unused-for",
+        "soon"
+    );
+    expect_error(&o, "invalid duration");
+}
+
+/// moto's S3 server on a free port with an empty bucket `bucket`, killed
+/// on drop; `None` (and why, on stderr) when moto is not installed
+/// (`.ci/run` and the `fscache-remote` tests install it).
+struct Moto(Child, u16);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn moto() -> Option<Moto> {
+    use std::io::{Read, Write};
+    let runs = |c: &mut Command| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut cmd = if runs(Command::new("moto_server").arg("--help")) {
+        Command::new("moto_server")
+    } else if runs(Command::new("python3").args(["-c", "import moto.server"])) {
+        let mut c = Command::new("python3");
+        c.args(["-m", "moto.server"]);
+        c
+    } else {
+        eprintln!("skipping: moto's S3 server is not installed (pip install 'moto[server]')");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = cmd
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto(child, port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sent = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            write!(
+                s,
+                "PUT /bucket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        match sent {
+            Ok(r) => {
+                assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+                return Some(moto);
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => panic!("moto did not start: {e}"),
+        }
+    }
+}
+
+/// Two hosts on a real S3-compatible server, each its own cache driven by
+/// its own `fscache` processes: what A pushes, B reads through with A's
+/// tree digests (recorded, so `verify` checks them).
+#[test]
+fn two_hosts_share_an_s3_remote() {
+    let Some(moto) = moto() else { return };
+    let remote = format!(
+        "s3://bucket/hosts?endpoint=http://127.0.0.1:{}&region=auto",
+        moto.1
+    );
+    let s3 = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("FSCACHE_REMOTE", &remote)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let (tmp, a) = new_cache("20M");
+    let (_t2, b) = new_cache("20M");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        let src = rich_tree(&tmp.path().join(format!("src{i}")));
+        std::fs::write(src.join("which"), format!("tree {i}\n")).unwrap();
+        let name = format!("e{i}");
+        expect_code(&store(&a, &name, &src), 0);
+        let row = json(&s3(&["push", a_s, &name, "--json"]))[0].clone();
+        assert_eq!(row["outcome"], "pushed", "{row}");
+        digests.push(row["digest"].as_str().unwrap().to_owned());
+    }
+    for (i, digest) in digests.iter().enumerate() {
+        let name = format!("e{i}");
+        let o = s3(&["load", b_s, &name, "--", "cat", "which"]);
+        expect_code(&o, 0);
+        assert_eq!(stdout(&o), format!("tree {i}\n"));
+        assert_eq!(&digest_of(&b, &name), digest);
+        let o = fsc!("verify", &b, &name, "--json");
+        assert_eq!(json(&o)[0]["state"], "ok");
+    }
+    let o = s3(&["remote", "ls", "--json"]);
+    assert_eq!(json(&o), serde_json::json!(["e0", "e1", "e2"]));
+    let o = s3(&["remote", "info", "--json"]);
+    assert_eq!(json(&o)["intents"], 0);
 }
