@@ -115,10 +115,15 @@ fn age(cache: &Path, name: &str, secs_ago: u64) {
 
 /// Start `fscache load CACHE NAME -- sleep SECS` and wait until `ls` shows
 /// the entry held.
+/// A reader: `fscache load CACHE NAME -- sleep SECS`, in a process group of
+/// its own so that [`stop`] ends the `sleep` too. Returns once it holds
+/// the entry.
 fn hold(cache: &Path, name: &str, secs: &str) -> Child {
+    use std::os::unix::process::CommandExt;
     let mut child = Command::new(BIN)
         .args([OsStr::new("load"), cache.as_os_str(), name.as_ref()])
         .args(["--", "sleep", secs])
+        .process_group(0)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -131,9 +136,18 @@ fn hold(cache: &Path, name: &str, secs: &str) -> Child {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let status = child.wait();
+    let status = stop(&mut child);
     panic!("the reader never took its lock: {status:?}");
+}
+
+/// Kill a [`hold`] reader's whole process group (the CLI and its command)
+/// and reap it.
+fn stop(child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
+    child.wait()
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    expect_code, expect_error, hold, json, ls_json, names, new_cache, stderr, stdout, store, tree,
-    BIN,
+    expect_code, expect_error, hold, json, ls_json, names, new_cache, stderr, stdout, stop, store,
+    tree, BIN,
 };
 
 /// `fscache ARGS…` with `FSCACHE_DIR=dir` and stdout to `out`.
@@ -90,8 +90,7 @@ fn clear_removes_every_entry_no_reader_holds() {
     }
     let mut reader = hold(&cache, "held", "30");
     let o = fsc!("clear", cache);
-    let _ = reader.kill();
-    let _ = reader.wait();
+    let _ = stop(&mut reader);
     expect_code(&o, 0);
     let out = stdout(&o);
     assert!(out.contains("skipped held: in use"), "{out}");
@@ -152,8 +151,7 @@ fn repair_fixes_the_books_or_says_others_hold_the_cache() {
     let mut reader = hold(&cache, "a", "30");
     let started = Instant::now();
     let o = fsc!("repair", cache);
-    let _ = reader.kill();
-    let _ = reader.wait();
+    let _ = stop(&mut reader);
     expect_error(&o, "open in other processes");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
