@@ -174,12 +174,12 @@ pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Result<Evicted> {
     let mut out = Evicted::default();
     let mut first_error = None;
     for v in victims {
-        match evict_one(cache, v) {
-            Ok(Some(freed)) => {
+        match evict_candidate(cache, v) {
+            Ok(Tried::Removed(freed)) => {
                 out.removed.push(v.name.clone());
                 out.freed = out.freed.saturating_add(freed);
             }
-            Ok(None) => out.skipped.push(v.name.clone()),
+            Ok(Tried::Busy | Tried::Stale) => out.skipped.push(v.name.clone()),
             // One damaged victim (an unreadable `object.info`) must not
             // stop eviction of the others: skip it, report the error only
             // if nothing could be freed.
@@ -195,23 +195,48 @@ pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Result<Evicted> {
     }
 }
 
-/// Remove one entry if it is idle and unchanged; `Some(recorded size)`.
-fn evict_one(cache: &CacheDir, v: &Candidate) -> Result<Option<u64>> {
+/// What [`evict_candidate`] did with one candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tried {
+    /// Removed; the size its `object.info` recorded was uncharged.
+    Removed(u64),
+    /// A reader (or another remover) holds it now: still a candidate
+    /// later, in its place in the LRU order.
+    Busy,
+    /// Not the entry that was listed any more: gone, replaced, or used
+    /// since (its atime changed). No longer a candidate.
+    Stale,
+}
+
+/// Remove one listed entry if it is idle and unchanged: take the exclusive
+/// lock of its `object.lock` without waiting (`O_NOATIME` where
+/// permitted), compare its atime with the listing's, and [`retire`] it.
+///
+/// This is what makes a kept list of candidates safe to use long after
+/// the scan that made it: every check that matters is made again under the
+/// entry's own lock.
+///
+/// # Errors
+///
+/// Locking failed for a reason other than absence, or [`retire`] failed.
+pub fn evict_candidate(cache: &CacheDir, v: &Candidate) -> Result<Tried> {
     let dir = PathBuf::from(OBJECTS).join(&v.name);
     let lock_rel = dir.join(OBJECT_LOCK);
     // O_NOATIME: the attempt must not disturb the atime it compares.
     let locked = match cache.try_lock(&lock_rel, LockOptions::exclusive().noatime()) {
         Ok(TryLocked::Locked(l)) => l,
-        Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(None),
-        Err(e) if fscache_dir::gone(&e) => return Ok(None),
+        Ok(TryLocked::Busy) => return Ok(Tried::Busy),
+        Ok(TryLocked::Absent) => return Ok(Tried::Stale),
+        Err(e) if fscache_dir::gone(&e) => return Ok(Tried::Stale),
         Err(e) => return Err(error::io("lock", cache.abs(&lock_rel), e)),
     };
     if atime(&locked.stat) != v.last_use {
-        return Ok(None);
+        return Ok(Tried::Stale);
     }
     let retired = retire(cache, &dir)?;
-    drop(locked);
-    Ok(Some(retired.freed))
+    // Our own, never duplicated descriptor: closing releases the lock.
+    locked.lock.close();
+    Ok(Tried::Removed(retired.freed))
 }
 
 /// What [`retire`] did.

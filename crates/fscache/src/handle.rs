@@ -73,6 +73,9 @@ pub(crate) struct Inner {
     // Commits hold it shared from charge to rename; repair exclusively, so
     // a recount never misses a charge of this handle in flight.
     pub(crate) commit_gate: RwLock<()>,
+    // The kept list of eviction candidates, shared by this handle's
+    // commits (see `commit.rs`).
+    pub(crate) evict_queue: crate::commit::EvictQueue,
 }
 
 impl Drop for Inner {
@@ -141,9 +144,12 @@ impl Builder {
         self
     }
 
-    /// The low watermark eviction frees down to, in percent of the maximum
-    /// size (default 90; clamped to 0..=100). Freeing more than asked
-    /// spreads one directory scan over many stores.
+    /// The low watermark an eviction scan plans down to, in percent of the
+    /// maximum size (default 90; clamped to 0..=100). A commit that needs
+    /// room removes only what its own charge needs; the rest of the plan
+    /// stays in the handle for the commits that follow, so one directory
+    /// scan serves many stores without any one of them paying for the
+    /// whole batch.
     pub fn watermark(mut self, percent: u8) -> Self {
         self.watermark_percent = percent.min(100);
         self
@@ -231,6 +237,7 @@ impl Builder {
                 stats,
                 cache_lock: Mutex::new(cache_lock),
                 commit_gate: RwLock::new(()),
+                evict_queue: Default::default(),
             }),
         };
         if let Some(limit) = self.max_size_if_unset {
@@ -339,7 +346,7 @@ impl FsCache {
         self.inner.durability
     }
 
-    /// Set the low watermark eviction frees down to, in percent of the
+    /// Set the low watermark an eviction scan plans down to, in percent of the
     /// maximum size (default 90; clamped to 0..=100). Applies to every
     /// clone of this handle.
     pub fn set_watermark_percent(&self, percent: u8) {

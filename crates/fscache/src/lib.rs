@@ -57,7 +57,9 @@
 //! miss) and sets its atime, which is the entry's last use. `store` fills an
 //! anonymous `objects/uuid-*` directory under an exclusive lock; `commit`
 //! measures it (`st_blocks`), charges `cache.size`, evicts least-recently
-//! used idle entries down to a low watermark when full, writes
+//! used idle entries when full (only as many as its own charge needs,
+//! popped from a list that one scan of `objects/` planned down to a low
+//! watermark and that later commits of the handle keep using), writes
 //! `object.info` and renames the directory to its name. The layers below
 //! are [`fscache_lock`], [`fscache_dir`] and [`fscache_quota`].
 //!
