@@ -7,8 +7,8 @@
 //! commit outcomes, the books) and checks a *rule* where the cache may
 //! choose: eviction and pruning remove a least-recently-used prefix, where
 //! entries used within one clock tick tie (the model only orders uses
-//! separated by an [`Op::Tick`]), free down to the 90% watermark and no
-//! further, and never touch an entry a handle holds. The cache's choice,
+//! separated by an [`Op::Tick`]), free what the store needs and no
+//! more, and never touch an entry a handle holds. The cache's choice,
 //! once checked, is adopted.
 
 use std::cmp::Reverse;
@@ -27,8 +27,6 @@ pub const OPEN_AT_START: usize = 3;
 pub const BLOCK: u64 = 4096;
 /// The maximum size a case starts with, in blocks.
 pub const START_LIMIT_BLOCKS: u64 = 10;
-/// The default low watermark of eviction, in percent of the limit.
-pub const WATERMARK_PERCENT: u64 = 90;
 
 /// One step of a case. Every operation is valid in every state: one on a
 /// closed handle, or that needs something the handle does not have (a
@@ -641,11 +639,10 @@ impl Model {
             );
         } else {
             let limit = self.limit.expect("a limit, since it does not fit");
-            let target = limit * WATERMARK_PERCENT / 100;
             self.check_lru(removed, "eviction")?;
             // With nothing held, one round of the plan decides, exactly.
             if self.held_names().is_empty() {
-                let needed = (self.total() + size).saturating_sub(target);
+                let needed = (self.total() + size).saturating_sub(limit);
                 self.check_amount(removed, needed, "eviction")?;
             }
             self.remove_all(removed);
