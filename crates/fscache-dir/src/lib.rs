@@ -80,14 +80,16 @@ pub mod walk;
 
 pub use beneath::open_beneath;
 pub use cachedir::{
-    gone, read_small_fd, AnonDir, CacheDir, LockedFile, Publish, Published, WaitObserver,
-    CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS,
-    OBJECT_INFO, OBJECT_LOCK, STAGE,
+    gone, read_small_fd, AnonDir, AtomicTemp, CacheDir, LockedFile, Publish, Published,
+    WaitObserver, CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA,
+    OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 pub use error::{raw_os_error, with_path, PathError};
 pub use hook::{Hook, HookPoint};
 pub use locked::{LockOptions, TryLocked};
-pub use name::{anonymous_name, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX};
+pub use name::{
+    anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,
+};
 
 /// The crate's `README.md` example, run as a doc test so it never goes
 /// stale (also from the packaged crate, which carries its README).

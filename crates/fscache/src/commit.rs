@@ -347,13 +347,13 @@ impl FsCache {
             touch_atime(lock);
         }
         dir.hook(HookPoint::CommitRename, &anon.rel);
-        // Both names are single components in `objects/`: resolve it once
-        // (beneath the root) instead of cap-std's open + close per side.
+        // Both names are single components in the directory the entry was
+        // made in, whose descriptor the entry holds.
         let objects = Path::new(OBJECTS);
-        let objects_fd = dir
-            .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", dir.abs(objects), e.into()))?;
-        match rustix::fs::renameat(&objects_fd, anon.name(), &objects_fd, name.as_str()) {
+        let objects_fd = anon.parent_fd().ok_or_else(|| {
+            Error::io("rename", dir.abs(&anon.rel), io::Error::other("lost lock"))
+        })?;
+        match rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str()) {
             Ok(()) => {}
             // A non-empty directory (or a file) has the name: another
             // writer won.
@@ -361,8 +361,9 @@ impl FsCache {
             Err(e) => return Err(Error::io("rename", dir.abs(&anon.rel), e.into())),
         }
         if durable {
-            rustix::fs::fsync(&objects_fd)
-                .map_err(|e| Error::io("sync", dir.abs(objects), e.into()))?;
+            // An `O_PATH` descriptor cannot be synced: open the directory.
+            dir.sync_dir(objects)
+                .map_err(|e| Error::io("sync", dir.abs(objects), e))?;
         }
         Ok(true)
     }
