@@ -15,7 +15,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::guards::{Anon, Kept};
+use crate::guards::{Anon, CopiedTree, Kept};
 use crate::handle::{touch_atime, Durability, FsCache};
 
 /// What a commit did with the entry. Only [`Stored::Committed`] keeps it.
@@ -60,7 +60,7 @@ impl FsCache {
         &self,
         name: &EntryName,
         anon: Anon,
-        digest: Option<Digest>,
+        copied: Option<CopiedTree>,
     ) -> Result<(CommitReport, Kept)> {
         let _gate = self
             .inner
@@ -70,8 +70,16 @@ impl FsCache {
         let dir = self.dir();
         let data_rel = anon.rel.join(DATA);
         dir.hook(HookPoint::CommitMeasure, &anon.rel);
-        let size = fscache_quota::tree_space(dir.dir(), &data_rel)
-            .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?;
+        // A copy into the empty `data/` measured it as it went: no second
+        // walk.
+        let (digest, size) = match copied {
+            Some(c) => (Some(c.digest), c.space),
+            None => (
+                None,
+                fscache_quota::tree_space(dir.dir(), &data_rel)
+                    .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?,
+            ),
+        };
         let mut report = CommitReport {
             stored: Stored::Committed,
             evicted: Vec::new(),
