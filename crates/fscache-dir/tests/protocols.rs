@@ -411,9 +411,9 @@ fn a_claim_never_holds_a_stale_lock_file() {
     let TryLocked::Locked(held) = c.try_claim(&rel).unwrap() else {
         panic!("an unheld lock file is claimed");
     };
-    let on_disk = std::fs::metadata(&dir.join(OBJECT_LOCK)).unwrap();
+    let on_disk = std::fs::metadata(dir.join(OBJECT_LOCK)).unwrap();
     assert_eq!(
-        held.stat.st_ino as u64,
+        held.stat.st_ino,
         std::os::unix::fs::MetadataExt::ino(&on_disk)
     );
     // A missing lock file is created and claimed; a missing directory is

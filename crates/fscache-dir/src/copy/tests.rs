@@ -688,7 +688,7 @@ fn copy_measures_the_space_of_what_it_made() {
     symlink("a/b/small", f.src.join("link")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &f.src.join("fifo"),
+        f.src.join("fifo"),
         FileType::Fifo,
         Mode::from_raw_mode(0o600),
         0,
