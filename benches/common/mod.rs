@@ -271,10 +271,13 @@ impl RawEvictor {
             };
             let need = (total + built.size).saturating_sub(limit);
             let mut freed = 0;
+            let mut scanned = false;
             while freed < need {
                 if self.queue.is_empty() {
+                    assert!(!scanned || freed > 0, "a scan freed nothing");
                     self.scan(root, total + built.size, limit / 10 * 9);
                     assert!(!self.queue.is_empty(), "nothing to evict");
+                    scanned = true;
                 }
                 let victim = self.queue.pop_front().expect("not empty");
                 freed += raw_evict(root, &victim).unwrap_or(0);
@@ -345,9 +348,10 @@ fn read_info_size(info: &CString) -> Option<u64> {
 /// unlinked, the size uncharged, then the rest removed. `None`: skipped.
 fn raw_evict(root: &Path, c: &RawCandidate) -> Option<u64> {
     let p = EntryPaths::new(root, &c.name);
+    // Read-write: F_WRLCK needs a descriptor open for writing.
     let fd = rustix::fs::open(
         p.lock.as_c_str(),
-        OFlags::RDONLY | OFlags::NOATIME | OFlags::CLOEXEC,
+        OFlags::RDWR | OFlags::NOATIME | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .ok()?;

@@ -31,13 +31,19 @@
 //! [`CacheDir`] holds a `cap_std::fs::Dir` of the root. Opens go through
 //! `openat2(RESOLVE_BENEATH)` (cap-std where that is missing), other
 //! operations through cap-std, so no name, symlink or rename race reaches
-//! outside the root. The protocols follow the contract in `DESIGN.md`:
+//! outside the root. It also holds an `O_PATH` descriptor of `objects/`
+//! (opened that way, checked against the path once per new entry), through
+//! which single components are created, linked and renamed: a store
+//! resolves `objects/` once, not at every step. The protocols follow the
+//! contract in `DESIGN.md`:
 //!
 //! * **locked open** — [`CacheDir::lock`] / [`CacheDir::try_lock`] with
 //!   [`LockOptions`]: open (never create), lock, then prove the path still
 //!   names the locked file (`st_nlink > 0` locally, a path `stat` on NFS);
 //! * **atomic file** — `uuid-<hex>` temp with `O_EXCL`, locked, filled,
 //!   then `rename` (replace) or `link` (no-replace), temp name unlinked;
+//!   the temp can be made ahead ([`CacheDir::atomic_temp`]) so that a
+//!   caller holding another lock only writes and renames it;
 //! * **atomic anonymous dir** — a locked lock file linked into a fresh
 //!   `uuid-<hex>` directory as `object.lock`;
 //! * **removal** — `object.info` first, `object.lock` last;

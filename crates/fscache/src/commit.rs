@@ -292,19 +292,13 @@ impl FsCache {
                 }
             }
         }
-        let candidates: Vec<_> = fscache_quota::list_lru(dir)?
-            .into_iter()
-            .filter(|c| !round.skipped.contains(&c.name))
-            .collect();
         let target = limit
             .watermark(self.watermark_percent())
             .unwrap_or(u64::MAX);
-        let plan = fscache_quota::plan(&candidates, total, size, target);
-        tracing::debug!(
-            listed = candidates.len(),
-            planned = plan.len(),
-            "listed eviction candidates"
-        );
+        let plan = fscache_quota::plan_lru(dir, total, size, target, &|name| {
+            round.skipped.contains(name)
+        })?;
+        tracing::debug!(planned = plan.len(), "listed eviction candidates");
         if plan.is_empty() {
             return Ok(Some(matches!(
                 fscache_quota::charge(dir, size, limit)?,
