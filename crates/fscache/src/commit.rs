@@ -203,9 +203,11 @@ impl FsCache {
             }
         };
         if !evicted.is_empty() || !round.skipped.is_empty() {
+            let mut skipped: Vec<&String> = round.skipped.iter().collect();
+            skipped.sort();
             tracing::info!(
                 removed = ?evicted,
-                skipped = ?round.skipped,
+                skipped = ?skipped,
                 freed = round.freed,
                 need = size,
                 "evicted least recently used entries to make room"

@@ -543,11 +543,19 @@ impl FsCache {
         let count =
             |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
         let dir = self.dir();
-        let entry = PathBuf::from(OBJECTS).join(name.as_str());
-        let lock_rel = entry.join(OBJECT_LOCK);
+        // One buffer for the three paths a hit needs, `objects/NAME/…`:
+        // the lookup is the hot path, and a miss allocates nothing more.
+        let mut rel = String::with_capacity(OBJECTS.len() + name.as_str().len() + 13);
+        rel.push_str(OBJECTS);
+        rel.push('/');
+        rel.push_str(name.as_str());
+        let entry_len = rel.len();
+        rel.push('/');
+        rel.push_str(OBJECT_LOCK);
+        let lock_rel = Path::new(&rel);
         // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
         // being built: a miss is a common answer.
-        let locked = match dir.try_lock(&lock_rel, LockOptions::shared()) {
+        let locked = match dir.try_lock(lock_rel, LockOptions::shared()) {
             Ok(TryLocked::Locked(l)) => l,
             Ok(TryLocked::Absent) => {
                 count(|p| &p.misses_absent);
@@ -561,22 +569,30 @@ impl FsCache {
                 count(|p| &p.misses_absent);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
+            Err(e) => return Err(Error::io("lock", dir.abs(lock_rel), e)),
         };
         // An entry without object.info is being removed, or debris of a
         // crashed removal: not valid.
-        let info_rel = entry.join(OBJECT_INFO);
-        match dir.stat(&info_rel) {
+        rel.truncate(entry_len + 1);
+        rel.push_str(OBJECT_INFO);
+        let info_rel = Path::new(&rel);
+        match dir.stat(info_rel) {
             Ok(_) => {}
             Err(e) if is_miss(&e) => {
                 count(|p| &p.misses_invalid);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("stat", dir.abs(&info_rel), e)),
+            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e)),
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
-        Ok(Some(Entry::new(self.clone(), name, entry, locked.lock)))
+        rel.truncate(entry_len);
+        Ok(Some(Entry::new(
+            self.clone(),
+            name,
+            PathBuf::from(rel),
+            locked.lock,
+        )))
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
