@@ -62,7 +62,10 @@ pub(crate) struct Inner {
     pub(crate) dir: CacheDir,
     appid: String,
     pub(crate) boot_id: String,
-    info: RwLock<(CacheInfo, FileId)>,
+    // The configuration as last read, what identified that version of
+    // `cache.info`, and the descriptor it was read through (kept for the
+    // cheap check of `current_info`).
+    info: RwLock<(CacheInfo, FileId, OwnedFd)>,
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
@@ -378,8 +381,8 @@ impl FsCache {
     ///
     /// As [`FsCache::open`].
     pub fn reload_info(&self) -> Result<CacheInfo> {
-        let (info, id) = read_info(self.dir())?;
-        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id);
+        let (info, id, fd) = read_info(self.dir())?;
+        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id, fd);
         Ok(info)
     }
 
@@ -388,13 +391,23 @@ impl FsCache {
     /// it.
     pub(crate) fn current_info(&self) -> Result<CacheInfo> {
         let rel = Path::new(CACHE_INFO);
-        let st = self
-            .dir()
-            .stat(rel)
-            .map_err(|e| Error::io("stat", self.dir().abs(rel), e))?;
+        let dir = self.dir();
         {
             let cached = self.inner.info.read().unwrap_or_else(|p| p.into_inner());
-            if cached.1 == FileId::of(&st) {
+            // `cache.info` is replaced by rename, never moved: locally, the
+            // descriptor it was read through still being linked (an
+            // `fstat`, no path lookup) proves it is the file the path
+            // names; size and mtime catch writers that edit it in place.
+            // On NFS an unlinked open file keeps its link count, so the
+            // path is compared there (DESIGN.md, "Locking rules").
+            let st = if dir.is_remote() {
+                dir.stat(rel)
+                    .map_err(|e| Error::io("stat", dir.abs(rel), e))?
+            } else {
+                rustix::fs::fstat(&cached.2)
+                    .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
+            };
+            if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
                 return Ok(cached.0.clone());
             }
         }
@@ -724,8 +737,9 @@ pub struct Repaired {
     pub accounted: u64,
 }
 
-/// Read and parse `cache.info`.
-fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId)> {
+/// Read and parse `cache.info`; the descriptor it was read through comes
+/// back too.
+fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let rel = Path::new(CACHE_INFO);
     let fd = dir
         .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
@@ -733,8 +747,8 @@ fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId)> {
     let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st))),
-        Ok(_) => Ok((CacheInfo::default(), FileId::of(&st))),
+        Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
+        Ok(_) => Ok((CacheInfo::default(), FileId::of(&st), fd)),
         Err(e) => Err(Error::Corrupt {
             path: dir.abs(rel),
             what: format!("not JSON ({e})"),
