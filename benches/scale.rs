@@ -366,7 +366,7 @@ fn worker(kind: &str) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     if let Some(op) = kind.strip_prefix("trace-") {
-        return trace(op, &root);
+        return trace(op, &root, ops);
     }
     let cache = FsCache::open(common::APPID, &root).expect("open cache");
     let pid = std::process::id();
@@ -396,17 +396,21 @@ fn worker(kind: &str) {
         .expect("stdout");
 }
 
-/// One operation `op` (`store`, `load`, `miss`) on a cache at `root`,
-/// after one untraced warm-up of the same, between `@@begin` and `@@end`
-/// written to stderr.
-fn trace(op: &str, root: &Path) {
+/// `ops` operations `op` (`store`, `load`, `miss`, or the raw protocol's
+/// `raw_store`, `raw_load`) on a cache at `root`, after one untraced
+/// warm-up of the same, between `@@begin` and `@@end` written to stderr
+/// (for `strace`; many operations for `perf`).
+fn trace(op: &str, root: &Path, ops: u64) {
     let cache = open_unlimited(root);
     our_store(&cache, "key");
+    let paths = EntryPaths::new(cache.path(), "key");
     let run = |name: &str| match op {
         "store" => {
             our_store(&cache, name);
         }
+        "raw_store" => raw_store(cache.path(), name),
         "load" => drop(cache.load("key").expect("load").expect("hit")),
+        "raw_load" => raw_load_hit(&paths),
         "miss" => assert!(cache.load("absent").expect("load").is_none()),
         other => panic!("unknown trace {other}"),
     };
@@ -414,7 +418,9 @@ fn trace(op: &str, root: &Path) {
     // One `write(2, …)` each: the markers in the trace.
     let mut stderr = std::io::stderr();
     let _ = stderr.write_all(b"@@begin\n");
-    run("traced");
+    for i in 0..ops {
+        run(&format!("traced-{i}"));
+    }
     let _ = stderr.write_all(b"@@end\n");
 }
 

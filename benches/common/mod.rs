@@ -189,14 +189,20 @@ pub fn raw_build(root: &Path) -> RawAnon {
 /// A charge (`delta > 0`) past `limit` is refused: `Err(total)`.
 pub fn raw_update_size(root: &Path, delta: i64, limit: Option<u64>) -> Result<u64, u64> {
     let size_c = cstr(&root.join("cache.size"));
-    let size_fd = rustix::fs::open(
-        size_c.as_c_str(),
-        OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("open cache.size");
-    lock_wait(&size_fd, LockKind::Exclusive);
-    assert!(rustix::fs::fstat(&size_fd).expect("fstat").st_nlink > 0);
+    // Locked open: open → lock → still linked? (another process may have
+    // replaced the counter between our open and our lock) → retry.
+    let size_fd = loop {
+        let fd = rustix::fs::open(
+            size_c.as_c_str(),
+            OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("open cache.size");
+        lock_wait(&fd, LockKind::Exclusive);
+        if rustix::fs::fstat(&fd).expect("fstat").st_nlink > 0 {
+            break fd;
+        }
+    };
     let mut buf = [0u8; 64];
     let n = rustix::io::read(&size_fd, &mut buf).expect("read cache.size");
     let total: u64 = std::str::from_utf8(&buf[..n])
