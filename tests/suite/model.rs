@@ -563,6 +563,12 @@ impl Model {
             if removed.contains(k) || held.contains(k) {
                 continue;
             }
+            // Eviction pops from a candidate list its handle scanned
+            // earlier; an entry whose atime was set back by hand since
+            // (`Age`) is not where that list has it.
+            if what == "eviction" && matches!(ke.used, Use::Aged(_)) {
+                continue;
+            }
             for r in removed {
                 let re = &self.entries[r];
                 ensure!(
