@@ -44,6 +44,8 @@
 //! * A crash between a charge and the commit's `object.info` leaves the
 //!   counter too high (never too low) until [`recount`] runs.
 //! * LRU order is only as fine as the file system's atime.
+//! * A plan kept for later (see [`evict_candidate`]) does not see entries
+//!   whose atime was set back after its scan.
 
 #![forbid(unsafe_code)]
 

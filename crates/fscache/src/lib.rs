@@ -65,6 +65,11 @@
 //!
 //! # Limitations
 //!
+//! * Eviction pops candidates from a list its handle scanned earlier (each
+//!   re-checked under its lock: a used, held or vanished entry is never
+//!   removed by mistake). An entry whose atime someone sets *back* by hand
+//!   after that scan (or a clock stepped back) is not where the list has
+//!   it, so younger listed entries may go first until the next scan.
 //! * Linux only, local file systems first (NFS is detected and handled by
 //!   path comparison, but blocking locks may hang if the server dies).
 //! * By default nothing is `fsync`ed, as in osbuild: a power loss may lose
