@@ -264,3 +264,27 @@ fn cache_eviction_removes_only_what_the_store_needs_oldest_first() {
     assert_books_balance(&root);
     assert_no_debris(&root);
 }
+
+#[test]
+fn cache_eviction_that_runs_out_of_its_list_frees_only_the_rest() {
+    // A commit that empties its kept list and scans again must count what
+    // it already freed: it removes only the rest of its need.
+    let (_t, root) = fresh();
+    let cache = open(&root);
+    let one = entry_space(BLOCK);
+    let two = entry_space(2 * BLOCK);
+    set_max(&cache, MaxSize::Bytes(4 * one));
+    for (i, n) in ["a", "c", "b"].iter().enumerate() {
+        assert_eq!(store_file(&cache, n, i as u64, BLOCK), Stored::Committed);
+        tick();
+    }
+    // Needs one entry's room: the scan plans a and c, a goes.
+    assert_eq!(store_file(&cache, "x", 7, 2 * BLOCK), Stored::Committed);
+    assert_eq!(entries(&root), ["b", "c", "x"]);
+    tick();
+    // Needs two: c from the list, then (list empty, scan again) b only.
+    assert_eq!(store_file(&cache, "y", 8, 2 * BLOCK), Stored::Committed);
+    assert_eq!(entries(&root), ["x", "y"]);
+    assert_eq!(size_file(&root), 2 * two);
+    assert_books_balance(&root);
+}

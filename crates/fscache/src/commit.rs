@@ -182,6 +182,9 @@ impl FsCache {
             // What this store needs freed, as the counter said last.
             let need = total.saturating_add(size).saturating_sub(max);
             let freed = self.evict_from_list(need, &mut round, evicted)?;
+            // What the counter holds now, as far as this commit knows: a
+            // rescan plans from it, and the next round needs only the rest.
+            total = total.saturating_sub(freed);
             if freed < need {
                 // The list ran out short of the need: scan again, unless
                 // the last scan (of this commit) led nowhere.
