@@ -18,7 +18,9 @@
 //!   (`baseline_cp_a`).
 //!
 //! N is 1,000 and 10,000; `FSCACHE_BENCH_BIG=1` adds N = 100,000 and a
-//! 1 GiB tree of 50,000 files. Everything lives on tmpfs (`/dev/shm`).
+//! 1 GiB tree of 50,000 files (`--test`, as `cargo test --benches` runs
+//! each benchmark once: N = 100 and 100 files). Everything lives on tmpfs
+//! (`/dev/shm`).
 //!
 //! The bench binary is also its own worker process: with
 //! `FSCACHE_BENCH_WORKER` set it runs one worker (see [`worker`]) instead
@@ -122,7 +124,16 @@ impl Full {
     }
 }
 
+/// Whether criterion runs each benchmark once as a test (`cargo test
+/// --benches`, `--test`): small sizes then, the code paths are the point.
+fn quick() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
+
 fn sizes() -> Vec<u64> {
+    if quick() {
+        return vec![100];
+    }
     let mut n = vec![1_000, 10_000];
     if big() {
         n.push(100_000);
@@ -315,7 +326,11 @@ fn bench_tree(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_millis(100));
-    let (files, max_kib) = if big() { (50_000, 40) } else { (2_000, 40) };
+    let (files, max_kib) = match (quick(), big()) {
+        (true, _) => (100, 4),
+        (false, true) => (50_000, 40),
+        (false, false) => (2_000, 40),
+    };
     let src = tmpfs_dir();
     make_tree(src.path(), files, max_kib);
     let tmp = tmpfs_dir();
