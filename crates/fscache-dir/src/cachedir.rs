@@ -100,6 +100,9 @@ pub struct AnonDir {
 #[derive(Debug)]
 pub struct AtomicTemp<'a> {
     cache: &'a CacheDir,
+    // The directory the temporary file is in, relative to the root (for
+    // messages) and as a descriptor (for every operation).
+    store: PathBuf,
     dir: Arc<OwnedFd>,
     name: String,
     lock: Option<FileLock<OwnedFd>>,
@@ -569,6 +572,7 @@ impl CacheDir {
         .map_err(|e| self.err("create", &Path::new(OBJECTS).join("uuid-*"), e))?;
         Ok(AtomicTemp {
             cache: self,
+            store: PathBuf::from(OBJECTS),
             dir,
             name,
             lock: Some(lock),
@@ -624,6 +628,7 @@ impl CacheDir {
                 .map_err(|e| self.err("create", &store.join("uuid-*"), e))?;
             AtomicTemp {
                 cache: self,
+                store: store.to_owned(),
                 dir,
                 name,
                 lock: Some(lock),
@@ -895,16 +900,44 @@ impl AtomicTemp<'_> {
         how: Publish,
     ) -> io::Result<(Published, FileLock<OwnedFd>)> {
         let cache = self.cache;
-        // A single component is renamed or linked through the root's
-        // descriptor directly; anything else through cap-std, which
-        // resolves the target's parents beneath the root.
-        let single = matches!(
-            target.components().collect::<Vec<_>>().as_slice(),
-            [Component::Normal(_)]
-        );
+        // The target is renamed or linked into its parent's descriptor:
+        // the root's for a single component, else one opened beneath the
+        // root (never through a symlink), so only its last component is
+        // resolved by the `rename`/`link` itself.
+        let (parent_fd, file_name) = match (target.parent(), target.file_name()) {
+            (Some(p), Some(n))
+                if matches!(target.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                let fd = if p.as_os_str().is_empty() {
+                    None
+                } else {
+                    let how = match how {
+                        Publish::Replace => "rename",
+                        Publish::NoReplace => "link",
+                    };
+                    Some(
+                        cache
+                            .open_raw(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                            .map_err(|e| cache.err(how, target, e))?,
+                    )
+                };
+                (fd, n.to_owned())
+            }
+            _ => {
+                return Err(cache.err(
+                    "publish",
+                    target,
+                    io::Error::from(io::ErrorKind::InvalidInput),
+                ))
+            }
+        };
+        let parent: &dyn AsFd = match &parent_fd {
+            Some(fd) => fd,
+            None => &cache.dir,
+        };
         let mut attempt = 0;
         loop {
-            let tmp_rel = || Path::new(OBJECTS).join(&self.name);
+            let tmp_rel = || self.store.join(&self.name);
             let lock = self.lock.as_ref().expect("held until published");
             if let Err(e) = write_all_fd(lock, contents) {
                 return Err(cache.err("write", &tmp_rel(), e));
@@ -913,16 +946,15 @@ impl AtomicTemp<'_> {
                 rustix::fs::fsync(lock).map_err(|e| cache.err("sync", &tmp_rel(), e))?;
             }
             let name = self.name.as_str();
-            let done: io::Result<()> = match (how, single) {
-                (Publish::Replace, true) => {
-                    rustix::fs::renameat(&*self.dir, name, &cache.dir, target).map_err(Into::into)
+            let parent = parent.as_fd();
+            let done: io::Result<()> = match how {
+                Publish::Replace => {
+                    rustix::fs::renameat(&*self.dir, name, parent, &file_name).map_err(Into::into)
                 }
-                (Publish::NoReplace, true) => {
-                    rustix::fs::linkat(&*self.dir, name, &cache.dir, target, AtFlags::empty())
+                Publish::NoReplace => {
+                    rustix::fs::linkat(&*self.dir, name, parent, &file_name, AtFlags::empty())
                         .map_err(Into::into)
                 }
-                (Publish::Replace, false) => cache.dir.rename(tmp_rel(), &cache.dir, target),
-                (Publish::NoReplace, false) => cache.dir.hard_link(tmp_rel(), &cache.dir, target),
             };
             let published = match done {
                 Ok(()) => Ok(Published::Done),
