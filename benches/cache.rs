@@ -15,42 +15,18 @@
 //! "tmpfs" is `/dev/shm` where it exists, else the system temp directory.
 //! Every cache lives in its own temporary directory, removed at the end.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+mod common;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{cstr, open_unlimited, raw_load_hit, raw_store, tmpfs_dir, EntryPaths, FILE_4K};
 use criterion::{black_box, Criterion};
-use fscache::{CacheInfo, FsCache, MaxSize, Stored};
-use fscache_lock::{set_lock, LockKind, Wait};
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, CWD, UTIME_NOW, UTIME_OMIT};
+use fscache::{FsCache, Stored};
+use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use tempfile::TempDir;
-
-/// The application id of the bench caches.
-const APPID: &str = "fscache-bench";
-
-/// The payload of a stored entry.
-const FILE_4K: [u8; 4096] = [0x5a; 4096];
-
-/// A temporary directory on tmpfs (`/dev/shm`) if there is one, else in the
-/// system temp directory.
-fn tmpfs_dir() -> TempDir {
-    let shm = Path::new("/dev/shm");
-    let builder = {
-        let mut b = tempfile::Builder::new();
-        b.prefix("fscache-bench-");
-        b
-    };
-    if shm.is_dir() {
-        if let Ok(dir) = builder.tempdir_in(shm) {
-            return dir;
-        }
-    }
-    builder.tempdir().expect("create a temporary directory")
-}
 
 /// A temporary directory under the target directory (beside the bench
 /// executable's `deps/`), i.e. on the build's disk file system.
@@ -68,18 +44,6 @@ fn disk_dir() -> TempDir {
         .expect("create a temporary directory under the target directory")
 }
 
-/// Open a cache at `root/cache` with no size limit.
-fn open_unlimited(root: &Path) -> FsCache {
-    let cache = FsCache::open(APPID, root.join("cache")).expect("open cache");
-    cache
-        .set_info(CacheInfo {
-            maximum_size: Some(MaxSize::Unlimited),
-            ..Default::default()
-        })
-        .expect("set maximum size");
-    cache
-}
-
 /// Open a cache holding a committed entry `key` with one 4 KiB file.
 fn cache_with_key(root: &Path) -> FsCache {
     let cache = open_unlimited(root);
@@ -89,67 +53,10 @@ fn cache_with_key(root: &Path) -> FsCache {
     cache
 }
 
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL in bench paths")
-}
-
-/// Absolute paths of one entry's protocol files, as C strings so the
-/// baseline spends nothing on conversions.
-struct EntryPaths {
-    lock: CString,
-    info: CString,
-}
-
-impl EntryPaths {
-    fn new(cache: &FsCache, name: &str) -> Self {
-        let entry = cache.path().join("objects").join(name);
-        Self {
-            lock: cstr(&entry.join("object.lock")),
-            info: cstr(&entry.join("object.info")),
-        }
-    }
-}
-
-/// `atime = now, mtime untouched`.
-const TOUCH_ATIME: Timestamps = Timestamps {
-    last_access: Timespec {
-        tv_sec: 0,
-        tv_nsec: UTIME_NOW,
-    },
-    last_modification: Timespec {
-        tv_sec: 0,
-        tv_nsec: UTIME_OMIT,
-    },
-};
-
-/// The load protocol's hit path in raw system calls: open the lock file,
-/// `F_OFD_SETLK F_RDLCK`, `fstat(fd)` + `stat(path)` (the classic replace
-/// check), `stat(object.info)` (validity), `futimens` (atime only), then
-/// `F_UNLCK` and close.
-fn raw_load_hit(p: &EntryPaths) {
-    let fd = rustix::fs::open(
-        p.lock.as_c_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("open object.lock");
-    assert!(
-        set_lock(fd.as_fd(), Some(LockKind::Shared), Wait::NonBlock).expect("lock"),
-        "uncontended"
-    );
-    let st = rustix::fs::fstat(&fd).expect("fstat");
-    let sp = rustix::fs::stat(p.lock.as_c_str()).expect("stat");
-    assert!(st.st_dev == sp.st_dev && st.st_ino == sp.st_ino);
-    black_box(rustix::fs::stat(p.info.as_c_str()).expect("stat object.info"));
-    let _ = rustix::fs::futimens(&fd, &TOUCH_ATIME);
-    set_lock(fd.as_fd(), None, Wait::NonBlock).expect("unlock");
-    drop(fd);
-}
-
 /// Benchmark `hit` and `raw_hit` in a group of `c` on a cache at `root`.
 fn bench_hits(c: &mut Criterion, group: &str, root: &Path, with_miss: bool) {
     let cache = cache_with_key(root);
-    let paths = EntryPaths::new(&cache, "key");
+    let paths = EntryPaths::new(cache.path(), "key");
     let absent = cstr(&cache.path().join("objects/absent/object.lock"));
     let mut g = c.benchmark_group(group);
     g.sample_size(30)
@@ -192,99 +99,6 @@ fn bench_load(c: &mut Criterion) {
 fn next_name(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A fresh `uuid-<32 hex>` name.
-fn uuid() -> String {
-    fscache_dir::anonymous_name()
-}
-
-fn create_excl(path: &CString, access: OFlags) -> OwnedFd {
-    rustix::fs::open(
-        path.as_c_str(),
-        access | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .expect("create")
-}
-
-fn write_all(fd: &OwnedFd, mut buf: &[u8]) {
-    while !buf.is_empty() {
-        let n = rustix::io::write(fd, buf).expect("write");
-        assert!(n > 0);
-        buf = &buf[n..];
-    }
-}
-
-fn lock_wait(fd: &OwnedFd, kind: LockKind) {
-    set_lock(fd.as_fd(), Some(kind), Wait::Block).expect("lock");
-}
-
-/// The store protocol in raw system calls, on absolute paths below the
-/// cache root `root`: atomic anonymous dir, `mkdir data`, the 4 KiB file,
-/// measure, charge `cache.size`, `object.info`, rename, unlock.
-fn raw_store(root: &Path, name: &str) {
-    let objects = root.join("objects");
-    // Atomic anonymous dir: a locked temp lock file linked in as object.lock.
-    let tmp = cstr(&objects.join(uuid()));
-    let lock_fd = create_excl(&tmp, OFlags::RDWR);
-    lock_wait(&lock_fd, LockKind::Exclusive);
-    assert!(rustix::fs::fstat(&lock_fd).expect("fstat").st_nlink > 0);
-    let anon = objects.join(uuid());
-    rustix::fs::mkdir(cstr(&anon).as_c_str(), Mode::from_raw_mode(0o755)).expect("mkdir");
-    rustix::fs::link(tmp.as_c_str(), cstr(&anon.join("object.lock")).as_c_str()).expect("link");
-    rustix::fs::unlink(tmp.as_c_str()).expect("unlink temp");
-    let data = anon.join("data");
-    let data_c = cstr(&data);
-    rustix::fs::mkdir(data_c.as_c_str(), Mode::from_raw_mode(0o755)).expect("mkdir data");
-    // The caller's content.
-    let file_c = cstr(&data.join("file"));
-    let fd = rustix::fs::open(
-        file_c.as_c_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .expect("create file");
-    write_all(&fd, &FILE_4K);
-    drop(fd);
-    // Measure.
-    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
-    let d = rustix::fs::statat(CWD, data_c.as_c_str(), nofollow).expect("stat data");
-    let f = rustix::fs::statat(CWD, file_c.as_c_str(), nofollow).expect("stat file");
-    let size = (d.st_blocks as u64 + f.st_blocks as u64) * 512;
-    // Charge cache.size: locked read → temp → rename.
-    let size_c = cstr(&root.join("cache.size"));
-    let size_fd = rustix::fs::open(
-        size_c.as_c_str(),
-        OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("open cache.size");
-    lock_wait(&size_fd, LockKind::Exclusive);
-    assert!(rustix::fs::fstat(&size_fd).expect("fstat").st_nlink > 0);
-    let mut buf = [0u8; 64];
-    let n = rustix::io::read(&size_fd, &mut buf).expect("read cache.size");
-    let total: u64 = std::str::from_utf8(&buf[..n])
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .expect("cache.size holds an integer");
-    let tmp = cstr(&objects.join(uuid()));
-    let new_fd = create_excl(&tmp, OFlags::RDWR);
-    lock_wait(&new_fd, LockKind::Exclusive);
-    write_all(&new_fd, (total + size).to_string().as_bytes());
-    rustix::fs::rename(tmp.as_c_str(), size_c.as_c_str()).expect("rename cache.size");
-    drop(new_fd);
-    drop(size_fd);
-    // object.info with O_EXCL.
-    let info = format!(r#"{{"creation-boot-id": "{:032x}", "size": {size}}}"#, 0);
-    let info_fd = create_excl(&cstr(&anon.join("object.info")), OFlags::WRONLY);
-    write_all(&info_fd, info.as_bytes());
-    drop(info_fd);
-    // Publish, then release the entry.
-    let target = cstr(&objects.join(name));
-    rustix::fs::rename(cstr(&anon).as_c_str(), target.as_c_str()).expect("rename entry");
-    set_lock(lock_fd.as_fd(), None, Wait::NonBlock).expect("unlock");
-    drop(lock_fd);
 }
 
 fn our_store(cache: &FsCache, name: &str) {

@@ -213,45 +213,78 @@ fn cache_held_entry_is_never_evicted() {
 }
 
 #[test]
-fn cache_eviction_frees_down_to_the_watermark() {
+fn cache_eviction_removes_only_what_the_store_needs_oldest_first() {
     let (_t, root) = fresh();
     let cache = open(&root);
     let one = entry_space(BLOCK);
-    // Default watermark 90%: ten entries fill a 10.5-entry cache; the
-    // eleventh needs one eviction but the watermark (9.45) takes two.
-    set_max(&cache, MaxSize::Bytes(10 * one + one / 2));
+    let limit = 10 * one + one / 2;
+    // Ten entries fill a 10.5-entry cache; each store after that needs
+    // one eviction and removes exactly one entry, the oldest idle one,
+    // whether it comes from a fresh scan (planned down to the watermark)
+    // or from the handle's kept list of candidates.
+    set_max(&cache, MaxSize::Bytes(limit));
     let names: Vec<String> = (0..10).map(|i| format!("e{i:02}")).collect();
     for (i, n) in names.iter().enumerate() {
         assert_eq!(store_file(&cache, n, i as u64, BLOCK), Stored::Committed);
         tick();
     }
-    assert_eq!(store_file(&cache, "new", 99, BLOCK), Stored::Committed);
-    let left = entries(&root);
-    assert_eq!(left.len(), 9, "two evicted for one needed: {left:?}");
-    assert!(
-        !left.contains(&names[0]) && !left.contains(&names[1]),
-        "{left:?}"
-    );
-    assert!(size_file(&root) <= (10 * one + one / 2) * 9 / 10);
-    assert_books_balance(&root);
-
-    // A 50% watermark: the next eviction frees down to half.
+    for (i, new) in ["new", "newer"].iter().enumerate() {
+        assert_eq!(
+            store_file(&cache, new, 99 + i as u64, BLOCK),
+            Stored::Committed
+        );
+        let left = entries(&root);
+        assert_eq!(left.len(), 10, "one evicted for one needed: {left:?}");
+        assert!(!left.contains(&names[i]), "{left:?}");
+        assert!(left.contains(&names[i + 1]), "{left:?}");
+        assert_eq!(size_file(&root), 10 * one);
+        assert_books_balance(&root);
+        tick();
+    }
+    // The watermark sets how far ahead a scan plans, not how much one
+    // store removes: with 50% the next scan lists half the cache, and the
+    // store still removes one entry.
     cache.set_watermark_percent(50);
-    tick();
-    assert_eq!(store_file(&cache, "newer", 100, BLOCK), Stored::Committed);
-    assert_eq!(size_file(&root), 10 * one);
-    let left = entries(&root);
-    assert_eq!(left.len(), 10, "still fits without eviction: {left:?}");
-    tick();
     assert_eq!(store_file(&cache, "newest", 101, BLOCK), Stored::Committed);
     let left = entries(&root);
-    assert!(
-        size_file(&root) <= (10 * one + one / 2) / 2,
-        "freed down to 50%: {} of {}, {left:?}",
-        size_file(&root),
-        10 * one + one / 2
-    );
+    assert_eq!(left.len(), 10, "{left:?}");
+    assert!(!left.contains(&names[2]) && left.contains(&names[3]));
     assert!(left.contains(&"newest".to_owned()) && left.contains(&"newer".to_owned()));
+    // A loaded entry is no longer the oldest: the kept list skips it.
+    tick();
+    drop(cache.load(&names[3]).unwrap().expect("hit"));
+    tick();
+    assert_eq!(store_file(&cache, "last", 102, BLOCK), Stored::Committed);
+    let left = entries(&root);
+    assert!(
+        left.contains(&names[3]) && !left.contains(&names[4]),
+        "{left:?}"
+    );
+    assert!(size_file(&root) <= limit);
     assert_books_balance(&root);
     assert_no_debris(&root);
+}
+
+#[test]
+fn cache_eviction_that_runs_out_of_its_list_frees_only_the_rest() {
+    // A commit that empties its kept list and scans again must count what
+    // it already freed: it removes only the rest of its need.
+    let (_t, root) = fresh();
+    let cache = open(&root);
+    let one = entry_space(BLOCK);
+    let two = entry_space(2 * BLOCK);
+    set_max(&cache, MaxSize::Bytes(4 * one));
+    for (i, n) in ["a", "c", "b"].iter().enumerate() {
+        assert_eq!(store_file(&cache, n, i as u64, BLOCK), Stored::Committed);
+        tick();
+    }
+    // Needs one entry's room: the scan plans a and c, a goes.
+    assert_eq!(store_file(&cache, "x", 7, 2 * BLOCK), Stored::Committed);
+    assert_eq!(entries(&root), ["b", "c", "x"]);
+    tick();
+    // Needs two: c from the list, then (list empty, scan again) b only.
+    assert_eq!(store_file(&cache, "y", 8, 2 * BLOCK), Stored::Committed);
+    assert_eq!(entries(&root), ["x", "y"]);
+    assert_eq!(size_file(&root), 2 * two);
+    assert_books_balance(&root);
 }

@@ -487,6 +487,13 @@ fn crash(root: &Path, point: CrashPoint, name: &str, seed: u64, blocks: u64) -> 
 /// What must hold after every step: the disk is the model's, the books
 /// balance, the limit holds, held content is intact, and no debris.
 fn check(model: &mut Model, root: &Path, driver: &mut dyn Driver) -> Verdict {
+    if model.debris_unsure {
+        let anon = debris(root)
+            .iter()
+            .filter(|n| n.starts_with("objects/"))
+            .count();
+        model.settle_debris(anon == model.anon_in_objects() && named_debris(root).is_empty());
+    }
     let disk = on_disk(root);
     let want: BTreeSet<String> = model.entries.keys().cloned().collect();
     ensure!(

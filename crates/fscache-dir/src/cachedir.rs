@@ -5,8 +5,9 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::Component;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use cap_std::fs::Dir;
@@ -20,7 +21,7 @@ use crate::error::{raw_os_error, with_path};
 use crate::hook::Hook;
 use crate::hook::HookPoint;
 use crate::locked::{LockOptions, TryLocked};
-use crate::name::anonymous_name;
+use crate::name::{anonymous_name, reseed_anonymous_names};
 
 /// `objects/`: committed entries and entries being stored.
 pub const OBJECTS: &str = "objects";
@@ -87,7 +88,29 @@ pub struct AnonDir {
     /// An `O_PATH` descriptor of the directory itself, for creating what
     /// goes inside it without resolving its path again.
     pub dir: OwnedFd,
+    /// An `O_PATH` descriptor of the parent the directory was made in, for
+    /// renaming it there without resolving the parent again.
+    pub parent: Arc<OwnedFd>,
 }
+
+/// A locked, empty temporary file `uuid-<hex>` in `objects/`, made ahead of
+/// an atomic file's publication ([`CacheDir::atomic_temp`]), so that a
+/// caller holding another lock (the counter's) only writes and renames it.
+/// Dropped unpublished, it is unlinked.
+#[derive(Debug)]
+pub struct AtomicTemp<'a> {
+    cache: &'a CacheDir,
+    // The directory the temporary file is in, relative to the root (for
+    // messages) and as a descriptor (for every operation).
+    store: PathBuf,
+    dir: Arc<OwnedFd>,
+    name: String,
+    lock: Option<FileLock<OwnedFd>>,
+}
+
+/// How often an atomic file is retried when its temporary file vanished
+/// (a racing cleanup unlinked it between its creation and its lock).
+const TEMP_RETRIES: usize = 8;
 
 /// The capability handle of a cache root: every file operation of the
 /// cache goes through it, resolved beneath the root.
@@ -101,6 +124,9 @@ pub struct CacheDir {
     remote: bool,
     durable: bool,
     waits: Option<WaitObserver>,
+    // `objects/`, opened (`O_PATH`) beneath the root on first use and
+    // held, with its device and inode: see `CacheDir::objects_checked`.
+    objects: RwLock<Option<(Arc<OwnedFd>, crate::stat::Inode)>>,
     #[cfg(feature = "test-hooks")]
     hook: Option<Hook>,
 }
@@ -148,9 +174,63 @@ impl CacheDir {
             remote,
             durable: false,
             waits: None,
+            objects: RwLock::new(None),
             #[cfg(feature = "test-hooks")]
             hook: None,
         })
+    }
+
+    /// The held `O_PATH` descriptor of `objects/`, opened beneath the root
+    /// (never through a symlink) on first use. Single components below it
+    /// are created, linked and renamed through it, without resolving
+    /// `objects/` again for every step.
+    ///
+    /// Nothing in the protocol moves or removes `objects/`; should someone
+    /// do it anyway, [`CacheDir::objects_checked`] (once per new entry)
+    /// notices and opens the directory the path names now, and a
+    /// temporary file that cannot be created in a removed directory
+    /// (`ENOENT`) does the same.
+    ///
+    /// # Errors
+    ///
+    /// Opening `objects/` failed.
+    pub fn objects(&self) -> io::Result<Arc<OwnedFd>> {
+        if let Some((fd, _)) = &*self.objects.read().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(fd.clone());
+        }
+        self.reopen_objects()
+    }
+
+    /// As [`CacheDir::objects`], first comparing the held descriptor's
+    /// device and inode with a `stat` of the path (one system call) and
+    /// opening `objects/` again when the path names another directory now.
+    ///
+    /// # Errors
+    ///
+    /// The `stat` or the open failed.
+    pub fn objects_checked(&self) -> io::Result<Arc<OwnedFd>> {
+        let rel = Path::new(OBJECTS);
+        let st = rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.err("stat", rel, e))?;
+        let now = crate::stat::inode(&st);
+        if let Some((fd, id)) = &*self.objects.read().unwrap_or_else(|p| p.into_inner()) {
+            if *id == now {
+                return Ok(fd.clone());
+            }
+        }
+        self.reopen_objects()
+    }
+
+    fn reopen_objects(&self) -> io::Result<Arc<OwnedFd>> {
+        let rel = Path::new(OBJECTS);
+        let fd = self
+            .open_raw(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| self.err("open directory", rel, e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.err("fstat", rel, e))?;
+        let id = crate::stat::inode(&st);
+        let fd = Arc::new(fd);
+        *self.objects.write().unwrap_or_else(|p| p.into_inner()) = Some((fd.clone(), id));
+        Ok(fd)
     }
 
     /// Call `observer` whenever a blocking [`CacheDir::lock`] had to wait
@@ -441,36 +521,62 @@ impl CacheDir {
         read_small_fd(&fd).map_err(|e| self.err("read", rel, e))
     }
 
-    /// Create a locked temporary file `store/uuid-<hex>` holding `contents`.
-    /// Returns its relative path and the exclusive lock.
-    fn create_temp(
-        &self,
-        store: &Path,
-        contents: &[u8],
-    ) -> io::Result<(PathBuf, FileLock<OwnedFd>)> {
+    /// Create a locked, empty temporary file `uuid-<hex>` in the directory
+    /// `dir`. Returns its name and the exclusive lock.
+    ///
+    /// A racing cleanup may unlink the new file before it is locked; that
+    /// is not checked here (it would cost an `fstat` on every atomic file)
+    /// but when the file is published: the `rename` or `link` of a vanished
+    /// name fails with `ENOENT`, and the caller retries with a new file.
+    fn create_temp_at(&self, dir: &OwnedFd) -> rustix::io::Result<(String, FileLock<OwnedFd>)> {
         loop {
-            let tmp = store.join(anonymous_name());
-            let fd = match self.open_raw(
-                &tmp,
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+            let name = anonymous_name();
+            let fd = match rustix::fs::openat(
+                dir,
+                name.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o644),
             ) {
                 Ok(fd) => fd,
-                Err(Errno::EXIST) => continue,
-                Err(e) => return Err(self.err("create", &tmp, e)),
+                // Another process shares our names (a fork): draw anew.
+                Err(Errno::EXIST) => {
+                    reseed_anonymous_names();
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
-            let lock =
-                FileLock::lock(fd, LockKind::Exclusive).map_err(|e| self.err("lock", &tmp, e))?;
-            // A racing cleanup may have unlinked the unlocked new file.
-            if self.still_linked(&tmp, &lock)?.is_none() {
-                continue;
-            }
-            if let Err(e) = write_all_fd(&lock, contents) {
-                self.unlink_quiet(&tmp);
-                return Err(self.err("write", &tmp, e));
-            }
-            return Ok((tmp, lock));
+            // Fresh and private: only a cleanup that found it unlocked can
+            // hold its lock, briefly.
+            let lock = FileLock::lock(fd, LockKind::Exclusive)
+                .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+            return Ok((name, lock));
         }
+    }
+
+    /// A locked, empty temporary file in `objects/`, to be published later
+    /// by [`AtomicTemp::publish`] (the first half of an atomic file).
+    ///
+    /// # Errors
+    ///
+    /// Opening `objects/` or creating the file failed.
+    pub fn atomic_temp(&self) -> io::Result<AtomicTemp<'_>> {
+        let mut dir = self.objects()?;
+        let (name, lock) = match self.create_temp_at(&dir) {
+            // `objects/` was removed under the held descriptor: look again.
+            Err(Errno::NOENT) => {
+                dir = self.objects_checked()?;
+                self.create_temp_at(&dir)
+            }
+            other => other,
+        }
+        .map_err(|e| self.err("create", &Path::new(OBJECTS).join("uuid-*"), e))?;
+        Ok(AtomicTemp {
+            cache: self,
+            store: PathBuf::from(OBJECTS),
+            dir,
+            name,
+            lock: Some(lock),
+        })
     }
 
     /// Atomic file: create `store/uuid-<hex>`, lock it, write `contents`,
@@ -510,37 +616,25 @@ impl CacheDir {
         contents: &[u8],
         how: Publish,
     ) -> io::Result<(Published, FileLock<OwnedFd>)> {
-        let (tmp, lock) = self.create_temp(store, contents)?;
-        if self.durable {
-            if let Err(e) = rustix::fs::fsync(&lock) {
-                self.unlink_quiet(&tmp);
-                return Err(self.err("sync", &tmp, e));
+        let temp = if store == Path::new(OBJECTS) {
+            self.atomic_temp()?
+        } else {
+            let dir = self
+                .open_raw(store, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                .map_err(|e| self.err("open directory", store, e))?;
+            let dir = Arc::new(dir);
+            let (name, lock) = self
+                .create_temp_at(&dir)
+                .map_err(|e| self.err("create", &store.join("uuid-*"), e))?;
+            AtomicTemp {
+                cache: self,
+                store: store.to_owned(),
+                dir,
+                name,
+                lock: Some(lock),
             }
-        }
-        let published = match how {
-            Publish::Replace => self
-                .dir
-                .rename(&tmp, &self.dir, target)
-                .map(|()| Published::Done)
-                .map_err(|e| self.err("rename", &tmp, e)),
-            Publish::NoReplace => match self.dir.hard_link(&tmp, &self.dir, target) {
-                Ok(()) => Ok(Published::Done),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Published::Exists),
-                Err(e) => Err(self.err("link", target, e)),
-            },
         };
-        // A successful rename moved the temporary name away already (an
-        // unlink would only cost three system calls to find nothing);
-        // after a link it drops the temporary name; on failure it removes
-        // the temporary file.
-        if !(how == Publish::Replace && published.is_ok()) {
-            self.unlink_quiet(&tmp);
-        }
-        let published = published?;
-        if self.durable && published == Published::Done {
-            self.sync_dir(target.parent().unwrap_or(Path::new("")))?;
-        }
-        Ok((published, lock))
+        temp.publish_locked(target, contents, how)
     }
 
     /// `fsync` the directory `rel` (`""`: the root), so the names in it are
@@ -572,21 +666,29 @@ impl CacheDir {
     pub fn atomic_anon_dir(&self, parent: &Path) -> io::Result<AnonDir> {
         // One descriptor of `parent`, resolved beneath the root, serves every
         // step: cap-std would re-resolve (open + close) it for each call.
-        // Below it only single components are used, never followed.
-        let pfd = self
-            .open_raw(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| self.err("open directory", parent, e))?;
+        // Below it only single components are used, never followed. The
+        // one of `objects/` is held (and checked against its path here).
+        let pfd = if parent == Path::new(OBJECTS) {
+            self.objects_checked()?
+        } else {
+            Arc::new(
+                self.open_raw(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                    .map_err(|e| self.err("open directory", parent, e))?,
+            )
+        };
         loop {
-            let (tmp, lock) = self.create_temp(parent, b"")?;
-            let tmp_name = tmp.file_name().expect("create_temp names a file");
+            let (tmp_name, lock) = self
+                .create_temp_at(&pfd)
+                .map_err(|e| self.err("create", &parent.join("uuid-*"), e))?;
             let unlink_tmp = || {
-                let _ = rustix::fs::unlinkat(&pfd, tmp_name, AtFlags::empty());
+                let _ = rustix::fs::unlinkat(&pfd, tmp_name.as_str(), AtFlags::empty());
             };
             let name = anonymous_name();
             let dir = parent.join(&name);
             if let Err(e) = rustix::fs::mkdirat(&pfd, name.as_str(), Mode::from_raw_mode(0o777)) {
                 unlink_tmp();
                 if e == Errno::EXIST {
+                    reseed_anonymous_names();
                     continue;
                 }
                 return Err(self.err("create directory", &dir, e));
@@ -599,15 +701,27 @@ impl CacheDir {
                 Mode::empty(),
             )
             .and_then(|dfd| {
-                rustix::fs::linkat(&pfd, tmp_name, &dfd, OBJECT_LOCK, AtFlags::empty())
+                rustix::fs::linkat(&pfd, tmp_name.as_str(), &dfd, OBJECT_LOCK, AtFlags::empty())
                     .map(|()| dfd)
             });
             unlink_tmp();
             match linked {
-                Ok(dir) => return Ok(AnonDir { name, lock, dir }),
-                // A racing cleanup removed the empty directory (or, for
-                // EEXIST, took the name): try again with a new one.
-                Err(Errno::NOENT) | Err(Errno::EXIST) => continue,
+                Ok(dir) => {
+                    return Ok(AnonDir {
+                        name,
+                        lock,
+                        dir,
+                        parent: pfd,
+                    })
+                }
+                // A racing cleanup removed the empty directory, or the
+                // temporary lock file before we locked it (or, for EEXIST,
+                // took the name): try again with new ones. The directory,
+                // if it is still there, is empty and ours.
+                Err(Errno::NOENT) | Err(Errno::EXIST) => {
+                    let _ = rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR);
+                    continue;
+                }
                 Err(e) => {
                     let _ = rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR);
                     return Err(self.err("link", &dir.join(OBJECT_LOCK), e));
@@ -752,9 +866,147 @@ impl CacheDir {
         }
         Ok(())
     }
+}
 
-    fn unlink_quiet(&self, rel: &Path) {
-        let _ = self.dir.remove_file(rel);
+impl AtomicTemp<'_> {
+    /// Write `contents` into the temporary file and publish it at `target`
+    /// (relative to the root) by `rename` ([`Publish::Replace`]) or `link`
+    /// ([`Publish::NoReplace`], then unlinking the temporary name). When
+    /// the temporary file vanished meanwhile (a racing cleanup), a new one
+    /// is made and published instead.
+    ///
+    /// # Errors
+    ///
+    /// Writing or publishing failed; the temporary name is unlinked then.
+    pub fn publish(self, target: &Path, contents: &[u8], how: Publish) -> io::Result<Published> {
+        self.publish_locked(target, contents, how)
+            .map(|(published, lock)| {
+                // Our own temp file's only descriptor: closing releases it.
+                lock.close();
+                published
+            })
+    }
+
+    /// As [`AtomicTemp::publish`], handing back the lock of the published
+    /// file (closing it releases the lock).
+    ///
+    /// # Errors
+    ///
+    /// As [`AtomicTemp::publish`].
+    pub fn publish_locked(
+        mut self,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+    ) -> io::Result<(Published, FileLock<OwnedFd>)> {
+        let cache = self.cache;
+        // The target is renamed or linked into its parent's descriptor:
+        // the root's for a single component, else one opened beneath the
+        // root (never through a symlink), so only its last component is
+        // resolved by the `rename`/`link` itself.
+        let (parent_fd, file_name) = match (target.parent(), target.file_name()) {
+            (Some(p), Some(n))
+                if matches!(target.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                let fd = if p.as_os_str().is_empty() {
+                    None
+                } else {
+                    let how = match how {
+                        Publish::Replace => "rename",
+                        Publish::NoReplace => "link",
+                    };
+                    Some(
+                        cache
+                            .open_raw(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                            .map_err(|e| cache.err(how, target, e))?,
+                    )
+                };
+                (fd, n.to_owned())
+            }
+            _ => {
+                return Err(cache.err(
+                    "publish",
+                    target,
+                    io::Error::from(io::ErrorKind::InvalidInput),
+                ))
+            }
+        };
+        let parent: &dyn AsFd = match &parent_fd {
+            Some(fd) => fd,
+            None => &cache.dir,
+        };
+        let mut attempt = 0;
+        loop {
+            let tmp_rel = || self.store.join(&self.name);
+            let lock = self.lock.as_ref().expect("held until published");
+            if let Err(e) = write_all_fd(lock, contents) {
+                return Err(cache.err("write", &tmp_rel(), e));
+            }
+            if cache.durable {
+                rustix::fs::fsync(lock).map_err(|e| cache.err("sync", &tmp_rel(), e))?;
+            }
+            let name = self.name.as_str();
+            let parent = parent.as_fd();
+            let done: io::Result<()> = match how {
+                Publish::Replace => {
+                    rustix::fs::renameat(&*self.dir, name, parent, &file_name).map_err(Into::into)
+                }
+                Publish::NoReplace => {
+                    rustix::fs::linkat(&*self.dir, name, parent, &file_name, AtFlags::empty())
+                        .map_err(Into::into)
+                }
+            };
+            let published = match done {
+                Ok(()) => Ok(Published::Done),
+                Err(e) if how == Publish::NoReplace && e.kind() == io::ErrorKind::AlreadyExists => {
+                    Ok(Published::Exists)
+                }
+                // The temporary file vanished (the target's directory may
+                // be what is missing instead: then the error stands).
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < TEMP_RETRIES => {
+                    match rustix::fs::statat(&*self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Err(Errno::NOENT) => {
+                            attempt += 1;
+                            let (new, lock) = cache
+                                .create_temp_at(&self.dir)
+                                .map_err(|e| cache.err("create", &tmp_rel(), e))?;
+                            if let Some(old) = self.lock.replace(lock) {
+                                old.close();
+                            }
+                            self.name = new;
+                            continue;
+                        }
+                        _ => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let published = published.map_err(|e| match how {
+                Publish::Replace => cache.err("rename", &tmp_rel(), e),
+                Publish::NoReplace => cache.err("link", target, e),
+            })?;
+            // A successful rename moved the temporary name away already;
+            // after a link (or a link that found the target taken) the
+            // temporary name goes.
+            if how == Publish::NoReplace {
+                let _ = rustix::fs::unlinkat(&*self.dir, name, AtFlags::empty());
+            }
+            let lock = self.lock.take().expect("held until published");
+            if cache.durable && published == Published::Done {
+                cache.sync_dir(target.parent().unwrap_or(Path::new("")))?;
+            }
+            return Ok((published, lock));
+        }
+    }
+}
+
+impl Drop for AtomicTemp<'_> {
+    fn drop(&mut self) {
+        // Not published (or failed): the temporary name goes.
+        if let Some(lock) = self.lock.take() {
+            let _ = rustix::fs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty());
+            lock.close();
+        }
     }
 }
 

@@ -31,13 +31,19 @@
 //! [`CacheDir`] holds a `cap_std::fs::Dir` of the root. Opens go through
 //! `openat2(RESOLVE_BENEATH)` (cap-std where that is missing), other
 //! operations through cap-std, so no name, symlink or rename race reaches
-//! outside the root. The protocols follow the contract in `DESIGN.md`:
+//! outside the root. It also holds an `O_PATH` descriptor of `objects/`
+//! (opened that way, checked against the path once per new entry), through
+//! which single components are created, linked and renamed: a store
+//! resolves `objects/` once, not at every step. The protocols follow the
+//! contract in `DESIGN.md`:
 //!
 //! * **locked open** — [`CacheDir::lock`] / [`CacheDir::try_lock`] with
 //!   [`LockOptions`]: open (never create), lock, then prove the path still
 //!   names the locked file (`st_nlink > 0` locally, a path `stat` on NFS);
 //! * **atomic file** — `uuid-<hex>` temp with `O_EXCL`, locked, filled,
 //!   then `rename` (replace) or `link` (no-replace), temp name unlinked;
+//!   the temp can be made ahead ([`CacheDir::atomic_temp`]) so that a
+//!   caller holding another lock only writes and renames it;
 //! * **atomic anonymous dir** — a locked lock file linked into a fresh
 //!   `uuid-<hex>` directory as `object.lock`;
 //! * **removal** — `object.info` first, `object.lock` last;
@@ -80,14 +86,16 @@ pub mod walk;
 
 pub use beneath::open_beneath;
 pub use cachedir::{
-    gone, read_small_fd, AnonDir, CacheDir, LockedFile, Publish, Published, WaitObserver,
-    CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS,
-    OBJECT_INFO, OBJECT_LOCK, STAGE,
+    gone, read_small_fd, AnonDir, AtomicTemp, CacheDir, LockedFile, Publish, Published,
+    WaitObserver, CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA,
+    OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 pub use error::{raw_os_error, with_path, PathError};
 pub use hook::{Hook, HookPoint};
 pub use locked::{LockOptions, TryLocked};
-pub use name::{anonymous_name, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX};
+pub use name::{
+    anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,
+};
 
 /// The crate's `README.md` example, run as a doc test so it never goes
 /// stale (also from the packaged crate, which carries its README).

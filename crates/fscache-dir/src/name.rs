@@ -105,23 +105,68 @@ impl AsRef<str> for EntryName {
 
 /// A fresh `uuid-<32 hex>` name (random, version-4 layout), unique enough to
 /// create with `O_EXCL` without coordination.
+///
+/// The bytes are a keyed BLAKE3 hash of a counter, under a key drawn from
+/// the system's entropy (`getrandom`) once per process: a store makes
+/// several of these names, and each would otherwise be a system call. A
+/// forked child starts with its parent's key and counter, so the two may
+/// pick the same names; the `O_EXCL` create (or `mkdir`) that then fails
+/// with `EEXIST` calls [`reseed_anonymous_names`] before it retries.
 pub fn anonymous_name() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // No entropy source: fall back to time and pid, still unique per
-        // process and instant; O_EXCL catches the rest.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        b[..12].copy_from_slice(&t.to_le_bytes()[..12]);
-        b[12..].copy_from_slice(&std::process::id().to_le_bytes());
+    let b = {
+        let mut state = names_state();
+        let st = state.get_or_insert_with(NameState::new);
+        st.counter = st.counter.wrapping_add(1);
+        let h = blake3::keyed_hash(&st.key, &st.counter.to_le_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h.as_bytes()[..16]);
+        b
+    };
+    format_uuid(b)
+}
+
+/// Draw a new key for [`anonymous_name`] from the system's entropy: after
+/// a collision, which means another process (a forked child or parent)
+/// shares our sequence.
+pub fn reseed_anonymous_names() {
+    *names_state() = Some(NameState::new());
+}
+
+struct NameState {
+    key: [u8; 32],
+    counter: u64,
+}
+
+impl NameState {
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // No entropy source: fall back to time and pid, still unique per
+            // process and instant; O_EXCL catches the rest.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            key[..16].copy_from_slice(&t.to_le_bytes());
+            key[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+        Self { key, counter: 0 }
     }
+}
+
+fn names_state() -> std::sync::MutexGuard<'static, Option<NameState>> {
+    static STATE: std::sync::Mutex<Option<NameState>> = std::sync::Mutex::new(None);
+    STATE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn format_uuid(mut b: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let mut s = String::with_capacity(RESERVED_PREFIX.len() + 32);
     s.push_str(RESERVED_PREFIX);
     for byte in b {
-        s.push_str(&format!("{byte:02x}"));
+        s.push(char::from(HEX[usize::from(byte >> 4)]));
+        s.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
     s
 }
@@ -170,5 +215,8 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert!(EntryName::new(&a).is_err());
+        reseed_anonymous_names();
+        let c = anonymous_name();
+        assert!(c != a && c != b && c.len() == 37);
     }
 }

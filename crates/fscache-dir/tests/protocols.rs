@@ -113,6 +113,26 @@ fn atomic_file_replace_and_no_replace() {
 }
 
 #[test]
+fn atomic_file_from_another_store_into_a_subdirectory() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    std::fs::create_dir(root.join("sub")).unwrap();
+    let stage = Path::new(fscache_dir::STAGE);
+    for (how, body) in [(Publish::NoReplace, b"1"), (Publish::Replace, b"2")] {
+        assert_eq!(
+            c.atomic_file(stage, Path::new("sub/f"), body, how).unwrap(),
+            Published::Done
+        );
+        assert_eq!(std::fs::read(root.join("sub/f")).unwrap(), body);
+    }
+    assert!(
+        names(&root.join(fscache_dir::STAGE)).is_empty(),
+        "temp names unlinked"
+    );
+    assert!(names(&root.join(OBJECTS)).is_empty());
+}
+
+#[test]
 fn locked_open_retries_when_the_file_is_replaced_before_the_lock() {
     let (_t, root) = fresh();
     let mut c = open(&root);

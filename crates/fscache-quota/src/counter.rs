@@ -132,8 +132,16 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
 /// Locked read → compute → temp file → rename. `f` gets the current total
 /// and returns the value to write (`None`: leave the file alone) and the
 /// result.
+///
+/// The temporary file is created and locked before the counter's lock is
+/// taken, so every process waiting for the counter waits only for a
+/// `read`, a `write` and a `rename` (plus the `fstat` of the locked open):
+/// the critical section of every store.
 fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) -> Result<T> {
     let rel = Path::new(CACHE_SIZE);
+    let temp = cache
+        .atomic_temp()
+        .map_err(|e| error::io("create", cache.abs(Path::new(OBJECTS)), e))?;
     let locked = loop {
         match cache.lock(rel, LockOptions::exclusive()) {
             Ok(l) => break l,
@@ -167,18 +175,20 @@ fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
         None => sum_recorded(cache)?,
     };
     let (new, out) = f(current)?;
-    if let Some(new) = new {
-        cache
-            .atomic_file(
-                Path::new(OBJECTS),
-                rel,
-                new.to_string().as_bytes(),
-                Publish::Replace,
-            )
-            .map_err(|e| error::io("replace", cache.abs(rel), e))?;
-    }
-    // Our own, never duplicated descriptor: closing releases the lock.
+    let published = match new {
+        Some(new) => Some(
+            temp.publish_locked(rel, new.to_string().as_bytes(), Publish::Replace)
+                .map_err(|e| error::io("replace", cache.abs(rel), e))?
+                .1,
+        ),
+        None => None,
+    };
+    // Our own, never duplicated descriptors: closing releases the locks,
+    // the counter's first. An unused temporary file is unlinked after.
     locked.lock.close();
+    if let Some(lock) = published {
+        lock.close();
+    }
     Ok(out)
 }
 

@@ -30,16 +30,22 @@
 //!   lock by read → new temp file → `rename`, so a crash never leaves a
 //!   partial value; a charge past the limit is refused, an uncharge floors
 //!   at 0. A corrupt or missing counter is rebuilt from the entries.
-//! * [`list_lru`] → [`plan`] → [`evict`]: one directory scan, oldest
-//!   `object.lock` atime first, down to a low watermark; eviction takes
-//!   each victim's lock without waiting, skips held or just-used entries
-//!   and uncharges exactly what the victim's `object.info` recorded.
+//! * [`list_lru`] → [`plan`] → [`evict`] / [`evict_candidate`]: one
+//!   directory scan, oldest `object.lock` atime first, planned down to a
+//!   low watermark; eviction takes each victim's lock without waiting,
+//!   skips held or just-used entries and uncharges exactly what the
+//!   victim's `object.info` recorded. Because every check is made again
+//!   under the victim's lock, a plan can be kept and consumed one
+//!   candidate at a time by later stores ([`Tried`] says whether a
+//!   candidate stays one).
 //!
 //! # Limitations
 //!
 //! * A crash between a charge and the commit's `object.info` leaves the
 //!   counter too high (never too low) until [`recount`] runs.
 //! * LRU order is only as fine as the file system's atime.
+//! * A plan kept for later (see [`evict_candidate`]) does not see entries
+//!   whose atime was set back after its scan.
 
 #![forbid(unsafe_code)]
 
@@ -54,15 +60,16 @@ mod sweep;
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
 pub use lru::{
-    atime, candidate, evict, list_lru, plan, retire, Candidate, Evicted, Retired, Stamp,
+    atime, candidate, evict, evict_candidate, list_lru, plan, plan_lru, retire, Candidate, Evicted,
+    Retired, Stamp, Tried,
 };
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::{boot_id_from_json, ObjectInfo};
 pub use space::tree_space;
 pub use sweep::{sweep, Swept};
 
-/// The default low watermark: eviction frees down to this percentage of
-/// the limit.
+/// The default low watermark: an eviction scan plans candidates down to
+/// this percentage of the limit.
 pub const DEFAULT_WATERMARK_PERCENT: u8 = 90;
 
 /// The crate's `README.md` example, run as a doc test so it never goes

@@ -8,6 +8,7 @@ use cap_std::fs::Dir;
 use fscache_dir::stat;
 use fscache_dir::walk::{is_dir, Frame, HardLinks, Visit, Visitor, Walk};
 use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use rustix::io::Errno;
 
 /// `st_blocks × 512` of `rel` below `dir` and of everything beneath it:
 /// files, directories and symlinks, never following a symlink, counting a
@@ -23,21 +24,29 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 /// A `stat` or directory read failed. An entry that vanishes during the
 /// walk is skipped (racing removals are legal).
 pub fn tree_space(dir: &Dir, rel: &Path) -> io::Result<u64> {
-    let st = rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)?;
     let mut space = Space {
         links: HardLinks::new(),
         total: 0,
     };
-    space.count(&st);
-    if is_dir(&st) {
-        // Beneath `dir`, as every open of the cache is.
-        let fd =
-            fscache_dir::open_beneath(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-        let root = Frame::new(fd, rel.to_owned(), ())?;
-        Walk::new()
-            .one_file_system()
-            .skip_vanished()
-            .run(&mut space, root)?;
+    // A directory (the common case: an entry's `data/`) is opened first,
+    // beneath `dir` as every open of the cache is, and `fstat`ed through
+    // its descriptor: no separate `stat` of the path. Anything else
+    // (`ENOTDIR`; `ELOOP` for a symlink, never followed) is `stat`ed.
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+    match fscache_dir::open_beneath(dir, rel, flags, Mode::empty()) {
+        Ok(fd) => {
+            let root = Frame::new(fd, rel.to_owned(), ())?;
+            space.count(root.stat());
+            Walk::new()
+                .one_file_system()
+                .skip_vanished()
+                .run(&mut space, root)?;
+        }
+        Err(Errno::NOTDIR | Errno::LOOP) => {
+            let st = rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)?;
+            space.count(&st);
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(space.total)
 }

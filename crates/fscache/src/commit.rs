@@ -1,20 +1,21 @@
 //! The commit of a stored entry: measure → charge (evicting when full) →
 //! `object.info` → stamp → rename, and what it reports.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use fscache_dir::digest::Digest;
 use fscache_dir::{EntryName, HookPoint, DATA, OBJECTS, OBJECT_INFO};
-use fscache_quota::{Charge, MaxSize, ObjectInfo};
+use fscache_quota::{Candidate, Charge, MaxSize, ObjectInfo, Tried};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::guards::{Anon, Kept};
+use crate::guards::{Anon, CopiedTree, Kept};
 use crate::handle::{touch_atime, Durability, FsCache};
 
 /// What a commit did with the entry. Only [`Stored::Committed`] keeps it.
@@ -59,7 +60,7 @@ impl FsCache {
         &self,
         name: &EntryName,
         anon: Anon,
-        digest: Option<Digest>,
+        copied: Option<CopiedTree>,
     ) -> Result<(CommitReport, Kept)> {
         let _gate = self
             .inner
@@ -69,8 +70,16 @@ impl FsCache {
         let dir = self.dir();
         let data_rel = anon.rel.join(DATA);
         dir.hook(HookPoint::CommitMeasure, &anon.rel);
-        let size = fscache_quota::tree_space(dir.dir(), &data_rel)
-            .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?;
+        // A copy into the empty `data/` measured it as it went: no second
+        // walk.
+        let (digest, size) = match copied {
+            Some(c) => (Some(c.digest), c.space),
+            None => (
+                None,
+                fscache_quota::tree_space(dir.dir(), &data_rel)
+                    .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?,
+            ),
+        };
         let mut report = CommitReport {
             stored: Stored::Committed,
             evicted: Vec::new(),
@@ -143,9 +152,16 @@ impl FsCache {
         }
     }
 
-    /// Charge `size`; when refused, evict least-recently-used entries down
-    /// to the watermark and charge again, recording what was evicted.
-    /// `Ok(false)`: no space.
+    /// Charge `size`; when refused, evict least-recently-used entries until
+    /// the charge is accepted, recording what was evicted. `Ok(false)`: no
+    /// space.
+    ///
+    /// The candidates come from the handle's kept list ([`EvictQueue`]):
+    /// one directory scan, planned down to the low watermark, serves the
+    /// stores that follow. Each store removes only what its own charge
+    /// needs, re-checking every candidate under its exclusive lock, so the
+    /// store that first hits the limit pays one scan and its own removals,
+    /// never the whole batch. The list is rebuilt when it runs out.
     fn charge_or_evict(
         &self,
         size: u64,
@@ -153,50 +169,149 @@ impl FsCache {
         evicted: &mut Vec<String>,
     ) -> Result<bool> {
         let dir = self.dir();
-        if let Charge::Accepted { .. } = fscache_quota::charge(dir, size, limit)? {
+        let mut total = match fscache_quota::charge(dir, size, limit)? {
+            Charge::Accepted { .. } => return Ok(true),
+            Charge::Refused { total } => total,
+        };
+        let MaxSize::Bytes(max) = limit else {
+            // An unlimited cache never refuses.
             return Ok(true);
+        };
+        let mut round = Round::default();
+        let outcome = loop {
+            // What this store needs freed, as the counter said last.
+            let need = total.saturating_add(size).saturating_sub(max);
+            let freed = self.evict_from_list(need, &mut round, evicted)?;
+            // What the counter holds now, as far as this commit knows: a
+            // rescan plans from it, and the next round needs only the rest.
+            total = total.saturating_sub(freed);
+            if freed < need {
+                // The list ran out short of the need: scan again, unless
+                // the last scan (of this commit) led nowhere.
+                if round.scanned && !round.progress {
+                    break match fscache_quota::charge(dir, size, limit)? {
+                        Charge::Accepted { .. } => true,
+                        Charge::Refused { .. } => false,
+                    };
+                }
+                if let Some(accepted) = self.rescan(size, limit, total, &mut round)? {
+                    break accepted;
+                }
+                continue;
+            }
+            match fscache_quota::charge(dir, size, limit)? {
+                Charge::Accepted { .. } => break true,
+                // Others charged meanwhile: free more.
+                Charge::Refused { total: now } => total = now,
+            }
+        };
+        if !evicted.is_empty() || !round.skipped.is_empty() {
+            let mut skipped: Vec<&String> = round.skipped.iter().collect();
+            skipped.sort();
+            tracing::info!(
+                removed = ?evicted,
+                skipped = ?skipped,
+                freed = round.freed,
+                need = size,
+                "evicted least recently used entries to make room"
+            );
         }
+        // Entries a reader held stay candidates, in their place.
+        self.inner.evict_queue.put_back(round.busy);
+        match round.first_error {
+            Some(e) if !outcome && evicted.is_empty() => Err(e),
+            _ => Ok(outcome),
+        }
+    }
+
+    /// Pop candidates off the kept list and remove them until `need` bytes
+    /// are freed or the list is empty. Returns the bytes freed.
+    fn evict_from_list(
+        &self,
+        need: u64,
+        round: &mut Round,
+        evicted: &mut Vec<String>,
+    ) -> Result<u64> {
+        let dir = self.dir();
+        let mut freed = 0u64;
+        while freed < need {
+            let Some(c) = self.inner.evict_queue.pop() else {
+                break;
+            };
+            match fscache_quota::evict_candidate(dir, &c) {
+                Ok(Tried::Removed(bytes)) => {
+                    freed = freed.saturating_add(bytes);
+                    self.count(|p| &p.evicted_bytes, bytes);
+                    round.freed = round.freed.saturating_add(bytes);
+                    evicted.push(c.name);
+                    round.progress = true;
+                }
+                // Gone, or used since the scan: no longer a candidate.
+                // Once this commit scanned itself, not listed again by it
+                // either, so that an entry in constant use cannot keep it
+                // scanning; an entry merely used since an older scan is
+                // listed again, at its new place.
+                Ok(Tried::Stale) => {
+                    if round.scanned {
+                        round.progress |= round.skipped.insert(c.name);
+                    }
+                }
+                Ok(Tried::Busy) => {
+                    round.progress |= round.skipped.insert(c.name.clone());
+                    round.busy.push(c);
+                }
+                // One damaged victim (an unreadable `object.info`) must
+                // not stop eviction of the others: skip it for this
+                // commit, report the error only if nothing could be freed.
+                Err(e) => {
+                    round.progress |= round.skipped.insert(c.name.clone());
+                    round.first_error.get_or_insert(e.into());
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Scan `objects/` again (clearing the debris of crashed writers on the
+    /// way) and refill the kept list, planned down to the watermark,
+    /// without the names this commit skipped. `Some(outcome)` when the
+    /// commit is decided without the list.
+    fn rescan(
+        &self,
+        size: u64,
+        limit: MaxSize,
+        total: u64,
+        round: &mut Round,
+    ) -> Result<Option<bool>> {
+        let dir = self.dir();
+        round.scanned = true;
+        round.progress = false;
         // Full: the scan that eviction needs anyway also clears the debris
         // of crashed writers (unaccounted space, or half-committed charges).
         let swept = fscache_quota::sweep(dir)?;
         if !swept.removed.is_empty() {
             tracing::info!(removed = ?swept.removed, freed = swept.freed, "swept debris");
+            if swept.freed > 0 {
+                if let Charge::Accepted { .. } = fscache_quota::charge(dir, size, limit)? {
+                    return Ok(Some(true));
+                }
+            }
         }
         let target = limit
             .watermark(self.watermark_percent())
             .unwrap_or(u64::MAX);
-        // Entries a reader holds (or that were just used) are skipped by
-        // eviction; plan again without them, so that a held old entry does
-        // not hide idle younger ones. Every round removes something or
-        // skips a new name, so this ends.
-        let mut skipped = HashSet::new();
-        loop {
-            let candidates: Vec<_> = fscache_quota::list_lru(dir)?
-                .into_iter()
-                .filter(|c| !skipped.contains(&c.name))
-                .collect();
-            let total = fscache_quota::read_size(dir).unwrap_or(u64::MAX);
-            let victims = fscache_quota::plan(&candidates, total, size, target);
-            let round = fscache_quota::evict(dir, &victims)?;
-            self.count(|p| &p.evicted_bytes, round.freed);
-            tracing::info!(
-                removed = ?round.removed,
-                skipped = ?round.skipped,
-                freed = round.freed,
-                need = size,
-                "evicted least recently used entries to make room"
-            );
-            let removed_any = !round.removed.is_empty();
-            evicted.extend(round.removed);
-            if let Charge::Accepted { .. } = fscache_quota::charge(dir, size, limit)? {
-                return Ok(true);
-            }
-            let before = skipped.len();
-            skipped.extend(round.skipped);
-            if !removed_any && skipped.len() == before {
-                return Ok(false);
-            }
+        let plan = fscache_quota::plan_lru(dir, total, size, target, &|name| {
+            round.skipped.contains(name)
+        })?;
+        tracing::debug!(planned = plan.len(), "listed eviction candidates");
+        if plan.is_empty() {
+            return Ok(Some(matches!(
+                fscache_quota::charge(dir, size, limit)?,
+                Charge::Accepted { .. }
+            )));
         }
+        self.inner.evict_queue.replace(plan);
+        Ok(None)
     }
 
     /// Write `object.info` with `O_EXCL`, stamp the entry as used now, and
@@ -239,15 +354,15 @@ impl FsCache {
             touch_atime(lock);
         }
         dir.hook(HookPoint::CommitRename, &anon.rel);
-        // Both names are single components in `objects/`: resolve it once
-        // (beneath the root) instead of cap-std's open + close per side.
+        // Both names are single components in the directory the entry was
+        // made in, whose descriptor the entry holds.
         let objects = Path::new(OBJECTS);
-        let objects_fd = dir
-            .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", dir.abs(objects), e.into()))?;
+        let objects_fd = anon.parent_fd().ok_or_else(|| {
+            Error::io("rename", dir.abs(&anon.rel), io::Error::other("lost lock"))
+        })?;
         let mut swept = false;
         loop {
-            match rustix::fs::renameat(&objects_fd, anon.name(), &objects_fd, name.as_str()) {
+            match rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str()) {
                 Ok(()) => break,
                 // A non-empty directory (or a file) has the name: another
                 // writer won, unless it is no entry at all but what a
@@ -275,8 +390,9 @@ impl FsCache {
             }
         }
         if durable {
-            rustix::fs::fsync(&objects_fd)
-                .map_err(|e| Error::io("sync", dir.abs(objects), e.into()))?;
+            // An `O_PATH` descriptor cannot be synced: open the directory.
+            dir.sync_dir(objects)
+                .map_err(|e| Error::io("sync", dir.abs(objects), e))?;
         }
         Ok(true)
     }
@@ -353,4 +469,61 @@ impl FsCache {
 fn refused(mut report: CommitReport, stored: Stored, anon: Anon) -> (CommitReport, Kept) {
     report.stored = stored;
     (report, Kept::Tree(anon))
+}
+
+/// What one commit's eviction has seen so far.
+#[derive(Default)]
+struct Round {
+    /// Names skipped in this commit (held, or failing): left out of a
+    /// rescan, so that a held old entry does not hide idle younger ones.
+    skipped: HashSet<String>,
+    /// Candidates a reader held: back on the list when the commit ends.
+    busy: Vec<Candidate>,
+    /// Whether this commit scanned `objects/` already.
+    scanned: bool,
+    /// Whether anything was removed or newly skipped since that scan.
+    progress: bool,
+    /// Bytes uncharged by this commit's removals.
+    freed: u64,
+    first_error: Option<Error>,
+}
+
+/// The kept list of eviction candidates of a handle: least recently used
+/// first, as one scan of `objects/` found them, planned down to the low
+/// watermark. Commits pop from it; every candidate is checked again under
+/// its own lock before it is removed ([`fscache_quota::evict_candidate`]),
+/// so a stale list costs a failed try, never a wrong removal.
+#[derive(Default)]
+pub(crate) struct EvictQueue {
+    list: Mutex<VecDeque<Candidate>>,
+}
+
+impl EvictQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Candidate>> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop(&self) -> Option<Candidate> {
+        self.lock().pop_front()
+    }
+
+    fn replace(&self, plan: Vec<Candidate>) {
+        *self.lock() = plan.into();
+    }
+
+    /// Return candidates that were busy to the list, keeping it in LRU
+    /// order.
+    fn put_back(&self, busy: Vec<Candidate>) {
+        if busy.is_empty() {
+            return;
+        }
+        let mut list = self.lock();
+        list.retain(|c| !busy.iter().any(|b| b.name == c.name));
+        list.extend(busy);
+        list.make_contiguous().sort_by(|a, b| {
+            a.last_use
+                .cmp(&b.last_use)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+    }
 }

@@ -73,6 +73,11 @@ impl Anon {
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e.into()))
     }
 
+    /// The held `O_PATH` descriptor of the directory it was made in.
+    pub(crate) fn parent_fd(&self) -> Option<&OwnedFd> {
+        self.held.as_ref().map(|h| &*h.parent)
+    }
+
     /// The held lock of its `object.lock`.
     pub(crate) fn lock(&self) -> Option<&FileLock<OwnedFd>> {
         self.held.as_ref().map(|h| &h.lock)
@@ -194,9 +199,10 @@ pub struct StoreGuard {
     name: EntryName,
     anon: Anon,
     compatible: bool,
-    /// The digest of `data/`, known when [`FsCache::store_tree`] filled it
-    /// by one copy (computed during the copy).
-    pub(crate) digest: Option<Digest>,
+    /// The digest and the space of `data/`, known when
+    /// [`FsCache::store_tree`] filled it by one copy (taken during the
+    /// copy, so the commit needs no second walk).
+    pub(crate) copied: Option<CopiedTree>,
 }
 
 impl StoreGuard {
@@ -205,7 +211,7 @@ impl StoreGuard {
             name,
             anon,
             compatible,
-            digest: None,
+            copied: None,
         }
     }
 
@@ -253,17 +259,18 @@ impl StoreGuard {
         src: impl AsRef<Path>,
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
     ) -> Result<CommitReport> {
-        self.digest = Some(self.copy_in(src.as_ref(), progress)?);
+        self.copied = Some(self.copy_in(src.as_ref(), progress)?);
         self.commit_report()
     }
 
-    /// Copy `src` into `data/`, returning the digest of what was copied
+    /// Copy `src` into `data/`, returning the digest and the space of what
+    /// was copied
     /// (computed in the same pass).
     pub(crate) fn copy_in(
         &self,
         src: &Path,
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
-    ) -> Result<Digest> {
+    ) -> Result<CopiedTree> {
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA);
         let data = dir
@@ -271,7 +278,10 @@ impl StoreGuard {
             .open_dir(&rel)
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
         fscache_dir::copy::copy_tree_into_with_digest(src, &data, progress)
-            .map(|(_, digest)| digest)
+            .map(|(stats, digest)| CopiedTree {
+                digest,
+                space: stats.space,
+            })
             .map_err(|e| Error::io("copy", src, e))
     }
 
@@ -294,7 +304,12 @@ impl StoreGuard {
     ///
     /// As [`StoreGuard::commit`].
     pub fn commit_report(self) -> Result<CommitReport> {
-        let (report, _kept) = self.commit_inner()?;
+        let (report, kept) = self.commit_inner()?;
+        if let Kept::Published(lock) = kept {
+            // Our own, never duplicated descriptor: closing releases the
+            // lock (one system call instead of F_UNLCK + close).
+            lock.close();
+        }
         Ok(report)
     }
 
@@ -345,7 +360,7 @@ impl StoreGuard {
         let cache = self.anon.cache.clone();
         let name = self.name.clone();
         let (report, kept) = if self.compatible {
-            cache.commit(&name, self.anon, self.digest)?
+            cache.commit(&name, self.anon, self.copied)?
         } else {
             let report = CommitReport {
                 stored: Stored::Incompatible,
@@ -384,6 +399,13 @@ impl fmt::Debug for StoreGuard {
             .field("path", &self.path())
             .finish()
     }
+}
+
+/// What one copy into an empty `data/` learned of it on the way.
+pub(crate) struct CopiedTree {
+    pub(crate) digest: Digest,
+    /// `st_blocks × 512` of `data/` and everything in it.
+    pub(crate) space: u64,
 }
 
 /// What a commit left in the caller's hands.

@@ -62,7 +62,10 @@ pub(crate) struct Inner {
     pub(crate) dir: CacheDir,
     appid: String,
     pub(crate) boot_id: String,
-    info: RwLock<(CacheInfo, FileId)>,
+    // The configuration as last read, what identified that version of
+    // `cache.info`, and the descriptor it was read through (kept for the
+    // cheap check of `current_info`).
+    info: RwLock<(CacheInfo, FileId, OwnedFd)>,
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
@@ -73,6 +76,9 @@ pub(crate) struct Inner {
     // Commits hold it shared from charge to rename; repair exclusively, so
     // a recount never misses a charge of this handle in flight.
     pub(crate) commit_gate: RwLock<()>,
+    // The kept list of eviction candidates, shared by this handle's
+    // commits (see `commit.rs`).
+    pub(crate) evict_queue: crate::commit::EvictQueue,
 }
 
 impl Drop for Inner {
@@ -141,9 +147,12 @@ impl Builder {
         self
     }
 
-    /// The low watermark eviction frees down to, in percent of the maximum
-    /// size (default 90; clamped to 0..=100). Freeing more than asked
-    /// spreads one directory scan over many stores.
+    /// The low watermark an eviction scan plans down to, in percent of the
+    /// maximum size (default 90; clamped to 0..=100). A commit that needs
+    /// room removes only what its own charge needs; the rest of the plan
+    /// stays in the handle for the commits that follow, so one directory
+    /// scan serves many stores without any one of them paying for the
+    /// whole batch.
     pub fn watermark(mut self, percent: u8) -> Self {
         self.watermark_percent = percent.min(100);
         self
@@ -231,6 +240,7 @@ impl Builder {
                 stats,
                 cache_lock: Mutex::new(cache_lock),
                 commit_gate: RwLock::new(()),
+                evict_queue: Default::default(),
             }),
         };
         if let Some(limit) = self.max_size_if_unset {
@@ -339,7 +349,7 @@ impl FsCache {
         self.inner.durability
     }
 
-    /// Set the low watermark eviction frees down to, in percent of the
+    /// Set the low watermark an eviction scan plans down to, in percent of the
     /// maximum size (default 90; clamped to 0..=100). Applies to every
     /// clone of this handle.
     pub fn set_watermark_percent(&self, percent: u8) {
@@ -371,8 +381,8 @@ impl FsCache {
     ///
     /// As [`FsCache::open`].
     pub fn reload_info(&self) -> Result<CacheInfo> {
-        let (info, id) = read_info(self.dir())?;
-        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id);
+        let (info, id, fd) = read_info(self.dir())?;
+        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id, fd);
         Ok(info)
     }
 
@@ -381,13 +391,23 @@ impl FsCache {
     /// it.
     pub(crate) fn current_info(&self) -> Result<CacheInfo> {
         let rel = Path::new(CACHE_INFO);
-        let st = self
-            .dir()
-            .stat(rel)
-            .map_err(|e| Error::io("stat", self.dir().abs(rel), e))?;
+        let dir = self.dir();
         {
             let cached = self.inner.info.read().unwrap_or_else(|p| p.into_inner());
-            if cached.1 == FileId::of(&st) {
+            // `cache.info` is replaced by rename, never moved: locally, the
+            // descriptor it was read through still being linked (an
+            // `fstat`, no path lookup) proves it is the file the path
+            // names; size and mtime catch writers that edit it in place.
+            // On NFS an unlinked open file keeps its link count, so the
+            // path is compared there (DESIGN.md, "Locking rules").
+            let st = if dir.is_remote() {
+                dir.stat(rel)
+                    .map_err(|e| Error::io("stat", dir.abs(rel), e))?
+            } else {
+                rustix::fs::fstat(&cached.2)
+                    .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
+            };
+            if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
                 return Ok(cached.0.clone());
             }
         }
@@ -536,11 +556,19 @@ impl FsCache {
         let count =
             |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
         let dir = self.dir();
-        let entry = PathBuf::from(OBJECTS).join(name.as_str());
-        let lock_rel = entry.join(OBJECT_LOCK);
+        // One buffer for the three paths a hit needs, `objects/NAME/…`:
+        // the lookup is the hot path, and a miss allocates nothing more.
+        let mut rel = String::with_capacity(OBJECTS.len() + name.as_str().len() + 13);
+        rel.push_str(OBJECTS);
+        rel.push('/');
+        rel.push_str(name.as_str());
+        let entry_len = rel.len();
+        rel.push('/');
+        rel.push_str(OBJECT_LOCK);
+        let lock_rel = Path::new(&rel);
         // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
         // being built: a miss is a common answer.
-        let locked = match dir.try_lock(&lock_rel, LockOptions::shared()) {
+        let locked = match dir.try_lock(lock_rel, LockOptions::shared()) {
             Ok(TryLocked::Locked(l)) => l,
             Ok(TryLocked::Absent) => {
                 count(|p| &p.misses_absent);
@@ -554,22 +582,30 @@ impl FsCache {
                 count(|p| &p.misses_absent);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
+            Err(e) => return Err(Error::io("lock", dir.abs(lock_rel), e)),
         };
         // An entry without object.info is being removed, or debris of a
         // crashed removal: not valid.
-        let info_rel = entry.join(OBJECT_INFO);
-        match dir.stat(&info_rel) {
+        rel.truncate(entry_len + 1);
+        rel.push_str(OBJECT_INFO);
+        let info_rel = Path::new(&rel);
+        match dir.stat(info_rel) {
             Ok(_) => {}
             Err(e) if is_miss(&e) => {
                 count(|p| &p.misses_invalid);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("stat", dir.abs(&info_rel), e)),
+            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e)),
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
-        Ok(Some(Entry::new(self.clone(), name, entry, locked.lock)))
+        rel.truncate(entry_len);
+        Ok(Some(Entry::new(
+            self.clone(),
+            name,
+            PathBuf::from(rel),
+            locked.lock,
+        )))
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
@@ -701,8 +737,9 @@ pub struct Repaired {
     pub accounted: u64,
 }
 
-/// Read and parse `cache.info`.
-fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId)> {
+/// Read and parse `cache.info`; the descriptor it was read through comes
+/// back too.
+fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let rel = Path::new(CACHE_INFO);
     let fd = dir
         .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
@@ -710,8 +747,8 @@ fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId)> {
     let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st))),
-        Ok(_) => Ok((CacheInfo::default(), FileId::of(&st))),
+        Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
+        Ok(_) => Ok((CacheInfo::default(), FileId::of(&st), fd)),
         Err(e) => Err(Error::Corrupt {
             path: dir.abs(rel),
             what: format!("not JSON ({e})"),

@@ -78,6 +78,13 @@ pub struct CopyStats {
     pub bytes: u64,
     /// Files cloned with `ioctl(FICLONE)` (shared extents, no data copied).
     pub reflinked: u64,
+    /// The space of the copy: `st_blocks × 512` of everything it created
+    /// and of `dst` itself, each inode once, taken with an `fstat` of each
+    /// copy as it is finished (a directory when all its children are). It
+    /// is what a walk of `dst` afterwards (`fscache_quota::tree_space`)
+    /// would measure, without that second walk, as long as nothing else
+    /// writes into `dst` meanwhile.
+    pub space: u64,
 }
 
 /// Copy `src` into the open directory `dst`: if `src` is a directory, its
@@ -379,6 +386,10 @@ impl Visitor for Copier<'_> {
             self.set_metadata_fd(&dir.state().dst, dir.stat())
                 .map_err(|e| at(dir.path(), e))?;
         }
+        // Every child is there: the directory's own space is final (and
+        // for the root, `dst` itself, whatever it holds besides).
+        let made = rustix::fs::fstat(&dir.state().dst).map_err(|e| at(dir.path(), e))?;
+        self.stats.space += stat::space(&made);
         let Some(tree) = dir.state_mut().tree.take() else {
             return Ok(());
         };
@@ -492,6 +503,7 @@ impl<'a> Copier<'a> {
         // chown before chmod: chown clears the set-user-ID and set-group-ID
         // bits (chown(2)); after the writes for the same reason (write(2)).
         self.set_metadata_fd(&dst, &fst)?;
+        self.stats.space += stat::space(&rustix::fs::fstat(&dst)?);
         let mode = match hashed {
             Some(_) => given_mode(&dst, &fst)?,
             None => fst.st_mode,
@@ -516,6 +528,8 @@ impl<'a> Copier<'a> {
         ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name)?;
         self.set_owner_and_times_at(ddir, name, st)?;
         self.stats.symlinks += 1;
+        self.stats.space +=
+            stat::space(&rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?);
         // Linux gives every symlink mode 0777 (symlink(7)): the copy's is
         // the source's.
         Ok(Copied::Symlink(st.st_mode, target.into_bytes()))
@@ -542,8 +556,10 @@ impl<'a> Copier<'a> {
             AtFlags::empty(),
         )?;
         self.stats.files += 1;
+        let made = rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.stats.space += stat::space(&made);
         let mode = if hashing && st.st_mode & SPECIAL_BITS != 0 {
-            rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode
+            made.st_mode
         } else {
             st.st_mode
         };

@@ -657,3 +657,49 @@ fn copy_with_digest_refuses_what_the_copy_refuses() {
     assert_eq!(e.kind(), io::ErrorKind::Unsupported);
     assert!(e.to_string().contains("sock"), "{e}");
 }
+
+/// `st_blocks × 512` of `root` and everything below it, each inode once,
+/// never following a symlink: the definition of an entry's space.
+fn walked_space(root: &Path) -> u64 {
+    fn go(p: &Path, seen: &mut std::collections::HashSet<(u64, u64)>, total: &mut u64) {
+        let m = fs::symlink_metadata(p).unwrap();
+        if seen.insert((m.dev(), m.ino())) {
+            *total += m.blocks() * 512;
+        }
+        if m.is_dir() {
+            for e in fs::read_dir(p).unwrap() {
+                go(&e.unwrap().path(), seen, total);
+            }
+        }
+    }
+    let mut total = 0;
+    go(root, &mut Default::default(), &mut total);
+    total
+}
+
+#[test]
+fn copy_measures_the_space_of_what_it_made() {
+    let f = Fixture::new();
+    fs::create_dir_all(f.src.join("a/b")).unwrap();
+    fs::write(f.src.join("a/big"), vec![7u8; 100_000]).unwrap();
+    fs::write(f.src.join("a/b/small"), b"x").unwrap();
+    fs::write(f.src.join("empty"), b"").unwrap();
+    fs::hard_link(f.src.join("a/big"), f.src.join("big-again")).unwrap();
+    symlink("a/b/small", f.src.join("link")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        f.src.join("fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let (stats, _, _) = f.copy(&f.src).unwrap();
+    assert_eq!(stats.space, walked_space(&f.dst));
+    assert!(stats.space >= 100_000);
+    // A single file: its copy and `dst` itself.
+    let g = Fixture::new();
+    fs::write(g.src.join("one"), vec![1u8; 10_000]).unwrap();
+    let (stats, _, _) = g.copy(&g.src.join("one")).unwrap();
+    assert_eq!(stats.space, walked_space(&g.dst));
+}
