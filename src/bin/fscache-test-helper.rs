@@ -447,14 +447,16 @@ fn crash_in_store(cache: &str, name: &str) -> Result<(), Failure> {
     die()
 }
 
-fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
+/// The cache at `cache`, opened with a hook that kills this process the
+/// first time `point` fires after the open (the open itself never trips
+/// it).
+fn open_dying_at(cache: &str, point: &str) -> Result<fscache::FsCache, Failure> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
-    // Armed once the cache is open, so the open itself never trips it.
-    let armed = Arc::new(AtomicBool::new(false));
     let point = fscache::HookPoint::from_name(point)
         .ok_or_else(|| Failure::Status(2, format!("unknown hook point `{point}`")))?;
+    let armed = Arc::new(AtomicBool::new(false));
     let hook: fscache::Hook = {
         let armed = armed.clone();
         Arc::new(move |p: fscache::HookPoint, _: &Path| {
@@ -466,6 +468,11 @@ fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
     let cache = fscache::FsCache::open_with_hook("fscache-crash", cache, Some(hook))
         .map_err(lib_err("open"))?;
     armed.store(true, Ordering::SeqCst);
+    Ok(cache)
+}
+
+fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
+    let cache = open_dying_at(cache, point)?;
     let w = cache.store(name).map_err(lib_err("store"))?;
     fill(w.path(), &mut Rng::new(1))?;
     let outcome = w.commit().map_err(lib_err("commit"))?;
@@ -509,9 +516,6 @@ fn crash_model(
     seed: u64,
     blocks: u64,
 ) -> Result<(), Failure> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
     let fill = |dir: &Path| {
         let f = dir.join("f");
         std::fs::write(&f, model_content(seed, blocks as usize * 4096))
@@ -523,21 +527,8 @@ fn crash_model(
         fill(w.path())?;
         die()
     }
-    let point = fscache::HookPoint::from_name(point)
-        .ok_or_else(|| Failure::Status(2, format!("unknown hook point `{point}`")))?;
-    let armed = Arc::new(AtomicBool::new(false));
-    let hook: fscache::Hook = {
-        let armed = armed.clone();
-        Arc::new(move |p: fscache::HookPoint, _: &Path| {
-            if p == point && armed.load(Ordering::SeqCst) {
-                die();
-            }
-        })
-    };
-    let cache = fscache::FsCache::open_with_hook("fscache-crash", cache, Some(hook))
-        .map_err(lib_err("open"))?;
-    armed.store(true, Ordering::SeqCst);
-    if point == fscache::HookPoint::RemoveRmdir {
+    let cache = open_dying_at(cache, point)?;
+    if point == fscache::HookPoint::RemoveRmdir.name() {
         let removed = cache.remove(name).map_err(lib_err("remove"))?;
         return Err(Failure::Status(5, format!("survived: {removed:?}")));
     }
