@@ -6,6 +6,8 @@
 //! digest of the content the model says it must have.
 
 use std::collections::{BTreeMap, HashMap};
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +15,8 @@ use std::time::Duration;
 use fscache::{CacheInfo, Digest, FsCache, MaxSize, Obtained};
 use fscache_remote::{PruneOptions, Pushed, ReadThrough, Remote};
 use proptest::prelude::*;
+
+use common::noise;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const CONTENTS: u8 = 3;
@@ -64,18 +68,6 @@ fn op() -> impl Strategy<Value = Op> {
         name.prop_map(|name| Op::Age { name }),
         Just(Op::Prune),
     ]
-}
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// The tree of content `k`: a file every content shares (so prune must

@@ -3,6 +3,8 @@
 //! server (moto) on 127.0.0.1.
 
 use std::collections::HashMap;
+mod common;
+
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::noise;
 use fscache::{CacheInfo, FsCache, MaxSize, Obtained};
 use fscache_remote::{
     keygen, Access, Error, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
@@ -23,19 +26,6 @@ fn cache(dir: &Path) -> FsCache {
     })
     .unwrap();
     c
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so chunks differ.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// A tree with every kind the format carries: nested directories (one
@@ -995,6 +985,17 @@ impl Proxy {
 /// moto keeps its state in memory, so killing moto itself loses the
 /// bucket (`s3_server_killed_mid_push_publishes_nothing` does that): here
 /// the proxy stands in for a server that dies and comes back with its data.
+/// The entry `big` in `cache`: the usual tree plus 8 MiB of noise from
+/// seeds `seed..seed + 8`, so a push takes long enough to be cut off.
+fn put_big(cache: &FsCache, seed: u64) {
+    put(cache, "big", |p| {
+        fill(p);
+        for i in 0..8 {
+            fs::write(p.join(format!("part{i}")), noise(seed + i, 1 << 20)).unwrap();
+        }
+    });
+}
+
 #[test]
 fn s3_server_dying_mid_push_publishes_nothing() {
     let moto_port = free_port();
@@ -1006,12 +1007,7 @@ fn s3_server_dying_mid_push_publishes_nothing() {
         }
     };
     let w = world();
-    put(&w.a, "big", |p| {
-        fill(p);
-        for i in 0..8 {
-            fs::write(p.join(format!("part{i}")), noise(4000 + i, 1 << 20)).unwrap();
-        }
-    });
+    put_big(&w.a, 4000);
     let proxy = Proxy::start(0, moto_port, 2 << 20);
     let url =
         |port: u16| format!("s3://bucket/faults?endpoint=http://127.0.0.1:{port}&region=auto");
@@ -1070,12 +1066,7 @@ fn s3_server_killed_mid_push_publishes_nothing() {
         }
     };
     let w = world();
-    put(&w.a, "big", |p| {
-        fill(p);
-        for i in 0..8 {
-            fs::write(p.join(format!("part{i}")), noise(6000 + i, 1 << 20)).unwrap();
-        }
-    });
+    put_big(&w.a, 6000);
     let moto = std::sync::Mutex::new(Some(first));
     let moto = std::sync::Arc::new(moto);
     let killer = moto.clone();
