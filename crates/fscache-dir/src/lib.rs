@@ -80,6 +80,7 @@ pub mod digest;
 mod error;
 mod hook;
 mod locked;
+pub mod meta;
 mod name;
 pub mod stat;
 pub mod walk;

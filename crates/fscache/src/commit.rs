@@ -90,8 +90,12 @@ impl FsCache {
         let digest = match digest {
             Some(d) => Some(d),
             None if self.inner.record_digests => Some(
-                fscache_dir::digest::digest_tree(anon.data_dir()?, &dir.abs(&data_rel))
-                    .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
+                fscache_dir::digest::digest_tree(
+                    anon.data_dir()?,
+                    &dir.abs(&data_rel),
+                    fscache_dir::digest::Version::V2,
+                )
+                .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
             ),
             None => None,
         };
