@@ -208,6 +208,21 @@ pub fn symlink_xattrs(dir: impl AsFd, name: &OsStr) -> io::Result<Vec<Xattr>> {
     )
 }
 
+/// `llistxattr` + `lgetxattr`: every extended attribute of the node at
+/// `path`, without following it if it is a symlink, sorted by name.
+///
+/// # Errors
+///
+/// As [`fd_xattrs`].
+pub fn path_xattrs(path: &std::path::Path) -> io::Result<Vec<Xattr>> {
+    read_all(
+        || retry(|| rustix::fs::llistxattr_query(path)),
+        |buf| retry(|| rustix::fs::llistxattr(path, &mut buf[..])),
+        |name, buf| retry(|| rustix::fs::lgetxattr(path, name, &mut buf[..])),
+        |name| retry(|| rustix::fs::lgetxattr_query(path, name)),
+    )
+}
+
 /// `/proc/self/fd/<dir>/<name>`: a path to `name` in `dir` that resolves
 /// `dir` through procfs and `name` as one component.
 fn proc_path(dir: std::os::fd::BorrowedFd<'_>, name: &OsStr) -> Vec<u8> {

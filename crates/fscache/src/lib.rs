@@ -103,6 +103,7 @@ pub use error::{Error, InvalidName, Result};
 pub use flight::{BuildOptions, BUILD_LOCK};
 pub use fscache_dir::copy::tree_content_bytes;
 pub use fscache_dir::copy::{CopyOptions, CopyStats};
+pub use fscache_dir::digest::data_ranges;
 pub use fscache_dir::digest::{
     Body, Change, Digest, DirHasher, Listing, NodeMeta, ParseDigestError, Version as DigestVersion,
 };
