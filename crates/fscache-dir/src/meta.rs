@@ -15,7 +15,8 @@
 //! | set-user-ID bit | kept | kept only where the owner is kept, else dropped |
 //! | set-group-ID bit | kept | kept only where the group is kept, else dropped |
 //! | `user.*`, `system.posix_acl_*` xattrs | kept | kept |
-//! | `trusted.*`, `security.*` xattrs | kept | dropped where the kernel refuses them (`EPERM`) |
+//! | `security.*` xattrs (`security.capability`, `security.selinux`) | kept | dropped where the kernel refuses them (`EPERM`) |
+//! | `trusted.*` xattrs | kept | not seen: the kernel lists them to `CAP_SYS_ADMIN` only (xattr(7)), so neither kept nor counted |
 //! | any xattr the destination file system does not support (`EOPNOTSUPP`) | dropped | dropped |
 //!
 //! Every drop is counted in a [`Dropped`]; with [`OnDrop::Fail`] the first

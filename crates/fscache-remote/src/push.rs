@@ -437,6 +437,9 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
     Ok((nodes, sources))
 }
 
+/// A chunked file: its size, content hash, blobs and data ranges.
+type Chunked = (u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>);
+
 /// Cut a file into FastCDC chunks: its size, content hash, blob list and
 /// (for a sparse file) data ranges; each chunk not seen before becomes a
 /// source to upload. A sparse file's data ranges are chunked one by one
@@ -446,7 +449,7 @@ fn chunk_file(
     md: &fs::Metadata,
     sources: &mut Vec<Source>,
     seen: &mut HashMap<String, ()>,
-) -> Result<(u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>)> {
+) -> Result<Chunked> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let ranges = node::data_ranges(&f, md, path)?;

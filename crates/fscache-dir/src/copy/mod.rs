@@ -18,7 +18,8 @@
 //! | numeric owner and group | as root; else a group the caller is in | `fchown`, `lchown` |
 //! | atime and mtime, to the nanosecond (files, dirs, symlinks) | always | `futimens`, `utimensat(AT_SYMLINK_NOFOLLOW)`, last |
 //! | xattrs: `user.*`, ACLs (`system.posix_acl_*`) | always | `flistxattr`/`fgetxattr`/`fsetxattr` on the fd; `l*xattr` for what cannot be opened |
-//! | xattrs: `trusted.*`, `security.*` (`security.capability`, `security.selinux`) | as root; else dropped where the kernel refuses | the same, after `fchown` (which clears `security.capability`) |
+//! | xattrs: `security.*` (`security.capability`, `security.selinux`) | as root; else dropped where the kernel refuses | the same, after `fchown` (which clears `security.capability`) |
+//! | xattrs: `trusted.*` | as root; else unseen (listed to `CAP_SYS_ADMIN` only), so neither kept nor counted | the same |
 //! | holes of sparse files | always | `FICLONE`, else `SEEK_DATA`/`SEEK_HOLE`, copying only the data ranges |
 //! | ctime, birth time, inode numbers, file flags (`chattr`) | never | |
 //!
