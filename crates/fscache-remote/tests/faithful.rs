@@ -119,7 +119,7 @@ fn every_feature(src: &Path) {
     use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
     mknodat(
         CWD,
-        &src.join("b/null"),
+        src.join("b/null"),
         FileType::CharacterDevice,
         Mode::from_raw_mode(0o666),
         makedev(1, 3),
@@ -127,7 +127,7 @@ fn every_feature(src: &Path) {
     .unwrap();
     mknodat(
         CWD,
-        &src.join("b/loop9"),
+        src.join("b/loop9"),
         FileType::BlockDevice,
         Mode::from_raw_mode(0o660),
         makedev(7, 9),
@@ -135,7 +135,7 @@ fn every_feature(src: &Path) {
     .unwrap();
     mknodat(
         CWD,
-        &src.join("b/fifo"),
+        src.join("b/fifo"),
         FileType::Fifo,
         Mode::from_raw_mode(0o640),
         0,
