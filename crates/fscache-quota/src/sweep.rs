@@ -115,6 +115,16 @@ fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Res
         // it would lose it and leave its charge on the books.
         return Ok(false);
     }
+    // A writer that died between its charge and its `object.info` left
+    // a charge nothing records: only a recount can tell, so an anonymous
+    // directory in `objects/` without `object.info` marks the books
+    // suspect (a stage is never charged).
+    if kind == Debris::Anonymous
+        && rel.starts_with(OBJECTS)
+        && matches!(cache.stat(&rel.join(OBJECT_INFO)), Err(ref e) if gone(e))
+    {
+        crate::books::mark_suspect(cache)?;
+    }
     // A half-committed entry's charge is undone the moment it stops
     // counting, before the rest is removed.
     let retired = retire(cache, rel)?;

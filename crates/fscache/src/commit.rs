@@ -111,7 +111,20 @@ impl FsCache {
             return Ok(refused(report, Stored::TooLarge, anon));
         }
         dir.hook(HookPoint::CommitCharge, &anon.rel);
-        let charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+        // From the charge to the rename (or its undo) the books are held
+        // shared: a live recount waits for this commit to settle.
+        let mut books = self.inner.books.enter(dir)?;
+        let mut charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+        if !charged && fscache_quota::is_suspect(dir) {
+            // Full, but the books may be over: an evicting commit settles
+            // them (if no change is in flight) and tries once more.
+            drop(books);
+            let settled = self.reconcile(fscache_quota::Patience::Once);
+            books = self.inner.books.enter(dir)?;
+            if settled {
+                charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+            }
+        }
         if !charged {
             return Ok(refused(report, Stored::NoSpace, anon));
         }
@@ -126,13 +139,38 @@ impl FsCache {
                     io::Error::other("lost lock"),
                 )
             })?;
+            drop(books);
+            if !report.evicted.is_empty() {
+                // The rare evicting commit pays for settling suspect books
+                // (one `stat` when they are not).
+                self.reconcile(fscache_quota::Patience::Once);
+            }
             return Ok((report, Kept::Published(lock)));
         }
-        let _ = dir.dir().remove_file(anon.rel.join(OBJECT_INFO));
-        let uncharged = fscache_quota::uncharge(dir, size);
-        // An error: dropping `anon` removes the tree.
-        published?;
-        uncharged?;
+        let info_rel = anon.rel.join(OBJECT_INFO);
+        let unrecorded = match dir.dir().remove_file(&info_rel) {
+            Ok(()) => true,
+            Err(e) => fscache_dir::gone(&e),
+        };
+        let uncharged = if unrecorded {
+            fscache_quota::uncharge(dir, size).map(drop)
+        } else {
+            // Still recorded: uncharging now would leave a charged-looking
+            // `uuid-*` that a sweep uncharges again. Leave the charge, and
+            // let a recount settle whether the tree's removal took the
+            // record with it.
+            fscache_quota::mark_suspect(dir)
+        };
+        if published.is_err() || uncharged.is_err() {
+            // Dropping `anon` removes the tree: inside the hold, so that no
+            // recount sees it half-removed.
+            drop(anon);
+            drop(books);
+            published?;
+            uncharged?;
+            unreachable!("one of them is an error");
+        }
+        drop(books);
         Ok(refused(report, Stored::Exists, anon))
     }
 
