@@ -35,7 +35,7 @@
 //! (opened that way, checked against the path once per new entry), through
 //! which single components are created, linked and renamed: a store
 //! resolves `objects/` once, not at every step. The protocols follow the
-//! contract in `DESIGN.md`:
+//! contract written down in `docs/format.md` of the fscache repository:
 //!
 //! * **locked open** — [`CacheDir::lock`] / [`CacheDir::try_lock`] with
 //!   [`LockOptions`]: open (never create), lock, then prove the path still

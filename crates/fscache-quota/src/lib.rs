@@ -39,6 +39,9 @@
 //!   candidate at a time by later stores ([`Tried`] says whether a
 //!   candidate stays one).
 //!
+//! The files and steps are those of `docs/format.md` in the fscache
+//! repository (`cache.size`, `object.info`, "Eviction", "Sweep").
+//!
 //! # Limitations
 //!
 //! * A crash between a charge and the commit's `object.info` leaves the

@@ -70,6 +70,9 @@
 //!
 //! # The remote format (version 1)
 //!
+//! (Also in `docs/format.md` of the fscache repository, beside the local
+//! format.)
+//!
 //! Every key is relative to the URL's root (the path, or the S3 prefix):
 //!
 //! ```text

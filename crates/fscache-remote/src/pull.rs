@@ -218,7 +218,7 @@ fn fill(
                     offset += b.size;
                 }
             }
-            Kind::File { link: Some(_), .. } | Kind::Symlink { .. } => {}
+            _ => {}
         }
     }
     let tracker = Tracker::new(
@@ -259,7 +259,7 @@ fn fill(
             Kind::Symlink { target, .. } => {
                 symlink(target, &p).map_err(|e| Error::io("create symlink", &p, e))?
             }
-            Kind::Dir { .. } => {}
+            _ => {}
         }
     }
     for node in m.nodes.iter().rev() {

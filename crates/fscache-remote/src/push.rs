@@ -13,7 +13,7 @@ use fscache::{Digest, FsCache};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
-use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
+use crate::manifest::{BlobRef, Kind, Manifest, Meta, Node, FORMAT, VERSION};
 use crate::remote::{blob_key, manifest_key, Access, Inner, Remote};
 
 /// FastCDC's minimum, average and maximum chunk sizes.
@@ -396,6 +396,7 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
                         hash: hash.clone(),
                         blobs: Vec::new(),
                         link: Some(first),
+                        data: None,
                     }
                 } else {
                     if md.nlink() > 1 {
@@ -408,6 +409,7 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
                         hash,
                         blobs,
                         link: None,
+                        data: None,
                     }
                 }
             } else {
@@ -419,6 +421,7 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
             nodes.push(Node {
                 path: rel_path,
                 kind,
+                meta: Meta::default(),
             });
         }
         // Depth-first, in name order: push in reverse so the first

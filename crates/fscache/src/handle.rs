@@ -405,7 +405,7 @@ impl FsCache {
             // `fstat`, no path lookup) proves it is the file the path
             // names; size and mtime catch writers that edit it in place.
             // On NFS an unlinked open file keeps its link count, so the
-            // path is compared there (DESIGN.md, "Locking rules").
+            // path is compared there (docs/format.md, "NFS").
             let st = if dir.is_remote() {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?

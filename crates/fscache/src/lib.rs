@@ -63,6 +63,10 @@
 //! `object.info` and renames the directory to its name. The layers below
 //! are [`fscache_lock`], [`fscache_dir`] and [`fscache_quota`].
 //!
+//! The on-disk format (every file, JSON key, lock and protocol step, and
+//! what fscache adds to osbuild's) is written down in `docs/format.md` of
+//! the fscache repository.
+//!
 //! # Limitations
 //!
 //! * Eviction pops candidates from a list its handle scanned earlier (each
