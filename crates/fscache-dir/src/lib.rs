@@ -79,6 +79,7 @@ pub mod copy;
 pub mod digest;
 mod error;
 mod hook;
+mod intr;
 mod locked;
 pub mod meta;
 mod name;
@@ -93,6 +94,7 @@ pub use cachedir::{
 };
 pub use error::{raw_os_error, with_path, PathError};
 pub use hook::{Hook, HookPoint};
+pub use intr::retry_io;
 pub use locked::{LockOptions, TryLocked};
 pub use name::{
     anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,

@@ -250,7 +250,7 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
     }
     let before = crate::counter::read_size(cache).ok();
     let after = crate::counter::set_to(cache, || sum_all_recorded(cache))?;
-    match cache.dir().remove_file(BOOKS_SUSPECT) {
+    match fscache_dir::retry_io(|| cache.dir().remove_file(BOOKS_SUSPECT)) {
         Err(e) if !fscache_dir::gone(&e) => {
             return Err(error::io("remove", cache.abs(Path::new(BOOKS_SUSPECT)), e))
         }
@@ -304,7 +304,7 @@ mod tests {
 
     fn entry(c: &CacheDir, name: &str, size: u64) {
         let dir = c.abs(Path::new(OBJECTS)).join(name);
-        std::fs::create_dir_all(&dir).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(&dir)).unwrap();
         std::fs::write(dir.join(OBJECT_INFO), format!(r#"{{"size": {size}}}"#)).unwrap();
     }
 

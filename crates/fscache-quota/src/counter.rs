@@ -100,7 +100,7 @@ pub fn uncharge(cache: &CacheDir, bytes: u64) -> Result<u64> {
 pub fn recount(cache: &CacheDir) -> Result<u64> {
     let total = set_to(cache, || sum_recorded(cache))?;
     // Exact now: a marker of failed updates has nothing left to say.
-    match cache.dir().remove_file(crate::books::BOOKS_SUSPECT) {
+    match fscache_dir::retry_io(|| cache.dir().remove_file(crate::books::BOOKS_SUSPECT)) {
         Err(e) if !fscache_dir::gone(&e) => Err(error::io(
             "remove",
             cache.abs(Path::new(crate::books::BOOKS_SUSPECT)),
@@ -264,9 +264,9 @@ mod tests {
     fn corrupt_or_missing_counter_is_rebuilt() {
         let (_t, c) = cache();
         let objects = c.abs(Path::new(OBJECTS));
-        std::fs::create_dir_all(objects.join("a")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(objects.join("a"))).unwrap();
         std::fs::write(objects.join("a/object.info"), br#"{"size": 300}"#).unwrap();
-        std::fs::create_dir_all(objects.join("b")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(objects.join("b"))).unwrap();
         std::fs::write(objects.join("b/object.info"), b"garbage").unwrap();
         for garbage in [&b"not json"[..], b"-5", b"1.5", b"\"7\"", b"[]", b""] {
             std::fs::write(c.abs(Path::new(CACHE_SIZE)), garbage).unwrap();

@@ -190,7 +190,9 @@ pub fn plan_lru(
         // Only a real directory can be an entry (see `candidate`).
         let is_dir = match entry.file_type() {
             FileType::Directory => true,
-            FileType::Unknown => match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            FileType::Unknown => match rustix::io::retry_on_intr(|| {
+                rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            }) {
                 Ok(st) => FileType::from_raw_mode(st.st_mode).is_dir(),
                 Err(e) if shape_error(&e.into()) => false,
                 Err(e) => return Err(error::io("stat", cache.abs(&objects.join(name)), e.into())),
@@ -201,7 +203,9 @@ pub fn plan_lru(
             continue;
         }
         let lock = format!("{name}/{OBJECT_LOCK}");
-        match rustix::fs::statat(&fd, lock.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::io::retry_on_intr(|| {
+            rustix::fs::statat(&fd, lock.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        }) {
             Ok(st) => listed.push((atime(&st), name.to_owned())),
             Err(e) if shape_error(&e.into()) => {}
             Err(e) => return Err(error::io("stat", cache.abs(&objects.join(&lock)), e.into())),
@@ -355,7 +359,7 @@ pub fn retire(cache: &CacheDir, rel: &Path) -> Result<Retired> {
         Err(e) if fscache_dir::gone(&e) => (0, true),
         Err(e) => return Err(error::io("read", cache.abs(&info), e)),
     };
-    match cache.dir().remove_file(&info) {
+    match fscache_dir::retry_io(|| cache.dir().remove_file(&info)) {
         Err(e) if !fscache_dir::gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
             return Err(error::io("remove", cache.abs(&info), e))
         }

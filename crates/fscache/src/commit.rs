@@ -148,7 +148,7 @@ impl FsCache {
             return Ok((report, Kept::Published(lock)));
         }
         let info_rel = anon.rel.join(OBJECT_INFO);
-        let unrecorded = match dir.dir().remove_file(&info_rel) {
+        let unrecorded = match fscache_dir::retry_io(|| dir.dir().remove_file(&info_rel)) {
             Ok(()) => true,
             Err(e) => fscache_dir::gone(&e),
         };
@@ -404,7 +404,9 @@ impl FsCache {
         })?;
         let mut swept = false;
         loop {
-            match rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str()) {
+            match rustix::io::retry_on_intr(|| {
+                rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str())
+            }) {
                 Ok(()) => break,
                 // A non-empty directory (or a file) has the name: another
                 // writer won, unless it is no entry at all but what a
@@ -460,24 +462,26 @@ impl FsCache {
                     continue;
                 }
                 let ty = match child.file_type() {
-                    FileType::Unknown => {
+                    FileType::Unknown => rustix::io::retry_on_intr(|| {
                         rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                            .map(|st| FileType::from_raw_mode(st.st_mode))
-                            .map_err(|e| sync_err(e, &at))?
-                    }
+                    })
+                    .map(|st| FileType::from_raw_mode(st.st_mode))
+                    .map_err(|e| sync_err(e, &at))?,
                     t => t,
                 };
                 let open = |extra| {
-                    rustix::fs::openat(
-                        &fd,
-                        name,
-                        OFlags::RDONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC
-                            | OFlags::NONBLOCK
-                            | extra,
-                        Mode::empty(),
-                    )
+                    rustix::io::retry_on_intr(|| {
+                        rustix::fs::openat(
+                            &fd,
+                            name,
+                            OFlags::RDONLY
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC
+                                | OFlags::NONBLOCK
+                                | extra,
+                            Mode::empty(),
+                        )
+                    })
                 };
                 let path = at.join(std::ffi::OsStr::new(
                     std::str::from_utf8(name.to_bytes()).unwrap_or("?"),
@@ -489,7 +493,8 @@ impl FsCache {
                         Err(e) => return Err(sync_err(e, &path)),
                     },
                     FileType::RegularFile => match open(OFlags::empty()) {
-                        Ok(f) => rustix::fs::fsync(&f).map_err(|e| sync_err(e, &path))?,
+                        Ok(f) => rustix::io::retry_on_intr(|| rustix::fs::fsync(&f))
+                            .map_err(|e| sync_err(e, &path))?,
                         Err(Errno::ACCESS) => need_syncfs = true,
                         Err(e) => return Err(sync_err(e, &path)),
                     },
@@ -498,10 +503,12 @@ impl FsCache {
                     _ => {}
                 }
             }
-            rustix::fs::fsync(fd.as_fd()).map_err(|e| sync_err(e, &at))?;
+            rustix::io::retry_on_intr(|| rustix::fs::fsync(fd.as_fd()))
+                .map_err(|e| sync_err(e, &at))?;
         }
         if need_syncfs {
-            rustix::fs::syncfs(dir.dir()).map_err(|e| Error::io("sync", dir.root(), e.into()))?;
+            rustix::io::retry_on_intr(|| rustix::fs::syncfs(dir.dir()))
+                .map_err(|e| Error::io("sync", dir.root(), e.into()))?;
         }
         Ok(())
     }

@@ -410,7 +410,7 @@ impl FsCache {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?
             } else {
-                rustix::fs::fstat(&cached.2)
+                rustix::io::retry_on_intr(|| rustix::fs::fstat(&cached.2))
                     .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
             };
             if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
@@ -750,7 +750,8 @@ fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let fd = dir
         .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
+        .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
@@ -806,5 +807,5 @@ pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
             tv_nsec: UTIME_OMIT,
         },
     };
-    let _ = rustix::fs::futimens(fd, &times);
+    let _ = rustix::io::retry_on_intr(|| rustix::fs::futimens(fd, &times));
 }
