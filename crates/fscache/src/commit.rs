@@ -17,6 +17,7 @@ use rustix::io::Errno;
 use crate::error::{Error, Result};
 use crate::guards::{Anon, CopiedTree, Kept};
 use crate::handle::{touch_atime, Durability, FsCache};
+use crate::verify::OBJECT_TREE;
 
 /// What a commit did with the entry. Only [`Stored::Committed`] keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,9 +73,10 @@ impl FsCache {
         dir.hook(HookPoint::CommitMeasure, &anon.rel);
         // A copy into the empty `data/` measured it as it went: no second
         // walk.
-        let (digest, size) = match copied {
-            Some(c) => (Some(c.digest), c.space),
+        let (digest, listing, size) = match copied {
+            Some(c) => (Some(c.digest), Some(c.listing), c.space),
             None => (
+                None,
                 None,
                 fscache_quota::tree_space(dir.dir(), &data_rel)
                     .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?,
@@ -87,18 +89,24 @@ impl FsCache {
         };
         // The digest, when a copy computed it or the handle asks for it
         // (one more read of the data, before anything is charged).
-        let digest = match digest {
-            Some(d) => Some(d),
-            None if self.inner.record_digests => Some(
-                fscache_dir::digest::digest_tree(
-                    anon.data_dir()?,
-                    &dir.abs(&data_rel),
-                    fscache_dir::digest::Version::V2,
-                )
-                .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
-            ),
-            None => None,
+        let (digest, listing) = match digest {
+            Some(d) => (Some(d), listing),
+            None if self.inner.record_digests => {
+                let (d, l) =
+                    fscache_dir::digest::digest_tree_listed(anon.data_dir()?, &dir.abs(&data_rel))
+                        .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?;
+                (Some(d), Some(l))
+            }
+            None => (None, None),
         };
+        // Beside the digest, what it covers of each path, so `verify` can
+        // name what changed: `object.tree`, fscache's own, optional, in
+        // the entry not yet published (a refused commit removes it too).
+        if let Some(listing) = listing {
+            let rel = anon.rel.join(OBJECT_TREE);
+            fscache_dir::retry_io(|| dir.dir().write(&rel, listing.to_text()))
+                .map_err(|e| Error::io("write", dir.abs(&rel), e))?;
+        }
         // Another process may have changed the limit since we looked.
         let info = self.current_info()?;
         if !info.is_compatible() {

@@ -279,9 +279,11 @@ impl StoreGuard {
             .dir()
             .open_dir(&rel)
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
-        fscache_dir::copy::copy_tree_into_with_digest(src, &data, progress)
-            .map(|(stats, digest)| CopiedTree {
+        fscache_dir::copy::CopyOptions::new()
+            .copy_with_listing(src, &data, progress)
+            .map(|(stats, digest, listing)| CopiedTree {
                 digest,
+                listing,
                 space: stats.space,
             })
             .map_err(|e| Error::io("copy", src, e))
@@ -406,6 +408,8 @@ impl fmt::Debug for StoreGuard {
 /// What one copy into an empty `data/` learned of it on the way.
 pub(crate) struct CopiedTree {
     pub(crate) digest: Digest,
+    /// What the digest covers of each node, for `object.tree`.
+    pub(crate) listing: fscache_dir::digest::Listing,
     /// `st_blocks × 512` of `data/` and everything in it.
     pub(crate) space: u64,
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use fscache_dir::digest::{digest_tree, Digest, Version};
+use fscache_dir::digest::{
+    compare, digest_tree, digest_tree_listed, Change, Digest, Listing, Version,
+};
 use fscache_dir::{EntryName, LockOptions, TryLocked, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_quota::ObjectInfo;
 use rustix::fs::{Mode, OFlags};
@@ -82,6 +84,16 @@ pub fn tree_digest_version(path: impl AsRef<std::path::Path>, version: Version) 
     digest_tree(&fd, path, version).map_err(|e| Error::io("digest", path, e))
 }
 
+/// The per-path record beside an entry's digest (`objects/NAME/object.tree`,
+/// fscache's own and optional: osbuild neither writes nor reads it): one
+/// line per node of what the digest (version 2) covers of it, so
+/// [`FsCache::verify_changes`] can name what changed where.
+pub const OBJECT_TREE: &str = "object.tree";
+
+/// What [`FsCache::verify_changes`] found: each changed path, relative to
+/// the entry's `data/`, with the ways it changed.
+pub type Changes = Vec<(PathBuf, Vec<Change>)>;
+
 /// How far [`FsCache::verify_all`] is, for a progress bar.
 #[derive(Clone, Copy, Debug)]
 pub struct VerifyProgress<'a> {
@@ -137,6 +149,58 @@ impl FsCache {
         } else {
             Verified::Mismatch { recorded, actual }
         })
+    }
+
+    /// What differs, path by path, between the entry `name` now and the
+    /// record its commit kept beside its digest (`object.tree`), under its
+    /// read lock as [`FsCache::verify`]: each changed path (relative to
+    /// `data/`) with the ways it changed (type, mode, owner, xattr,
+    /// content, added, removed). Empty: nothing changed. `Ok(None)`: no
+    /// record to compare with (an entry committed without a digest, or
+    /// before the record existed), or no such entry.
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::verify`].
+    pub fn verify_changes(&self, name: &str) -> Result<Option<Changes>> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = EntryName::new(name)?;
+        if !self.compatible() {
+            return Ok(None);
+        }
+        let dir = self.dir();
+        let entry = PathBuf::from(OBJECTS).join(name.as_str());
+        let lock_rel = entry.join(OBJECT_LOCK);
+        let _locked = match dir.try_lock(&lock_rel, LockOptions::shared().noatime()) {
+            Ok(TryLocked::Locked(l)) => l,
+            Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(None),
+            Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
+        };
+        let tree_rel = entry.join(OBJECT_TREE);
+        let recorded = match dir.read_small(&tree_rel) {
+            Ok(b) => String::from_utf8(b)
+                .ok()
+                .and_then(|t| Listing::from_text(&t)),
+            Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("read", dir.abs(&tree_rel), e)),
+        };
+        let Some(recorded) = recorded else {
+            return Ok(None);
+        };
+        let data_rel = entry.join(DATA);
+        let data_abs = dir.abs(&data_rel);
+        let data = dir
+            .open_raw(&data_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| Error::io("open directory", &data_abs, e.into()))?;
+        let (_, now) =
+            digest_tree_listed(&data, &data_abs).map_err(|e| Error::io("digest", &data_abs, e))?;
+        Ok(Some(
+            compare(&recorded, &now)
+                .into_iter()
+                .map(|(p, c)| (PathBuf::from(std::ffi::OsStr::from_bytes(&p)), c))
+                .collect(),
+        ))
     }
 
     /// [`FsCache::verify`] every committed entry, on as many threads as

@@ -160,3 +160,51 @@ fn version_1_records_still_verify() {
     std::fs::write(entry.join("data/a"), b"beta!").unwrap();
     assert!(c.verify("old").unwrap().is_bad());
 }
+
+/// A mismatch names what changed, path by path, from the record the
+/// commit kept beside the digest (`object.tree`).
+#[test]
+fn verify_changes_names_each_path_and_what_changed() {
+    use fscache::Change;
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let c = cache(&tmp.path().join("c"), false);
+    assert_eq!(c.store_tree("e", &src).unwrap(), Stored::Committed);
+    assert_eq!(c.verify_changes("e").unwrap(), Some(vec![]));
+    let data = c.path().join("objects/e/data");
+    std::fs::set_permissions(data.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(data.join("sub/b"), b"other").unwrap();
+    std::fs::remove_file(data.join("link")).unwrap();
+    std::fs::create_dir(data.join("link")).unwrap();
+    let mut want = vec![
+        (Path::new("a").to_path_buf(), vec![Change::Mode]),
+        (
+            Path::new("link").to_path_buf(),
+            vec![Change::Type, Change::Mode],
+        ),
+        (Path::new("sub/b").to_path_buf(), vec![Change::Content]),
+    ];
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::lchown(data.join("sub"), Some(7), None).unwrap();
+        want.push((Path::new("sub").to_path_buf(), vec![Change::Owner]));
+    }
+    if rustix::fs::setxattr(
+        data.join("sub"),
+        "user.k",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok()
+    {
+        match want.iter_mut().find(|(p, _)| p == Path::new("sub")) {
+            Some((_, c)) => c.push(Change::Xattr),
+            None => want.push((Path::new("sub").to_path_buf(), vec![Change::Xattr])),
+        }
+    }
+    let mut got = c.verify_changes("e").unwrap().unwrap();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(c.verify("e").unwrap().is_bad());
+    assert_eq!(c.verify_changes("absent").unwrap(), None);
+}

@@ -235,6 +235,12 @@ pub(super) fn verify(path: &Path, names: &[String], on_damage: Damaged, format: 
     let mut rows = Vec::new();
     let mut damaged = 0usize;
     for (name, r) in results {
+        // What changed where, when the commit kept a record beside the
+        // digest (before any removal below).
+        let changes = match &r {
+            Ok(Verified::Mismatch { .. }) => cache.verify_changes(&name).ok().flatten(),
+            _ => None,
+        };
         let (state, removed) = match r {
             Ok(Verified::Ok(_)) => ("ok".to_owned(), None),
             Ok(Verified::Unverified) => ("unverified".to_owned(), None),
@@ -258,19 +264,39 @@ pub(super) fn verify(path: &Path, names: &[String], on_damage: Damaged, format: 
                 (format!("error: {}", chain(&e)), None)
             }
         };
-        rows.push((name, state, removed));
+        rows.push((name, state, removed, changes.unwrap_or_default()));
     }
+    let what = |c: &[fscache::Change]| {
+        c.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if format == Format::Json {
         let list: Vec<Value> = rows
             .iter()
-            .map(|(n, s, r)| json!({"name": n, "state": s, "removed": r}))
+            .map(|(n, s, r, ch)| {
+                let changes: Vec<Value> = ch
+                    .iter()
+                    .map(|(p, c)| {
+                        json!({
+                            "path": p.to_string_lossy(),
+                            "changed": c.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                json!({"name": n, "state": s, "removed": r, "changes": changes})
+            })
             .collect();
         output::json(&Value::Array(list))?;
     } else {
-        for (n, s, r) in &rows {
+        for (n, s, r, ch) in &rows {
             match r {
                 Some(r) => outln!("{n}: {s} ({r})")?,
                 None => outln!("{n}: {s}")?,
+            }
+            for (p, c) in ch {
+                outln!("  {}: {}", p.display(), what(c))?;
             }
         }
     }

@@ -83,7 +83,7 @@ use std::path::{Path, PathBuf};
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 
-use crate::digest::{Body, Digest, DirHasher, NodeMeta, Version};
+use crate::digest::{Body, Digest, DirHasher, Listing, NodeMeta, Record, Version};
 use crate::meta::{self, Dropped, Given, OnDrop, Wanted, Xattr};
 use crate::stat;
 use crate::walk::{is_dir, open_dir_nofollow, Frame, HardLinks, Visit, Visitor, Walk};
@@ -173,7 +173,7 @@ impl CopyOptions {
         dst: &Dir,
         progress: &mut dyn FnMut(u64) -> io::Result<()>,
     ) -> io::Result<CopyStats> {
-        copy_tree(src, dst, progress, None, self).map(|(stats, _)| stats)
+        copy_tree_listed(src, dst, progress, None, self, None).map(|(stats, _, _)| stats)
     }
 
     /// [`copy_tree_into_with_digest`] with these options.
@@ -187,11 +187,41 @@ impl CopyOptions {
         dst: &Dir,
         progress: &mut dyn FnMut(u64) -> io::Result<()>,
     ) -> io::Result<(CopyStats, Digest)> {
+        let (stats, digest, _) = self.copy_listed(src, dst, progress, false)?;
+        Ok((stats, digest))
+    }
+
+    /// [`copy_with_digest`](Self::copy_with_digest), and the
+    /// [`Listing`] of the copy: what
+    /// [`digest_tree_listed`](crate::digest::digest_tree_listed) of `dst`
+    /// gives afterwards, so a later check can name what changed.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy`](Self::copy).
+    pub fn copy_with_listing(
+        &self,
+        src: &Path,
+        dst: &Dir,
+        progress: &mut dyn FnMut(u64) -> io::Result<()>,
+    ) -> io::Result<(CopyStats, Digest, Listing)> {
+        self.copy_listed(src, dst, progress, true)
+    }
+
+    fn copy_listed(
+        &self,
+        src: &Path,
+        dst: &Dir,
+        progress: &mut dyn FnMut(u64) -> io::Result<()>,
+        listed: bool,
+    ) -> io::Result<(CopyStats, Digest, Listing)> {
         let hasher = DirHasher::of(Version::V2);
-        let (stats, digest) = copy_tree(src, dst, progress, Some(hasher), self)?;
+        let records = listed.then(Listing::default);
+        let (stats, digest, listing) =
+            copy_tree_listed(src, dst, progress, Some(hasher), self, records)?;
         let digest =
             digest.ok_or_else(|| at(src, io::Error::other("the walk never left the root")))?;
-        Ok((stats, digest))
+        Ok((stats, digest, listing.unwrap_or_default()))
     }
 }
 
@@ -299,14 +329,16 @@ pub fn copy_tree_into_with_digest(
 
 /// The copy of both public functions; with a `tree` hasher for the root,
 /// the digest too.
-fn copy_tree(
+fn copy_tree_listed(
     src: &Path,
     dst: &Dir,
     progress: &mut dyn FnMut(u64) -> io::Result<()>,
     tree: Option<DirHasher>,
     opts: &CopyOptions,
-) -> io::Result<(CopyStats, Option<Digest>)> {
+    records: Option<Listing>,
+) -> io::Result<(CopyStats, Option<Digest>, Option<Listing>)> {
     let mut copier = Copier::new(dst, progress, opts);
+    copier.records = records;
     let st = rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| at(src, e))?;
     // `dst` belongs to the caller: its mode and times stay as they are.
     let target = Target {
@@ -333,7 +365,7 @@ fn copy_tree(
         Frame::with_names(parent_fd, parent.to_path_buf(), parent_st, target, names)
     };
     Walk::new().run(&mut copier, root)?;
-    Ok((copier.stats, copier.digest))
+    Ok((copier.stats, copier.digest, copier.records))
 }
 
 /// Bytes of regular-file content under `src` (for a progress bar's total),
@@ -435,6 +467,8 @@ struct Copier<'a> {
     content: Content<'a>,
     /// The root's digest, once the walk has left it (when hashing).
     digest: Option<Digest>,
+    /// The listing of the copy, when asked for (with the digest).
+    records: Option<Listing>,
 }
 
 /// The digest-side view of what a node got.
@@ -477,6 +511,12 @@ impl Visitor for Copier<'_> {
         }
         .map_err(|e| at(path, e))?;
         // A directory's entry is written when the walk leaves it.
+        if let Some(records) = self.records.as_mut() {
+            let rel = parent.state().dst_rel.join(name);
+            if let Some(r) = record_of(&rel, st, &copied) {
+                records.0.push(r);
+            }
+        }
         let tree = parent.state_mut().tree.as_mut();
         match (copied, tree) {
             (Copied::Dir(target), _) => return Ok(Visit::Descend(*target)),
@@ -532,6 +572,11 @@ impl Visitor for Copier<'_> {
             .path()
             .file_name()
             .ok_or_else(|| at(dir.path(), io::Error::other("walked directory has no name")))?;
+        if let (Some(records), Some(given)) = (self.records.as_mut(), given.as_ref()) {
+            records
+                .0
+                .push(record(&dir.state().dst_rel, dir.stat(), given, Vec::new()));
+        }
         if let (Some(tree), Some(given)) = (parent.state_mut().tree.as_mut(), given) {
             tree.entry(name, node_meta(&given), Body::Dir(&digest));
         }
@@ -556,6 +601,7 @@ impl<'a> Copier<'a> {
             links: HardLinks::new(),
             content: Content::new(progress),
             digest: None,
+            records: None,
         }
     }
 
@@ -725,6 +771,44 @@ impl<'a> Copier<'a> {
         let made = rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         self.stats.space += stat::space(&made);
         Ok(Copied::Special(given, *st))
+    }
+}
+
+/// The [`Record`] of a node the copy made at `rel` (not a directory:
+/// those are recorded when the walk leaves them).
+fn record_of(rel: &Path, st: &Stat, copied: &Copied) -> Option<Record> {
+    Some(match copied {
+        Copied::Dir(_) => return None,
+        Copied::File(given, Some((size, hash))) => {
+            let mut body = size.to_le_bytes().to_vec();
+            body.extend_from_slice(hash.as_bytes());
+            record(rel, st, given, body)
+        }
+        Copied::File(_, None) => return None,
+        Copied::Symlink(given, target) => record(rel, st, given, target.clone()),
+        Copied::Special(given, st) => {
+            let body = match Body::special(st) {
+                Some(Body::Char(a, b) | Body::Block(a, b)) => format!("{a}:{b}").into_bytes(),
+                _ => Vec::new(),
+            };
+            record(rel, st, given, body)
+        }
+    })
+}
+
+/// A record of the node at `rel`: its source's type, what it was given.
+fn record(rel: &Path, st: &Stat, given: &Given, body: Vec<u8>) -> Record {
+    Record {
+        path: rel.as_os_str().as_bytes().to_vec(),
+        mode: (st.st_mode & 0o170000) | given.perm,
+        uid: given.uid,
+        gid: given.gid,
+        xattrs: given
+            .xattrs
+            .iter()
+            .map(|x| (x.name.clone(), *blake3::hash(&x.value).as_bytes()))
+            .collect(),
+        body,
     }
 }
 

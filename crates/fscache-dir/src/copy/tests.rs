@@ -744,3 +744,31 @@ fn copy_measures_the_space_of_what_it_made() {
     let (stats, _, _) = g.copy(&g.src.join("one")).unwrap();
     assert_eq!(stats.space, walked_space(&g.dst));
 }
+
+/// The listing a copy makes is the one a walk of the copy makes: what
+/// `verify` later compares, path by path.
+#[test]
+fn copy_listing_is_the_walks() {
+    let f = Fixture::new();
+    odd_tree(&f.src);
+    let (_, digest, mut listing) = CopyOptions::new()
+        .copy_with_listing(&f.src, &f.dst_dir(), &mut |_| Ok(()))
+        .unwrap();
+    let (walked_digest, mut walked) =
+        crate::digest::digest_tree_listed(f.dst_dir(), &f.dst).unwrap();
+    assert_eq!(digest, walked_digest);
+    listing.0.sort_by(|a, b| a.path.cmp(&b.path));
+    walked.0.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(listing, walked);
+    let text = listing.to_text();
+    assert_eq!(
+        crate::digest::Listing::from_text(&text),
+        Some(listing.clone())
+    );
+    // A change of mode, content and owner, each named at its path.
+    let mut changed = listing.clone();
+    changed.0[0].mode ^= 0o001;
+    changed.0[1].uid += 1;
+    let diff = crate::digest::compare(&listing, &changed);
+    assert_eq!(diff.len(), 2, "{diff:?}");
+}
