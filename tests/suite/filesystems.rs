@@ -230,15 +230,78 @@ fn reflink_lru_and_durability_on(fstype: &str) {
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("big"), vec![7u8; 1 << 20]).unwrap();
     std::fs::write(src.join("sub/small"), vec![1u8; 64 << 10]).unwrap();
+    // A sparse file (64 MiB, two 64 KiB data ranges) and xattrs.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(src.join("sparse")).unwrap();
+        for at in [0u64, 32 << 20] {
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(&[9u8; 64 << 10]).unwrap();
+        }
+        f.set_len(64 << 20).unwrap();
+    }
+    let user_x = rustix::fs::setxattr(
+        src.join("big"),
+        "user.origin",
+        b"loop image",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok();
+    let trusted_x = rustix::fs::setxattr(
+        src.join("sub"),
+        "trusted.t",
+        b"\0\x01",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok();
     let dst = mnt.path.join("dst");
     std::fs::create_dir(&dst).unwrap();
     let dst_dir = cap_std::fs::Dir::open_ambient_dir(&dst, cap_std::ambient_authority()).unwrap();
     let stats = fscache_dir::copy::copy_tree_into(&src, &dst_dir, &mut |_| Ok(())).unwrap();
     assert_eq!(
         (stats.files, stats.reflinked),
-        (2, 2),
+        (3, 3),
         "{fstype}: {stats:?}"
     );
+    // The sparse file: cloned with its holes, allocating what the source
+    // does; the xattrs kept on the file and the directory.
+    let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(p).unwrap());
+    assert_eq!(
+        blocks(&dst.join("sparse")),
+        blocks(&src.join("sparse")),
+        "{fstype}"
+    );
+    assert!(
+        blocks(&dst.join("sparse")) * 512 < 1 << 20,
+        "{fstype}: holes filled"
+    );
+    let xattrs = |p: &Path| fscache_dir::meta::path_xattrs(p).unwrap();
+    assert_eq!(
+        xattrs(&dst.join("big")),
+        xattrs(&src.join("big")),
+        "{fstype}"
+    );
+    assert_eq!(
+        xattrs(&dst.join("sub")),
+        xattrs(&src.join("sub")),
+        "{fstype}"
+    );
+    assert!(
+        user_x && (trusted_x || !rustix::process::geteuid().is_root()),
+        "{fstype}: xattrs refused"
+    );
+    // Without reflink (the data ranges copied, holes kept): a copy to
+    // another file system, the test's temporary directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other =
+        cap_std::fs::Dir::open_ambient_dir(elsewhere.path(), cap_std::ambient_authority()).unwrap();
+    let again =
+        fscache_dir::copy::copy_tree_into(&src.join("sparse"), &other, &mut |_| Ok(())).unwrap();
+    let copied = elsewhere.path().join("sparse");
+    if again.sparse == 1 {
+        assert!(blocks(&copied) * 512 < 1 << 20, "{fstype}: holes filled");
+    }
+    assert_eq!(std::fs::metadata(&copied).unwrap().len(), 64 << 20);
     // Seen from outside: filefrag reports the extents as shared.
     if let Ok(out) = Command::new("filefrag")
         .arg("-v")
