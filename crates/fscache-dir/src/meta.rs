@@ -557,3 +557,43 @@ fn retry<T>(mut f: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An xattr value the destination cannot hold is a named error, never
+    /// a silent drop (ext4 without `ea_inode` holds at most one block).
+    #[test]
+    fn an_xattr_too_large_is_a_named_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let st = rustix::fs::fstat(&f).unwrap();
+        let big = Xattr {
+            name: b"user.big".to_vec(),
+            value: vec![7; XATTR_LIMIT],
+        };
+        let want = Wanted::of(&st, vec![big]);
+        match restore_fd(&f, &want, OnDrop::Count) {
+            // A file system that holds 64 KiB values (XFS, btrfs…), or
+            // none at all (dropped, counted).
+            Ok(given) => assert!(given.xattrs.len() + given.dropped.xattrs as usize == 1),
+            Err(e) => {
+                let named = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<XattrTooLarge>())
+                    .expect("an XattrTooLarge");
+                assert_eq!(named.name, "user.big");
+                assert!(
+                    e.to_string().contains("larger than the destination allows"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    /// The most bytes Linux lets one xattr value have (`XATTR_SIZE_MAX`).
+    const XATTR_LIMIT: usize = 64 << 10;
+}

@@ -772,3 +772,46 @@ fn copy_listing_is_the_walks() {
     let diff = crate::digest::compare(&listing, &changed);
     assert_eq!(diff.len(), 2, "{diff:?}");
 }
+
+/// A node replaced by another type between the walk's `lstat` and its
+/// copy is a clear error naming it, and the copy made nothing for it.
+#[test]
+fn a_node_replaced_by_another_type_is_an_error() {
+    let f = Fixture::new();
+    let dst = f.dst_dir();
+    let mut progress = |_| Ok(());
+    let sfd = open_dir_nofollow(CWD, &f.src).unwrap();
+    // A file that became a FIFO.
+    fs::write(f.src.join("was-file"), b"x").unwrap();
+    let stale = rustix::fs::lstat(f.src.join("was-file")).unwrap();
+    fs::remove_file(f.src.join("was-file")).unwrap();
+    rustix::fs::mknodat(CWD, &f.src.join("was-file"), FileType::Fifo, Mode::RUSR, 0).unwrap();
+    let mut copier = Copier::new(&dst, &mut progress, &CopyOptions::new());
+    let e = copier
+        .copy_file(
+            &sfd,
+            &dst,
+            OsStr::new("was-file"),
+            &stale,
+            PathBuf::from("was-file"),
+            false,
+        )
+        .err()
+        .expect("an error");
+    assert!(e.to_string().contains("replaced"), "{e}");
+    // A FIFO that became a directory.
+    rustix::fs::mknodat(CWD, &f.src.join("was-fifo"), FileType::Fifo, Mode::RUSR, 0).unwrap();
+    let stale = rustix::fs::lstat(f.src.join("was-fifo")).unwrap();
+    fs::remove_file(f.src.join("was-fifo")).unwrap();
+    fs::create_dir(f.src.join("was-fifo")).unwrap();
+    let e = copier
+        .copy_special(&sfd, &dst, OsStr::new("was-fifo"), &stale)
+        .err()
+        .expect("an error");
+    assert!(e.to_string().contains("replaced"), "{e}");
+    assert_eq!(
+        fs::read_dir(&f.dst).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
