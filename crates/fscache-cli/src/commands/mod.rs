@@ -313,6 +313,9 @@ fn run_in(dir: &Path, var: &str, command: &[OsString], signals: &Signals, after:
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
+            // wait4 interrupted by a signal: ask again (the loop notices
+            // the signal itself below).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Fail::error(format!("failed to wait for `{shown}`: {e}"))),
         }
         if let (Some(sig), false) = (signals.caught(), forwarded) {
