@@ -230,6 +230,10 @@ impl FsCache {
         self.reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE));
         if let Removed::Removed { .. } = removed {
             self.count(|p| &p.removals, 1);
+            // `stats` lists it with evictions and prunes.
+            self.inner
+                .stats
+                .note_removals(&[name.as_str().to_owned()], "removed");
         }
         Ok(removed)
     }

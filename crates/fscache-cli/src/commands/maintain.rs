@@ -308,6 +308,14 @@ pub(super) fn repair(path: &Path, format: Format) -> Outcome {
         .into());
     }
     let Some(r) = cache.repair()? else {
+        if format == Format::Json {
+            // A script reading stdout gets a document either way.
+            output::json(&json!({
+                "repaired": false,
+                "busy": true,
+                "removed": [],
+            }))?;
+        }
         return Err(Fail::error(format!(
             "`{}` is open in other processes; repair needs it to itself: \
              retry when they are done (`fscache info` removes debris meanwhile)",
@@ -316,6 +324,8 @@ pub(super) fn repair(path: &Path, format: Format) -> Outcome {
     };
     if format == Format::Json {
         return output::json(&json!({
+            "repaired": true,
+            "busy": false,
             "removed": r.removed,
             "accounted_before": r.accounted_before,
             "accounted": r.accounted,
