@@ -251,8 +251,11 @@ impl State {
     /// Record `dir`'s durable entries before its first change.
     fn before_dir_change(&mut self, dir: NodeId) -> Result<(), Errno> {
         if self.model.needs_dir(dir) {
-            let entries: BTreeMap<OsString, NodeId> =
-                self.list(dir)?.into_iter().map(|(n, _, name)| (name, n)).collect();
+            let entries: BTreeMap<OsString, NodeId> = self
+                .list(dir)?
+                .into_iter()
+                .map(|(n, _, name)| (name, n))
+                .collect();
             self.model.record_dir(dir, entries);
         }
         Ok(())
@@ -883,7 +886,12 @@ impl Filesystem for LazyFsImpl {
             | OFlags::EXCL
             | OFlags::CLOEXEC;
         let file = tryr!(
-            rustix::fs::openat(pfd, name, flags, Mode::from_raw_mode(mode & !umask & 0o7777)),
+            rustix::fs::openat(
+                pfd,
+                name,
+                flags,
+                Mode::from_raw_mode(mode & !umask & 0o7777)
+            ),
             reply
         );
         let a = tryr!(s.created(parent.0, name, "create"), reply);
