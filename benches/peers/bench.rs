@@ -47,6 +47,11 @@ use crate::peers::{Family, Peer, Wait, BENCHED};
 /// `FSCACHE_LOCK_INDEX` and `FSCACHE_LOCK_OPS` the rest.
 pub const WORKER_ENV: &str = "FSCACHE_LOCK_WORKER";
 
+/// The fewest operations per worker of one sample (outside test mode), so
+/// that starting and stopping the workers, milliseconds for processes on
+/// a loaded machine, is a small part of its time.
+const MIN_OPS: u64 = 400;
+
 /// Worker counts.
 const P: [usize; 4] = [1, 2, 4, 8];
 
@@ -405,7 +410,8 @@ pub fn groups(c: &mut Criterion) {
                     let roles = vec![scenario; p];
                     g.bench_with_input(BenchmarkId::new(peer.name(), p), &p, |b, &p| {
                         b.iter_custom(|iters| {
-                            let per = iters.div_ceil(p as u64);
+                            let least = if testing() { 1 } else { MIN_OPS };
+                            let per = iters.div_ceil(p as u64).max(least);
                             let (spent, outcomes) = run(mode, peer, &roles, &path, per, None);
                             if scenario == "handoff" {
                                 // The mean hand-off latency, per iteration.

@@ -164,7 +164,11 @@ fn writers_first_queues_new_readers_behind_a_waiting_writer() {
         "nobody passes the reader that holds the lock"
     );
     drop(first);
-    assert_eq!(rx.recv_timeout(EVENTUALLY), Ok("writer"), "the writer first");
+    assert_eq!(
+        rx.recv_timeout(EVENTUALLY),
+        Ok("writer"),
+        "the writer first"
+    );
     assert_eq!(rx.recv_timeout(EVENTUALLY), Ok("late reader"));
     writer.join().unwrap();
     late.join().unwrap();
