@@ -157,9 +157,14 @@ fn run(mut command: Command) -> Result<()> {
 
 /// The tools some tests need, by the Debian package that has them: the
 /// I/O-error and durability tests trace with `strace`; the file-system
-/// tests make btrfs and xfs loop images.
+/// tests make btrfs and xfs loop images; the faithful-tree tests judge
+/// copies with `rsync -aHAX` and make ACLs and capabilities.
 const TEST_TOOLS: &[(&str, &str)] = &[
     ("strace", "strace"),
+    ("rsync", "rsync"),
+    ("getfattr", "attr"),
+    ("setfacl", "acl"),
+    ("setcap", "libcap2-bin"),
     ("mkfs.btrfs", "btrfs-progs"),
     ("mkfs.xfs", "xfsprogs"),
     ("filefrag", "e2fsprogs"),
