@@ -98,10 +98,14 @@ pub fn uncharge(cache: &CacheDir, bytes: u64) -> Result<u64> {
 ///
 /// As [`charge`].
 pub fn recount(cache: &CacheDir) -> Result<u64> {
-    update(cache, |_| {
+    let total = update(cache, |_| {
         let total = sum_recorded(cache)?;
         Ok((Some(total), total))
-    })
+    })?;
+    // A kept eviction list was planned from the books before: the next
+    // eviction plans from the exact ones.
+    crate::evictlist::invalidate(cache)?;
+    Ok(total)
 }
 
 fn sum_recorded(cache: &CacheDir) -> Result<u64> {

@@ -51,6 +51,7 @@
 
 mod counter;
 mod error;
+pub mod evictlist;
 mod lru;
 mod maxsize;
 mod objinfo;
@@ -60,8 +61,8 @@ mod sweep;
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
 pub use lru::{
-    atime, candidate, evict, evict_candidate, list_lru, plan, plan_lru, retire, Candidate, Evicted,
-    Retired, Stamp, Tried,
+    atime, candidate, evict, evict_candidate, list_lru, plan, plan_lru, retire, scan_plan,
+    Candidate, Evicted, Inode, Retired, ScanPlan, Stamp, Tried,
 };
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::{boot_id_from_json, ObjectInfo};
