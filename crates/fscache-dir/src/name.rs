@@ -64,6 +64,17 @@ impl EntryName {
     ///
     /// [`InvalidName`] saying which rule `name` breaks.
     pub fn new(name: &str) -> Result<Self, InvalidName> {
+        Self::check(name).map(|n| Self(n.to_owned()))
+    }
+
+    /// Validate `name` without keeping it: `name` itself when valid. For
+    /// hot paths that need the owned [`EntryName`] only on success (a
+    /// load that misses allocates nothing).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidName`] saying which rule `name` breaks.
+    pub fn check(name: &str) -> Result<&str, InvalidName> {
         let reason = if name.is_empty() {
             "empty"
         } else if name.len() > MAX_NAME_LEN {
@@ -77,7 +88,7 @@ impl EntryName {
         } else if name.starts_with(RESERVED_PREFIX) {
             "starts with the reserved prefix `uuid-`"
         } else {
-            return Ok(Self(name.to_owned()));
+            return Ok(name);
         };
         Err(InvalidName {
             name: name.to_owned(),
