@@ -160,7 +160,7 @@ pub fn floor_miss(p: &FloorPaths) {
 
 /// The load protocol's hit path as osbuild issues it, 8 system calls on
 /// absolute paths: open the lock file, `F_OFD_SETLK F_RDLCK`, `fstat(fd)`
-/// + `stat(path)` (the classic replace check), `stat(object.info)`
+/// and `stat(path)` (the classic replace check), `stat(object.info)`
 /// (validity), `futimens` (atime only), then `F_UNLCK` and close.
 pub fn raw_load_hit(p: &EntryPaths) {
     let fd = rustix::fs::open(
