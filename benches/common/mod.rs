@@ -7,6 +7,8 @@
 //! allowed here.
 #![allow(dead_code)]
 
+pub mod cputime;
+
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
