@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fscache_dir::{CacheDir, LockOptions, Publish, OBJECTS};
 use serde_json::{Map, Value};
@@ -217,6 +217,16 @@ fn stripe_index() -> usize {
     })
 }
 
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: a vDSO read without a
+/// time-stamp counter read, as fine as a clock tick, which is all a
+/// once-a-second deadline needs.
+fn coarse_now() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
 /// One handle's counting: atomics bumped on every operation, flushed into
 /// `cache.stats` now and then.
 ///
@@ -227,9 +237,7 @@ fn stripe_index() -> usize {
 pub(crate) struct Counter {
     stripes: [Stripe; STRIPES],
     removals_log: Mutex<Vec<Removal>>,
-    /// When the counts were created: the origin of `next_flush`.
-    born: Instant,
-    /// Nanoseconds after `born` from which a bump flushes.
+    /// The [`coarse_now`] from which a bump flushes.
     next_flush: AtomicU64,
     /// Held while flushing.
     flushing: Mutex<()>,
@@ -240,8 +248,7 @@ impl Default for Counter {
         Self {
             stripes: Default::default(),
             removals_log: Mutex::new(Vec::new()),
-            born: Instant::now(),
-            next_flush: AtomicU64::new(FLUSH_AFTER.as_nanos() as u64),
+            next_flush: AtomicU64::new(coarse_now() + FLUSH_AFTER.as_nanos() as u64),
             flushing: Mutex::new(()),
         }
     }
@@ -272,7 +279,7 @@ impl Counter {
     /// first moves it on (so threads do not all flush at once). Checking
     /// the clock is a vDSO read, no system call.
     fn due(&self) -> bool {
-        let now = self.born.elapsed().as_nanos() as u64;
+        let now = coarse_now();
         let deadline = self.next_flush.load(Ordering::Relaxed);
         now >= deadline
             && self
@@ -333,9 +340,10 @@ impl Counter {
     /// Add this handle's counts to `cache.stats`.
     pub(crate) fn flush(&self, dir: &CacheDir) -> Result<()> {
         let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let next = self.born.elapsed() + FLUSH_AFTER;
-        self.next_flush
-            .store(next.as_nanos() as u64, Ordering::Relaxed);
+        self.next_flush.store(
+            coarse_now() + FLUSH_AFTER.as_nanos() as u64,
+            Ordering::Relaxed,
+        );
         let delta = self.take();
         if delta == Stats::default() {
             return Ok(());
