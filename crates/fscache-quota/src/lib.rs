@@ -38,6 +38,10 @@
 //!   under the victim's lock, a plan can be kept and consumed one
 //!   candidate at a time by later stores ([`Tried`] says whether a
 //!   candidate stays one).
+//! * [`scan_plan`] and [`evictlist`]: the plan kept for every process in
+//!   `cache.evict` (its format is in the module docs), with a cutoff for
+//!   the stores in flight during the scan; any process pops from it, and a
+//!   damaged list is ignored, never trusted.
 //!
 //! # Limitations
 //!
