@@ -43,6 +43,9 @@
 //!   the stores in flight during the scan; any process pops from it, and a
 //!   damaged list is ignored, never trusted.
 //!
+//! The files and steps are those of `docs/format.md` in the fscache
+//! repository (`cache.size`, `object.info`, "Eviction", "Sweep").
+//!
 //! # Limitations
 //!
 //! * A crash between a charge and the commit's `object.info` leaves the
@@ -53,6 +56,7 @@
 
 #![forbid(unsafe_code)]
 
+mod books;
 mod counter;
 mod error;
 pub mod evictlist;
@@ -62,6 +66,10 @@ mod objinfo;
 mod space;
 mod sweep;
 
+pub use books::{
+    is_suspect, mark_suspect, reconcile, Books, BooksShared, Patience, Reconciled, BOOKS_LOCK,
+    BOOKS_SUSPECT,
+};
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
 pub use lru::{
