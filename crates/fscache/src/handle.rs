@@ -5,7 +5,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
@@ -58,6 +58,10 @@ pub struct FsCache {
     pub(crate) inner: Arc<Inner>,
 }
 
+// Aligned to a cache line pair: in the `Arc`'s allocation the reference
+// counts (which every guard's clone and drop writes) then sit on a line of
+// their own, not on the one holding the fields every load reads.
+#[repr(align(128))]
 pub(crate) struct Inner {
     pub(crate) dir: CacheDir,
     appid: String,
@@ -66,6 +70,8 @@ pub(crate) struct Inner {
     // `cache.info`, and the descriptor it was read through (kept for the
     // cheap check of `current_info`).
     info: RwLock<(CacheInfo, FileId, OwnedFd)>,
+    // Whether `info` is of a version we use: read by every operation.
+    compatible: AtomicBool,
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
@@ -209,7 +215,7 @@ impl Builder {
         let stats = Arc::new(crate::stats::Counter::default());
         let seen = stats.clone();
         dir.set_wait_observer(Some(Arc::new(move |path: &Path, waited| {
-            seen.pending.lock_waits.fetch_add(1, Ordering::Relaxed);
+            seen.add(|p| &p.lock_waits, 1);
             tracing::debug!(path = %path.display(), ?waited, "waited for a lock");
         })));
         let boot_id = crate::bootid::current_app_boot_id(&self.appid)
@@ -238,6 +244,7 @@ impl Builder {
                 dir,
                 appid: self.appid,
                 boot_id,
+                compatible: AtomicBool::new(info.0.is_compatible()),
                 info: RwLock::new(info),
                 watermark_percent: AtomicU8::new(self.watermark_percent),
                 durability: self.durability,
@@ -388,7 +395,12 @@ impl FsCache {
     /// As [`FsCache::open`].
     pub fn reload_info(&self) -> Result<CacheInfo> {
         let (info, id, fd) = read_info(self.dir())?;
-        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id, fd);
+        let mut held = self.inner.info.write().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .compatible
+            .store(info.is_compatible(), Ordering::Relaxed);
+        *held = (info.clone(), id, fd);
+        drop(held);
         Ok(info)
     }
 
@@ -533,12 +545,10 @@ impl FsCache {
     /// Whether the cache's format version is one this implementation uses,
     /// as last read.
     pub(crate) fn compatible(&self) -> bool {
-        self.inner
-            .info
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .is_compatible()
+        // A plain load, not the `RwLock` of the configuration: taking a
+        // read lock writes its cache line, which every loading thread
+        // would then pass around.
+        self.inner.compatible.load(Ordering::Relaxed)
     }
 
     /// Load the entry `name`: a read-locked committed entry, or `None` for
@@ -552,7 +562,8 @@ impl FsCache {
     /// [`Error::InvalidName`] before any I/O; a system call failing in a way
     /// that is not a miss.
     pub fn load(&self, name: &str) -> Result<Option<Entry>> {
-        let name = EntryName::new(name)?;
+        // Validated without a copy: a miss allocates nothing.
+        let name = EntryName::check(name)?;
         if !self.compatible() {
             self.count(|p| &p.misses_incompatible, 1);
             return Ok(None);
@@ -562,16 +573,10 @@ impl FsCache {
         let count =
             |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
         let dir = self.dir();
-        // One buffer for the three paths a hit needs, `objects/NAME/…`:
-        // the lookup is the hot path, and a miss allocates nothing more.
-        let mut rel = String::with_capacity(OBJECTS.len() + name.as_str().len() + 13);
-        rel.push_str(OBJECTS);
-        rel.push('/');
-        rel.push_str(name.as_str());
-        let entry_len = rel.len();
-        rel.push('/');
-        rel.push_str(OBJECT_LOCK);
-        let lock_rel = Path::new(&rel);
+        // `objects/NAME/object.lock`, then `…/object.info`, built on the
+        // stack.
+        let mut buf = EntryFile::new(name);
+        let lock_rel = buf.path(OBJECT_LOCK);
         // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
         // being built: a miss is a common answer.
         let locked = match dir.try_lock(lock_rel, LockOptions::shared()) {
@@ -592,26 +597,18 @@ impl FsCache {
         };
         // An entry without object.info is being removed, or debris of a
         // crashed removal: not valid.
-        rel.truncate(entry_len + 1);
-        rel.push_str(OBJECT_INFO);
-        let info_rel = Path::new(&rel);
-        match dir.stat(info_rel) {
+        let info_rel = buf.path(OBJECT_INFO);
+        match rustix::fs::statat(dir.dir(), info_rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => {}
-            Err(e) if is_miss(&e) => {
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::STALE) => {
                 count(|p| &p.misses_invalid);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e)),
+            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e.into())),
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
-        rel.truncate(entry_len);
-        Ok(Some(Entry::new(
-            self.clone(),
-            name,
-            PathBuf::from(rel),
-            locked.lock,
-        )))
+        Ok(Some(Entry::new(self.clone(), name, locked.lock)))
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
@@ -780,6 +777,37 @@ impl FileId {
             size: stat::size(st),
             mtime: stat::mtime(st),
         }
+    }
+}
+
+/// `objects/NAME/FILE` for a valid `NAME`, built in a buffer on the stack
+/// (the load is the hot path: no allocation for its paths).
+struct EntryFile {
+    buf: [u8; EntryFile::CAP],
+    /// Where the file name starts: after `objects/NAME/`.
+    at: usize,
+}
+
+impl EntryFile {
+    const CAP: usize = OBJECTS.len() + fscache_dir::MAX_NAME_LEN + 2 + 16;
+
+    fn new(name: &str) -> Self {
+        let mut buf = [0u8; Self::CAP];
+        let mut at = 0;
+        for part in [OBJECTS.as_bytes(), b"/", name.as_bytes(), b"/"] {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Self { buf, at }
+    }
+
+    /// The path of `file` (a protocol file name, at most 16 bytes) in the
+    /// entry.
+    fn path(&mut self, file: &str) -> &Path {
+        let end = self.at + file.len();
+        self.buf[self.at..end].copy_from_slice(file.as_bytes());
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(std::ffi::OsStr::from_bytes(&self.buf[..end]))
     }
 }
 
