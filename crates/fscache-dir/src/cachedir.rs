@@ -162,7 +162,23 @@ impl CacheDir {
     /// Creating or opening `root` failed, or it is not a directory.
     pub fn open(root: &Path) -> io::Result<Self> {
         let root = std::path::absolute(root).map_err(|e| with_path("resolve", root, e))?;
+        // The levels about to be made: a new directory's name is durable
+        // only once its parent is `fsync`ed, and without that a power loss
+        // can take a new cache away whole, with every entry committed
+        // durably in it (found on the lazy FUSE file system). Once per
+        // creation, so in every durability mode.
+        let missing: Vec<&Path> = root
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+            .collect();
         std::fs::create_dir_all(&root).map_err(|e| with_path("create directory", &root, e))?;
+        for made in &missing {
+            if let Some(parent) = made.parent() {
+                std::fs::File::open(parent)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| with_path("sync", parent, e))?;
+            }
+        }
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| with_path("open directory", &root, e))?;
         let remote = rustix::fs::fstatfs(&dir)
@@ -760,6 +776,14 @@ impl CacheDir {
             Err(e) if !gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
                 return Err(self.err("remove", &rel.join(OBJECT_INFO), e))
             }
+            // Durably, the entry must be invalid before any of its tree
+            // goes: nothing orders the unlinks of two directories, and a
+            // power loss could keep `object.info` beside a half-removed
+            // `data/` (a hit with a wrong tree; found on the lazy FUSE file
+            // system), or keep the entry while its uncharge survives.
+            Ok(()) if self.durable => {
+                rustix::fs::fsync(&entry).map_err(|e| self.err("sync", rel, e))?;
+            }
             _ => {}
         }
         let children = match entry.read_dir(".") {
@@ -837,13 +861,20 @@ impl CacheDir {
             }
             _ => r#"{"version": 1}"#.to_owned(),
         };
+        let mut made = false;
         for d in [OBJECTS, STAGE] {
             match self.dir.create_dir(d) {
+                Ok(()) => made = true,
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                     return Err(self.err("create directory", Path::new(d), e))
                 }
-                _ => {}
+                Err(_) => {}
             }
+        }
+        if self.durable && made {
+            // The atomic files below sync the root only when they create
+            // something; the new directories' names need it regardless.
+            self.sync_dir(Path::new(""))?;
         }
         let files: [(&str, &[u8]); 4] = [
             (CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS.as_bytes()),

@@ -251,8 +251,11 @@ impl State {
     /// Record `dir`'s durable entries before its first change.
     fn before_dir_change(&mut self, dir: NodeId) -> Result<(), Errno> {
         if self.model.needs_dir(dir) {
-            let entries: BTreeMap<OsString, NodeId> =
-                self.list(dir)?.into_iter().map(|(n, _, name)| (name, n)).collect();
+            let entries: BTreeMap<OsString, NodeId> = self
+                .list(dir)?
+                .into_iter()
+                .map(|(n, _, name)| (name, n))
+                .collect();
             self.model.record_dir(dir, entries);
         }
         Ok(())
@@ -605,9 +608,13 @@ impl Filesystem for LazyFsImpl {
             Err(e) => return reply.error(e),
         };
         // Writes arrive with their offset: the backing open needs no
-        // O_APPEND (pwrite would ignore the offset), and creation flags
-        // were handled by the kernel.
-        let keep = !(libc_flags::O_APPEND | libc_flags::O_CREAT | libc_flags::O_EXCL);
+        // O_APPEND (pwrite would ignore the offset); creation flags were
+        // handled by the kernel, and so was O_NOFOLLOW, which on the
+        // `/proc` magic link would fail with ELOOP.
+        let keep = !(libc_flags::O_APPEND
+            | libc_flags::O_CREAT
+            | libc_flags::O_EXCL
+            | libc_flags::O_NOFOLLOW);
         let flags = OFlags::from_bits_retain((flags.0 as u32) & keep) | OFlags::CLOEXEC;
         let file = tryr!(rustix::fs::open(proc_path(fd), flags, Mode::empty()), reply);
         let fh = s.next_fh;
@@ -883,7 +890,12 @@ impl Filesystem for LazyFsImpl {
             | OFlags::EXCL
             | OFlags::CLOEXEC;
         let file = tryr!(
-            rustix::fs::openat(pfd, name, flags, Mode::from_raw_mode(mode & !umask & 0o7777)),
+            rustix::fs::openat(
+                pfd,
+                name,
+                flags,
+                Mode::from_raw_mode(mode & !umask & 0o7777)
+            ),
             reply
         );
         let a = tryr!(s.created(parent.0, name, "create"), reply);
@@ -960,4 +972,5 @@ mod libc_flags {
     pub const O_CREAT: u32 = 0o100;
     pub const O_EXCL: u32 = 0o200;
     pub const O_APPEND: u32 = 0o2000;
+    pub const O_NOFOLLOW: u32 = 0o400000;
 }

@@ -69,8 +69,8 @@ use std::sync::{Arc, Mutex};
 use fuser::{BackgroundSession, Config, FileType, MountOption};
 use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
 
-pub use model::{Loss, PAGE};
 use model::{Durable, NodeId};
+pub use model::{Loss, PAGE};
 
 /// A mounted lazy file system. Dropping it unmounts (lazily, if busy).
 #[must_use = "dropping it unmounts the file system"]

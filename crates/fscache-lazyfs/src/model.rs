@@ -506,7 +506,12 @@ mod tests {
             let mut m = Model::new();
             m.record_dir(1, BTreeMap::new());
             for i in 0..8u64 {
-                m.add(1, OsStr::new(&format!("{i}")), 10 + i, format!("create {i}"));
+                m.add(
+                    1,
+                    OsStr::new(&format!("{i}")),
+                    10 + i,
+                    format!("create {i}"),
+                );
             }
             let d = m.lose(Loss::Random { seed }, &mut none);
             let mut kept: Vec<u64> = names(&d, 1).iter().map(|n| n.parse().unwrap()).collect();

@@ -62,7 +62,10 @@ fn unsynced_names_and_data_are_lost_synced_ones_kept() {
     drop(lockf);
     let out = tmp.path().join("after");
     let report = lfs.power_loss(Loss::AllUnsynced, &out).unwrap();
-    assert!(fs::write(m.join("new"), b"x").is_err(), "EIO after the loss");
+    assert!(
+        fs::write(m.join("new"), b"x").is_err(),
+        "EIO after the loss"
+    );
     lfs.unmount().unwrap();
     eprintln!("{report}");
     assert_eq!(fs::read(out.join("kept")).unwrap(), b"new");
@@ -71,7 +74,10 @@ fn unsynced_names_and_data_are_lost_synced_ones_kept() {
     assert!(!out.join("tmp").exists());
     assert!(out.join("d").is_dir());
     assert_eq!(fs::read(out.join("d/gone")).unwrap(), b"");
-    assert!(!out.join("d/lockfile").exists(), "created after the last fsync of d/");
+    assert!(
+        !out.join("d/lockfile").exists(),
+        "created after the last fsync of d/"
+    );
     assert_eq!(fs::read(out.join("d/link")).unwrap(), b"new");
     assert_eq!(fs::read_link(out.join("d/sym")).unwrap(), Path::new("kept"));
     // Remount the durable state: it is all durable now.
@@ -114,7 +120,10 @@ fn random_loss_respects_barriers_and_replays_from_its_seed() {
             .collect();
         names.sort();
         for i in 0..6 {
-            assert!(names.contains(&format!("f{i}")), "seed {seed}: synced name lost");
+            assert!(
+                names.contains(&format!("f{i}")),
+                "seed {seed}: synced name lost"
+            );
             let data = fs::read(out.join(format!("f{i}"))).unwrap();
             for page in data.chunks(4096) {
                 assert!(
@@ -124,7 +133,9 @@ fn random_loss_respects_barriers_and_replays_from_its_seed() {
             }
         }
         // The unsynced creations: a prefix of them survives.
-        let late: Vec<usize> = (6..12).filter(|i| names.contains(&format!("f{i}"))).collect();
+        let late: Vec<usize> = (6..12)
+            .filter(|i| names.contains(&format!("f{i}")))
+            .collect();
         assert_eq!(late, (6..6 + late.len()).collect::<Vec<_>>(), "seed {seed}");
         outcomes.insert(names);
     }
