@@ -130,12 +130,10 @@ fn plan(seed: u64, durability: Durability, n: usize) -> Plan {
     // Half the rounds run under a limit (evictions), half unlimited with
     // an operation in flight at the loss (no eviction can then hide).
     let limited = seed % 2 == 0;
-    if limited {
-        ops.push(Op::SetLimit {
-            who: 0,
-            bytes: 40 * 4096,
-        });
-    }
+    ops.push(Op::SetLimit {
+        who: 0,
+        bytes: if limited { 40 * 4096 } else { 1 << 30 },
+    });
     let name = |b: &mut dyn FnMut(u64) -> u64| b(NAMES.len() as u64) as usize;
     for _ in 0..n {
         let op = match below(10) {

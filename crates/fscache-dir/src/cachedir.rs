@@ -106,6 +106,10 @@ pub struct AtomicTemp<'a> {
     dir: Arc<OwnedFd>,
     name: String,
     lock: Option<FileLock<OwnedFd>>,
+    // Whether publishing syncs the temp file before, and the target's
+    // directory after (the cache's durability, or forced for the files a
+    // torn copy of would make the cache unusable).
+    sync: bool,
 }
 
 /// How often an atomic file is retried when its temporary file vanished
@@ -592,6 +596,7 @@ impl CacheDir {
             dir,
             name,
             lock: Some(lock),
+            sync: self.durable,
         })
     }
 
@@ -632,8 +637,44 @@ impl CacheDir {
         contents: &[u8],
         how: Publish,
     ) -> io::Result<(Published, FileLock<OwnedFd>)> {
+        self.atomic_file_inner(store, target, contents, how, self.durable)
+    }
+
+    /// As [`CacheDir::atomic_file`], durably whatever
+    /// [`CacheDir::set_durable`] says: the temporary file is `fsync`ed
+    /// before it is published and the target's directory after. For the
+    /// files a power loss must never leave empty or short, because the
+    /// cache cannot be opened then (`cache.info`, and the scaffolding).
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::atomic_file`].
+    pub fn atomic_file_durable(
+        &self,
+        store: &Path,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+    ) -> io::Result<Published> {
+        self.atomic_file_inner(store, target, contents, how, true)
+            .map(|(published, lock)| {
+                lock.close();
+                published
+            })
+    }
+
+    fn atomic_file_inner(
+        &self,
+        store: &Path,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+        sync: bool,
+    ) -> io::Result<(Published, FileLock<OwnedFd>)> {
         let temp = if store == Path::new(OBJECTS) {
-            self.atomic_temp()?
+            let mut temp = self.atomic_temp()?;
+            temp.sync = sync;
+            temp
         } else {
             let dir = self
                 .open_raw(store, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
@@ -648,6 +689,7 @@ impl CacheDir {
                 dir,
                 name,
                 lock: Some(lock),
+                sync,
             }
         };
         temp.publish_locked(target, contents, how)
@@ -871,9 +913,10 @@ impl CacheDir {
                 Err(_) => {}
             }
         }
-        if self.durable && made {
+        if made {
             // The atomic files below sync the root only when they create
-            // something; the new directories' names need it regardless.
+            // something; the new directories' names need it regardless
+            // (once per cache, so in every mode, like the files).
             self.sync_dir(Path::new(""))?;
         }
         let files: [(&str, &[u8]); 4] = [
@@ -888,7 +931,10 @@ impl CacheDir {
             if self.stat(Path::new(name)).is_ok() {
                 continue;
             }
-            self.atomic_file(
+            // Durably in every mode: an empty `cache.info` after a power
+            // loss would make the cache unopenable (found on the lazy
+            // FUSE file system); this runs once per cache.
+            self.atomic_file_durable(
                 Path::new(OBJECTS),
                 Path::new(name),
                 contents,
@@ -973,7 +1019,7 @@ impl AtomicTemp<'_> {
             if let Err(e) = write_all_fd(lock, contents) {
                 return Err(cache.err("write", &tmp_rel(), e));
             }
-            if cache.durable {
+            if self.sync {
                 rustix::fs::fsync(lock).map_err(|e| cache.err("sync", &tmp_rel(), e))?;
             }
             let name = self.name.as_str();
@@ -1023,7 +1069,7 @@ impl AtomicTemp<'_> {
                 let _ = rustix::fs::unlinkat(&*self.dir, name, AtFlags::empty());
             }
             let lock = self.lock.take().expect("held until published");
-            if cache.durable && published == Published::Done {
+            if self.sync && published == Published::Done {
                 cache.sync_dir(target.parent().unwrap_or(Path::new("")))?;
             }
             return Ok((published, lock));

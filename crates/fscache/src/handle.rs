@@ -453,7 +453,9 @@ impl FsCache {
             tracing::info!(info = ?update, "cache.info updated");
             update.merge_into(&mut map);
             let text = serde_json::Value::Object(map).to_string();
-            dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
+            // Durably in every mode: a `cache.info` torn by a power loss
+            // would make the cache unopenable, and updates are rare.
+            dir.atomic_file_durable(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
                 .map_err(|e| Error::io("replace", &abs, e))?;
         }
         drop(locked);
@@ -479,7 +481,8 @@ impl FsCache {
         self.alone(|| {
             self.count(|p| &p.repairs, 1);
             let accounted_before = fscache_quota::read_size(self.dir()).ok();
-            let swept = fscache_quota::sweep(self.dir())?;
+            let mut swept = fscache_quota::sweep(self.dir())?;
+            swept.removed.extend(self.remove_unrecorded()?);
             let accounted = fscache_quota::recount(self.dir())?;
             tracing::info!(
                 removed = ?swept.removed,
@@ -493,6 +496,39 @@ impl FsCache {
                 accounted,
             })
         })
+    }
+
+    /// Remove the named entries whose `object.info` exists but records no
+    /// size (empty or garbled: what a power loss leaves of one written
+    /// without `fsync`). They count for nothing, so the books cannot be
+    /// exact while they stay; only repair may judge them, alone, since a
+    /// writer's entry is never in that state while the cache is open.
+    fn remove_unrecorded(&self) -> Result<Vec<String>> {
+        let dir = self.dir();
+        let objects = Path::new(OBJECTS);
+        let list = dir
+            .dir()
+            .read_dir(objects)
+            .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+        let mut removed = Vec::new();
+        for entry in list {
+            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(fscache_dir::RESERVED_PREFIX) {
+                continue;
+            }
+            let rel = objects.join(name);
+            let Ok(bytes) = dir.read_small(&rel.join(OBJECT_INFO)) else {
+                continue;
+            };
+            if fscache_quota::ObjectInfo::parse(&bytes).size.is_none() {
+                dir.remove_entry(&rel)
+                    .map_err(|e| Error::io("remove", dir.abs(&rel), e))?;
+                removed.push(name.to_owned());
+            }
+        }
+        Ok(removed)
     }
 
     /// Run `f` while no other handle has the cache open: this handle's
