@@ -24,24 +24,54 @@ use crate::Stored;
 
 /// How much a commit waits for the disk. Chosen per handle with
 /// [`Builder::durability`].
+///
+/// What each mode guarantees after a power loss is what the power-loss
+/// tests check (`tests/suite/powerloss.rs`, on the `fscache-lazyfs` FUSE
+/// file system, which forgets every directory entry and every file page
+/// not made durable by an `fsync`, in any order the `fsync`s allow). In
+/// both modes `cache.info` and the scaffolding are written durably (they
+/// are written once or rarely, and a torn `cache.info` would make the cache
+/// unopenable), so after a power loss the cache always opens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Nothing is `fsync`ed, as osbuild does: a power loss may lose recent
-    /// entries (a crash of the process loses nothing committed).
+    /// Nothing else is `fsync`ed, as osbuild does: a crash of the process
+    /// loses nothing committed, but a power loss may lose recent entries
+    /// and may leave entries whose files are empty or short, or whose
+    /// `object.info` is empty. After a power loss:
+    ///
+    /// * `load` may return such a damaged entry: with
+    ///   [`Builder::record_digests`], [`FsCache::verify`] reports it as a
+    ///   mismatch, and what `verify` reports as `Ok` is exactly a tree that
+    ///   was committed under that name;
+    /// * one [`FsCache::repair`] makes the books exact (`cache.size` is the
+    ///   sum of the recorded sizes), removes all debris and every entry
+    ///   whose `object.info` records no size;
+    /// * after that and the removal of what `verify` flags, every load
+    ///   returns a tree that was committed under its name.
     #[default]
     Relaxed,
     /// Every file and directory of an entry reaches stable storage before
     /// the rename that publishes it, and the rename itself (its parent
-    /// directory is `fsync`ed) before `commit` returns; `cache.size` and
-    /// `cache.info` are replaced durably (temp file synced before the
-    /// rename, directory after).
+    /// directory is `fsync`ed) before `commit` returns; `cache.size` is
+    /// replaced durably (temp file synced before the rename, directory
+    /// after), and a removal or eviction makes the entry invalid durably
+    /// (`object.info` unlinked, the entry directory synced) before it
+    /// uncharges it or removes its tree. After a power loss:
     ///
-    /// What a power loss can do then: lose an entry whose `commit` had not
-    /// returned (never expose it torn), and leave the books over-counted by
-    /// a charge whose commit did not finish (a repair recounts). On ext4
-    /// (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a file
-    /// and of its directory are what make both the data and the name
+    /// * every entry whose commit returned (and that was not removed or
+    ///   evicted since) loads with exactly its committed tree and verifies;
+    /// * no load returns a tree that was never committed under its name: a
+    ///   commit in flight at the loss is there whole or not at all, and so
+    ///   is a pull ([`fscache-remote`](https://docs.rs/fscache-remote)
+    ///   commits through the same guard);
+    /// * the books may be over-counted by a charge whose commit did not
+    ///   finish (by design never under-counted: a removal makes the entry
+    ///   invalid durably before it uncharges it), and one
+    ///   [`FsCache::repair`] makes them exact and removes the debris.
+    ///
+    /// On ext4 (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a
+    /// file and of its directory are what make both the data and the name
     /// durable; without them (`Relaxed`) ext4 and xfs can publish a name
     /// whose files are empty or short after a crash.
     Committed,
