@@ -47,7 +47,7 @@ fn fs_name(dir: &Path) -> &'static str {
     let Ok(st) = rustix::fs::statfs(dir) else {
         return "unknown";
     };
-    match st.f_type as i64 {
+    match i128::from(st.f_type) {
         0xEF53 => "ext4",
         0x0102_1994 => "tmpfs",
         0x5846_5342 => "xfs",

@@ -653,7 +653,7 @@ fn pull_round(seed: u64, tmp: &Path) -> Result<(), Failed> {
     let remote =
         fscache_remote::Remote::open(&format!("file://{}", tmp.join("bucket").display())).unwrap();
     let mut versions: BTreeMap<usize, Vec<Tree>> = BTreeMap::new();
-    for name in 0..4 {
+    for (name, label) in NAMES.iter().enumerate().take(4) {
         let op = Op::Tree {
             name,
             seed: seed * 10 + name as u64,
@@ -662,16 +662,13 @@ fn pull_round(seed: u64, tmp: &Path) -> Result<(), Failed> {
         let (_, tree) = expected(&op).unwrap();
         let at = tmp.join(format!("tree-{name}"));
         write_tree(&at, &tree);
-        assert_eq!(
-            origin.store_tree(NAMES[name], &at).unwrap(),
-            Stored::Committed
-        );
+        assert_eq!(origin.store_tree(label, &at).unwrap(), Stored::Committed);
         // A miss right after the commit is a lock still held by a child
         // of another test forked in between (its copy of the store's
         // descriptor lives until its exec): try again.
         let mut pushed = None;
         for _ in 0..50 {
-            pushed = remote.push(&origin, NAMES[name]).unwrap();
+            pushed = remote.push(&origin, label).unwrap();
             if pushed.is_some() {
                 break;
             }
@@ -696,12 +693,12 @@ fn pull_round(seed: u64, tmp: &Path) -> Result<(), Failed> {
         .set_info(unlimited)
         .map_err(|e| fail(e.to_string(), &log))?;
     let mut must = BTreeMap::new();
-    for name in 0..3 {
-        let got = remote.pull(&local, NAMES[name]);
+    for (name, label) in NAMES.iter().enumerate().take(3) {
+        let got = remote.pull(&local, label);
         writeln!(
             log,
             "pull {} -> {:?}",
-            NAMES[name],
+            label,
             got.as_ref().map(|o| o.is_some())
         )
         .unwrap();
@@ -709,7 +706,7 @@ fn pull_round(seed: u64, tmp: &Path) -> Result<(), Failed> {
             Ok(Some(_)) => {
                 must.insert(name, versions[&name][0].clone());
             }
-            other => return Err(fail(format!("pull {}: {other:?}", NAMES[name]), &log)),
+            other => return Err(fail(format!("pull {}: {other:?}", label), &log)),
         }
     }
     // The fourth in flight.
