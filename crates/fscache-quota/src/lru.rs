@@ -50,9 +50,7 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
     let objects = Path::new(OBJECTS);
     let abs = || cache.abs(objects);
     let mut out = Vec::new();
-    for entry in cache
-        .dir()
-        .read_dir(objects)
+    for entry in fscache_dir::retry_io(|| cache.dir().read_dir(objects))
         .map_err(|e| error::io("read directory", abs(), e))?
     {
         let entry = entry.map_err(|e| error::io("read directory", abs(), e))?;

@@ -203,10 +203,7 @@ impl FsCache {
     pub fn iter_entries(&self) -> Result<Entries> {
         self.sweep_if_compatible()?;
         let objects = Path::new(OBJECTS);
-        let list = self
-            .dir()
-            .dir()
-            .read_dir(objects)
+        let list = fscache_dir::retry_io(|| self.dir().dir().read_dir(objects))
             .map_err(|e| Error::io("read directory", self.dir().abs(objects), e))?;
         Ok(Entries {
             cache: self.clone(),

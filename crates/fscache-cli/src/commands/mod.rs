@@ -207,10 +207,21 @@ fn cache_and_names(
     Ok((cache, names))
 }
 
+/// Call `f` again while it fails with `EINTR`: an interrupted call is
+/// made again, here as in the library.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 /// Open an existing cache; only `set` creates one.
 fn open_existing(path: &Path) -> Result<FsCache, Fail> {
     let shown = path.display();
-    match std::fs::metadata(path) {
+    match retry(|| std::fs::metadata(path)) {
         Ok(m) if !m.is_dir() => return Err(Fail::error(format!("`{shown}` is not a directory"))),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -220,7 +231,7 @@ fn open_existing(path: &Path) -> Result<FsCache, Fail> {
         }
         Err(e) => return Err(Fail::error(format!("failed to access `{shown}`: {e}"))),
     }
-    match std::fs::symlink_metadata(path.join("cache.info")) {
+    match retry(|| std::fs::symlink_metadata(path.join("cache.info"))) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!(
@@ -313,7 +324,18 @@ fn run_in(dir: &Path, var: &str, command: &[OsString], signals: &Signals, after:
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(e) => return Err(Fail::error(format!("failed to wait for `{shown}`: {e}"))),
+            // wait4 interrupted by a signal: ask again (the loop notices
+            // the signal itself below).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Unable to watch it: stop it before the caller's guard
+                // removes the directory it runs in, and reap it.
+                let _ = child.kill();
+                let _ = retry(|| child.wait());
+                return Err(Fail::error(format!(
+                    "failed to wait for `{shown}` (stopped it): {e}"
+                )));
+            }
         }
         if let (Some(sig), false) = (signals.caught(), forwarded) {
             // It may have gone meanwhile: then there is nobody to tell.
