@@ -435,6 +435,15 @@ pub fn retire(cache: &CacheDir, rel: &Path) -> Result<Retired> {
         Err(e) if !fscache_dir::gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
             return Err(error::io("remove", cache.abs(&info), e))
         }
+        // Durably, the entry is invalid before its uncharge and before any
+        // of its tree goes (see `CacheDir::remove_entry`): otherwise a
+        // power loss can keep an uncounted entry, or `object.info` beside
+        // a half-removed `data/`.
+        Ok(()) if cache.is_durable() => {
+            cache
+                .sync_dir(rel)
+                .map_err(|e| error::io("sync", cache.abs(rel), e))?;
+        }
         _ => {}
     }
     if !size_known {

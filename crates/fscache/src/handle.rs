@@ -24,24 +24,54 @@ use crate::Stored;
 
 /// How much a commit waits for the disk. Chosen per handle with
 /// [`Builder::durability`].
+///
+/// What each mode guarantees after a power loss is what the power-loss
+/// tests check (`tests/suite/powerloss.rs`, on the `fscache-lazyfs` FUSE
+/// file system, which forgets every directory entry and every file page
+/// not made durable by an `fsync`, in any order the `fsync`s allow). In
+/// both modes `cache.info` and the scaffolding are written durably (they
+/// are written once or rarely, and a torn `cache.info` would make the cache
+/// unopenable), so after a power loss the cache always opens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Nothing is `fsync`ed, as osbuild does: a power loss may lose recent
-    /// entries (a crash of the process loses nothing committed).
+    /// Nothing else is `fsync`ed, as osbuild does: a crash of the process
+    /// loses nothing committed, but a power loss may lose recent entries
+    /// and may leave entries whose files are empty or short, or whose
+    /// `object.info` is empty. After a power loss:
+    ///
+    /// * `load` may return such a damaged entry: with
+    ///   [`Builder::record_digests`], [`FsCache::verify`] reports it as a
+    ///   mismatch, and what `verify` reports as `Ok` is exactly a tree that
+    ///   was committed under that name;
+    /// * one [`FsCache::repair`] makes the books exact (`cache.size` is the
+    ///   sum of the recorded sizes), removes all debris and every entry
+    ///   whose `object.info` records no size;
+    /// * after that and the removal of what `verify` flags, every load
+    ///   returns a tree that was committed under its name.
     #[default]
     Relaxed,
     /// Every file and directory of an entry reaches stable storage before
     /// the rename that publishes it, and the rename itself (its parent
-    /// directory is `fsync`ed) before `commit` returns; `cache.size` and
-    /// `cache.info` are replaced durably (temp file synced before the
-    /// rename, directory after).
+    /// directory is `fsync`ed) before `commit` returns; `cache.size` is
+    /// replaced durably (temp file synced before the rename, directory
+    /// after), and a removal or eviction makes the entry invalid durably
+    /// (`object.info` unlinked, the entry directory synced) before it
+    /// uncharges it or removes its tree. After a power loss:
     ///
-    /// What a power loss can do then: lose an entry whose `commit` had not
-    /// returned (never expose it torn), and leave the books over-counted by
-    /// a charge whose commit did not finish (a repair recounts). On ext4
-    /// (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a file
-    /// and of its directory are what make both the data and the name
+    /// * every entry whose commit returned (and that was not removed or
+    ///   evicted since) loads with exactly its committed tree and verifies;
+    /// * no load returns a tree that was never committed under its name: a
+    ///   commit in flight at the loss is there whole or not at all, and so
+    ///   is a pull ([`fscache-remote`](https://docs.rs/fscache-remote)
+    ///   commits through the same guard);
+    /// * the books may be over-counted by a charge whose commit did not
+    ///   finish (by design never under-counted: a removal makes the entry
+    ///   invalid durably before it uncharges it), and one
+    ///   [`FsCache::repair`] makes them exact and removes the debris.
+    ///
+    /// On ext4 (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a
+    /// file and of its directory are what make both the data and the name
     /// durable; without them (`Relaxed`) ext4 and xfs can publish a name
     /// whose files are empty or short after a crash.
     Committed,
@@ -471,7 +501,9 @@ impl FsCache {
             tracing::info!(info = ?update, "cache.info updated");
             update.merge_into(&mut map);
             let text = serde_json::Value::Object(map).to_string();
-            dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
+            // Durably in every mode: a `cache.info` torn by a power loss
+            // would make the cache unopenable, and updates are rare.
+            dir.atomic_file_durable(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
                 .map_err(|e| Error::io("replace", &abs, e))?;
         }
         drop(locked);
@@ -497,7 +529,8 @@ impl FsCache {
         self.alone(|| {
             self.count(|p| &p.repairs, 1);
             let accounted_before = fscache_quota::read_size(self.dir()).ok();
-            let swept = fscache_quota::sweep(self.dir())?;
+            let mut swept = fscache_quota::sweep(self.dir())?;
+            swept.removed.extend(self.remove_unrecorded()?);
             let accounted = fscache_quota::recount(self.dir())?;
             tracing::info!(
                 removed = ?swept.removed,
@@ -511,6 +544,39 @@ impl FsCache {
                 accounted,
             })
         })
+    }
+
+    /// Remove the named entries whose `object.info` exists but records no
+    /// size (empty or garbled: what a power loss leaves of one written
+    /// without `fsync`). They count for nothing, so the books cannot be
+    /// exact while they stay; only repair may judge them, alone, since a
+    /// writer's entry is never in that state while the cache is open.
+    fn remove_unrecorded(&self) -> Result<Vec<String>> {
+        let dir = self.dir();
+        let objects = Path::new(OBJECTS);
+        let list = dir
+            .dir()
+            .read_dir(objects)
+            .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+        let mut removed = Vec::new();
+        for entry in list {
+            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(fscache_dir::RESERVED_PREFIX) {
+                continue;
+            }
+            let rel = objects.join(name);
+            let Ok(bytes) = dir.read_small(&rel.join(OBJECT_INFO)) else {
+                continue;
+            };
+            if fscache_quota::ObjectInfo::parse(&bytes).size.is_none() {
+                dir.remove_entry(&rel)
+                    .map_err(|e| Error::io("remove", dir.abs(&rel), e))?;
+                removed.push(name.to_owned());
+            }
+        }
+        Ok(removed)
     }
 
     /// Run `f` while no other handle has the cache open: this handle's

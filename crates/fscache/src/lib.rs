@@ -82,9 +82,10 @@
 //! * Linux only, local file systems first (NFS is detected and handled by
 //!   path comparison, but blocking locks may hang if the server dies).
 //! * By default nothing is `fsync`ed, as in osbuild: a power loss may lose
-//!   recent entries or leave them with empty files. Open with
-//!   [`Durability::Committed`] to make each commit durable before it
-//!   returns.
+//!   recent entries or leave them with empty files (`verify` finds them,
+//!   `repair` heals the books). Open with [`Durability::Committed`] to make
+//!   each commit durable before it returns; [`Durability`] says what each
+//!   mode guarantees after a power loss, as the power-loss tests check.
 //! * If a process dies, its `uuid-*` work directories remain, unlocked,
 //!   until a sweep removes them ([`FsCache::sweep`], and every prune,
 //!   remove, listing and evicting commit); a guard leaked with
