@@ -86,6 +86,12 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// A blocking method was called inside a tokio runtime (an async
+    /// task, or a thread that entered one), where waiting would stall the
+    /// executor: call its `*_async` twin instead (e.g.
+    /// [`Remote::push_async`](crate::Remote::push_async)).
+    #[error("`{0}` is blocking and was called inside an async runtime: use `{0}_async`")]
+    InsideRuntime(&'static str),
     /// A key is not in the format [`SecretKey`](crate::SecretKey) or
     /// [`PublicKey`](crate::PublicKey) reads.
     #[error("invalid key: {0}")]
@@ -125,6 +131,7 @@ impl From<Error> for io::Error {
             Error::Url { .. } | Error::Key(_) => io::ErrorKind::InvalidInput,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
             Error::Timeout(_) => io::ErrorKind::TimedOut,
+            Error::InsideRuntime(_) => io::ErrorKind::WouldBlock,
             Error::PruneInProgress { .. } => io::ErrorKind::ResourceBusy,
             Error::Refused { .. } | Error::CorruptBlob { .. } => io::ErrorKind::InvalidData,
             Error::Unsupported { .. } => io::ErrorKind::Unsupported,

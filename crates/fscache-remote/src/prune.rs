@@ -382,6 +382,14 @@ impl Inner {
         }
     }
 
+    /// [`Remote::prune`]: refused on a read-only remote unless a dry run.
+    pub(crate) async fn prune_checked(&self, opts: PruneOptions) -> Result<PruneReport> {
+        if self.access == Access::ReadOnly && !opts.dry_run {
+            return Err(Error::ReadOnly);
+        }
+        self.prune(opts).await
+    }
+
     async fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
         if opts.dry_run {
             return self.prune_marked(opts).await;
@@ -510,10 +518,7 @@ impl Remote {
     /// [`Error::ReadOnly`]; a request failed (what was removed before it
     /// stays removed; running it again continues).
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
-        if self.inner.access == Access::ReadOnly && !opts.dry_run {
-            return Err(Error::ReadOnly);
-        }
-        self.inner.rt.block_on(self.inner.prune(opts))
+        self.inner.block("prune", self.inner.prune_checked(opts))?
     }
 
     /// Count what the remote holds: manifests, blobs and their stored
@@ -525,7 +530,7 @@ impl Remote {
     /// A request failed.
     pub fn info(&self) -> Result<RemoteInfo> {
         let inner = &self.inner;
-        inner.rt.block_on(async {
+        inner.block("info", async {
             let blobs = inner.describe_all(inner.list_keys(BLOBS).await?).await?;
             Ok(RemoteInfo {
                 url: inner.url.clone(),
@@ -537,6 +542,6 @@ impl Remote {
                 intents: inner.list_keys(INTENTS).await?.len(),
                 prunes: inner.list_keys(PRUNES).await?.len(),
             })
-        })
+        })?
     }
 }

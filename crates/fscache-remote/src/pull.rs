@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use fscache::{Entry, FsCache, Obtained, StoreGuard};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
 use crate::manifest::{digest_dir, Kind, Manifest};
 use crate::push::{Progress, Tracker};
@@ -88,11 +89,8 @@ impl Remote {
         name: &str,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Option<Obtained>> {
-        cache.contains(name)?; // validates the name before any request
-        let Some(manifest) = self.inner.rt.block_on(self.inner.manifest(name))? else {
-            return Ok(None);
-        };
-        self.build(cache, name, &manifest, progress).map(Some)
+        self.inner
+            .block("pull", self.inner.pull(cache, name, progress))?
     }
 
     /// A local hit, else a pull, else a miss: the one call a build needs.
@@ -103,17 +101,38 @@ impl Remote {
     ///
     /// # Errors
     ///
-    /// Only the local cache's: an invalid name, a failed system call.
+    /// Only the local cache's: an invalid name, a failed system call; and
+    /// [`Error::InsideRuntime`] (use [`Remote::load_or_pull_async`]).
     pub fn load_or_pull(&self, cache: &FsCache, name: &str) -> Result<ReadThrough> {
         if let Some(e) = cache.load(name)? {
             return Ok(ReadThrough::Local(e));
         }
-        let limit = self.inner.miss_timeout;
-        let fetched = self.inner.rt.block_on(async {
-            tokio::time::timeout(limit, self.inner.manifest(name))
-                .await
-                .unwrap_or(Err(Error::Timeout(limit)))
-        });
+        self.inner
+            .block("load_or_pull", self.inner.load_or_pull(cache, name))?
+    }
+}
+
+impl Inner {
+    /// The pull itself (see [`Remote::pull`]).
+    pub(crate) async fn pull(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<Obtained>> {
+        cache.contains(name)?; // validates the name before any request
+        let Some(manifest) = self.manifest(name).await? else {
+            return Ok(None);
+        };
+        self.build(cache, name, manifest, progress).await.map(Some)
+    }
+
+    /// The remote half of [`Remote::load_or_pull`], after a local miss.
+    pub(crate) async fn load_or_pull(&self, cache: &FsCache, name: &str) -> Result<ReadThrough> {
+        let limit = self.miss_timeout;
+        let fetched = tokio::time::timeout(limit, self.manifest(name))
+            .await
+            .unwrap_or(Err(Error::Timeout(limit)));
         let manifest = match fetched {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(ReadThrough::Miss { remote_error: None }),
@@ -123,7 +142,7 @@ impl Remote {
                 })
             }
         };
-        match self.build(cache, name, &manifest, &|_| {}) {
+        match self.build(cache, name, manifest, &|_| {}).await {
             Ok(o) => Ok(ReadThrough::Pulled(o)),
             Err(e @ Error::Cache(_)) => Err(e),
             Err(e) => Ok(ReadThrough::Miss {
@@ -132,18 +151,19 @@ impl Remote {
         }
     }
 
-    fn build(
+    async fn build(
         &self,
         cache: &FsCache,
         name: &str,
-        m: &Manifest,
+        m: Manifest,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Obtained> {
         let guard = cache.store(name)?;
         // Any error below drops the guard, which removes the partial tree.
-        fill(&self.inner, &guard, m, progress)?;
-        let root = guard.path();
-        let built = digest_dir(root).map_err(|e| Error::io("digest", root, e))?;
+        fill(self, &guard, &m, progress).await?;
+        let root = guard.path().to_path_buf();
+        let built =
+            blocking(move || digest_dir(&root).map_err(|e| Error::io("digest", &root, e))).await?;
         if built.to_string() != m.digest {
             return Err(Error::refused(
                 name,
@@ -153,8 +173,8 @@ impl Remote {
                 ),
             ));
         }
-        let got = guard.commit_and_load()?;
-        self.inner.rt.block_on(self.inner.touch(name));
+        let got = blocking(move || guard.commit_and_load().map_err(Error::from)).await?;
+        self.touch(name).await;
         Ok(got)
     }
 }
@@ -174,7 +194,7 @@ impl Inner {
 type Dest = (PathBuf, u64);
 
 /// Build the manifest's tree in the guard's `data/`.
-fn fill(
+async fn fill(
     inner: &Inner,
     guard: &StoreGuard,
     m: &Manifest,
@@ -186,7 +206,7 @@ fn fill(
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o700);
     // Where each distinct blob goes: (file, offset) pairs.
-    let mut wanted: HashMap<&str, (u64, Vec<Dest>)> = HashMap::new();
+    let mut wanted: HashMap<String, (u64, Vec<Dest>)> = HashMap::new();
     for node in &m.nodes {
         let p = at(&node.path);
         match &node.kind {
@@ -207,7 +227,7 @@ fn fill(
                 f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
                 let mut offset = 0;
                 for b in blobs {
-                    let w = wanted.entry(&b.hash).or_insert((b.size, Vec::new()));
+                    let w = wanted.entry(b.hash.clone()).or_insert((b.size, Vec::new()));
                     if w.0 != b.size {
                         return Err(Error::refused(
                             &m.name,
@@ -227,24 +247,22 @@ fn fill(
         progress,
     );
     let tracker = &tracker;
-    inner.rt.block_on(
-        futures::stream::iter(wanted)
-            .map(|(hash, (size, dests))| async move {
-                let key = blob_key(hash);
-                let data = inner.read(&key).await?.ok_or_else(|| Error::CorruptBlob {
-                    hash: hash.into(),
-                    why: "missing from the remote".into(),
-                })?;
-                let hash = hash.to_string();
-                tokio::task::spawn_blocking(move || place(&hash, size, &data, &dests))
-                    .await
-                    .map_err(|e| Error::io("write", &key, std::io::Error::other(e)))??;
-                tracker.done(size);
-                Ok::<_, Error>(())
-            })
-            .buffer_unordered(inner.concurrency)
-            .try_collect::<()>(),
-    )?;
+    futures::stream::iter(wanted)
+        .map(|(hash, (size, dests))| async move {
+            let key = blob_key(&hash);
+            let data = inner.read(&key).await?.ok_or_else(|| Error::CorruptBlob {
+                hash: hash.clone(),
+                why: "missing from the remote".into(),
+            })?;
+            tokio::task::spawn_blocking(move || place(&hash, size, &data, &dests))
+                .await
+                .map_err(|e| Error::io("write", &key, std::io::Error::other(e)))??;
+            tracker.done(size);
+            Ok::<_, Error>(())
+        })
+        .buffer_unordered(inner.concurrency)
+        .try_collect::<()>()
+        .await?;
     // Then modes, links, and last the directories' own modes, deepest
     // first, so a read-only directory is filled before it closes.
     for node in &m.nodes {

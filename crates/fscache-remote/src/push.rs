@@ -12,6 +12,7 @@ use fastcdc::v2020::StreamCDC;
 use fscache::{Digest, FsCache};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
 use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
 use crate::remote::{blob_key, manifest_key, Access, Inner, Remote};
@@ -148,13 +149,28 @@ impl Remote {
         name: &str,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Option<PushReport>> {
-        if self.inner.access == Access::ReadOnly {
+        self.inner
+            .block("push", self.inner.push(cache, name, progress))?
+    }
+}
+
+impl Inner {
+    /// The push itself (see [`Remote::push`]); file work runs on the
+    /// blocking pool.
+    pub(crate) async fn push(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<PushReport>> {
+        if self.access == Access::ReadOnly {
             return Err(Error::ReadOnly);
         }
         let Some(entry) = cache.load(name)? else {
             return Ok(None);
         };
-        let (nodes, sources) = scan(entry.path())?;
+        let root = entry.path().to_path_buf();
+        let (nodes, sources) = blocking(move || scan(&root)).await?;
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -171,7 +187,7 @@ impl Remote {
             why,
         })?;
         manifest.digest = digest.to_string();
-        let sealed = manifest.seal(self.inner.signing_key.as_ref());
+        let sealed = manifest.seal(self.signing_key.as_ref());
         let mut report = PushReport {
             outcome: Pushed::Published,
             digest,
@@ -181,30 +197,28 @@ impl Remote {
             bytes_uploaded: 0,
             bytes_total: sources.iter().map(|s| s.size).sum(),
         };
-        let inner = &self.inner;
-        inner.rt.block_on(async {
-            let mkey = manifest_key(name);
-            if inner.exists(&mkey).await? {
-                report.outcome = Pushed::Exists;
-                inner.touch(name).await;
-                return Ok(());
-            }
-            // Before looking for any blob: name them all in an intent, so
-            // a prune running meanwhile keeps the ones found already there.
-            let hashes: Vec<&str> = sources.iter().map(|s| s.hash.as_str()).collect();
-            let (intent, n) = inner.begin_intent(&hashes).await?;
-            report.bytes_uploaded += n;
-            let tracker = Tracker::new(report.blobs, report.bytes_total, progress);
-            let result = match inner.wait_for_prunes().await {
-                Ok(()) => upload(inner, sources, &mkey, sealed, &mut report, &tracker).await,
-                Err(e) => Err(e),
-            };
-            if result.is_ok() {
-                inner.touch(name).await;
-            }
-            inner.end_intent(&intent).await;
-            result
-        })?;
+        let inner = self;
+        let mkey = manifest_key(name);
+        if inner.exists(&mkey).await? {
+            report.outcome = Pushed::Exists;
+            inner.touch(name).await;
+            return Ok(Some(report));
+        }
+        // Before looking for any blob: name them all in an intent, so
+        // a prune running meanwhile keeps the ones found already there.
+        let hashes: Vec<&str> = sources.iter().map(|s| s.hash.as_str()).collect();
+        let (intent, n) = inner.begin_intent(&hashes).await?;
+        report.bytes_uploaded += n;
+        let tracker = Tracker::new(report.blobs, report.bytes_total, progress);
+        let result = match inner.wait_for_prunes().await {
+            Ok(()) => upload(inner, sources, &mkey, sealed, &mut report, &tracker).await,
+            Err(e) => Err(e),
+        };
+        if result.is_ok() {
+            inner.touch(name).await;
+        }
+        inner.end_intent(&intent).await;
+        result?;
         drop(entry);
         Ok(Some(report))
     }

@@ -204,7 +204,7 @@ impl RemoteBuilder {
             inner: Arc::new(Inner {
                 url: self.url,
                 op,
-                rt,
+                rt: crate::asyncapi::OwnRuntime::new(rt),
                 access: self.access,
                 signing_key: self.signing_key,
                 trusted: self.trusted,
@@ -494,9 +494,11 @@ fn webdav(url_str: &str, _: &url::Url) -> Result<opendal::Result<Operator>> {
 /// the [format](crate#the-remote-format-version-1). A cheap `Clone`,
 /// `Send` and `Sync`; clones share one runtime and one connection pool.
 ///
-/// The blocking methods run on the remote's own tokio runtime; do not
-/// call them from inside an async task (tokio panics on a nested
-/// `block_on`): use `spawn_blocking` there.
+/// Every operation runs on the remote's own tokio runtime. The `*_async`
+/// methods (e.g. [`Remote::push_async`]) work from any executor; the
+/// blocking ones refuse to run inside a tokio runtime
+/// ([`Error::InsideRuntime`]) instead of panicking. Dropping the last
+/// clone is safe anywhere, inside async code too.
 #[derive(Clone)]
 pub struct Remote {
     pub(crate) inner: Arc<Inner>,
@@ -505,7 +507,7 @@ pub struct Remote {
 pub(crate) struct Inner {
     pub url: String,
     pub op: Operator,
-    pub rt: tokio::runtime::Runtime,
+    pub rt: crate::asyncapi::OwnRuntime,
     pub access: Access,
     pub signing_key: Option<SecretKey>,
     pub trusted: Vec<PublicKey>,
@@ -570,8 +572,7 @@ impl Remote {
         let op = &self.inner.op;
         let mut names: Vec<String> = self
             .inner
-            .rt
-            .block_on(op.list(prefix))
+            .block("list", op.list(prefix))?
             .map_err(|e| Error::remote("list", prefix, e))?
             .into_iter()
             .filter_map(|e| e.path().strip_prefix(prefix).map(str::to_string))
@@ -589,7 +590,7 @@ impl Remote {
     ///
     /// The request failed.
     pub fn read_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.rt.block_on(self.inner.read(key))
+        self.inner.block("read_object", self.inner.read(key))?
     }
 
     /// Write one object as given, bypassing every check of the format and
@@ -601,8 +602,7 @@ impl Remote {
     /// The request failed.
     pub fn write_object_unchecked(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         self.inner
-            .rt
-            .block_on(self.inner.op.write(key, bytes))
+            .block("write_object_unchecked", self.inner.op.write(key, bytes))?
             .map(drop)
             .map_err(|e| Error::remote("write", key, e))
     }
@@ -616,8 +616,9 @@ impl Remote {
         let op = &self.inner.op;
         let mut keys: Vec<String> = self
             .inner
-            .rt
-            .block_on(async { op.list_with(prefix).recursive(true).await })
+            .block("list_objects", async {
+                op.list_with(prefix).recursive(true).await
+            })?
             .map_err(|e| Error::remote("list", prefix, e))?
             .into_iter()
             .map(|e| e.path().to_string())

@@ -415,6 +415,9 @@ fn racing_pushers(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     assert!(pulled == describe(a.path()) || pulled == describe(b.path()));
 }
 
+/// Where push intents are.
+const INTENTS: &str = "v1/intents/";
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn unix_now() -> u64 {
@@ -617,6 +620,11 @@ fn a_push_waits_for_a_running_prune() {
         .unwrap();
     let push = std::thread::scope(|s| {
         let pusher = s.spawn(|| patient.push(&w.a, "e"));
+        // Once its intent is written, the push lists the prune markers
+        // (and then waits for `running`).
+        while r.list_objects(INTENTS).unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(300));
         assert!(r.list().unwrap().is_empty(), "published during a prune");
         r.write_object_unchecked("v1/prunes/later", marker(unix_now()))
@@ -1139,4 +1147,133 @@ fn a_hung_server_is_a_miss_at_the_miss_timeout() {
         other => panic!("{other:?}"),
     }
     drop(held);
+}
+
+/// The async API runs on the remote's own runtime, so its futures can be
+/// awaited from any executor: a plain `futures` executor (no tokio
+/// context at all) and the caller's own tokio runtime.
+#[test]
+fn async_api_from_any_executor() {
+    let w = world();
+    put(&w.a, "e", fill);
+    let r = Remote::open("memory://").unwrap();
+    let pushed = futures::executor::block_on(r.push_async(&w.a, "e"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.outcome, Pushed::Published);
+    let a = describe(w.a.load("e").unwrap().unwrap().path());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let got = r.pull_async(&w.b, "e").await.unwrap().unwrap();
+        assert_eq!(describe(got.path()), a);
+        drop(got);
+        match r.load_or_pull_async(&w.b, "e").await.unwrap() {
+            ReadThrough::Local(e) => assert_eq!(describe(e.path()), a),
+            other => panic!("not a local hit: {other:?}"),
+        }
+        assert!(r.pull_async(&w.b, "absent").await.unwrap().is_none());
+        assert!(matches!(
+            r.load_or_pull_async(&w.b, "absent").await.unwrap(),
+            ReadThrough::Miss { remote_error: None }
+        ));
+        // Nothing is unused yet: prune keeps the entry.
+        let report = r
+            .prune_async(PruneOptions::unused_for(30 * DAY))
+            .await
+            .unwrap();
+        assert_eq!(report.manifests_kept, 1);
+        // A second push finds it there.
+        let again = r.push_async(&w.a, "e").await.unwrap().unwrap();
+        assert_eq!(again.outcome, Pushed::Exists);
+    });
+}
+
+/// Every blocking method called inside a tokio runtime (a task, or a
+/// `spawn_blocking` closure) returns `Error::InsideRuntime` naming its
+/// async twin, instead of tokio's panic; a local hit of `load_or_pull`
+/// needs no runtime and still answers.
+#[test]
+fn blocking_api_inside_a_runtime_is_an_error() {
+    let w = world();
+    put(&w.a, "e", fill);
+    let r = Remote::open("memory://").unwrap();
+    let inside = |what: &str, e: Error| {
+        assert!(matches!(e, Error::InsideRuntime(_)), "{what}: {e:?}");
+        assert!(e.to_string().contains("_async"), "{e}");
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        inside("push", r.push(&w.a, "e").unwrap_err());
+        inside("pull", r.pull(&w.b, "e").unwrap_err());
+        inside("load_or_pull", r.load_or_pull(&w.b, "e").unwrap_err());
+        inside("prune", r.prune(PruneOptions::unused_for(DAY)).unwrap_err());
+        inside("list", r.list().unwrap_err());
+        inside("info", r.info().unwrap_err());
+        assert!(matches!(
+            r.load_or_pull(&w.a, "e").unwrap(),
+            ReadThrough::Local(_)
+        ));
+        let (r2, a) = (r.clone(), w.a.clone());
+        let e = tokio::task::spawn_blocking(move || r2.push(&a, "e"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        inside("push in spawn_blocking", e);
+    });
+    // Outside, the same calls work.
+    assert_eq!(
+        r.push(&w.a, "e").unwrap().unwrap().outcome,
+        Pushed::Published
+    );
+}
+
+/// Dropping the last `Remote` is safe anywhere: inside an async task
+/// (after async calls), inside `spawn_blocking` (after blocking calls),
+/// and when a cancelled async call's task held the last clone on the
+/// remote's own runtime.
+#[test]
+fn dropping_the_last_remote_anywhere_is_safe() {
+    let w = world();
+    put(&w.a, "e", fill);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = Remote::open("memory://drop-a").unwrap();
+        r.push_async(&w.a, "e").await.unwrap().unwrap();
+        drop(r); // the last clone, in a task
+    });
+    let r = Remote::open("memory://drop-a").unwrap();
+    rt.block_on(async move {
+        tokio::task::spawn_blocking(move || {
+            drop(r); // the last clone, on a blocking thread
+        })
+        .await
+        .unwrap();
+    });
+    let b2 = w.b.clone();
+    rt.block_on(async move {
+        let r = Remote::open("memory://drop-a").unwrap();
+        // Poll once so the task starts, then cancel it and drop the
+        // handle: the task, still running, holds the last clone, and
+        // drops it on the remote's own runtime.
+        let _ = tokio::time::timeout(Duration::from_micros(1), r.pull_async(&b2, "e")).await;
+        drop(r);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    // The cancelled pull stored all of the entry or none of it.
+    let a = describe(w.a.load("e").unwrap().unwrap().path());
+    if let Some(got) = w.b.load("e").unwrap() {
+        assert_eq!(describe(got.path()), a);
+    }
 }
