@@ -77,6 +77,14 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// A pack the entry's locator names is not on the remote (a prune
+    /// repacked or removed it after the locator was read). A pull reads
+    /// the locator once more before it gives up with this error.
+    #[error("pack `{key}` is missing from the remote")]
+    PackMissing {
+        /// The pack's key.
+        key: String,
+    },
     /// The local entry holds something the format cannot carry (a FIFO,
     /// socket or device, or a name that is not UTF-8).
     #[error("`{path}` cannot be pushed: {why}")]
@@ -134,6 +142,7 @@ impl From<Error> for io::Error {
             Error::InsideRuntime(_) => io::ErrorKind::WouldBlock,
             Error::PruneInProgress { .. } => io::ErrorKind::ResourceBusy,
             Error::Refused { .. } | Error::CorruptBlob { .. } => io::ErrorKind::InvalidData,
+            Error::PackMissing { .. } => io::ErrorKind::NotFound,
             Error::Unsupported { .. } => io::ErrorKind::Unsupported,
         };
         io::Error::new(kind, e)

@@ -205,8 +205,12 @@
 
 mod asyncapi;
 mod error;
+mod fetch;
+mod index;
 mod keys;
+mod locator;
 mod manifest;
+mod pack;
 mod prune;
 mod pull;
 mod push;

@@ -43,11 +43,15 @@ struct PruneJson {
     started: u64,
 }
 
-/// What a push intent holds.
+/// What a push intent holds: format 1 named blobs, format 2 names the
+/// packs (keys) the push reuses.
 #[derive(Serialize, Deserialize)]
 struct IntentJson {
     created: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     blobs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    packs: Vec<String>,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -227,13 +231,15 @@ impl Inner {
         Ok(manifest.and_then(|b| Manifest::open_unchecked(b).ok().map(|m| m.created)))
     }
 
-    /// Write a push intent naming `blobs`; returns its key and size.
-    pub(crate) async fn begin_intent(&self, blobs: &[&str]) -> Result<(String, u64)> {
+    /// Write a push intent naming the packs (keys) it reuses; returns
+    /// its key and size.
+    pub(crate) async fn begin_intent(&self, packs: &[String]) -> Result<(String, u64)> {
         let key = Self::random_key(INTENTS)?;
         let body = crate::manifest::pack(
             &serde_json::to_vec(&IntentJson {
                 created: unix_now(),
-                blobs: blobs.iter().map(|b| b.to_string()).collect(),
+                blobs: Vec::new(),
+                packs: packs.to_vec(),
             })
             .expect("an intent always serializes"),
         );
@@ -311,6 +317,7 @@ impl Inner {
             match json.and_then(|j| serde_json::from_slice::<IntentJson>(&j).map_err(drop)) {
                 Ok(i) if now.saturating_sub(i.created) < grace.as_secs() => {
                     referenced.extend(i.blobs);
+                    referenced.extend(i.packs);
                 }
                 _ => stale.push(key),
             }
@@ -319,7 +326,7 @@ impl Inner {
     }
 
     /// A random object name below `prefix`.
-    fn random_key(prefix: &str) -> Result<String> {
+    pub(crate) fn random_key(prefix: &str) -> Result<String> {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| {
             Error::io(

@@ -7,11 +7,15 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{symlink, DirBuilderExt, FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use fscache::{Entry, FsCache, Obtained, StoreGuard};
+use std::sync::Arc;
+
+use fscache::{Entry, FsCache, Obtained};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
+use crate::fetch::fill_from_packs;
+use crate::locator::Locator;
 use crate::manifest::{digest_dir, Kind, Manifest};
 use crate::push::{Progress, Tracker};
 use crate::remote::{blob_key, manifest_key, Inner, Remote};
@@ -121,10 +125,10 @@ impl Inner {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Option<Obtained>> {
         cache.contains(name)?; // validates the name before any request
-        let Some(manifest) = self.manifest(name).await? else {
+        let Some(located) = self.manifest(name).await? else {
             return Ok(None);
         };
-        self.build(cache, name, manifest, progress).await.map(Some)
+        self.build(cache, name, located, progress).await.map(Some)
     }
 
     /// The remote half of [`Remote::load_or_pull`], after a local miss.
@@ -151,27 +155,86 @@ impl Inner {
         }
     }
 
+    /// Build the tree of a checked manifest in a `store` guard and commit
+    /// it. A pack missing after a repack gets one more read of the
+    /// manifest's locator, then the error.
     async fn build(
         &self,
         cache: &FsCache,
         name: &str,
-        m: Manifest,
+        located: Located,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Obtained> {
-        let guard = cache.store(name)?;
+        match self.build_once(cache, name, &located, progress).await {
+            Err(Error::PackMissing { key }) if located.1.is_some() => {
+                let again = self.manifest(name).await?;
+                match again {
+                    Some(fresh) if fresh.1 != located.1 => {
+                        self.build_once(cache, name, &fresh, progress).await
+                    }
+                    _ => Err(Error::PackMissing { key }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn build_once(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        (m, loc): &Located,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Obtained> {
+        let mut guard = cache.store(name)?;
         // Any error below drops the guard, which removes the partial tree.
-        fill(self, &guard, &m, progress).await?;
         let root = guard.path().to_path_buf();
-        let built =
-            blocking(move || digest_dir(&root).map_err(|e| Error::io("digest", &root, e))).await?;
-        if built.to_string() != m.digest {
-            return Err(Error::refused(
-                name,
-                format!(
-                    "the tree built from it has digest {built}, not {}",
-                    m.digest
-                ),
-            ));
+        let shared = Arc::new(m.clone());
+        blocking({
+            let (root, m) = (root.clone(), shared.clone());
+            move || create_tree(&root, &m)
+        })
+        .await?;
+        let distinct = crate::locator::distinct_blobs(m);
+        let tracker = Tracker::new(
+            distinct.len(),
+            distinct.iter().map(|(_, size)| size).sum(),
+            progress,
+        );
+        match loc {
+            Some(loc) => {
+                // Format 2: every file's content was checked on the way,
+                // so the tree is the manifest's, whose digest was checked
+                // at open: no second read to hash it, and the facade
+                // takes the digest as it is.
+                fill_from_packs(self, &root, m, loc, &tracker).await?;
+                let digest = m
+                    .digest
+                    .parse()
+                    .map_err(|_| Error::refused(name, "malformed digest"))?;
+                guard.set_digest(digest);
+            }
+            None => fill_from_blobs(self, &root, m, &tracker).await?,
+        }
+        blocking({
+            let (root, m) = (root.clone(), shared.clone());
+            move || finish_tree(&root, &m)
+        })
+        .await?;
+        if loc.is_none() {
+            // Format 1 (blobs fetched one by one): the tree as built.
+            let built =
+                blocking(move || digest_dir(&root).map_err(|e| Error::io("digest", &root, e)))
+                    .await?;
+            if built.to_string() != m.digest {
+                return Err(Error::refused(
+                    name,
+                    format!(
+                        "the tree built from it has digest {built}, not {}",
+                        m.digest
+                    ),
+                ));
+            }
         }
         let got = blocking(move || guard.commit_and_load().map_err(Error::from)).await?;
         self.touch(name).await;
@@ -179,74 +242,81 @@ impl Inner {
     }
 }
 
+/// A checked manifest and its locator (`None`: format 1).
+pub(crate) type Located = (Manifest, Option<Locator>);
+
 impl Inner {
-    /// Fetch and check the manifest of `name`.
-    pub(crate) async fn manifest(&self, name: &str) -> Result<Option<Manifest>> {
+    /// Fetch and check the manifest of `name` (one GET: the locator is
+    /// in the same envelope).
+    pub(crate) async fn manifest(&self, name: &str) -> Result<Option<Located>> {
         let key = manifest_key(name);
         let Some(bytes) = self.read(&key).await? else {
             return Ok(None);
         };
-        Manifest::open(name, &bytes, &self.trusted).map(Some)
+        Manifest::open_located(name, &bytes, &self.trusted).map(Some)
     }
 }
 
 /// Where a blob's bytes go: a file and an offset in it.
 type Dest = (PathBuf, u64);
 
-/// Build the manifest's tree in the guard's `data/`.
-async fn fill(
-    inner: &Inner,
-    guard: &StoreGuard,
-    m: &Manifest,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<()> {
-    let root = guard.path();
-    let at = |p: &str| root.join(p);
-    // Directories first, owner-writable until their children are in.
+/// Create the manifest's directories (owner-writable until their
+/// children are in) and its files (empty, of their sizes) under `root`.
+fn create_tree(root: &Path, m: &Manifest) -> Result<()> {
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o700);
-    // Where each distinct blob goes: (file, offset) pairs.
-    let mut wanted: HashMap<String, (u64, Vec<Dest>)> = HashMap::new();
     for node in &m.nodes {
-        let p = at(&node.path);
+        let p = root.join(&node.path);
         match &node.kind {
             Kind::Dir { .. } => dirs
                 .create(&p)
                 .map_err(|e| Error::io("create directory", &p, e))?,
             Kind::File {
-                size,
-                blobs,
-                link: None,
-                ..
+                size, link: None, ..
             } => {
                 let f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&p)
                     .map_err(|e| Error::io("create", &p, e))?;
-                f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
-                let mut offset = 0;
-                for b in blobs {
-                    let w = wanted.entry(b.hash.clone()).or_insert((b.size, Vec::new()));
-                    if w.0 != b.size {
-                        return Err(Error::refused(
-                            &m.name,
-                            format!("blob {} is listed with two sizes", b.hash),
-                        ));
-                    }
-                    w.1.push((p.clone(), offset));
-                    offset += b.size;
+                if *size > 0 {
+                    f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
                 }
             }
             Kind::File { link: Some(_), .. } | Kind::Symlink { .. } => {}
         }
     }
-    let tracker = Tracker::new(
-        wanted.len(),
-        wanted.values().map(|(size, _)| size).sum(),
-        progress,
-    );
-    let tracker = &tracker;
+    Ok(())
+}
+
+/// Format 1: fetch each distinct blob as its own object, in parallel.
+async fn fill_from_blobs(
+    inner: &Inner,
+    root: &Path,
+    m: &Manifest,
+    tracker: &Tracker<'_>,
+) -> Result<()> {
+    let mut wanted: HashMap<String, (u64, Vec<Dest>)> = HashMap::new();
+    for node in &m.nodes {
+        if let Kind::File {
+            blobs, link: None, ..
+        } = &node.kind
+        {
+            let p = root.join(&node.path);
+            let mut offset = 0;
+            for b in blobs {
+                let w = wanted.entry(b.hash.clone()).or_insert((b.size, Vec::new()));
+                if w.0 != b.size {
+                    return Err(Error::refused(
+                        &m.name,
+                        format!("blob {} is listed with two sizes", b.hash),
+                    ));
+                }
+                w.1.push((p.clone(), offset));
+                offset += b.size;
+            }
+        }
+    }
     futures::stream::iter(wanted)
         .map(|(hash, (size, dests))| async move {
             let key = blob_key(&hash);
@@ -254,17 +324,19 @@ async fn fill(
                 hash: hash.clone(),
                 why: "missing from the remote".into(),
             })?;
-            tokio::task::spawn_blocking(move || place(&hash, size, &data, &dests))
-                .await
-                .map_err(|e| Error::io("write", &key, std::io::Error::other(e)))??;
+            blocking(move || place(&hash, size, &data, &dests)).await?;
             tracker.done(size);
             Ok::<_, Error>(())
         })
         .buffer_unordered(inner.concurrency)
         .try_collect::<()>()
-        .await?;
-    // Then modes, links, and last the directories' own modes, deepest
-    // first, so a read-only directory is filled before it closes.
+        .await
+}
+
+/// Modes, hard links and symlinks, and last the directories' own modes,
+/// deepest first, so a read-only directory is filled before it closes.
+fn finish_tree(root: &Path, m: &Manifest) -> Result<()> {
+    let at = |p: &str| root.join(p);
     for node in &m.nodes {
         let p = at(&node.path);
         match &node.kind {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct RemoteBuilder {
     miss_timeout: Duration,
     prune_wait: Duration,
     credentials: Option<(String, String)>,
+    index_dir: Option<PathBuf>,
+    pack_size: usize,
 }
 
 impl fmt::Debug for RemoteBuilder {
@@ -58,6 +61,8 @@ impl fmt::Debug for RemoteBuilder {
             .field("miss_timeout", &self.miss_timeout)
             .field("prune_wait", &self.prune_wait)
             .field("credentials", &self.credentials.as_ref().map(|_| "…"))
+            .field("index_dir", &self.index_dir)
+            .field("pack_size", &self.pack_size)
             .finish()
     }
 }
@@ -77,6 +82,8 @@ impl RemoteBuilder {
             miss_timeout: Duration::from_secs(10),
             prune_wait: Duration::from_secs(600),
             credentials: None,
+            index_dir: default_index_dir(),
+            pack_size: crate::pack::PACK_TARGET,
         }
     }
 
@@ -164,6 +171,24 @@ impl RemoteBuilder {
         self
     }
 
+    /// Where a pusher keeps its copy of the remote's index objects (one
+    /// subdirectory per remote URL), so each push reads only the ones
+    /// new since its last; `None` keeps no copy. Default:
+    /// `$XDG_CACHE_HOME/fscache-remote/index`, else
+    /// `$HOME/.cache/fscache-remote/index`.
+    pub fn index_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.index_dir = dir;
+        self
+    }
+
+    /// The size at which a push closes a pack (default 16 MiB; at least
+    /// 4 KiB). Smaller packs cost more requests; tests use them to get
+    /// many packs from a small tree.
+    pub fn pack_size(mut self, bytes: usize) -> Self {
+        self.pack_size = bytes.max(4096);
+        self
+    }
+
     /// S3 credentials to use instead of the standard `AWS_*` variables and
     /// profiles.
     pub fn credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
@@ -211,9 +236,24 @@ impl RemoteBuilder {
                 concurrency: self.concurrency,
                 miss_timeout: self.miss_timeout,
                 prune_wait: self.prune_wait,
+                index_dir: self.index_dir,
+                pack_size: self.pack_size,
             }),
         })
     }
+}
+
+/// `$XDG_CACHE_HOME/fscache-remote/index`, else
+/// `$HOME/.cache/fscache-remote/index` (an empty variable is unset).
+fn default_index_dir() -> Option<PathBuf> {
+    let var = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".cache")))
+        .map(|c| c.join("fscache-remote").join("index"))
 }
 
 fn bad(url: &str, why: impl Into<String>) -> Error {
@@ -514,6 +554,8 @@ pub(crate) struct Inner {
     pub concurrency: usize,
     pub miss_timeout: Duration,
     pub prune_wait: Duration,
+    pub index_dir: Option<PathBuf>,
+    pub pack_size: usize,
 }
 
 impl fmt::Debug for Remote {
