@@ -79,7 +79,9 @@ pub enum Error {
     },
     /// A pack the entry's locator names is not on the remote (a prune
     /// repacked or removed it after the locator was read). A pull reads
-    /// the locator once more before it gives up with this error.
+    /// the locator once more before it gives up with this error; a push
+    /// that finds a pack it relies on removed by a prune that ran
+    /// meanwhile publishes nothing (push again).
     #[error("pack `{key}` is missing from the remote")]
     PackMissing {
         /// The pack's key.

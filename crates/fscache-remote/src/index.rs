@@ -131,7 +131,7 @@ impl Inner {
             .try_collect()
             .await?;
         let mut known = Known::new();
-        let mut add = |known: &mut Known, p: &IndexedPack| {
+        let add = |known: &mut Known, p: &IndexedPack| {
             for b in &p.blobs {
                 known.entry(b.0.clone()).or_insert(Loc {
                     pack: p.pack.clone(),
@@ -162,7 +162,6 @@ impl Inner {
                         .and_then(|mut v| v.pop());
                     match listed {
                         Some(p) => {
-                            add(&mut known, &p);
                             pending.insert(p.pack.clone(), p);
                         }
                         None => {
@@ -172,7 +171,18 @@ impl Inner {
                 }
             }
         }
-        Ok((known, pending))
+        // A record is not proof: the pack may have been lost since (a
+        // server that came back empty, a prune). One `stat` each.
+        let mut checked = Pending::new();
+        for (hash, p) in pending {
+            if self.exists(&crate::pack::pack_key(&hash)).await? {
+                add(&mut known, &p);
+                checked.insert(hash, p);
+            } else {
+                self.clear_pending([hash.as_str()]);
+            }
+        }
+        Ok((known, checked))
     }
 
     /// Note locally that this host stored pack `p` (not yet listed by an

@@ -206,6 +206,7 @@
 mod asyncapi;
 mod error;
 mod fetch;
+mod gc;
 mod index;
 mod keys;
 mod locator;

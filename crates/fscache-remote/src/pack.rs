@@ -21,11 +21,13 @@ pub(crate) const PACK_TARGET: usize = 16 << 20;
 /// The last bytes of every pack.
 const MAGIC: &[u8; 8] = b"FSCPACK2";
 /// The fixed tail: trailer length and magic.
+#[allow(dead_code)] // read by `check` (next)
 pub(crate) const TAIL: usize = 16;
 /// The trailer's `format`.
 const FORMAT: &str = "fscache-remote-pack";
 /// The largest trailer a reader accepts (a pack of 16 MiB of 64-byte
 /// blobs lists fewer than 300 000).
+#[allow(dead_code)]
 const TRAILER_MAX: u64 = 64 << 20;
 
 /// The key of the pack whose bytes hash to `hash`.
@@ -43,6 +45,7 @@ pub(crate) fn pack_hash(key: &str) -> Option<&str> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Packed(pub String, pub u64, pub u64, pub u64);
 
+#[allow(dead_code)]
 impl Packed {
     pub(crate) fn hash(&self) -> &str {
         &self.0
@@ -135,6 +138,7 @@ impl PackBuilder {
 }
 
 /// The trailer's length from a pack's last [`TAIL`] bytes.
+#[allow(dead_code)]
 pub(crate) fn trailer_len(tail: &[u8]) -> Result<u64, String> {
     if tail.len() != TAIL || &tail[8..] != MAGIC {
         return Err("not a pack (no FSCPACK2 tail)".into());
@@ -148,6 +152,7 @@ pub(crate) fn trailer_len(tail: &[u8]) -> Result<u64, String> {
 
 /// The blobs a pack's trailer lists, checked to lie inside the pack's
 /// `size` bytes before the trailer.
+#[allow(dead_code)]
 pub(crate) fn parse_trailer(trailer: &[u8], size: u64) -> Result<Vec<Packed>, String> {
     let json = crate::manifest::unpack(trailer)?;
     let t: Trailer = serde_json::from_slice(&json).map_err(|e| e.to_string())?;

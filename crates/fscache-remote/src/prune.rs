@@ -124,6 +124,22 @@ pub struct PruneReport {
     /// Push intents older than the grace period removed (left by pushes
     /// that died).
     pub intents_removed: usize,
+    /// Packs kept because a remaining manifest's locator or a live push
+    /// intent names them.
+    pub packs_referenced: usize,
+    /// Unnamed packs condemned by this run (older than the grace
+    /// period): taken out of the index, deleted by a prune at least a
+    /// grace period later if still unnamed.
+    pub packs_condemned: usize,
+    /// Packs condemned by an earlier run, not yet for a grace period.
+    pub packs_condemned_waiting: usize,
+    /// Condemned packs deleted.
+    pub packs_removed: usize,
+    /// Stored bytes of the packs deleted.
+    pub pack_bytes_removed: u64,
+    /// Unnamed packs younger than the grace period (a push in progress
+    /// may be about to name them).
+    pub packs_young: usize,
 }
 
 /// What [`Remote::info`] found.
@@ -132,7 +148,8 @@ pub struct PruneReport {
 pub struct RemoteInfo {
     /// The URL it was opened with.
     pub url: String,
-    /// The layout version (1).
+    /// The newest layout version this crate writes (2: packs; it reads
+    /// 1 too).
     pub format_version: u64,
     /// Whether it may write.
     pub access: Access,
@@ -142,6 +159,10 @@ pub struct RemoteInfo {
     pub blobs: usize,
     /// Stored (compressed) bytes of all blobs.
     pub blob_bytes: u64,
+    /// Packs (format 2).
+    pub packs: usize,
+    /// Stored bytes of all packs.
+    pub pack_bytes: u64,
     /// Push intents present: pushes in progress, or debris of dead ones.
     pub intents: usize,
     /// Prune markers present: prunes in progress (pushes wait for them),
@@ -151,14 +172,14 @@ pub struct RemoteInfo {
 
 /// One listed object: its key, stored size, and when it was last written
 /// (`None` when the service does not say).
-struct Listed {
-    key: String,
-    size: u64,
-    modified: Option<SystemTime>,
+pub(crate) struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
 }
 
 impl Inner {
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<opendal::Entry>> {
+    pub(crate) async fn list_keys(&self, prefix: &str) -> Result<Vec<opendal::Entry>> {
         Ok(self
             .op
             .list_with(prefix)
@@ -192,7 +213,7 @@ impl Inner {
     }
 
     /// [`Inner::describe`] every entry, concurrently.
-    async fn describe_all(&self, entries: Vec<opendal::Entry>) -> Result<Vec<Listed>> {
+    pub(crate) async fn describe_all(&self, entries: Vec<opendal::Entry>) -> Result<Vec<Listed>> {
         futures::stream::iter(entries)
             .map(|e| self.describe(e))
             .buffer_unordered(self.concurrency)
@@ -259,17 +280,19 @@ impl Inner {
     /// The blobs a stored manifest names, or `None` if it cannot be read
     /// as a manifest of this format (its signature is not checked: this
     /// only decides what to keep).
+    /// Format 2: also the keys of the packs its locator names.
     fn blobs_of(bytes: &[u8]) -> Option<Vec<String>> {
         let m = Manifest::open_unchecked(bytes).ok()?;
-        Some(
-            m.nodes
-                .into_iter()
-                .flat_map(|n| match n.kind {
-                    Kind::File { blobs, .. } => blobs.into_iter().map(|b| b.hash).collect(),
-                    _ => Vec::new(),
-                })
-                .collect(),
-        )
+        let mut named: Vec<String> = m
+            .nodes
+            .into_iter()
+            .flat_map(|n| match n.kind {
+                Kind::File { blobs, .. } => blobs.into_iter().map(|b| b.hash).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        named.extend(crate::gc::packs_of(bytes));
+        Some(named)
     }
 
     /// Read the manifests of `names` (concurrently): name → bytes, for
@@ -371,13 +394,16 @@ impl Inner {
     /// not show wrote it later, so it reads the intent before it removes
     /// anything: only the ones listed now may not have, and only those are
     /// waited for (so prunes run back to back never starve a push).
-    pub(crate) async fn wait_for_prunes(&self) -> Result<()> {
+    ///
+    /// Returns whether there was any prune to wait for.
+    pub(crate) async fn wait_for_prunes(&self) -> Result<bool> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(100);
         let mut waiting_for = self.live_prunes().await?;
+        let waited = !waiting_for.is_empty();
         loop {
             let Some(key) = waiting_for.iter().next().cloned() else {
-                return Ok(());
+                return Ok(waited);
             };
             if started.elapsed() >= self.prune_wait {
                 return Err(Error::PruneInProgress { key });
@@ -424,6 +450,7 @@ impl Inner {
         // 1. The blobs that exist now: the only candidates. A blob written
         //    after this listing is never removed by this run.
         let blobs = self.list_keys(BLOBS).await?;
+        let packs = self.list_packs().await?;
         // 2. Manifests: remove the unused ones, collect what the others
         //    name.
         let mut referenced: HashSet<String> = HashSet::new();
@@ -476,6 +503,8 @@ impl Inner {
             referenced.extend(Self::blobs_of(bytes).unwrap_or_default());
         }
         let stale = self.intents(now, opts.grace, &mut referenced).await?;
+        self.sweep_packs(packs, &referenced, opts, &mut report)
+            .await?;
         // 4. Unreferenced blobs older than the grace period go.
         let horizon = SystemTime::now().checked_sub(opts.grace);
         let (kept, unreferenced): (Vec<_>, Vec<_>) = blobs
@@ -493,14 +522,8 @@ impl Inner {
             }
         }
         if !opts.dry_run {
-            futures::stream::iter(doomed)
-                .map(|k| async move { self.delete(&k).await })
-                .buffer_unordered(self.concurrency)
-                .try_collect::<()>()
-                .await?;
-            for k in &stale {
-                self.delete(k).await?;
-            }
+            doomed.extend(stale.iter().cloned());
+            self.delete_batch(doomed).await?;
         }
         report.intents_removed = stale.len();
         Ok(report)
@@ -539,9 +562,12 @@ impl Remote {
         let inner = &self.inner;
         inner.block("info", async {
             let blobs = inner.describe_all(inner.list_keys(BLOBS).await?).await?;
+            let packs = inner.describe_all(inner.list_packs().await?).await?;
             Ok(RemoteInfo {
                 url: inner.url.clone(),
-                format_version: crate::manifest::VERSION,
+                format_version: 2,
+                packs: packs.len(),
+                pack_bytes: packs.iter().map(|b| b.size).sum(),
                 access: inner.access,
                 manifests: inner.manifest_names().await?.len(),
                 blob_bytes: blobs.iter().map(|b| b.size).sum(),

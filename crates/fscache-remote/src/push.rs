@@ -323,7 +323,6 @@ impl Inner {
         };
         let mut blobs = Vec::with_capacity(scanned.places.len());
         let mut reused_bytes = 0u64;
-        let mut reused_packs: Vec<String> = Vec::new();
         // Packs of an earlier, cut push of this host: reused, and listed
         // in this push's index object.
         let mut unlisted: Vec<&IndexedPack> = Vec::new();
@@ -334,7 +333,6 @@ impl Inner {
                     let before = packs.len();
                     let i = index_of(&l.pack, &mut packs);
                     if packs.len() > before {
-                        reused_packs.push(pack_key(&l.pack));
                         unlisted.extend(pending.get(&l.pack));
                     }
                     [i, l.offset, l.length]
@@ -373,14 +371,22 @@ impl Inner {
             bytes_total: report.bytes_total,
         });
 
-        // Name the packs found already there in an intent, so a prune
-        // running meanwhile keeps them (those uploaded now are younger
-        // than its grace period), and wait for prunes that may not have
-        // read it.
-        let (intent, n) = self.begin_intent(&reused_packs).await?;
+        // Name every pack the locator names in an intent, so a prune
+        // that starts from now on keeps them, and wait for prunes that
+        // may not have read it. Such a prune may have removed a pack this
+        // push relies on (one found in the index, or uploaded again under
+        // the key of a condemned one): then each is checked to be there.
+        let all_packs: Vec<String> = locator.packs.iter().map(|h| pack_key(h)).collect();
+        let (intent, n) = self.begin_intent(&all_packs).await?;
         report.bytes_uploaded += n;
         let result = async {
-            self.wait_for_prunes().await?;
+            let waited = self.wait_for_prunes().await?;
+            let check: &[String] = if waited { &all_packs } else { &[] };
+            for key in check {
+                if !self.exists(key).await? {
+                    return Err(Error::PackMissing { key: key.clone() });
+                }
+            }
             // The index object names only packs that are stored; the
             // manifest, last, only blobs that are in them.
             let mut listed: Vec<&IndexedPack> = stored.iter().map(|s| &s.listed).collect();
