@@ -1332,3 +1332,134 @@ fn dropping_the_last_remote_anywhere_is_safe() {
         assert_eq!(describe(got.path()), a);
     }
 }
+
+/// A remote written in format 1 (one object per blob, an envelope of
+/// version 1 without a locator), laid out by hand here as the crate docs
+/// describe it, still pulls.
+#[test]
+fn a_format_1_remote_still_pulls() {
+    let w = world();
+    let big = noise(4242, 300_000); // several chunks in format 1 terms
+    put(&w.a, "old", |p| {
+        fs::create_dir(p.join("d")).unwrap();
+        fs::write(p.join("d/small"), b"small file\n").unwrap();
+        fs::write(p.join("big"), &big).unwrap();
+        fs::write(p.join("empty"), b"").unwrap();
+        symlink("d/small", p.join("link")).unwrap();
+    });
+    let a = w.a.load("old").unwrap().unwrap();
+    let r = Remote::open("memory://").unwrap();
+    let blob = |data: &[u8]| {
+        let h = blake3::hash(data).to_hex().to_string();
+        let key = format!("v1/blobs/{}/{h}", &h[..2]);
+        r.write_object_unchecked(&key, zstd::bulk::compress(data, 3).unwrap())
+            .unwrap();
+        serde_json::json!({"hash": h, "size": data.len()})
+    };
+    let file = |path: &str, data: &[u8], blobs: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "path": path, "type": "file", "perm": 0o644, "size": data.len(),
+            "hash": blake3::hash(data).to_hex().to_string(), "blobs": blobs,
+        })
+    };
+    // Format 1 never packs: the big file as two blobs of its own.
+    let (b1, b2) = big.split_at(200_000);
+    let nodes = serde_json::json!([
+        {"path": "d", "type": "dir", "perm": 0o755},
+        file("d/small", b"small file\n", vec![blob(b"small file\n")]),
+        file("big", &big, vec![blob(b1), blob(b2)]),
+        file("empty", b"", vec![]),
+        {"path": "link", "type": "symlink", "perm": 0o777, "target": "d/small"},
+    ]);
+    let perms = |p: &str| fs::symlink_metadata(a.path().join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(perms("d"), 0o755);
+    assert_eq!(perms("big"), 0o644);
+    let manifest = serde_json::json!({
+        "format": "fscache-remote-manifest", "version": 1, "name": "old",
+        "digest": fscache::tree_digest(a.path()).unwrap().to_string(),
+        "created": unix_now(), "nodes": nodes,
+    });
+    let envelope = serde_json::json!({
+        "format": "fscache-remote-manifest", "version": 1,
+        "manifest": manifest.to_string(), "signatures": [],
+    });
+    r.write_object_unchecked("v1/manifests/old", envelope.to_string().into_bytes())
+        .unwrap();
+    let got = r.pull(&w.b, "old").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+}
+
+/// A locator (unsigned) changed in the bucket costs at most a refused
+/// pull, never trust: frames swapped between two blobs fail their hash
+/// checks, a frame far longer than its blob could need is refused before
+/// any read, a missing pack is a miss after one more read of the
+/// locator; nothing is stored locally.
+#[test]
+fn a_changed_locator_is_refused() {
+    let w = world();
+    let r = Remote::open("memory://").unwrap();
+    put(&w.a, "e", fill);
+    r.push(&w.a, "e").unwrap().unwrap();
+    let key = "v1/manifests/e";
+    let original = r.read_object(key).unwrap().unwrap();
+    let env: serde_json::Value = serde_json::from_slice(&unpacked(&original)).unwrap();
+    assert_eq!(env["version"], 2);
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut e = env.clone();
+        f(&mut e["locator"]);
+        r.write_object_unchecked(key, serde_json::to_vec(&e).unwrap())
+            .unwrap();
+    };
+    edit(&|l| {
+        let blobs = l["blobs"].as_array_mut().unwrap();
+        let (x, y) = (blobs[0].clone(), blobs[1].clone());
+        blobs[0] = y;
+        blobs[1] = x;
+    });
+    match r.load_or_pull(&w.b, "e").unwrap() {
+        ReadThrough::Miss {
+            remote_error: Some(Error::CorruptBlob { .. }),
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    nothing_stored(&w.b, "e");
+    edit(&|l| l["blobs"][0][2] = serde_json::json!(1u64 << 40));
+    let err = r.pull(&w.b, "e").unwrap_err();
+    assert!(err.to_string().contains("locator"), "{err}");
+    nothing_stored(&w.b, "e");
+    edit(&|l| l["packs"][0] = serde_json::json!("ab".repeat(32)));
+    let err = r.pull(&w.b, "e").unwrap_err();
+    assert!(matches!(err, Error::PackMissing { .. }), "{err}");
+    nothing_stored(&w.b, "e");
+    // Put back as pushed, it pulls.
+    r.write_object_unchecked(key, original).unwrap();
+    let got = r.pull(&w.b, "e").unwrap().unwrap();
+    let a = w.a.load("e").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+}
+
+/// A pull into a cache that records digests hands the digest it checked
+/// to the facade (no third hash of the tree): `object.info` has it and
+/// `verify` agrees.
+#[test]
+fn a_pulled_entry_records_its_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = cache(&tmp.path().join("a"));
+    let b = FsCache::builder("fscache-remote-test")
+        .record_digests(true)
+        .open(tmp.path().join("b"))
+        .unwrap();
+    b.set_info(CacheInfo {
+        maximum_size: Some(MaxSize::Unlimited),
+        ..Default::default()
+    })
+    .unwrap();
+    put(&a, "e", fill);
+    let r = Remote::open("memory://").unwrap();
+    let pushed = r.push(&a, "e").unwrap().unwrap();
+    drop(r.pull(&b, "e").unwrap().unwrap());
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.path().join("objects/e/object.info")).unwrap()).unwrap();
+    assert_eq!(info["digest"], pushed.digest.to_string());
+    assert_eq!(b.verify("e").unwrap(), fscache::Verified::Ok(pushed.digest));
+}

@@ -121,3 +121,32 @@ fn commits_record_digests_only_when_asked_and_osbuild_entries_are_unverified() {
         before
     );
 }
+
+/// A digest the filler vouches for (`StoreGuard::set_digest`) is recorded
+/// as given, without hashing the tree: the right one verifies, a wrong
+/// one reads as a mismatch later; with or without `record_digests`.
+#[test]
+fn a_vouched_digest_is_recorded_as_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let right = fscache::tree_digest(&src).unwrap();
+    let wrong = fscache::tree_digest(src.join("sub")).unwrap();
+    for record in [false, true] {
+        let c = cache(&tmp.path().join(format!("cache-{record}")), record);
+        for (name, vouched) in [("right", right), ("wrong", wrong)] {
+            let mut w = c.store(name).unwrap();
+            std::fs::write(w.path().join("a"), b"alpha").unwrap();
+            std::fs::create_dir(w.path().join("sub")).unwrap();
+            std::fs::write(w.path().join("sub/b"), vec![9u8; 100_000]).unwrap();
+            std::os::unix::fs::symlink("a", w.path().join("link")).unwrap();
+            w.set_digest(vouched);
+            assert_eq!(w.commit().unwrap(), Stored::Committed);
+        }
+        assert_eq!(c.verify("right").unwrap(), Verified::Ok(right));
+        assert!(
+            matches!(c.verify("wrong").unwrap(), Verified::Mismatch { recorded, actual }
+                if recorded == wrong && actual == right),
+            "record_digests({record})"
+        );
+    }
+}
