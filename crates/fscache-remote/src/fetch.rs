@@ -39,6 +39,8 @@ struct FileState {
     hash: String,
     /// Number of blobs.
     blobs: usize,
+    /// Its hash is its one blob's, checked as that blob is decoded.
+    checked: bool,
     /// The next blob position the running hash expects; `None` once one
     /// came out of order (then the file is hashed from disk at the end).
     next: Option<usize>,
@@ -61,15 +63,17 @@ pub(crate) fn check_file_hashes(m: &Manifest) -> Result<(), String> {
     let empty = blake3::hash(b"").to_hex();
     for node in &m.nodes {
         if let Kind::File {
+            size,
             hash,
             blobs,
             link: None,
+            data: None,
             ..
         } = &node.kind
         {
             let expected = match blobs.as_slice() {
-                [] => empty.as_str(),
-                [one] => one.hash.as_str(),
+                [] if *size == 0 => empty.as_str(),
+                [one] if one.size == *size => one.hash.as_str(),
                 _ => continue,
             };
             if hash != expected {
@@ -109,9 +113,11 @@ pub(crate) async fn fill_from_packs(
     let mut files = Vec::new();
     for node in &m.nodes {
         if let Kind::File {
+            size,
             hash,
             blobs,
             link: None,
+            data,
             ..
         } = &node.kind
         {
@@ -119,16 +125,20 @@ pub(crate) async fn fill_from_packs(
                 continue;
             }
             let file = files.len();
-            let mut offset = 0;
-            for (pos, b) in blobs.iter().enumerate() {
+            let offsets = crate::pull::file_offsets(&m.name, data.as_deref(), blobs)?;
+            for ((pos, b), offset) in blobs.iter().enumerate().zip(offsets) {
                 dests[index[b.hash.as_str()]].push(Dest { file, pos, offset });
-                offset += b.size;
             }
+            // A sparse file's holes are not in its blobs: it is hashed
+            // from disk once written.
+            let dense = data.is_none();
+            let single = blobs.len() == 1 && blobs[0].size == *size && dense;
             files.push(Mutex::new(FileState {
                 path: root.join(&node.path),
                 hash: hash.clone(),
+                checked: single,
+                next: dense.then_some(0),
                 blobs: blobs.len(),
-                next: Some(0),
                 hasher: blake3::Hasher::new(),
             }));
         }
@@ -228,7 +238,7 @@ fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
                 .map_err(|e| Error::io("open", &f.path, e))?;
             file.write_all_at(&data, d.offset)
                 .map_err(|e| Error::io("write", &f.path, e))?;
-            if f.blobs > 1 {
+            if !f.checked {
                 if f.next == Some(d.pos) {
                     f.hasher.update(&data);
                     f.next = Some(d.pos + 1);
@@ -246,8 +256,8 @@ fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
 fn finish_hashes(name: &str, files: Vec<Mutex<FileState>>) -> Result<()> {
     for f in files {
         let f = f.into_inner().unwrap_or_else(|p| p.into_inner());
-        if f.blobs < 2 {
-            continue; // checked against the manifest before any read
+        if f.checked {
+            continue; // its one blob's hash, checked as it was decoded
         }
         let got = match f.next {
             Some(n) if n == f.blobs => f.hasher.finalize(),

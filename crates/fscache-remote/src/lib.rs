@@ -77,6 +77,9 @@
 //!
 //! # The remote format (version 1)
 //!
+//! (Also in `docs/format.md` of the fscache repository, beside the local
+//! format.)
+//!
 //! Every key is relative to the URL's root (the path, or the S3 prefix):
 //!
 //! ```text
@@ -211,6 +214,7 @@ mod index;
 mod keys;
 mod locator;
 mod manifest;
+mod node;
 mod pack;
 mod prune;
 mod pull;

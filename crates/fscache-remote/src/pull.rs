@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{symlink, DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
@@ -16,7 +16,8 @@ use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
 use crate::fetch::fill_from_packs;
 use crate::locator::Locator;
-use crate::manifest::{digest_dir, Kind, Manifest};
+use crate::manifest::{blob_offsets, digest_dir, Kind, Manifest};
+use crate::node::{self, GivenMap};
 use crate::push::{Progress, Tracker};
 use crate::remote::{blob_key, manifest_key, Inner, Remote};
 
@@ -203,30 +204,36 @@ impl Inner {
         );
         match loc {
             Some(loc) => {
-                // Format 2: every file's content was checked on the way,
-                // so the tree is the manifest's, whose digest was checked
-                // at open: no second read to hash it, and the facade
-                // takes the digest as it is.
+                // Format 2: every file's content is checked on the way,
+                // so the tree is the manifest's (its digest was checked
+                // at open) with what the restore reports it kept: no read
+                // to hash it, and the facade takes that digest.
                 fill_from_packs(self, &root, m, loc, &tracker).await?;
-                let digest = m
-                    .digest
-                    .parse()
-                    .map_err(|_| Error::refused(name, "malformed digest"))?;
-                guard.set_digest(digest);
             }
             None => fill_from_blobs(self, &root, m, &tracker).await?,
         }
-        blocking({
+        let given = blocking({
             let (root, m) = (root.clone(), shared.clone());
             move || finish_tree(&root, &m)
         })
         .await?;
+        // What the tree must be: the manifest's, with what the policy kept
+        // of each node's owner, bits and xattrs (all of it, as root).
+        let expected = match m.digest_version() {
+            fscache::DigestVersion::V1 => m.digest.clone(),
+            _ => m
+                .tree_digest_given(Some(&given))
+                .map_err(|why| Error::refused(name, why))?
+                .to_string(),
+        };
         if loc.is_none() {
             // Format 1 (blobs fetched one by one): the tree as built.
-            let built =
-                blocking(move || digest_dir(&root).map_err(|e| Error::io("digest", &root, e)))
-                    .await?;
-            if built.to_string() != m.digest {
+            let version = m.digest_version();
+            let built = blocking(move || {
+                digest_dir(&root, version).map_err(|e| Error::io("digest", &root, e))
+            })
+            .await?;
+            if built.to_string() != expected {
                 return Err(Error::refused(
                     name,
                     format!(
@@ -236,6 +243,10 @@ impl Inner {
                 ));
             }
         }
+        let digest = expected
+            .parse()
+            .map_err(|_| Error::refused(name, "malformed digest"))?;
+        guard.set_digest(digest);
         let got = blocking(move || guard.commit_and_load().map_err(Error::from)).await?;
         self.touch(name).await;
         Ok(got)
@@ -260,6 +271,27 @@ impl Inner {
 /// Where a blob's bytes go: a file and an offset in it.
 type Dest = (PathBuf, u64);
 
+/// Where each of a file's blobs starts: one after the other, or in the
+/// data ranges of a sparse file (whose holes are never written).
+pub(crate) fn file_offsets(
+    name: &str,
+    data: Option<&[(u64, u64)]>,
+    blobs: &[crate::manifest::BlobRef],
+) -> Result<Vec<u64>> {
+    match data {
+        Some(ranges) => blob_offsets(ranges, blobs)
+            .ok_or_else(|| Error::refused(name, "a blob straddles two data ranges")),
+        None => Ok(blobs
+            .iter()
+            .scan(0u64, |at, b| {
+                let o = *at;
+                *at += b.size;
+                Some(o)
+            })
+            .collect()),
+    }
+}
+
 /// Create the manifest's directories (owner-writable until their
 /// children are in) and its files (empty, of their sizes) under `root`.
 fn create_tree(root: &Path, m: &Manifest) -> Result<()> {
@@ -283,7 +315,7 @@ fn create_tree(root: &Path, m: &Manifest) -> Result<()> {
                     f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
                 }
             }
-            Kind::File { link: Some(_), .. } | Kind::Symlink { .. } => {}
+            _ => {}
         }
     }
     Ok(())
@@ -299,12 +331,15 @@ async fn fill_from_blobs(
     let mut wanted: HashMap<String, (u64, Vec<Dest>)> = HashMap::new();
     for node in &m.nodes {
         if let Kind::File {
-            blobs, link: None, ..
+            blobs,
+            link: None,
+            data,
+            ..
         } = &node.kind
         {
             let p = root.join(&node.path);
-            let mut offset = 0;
-            for b in blobs {
+            let offsets = file_offsets(&m.name, data.as_deref(), blobs)?;
+            for (b, offset) in blobs.iter().zip(offsets) {
                 let w = wanted.entry(b.hash.clone()).or_insert((b.size, Vec::new()));
                 if w.0 != b.size {
                     return Err(Error::refused(
@@ -313,7 +348,6 @@ async fn fill_from_blobs(
                     ));
                 }
                 w.1.push((p.clone(), offset));
-                offset += b.size;
             }
         }
     }
@@ -333,35 +367,69 @@ async fn fill_from_blobs(
         .await
 }
 
-/// Modes, hard links and symlinks, and last the directories' own modes,
-/// deepest first, so a read-only directory is filled before it closes.
-fn finish_tree(root: &Path, m: &Manifest) -> Result<()> {
+/// Each node's metadata, links and special nodes once the content is in
+/// (see below); returns what each node was given of its metadata
+/// (version 2 manifests).
+fn finish_tree(root: &Path, m: &Manifest) -> Result<GivenMap> {
     let at = |p: &str| root.join(p);
+    // Then each node's metadata (owner, mode, xattrs, mtime: after the
+    // content, which would clear set-ID bits and capabilities), links,
+    // special nodes, and last the directories', deepest first, so a
+    // read-only directory is filled before it closes and its mtime is not
+    // moved by its children.
+    let v2 = m.digest_version() != fscache::DigestVersion::V1;
+    let mut given = GivenMap::new();
+    let keep = |given: &mut GivenMap, path: &str, g: fscache::meta::Given| {
+        if v2 {
+            given.insert(path.to_string(), g);
+        }
+    };
     for node in &m.nodes {
         let p = at(&node.path);
         match &node.kind {
-            Kind::File {
-                perm, link: None, ..
-            } => set_mode(&p, *perm)?,
+            Kind::File { link: None, .. } => keep(
+                &mut given,
+                &node.path,
+                node::restore(&p, &node.kind, &node.meta)?,
+            ),
             Kind::File {
                 link: Some(first), ..
-            } => fs::hard_link(at(first), &p).map_err(|e| Error::io("link", &p, e))?,
+            } => {
+                fs::hard_link(at(first), &p).map_err(|e| Error::io("link", &p, e))?;
+                if let Some(g) = given.get(first.as_str()).cloned() {
+                    given.insert(node.path.clone(), g);
+                }
+            }
             Kind::Symlink { target, .. } => {
-                symlink(target, &p).map_err(|e| Error::io("create symlink", &p, e))?
+                symlink(target, &p).map_err(|e| Error::io("create symlink", &p, e))?;
+                keep(
+                    &mut given,
+                    &node.path,
+                    node::restore(&p, &node.kind, &node.meta)?,
+                );
+            }
+            Kind::Fifo { .. } | Kind::Socket { .. } | Kind::Char { .. } | Kind::Block { .. } => {
+                node::create_special(&p, &node.kind)?;
+                keep(
+                    &mut given,
+                    &node.path,
+                    node::restore(&p, &node.kind, &node.meta)?,
+                );
             }
             Kind::Dir { .. } => {}
         }
     }
     for node in m.nodes.iter().rev() {
-        if let Kind::Dir { perm } = node.kind {
-            set_mode(&at(&node.path), perm)?;
+        if let Kind::Dir { .. } = node.kind {
+            let p = at(&node.path);
+            keep(
+                &mut given,
+                &node.path,
+                node::restore(&p, &node.kind, &node.meta)?,
+            );
         }
     }
-    Ok(())
-}
-
-fn set_mode(p: &Path, perm: u32) -> Result<()> {
-    fs::set_permissions(p, fs::Permissions::from_mode(perm)).map_err(|e| Error::io("chmod", p, e))
+    Ok(given)
 }
 
 /// Decompress and check one blob, and write it wherever it goes.

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::index::{IndexedPack, Known, Loc};
 use crate::locator::Locator;
 use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
+use crate::node;
 use crate::pack::{pack_key, Pack, PackBuilder};
 use crate::remote::{manifest_key, Access, Inner, Remote};
 
@@ -39,7 +40,8 @@ pub struct PushReport {
     pub outcome: Pushed,
     /// The entry's tree digest.
     pub digest: Digest,
-    /// Files, directories and symlinks in the tree.
+    /// Nodes in the tree (files, directories, symlinks, FIFOs, sockets,
+    /// devices).
     pub nodes: usize,
     /// Distinct blobs the tree's files are made of.
     pub blobs: usize,
@@ -139,9 +141,9 @@ impl Remote {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`]; an invalid name; the tree holds a FIFO, socket,
-    /// device or a non-UTF-8 name ([`Error::Unsupported`]); reading it or
-    /// a request failed; [`Error::InsideRuntime`] (use
+    /// [`Error::ReadOnly`]; an invalid name; the tree holds a non-UTF-8
+    /// name, symlink target or xattr name ([`Error::Unsupported`]); reading
+    /// it or a request failed; [`Error::InsideRuntime`] (use
     /// [`Remote::push_async`]). A failed push never publishes a manifest,
     /// and the local cache is untouched.
     pub fn push(&self, cache: &FsCache, name: &str) -> Result<Option<PushReport>> {
@@ -540,6 +542,7 @@ fn scan(
             };
             let md = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
             let perm = md.mode() & 0o7777;
+            let meta = node::capture(&path, &md)?;
             let ft = md.file_type();
             let kind = if ft.is_dir() {
                 subdirs.push((path, rel_path.clone()));
@@ -563,6 +566,7 @@ fn scan(
                     let Node {
                         path: first_path,
                         kind: Kind::File { size, hash, .. },
+                        ..
                     } = &nodes[first]
                     else {
                         unreachable!("a recorded first name is a file node");
@@ -573,29 +577,34 @@ fn scan(
                         hash: hash.clone(),
                         blobs: Vec::new(),
                         link: Some(first_path.clone()),
+                        data: None,
                     }
                 } else {
                     if md.nlink() > 1 {
                         inodes.insert((md.dev(), md.ino()), nodes.len());
                     }
-                    let (size, hash, blobs) = chunk_file(&path, &mut packer)?;
+                    let (size, hash, blobs, data) = chunk_file(&path, &md, &mut packer)?;
                     Kind::File {
                         perm,
                         size,
                         hash,
                         blobs,
                         link: None,
+                        data,
                     }
                 }
+            } else if let Some(kind) = node::special(&md, perm) {
+                kind
             } else {
                 return Err(Error::Unsupported {
                     path,
-                    why: "not a file, directory or symlink".into(),
+                    why: "not a file, directory, symlink, FIFO, socket or device".into(),
                 });
             };
             nodes.push(Node {
                 path: rel_path,
                 kind,
+                meta,
             });
         }
         // Depth-first, in name order: push in reverse so the first
@@ -609,31 +618,62 @@ fn scan(
     })
 }
 
+/// A chunked file: its size, content hash, blobs and data ranges.
+type Chunked = (u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>);
+
 /// Read a file once, cutting it into FastCDC chunks: its size, content
-/// hash and blob list; each chunk goes to the packer.
-fn chunk_file(path: &Path, packer: &mut Packer<'_>) -> Result<(u64, String, Vec<BlobRef>)> {
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+/// hash, blob list and (for a sparse file) data ranges; each chunk goes
+/// to the packer. A sparse file's data ranges are chunked one by one and
+/// its holes hashed as zeros, never read.
+fn chunk_file(path: &Path, md: &fs::Metadata, packer: &mut Packer<'_>) -> Result<Chunked> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let ranges = node::data_ranges(&f, md, path)?;
+    let mut whole = blake3::Hasher::new();
     let mut blobs = Vec::new();
     let mut size = 0u64;
-    let mut whole = blake3::Hasher::new();
-    // A file below the minimum chunk is one chunk: its hash is the
+    // A dense file below the minimum chunk is one chunk: its hash is the
     // chunk's, so it is hashed once.
-    let multi = f.metadata().map_err(|e| Error::io("stat", path, e))?.len() >= u64::from(CHUNK_MIN);
-    for chunk in StreamCDC::new(f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-        let chunk = chunk.map_err(|e| Error::io("read", path, std::io::Error::other(e)))?;
-        let hash = blake3::hash(&chunk.data).to_hex().to_string();
-        if multi {
-            whole.update(&chunk.data);
+    let multi = ranges.is_some() || md.len() >= u64::from(CHUNK_MIN);
+    let parts = ranges.clone().unwrap_or_else(|| vec![(0, u64::MAX)]);
+    for (start, len) in parts {
+        if size < start {
+            hash_zeros(&mut whole, start - size);
+            size = start;
         }
-        let len = chunk.length as u64;
-        size += len;
-        packer.chunk(&hash, &chunk.data, path)?;
-        blobs.push(BlobRef { hash, size: len });
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io("seek", path, e))?;
+        let part = (&f).take(len);
+        for chunk in StreamCDC::new(part, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+            let chunk = chunk.map_err(|e| Error::io("read", path, std::io::Error::other(e)))?;
+            if multi {
+                whole.update(&chunk.data);
+            }
+            let hash = blake3::hash(&chunk.data).to_hex().to_string();
+            let len = chunk.length as u64;
+            size += len;
+            packer.chunk(&hash, &chunk.data, path)?;
+            blobs.push(BlobRef { hash, size: len });
+        }
     }
-    // A file of one chunk hashes to that chunk's hash: no second hash.
+    if ranges.is_some() && size < md.len() {
+        hash_zeros(&mut whole, md.len() - size);
+        size = md.len();
+    }
+    // A dense file of one chunk hashes to that chunk's hash.
     let hash = match blobs.as_slice() {
-        [one] => one.hash.clone(),
+        [one] if !multi || (ranges.is_none() && one.size == size) => one.hash.clone(),
         _ => whole.finalize().to_hex().to_string(),
     };
-    Ok((size, hash, blobs))
+    Ok((size, hash, blobs, ranges))
+}
+
+/// Feed `n` zero bytes (a hole) to `h`.
+fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
+    let zeros = [0u8; 64 << 10];
+    while n > 0 {
+        let k = n.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..k]);
+        n -= k as u64;
+    }
 }

@@ -1376,7 +1376,9 @@ fn a_format_1_remote_still_pulls() {
     assert_eq!(perms("big"), 0o644);
     let manifest = serde_json::json!({
         "format": "fscache-remote-manifest", "version": 1, "name": "old",
-        "digest": fscache::tree_digest(a.path()).unwrap().to_string(),
+        "digest": fscache::tree_digest_version(a.path(), fscache::DigestVersion::V1)
+            .unwrap()
+            .to_string(),
         "created": unix_now(), "nodes": nodes,
     });
     let envelope = serde_json::json!({
