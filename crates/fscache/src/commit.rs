@@ -62,6 +62,7 @@ impl FsCache {
         name: &EntryName,
         anon: Anon,
         copied: Option<CopiedTree>,
+        vouched: Option<Digest>,
     ) -> Result<(CommitReport, Kept)> {
         let _gate = self
             .inner
@@ -88,7 +89,7 @@ impl FsCache {
         };
         // The digest, when a copy computed it or the handle asks for it
         // (one more read of the data, before anything is charged).
-        let digest = match digest {
+        let digest = match digest.or(vouched) {
             Some(d) => Some(d),
             None if self.inner.record_digests => Some(
                 fscache_dir::digest::digest_tree(

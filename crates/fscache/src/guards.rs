@@ -215,6 +215,8 @@ pub struct StoreGuard {
     /// [`FsCache::store_tree`] filled it by one copy (taken during the
     /// copy, so the commit needs no second walk).
     pub(crate) copied: Option<CopiedTree>,
+    /// A digest the filler vouched for ([`StoreGuard::set_digest`]).
+    pub(crate) vouched: Option<Digest>,
 }
 
 impl StoreGuard {
@@ -224,7 +226,19 @@ impl StoreGuard {
             anon,
             compatible,
             copied: None,
+            vouched: None,
         }
+    }
+
+    /// Vouch for the tree digest of what `data/` holds at commit: the
+    /// commit records it in `object.info` instead of hashing the tree
+    /// again (the way [`StoreGuard::commit_tree`] records the digest its
+    /// copy computed). For a filler that already knows it, e.g. a remote
+    /// pull that checked every file it wrote against a signed manifest.
+    /// The digest is recorded as given: a wrong one makes
+    /// [`FsCache::verify`] call the entry corrupt later.
+    pub fn set_digest(&mut self, digest: Digest) {
+        self.vouched = Some(digest);
     }
 
     /// The absolute path of the private `data/` directory to fill.
@@ -372,7 +386,7 @@ impl StoreGuard {
         let cache = self.anon.cache.clone();
         let name = self.name.clone();
         let (report, kept) = if self.compatible {
-            cache.commit(&name, self.anon, self.copied)?
+            cache.commit(&name, self.anon, self.copied, self.vouched)?
         } else {
             let report = CommitReport {
                 stored: Stored::Incompatible,
