@@ -453,10 +453,63 @@ impl Peer for Rustix {
     }
 }
 
+/// `fscache-lock`'s writer-preferring option
+/// ([`RangeLock::lock_writers_first`]: a gate byte before the lock byte);
+/// benchmarked beside the others, not a column of the semantics table.
+pub struct OursWritersFirst;
+
+impl Peer for OursWritersFirst {
+    fn name(&self) -> &'static str {
+        "writers-first"
+    }
+    fn family(&self) -> Family {
+        Family::Ofd
+    }
+    fn with(
+        &self,
+        file: &File,
+        kind: LockKind,
+        wait: Wait,
+        body: &mut dyn FnMut(),
+    ) -> io::Result<bool> {
+        let held = match wait {
+            Wait::Block => RangeLock::lock_writers_first(file, kind)?,
+            // Only blocking requests go through the gate; a try asks the
+            // lock byte alone.
+            Wait::Try => {
+                match RangeLock::try_lock(file, kind, fscache_lock::WRITERS_FIRST_LOCK, 1)? {
+                    Some(held) => held,
+                    None => return Ok(false),
+                }
+            }
+        };
+        body();
+        held.unlock()?;
+        Ok(true)
+    }
+    fn try_upgrade(&self, file: &File, then: &mut dyn FnMut(bool)) -> io::Result<()> {
+        let mut held = RangeLock::lock_writers_first(file, LockKind::Shared)?;
+        then(held.try_convert(LockKind::Exclusive)?);
+        held.unlock().map(drop)
+    }
+}
+
 /// Every peer, ours first, in the order of the table's columns.
 pub const ALL: [&dyn Peer; 7] = [&Ours, &Std, &FdLock, &Fs4, &Fs2, &FileGuard, &Rustix];
 
-/// The peer named `name`.
+/// What the benches compare: [`ALL`] and ours with writers first.
+pub const BENCHED: [&dyn Peer; 8] = [
+    &Ours,
+    &OursWritersFirst,
+    &Std,
+    &FdLock,
+    &Fs4,
+    &Fs2,
+    &FileGuard,
+    &Rustix,
+];
+
+/// The peer named `name`, of [`BENCHED`].
 pub fn by_name(name: &str) -> Option<&'static dyn Peer> {
-    ALL.into_iter().find(|p| p.name() == name)
+    BENCHED.into_iter().find(|p| p.name() == name)
 }

@@ -81,6 +81,7 @@ mod error;
 mod hook;
 mod intr;
 mod locked;
+pub mod meta;
 mod name;
 pub mod stat;
 pub mod walk;

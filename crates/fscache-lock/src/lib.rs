@@ -49,7 +49,8 @@
 //!   [`FileLock::lock_timeout`].
 //! * Readers are preferred: a stream of overlapping shared holders keeps
 //!   an exclusive waiter out for as long as it lasts (the kernel grants a
-//!   new shared lock past a queued writer). The crate README measures it.
+//!   new shared lock past a queued writer). The crate README measures it;
+//!   [`RangeLock::lock_writers_first`] is the writer-preferring option.
 //! * A converting lock (shared → exclusive) is not atomic with respect to
 //!   other waiters: the kernel may grant a queued writer first.
 //! * On network file systems, blocking waits may hang if the server goes
@@ -70,7 +71,7 @@ use std::time::{Duration, Instant};
 pub use fcntl::{
     conflicting_lock, conflicting_range_lock, set_lock, set_range_lock, Conflict, LockOwner, Wait,
 };
-pub use range::RangeLock;
+pub use range::{RangeLock, WRITERS_FIRST_GATE, WRITERS_FIRST_LOCK};
 
 /// The kind of a lock: shared (read) or exclusive (write).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

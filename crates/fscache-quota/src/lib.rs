@@ -42,6 +42,10 @@
 //!   under the victim's lock, a plan can be kept and consumed one
 //!   candidate at a time by later stores ([`Tried`] says whether a
 //!   candidate stays one).
+//! * [`scan_plan`] and [`evictlist`]: the plan kept for every process in
+//!   `cache.evict` (its format is in the module docs), with a cutoff for
+//!   the stores in flight during the scan; any process pops from it, and a
+//!   damaged list is ignored, never trusted.
 //!
 //! The files and steps are those of `docs/format.md` in the fscache
 //! repository (`cache.size`, `object.info`, "Eviction", "Sweep").
@@ -65,6 +69,7 @@
 mod books;
 mod counter;
 mod error;
+pub mod evictlist;
 mod lru;
 mod maxsize;
 mod objinfo;
@@ -78,8 +83,8 @@ pub use books::{
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
 pub use lru::{
-    atime, candidate, evict, evict_candidate, list_lru, plan, plan_lru, retire, Candidate, Evicted,
-    Retired, Stamp, Tried,
+    atime, candidate, evict, evict_candidate, list_lru, plan, plan_lru, retire, scan_plan,
+    Candidate, Evicted, Inode, Retired, ScanPlan, Stamp, Tried,
 };
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::{boot_id_from_json, ObjectInfo};

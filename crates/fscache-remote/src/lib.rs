@@ -65,8 +65,15 @@
 //! [`Access::ReadOnly`] makes a pull-only remote. Each request has a time
 //! limit and is retried (OpenDAL's `TimeoutLayer` and `RetryLayer`).
 //!
-//! The API is blocking, over one tokio runtime per [`Remote`] (clones share
-//! it). Do not call it from inside an async task.
+//! Every operation runs on one tokio runtime per [`Remote`] (clones share
+//! it). The blocking methods are thin layers over async ones:
+//! [`Remote::push_async`], [`Remote::pull_async`],
+//! [`Remote::load_or_pull_async`] and [`Remote::prune_async`] return
+//! futures that any executor can await (tokio or not), and dropping one
+//! cancels its work. A blocking method called inside a tokio runtime
+//! returns [`Error::InsideRuntime`] instead of panicking; dropping the
+//! last `Remote` is safe anywhere. No tokio or OpenDAL type is in the
+//! API.
 //!
 //! # The remote format (version 1)
 //!
@@ -199,9 +206,16 @@
 
 #![forbid(unsafe_code)]
 
+mod asyncapi;
 mod error;
+mod fetch;
+mod gc;
+mod index;
 mod keys;
+mod locator;
 mod manifest;
+mod node;
+mod pack;
 mod prune;
 mod pull;
 mod push;
