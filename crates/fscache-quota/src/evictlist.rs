@@ -15,42 +15,14 @@
 //!
 //! # Format (version 1)
 //!
-//! ASCII text, lines ending in `\n`:
-//!
-//! ```text
-//! fscache-evict-list 1\n                   the magic line (21 bytes)
-//! state NEXT HOLES CHECK<spaces>\n         the state slot: exactly 235 bytes
-//! list cutoff CUTOFF count N sum SUM\n     the list header (from byte 256)
-//! SECS.NSECS DEV:INO SIZE NAME\n           N records, oldest first
-//! ```
-//!
-//! * A record is one candidate: the atime of its `object.lock` as the scan
-//!   saw it (seconds and 9-digit nanoseconds since the epoch), the device
-//!   and inode of that `object.lock` (decimal), the size its `object.info`
-//!   recorded (decimal, or `-` when unreadable), and the entry's name, in
-//!   which `%` and newline are written `%25` and `%0A` (a name holds no
-//!   `/` and no NUL). Records are sorted by atime, then name.
-//! * `CUTOFF` (`SECS.NSECS`, or `-`): the list holds no candidate used at
-//!   or after it. It is the earlier of the scan's start and the oldest
-//!   `object.lock` atime of any store in flight during the scan (a
-//!   `uuid-*` directory or temporary file in `objects/`). A store that
-//!   commits after the scan is younger than the cutoff unless it began
-//!   before the scan; osbuild's stores do not stamp their entry at commit,
-//!   so one that began before the scan and committed after it may be older
-//!   than entries on the list, but never older than the cutoff.
-//! * `SUM`: the first 8 bytes of the BLAKE3 hash of every byte after the
-//!   header line (the records), in lower-case hex; `N` is the number of
-//!   records. A file whose magic, header, count or sum does not match is
-//!   damaged and ignored (the next eviction rescans and replaces it).
-//! * The state slot is the only part written in place (`pwrite` at byte 21,
-//!   without a lock): `NEXT` is the index of the first record no store has
-//!   consumed yet, `HOLES` the indices below `NEXT` (comma-separated, at
-//!   most [`MAX_HOLES`], or `-`) that were held or failed when passed and
-//!   are still candidates, and `CHECK` the first 4 bytes of the BLAKE3
-//!   hash of `SUM` and the slot's text before ` CHECK`, in hex. A slot
-//!   that does not check (torn by a crash, or a read that met a concurrent
-//!   write) reads as `state 0 -`: every record is tried again, which is
-//!   always safe.
+//! The format is part of the on-disk contract, written down in the
+//! repository's `docs/format.md` ("`cache.evict`"). In short: a magic
+//! line, a fixed 235-byte state slot (`state NEXT HOLES CHECK`, the only
+//! part written in place), a header `list cutoff CUTOFF count N sum SUM`,
+//! and `N` records `SECS.NSECS DEV:INO SIZE NAME`, oldest first. `SUM`
+//! (BLAKE3 of the records) and `CHECK` (BLAKE3 of `SUM` and the slot)
+//! make damage visible: a list that does not check is ignored, a state
+//! that does not check reads as "nothing consumed".
 //!
 //! A record below `NEXT` and not a hole was removed, or found gone,
 //! replaced or used since the scan, by some store; that is permanent (a
@@ -59,9 +31,10 @@
 //! overwriting another's more advanced one only costs tries.
 //!
 //! The file is replaced (temporary file, `rename`) by the store that finds
-//! it used up, damaged or missing, after its rescan; a recount of
-//! `cache.size` ([`recount`](crate::recount)) unlinks it, so a list
-//! planned from books that were wrong is not used after they are fixed.
+//! it used up, damaged or missing, after its rescan; every reconcile of
+//! `cache.size` (a [`recount`](crate::recount), or the live reconcile of
+//! suspect books) unlinks it, so a list planned from books that were
+//! wrong is not used after they are fixed.
 
 use std::fmt::Write as _;
 use std::io;
