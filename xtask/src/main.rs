@@ -303,7 +303,17 @@ fn powerloss(args: &[&str]) -> Result<()> {
             .map_err(|_| format!("`{a}` takes a number, not `{value}`"))?;
     }
     ensure_test_tools();
-    let mut test = cargo(["test", "--test", "tests", "powerloss", "--", "--nocapture"]);
+    // One test at a time: a test's helper children, forked from this
+    // process, must not hold copies of another test's descriptors.
+    let mut test = cargo([
+        "test",
+        "--test",
+        "tests",
+        "powerloss",
+        "--",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
     test.env("FSCACHE_POWERLOSS_ROUNDS", rounds);
     test.env("FSCACHE_POWERLOSS_SEED", seed);
     run(test)
