@@ -62,15 +62,16 @@ impl Remote {
     /// must decompress to its size and have its hash; the tree built in a
     /// `store` guard must have the manifest's digest. Then it is committed
     /// (the cache's limit and eviction apply) and loaded with no gap
-    /// ([`StoreGuard::commit_and_load`]). The remote is always asked, even
+    /// ([`StoreGuard::commit_and_load`](fscache::StoreGuard::commit_and_load)). The remote is always asked, even
     /// when the cache has the entry (see [`Remote::load_or_pull`]).
     ///
     /// A cache opened with
     /// [`record_digests(true)`](fscache::Builder::record_digests) records
     /// the entry's tree digest in its `object.info`, so
     /// [`FsCache::verify`] can check it later (as `fscache pull` and
-    /// `fscache load --remote` do); the facade then hashes the tree once
-    /// more at commit, since it takes no digest from its caller.
+    /// `fscache load --remote` do): the pull hands it the digest it
+    /// checked ([`fscache::StoreGuard::set_digest`]), so the facade does
+    /// not hash the tree again.
     ///
     /// # Errors
     ///
