@@ -106,6 +106,10 @@ pub struct AtomicTemp<'a> {
     dir: Arc<OwnedFd>,
     name: String,
     lock: Option<FileLock<OwnedFd>>,
+    // Whether publishing syncs the temp file before, and the target's
+    // directory after (the cache's durability, or forced for the files a
+    // torn copy of would make the cache unusable).
+    sync: bool,
 }
 
 /// How often an atomic file is retried when its temporary file vanished
@@ -162,8 +166,23 @@ impl CacheDir {
     /// Creating or opening `root` failed, or it is not a directory.
     pub fn open(root: &Path) -> io::Result<Self> {
         let root = std::path::absolute(root).map_err(|e| with_path("resolve", root, e))?;
+        // The levels about to be made: a new directory's name is durable
+        // only once its parent is `fsync`ed, and without that a power loss
+        // can take a new cache away whole, with every entry committed
+        // durably in it (found on the lazy FUSE file system). Once per
+        // creation, so in every durability mode.
+        let missing: Vec<&Path> = root
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+            .collect();
         crate::retry_io(|| std::fs::create_dir_all(&root))
             .map_err(|e| with_path("create directory", &root, e))?;
+        for made in &missing {
+            if let Some(parent) = made.parent() {
+                crate::retry_io(|| std::fs::File::open(parent).and_then(|f| f.sync_all()))
+                    .map_err(|e| with_path("sync", parent, e))?;
+            }
+        }
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| with_path("open directory", &root, e))?;
         let remote = rustix::io::retry_on_intr(|| rustix::fs::fstatfs(&dir))
@@ -591,6 +610,7 @@ impl CacheDir {
             dir,
             name,
             lock: Some(lock),
+            sync: self.durable,
         })
     }
 
@@ -631,8 +651,44 @@ impl CacheDir {
         contents: &[u8],
         how: Publish,
     ) -> io::Result<(Published, FileLock<OwnedFd>)> {
+        self.atomic_file_inner(store, target, contents, how, self.durable)
+    }
+
+    /// As [`CacheDir::atomic_file`], durably whatever
+    /// [`CacheDir::set_durable`] says: the temporary file is `fsync`ed
+    /// before it is published and the target's directory after. For the
+    /// files a power loss must never leave empty or short, because the
+    /// cache cannot be opened then (`cache.info`, and the scaffolding).
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::atomic_file`].
+    pub fn atomic_file_durable(
+        &self,
+        store: &Path,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+    ) -> io::Result<Published> {
+        self.atomic_file_inner(store, target, contents, how, true)
+            .map(|(published, lock)| {
+                lock.close();
+                published
+            })
+    }
+
+    fn atomic_file_inner(
+        &self,
+        store: &Path,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+        sync: bool,
+    ) -> io::Result<(Published, FileLock<OwnedFd>)> {
         let temp = if store == Path::new(OBJECTS) {
-            self.atomic_temp()?
+            let mut temp = self.atomic_temp()?;
+            temp.sync = sync;
+            temp
         } else {
             let dir = self
                 .open_raw(store, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
@@ -647,6 +703,7 @@ impl CacheDir {
                 dir,
                 name,
                 lock: Some(lock),
+                sync,
             }
         };
         temp.publish_locked(target, contents, how)
@@ -787,6 +844,15 @@ impl CacheDir {
             Err(e) if !gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
                 return Err(self.err("remove", &rel.join(OBJECT_INFO), e))
             }
+            // Durably, the entry must be invalid before any of its tree
+            // goes: nothing orders the unlinks of two directories, and a
+            // power loss could keep `object.info` beside a half-removed
+            // `data/` (a hit with a wrong tree; found on the lazy FUSE file
+            // system), or keep the entry while its uncharge survives.
+            Ok(()) if self.durable => {
+                rustix::io::retry_on_intr(|| rustix::fs::fsync(&entry))
+                    .map_err(|e| self.err("sync", rel, e))?;
+            }
             _ => {}
         }
         let children = match entry.read_dir(".") {
@@ -864,13 +930,21 @@ impl CacheDir {
             }
             _ => r#"{"version": 1}"#.to_owned(),
         };
+        let mut made = false;
         for d in [OBJECTS, STAGE] {
             match crate::retry_io(|| self.dir.create_dir(d)) {
+                Ok(()) => made = true,
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                     return Err(self.err("create directory", Path::new(d), e))
                 }
-                _ => {}
+                Err(_) => {}
             }
+        }
+        if made {
+            // The atomic files below sync the root only when they create
+            // something; the new directories' names need it regardless
+            // (once per cache, so in every mode, like the files).
+            self.sync_dir(Path::new(""))?;
         }
         let files: [(&str, &[u8]); 4] = [
             (CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS.as_bytes()),
@@ -884,7 +958,10 @@ impl CacheDir {
             if self.stat(Path::new(name)).is_ok() {
                 continue;
             }
-            self.atomic_file(
+            // Durably in every mode: an empty `cache.info` after a power
+            // loss would make the cache unopenable (found on the lazy
+            // FUSE file system); this runs once per cache.
+            self.atomic_file_durable(
                 Path::new(OBJECTS),
                 Path::new(name),
                 contents,
@@ -969,7 +1046,7 @@ impl AtomicTemp<'_> {
             if let Err(e) = write_all_fd(lock, contents) {
                 return Err(cache.err("write", &tmp_rel(), e));
             }
-            if cache.durable {
+            if self.sync {
                 rustix::io::retry_on_intr(|| rustix::fs::fsync(lock))
                     .map_err(|e| cache.err("sync", &tmp_rel(), e))?;
             }
@@ -1025,7 +1102,7 @@ impl AtomicTemp<'_> {
                 });
             }
             let lock = self.lock.take().expect("held until published");
-            if cache.durable && published == Published::Done {
+            if self.sync && published == Published::Done {
                 cache.sync_dir(target.parent().unwrap_or(Path::new("")))?;
             }
             return Ok((published, lock));

@@ -785,7 +785,7 @@ fn a_node_replaced_by_another_type_is_an_error() {
     fs::write(f.src.join("was-file"), b"x").unwrap();
     let stale = rustix::fs::lstat(f.src.join("was-file")).unwrap();
     fs::remove_file(f.src.join("was-file")).unwrap();
-    rustix::fs::mknodat(CWD, &f.src.join("was-file"), FileType::Fifo, Mode::RUSR, 0).unwrap();
+    rustix::fs::mknodat(CWD, f.src.join("was-file"), FileType::Fifo, Mode::RUSR, 0).unwrap();
     let mut copier = Copier::new(&dst, &mut progress, &CopyOptions::new());
     let e = copier
         .copy_file(
@@ -800,7 +800,7 @@ fn a_node_replaced_by_another_type_is_an_error() {
         .expect("an error");
     assert!(e.to_string().contains("replaced"), "{e}");
     // A FIFO that became a directory.
-    rustix::fs::mknodat(CWD, &f.src.join("was-fifo"), FileType::Fifo, Mode::RUSR, 0).unwrap();
+    rustix::fs::mknodat(CWD, f.src.join("was-fifo"), FileType::Fifo, Mode::RUSR, 0).unwrap();
     let stale = rustix::fs::lstat(f.src.join("was-fifo")).unwrap();
     fs::remove_file(f.src.join("was-fifo")).unwrap();
     fs::create_dir(f.src.join("was-fifo")).unwrap();
