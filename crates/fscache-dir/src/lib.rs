@@ -73,29 +73,42 @@
 
 #![forbid(unsafe_code)]
 
-mod beneath;
+// The handle, and one module per protocol it runs.
+mod anon;
+mod atomic;
 mod cachedir;
+mod fdio;
+mod layout;
+mod locked;
+mod remove;
+mod scaffold;
+
+// The platform layer every crate above shares.
+mod beneath;
 pub mod copy;
 pub mod digest;
 mod error;
 mod hook;
-mod locked;
 mod name;
 pub mod stat;
 pub mod walk;
 
+pub use anon::AnonDir;
+pub use atomic::{AtomicTemp, Publish, Published};
 pub use beneath::open_beneath;
-pub use cachedir::{
-    gone, read_small_fd, AnonDir, AtomicTemp, CacheDir, LockedFile, Publish, Published,
-    WaitObserver, CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA,
-    OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
-};
+pub use cachedir::{CacheDir, WaitObserver};
 pub use error::{raw_os_error, with_path, PathError};
+pub use fdio::read_small_fd;
 pub use hook::{Hook, HookPoint};
-pub use locked::{LockOptions, TryLocked};
+pub use layout::{
+    CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS,
+    OBJECT_INFO, OBJECT_LOCK, STAGE,
+};
+pub use locked::{LockOptions, LockedFile, TryLocked};
 pub use name::{
     anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,
 };
+pub use remove::gone;
 
 /// The crate's `README.md` example, run as a doc test so it never goes
 /// stale (also from the packaged crate, which carries its README).

@@ -1,0 +1,153 @@
+//! Removal: an entry (`object.info` first, `object.lock` last, racing
+//! removals tolerated) and any tree, never following symlinks
+//! (`docs/format.md`, "Remove an entry").
+
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use cap_std::fs::Dir;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::beneath::open_beneath;
+use crate::error::raw_os_error;
+use crate::hook::HookPoint;
+use crate::layout::{OBJECT_INFO, OBJECT_LOCK};
+use crate::CacheDir;
+
+/// See [`CacheDir::remove_entry`].
+pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
+    use cap_fs_ext::DirExt;
+    let entry = match cache.dir.open_dir_nofollow(rel) {
+        Ok(d) => d,
+        // Before `gone`: ENOTDIR here mostly means a file or symlink at
+        // `rel` itself, which is unlinked (if a parent is missing
+        // instead, the unlink finds nothing too).
+        Err(e) if is_not_dir_or_link(&e) => {
+            return match cache.dir.remove_file(rel) {
+                Err(e) if !gone(&e) => Err(cache.err("remove", rel, e)),
+                _ => Ok(()),
+            }
+        }
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(cache.err("open directory", rel, e)),
+    };
+    match entry.remove_file(OBJECT_INFO) {
+        Err(e) if !gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
+            return Err(cache.err("remove", &rel.join(OBJECT_INFO), e))
+        }
+        _ => {}
+    }
+    let children = match entry.read_dir(".") {
+        Ok(it) => it,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(cache.err("read directory", rel, e)),
+    };
+    for child in children {
+        let child = match child {
+            Ok(c) => c,
+            Err(e) if gone(&e) => break,
+            Err(e) => return Err(cache.err("read directory", rel, e)),
+        };
+        let name = child.file_name();
+        if name == OBJECT_LOCK {
+            continue;
+        }
+        remove_any(&entry, Path::new(&name))
+            .map_err(|e| cache.err("remove", &rel.join(&name), e))?;
+    }
+    match entry.remove_file(OBJECT_LOCK) {
+        Err(e) if !gone(&e) => return Err(cache.err("remove", &rel.join(OBJECT_LOCK), e)),
+        _ => {}
+    }
+    cache.hook(HookPoint::RemoveRmdir, rel);
+    match cache.dir.remove_dir(rel) {
+        // Reclaimed by a racing store just now, or gone already.
+        Err(e)
+            if !gone(&e)
+                && !matches!(
+                    e.kind(),
+                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::ResourceBusy
+                ) =>
+        {
+            Err(cache.err("remove directory", rel, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// See [`CacheDir::remove_tree`].
+pub(crate) fn remove_tree(cache: &CacheDir, rel: &Path) -> io::Result<()> {
+    remove_any(&cache.dir, rel).map_err(|e| cache.err("remove", rel, e))
+}
+
+/// Whether `e` says the thing is not there (any more).
+pub fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn is_not_dir_or_link(e: &io::Error) -> bool {
+    // O_DIRECTORY|O_NOFOLLOW on a symlink gives ELOOP or ENOTDIR.
+    e.kind() == io::ErrorKind::NotADirectory || raw_os_error(e) == Some(Errno::LOOP.raw_os_error())
+}
+
+/// Remove `rel` below `dir`: unlink a non-directory, empty a directory
+/// with the shared [walk](crate::walk) (never following symlinks, giving
+/// directories without owner rwx those bits) and remove it. Tolerates
+/// vanished paths; on `EACCES`/`EPERM` gives the parent directory owner
+/// rwx and retries once.
+fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
+    match dir.remove_file(rel) {
+        Ok(()) => return Ok(()),
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_writable(dir, rel.parent().unwrap_or(Path::new(".")))?;
+            return match dir.remove_file(rel) {
+                Err(e) if !gone(&e) => Err(e),
+                _ => Ok(()),
+            };
+        }
+        // EISDIR (Linux unlink(2) on a directory) or EPERM: a directory.
+        Err(_) => {}
+    }
+    // Read, write and search permission are needed to empty it.
+    make_writable(dir, rel)?;
+    let fd = match open_beneath(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    crate::walk::remove_contents(fd, rel.to_owned())?;
+    match dir.remove_dir(rel) {
+        Err(e) if !gone(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Give the directory `rel` owner rwx if it lacks them (nothing to do for
+/// anything else, or when it is gone).
+fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
+    let (parent, name) = match (rel.parent(), rel.file_name()) {
+        (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, n),
+        (_, Some(n)) => (Path::new("."), n),
+        _ => return Ok(()),
+    };
+    let pfd = match open_beneath(dir, parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let st = match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if !crate::walk::is_dir(&st) || st.st_mode & 0o700 == 0o700 {
+        return Ok(());
+    }
+    crate::walk::make_owner_rwx(pfd.as_fd(), name, &st)
+}

@@ -1,0 +1,50 @@
+//! Scaffolding: the directories and files of a cache, each created only
+//! when missing, safe on a live cache and in parallel (`docs/format.md`,
+//! "Scaffold").
+
+use std::io;
+use std::path::Path;
+
+use crate::atomic::Publish;
+use crate::layout::{
+    CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, OBJECTS, STAGE,
+};
+use crate::CacheDir;
+
+/// See [`CacheDir::scaffold_created_by`].
+pub(crate) fn scaffold_created_by(cache: &CacheDir, boot_id: Option<&str>) -> io::Result<()> {
+    let info = match boot_id {
+        Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            format!(r#"{{"version": 1, "creation-boot-id": "{id}"}}"#)
+        }
+        _ => r#"{"version": 1}"#.to_owned(),
+    };
+    for d in [OBJECTS, STAGE] {
+        match cache.dir.create_dir(d) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(cache.err("create directory", Path::new(d), e))
+            }
+            _ => {}
+        }
+    }
+    let files: [(&str, &[u8]); 4] = [
+        (CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS.as_bytes()),
+        (CACHE_INFO, info.as_bytes()),
+        (CACHE_LOCK, b""),
+        (CACHE_SIZE, b"0"),
+    ];
+    for (name, contents) in files {
+        // Skip the temp-file dance when the file is there already: the
+        // common case for every open of an existing cache.
+        if cache.stat(Path::new(name)).is_ok() {
+            continue;
+        }
+        cache.atomic_file(
+            Path::new(OBJECTS),
+            Path::new(name),
+            contents,
+            Publish::NoReplace,
+        )?;
+    }
+    Ok(())
+}
