@@ -218,6 +218,76 @@ impl CacheDir {
         open_beneath(&self.dir, rel, flags, mode)
     }
 
+    /// `open(rel, O_RDONLY | O_DIRECTORY)` beneath the root—a directory of
+    /// the cache, for reading it or `*at` calls inside it.
+    ///
+    /// # Errors
+    ///
+    /// The open failed; the path is folded in.
+    pub fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_raw(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map_err(|e| self.err("open directory", rel, e))
+    }
+
+    /// `open(rel, O_RDONLY | O_NONBLOCK)` beneath the root—a protocol file
+    /// to read (a FIFO planted in its place cannot hang the open).
+    ///
+    /// # Errors
+    ///
+    /// The open failed; the path is folded in.
+    pub fn open_read(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
+            .map_err(|e| self.err("open", rel, e))
+    }
+
+    /// `open(rel, O_RDWR | O_CREAT | O_NONBLOCK, 0o666)` beneath the
+    /// root—create-or-open a file that is never replaced nor unlinked (so
+    /// a plain `O_CREAT` is race-free: every opener gets the same inode),
+    /// such as `build.lock`.
+    ///
+    /// # Errors
+    ///
+    /// The open failed (`PermissionDenied` or `ReadOnlyFilesystem` on a
+    /// cache this process may not write); the path is folded in.
+    pub fn create_or_open(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_raw(
+            rel,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(|e| self.err("open", rel, e))
+    }
+
+    /// `open(rel, O_WRONLY | O_CREAT | O_EXCL, 0o644)` beneath the root—a
+    /// new file that must not exist yet (an entry's `object.info`).
+    ///
+    /// # Errors
+    ///
+    /// The open failed (`AlreadyExists` when `rel` exists); the path is
+    /// folded in.
+    pub fn create_new(&self, rel: &Path) -> io::Result<std::fs::File> {
+        self.open_raw(
+            rel,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(0o644),
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| self.err("create", rel, e))
+    }
+
+    /// `fsync` every file and directory below `rel` and `rel` itself, each
+    /// directory after its children, over the one [walk](crate::walk).
+    /// Where a file or directory cannot be opened for it (a mode without
+    /// read permission), one `syncfs` of the cache's file system covers it.
+    ///
+    /// # Errors
+    ///
+    /// An open, read or `fsync` failed; the path is folded in.
+    #[doc(alias = "fsync")]
+    pub fn sync_all(&self, rel: &Path) -> io::Result<()> {
+        fdio::sync_all(self, rel)
+    }
+
     /// `open(rel, O_RDONLY | O_NOATIME)` beneath the root, retried without
     /// `O_NOATIME` where the kernel refuses it (`EPERM`: we neither own the
     /// file nor have `CAP_FOWNER`), so inspecting a file does not move its

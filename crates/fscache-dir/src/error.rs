@@ -88,6 +88,26 @@ pub fn with_path(op: &'static str, path: &Path, source: io::Error) -> io::Error 
     )
 }
 
+/// Whether `e` says the thing is not there (any more).
+pub fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// Whether an open or `stat` error means "not there for me now" (a
+/// load's miss): gone (`ENOENT`, `ENOTDIR`), a symlink where a protocol
+/// file belongs (`ELOOP`), one leading out of the cache (`EXDEV`), or a
+/// stale NFS handle (`ESTALE`).
+pub fn is_miss(e: &io::Error) -> bool {
+    gone(e)
+        || matches!(
+            raw_os_error(e).map(rustix::io::Errno::from_raw_os_error),
+            Some(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV | rustix::io::Errno::STALE)
+        )
+}
+
 /// The errno of `e`, looking through a [`PathError`] wrapper.
 pub fn raw_os_error(e: &io::Error) -> Option<i32> {
     e.raw_os_error().or_else(|| {

@@ -93,12 +93,12 @@ mod name;
 pub mod stat;
 pub mod walk;
 
-pub use anon::AnonDir;
+pub use anon::{AnonDir, Renamed};
 pub use atomic::{AtomicTemp, Publish, Published};
 pub use beneath::open_beneath;
 pub use cachedir::{CacheDir, WaitObserver};
-pub use error::{raw_os_error, with_path, PathError};
-pub use fdio::read_small_fd;
+pub use error::{gone, is_miss, raw_os_error, with_path, PathError};
+pub use fdio::{open_tree, read_small_fd, touch_atime};
 pub use hook::{Hook, HookPoint};
 pub use layout::{
     CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS,
@@ -108,7 +108,6 @@ pub use locked::{LockOptions, LockedFile, TryLocked};
 pub use name::{
     anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,
 };
-pub use remove::gone;
 
 /// The crate's `README.md` example, run as a doc test so it never goes
 /// stale (also from the packaged crate, which carries its README).

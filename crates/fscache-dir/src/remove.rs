@@ -11,7 +11,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::beneath::open_beneath;
-use crate::error::raw_os_error;
+use crate::error::{gone, raw_os_error};
 use crate::hook::HookPoint;
 use crate::layout::{OBJECT_INFO, OBJECT_LOCK};
 use crate::CacheDir;
@@ -19,6 +19,7 @@ use crate::CacheDir;
 /// See [`CacheDir::remove_entry`].
 pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
     use cap_fs_ext::DirExt;
+    let err = |op, p: &Path, e| cache.err(op, p, e);
     let entry = match cache.dir.open_dir_nofollow(rel) {
         Ok(d) => d,
         // Before `gone`: ENOTDIR here mostly means a file or symlink at
@@ -33,37 +34,56 @@ pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
         Err(e) if gone(&e) => return Ok(()),
         Err(e) => return Err(cache.err("open directory", rel, e)),
     };
+    if !empty_entry(&entry, rel, &err)? {
+        return Ok(());
+    }
+    cache.hook(HookPoint::RemoveRmdir, rel);
+    rmdir_result(cache.dir.remove_dir(rel)).map_err(|e| cache.err("remove directory", rel, e))
+}
+
+/// Steps 1–3 of removing an entry whose directory is open as `entry`
+/// (`rel` in errors): unlink `object.info`, everything but `object.lock`,
+/// then `object.lock`. `false` when the directory vanished meanwhile.
+pub(crate) fn empty_entry(
+    entry: &Dir,
+    rel: &Path,
+    err: &dyn Fn(&'static str, &Path, io::Error) -> io::Error,
+) -> io::Result<bool> {
     match entry.remove_file(OBJECT_INFO) {
         Err(e) if !gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
-            return Err(cache.err("remove", &rel.join(OBJECT_INFO), e))
+            return Err(err("remove", &rel.join(OBJECT_INFO), e))
         }
         _ => {}
     }
     let children = match entry.read_dir(".") {
         Ok(it) => it,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(cache.err("read directory", rel, e)),
+        Err(e) if gone(&e) => return Ok(false),
+        Err(e) => return Err(err("read directory", rel, e)),
     };
     for child in children {
         let child = match child {
             Ok(c) => c,
             Err(e) if gone(&e) => break,
-            Err(e) => return Err(cache.err("read directory", rel, e)),
+            Err(e) => return Err(err("read directory", rel, e)),
         };
         let name = child.file_name();
         if name == OBJECT_LOCK {
             continue;
         }
-        remove_any(&entry, Path::new(&name))
-            .map_err(|e| cache.err("remove", &rel.join(&name), e))?;
+        remove_any(entry, Path::new(&name)).map_err(|e| err("remove", &rel.join(&name), e))?;
     }
     match entry.remove_file(OBJECT_LOCK) {
-        Err(e) if !gone(&e) => return Err(cache.err("remove", &rel.join(OBJECT_LOCK), e)),
+        Err(e) if !gone(&e) => return Err(err("remove", &rel.join(OBJECT_LOCK), e)),
         _ => {}
     }
-    cache.hook(HookPoint::RemoveRmdir, rel);
-    match cache.dir.remove_dir(rel) {
-        // Reclaimed by a racing store just now, or gone already.
+    Ok(true)
+}
+
+/// The last step of removing an entry, `rmdir`: a directory reclaimed by
+/// a racing store just now (`ENOTEMPTY`, `EBUSY`), or gone already, is
+/// fine.
+pub(crate) fn rmdir_result(r: io::Result<()>) -> io::Result<()> {
+    match r {
         Err(e)
             if !gone(&e)
                 && !matches!(
@@ -71,7 +91,7 @@ pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
                     io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::ResourceBusy
                 ) =>
         {
-            Err(cache.err("remove directory", rel, e))
+            Err(e)
         }
         _ => Ok(()),
     }
@@ -80,14 +100,6 @@ pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
 /// See [`CacheDir::remove_tree`].
 pub(crate) fn remove_tree(cache: &CacheDir, rel: &Path) -> io::Result<()> {
     remove_any(&cache.dir, rel).map_err(|e| cache.err("remove", rel, e))
-}
-
-/// Whether `e` says the thing is not there (any more).
-pub fn gone(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
 }
 
 fn is_not_dir_or_link(e: &io::Error) -> bool {

@@ -9,7 +9,16 @@
 // On x86_64 most of the conversions below are identities.
 #![allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 
-use rustix::fs::Stat;
+pub use rustix::fs::Stat;
+
+/// `fstat(fd)`.
+///
+/// # Errors
+///
+/// The `fstat` failed (the caller folds in the path it knows).
+pub fn fstat(fd: &impl std::os::fd::AsFd) -> std::io::Result<Stat> {
+    rustix::fs::fstat(fd).map_err(Into::into)
+}
 
 /// The identity of an inode: `(st_dev, st_ino)`.
 pub type Inode = (u64, u64);

@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
-    gone, raw_os_error, stat, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
+    is_miss, stat, touch_atime, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
     CACHE_LOCK, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind};
-use rustix::fs::{Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
-use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
@@ -264,7 +262,8 @@ impl Builder {
 /// "not a directory", not the `EEXIST` that creating it met.
 fn open_error(path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::AlreadyExists && path.exists() && !path.is_dir() {
-        let e = io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error());
+        // ENOTDIR, errno 20 on Linux (errno-base.h), so `raw_os_error` works.
+        let e = io::Error::from_raw_os_error(20);
         return Error::io("open cache", path, e);
     }
     Error::io("open cache", path, e)
@@ -404,8 +403,7 @@ impl FsCache {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?
             } else {
-                rustix::fs::fstat(&cached.2)
-                    .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
+                stat::fstat(&cached.2).map_err(|e| Error::io("stat", dir.abs(rel), e))?
             };
             if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
                 return Ok(cached.0.clone());
@@ -742,9 +740,9 @@ pub struct Repaired {
 fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let rel = Path::new(CACHE_INFO);
     let fd = dir
-        .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-        .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+        .open_read(rel)
+        .map_err(|e| Error::io("open", dir.abs(rel), e))?;
+    let st = stat::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
@@ -767,38 +765,11 @@ struct FileId {
 }
 
 impl FileId {
-    fn of(st: &rustix::fs::Stat) -> Self {
+    fn of(st: &stat::Stat) -> Self {
         Self {
             inode: stat::inode(st),
             size: stat::size(st),
             mtime: stat::mtime(st),
         }
     }
-}
-
-/// Whether an open or stat error means "not there for me now".
-pub(crate) fn is_miss(e: &io::Error) -> bool {
-    gone(e)
-        || matches!(
-            raw_os_error(e).map(Errno::from_raw_os_error),
-            // ELOOP: a symlink where a protocol file should be; EXDEV: a
-            // symlink leading out of the cache.
-            Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
-        )
-}
-
-/// Set the lock file's atime to now, mtime untouched. Best effort: a
-/// reader without write access or on a read-only mount still gets its hit.
-pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_NOW,
-        },
-        last_modification: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-    };
-    let _ = rustix::fs::futimens(fd, &times);
 }

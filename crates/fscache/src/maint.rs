@@ -12,7 +12,8 @@ use fscache_lock::LockKind;
 use fscache_quota::{Candidate, Stamp};
 
 use crate::error::{Error, Result};
-use crate::handle::{is_miss, FsCache};
+use crate::handle::FsCache;
+use fscache_dir::is_miss;
 
 /// A committed entry as [`FsCache::entries`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]

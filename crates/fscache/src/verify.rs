@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use fscache_dir::digest::{digest_tree, Digest};
 use fscache_dir::{EntryName, LockOptions, TryLocked, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_quota::ObjectInfo;
-use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Error, Result};
-use crate::handle::{is_miss, FsCache};
+use crate::handle::FsCache;
+use fscache_dir::is_miss;
 
 /// What [`FsCache::verify`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,12 +54,7 @@ impl Verified {
 /// the path).
 pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
     let path = path.as_ref();
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open directory", path, e.into()))?;
+    let fd = fscache_dir::open_tree(path).map_err(|e| Error::io("open directory", path, e))?;
     digest_tree(&fd, path).map_err(|e| Error::io("digest", path, e))
 }
 
@@ -109,8 +104,8 @@ impl FsCache {
         let data_rel = entry.join(DATA);
         let data_abs = dir.abs(&data_rel);
         let data = dir
-            .open_raw(&data_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", &data_abs, e.into()))?;
+            .open_dir(&data_rel)
+            .map_err(|e| Error::io("open directory", &data_abs, e))?;
         let actual =
             digest_tree(&data, &data_abs).map_err(|e| Error::io("digest", &data_abs, e))?;
         Ok(if actual == recorded {
