@@ -22,7 +22,8 @@ use crate::hook::Hook;
 use crate::hook::HookPoint;
 use crate::layout::OBJECTS;
 use crate::locked::{LockOptions, LockedFile, TryLocked};
-use crate::{anon, atomic, fdio, locked, remove, scaffold};
+use crate::update::IfMissing;
+use crate::{anon, atomic, fdio, locked, remove, scaffold, update};
 use fscache_lock::FileLock;
 
 /// `NFS_SUPER_MAGIC` from `statfs(2)`.
@@ -480,5 +481,27 @@ impl CacheDir {
     /// As [`CacheDir::scaffold`].
     pub fn scaffold_created_by(&self, boot_id: Option<&str>) -> io::Result<()> {
         scaffold::scaffold_created_by(self, boot_id)
+    }
+
+    /// Read-modify-write of the protocol file `rel` (`cache.size`,
+    /// `cache.info`, `cache.stats`): make a locked temporary file in
+    /// `objects/`, take `rel`'s exclusive lock (waiting; when `rel` is
+    /// missing, as `if_missing` says), read it through the locked
+    /// descriptor, and call `f` with its bytes. `f` returns the new
+    /// contents (`None`: leave the file alone) and the result; new contents
+    /// are written into the temporary file and renamed over `rel`. A crash
+    /// at any step leaves the old value or the new one.
+    ///
+    /// # Errors
+    ///
+    /// Creating the temporary file, the locked open, the read or the
+    /// rename failed (the path is folded in), or `f` failed.
+    pub fn update<T>(
+        &self,
+        rel: &Path,
+        if_missing: IfMissing<'_>,
+        f: impl FnOnce(&[u8]) -> io::Result<(Option<Vec<u8>>, T)>,
+    ) -> io::Result<T> {
+        update::update(self, rel, if_missing, f)
     }
 }

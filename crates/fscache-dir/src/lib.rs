@@ -82,6 +82,7 @@ mod layout;
 mod locked;
 mod remove;
 mod scaffold;
+mod update;
 
 // The platform layer every crate above shares.
 mod beneath;
@@ -108,6 +109,7 @@ pub use locked::{LockOptions, LockedFile, TryLocked};
 pub use name::{
     anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,
 };
+pub use update::IfMissing;
 
 /// The crate's `README.md` example, run as a doc test so it never goes
 /// stale (also from the packaged crate, which carries its README).

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
-    is_miss, stat, touch_atime, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
+    is_miss, stat, touch_atime, CacheDir, EntryName, IfMissing, LockOptions, TryLocked, CACHE_INFO,
     CACHE_LOCK, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind};
@@ -432,29 +432,29 @@ impl FsCache {
         let dir = self.dir();
         let rel = Path::new(CACHE_INFO);
         let abs = dir.abs(rel);
-        let locked = dir
-            .lock(rel, LockOptions::exclusive())
-            .map_err(|e| Error::io("lock", &abs, e))?;
-        let bytes = dir
-            .read_small(rel)
-            .map_err(|e| Error::io("read", &abs, e))?;
-        let mut map = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => {
-                return Err(Error::Corrupt {
-                    path: abs,
-                    what: "not a JSON object".into(),
-                })
-            }
-        };
-        if let Some(update) = change(&CacheInfo::from_map(&map)) {
-            tracing::info!(info = ?update, "cache.info updated");
-            update.merge_into(&mut map);
-            let text = serde_json::Value::Object(map).to_string();
-            dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
-                .map_err(|e| Error::io("replace", &abs, e))?;
+        let corrupt = dir
+            .update(rel, IfMissing::Fail, |bytes| {
+                let mut map = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Ok((None, true)),
+                };
+                let Some(update) = change(&CacheInfo::from_map(&map)) else {
+                    return Ok((None, false));
+                };
+                tracing::info!(info = ?update, "cache.info updated");
+                update.merge_into(&mut map);
+                Ok((
+                    Some(serde_json::Value::Object(map).to_string().into_bytes()),
+                    false,
+                ))
+            })
+            .map_err(|e| Error::io("update", &abs, e))?;
+        if corrupt {
+            return Err(Error::Corrupt {
+                path: abs,
+                what: "not a JSON object".into(),
+            });
         }
-        drop(locked);
         self.reload_info()?;
         Ok(())
     }

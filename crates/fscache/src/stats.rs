@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fscache_dir::{CacheDir, LockOptions, Publish, OBJECTS};
+use fscache_dir::{CacheDir, IfMissing};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -301,28 +301,15 @@ pub(crate) fn zero(dir: &CacheDir) -> Result<()> {
 /// first if needed; keys this version does not know are kept.
 fn update(dir: &CacheDir, change: impl FnOnce(&mut Map<String, Value>)) -> Result<()> {
     let rel = Path::new(CACHE_STATS);
-    let abs = || dir.abs(rel);
-    let locked = loop {
-        match dir.lock(rel, LockOptions::exclusive()) {
-            Ok(l) => break l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                dir.atomic_file(Path::new(OBJECTS), rel, b"{}", Publish::NoReplace)
-                    .map_err(|e| Error::io("create", abs(), e))?;
-            }
-            Err(e) => return Err(Error::io("lock", abs(), e)),
-        }
-    };
-    let bytes =
-        fscache_dir::read_small_fd(&locked.lock).map_err(|e| Error::io("read", abs(), e))?;
-    // Garbage starts over: counters are not worth an error.
-    let mut map = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    change(&mut map);
-    let text = Value::Object(map).to_string();
-    dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
-        .map_err(|e| Error::io("replace", abs(), e))?;
-    locked.lock.close();
-    Ok(())
+    let empty = || Ok(b"{}".to_vec());
+    dir.update(rel, IfMissing::Create(&empty), |bytes| {
+        // Garbage starts over: counters are not worth an error.
+        let mut map = match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        change(&mut map);
+        Ok((Some(Value::Object(map).to_string().into_bytes()), ()))
+    })
+    .map_err(|e| Error::io("update", dir.abs(rel), e))
 }
