@@ -100,8 +100,10 @@ impl AnonDir {
     ///
     /// The `mkdirat` failed; the path is folded in.
     pub fn create_dir(&self, name: &str) -> io::Result<()> {
-        rustix::fs::mkdirat(&self.dir, name, Mode::from_raw_mode(0o777))
-            .map_err(|e| with_path("create directory", &self.abs.join(name), e.into()))
+        rustix::io::retry_on_intr(|| {
+            rustix::fs::mkdirat(&self.dir, name, Mode::from_raw_mode(0o777))
+        })
+        .map_err(|e| with_path("create directory", &self.abs.join(name), e.into()))
     }
 
     /// `renameat(parent, uuid-…, parent, name)`—publish the directory as
@@ -115,7 +117,9 @@ impl AnonDir {
     /// The rename failed for another reason; the directory is removed
     /// (the guard drops).
     pub fn rename_to(mut self, name: &str) -> io::Result<Renamed> {
-        match rustix::fs::renameat(&*self.parent, self.name.as_str(), &*self.parent, name) {
+        match rustix::io::retry_on_intr(|| {
+            rustix::fs::renameat(&*self.parent, self.name.as_str(), &*self.parent, name)
+        }) {
             Ok(()) => Ok(Renamed::Done(
                 self.lock.take().expect("held until the guard is consumed"),
             )),
@@ -176,8 +180,10 @@ impl AnonDir {
                 hook(HookPoint::RemoveRmdir, &self.rel);
             }
             rmdir_result(
-                rustix::fs::unlinkat(&*self.parent, self.name.as_str(), AtFlags::REMOVEDIR)
-                    .map_err(io::Error::from),
+                rustix::io::retry_on_intr(|| {
+                    rustix::fs::unlinkat(&*self.parent, self.name.as_str(), AtFlags::REMOVEDIR)
+                })
+                .map_err(io::Error::from),
             )
             .map_err(|e| err("remove directory", Path::new(""), e))
         })();
@@ -214,11 +220,15 @@ pub(crate) fn atomic_anon_dir(cache: &CacheDir, parent: &Path) -> io::Result<Ano
         let (tmp_name, lock) =
             create_temp_at(&pfd).map_err(|e| cache.err("create", &parent.join("uuid-*"), e))?;
         let unlink_tmp = || {
-            let _ = rustix::fs::unlinkat(&pfd, tmp_name.as_str(), AtFlags::empty());
+            let _ = rustix::io::retry_on_intr(|| {
+                rustix::fs::unlinkat(&pfd, tmp_name.as_str(), AtFlags::empty())
+            });
         };
         let name = anonymous_name();
         let dir = parent.join(&name);
-        if let Err(e) = rustix::fs::mkdirat(&pfd, name.as_str(), Mode::from_raw_mode(0o777)) {
+        if let Err(e) = rustix::io::retry_on_intr(|| {
+            rustix::fs::mkdirat(&pfd, name.as_str(), Mode::from_raw_mode(0o777))
+        }) {
             unlink_tmp();
             if e == Errno::EXIST {
                 reseed_anonymous_names();
@@ -227,15 +237,19 @@ pub(crate) fn atomic_anon_dir(cache: &CacheDir, parent: &Path) -> io::Result<Ano
             return Err(cache.err("create directory", &dir, e));
         }
         cache.hook(HookPoint::AtomicDirLink, &dir);
-        let linked = rustix::fs::openat(
-            &pfd,
-            name.as_str(),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        let linked = rustix::io::retry_on_intr(|| {
+            rustix::fs::openat(
+                &pfd,
+                name.as_str(),
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })
         .and_then(|dfd| {
-            rustix::fs::linkat(&pfd, tmp_name.as_str(), &dfd, OBJECT_LOCK, AtFlags::empty())
-                .map(|()| dfd)
+            rustix::io::retry_on_intr(|| {
+                rustix::fs::linkat(&pfd, tmp_name.as_str(), &dfd, OBJECT_LOCK, AtFlags::empty())
+            })
+            .map(|()| dfd)
         });
         unlink_tmp();
         match linked {
@@ -256,11 +270,15 @@ pub(crate) fn atomic_anon_dir(cache: &CacheDir, parent: &Path) -> io::Result<Ano
             // took the name): try again with new ones. The directory,
             // if it is still there, is empty and ours.
             Err(Errno::NOENT) | Err(Errno::EXIST) => {
-                let _ = rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR);
+                let _ = rustix::io::retry_on_intr(|| {
+                    rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR)
+                });
                 continue;
             }
             Err(e) => {
-                let _ = rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR);
+                let _ = rustix::io::retry_on_intr(|| {
+                    rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR)
+                });
                 return Err(cache.err("link", &dir.join(OBJECT_LOCK), e));
             }
         }

@@ -65,12 +65,14 @@ const TEMP_RETRIES: usize = 8;
 pub(crate) fn create_temp_at(dir: &OwnedFd) -> rustix::io::Result<(String, FileLock<OwnedFd>)> {
     loop {
         let name = anonymous_name();
-        let fd = match rustix::fs::openat(
-            dir,
-            name.as_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        ) {
+        let fd = match rustix::io::retry_on_intr(|| {
+            rustix::fs::openat(
+                dir,
+                name.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+        }) {
             Ok(fd) => fd,
             // Another process shares our names (a fork): draw anew.
             Err(Errno::EXIST) => {
@@ -228,18 +230,20 @@ impl AtomicTemp<'_> {
                 return Err(cache.err("write", &tmp_rel(), e));
             }
             if cache.durable {
-                rustix::fs::fsync(lock).map_err(|e| cache.err("sync", &tmp_rel(), e))?;
+                rustix::io::retry_on_intr(|| rustix::fs::fsync(lock))
+                    .map_err(|e| cache.err("sync", &tmp_rel(), e))?;
             }
             let name = self.name.as_str();
             let parent = parent.as_fd();
             let done: io::Result<()> = match how {
-                Publish::Replace => {
-                    rustix::fs::renameat(&*self.dir, name, parent, &file_name).map_err(Into::into)
-                }
-                Publish::NoReplace => {
+                Publish::Replace => rustix::io::retry_on_intr(|| {
+                    rustix::fs::renameat(&*self.dir, name, parent, &file_name)
+                })
+                .map_err(Into::into),
+                Publish::NoReplace => rustix::io::retry_on_intr(|| {
                     rustix::fs::linkat(&*self.dir, name, parent, &file_name, AtFlags::empty())
-                        .map_err(Into::into)
-                }
+                })
+                .map_err(Into::into),
             };
             let published = match done {
                 Ok(()) => Ok(Published::Done),
@@ -249,7 +253,9 @@ impl AtomicTemp<'_> {
                 // The temporary file vanished (the target's directory may
                 // be what is missing instead: then the error stands).
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < TEMP_RETRIES => {
-                    match rustix::fs::statat(&*self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    match rustix::io::retry_on_intr(|| {
+                        rustix::fs::statat(&*self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    }) {
                         Err(Errno::NOENT) => {
                             attempt += 1;
                             let (new, lock) = create_temp_at(&self.dir)
@@ -273,7 +279,9 @@ impl AtomicTemp<'_> {
             // after a link (or a link that found the target taken) the
             // temporary name goes.
             if how == Publish::NoReplace {
-                let _ = rustix::fs::unlinkat(&*self.dir, name, AtFlags::empty());
+                let _ = rustix::io::retry_on_intr(|| {
+                    rustix::fs::unlinkat(&*self.dir, name, AtFlags::empty())
+                });
             }
             let lock = self.lock.take().expect("held until published");
             if cache.durable && published == Published::Done {
@@ -288,7 +296,9 @@ impl Drop for AtomicTemp<'_> {
     fn drop(&mut self) {
         // Not published (or failed): the temporary name goes.
         if let Some(lock) = self.lock.take() {
-            let _ = rustix::fs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty());
+            let _ = rustix::io::retry_on_intr(|| {
+                rustix::fs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty())
+            });
             lock.close();
         }
     }

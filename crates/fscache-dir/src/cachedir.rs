@@ -71,10 +71,11 @@ impl CacheDir {
     /// Creating or opening `root` failed, or it is not a directory.
     pub fn open(root: &Path) -> io::Result<Self> {
         let root = std::path::absolute(root).map_err(|e| with_path("resolve", root, e))?;
-        std::fs::create_dir_all(&root).map_err(|e| with_path("create directory", &root, e))?;
+        crate::retry_io(|| std::fs::create_dir_all(&root))
+            .map_err(|e| with_path("create directory", &root, e))?;
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| with_path("open directory", &root, e))?;
-        let remote = rustix::fs::fstatfs(&dir)
+        let remote = rustix::io::retry_on_intr(|| rustix::fs::fstatfs(&dir))
             .map(|s| i128::from(s.f_type) == NFS_SUPER_MAGIC)
             .map_err(|e| with_path("statfs", &root, e.into()))?;
         Ok(Self {
@@ -119,8 +120,10 @@ impl CacheDir {
     /// The `stat` or the open failed.
     pub fn objects_checked(&self) -> io::Result<Arc<OwnedFd>> {
         let rel = Path::new(OBJECTS);
-        let st = rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.err("stat", rel, e))?;
+        let st = rustix::io::retry_on_intr(|| {
+            rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+        })
+        .map_err(|e| self.err("stat", rel, e))?;
         let now = crate::stat::inode(&st);
         if let Some((fd, id)) = &*self.objects.read().unwrap_or_else(|p| p.into_inner()) {
             if *id == now {
@@ -135,7 +138,8 @@ impl CacheDir {
         let fd = self
             .open_raw(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| self.err("open directory", rel, e))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| self.err("fstat", rel, e))?;
+        let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
+            .map_err(|e| self.err("fstat", rel, e))?;
         let id = crate::stat::inode(&st);
         let fd = Arc::new(fd);
         *self.objects.write().unwrap_or_else(|p| p.into_inner()) = Some((fd.clone(), id));

@@ -16,7 +16,7 @@ use crate::CacheDir;
 
 /// See [`CacheDir::stat`].
 pub(crate) fn stat(cache: &CacheDir, rel: &Path) -> io::Result<Stat> {
-    rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+    rustix::io::retry_on_intr(|| rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW))
         .map_err(|e| cache.err("stat", rel, e))
 }
 
@@ -40,7 +40,7 @@ pub(crate) fn sync_dir(cache: &CacheDir, rel: &Path) -> io::Result<()> {
     let fd = cache
         .open_raw(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| cache.err("open directory", rel, e))?;
-    rustix::fs::fsync(&fd).map_err(|e| cache.err("sync", rel, e))
+    rustix::io::retry_on_intr(|| rustix::fs::fsync(&fd)).map_err(|e| cache.err("sync", rel, e))
 }
 
 /// Read all of a protocol file through `fd` (from its current offset),
@@ -111,7 +111,7 @@ pub fn touch_atime(fd: &impl AsFd) {
             tv_nsec: UTIME_OMIT,
         },
     };
-    let _ = rustix::fs::futimens(fd, &times);
+    let _ = rustix::io::retry_on_intr(|| rustix::fs::futimens(fd, &times));
 }
 
 /// `open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)`—open a
@@ -134,7 +134,8 @@ pub(crate) fn sync_all(cache: &CacheDir, rel: &Path) -> io::Result<()> {
     let root = Frame::new(fd, abs.clone(), ()).map_err(|e| with_path("read directory", &abs, e))?;
     Walk::new().run(&mut v, root)?;
     if v.need_syncfs {
-        rustix::fs::syncfs(cache.dir()).map_err(|e| with_path("sync", cache.root(), e.into()))?;
+        rustix::io::retry_on_intr(|| rustix::fs::syncfs(cache.dir()))
+            .map_err(|e| with_path("sync", cache.root(), e.into()))?;
     }
     Ok(())
 }
@@ -166,15 +167,16 @@ impl Visitor for Syncer {
                 Ok(Visit::Descend(()))
             }
             rustix::fs::FileType::RegularFile => {
-                match rustix::fs::openat(
-                    parent.fd(),
-                    name,
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-                    Mode::empty(),
-                ) {
-                    Ok(f) => {
-                        rustix::fs::fsync(&f).map_err(|e| with_path("sync", path, e.into()))?
-                    }
+                match rustix::io::retry_on_intr(|| {
+                    rustix::fs::openat(
+                        parent.fd(),
+                        name,
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+                        Mode::empty(),
+                    )
+                }) {
+                    Ok(f) => rustix::io::retry_on_intr(|| rustix::fs::fsync(&f))
+                        .map_err(|e| with_path("sync", path, e.into()))?,
                     Err(Errno::ACCESS) => self.need_syncfs = true,
                     Err(e) => return Err(with_path("sync", path, e.into())),
                 }
@@ -187,7 +189,8 @@ impl Visitor for Syncer {
     }
 
     fn leave(&mut self, dir: Frame<()>, _parent: Option<&mut Frame<()>>) -> io::Result<()> {
-        rustix::fs::fsync(dir.fd()).map_err(|e| with_path("sync", dir.path(), e.into()))
+        rustix::io::retry_on_intr(|| rustix::fs::fsync(dir.fd()))
+            .map_err(|e| with_path("sync", dir.path(), e.into()))
     }
 
     fn error(&self, path: &Path, e: io::Error) -> io::Error {

@@ -90,6 +90,8 @@ pub mod copy;
 pub mod digest;
 mod error;
 mod hook;
+mod intr;
+pub mod meta;
 mod name;
 pub mod stat;
 pub mod walk;
@@ -101,6 +103,7 @@ pub use cachedir::{CacheDir, WaitObserver};
 pub use error::{gone, is_miss, raw_os_error, with_path, PathError};
 pub use fdio::{open_tree, read_small_fd, touch_atime};
 pub use hook::{Hook, HookPoint};
+pub use intr::retry_io;
 pub use layout::{
     CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS,
     OBJECT_INFO, OBJECT_LOCK, STAGE,

@@ -148,8 +148,11 @@ pub(crate) fn try_claim(cache: &CacheDir, rel: &Path) -> io::Result<TryLocked> {
         Ok(None) => return Ok(TryLocked::Busy),
         Err(e) => return Err(cache.err("lock", rel, e)),
     };
-    let st = rustix::fs::fstat(&lock).map_err(|e| cache.err("fstat", rel, e))?;
-    match rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW) {
+    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&lock))
+        .map_err(|e| cache.err("fstat", rel, e))?;
+    match rustix::io::retry_on_intr(|| {
+        rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+    }) {
         Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino && st.st_nlink > 0 => {
             Ok(TryLocked::Locked(LockedFile { lock, stat: st }))
         }
@@ -228,7 +231,7 @@ fn locked_open(
 /// replaced); on NFS the unlinked file is silly-renamed and keeps its
 /// link count, so the path is compared.
 fn still_linked(cache: &CacheDir, rel: &Path, fd: &impl AsFd) -> io::Result<Option<Stat>> {
-    let st = match rustix::fs::fstat(fd) {
+    let st = match rustix::io::retry_on_intr(|| rustix::fs::fstat(fd)) {
         Ok(st) => st,
         Err(Errno::STALE) => return Ok(None),
         Err(e) => return Err(cache.err("fstat", rel, e)),
@@ -236,7 +239,9 @@ fn still_linked(cache: &CacheDir, rel: &Path, fd: &impl AsFd) -> io::Result<Opti
     if !cache.remote {
         return Ok((st.st_nlink > 0).then_some(st));
     }
-    match rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW) {
+    match rustix::io::retry_on_intr(|| {
+        rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+    }) {
         Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino => Ok(Some(st)),
         Ok(_) | Err(Errno::NOENT) | Err(Errno::STALE) => Ok(None),
         Err(e) => Err(cache.err("stat", rel, e)),

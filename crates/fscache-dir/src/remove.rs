@@ -20,13 +20,13 @@ use crate::CacheDir;
 pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
     use cap_fs_ext::DirExt;
     let err = |op, p: &Path, e| cache.err(op, p, e);
-    let entry = match cache.dir.open_dir_nofollow(rel) {
+    let entry = match crate::retry_io(|| cache.dir.open_dir_nofollow(rel)) {
         Ok(d) => d,
         // Before `gone`: ENOTDIR here mostly means a file or symlink at
         // `rel` itself, which is unlinked (if a parent is missing
         // instead, the unlink finds nothing too).
         Err(e) if is_not_dir_or_link(&e) => {
-            return match cache.dir.remove_file(rel) {
+            return match crate::retry_io(|| cache.dir.remove_file(rel)) {
                 Err(e) if !gone(&e) => Err(cache.err("remove", rel, e)),
                 _ => Ok(()),
             }
@@ -38,7 +38,8 @@ pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
         return Ok(());
     }
     cache.hook(HookPoint::RemoveRmdir, rel);
-    rmdir_result(cache.dir.remove_dir(rel)).map_err(|e| cache.err("remove directory", rel, e))
+    rmdir_result(crate::retry_io(|| cache.dir.remove_dir(rel)))
+        .map_err(|e| cache.err("remove directory", rel, e))
 }
 
 /// Steps 1–3 of removing an entry whose directory is open as `entry`
@@ -153,7 +154,9 @@ fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let st = match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+    let st = match rustix::io::retry_on_intr(|| {
+        rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW)
+    }) {
         Ok(st) => st,
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),

@@ -20,7 +20,7 @@ pub(crate) fn scaffold_created_by(cache: &CacheDir, boot_id: Option<&str>) -> io
         _ => r#"{"version": 1}"#.to_owned(),
     };
     for d in [OBJECTS, STAGE] {
-        match cache.dir.create_dir(d) {
+        match crate::retry_io(|| cache.dir.create_dir(d)) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                 return Err(cache.err("create directory", Path::new(d), e))
             }

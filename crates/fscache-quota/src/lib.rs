@@ -52,6 +52,7 @@
 
 #![forbid(unsafe_code)]
 
+mod books;
 mod counter;
 mod error;
 mod lru;
@@ -60,6 +61,10 @@ mod objinfo;
 mod space;
 mod sweep;
 
+pub use books::{
+    is_suspect, mark_suspect, reconcile, Books, BooksShared, Patience, Reconciled, BOOKS_LOCK,
+    BOOKS_SUSPECT,
+};
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
 pub use lru::{

@@ -202,6 +202,7 @@
 mod error;
 mod keys;
 mod manifest;
+mod node;
 mod prune;
 mod pull;
 mod push;

@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use fscache_dir::digest::Digest;
@@ -86,8 +86,12 @@ impl FsCache {
         let digest = match digest {
             Some(d) => Some(d),
             None if self.inner.record_digests => Some(
-                fscache_dir::digest::digest_tree(anon.data_dir()?, &dir.abs(&data_rel))
-                    .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
+                fscache_dir::digest::digest_tree(
+                    anon.data_dir()?,
+                    &dir.abs(&data_rel),
+                    fscache_dir::digest::Version::V2,
+                )
+                .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
             ),
             None => None,
         };
@@ -103,7 +107,20 @@ impl FsCache {
             return Ok(refused(report, Stored::TooLarge, anon));
         }
         dir.hook(HookPoint::CommitCharge, &anon.rel);
-        let charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+        // From the charge to the rename (or its undo) the books are held
+        // shared: a live recount waits for this commit to settle.
+        let mut books = self.inner.books.enter(dir)?;
+        let mut charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+        if !charged && fscache_quota::is_suspect(dir) {
+            // Full, but the books may be over: an evicting commit settles
+            // them (if no change is in flight) and tries once more.
+            drop(books);
+            let settled = self.reconcile(fscache_quota::Patience::Once);
+            books = self.inner.books.enter(dir)?;
+            if settled {
+                charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+            }
+        }
         if !charged {
             return Ok(refused(report, Stored::NoSpace, anon));
         }
@@ -111,13 +128,14 @@ impl FsCache {
         // exactly `size` again: the guard does it when it drops, unless
         // the entry was published or the uncharge was made (and reported)
         // below.
-        let charged = Charged {
+        let charge = Charged {
             cache: self,
+            info_rel: anon.rel.join(OBJECT_INFO),
             size: Some(size),
         };
         let published = self.publish(name, &mut anon, size, digest);
         if let Ok(true) = published {
-            charged.keep();
+            charge.keep();
             let lock = anon.published().ok_or_else(|| {
                 Error::io(
                     "rename",
@@ -125,13 +143,25 @@ impl FsCache {
                     io::Error::other("lost lock"),
                 )
             })?;
+            drop(books);
+            if !report.evicted.is_empty() {
+                // The rare evicting commit pays for settling suspect books
+                // (one `stat` when they are not).
+                self.reconcile(fscache_quota::Patience::Once);
+            }
             return Ok((report, Kept::Published(lock)));
         }
-        let _ = dir.dir().remove_file(anon.rel.join(OBJECT_INFO));
-        let uncharged = charged.undo();
-        // An error: dropping `anon` removes the tree.
-        published?;
-        uncharged?;
+        let uncharged = charge.undo();
+        if published.is_err() || uncharged.is_err() {
+            // Dropping `anon` removes the tree: inside the hold, so that no
+            // recount sees it half-removed.
+            drop(anon);
+            drop(books);
+            published?;
+            uncharged?;
+            unreachable!("one of them is an error");
+        }
+        drop(books);
         Ok(refused(report, Stored::Exists, anon))
     }
 
@@ -394,12 +424,14 @@ impl FsCache {
     }
 }
 
-/// A charge of `cache.size` not yet published: dropped, it uncharges
-/// what it charged (best effort; [`Charged::undo`] reports), so every way
-/// out of a commit after its charge uncharges by construction.
-#[must_use = "dropping the guard uncharges at once"]
+/// A charge of `cache.size` whose entry is not published yet: dropped,
+/// it undoes the charge (best effort; [`Charged::undo`] reports), so every
+/// way out of a commit after its charge undoes it by construction.
+#[must_use = "dropping the guard undoes the charge at once"]
 struct Charged<'a> {
     cache: &'a FsCache,
+    /// The entry's `object.info`, relative to the root.
+    info_rel: PathBuf,
     // `None` once kept or undone.
     size: Option<u64>,
 }
@@ -410,19 +442,37 @@ impl Charged<'_> {
         self.size = None;
     }
 
-    /// Uncharge now, reporting a failure.
-    fn undo(mut self) -> Result<u64> {
+    /// Undo the charge now, reporting a failure.
+    fn undo(mut self) -> Result<()> {
         match self.size.take() {
-            Some(size) => Ok(fscache_quota::uncharge(self.cache.dir(), size)?),
-            None => Ok(0),
+            Some(size) => self.undo_charge(size),
+            None => Ok(()),
         }
+    }
+
+    /// Unlink the entry's `object.info` and uncharge `size`, unless the
+    /// record could not be unlinked: then uncharging now would leave a
+    /// charged-looking `uuid-*` that a sweep uncharges again, so the charge
+    /// stays and the books are marked suspect for a recount to settle.
+    fn undo_charge(&self, size: u64) -> Result<()> {
+        let dir = self.cache.dir();
+        let unrecorded = match fscache_dir::retry_io(|| dir.dir().remove_file(&self.info_rel)) {
+            Ok(()) => true,
+            Err(e) => fscache_dir::gone(&e),
+        };
+        if unrecorded {
+            fscache_quota::uncharge(dir, size).map(drop)?;
+        } else {
+            fscache_quota::mark_suspect(dir)?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Charged<'_> {
     fn drop(&mut self) {
         if let Some(size) = self.size.take() {
-            let _ = fscache_quota::uncharge(self.cache.dir(), size);
+            let _ = self.undo_charge(size);
         }
     }
 }

@@ -77,6 +77,11 @@ pub(crate) struct Inner {
     // The kept list of eviction candidates, shared by this handle's
     // commits (see `commit.rs`).
     pub(crate) evict_queue: crate::commit::EvictQueue,
+    // This handle's side of `books.lock`: commits and removals hold it
+    // shared while a counter change and its `object.info` change are
+    // apart, so a live recount of suspect books is exact
+    // (`fscache_quota::reconcile`).
+    pub(crate) books: fscache_quota::Books,
 }
 
 impl Drop for Inner {
@@ -239,6 +244,7 @@ impl Builder {
                 cache_lock: Mutex::new(cache_lock),
                 commit_gate: RwLock::new(()),
                 evict_queue: Default::default(),
+                books: fscache_quota::Books::new(),
             }),
         };
         if let Some(limit) = self.max_size_if_unset {
