@@ -41,6 +41,7 @@ pub enum Published {
 /// caller holding another lock (the counter's) only writes and renames it.
 /// Dropped unpublished, it is unlinked.
 #[derive(Debug)]
+#[must_use = "dropped unpublished, the temporary file is unlinked"]
 pub struct AtomicTemp<'a> {
     cache: &'a CacheDir,
     // The directory the temporary file is in, relative to the root (for

@@ -38,7 +38,7 @@ const NFS_SUPER_MAGIC: i128 = 0x6969;
 pub struct CacheDir {
     pub(crate) dir: Dir,
     pub(crate) root: PathBuf,
-    pub(crate) remote: bool,
+    pub(crate) nfs: bool,
     pub(crate) durable: bool,
     pub(crate) waits: Option<WaitObserver>,
     // `objects/`, opened (`O_PATH`) beneath the root on first use and
@@ -55,7 +55,7 @@ impl fmt::Debug for CacheDir {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheDir")
             .field("root", &self.root)
-            .field("remote", &self.remote)
+            .field("nfs", &self.nfs)
             .finish_non_exhaustive()
     }
 }
@@ -75,13 +75,13 @@ impl CacheDir {
             .map_err(|e| with_path("create directory", &root, e))?;
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| with_path("open directory", &root, e))?;
-        let remote = rustix::io::retry_on_intr(|| rustix::fs::fstatfs(&dir))
+        let nfs = rustix::io::retry_on_intr(|| rustix::fs::fstatfs(&dir))
             .map(|s| i128::from(s.f_type) == NFS_SUPER_MAGIC)
             .map_err(|e| with_path("statfs", &root, e.into()))?;
         Ok(Self {
             dir,
             root,
-            remote,
+            nfs,
             durable: false,
             waits: None,
             objects: RwLock::new(None),
@@ -197,8 +197,9 @@ impl CacheDir {
 
     /// Whether the root is on NFS, where an unlinked open file keeps its
     /// link count and locked open compares paths instead.
-    pub fn is_remote(&self) -> bool {
-        self.remote
+    #[doc(alias = "is_remote")]
+    pub fn is_nfs(&self) -> bool {
+        self.nfs
     }
 
     /// The absolute path of `rel`.

@@ -96,6 +96,7 @@ impl TryLocked {
 
 /// A locked file and what `fstat` said of it after the lock was taken.
 #[derive(Debug)]
+#[must_use = "the lock is released as soon as this drops"]
 pub struct LockedFile {
     /// The held lock, owning the descriptor.
     pub lock: FileLock<OwnedFd>,
@@ -236,7 +237,7 @@ fn still_linked(cache: &CacheDir, rel: &Path, fd: &impl AsFd) -> io::Result<Opti
         Err(Errno::STALE) => return Ok(None),
         Err(e) => return Err(cache.err("fstat", rel, e)),
     };
-    if !cache.remote {
+    if !cache.nfs {
         return Ok((st.st_nlink > 0).then_some(st));
     }
     match rustix::io::retry_on_intr(|| {

@@ -8,7 +8,7 @@
 use std::io;
 use std::path::Path;
 
-use crate::atomic::Publish;
+use crate::atomic::{Publish, Published};
 use crate::fdio::read_small_fd;
 use crate::layout::OBJECTS;
 use crate::locked::LockOptions;
@@ -45,22 +45,37 @@ pub(crate) fn update<T>(
     // file waits only for a `read`, a `write` and a `rename` (plus the
     // `fstat` of the locked open).
     let temp = cache.atomic_temp()?;
-    let locked = loop {
+    let (lock, current) = loop {
         match cache.lock(rel, LockOptions::exclusive()) {
-            Ok(l) => break l,
+            Ok(l) => {
+                // Read through the locked descriptor: no second open.
+                let current = read_small_fd(&l.lock).map_err(|e| cache.err("read", rel, e))?;
+                break (l.lock, current);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => match if_missing {
                 IfMissing::Fail => return Err(e),
                 // Deleted under us, or never made: create it, unless a
-                // racing writer does first; then take the lock on that.
+                // racing writer does first (then take the lock on theirs).
+                // Created, the new file's own lock is the file's lock: its
+                // contents are what we wrote, and no other open or lock
+                // (nor a close that could fail) stands between.
                 IfMissing::Create(initial) => {
-                    cache.atomic_file(Path::new(OBJECTS), rel, &initial()?, Publish::NoReplace)?;
+                    let initial = initial()?;
+                    let (published, lock) = cache.atomic_file_locked(
+                        Path::new(OBJECTS),
+                        rel,
+                        &initial,
+                        Publish::NoReplace,
+                    )?;
+                    if published == Published::Done {
+                        break (lock, initial);
+                    }
+                    lock.close();
                 }
             },
             Err(e) => return Err(e),
         }
     };
-    // Read through the locked descriptor: no second open.
-    let current = read_small_fd(&locked.lock).map_err(|e| cache.err("read", rel, e))?;
     let (new, out) = f(&current)?;
     let published = match new {
         Some(new) => Some(temp.publish_locked(rel, &new, Publish::Replace)?.1),
@@ -68,7 +83,7 @@ pub(crate) fn update<T>(
     };
     // Our own, never duplicated descriptors: closing releases the locks,
     // the file's first. An unused temporary file is unlinked after.
-    locked.lock.close();
+    lock.close();
     if let Some(lock) = published {
         lock.close();
     }

@@ -37,6 +37,7 @@ pub enum Stored {
 /// did: the outcome, and what eviction removed to make room (also when the
 /// entry did not fit after all).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 #[must_use = "a commit may keep nothing: check what happened"]
 pub struct CommitReport {
     /// What happened to the entry.

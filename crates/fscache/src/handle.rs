@@ -405,7 +405,7 @@ impl FsCache {
             // names; size and mtime catch writers that edit it in place.
             // On NFS an unlinked open file keeps its link count, so the
             // path is compared there (docs/format.md, "NFS").
-            let st = if dir.is_remote() {
+            let st = if dir.is_nfs() {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?
             } else {
@@ -731,6 +731,7 @@ impl FsCache {
 
 /// What [`FsCache::repair`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Repaired {
     /// Debris removed: `uuid-*` leftovers of crashed writers and named
     /// directories left half-removed.

@@ -35,6 +35,7 @@ pub(crate) fn error_chain(e: &Error) -> String {
 
 /// A committed entry as [`FsCache::entries`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EntryInfo {
     /// The entry's name.
     pub name: String,
@@ -117,6 +118,7 @@ pub enum Removed {
 /// `unused_for`, it prunes down to the cache's maximum size in force
 /// (nothing when that is unlimited).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PruneOptions {
     /// Remove least-recently-used entries until the accounted size is at
     /// most this many bytes.
@@ -127,8 +129,35 @@ pub struct PruneOptions {
     pub dry_run: bool,
 }
 
+impl PruneOptions {
+    /// Prune down to the cache's maximum size in force (the default).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Remove least-recently-used entries until at most `bytes` are
+    /// accounted.
+    pub fn to(mut self, bytes: u64) -> Self {
+        self.to = Some(bytes);
+        self
+    }
+
+    /// Remove every entry whose last use is older than `age`.
+    pub fn unused_for(mut self, age: Duration) -> Self {
+        self.unused_for = Some(age);
+        self
+    }
+
+    /// Only report what would be removed (`true`); remove nothing.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
 /// What [`FsCache::prune`] did (or, in a dry run, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// Entries removed (a dry run: that would be removed), oldest first.
     pub removed: Vec<String>,
@@ -154,6 +183,7 @@ pub struct PruneReport {
 
 /// What [`FsCache::sweep`] removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Swept {
     /// `uuid-*` debris (and half-removed named directories) removed.
     pub removed: Vec<String>,
@@ -163,6 +193,7 @@ pub struct Swept {
 
 /// The space a cache uses, from [`FsCache::usage`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Usage {
     /// Bytes accounted to committed entries (`cache.size`).
     pub accounted: u64,

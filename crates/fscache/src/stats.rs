@@ -28,6 +28,7 @@ const RECENT_KEY: &str = "recent-removals";
 
 /// An entry that eviction or prune removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Removal {
     /// The entry's name.
     pub name: String,

@@ -74,6 +74,7 @@ pub fn tree_digest_version(path: impl AsRef<std::path::Path>, version: Version) 
 
 /// How far [`FsCache::verify_all`] is, for a progress bar.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct VerifyProgress<'a> {
     /// The entry just checked.
     pub name: &'a str,
