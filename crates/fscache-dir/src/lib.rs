@@ -100,7 +100,7 @@ pub use anon::{AnonDir, Renamed};
 pub use atomic::{AtomicTemp, Publish, Published};
 pub use beneath::open_beneath;
 pub use cachedir::{CacheDir, WaitObserver};
-pub use error::{gone, is_miss, raw_os_error, with_path, PathError};
+pub use error::{gone, is_miss, raw_os_error, with_path, Corrupt, PathError};
 pub use fdio::{open_tree, read_small_fd, touch_atime};
 pub use hook::{Hook, HookPoint};
 pub use intr::retry_io;

@@ -756,7 +756,9 @@ fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
         Ok(_) => Ok((CacheInfo::default(), FileId::of(&st), fd)),
         Err(e) => Err(Error::Corrupt {
             path: dir.abs(rel),
-            what: format!("not JSON ({e})"),
+            // Where, not the parser's message: a message never embeds
+            // its source.
+            what: format!("not JSON (line {}, column {})", e.line(), e.column()),
         }),
     }
 }
