@@ -61,6 +61,15 @@
 //! Test hooks ([`Hook`]) fire at each [`HookPoint`] so races can be forced;
 //! installing one needs the cargo feature `test-hooks`.
 //!
+//! # Errors
+//!
+//! Every fallible function returns `io::Result`. An error names the
+//! operation and the absolute path in a [`PathError`] payload (its kind and
+//! errno kept, [`raw_os_error`] looks through it) whose `source()` is the OS
+//! error: the message never repeats it, so print the chain. A protocol file
+//! holding garbage is `InvalidData` with a [`Corrupt`] source, which the
+//! layers above recognise by [`Corrupt::find`].
+//!
 //! # Limitations
 //!
 //! * A process killed mid-protocol leaves `uuid-*` debris (unlocked, so
