@@ -212,7 +212,7 @@ pub(crate) fn atomic_anon_dir(cache: &CacheDir, parent: &Path) -> io::Result<Ano
     } else {
         Arc::new(
             cache
-                .open_raw(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                .open_errno(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
                 .map_err(|e| cache.err("open directory", parent, e))?,
         )
     };

@@ -63,7 +63,7 @@ const TEMP_RETRIES: usize = 8;
 /// is not checked here (it would cost an `fstat` on every atomic file)
 /// but when the file is published: the `rename` or `link` of a vanished
 /// name fails with `ENOENT`, and the caller retries with a new file.
-pub(crate) fn create_temp_at(dir: &OwnedFd) -> rustix::io::Result<(String, FileLock<OwnedFd>)> {
+pub(crate) fn create_temp_at(dir: &OwnedFd) -> io::Result<(String, FileLock<OwnedFd>)> {
     loop {
         let name = anonymous_name();
         let fd = match rustix::io::retry_on_intr(|| {
@@ -80,12 +80,11 @@ pub(crate) fn create_temp_at(dir: &OwnedFd) -> rustix::io::Result<(String, FileL
                 reseed_anonymous_names();
                 continue;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         // Fresh and private: only a cleanup that found it unlocked can
         // hold its lock, briefly.
-        let lock = FileLock::lock(fd, LockKind::Exclusive)
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        let lock = FileLock::lock(fd, LockKind::Exclusive)?;
         return Ok((name, lock));
     }
 }
@@ -95,7 +94,7 @@ pub(crate) fn atomic_temp(cache: &CacheDir) -> io::Result<AtomicTemp<'_>> {
     let mut dir = cache.objects()?;
     let (name, lock) = match create_temp_at(&dir) {
         // `objects/` was removed under the held descriptor: look again.
-        Err(Errno::NOENT) => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
             dir = cache.objects_checked()?;
             create_temp_at(&dir)
         }
@@ -140,7 +139,7 @@ pub(crate) fn atomic_file_locked(
         cache.atomic_temp()?
     } else {
         let dir = cache
-            .open_raw(store, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .open_errno(store, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| cache.err("open directory", store, e))?;
         let dir = Arc::new(dir);
         let (name, lock) =
@@ -205,7 +204,7 @@ impl AtomicTemp<'_> {
                     };
                     Some(
                         cache
-                            .open_raw(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                            .open_errno(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
                             .map_err(|e| cache.err(how, target, e))?,
                     )
                 };

@@ -15,6 +15,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 
 use crate::anon::AnonDir;
 use crate::atomic::{AtomicTemp, Publish, Published};
+#[cfg(doc)]
 use crate::beneath::open_beneath;
 use crate::error::with_path;
 #[cfg(feature = "test-hooks")]
@@ -136,7 +137,7 @@ impl CacheDir {
     fn reopen_objects(&self) -> io::Result<Arc<OwnedFd>> {
         let rel = Path::new(OBJECTS);
         let fd = self
-            .open_raw(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .open_errno(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| self.err("open directory", rel, e))?;
         let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
             .map_err(|e| self.err("fstat", rel, e))?;
@@ -219,9 +220,22 @@ impl CacheDir {
     ///
     /// # Errors
     ///
-    /// The raw errno, for callers that classify it.
-    pub fn open_raw(&self, rel: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
-        open_beneath(&self.dir, rel, flags, mode)
+    /// The open failed; the path is folded in (errno and kind kept:
+    /// [`raw_os_error`](crate::raw_os_error) classifies it).
+    pub fn open_raw(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        self.open_errno(rel, flags, mode)
+            .map_err(|e| self.err("open", rel, e))
+    }
+
+    /// As [`CacheDir::open_raw`], the raw errno for the protocols here that
+    /// classify it (a load's miss builds no `io::Error`).
+    pub(crate) fn open_errno(
+        &self,
+        rel: &Path,
+        flags: OFlags,
+        mode: Mode,
+    ) -> rustix::io::Result<OwnedFd> {
+        crate::beneath::open_beneath_errno(&self.dir, rel, flags, mode)
     }
 
     /// `open(rel, O_RDONLY | O_DIRECTORY)` beneath the root—a directory of
@@ -231,7 +245,7 @@ impl CacheDir {
     ///
     /// The open failed; the path is folded in.
     pub fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
-        self.open_raw(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+        self.open_errno(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| self.err("open directory", rel, e))
     }
 
@@ -242,7 +256,7 @@ impl CacheDir {
     ///
     /// The open failed; the path is folded in.
     pub fn open_read(&self, rel: &Path) -> io::Result<OwnedFd> {
-        self.open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
+        self.open_errno(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
             .map_err(|e| self.err("open", rel, e))
     }
 
@@ -256,7 +270,7 @@ impl CacheDir {
     /// The open failed (`PermissionDenied` or `ReadOnlyFilesystem` on a
     /// cache this process may not write); the path is folded in.
     pub fn create_or_open(&self, rel: &Path) -> io::Result<OwnedFd> {
-        self.open_raw(
+        self.open_errno(
             rel,
             OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o666),
@@ -272,7 +286,7 @@ impl CacheDir {
     /// The open failed (`AlreadyExists` when `rel` exists); the path is
     /// folded in.
     pub fn create_new(&self, rel: &Path) -> io::Result<std::fs::File> {
-        self.open_raw(
+        self.open_errno(
             rel,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
             Mode::from_raw_mode(0o644),

@@ -25,7 +25,7 @@ pub(crate) fn read_small(cache: &CacheDir, rel: &Path) -> io::Result<Vec<u8>> {
     // O_NONBLOCK: a FIFO planted where a protocol file belongs must not
     // hang the open; on a regular file it changes nothing.
     let fd = cache
-        .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
+        .open_errno(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| cache.err("open", rel, e))?;
     read_small_fd(&fd).map_err(|e| cache.err("read", rel, e))
 }
@@ -38,7 +38,7 @@ pub(crate) fn sync_dir(cache: &CacheDir, rel: &Path) -> io::Result<()> {
         rel
     };
     let fd = cache
-        .open_raw(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+        .open_errno(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| cache.err("open directory", rel, e))?;
     rustix::io::retry_on_intr(|| rustix::fs::fsync(&fd)).map_err(|e| cache.err("sync", rel, e))
 }

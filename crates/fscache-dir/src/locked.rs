@@ -134,7 +134,7 @@ pub(crate) fn try_lock(cache: &CacheDir, rel: &Path, opts: LockOptions) -> io::R
 
 /// See [`CacheDir::try_claim`].
 pub(crate) fn try_claim(cache: &CacheDir, rel: &Path) -> io::Result<TryLocked> {
-    let fd = match cache.open_raw(
+    let fd = match cache.open_errno(
         rel,
         OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
         Mode::from_raw_mode(0o644),
@@ -186,7 +186,7 @@ fn locked_open(
         let opened = if opts.noatime {
             open_noatime_raw(cache, rel, flags)
         } else {
-            cache.open_raw(rel, flags, Mode::empty())
+            cache.open_errno(rel, flags, Mode::empty())
         };
         let fd = match (opened, &mut absence) {
             (Ok(fd), _) => fd,
@@ -254,9 +254,9 @@ pub(crate) fn open_noatime_raw(
     rel: &Path,
     flags: OFlags,
 ) -> rustix::io::Result<OwnedFd> {
-    match cache.open_raw(rel, flags | OFlags::NOATIME, Mode::empty()) {
+    match cache.open_errno(rel, flags | OFlags::NOATIME, Mode::empty()) {
         // open(2): O_NOATIME needs ownership or CAP_FOWNER.
-        Err(Errno::PERM) => cache.open_raw(rel, flags, Mode::empty()),
+        Err(Errno::PERM) => cache.open_errno(rel, flags, Mode::empty()),
         other => other,
     }
 }

@@ -10,7 +10,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::beneath::open_beneath;
+use crate::beneath::open_beneath_errno;
 use crate::error::{gone, raw_os_error};
 use crate::hook::HookPoint;
 use crate::layout::{OBJECT_INFO, OBJECT_LOCK};
@@ -129,7 +129,7 @@ fn remove_any(dir: &Dir, rel: &Path) -> io::Result<()> {
     }
     // Read, write and search permission are needed to empty it.
     make_writable(dir, rel)?;
-    let fd = match open_beneath(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
+    let fd = match open_beneath_errno(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
         Err(e) => return Err(e.into()),
@@ -149,7 +149,8 @@ fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
         (_, Some(n)) => (Path::new("."), n),
         _ => return Ok(()),
     };
-    let pfd = match open_beneath(dir, parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()) {
+    let pfd = match open_beneath_errno(dir, parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+    {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
         Err(e) => return Err(e.into()),
