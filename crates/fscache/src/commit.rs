@@ -10,9 +10,10 @@ use fscache_dir::digest::Digest;
 use fscache_dir::{EntryName, HookPoint, DATA, OBJECTS, OBJECT_INFO};
 use fscache_quota::{Candidate, Charge, MaxSize, ObjectInfo, Tried};
 
+use crate::builder::Durability;
 use crate::error::{Error, Result};
 use crate::guards::{Anon, CopiedTree, Kept};
-use crate::handle::{Durability, FsCache};
+use crate::handle::FsCache;
 
 /// What a commit did with the entry. Only [`Stored::Committed`] keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

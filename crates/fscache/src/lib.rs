@@ -100,6 +100,7 @@
 #![forbid(unsafe_code)]
 
 mod bootid;
+mod builder;
 mod commit;
 mod error;
 mod flight;
@@ -111,6 +112,7 @@ mod stats;
 mod verify;
 
 pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
+pub use builder::{Builder, Durability};
 pub use commit::{CommitReport, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use flight::{BuildOptions, BUILD_LOCK};
@@ -127,7 +129,7 @@ pub use fscache_dir::meta;
 pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
 pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
-pub use handle::{Builder, Durability, FsCache, Repaired};
+pub use handle::{FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
 pub use stats::{Removal, Stats, CACHE_STATS, RECENT_REMOVALS};
