@@ -42,6 +42,9 @@ pub struct AnonDir {
     lock: Option<FileLock<OwnedFd>>,
     dir: OwnedFd,
     parent: Arc<OwnedFd>,
+    // The cache's durability: a removal syncs the directory once its
+    // `object.info` is gone (see `remove::empty_entry`).
+    durable: bool,
     #[cfg(feature = "test-hooks")]
     hook: Option<crate::Hook>,
 }
@@ -172,7 +175,7 @@ impl AnonDir {
                 Err(e) => return Err(err("open directory", Path::new(""), e.into())),
             };
             let entry = Dir::from_std_file(File::from(fd));
-            if !empty_entry(&entry, Path::new(""), &err)? {
+            if !empty_entry(&entry, Path::new(""), &err, self.durable)? {
                 return Ok(());
             }
             #[cfg(feature = "test-hooks")]
@@ -261,6 +264,7 @@ pub(crate) fn atomic_anon_dir(cache: &CacheDir, parent: &Path) -> io::Result<Ano
                     lock: Some(lock),
                     dir: dfd,
                     parent: pfd,
+                    durable: cache.durable,
                     #[cfg(feature = "test-hooks")]
                     hook: cache.hook.clone(),
                 })

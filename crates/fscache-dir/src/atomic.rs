@@ -50,6 +50,10 @@ pub struct AtomicTemp<'a> {
     dir: Arc<OwnedFd>,
     name: String,
     lock: Option<FileLock<OwnedFd>>,
+    // Whether publishing syncs the temp file before, and the target's
+    // directory after (the cache's durability, or forced for the files a
+    // torn copy of would make the cache unusable).
+    pub(crate) sync: bool,
 }
 
 /// How often an atomic file is retried when its temporary file vanished
@@ -107,6 +111,7 @@ pub(crate) fn atomic_temp(cache: &CacheDir) -> io::Result<AtomicTemp<'_>> {
         dir,
         name,
         lock: Some(lock),
+        sync: cache.durable,
     })
 }
 
@@ -127,16 +132,20 @@ pub(crate) fn atomic_file(
         })
 }
 
-/// See [`CacheDir::atomic_file_locked`].
+/// See [`CacheDir::atomic_file_locked`] (`sync`: the cache's
+/// durability) and [`CacheDir::atomic_file_durable`] (`sync` forced).
 pub(crate) fn atomic_file_locked(
     cache: &CacheDir,
     store: &Path,
     target: &Path,
     contents: &[u8],
     how: Publish,
+    sync: bool,
 ) -> io::Result<(Published, FileLock<OwnedFd>)> {
     let temp = if store == Path::new(OBJECTS) {
-        cache.atomic_temp()?
+        let mut temp = cache.atomic_temp()?;
+        temp.sync = sync;
+        temp
     } else {
         let dir = cache
             .open_errno(store, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
@@ -150,6 +159,7 @@ pub(crate) fn atomic_file_locked(
             dir,
             name,
             lock: Some(lock),
+            sync,
         }
     };
     temp.publish_locked(target, contents, how)
@@ -229,7 +239,7 @@ impl AtomicTemp<'_> {
             if let Err(e) = write_all_fd(lock, contents) {
                 return Err(cache.err("write", &tmp_rel(), e));
             }
-            if cache.durable {
+            if self.sync {
                 rustix::io::retry_on_intr(|| rustix::fs::fsync(lock))
                     .map_err(|e| cache.err("sync", &tmp_rel(), e))?;
             }
@@ -284,7 +294,7 @@ impl AtomicTemp<'_> {
                 });
             }
             let lock = self.lock.take().expect("held until published");
-            if cache.durable && published == Published::Done {
+            if self.sync && published == Published::Done {
                 cache.sync_dir(target.parent().unwrap_or(Path::new("")))?;
             }
             return Ok((published, lock));

@@ -72,8 +72,23 @@ impl CacheDir {
     /// Creating or opening `root` failed, or it is not a directory.
     pub fn open(root: &Path) -> io::Result<Self> {
         let root = std::path::absolute(root).map_err(|e| with_path("resolve", root, e))?;
+        // The levels about to be made: a new directory's name is durable
+        // only once its parent is `fsync`ed, and without that a power loss
+        // can take a new cache away whole, with every entry committed
+        // durably in it (found on the lazy FUSE file system). Once per
+        // creation, so in every durability mode.
+        let missing: Vec<&Path> = root
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
+            .collect();
         crate::retry_io(|| std::fs::create_dir_all(&root))
             .map_err(|e| with_path("create directory", &root, e))?;
+        for made in &missing {
+            if let Some(parent) = made.parent() {
+                crate::retry_io(|| std::fs::File::open(parent).and_then(|f| f.sync_all()))
+                    .map_err(|e| with_path("sync", parent, e))?;
+            }
+        }
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| with_path("open directory", &root, e))?;
         let nfs = rustix::io::retry_on_intr(|| rustix::fs::fstatfs(&dir))
@@ -429,7 +444,31 @@ impl CacheDir {
         contents: &[u8],
         how: Publish,
     ) -> io::Result<(Published, FileLock<OwnedFd>)> {
-        atomic::atomic_file_locked(self, store, target, contents, how)
+        atomic::atomic_file_locked(self, store, target, contents, how, self.durable)
+    }
+
+    /// As [`CacheDir::atomic_file`], durably whatever
+    /// [`CacheDir::set_durable`] says: the temporary file is `fsync`ed
+    /// before it is published and the target's directory after. For the
+    /// files a power loss must never leave empty or short, because the
+    /// cache cannot be opened then (`cache.info`, and the scaffolding).
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::atomic_file`].
+    pub fn atomic_file_durable(
+        &self,
+        store: &Path,
+        target: &Path,
+        contents: &[u8],
+        how: Publish,
+    ) -> io::Result<Published> {
+        atomic::atomic_file_locked(self, store, target, contents, how, true).map(
+            |(published, lock)| {
+                lock.close();
+                published
+            },
+        )
     }
 
     /// `fsync` the directory `rel` (`""`: the root), so the names in it are
@@ -521,6 +560,44 @@ impl CacheDir {
         if_missing: IfMissing<'_>,
         f: impl FnOnce(&[u8]) -> io::Result<(Option<Vec<u8>>, T)>,
     ) -> io::Result<T> {
-        update::update(self, rel, if_missing, f)
+        update::update(self, rel, self.durable, if_missing, f)
+    }
+
+    /// As [`CacheDir::update`], durably whatever [`CacheDir::set_durable`]
+    /// says (the temporary file synced before the rename, the directory
+    /// after): for `cache.info`, which a power loss must never leave torn.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::update`].
+    pub fn update_durable<T>(
+        &self,
+        rel: &Path,
+        if_missing: IfMissing<'_>,
+        f: impl FnOnce(&[u8]) -> io::Result<(Option<Vec<u8>>, T)>,
+    ) -> io::Result<T> {
+        update::update(self, rel, true, if_missing, f)
+    }
+
+    /// `fstatat(root, rel, AT_SYMLINK_NOFOLLOW)`, with "not there for me
+    /// now" as `Ok(None)` and no error built for it: gone (`ENOENT`,
+    /// `ENOTDIR`), a symlink in the way (`ELOOP`), one leading out
+    /// (`EXDEV`), a stale NFS handle (`ESTALE`), the classes of
+    /// [`is_miss`](crate::is_miss). For lookups on the load path.
+    ///
+    /// # Errors
+    ///
+    /// The `stat` failed for another reason; the path is folded in.
+    pub fn stat_if_present(&self, rel: &Path) -> io::Result<Option<Stat>> {
+        use rustix::io::Errno;
+        match rustix::io::retry_on_intr(|| {
+            rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+        }) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::STALE) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.err("stat", rel, e)),
+        }
     }
 }

@@ -34,7 +34,7 @@ pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
         Err(e) if gone(&e) => return Ok(()),
         Err(e) => return Err(cache.err("open directory", rel, e)),
     };
-    if !empty_entry(&entry, rel, &err)? {
+    if !empty_entry(&entry, rel, &err, cache.durable)? {
         return Ok(());
     }
     cache.hook(HookPoint::RemoveRmdir, rel);
@@ -45,14 +45,25 @@ pub(crate) fn remove_entry(cache: &CacheDir, rel: &Path) -> io::Result<()> {
 /// Steps 1–3 of removing an entry whose directory is open as `entry`
 /// (`rel` in errors): unlink `object.info`, everything but `object.lock`,
 /// then `object.lock`. `false` when the directory vanished meanwhile.
+/// `durable`: `fsync` the directory once `object.info` is gone.
 pub(crate) fn empty_entry(
     entry: &Dir,
     rel: &Path,
     err: &dyn Fn(&'static str, &Path, io::Error) -> io::Error,
+    durable: bool,
 ) -> io::Result<bool> {
     match entry.remove_file(OBJECT_INFO) {
         Err(e) if !gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
             return Err(err("remove", &rel.join(OBJECT_INFO), e))
+        }
+        // Durably, the entry must be invalid before any of its tree
+        // goes: nothing orders the unlinks of two directories, and a
+        // power loss could keep `object.info` beside a half-removed
+        // `data/` (a hit with a wrong tree; found on the lazy FUSE file
+        // system), or keep the entry while its uncharge survives.
+        Ok(()) if durable => {
+            rustix::io::retry_on_intr(|| rustix::fs::fsync(entry))
+                .map_err(|e| err("sync", rel, e.into()))?;
         }
         _ => {}
     }

@@ -19,13 +19,21 @@ pub(crate) fn scaffold_created_by(cache: &CacheDir, boot_id: Option<&str>) -> io
         }
         _ => r#"{"version": 1}"#.to_owned(),
     };
+    let mut made = false;
     for d in [OBJECTS, STAGE] {
         match crate::retry_io(|| cache.dir.create_dir(d)) {
+            Ok(()) => made = true,
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                 return Err(cache.err("create directory", Path::new(d), e))
             }
-            _ => {}
+            Err(_) => {}
         }
+    }
+    if made {
+        // The atomic files below sync the root only when they create
+        // something; the new directories' names need it regardless
+        // (once per cache, so in every mode, like the files).
+        cache.sync_dir(Path::new(""))?;
     }
     let files: [(&str, &[u8]); 4] = [
         (CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS.as_bytes()),
@@ -39,7 +47,10 @@ pub(crate) fn scaffold_created_by(cache: &CacheDir, boot_id: Option<&str>) -> io
         if cache.stat(Path::new(name)).is_ok() {
             continue;
         }
-        cache.atomic_file(
+        // Durably in every mode: an empty `cache.info` after a power
+        // loss would make the cache unopenable (found on the lazy
+        // FUSE file system); this runs once per cache.
+        cache.atomic_file_durable(
             Path::new(OBJECTS),
             Path::new(name),
             contents,

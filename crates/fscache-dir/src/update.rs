@@ -38,13 +38,15 @@ impl std::fmt::Debug for IfMissing<'_> {
 pub(crate) fn update<T>(
     cache: &CacheDir,
     rel: &Path,
+    sync: bool,
     if_missing: IfMissing<'_>,
     f: impl FnOnce(&[u8]) -> io::Result<(Option<Vec<u8>>, T)>,
 ) -> io::Result<T> {
     // Made before the lock is taken, so every process waiting for the
     // file waits only for a `read`, a `write` and a `rename` (plus the
     // `fstat` of the locked open).
-    let temp = cache.atomic_temp()?;
+    let mut temp = cache.atomic_temp()?;
+    temp.sync = sync;
     let (lock, current) = loop {
         match cache.lock(rel, LockOptions::exclusive()) {
             Ok(l) => {
@@ -61,11 +63,13 @@ pub(crate) fn update<T>(
                 // (nor a close that could fail) stands between.
                 IfMissing::Create(initial) => {
                     let initial = initial()?;
-                    let (published, lock) = cache.atomic_file_locked(
+                    let (published, lock) = crate::atomic::atomic_file_locked(
+                        cache,
                         Path::new(OBJECTS),
                         rel,
                         &initial,
                         Publish::NoReplace,
+                        sync,
                     )?;
                     if published == Published::Done {
                         break (lock, initial);

@@ -108,12 +108,16 @@ pub fn recount(cache: &CacheDir) -> Result<u64> {
     }
 }
 
-/// Set the counter to what `sum` computes under its lock.
+/// Set the counter to what `sum` computes under its lock. A kept eviction
+/// list was planned from the books before: it is unlinked, so the next
+/// eviction plans from the reconciled ones.
 pub(crate) fn set_to(cache: &CacheDir, sum: impl FnOnce() -> Result<u64>) -> Result<u64> {
-    booked(cache, |_| {
+    let total = booked(cache, |_| {
         let total = sum()?;
         Ok((Some(total), total))
-    })
+    })?;
+    crate::evictlist::invalidate(cache)?;
+    Ok(total)
 }
 
 /// [`update`], marking the books suspect when it fails: a failed update
@@ -126,9 +130,7 @@ fn booked<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
 
 fn sum_recorded(cache: &CacheDir) -> Result<u64> {
     let objects = Path::new(OBJECTS);
-    let list = cache
-        .dir()
-        .read_dir(objects)
+    let list = fscache_dir::retry_io(|| cache.dir().read_dir(objects))
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {

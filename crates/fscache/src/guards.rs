@@ -55,6 +55,11 @@ impl Anon {
         Ok(anon)
     }
 
+    /// The anonymous name, `uuid-<hex>`.
+    pub(crate) fn name(&self) -> &std::ffi::OsStr {
+        self.rel.file_name().unwrap_or_default()
+    }
+
     /// The absolute path of `data/`.
     pub(crate) fn data(&self) -> &Path {
         &self.data
@@ -115,26 +120,34 @@ impl Anon {
 #[must_use = "the entry is unlocked (and may be evicted) as soon as the guard drops"]
 pub struct Entry {
     cache: FsCache,
-    name: EntryName,
-    /// Relative to the root: `objects/NAME`.
-    rel: PathBuf,
+    /// `ROOT/objects/NAME/data`: the one allocation of a hit, which the
+    /// name and the relative path are slices of.
     path: PathBuf,
+    /// Where the name is in `path`'s bytes.
+    name_at: (usize, usize),
     lock: Option<FileLock<OwnedFd>>,
 }
 
 impl Entry {
-    pub(crate) fn new(
-        cache: FsCache,
-        name: EntryName,
-        rel: PathBuf,
-        lock: FileLock<OwnedFd>,
-    ) -> Self {
-        let path = cache.dir().abs(&rel.join(DATA));
+    /// The entry `name` (a valid name) of `cache`, read-locked by `lock`.
+    pub(crate) fn new(cache: FsCache, name: &str, lock: FileLock<OwnedFd>) -> Self {
+        let root = cache.dir().root().as_os_str();
+        let mut path = std::ffi::OsString::with_capacity(
+            root.len() + fscache_dir::OBJECTS.len() + name.len() + DATA.len() + 3,
+        );
+        path.push(root);
+        path.push("/");
+        path.push(fscache_dir::OBJECTS);
+        path.push("/");
+        let start = path.len();
+        path.push(name);
+        let name_at = (start, path.len());
+        path.push("/");
+        path.push(DATA);
         Self {
             cache,
-            name,
-            rel,
-            path,
+            path: PathBuf::from(path),
+            name_at,
             lock: Some(lock),
         }
     }
@@ -146,7 +159,9 @@ impl Entry {
 
     /// The entry's name.
     pub fn name(&self) -> &str {
-        self.name.as_str()
+        let bytes = self.path.as_os_str().as_encoded_bytes();
+        // A slice of what was a `&str`.
+        std::str::from_utf8(&bytes[self.name_at.0..self.name_at.1]).unwrap_or_default()
     }
 
     /// Open `data/` as a directory (`O_RDONLY | O_DIRECTORY`), resolved
@@ -157,8 +172,8 @@ impl Entry {
     ///
     /// The open failed.
     pub fn open_dir(&self) -> Result<File> {
-        let rel = self.rel.join(DATA);
         let dir = self.cache.dir();
+        let rel = Path::new(fscache_dir::OBJECTS).join(self.name()).join(DATA);
         dir.open_dir(&rel)
             .map(File::from)
             .map_err(|e| Error::io("open directory", &self.path, e))
@@ -178,7 +193,7 @@ impl Drop for Entry {
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("path", &self.path)
             .finish()
     }
@@ -198,6 +213,8 @@ pub struct StoreGuard {
     /// [`FsCache::store_tree`] filled it by one copy (taken during the
     /// copy, so the commit needs no second walk).
     pub(crate) copied: Option<CopiedTree>,
+    /// A digest the filler vouched for ([`StoreGuard::set_digest`]).
+    pub(crate) vouched: Option<Digest>,
 }
 
 impl StoreGuard {
@@ -207,7 +224,19 @@ impl StoreGuard {
             anon,
             compatible,
             copied: None,
+            vouched: None,
         }
+    }
+
+    /// Vouch for the tree digest of what `data/` holds at commit: the
+    /// commit records it in `object.info` instead of hashing the tree
+    /// again (the way [`StoreGuard::commit_tree`] records the digest its
+    /// copy computed). For a filler that already knows it, e.g. a remote
+    /// pull that checked every file it wrote against a signed manifest.
+    /// The digest is recorded as given: a wrong one makes
+    /// [`FsCache::verify`] call the entry corrupt later.
+    pub fn set_digest(&mut self, digest: Digest) {
+        self.vouched = Some(digest);
     }
 
     /// The absolute path of the private `data/` directory to fill.
@@ -335,7 +364,7 @@ impl StoreGuard {
                 let rel = PathBuf::from(fscache_dir::OBJECTS).join(name.as_str());
                 lock.convert(fscache_lock::LockKind::Shared)
                     .map_err(|e| Error::io("lock", cache.dir().abs(&rel), e))?;
-                Ok(Obtained::Built(Entry::new(cache, name, rel, lock)))
+                Ok(Obtained::Built(Entry::new(cache, name.as_str(), lock)))
             }
             Kept::Tree(anon) => {
                 if report.stored == Stored::Exists {
@@ -355,7 +384,7 @@ impl StoreGuard {
         let cache = self.anon.cache.clone();
         let name = self.name.clone();
         let (report, kept) = if self.compatible {
-            cache.commit(&name, self.anon, self.copied)?
+            cache.commit(&name, self.anon, self.copied, self.vouched)?
         } else {
             let report = CommitReport {
                 stored: Stored::Incompatible,

@@ -1,10 +1,11 @@
-//! `FsCache` and the operations on a whole handle: configuration, load,
-//! contains, store, stage, repair (opening it is `builder.rs`).
+//! `FsCache`, its builder, and the operations on a whole handle: open,
+//! configuration, load, contains, store, stage, repair.
 
 use std::fmt;
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
@@ -13,12 +14,66 @@ use fscache_dir::{
 };
 use fscache_lock::{FileLock, LockKind};
 
-use crate::builder::Durability;
 use crate::error::{Error, Result};
 use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
-use crate::info::CacheInfo;
+use crate::info::{CacheInfo, MaxSize};
 use crate::stats::{Pending, Stats};
 use crate::Stored;
+
+/// How much a commit waits for the disk. Chosen per handle with
+/// [`Builder::durability`].
+///
+/// What each mode guarantees after a power loss is what the power-loss
+/// tests check (`tests/suite/powerloss.rs`, on the `fscache-lazyfs` FUSE
+/// file system, which forgets every directory entry and every file page
+/// not made durable by an `fsync`, in any order the `fsync`s allow). In
+/// both modes `cache.info` and the scaffolding are written durably (they
+/// are written once or rarely, and a torn `cache.info` would make the cache
+/// unopenable), so after a power loss the cache always opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Nothing else is `fsync`ed, as osbuild does: a crash of the process
+    /// loses nothing committed, but a power loss may lose recent entries
+    /// and may leave entries whose files are empty or short, or whose
+    /// `object.info` is empty. After a power loss:
+    ///
+    /// * `load` may return such a damaged entry: with
+    ///   [`Builder::record_digests`], [`FsCache::verify`] reports it as a
+    ///   mismatch, and what `verify` reports as `Ok` is exactly a tree that
+    ///   was committed under that name;
+    /// * one [`FsCache::repair`] makes the books exact (`cache.size` is the
+    ///   sum of the recorded sizes), removes all debris and every entry
+    ///   whose `object.info` records no size;
+    /// * after that and the removal of what `verify` flags, every load
+    ///   returns a tree that was committed under its name.
+    #[default]
+    Relaxed,
+    /// Every file and directory of an entry reaches stable storage before
+    /// the rename that publishes it, and the rename itself (its parent
+    /// directory is `fsync`ed) before `commit` returns; `cache.size` is
+    /// replaced durably (temp file synced before the rename, directory
+    /// after), and a removal or eviction makes the entry invalid durably
+    /// (`object.info` unlinked, the entry directory synced) before it
+    /// uncharges it or removes its tree. After a power loss:
+    ///
+    /// * every entry whose commit returned (and that was not removed or
+    ///   evicted since) loads with exactly its committed tree and verifies;
+    /// * no load returns a tree that was never committed under its name: a
+    ///   commit in flight at the loss is there whole or not at all, and so
+    ///   is a pull ([`fscache-remote`](https://docs.rs/fscache-remote)
+    ///   commits through the same guard);
+    /// * the books may be over-counted by a charge whose commit did not
+    ///   finish (by design never under-counted: a removal makes the entry
+    ///   invalid durably before it uncharges it), and one
+    ///   [`FsCache::repair`] makes them exact and removes the debris.
+    ///
+    /// On ext4 (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a
+    /// file and of its directory are what make both the data and the name
+    /// durable; without them (`Relaxed`) ext4 and xfs can publish a name
+    /// whose files are empty or short after a crash.
+    Committed,
+}
 
 /// A cache of named directory trees, shared safely by threads and
 /// processes. See the crate docs.
@@ -31,21 +86,27 @@ pub struct FsCache {
     pub(crate) inner: Arc<Inner>,
 }
 
+// Aligned to a cache line pair: in the `Arc`'s allocation the reference
+// counts (which every guard's clone and drop writes) then sit on a line of
+// their own, not on the one holding the fields every load reads.
+#[repr(align(128))]
 pub(crate) struct Inner {
     pub(crate) dir: CacheDir,
-    pub(crate) appid: String,
+    appid: String,
     pub(crate) boot_id: String,
     // The configuration as last read, what identified that version of
     // `cache.info`, and the descriptor it was read through (kept for the
     // cheap check of `current_info`).
-    pub(crate) info: RwLock<(CacheInfo, FileId, OwnedFd)>,
-    pub(crate) watermark_percent: AtomicU8,
+    info: RwLock<(CacheInfo, FileId, OwnedFd)>,
+    // Whether `info` is of a version we use: read by every operation.
+    compatible: AtomicBool,
+    watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
     pub(crate) stats: Arc<crate::stats::Counter>,
     // Held shared for the handle's whole life; repair converts it to
     // exclusive for a moment.
-    pub(crate) cache_lock: Mutex<FileLock<OwnedFd>>,
+    cache_lock: Mutex<FileLock<OwnedFd>>,
     // Commits hold it shared from charge to rename; repair exclusively, so
     // a recount never misses a charge of this handle in flight.
     pub(crate) commit_gate: RwLock<()>,
@@ -74,6 +135,183 @@ impl Drop for Inner {
     }
 }
 
+/// Options for opening a cache, from [`FsCache::builder`].
+///
+/// ```
+/// use fscache::{Durability, FsCache, MaxSize};
+///
+/// let tmp = tempfile::tempdir()?;
+/// let cache = FsCache::builder("my-app")
+///     .max_size_if_unset(MaxSize::Bytes(1 << 30))
+///     .watermark(80)
+///     .durability(Durability::Relaxed)
+///     .open(tmp.path().join("cache"))?;
+/// assert_eq!(cache.info().maximum_size, Some(MaxSize::Bytes(1 << 30)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `open`"]
+pub struct Builder {
+    appid: String,
+    max_size_if_unset: Option<MaxSize>,
+    watermark_percent: u8,
+    durability: Durability,
+    record_digests: bool,
+    #[cfg(feature = "test-hooks")]
+    hook: Option<fscache_dir::Hook>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("appid", &self.appid)
+            .field("max_size_if_unset", &self.max_size_if_unset)
+            .field("watermark_percent", &self.watermark_percent)
+            .field("durability", &self.durability)
+            .field("record_digests", &self.record_digests)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// The limit to write into `cache.info` when it sets none (a new cache,
+    /// or one whose `maximum-size` is absent or not a size). A limit
+    /// someone set is never changed. Without this, osbuild's format keeps
+    /// nothing: an absent limit means 0.
+    ///
+    /// The check and the write happen under `cache.info`'s exclusive lock,
+    /// so handles racing to set a default agree on one.
+    pub fn max_size_if_unset(mut self, limit: MaxSize) -> Self {
+        self.max_size_if_unset = Some(limit);
+        self
+    }
+
+    /// The low watermark an eviction scan plans down to, in percent of the
+    /// maximum size (default 90; clamped to 0..=100). A commit that needs
+    /// room removes only what its own charge needs; the rest of the plan
+    /// stays in the handle for the commits that follow, so one directory
+    /// scan serves many stores without any one of them paying for the
+    /// whole batch.
+    pub fn watermark(mut self, percent: u8) -> Self {
+        self.watermark_percent = percent.min(100);
+        self
+    }
+
+    /// How much commits of this handle wait for the disk (default
+    /// [`Durability::Relaxed`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Whether a commit of a filled [`StoreGuard`] computes the tree digest
+    /// of its `data/` (one more read of the data) and records it in
+    /// `object.info`, so [`FsCache::verify`] can check the entry later.
+    /// Default off; [`FsCache::store_tree`] records it always, computing it
+    /// during the copy.
+    pub fn record_digests(mut self, record: bool) -> Self {
+        self.record_digests = record;
+        self
+    }
+
+    /// A test hook that fires at named points of the protocols (see
+    /// [`fscache_dir::HookPoint`]).
+    #[cfg(feature = "test-hooks")]
+    pub fn hook(mut self, hook: fscache_dir::Hook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Open the cache at `path`, creating it (and its parents) if needed,
+    /// and take a shared lock on its `cache.lock` for the life of the
+    /// handle.
+    ///
+    /// # Errors
+    ///
+    /// `path` is not a directory; creating the scaffolding, taking the lock,
+    /// or reading `cache.info` failed (`cache.info` that is not JSON is
+    /// [`Error::Corrupt`]).
+    pub fn open(self, path: impl AsRef<Path>) -> Result<FsCache> {
+        let path = path.as_ref();
+        let mut dir = CacheDir::open(path).map_err(|e| open_error(path, e))?;
+        #[cfg(feature = "test-hooks")]
+        dir.set_hook(self.hook.clone());
+        // cache.size and cache.info are replaced durably too.
+        dir.set_durable(self.durability == Durability::Committed);
+        // Waits for a lock (cache.size, cache.info, cache.stats): counted
+        // and traced. A free lock costs nothing more.
+        let stats = Arc::new(crate::stats::Counter::default());
+        let seen = stats.clone();
+        dir.set_wait_observer(Some(Arc::new(move |path: &Path, waited| {
+            seen.add(|p| &p.lock_waits, 1);
+            tracing::debug!(path = %path.display(), ?waited, "waited for a lock");
+        })));
+        let boot_id = crate::bootid::current_app_boot_id(&self.appid)
+            .map_err(|e| Error::io("read", crate::bootid::KERNEL_BOOT_ID, e))?;
+        dir.scaffold_created_by(Some(&boot_id))
+            .map_err(|e| Error::io("create scaffolding in", dir.root(), e))?;
+        let lock_rel = Path::new(CACHE_LOCK);
+        // Read-write where we may, so repair can convert the lock in place;
+        // read-only otherwise (a shared lock needs no more).
+        let cache_lock = match dir.lock(lock_rel, LockOptions::shared().read_write()) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                dir.lock(lock_rel, LockOptions::shared())
+            }
+            other => other,
+        }
+        .map_err(|e| Error::io("lock", dir.abs(lock_rel), e))?
+        .lock;
+        let info = read_info(&dir)?;
+        let cache = FsCache {
+            inner: Arc::new(Inner {
+                dir,
+                appid: self.appid,
+                boot_id,
+                compatible: AtomicBool::new(info.0.is_compatible()),
+                info: RwLock::new(info),
+                watermark_percent: AtomicU8::new(self.watermark_percent),
+                durability: self.durability,
+                record_digests: self.record_digests,
+                stats,
+                cache_lock: Mutex::new(cache_lock),
+                commit_gate: RwLock::new(()),
+                evict_queue: Default::default(),
+                books: fscache_quota::Books::new(),
+            }),
+        };
+        if let Some(limit) = self.max_size_if_unset {
+            if cache.info().maximum_size.is_none() {
+                cache.update_info(|info| {
+                    if info.maximum_size.is_some() || !info.is_compatible() {
+                        return None;
+                    }
+                    Some(CacheInfo {
+                        maximum_size: Some(limit),
+                        ..Default::default()
+                    })
+                })?;
+            }
+        }
+        Ok(cache)
+    }
+}
+
+/// The error of opening the cache root: a file where the root should be is
+/// "not a directory", not the `EEXIST` that creating it met.
+fn open_error(path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::AlreadyExists && path.exists() && !path.is_dir() {
+        // ENOTDIR, errno 20 on Linux (errno-base.h), so `raw_os_error` works.
+        let e = io::Error::from_raw_os_error(20);
+        return Error::io("open cache", path, e);
+    }
+    Error::io("open cache", path, e)
+}
+
 impl fmt::Debug for FsCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FsCache")
@@ -84,6 +322,20 @@ impl fmt::Debug for FsCache {
 }
 
 impl FsCache {
+    /// Options for opening a cache for application `appid` (it seeds the
+    /// app boot id written into new entries). See [`Builder`].
+    pub fn builder(appid: &str) -> Builder {
+        Builder {
+            appid: appid.to_owned(),
+            max_size_if_unset: None,
+            watermark_percent: fscache_quota::DEFAULT_WATERMARK_PERCENT,
+            durability: Durability::Relaxed,
+            record_digests: false,
+            #[cfg(feature = "test-hooks")]
+            hook: None,
+        }
+    }
+
     /// Open the cache at `path` for application `appid` with the default
     /// options: `FsCache::builder(appid).open(path)`.
     ///
@@ -172,7 +424,12 @@ impl FsCache {
     /// As [`FsCache::open`].
     pub fn reload_info(&self) -> Result<CacheInfo> {
         let (info, id, fd) = read_info(self.dir())?;
-        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id, fd);
+        let mut held = self.inner.info.write().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .compatible
+            .store(info.is_compatible(), Ordering::Relaxed);
+        *held = (info.clone(), id, fd);
+        drop(held);
         Ok(info)
     }
 
@@ -219,15 +476,14 @@ impl FsCache {
     /// sees the configuration on disk and returns the fields to set, or
     /// `None` to leave the file alone. The handle's view is re-read
     /// afterwards.
-    pub(crate) fn update_info(
-        &self,
-        change: impl FnOnce(&CacheInfo) -> Option<CacheInfo>,
-    ) -> Result<()> {
+    fn update_info(&self, change: impl FnOnce(&CacheInfo) -> Option<CacheInfo>) -> Result<()> {
         let dir = self.dir();
         let rel = Path::new(CACHE_INFO);
         let abs = dir.abs(rel);
+        // Durably in every mode: a `cache.info` torn by a power loss would
+        // make the cache unopenable, and updates are rare.
         let corrupt = dir
-            .update(rel, IfMissing::Fail, |bytes| {
+            .update_durable(rel, IfMissing::Fail, |bytes| {
                 let mut map = match serde_json::from_slice::<serde_json::Value>(bytes) {
                     Ok(serde_json::Value::Object(map)) => map,
                     _ => return Ok((None, true)),
@@ -271,7 +527,8 @@ impl FsCache {
         self.alone(|| {
             self.count(|p| &p.repairs, 1);
             let accounted_before = fscache_quota::read_size(self.dir()).ok();
-            let swept = fscache_quota::sweep(self.dir())?;
+            let mut swept = fscache_quota::sweep(self.dir())?;
+            swept.removed.extend(self.remove_unrecorded()?);
             let accounted = fscache_quota::recount(self.dir())?;
             tracing::info!(
                 removed = ?swept.removed,
@@ -285,6 +542,39 @@ impl FsCache {
                 accounted,
             })
         })
+    }
+
+    /// Remove the named entries whose `object.info` exists but records no
+    /// size (empty or garbled: what a power loss leaves of one written
+    /// without `fsync`). They count for nothing, so the books cannot be
+    /// exact while they stay; only repair may judge them, alone, since a
+    /// writer's entry is never in that state while the cache is open.
+    fn remove_unrecorded(&self) -> Result<Vec<String>> {
+        let dir = self.dir();
+        let objects = Path::new(OBJECTS);
+        let list = dir
+            .dir()
+            .read_dir(objects)
+            .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+        let mut removed = Vec::new();
+        for entry in list {
+            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(fscache_dir::RESERVED_PREFIX) {
+                continue;
+            }
+            let rel = objects.join(name);
+            let Ok(bytes) = dir.read_small(&rel.join(OBJECT_INFO)) else {
+                continue;
+            };
+            if fscache_quota::ObjectInfo::parse(&bytes).size.is_none() {
+                dir.remove_entry(&rel)
+                    .map_err(|e| Error::io("remove", dir.abs(&rel), e))?;
+                removed.push(name.to_owned());
+            }
+        }
+        Ok(removed)
     }
 
     /// Run `f` while no other handle has the cache open: this handle's
@@ -319,12 +609,10 @@ impl FsCache {
     /// Whether the cache's format version is one this implementation uses,
     /// as last read.
     pub(crate) fn compatible(&self) -> bool {
-        self.inner
-            .info
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .is_compatible()
+        // A plain load, not the `RwLock` of the configuration: taking a
+        // read lock writes its cache line, which every loading thread
+        // would then pass around.
+        self.inner.compatible.load(Ordering::Relaxed)
     }
 
     /// Load the entry `name`: a read-locked committed entry, or `None` for
@@ -338,7 +626,8 @@ impl FsCache {
     /// [`Error::InvalidName`] before any I/O; a system call failing in a way
     /// that is not a miss.
     pub fn load(&self, name: &str) -> Result<Option<Entry>> {
-        let name = EntryName::new(name)?;
+        // Validated without a copy: a miss allocates nothing.
+        let name = EntryName::check(name)?;
         if !self.compatible() {
             self.count(|p| &p.misses_incompatible, 1);
             return Ok(None);
@@ -348,16 +637,10 @@ impl FsCache {
         let count =
             |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
         let dir = self.dir();
-        // One buffer for the three paths a hit needs, `objects/NAME/…`:
-        // the lookup is the hot path, and a miss allocates nothing more.
-        let mut rel = String::with_capacity(OBJECTS.len() + name.as_str().len() + 13);
-        rel.push_str(OBJECTS);
-        rel.push('/');
-        rel.push_str(name.as_str());
-        let entry_len = rel.len();
-        rel.push('/');
-        rel.push_str(OBJECT_LOCK);
-        let lock_rel = Path::new(&rel);
+        // `objects/NAME/object.lock`, then `…/object.info`, built on the
+        // stack.
+        let mut buf = EntryFile::new(name);
+        let lock_rel = buf.path(OBJECT_LOCK);
         // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
         // being built: a miss is a common answer.
         let locked = match dir.try_lock(lock_rel, LockOptions::shared()) {
@@ -378,12 +661,10 @@ impl FsCache {
         };
         // An entry without object.info is being removed, or debris of a
         // crashed removal: not valid.
-        rel.truncate(entry_len + 1);
-        rel.push_str(OBJECT_INFO);
-        let info_rel = Path::new(&rel);
-        match dir.stat(info_rel) {
-            Ok(_) => {}
-            Err(e) if is_miss(&e) => {
+        let info_rel = buf.path(OBJECT_INFO);
+        match dir.stat_if_present(info_rel) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 count(|p| &p.misses_invalid);
                 return Ok(None);
             }
@@ -391,13 +672,7 @@ impl FsCache {
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
-        rel.truncate(entry_len);
-        Ok(Some(Entry::new(
-            self.clone(),
-            name,
-            PathBuf::from(rel),
-            locked.lock,
-        )))
+        Ok(Some(Entry::new(self.clone(), name, locked.lock)))
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
@@ -519,7 +794,6 @@ impl FsCache {
 
 /// What [`FsCache::repair`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Repaired {
     /// Debris removed: `uuid-*` leftovers of crashed writers and named
     /// directories left half-removed.
@@ -532,7 +806,7 @@ pub struct Repaired {
 
 /// Read and parse `cache.info`; the descriptor it was read through comes
 /// back too.
-pub(crate) fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
+fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let rel = Path::new(CACHE_INFO);
     let fd = dir
         .open_read(rel)
@@ -544,9 +818,7 @@ pub(crate) fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> 
         Ok(_) => Ok((CacheInfo::default(), FileId::of(&st), fd)),
         Err(e) => Err(Error::Corrupt {
             path: dir.abs(rel),
-            // Where, not the parser's message: a message never embeds
-            // its source.
-            what: format!("not JSON (line {}, column {})", e.line(), e.column()),
+            what: format!("not JSON ({e})"),
         }),
     }
 }
@@ -555,7 +827,7 @@ pub(crate) fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> 
 /// by `rename`, so a change is a new inode (and the times and size are
 /// compared too, for writers that edit it in place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FileId {
+struct FileId {
     inode: stat::Inode,
     size: u64,
     mtime: stat::Stamp,
@@ -568,5 +840,36 @@ impl FileId {
             size: stat::size(st),
             mtime: stat::mtime(st),
         }
+    }
+}
+
+/// `objects/NAME/FILE` for a valid `NAME`, built in a buffer on the stack
+/// (the load is the hot path: no allocation for its paths).
+struct EntryFile {
+    buf: [u8; EntryFile::CAP],
+    /// Where the file name starts: after `objects/NAME/`.
+    at: usize,
+}
+
+impl EntryFile {
+    const CAP: usize = OBJECTS.len() + fscache_dir::MAX_NAME_LEN + 2 + 16;
+
+    fn new(name: &str) -> Self {
+        let mut buf = [0u8; Self::CAP];
+        let mut at = 0;
+        for part in [OBJECTS.as_bytes(), b"/", name.as_bytes(), b"/"] {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Self { buf, at }
+    }
+
+    /// The path of `file` (a protocol file name, at most 16 bytes) in the
+    /// entry.
+    fn path(&mut self, file: &str) -> &Path {
+        let end = self.at + file.len();
+        self.buf[self.at..end].copy_from_slice(file.as_bytes());
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(std::ffi::OsStr::from_bytes(&self.buf[..end]))
     }
 }

@@ -68,8 +68,10 @@
 //! measures it (`st_blocks`), charges `cache.size`, evicts least-recently
 //! used idle entries when full (only as many as its own charge needs,
 //! popped from a list that one scan of `objects/` planned down to a low
-//! watermark and that later commits of the handle keep using), writes
-//! `object.info` and renames the directory to its name. The layers below
+//! watermark, kept in `cache.evict` so that later commits of every handle
+//! of every process keep using it: a process that stores once does not
+//! scan while the list lasts), writes `object.info` and renames the
+//! directory to its name. The layers below
 //! are [`fscache_lock`], [`fscache_dir`] and [`fscache_quota`].
 //!
 //! The on-disk format (every file, JSON key, lock and protocol step, and
@@ -78,17 +80,21 @@
 //!
 //! # Limitations
 //!
-//! * Eviction pops candidates from a list its handle scanned earlier (each
-//!   re-checked under its lock: a used, held or vanished entry is never
-//!   removed by mistake). An entry whose atime someone sets *back* by hand
-//!   after that scan (or a clock stepped back) is not where the list has
-//!   it, so younger listed entries may go first until the next scan.
+//! * Eviction pops candidates from a list some process scanned earlier
+//!   (each re-checked under its lock: a used, held, replaced or vanished
+//!   entry is never removed by mistake; a damaged list is ignored). An
+//!   entry whose atime someone sets *back* by hand after that scan (or a
+//!   clock stepped back) is not where the list has it, so younger listed
+//!   entries may go first until the next scan. Stores in flight during the
+//!   scan (osbuild's do not stamp their entry at commit) bound how far the
+//!   list is used before a rescan.
 //! * Linux only, local file systems first (NFS is detected and handled by
 //!   path comparison, but blocking locks may hang if the server dies).
 //! * By default nothing is `fsync`ed, as in osbuild: a power loss may lose
-//!   recent entries or leave them with empty files. Open with
-//!   [`Durability::Committed`] to make each commit durable before it
-//!   returns.
+//!   recent entries or leave them with empty files (`verify` finds them,
+//!   `repair` heals the books). Open with [`Durability::Committed`] to make
+//!   each commit durable before it returns; [`Durability`] says what each
+//!   mode guarantees after a power loss, as the power-loss tests check.
 //! * If a process dies, its `uuid-*` work directories remain, unlocked,
 //!   until a sweep removes them ([`FsCache::sweep`], and every prune,
 //!   remove, listing and evicting commit); a guard leaked with
@@ -100,7 +106,6 @@
 #![forbid(unsafe_code)]
 
 mod bootid;
-mod builder;
 mod commit;
 mod error;
 mod flight;
@@ -112,7 +117,6 @@ mod stats;
 mod verify;
 
 pub use bootid::{app_boot_id, current_app_boot_id, KERNEL_BOOT_ID};
-pub use builder::{Builder, Durability};
 pub use commit::{CommitReport, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use flight::{BuildOptions, BUILD_LOCK};
@@ -129,7 +133,7 @@ pub use fscache_dir::meta;
 pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
 pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
-pub use handle::{FsCache, Repaired};
+pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
 pub use stats::{Removal, Stats, CACHE_STATS, RECENT_REMOVALS};

@@ -235,10 +235,7 @@ impl FsCache {
     pub fn iter_entries(&self) -> Result<Entries> {
         self.sweep_if_compatible()?;
         let objects = Path::new(OBJECTS);
-        let list = self
-            .dir()
-            .dir()
-            .read_dir(objects)
+        let list = fscache_dir::retry_io(|| self.dir().dir().read_dir(objects))
             .map_err(|e| Error::io("read directory", self.dir().abs(objects), e))?;
         Ok(Entries {
             cache: self.clone(),
@@ -265,6 +262,10 @@ impl FsCache {
         self.reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE));
         if let Removed::Removed { .. } = removed {
             self.count(|p| &p.removals, 1);
+            // `stats` lists it with evictions and prunes.
+            self.inner
+                .stats
+                .note_removals(&[name.as_str().to_owned()], "removed");
         }
         Ok(removed)
     }
