@@ -294,7 +294,11 @@ impl FsCache {
                 break;
             }
             let c = &list.candidates()[i];
+            // Skipped earlier in this commit (held, failing, or in constant
+            // use): still a candidate for the commits that follow, so a
+            // hole, and the records after it can still be consumed.
             if round.skipped.contains(&c.name) {
+                tried.push((i, false));
                 continue;
             }
             match fscache_quota::evict_candidate(dir, c) {
