@@ -50,6 +50,13 @@
 //! The files and steps are those of `docs/format.md` in the fscache
 //! repository (`cache.size`, `object.info`, "Eviction", "Sweep").
 //!
+//! # Errors
+//!
+//! `io::Result` throughout, the path folded in as `fscache-dir` does
+//! ([`fscache_dir::PathError`]); a `cache.size` that holds garbage where no
+//! recovery applies is `InvalidData` with a [`fscache_dir::Corrupt`]
+//! source.
+//!
 //! # Limitations
 //!
 //! * A crash between a charge and the commit's `object.info`, or a failed

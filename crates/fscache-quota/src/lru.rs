@@ -230,7 +230,7 @@ pub fn scan_plan(
     let read_err = |e: rustix::io::Errno| error::io("read directory", cache.abs(objects), e.into());
     let fd = cache
         .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-        .map_err(read_err)?;
+        .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut listed: Vec<(Stamp, String, Inode)> = Vec::new();
     for entry in rustix::fs::Dir::read_from(&fd).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;

@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
-    gone, raw_os_error, stat, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
+    is_miss, stat, touch_atime, CacheDir, EntryName, IfMissing, LockOptions, TryLocked, CACHE_INFO,
     CACHE_LOCK, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind};
-use rustix::fs::{Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
-use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
@@ -307,7 +305,8 @@ impl Builder {
 /// "not a directory", not the `EEXIST` that creating it met.
 fn open_error(path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::AlreadyExists && path.exists() && !path.is_dir() {
-        let e = io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error());
+        // ENOTDIR, errno 20 on Linux (errno-base.h), so `raw_os_error` works.
+        let e = io::Error::from_raw_os_error(20);
         return Error::io("open cache", path, e);
     }
     Error::io("open cache", path, e)
@@ -448,12 +447,11 @@ impl FsCache {
             // names; size and mtime catch writers that edit it in place.
             // On NFS an unlinked open file keeps its link count, so the
             // path is compared there (docs/format.md, "NFS").
-            let st = if dir.is_remote() {
+            let st = if dir.is_nfs() {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?
             } else {
-                rustix::io::retry_on_intr(|| rustix::fs::fstat(&cached.2))
-                    .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
+                stat::fstat(&cached.2).map_err(|e| Error::io("stat", dir.abs(rel), e))?
             };
             if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
                 return Ok(cached.0.clone());
@@ -482,31 +480,31 @@ impl FsCache {
         let dir = self.dir();
         let rel = Path::new(CACHE_INFO);
         let abs = dir.abs(rel);
-        let locked = dir
-            .lock(rel, LockOptions::exclusive())
-            .map_err(|e| Error::io("lock", &abs, e))?;
-        let bytes = dir
-            .read_small(rel)
-            .map_err(|e| Error::io("read", &abs, e))?;
-        let mut map = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => {
-                return Err(Error::Corrupt {
-                    path: abs,
-                    what: "not a JSON object".into(),
-                })
-            }
-        };
-        if let Some(update) = change(&CacheInfo::from_map(&map)) {
-            tracing::info!(info = ?update, "cache.info updated");
-            update.merge_into(&mut map);
-            let text = serde_json::Value::Object(map).to_string();
-            // Durably in every mode: a `cache.info` torn by a power loss
-            // would make the cache unopenable, and updates are rare.
-            dir.atomic_file_durable(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
-                .map_err(|e| Error::io("replace", &abs, e))?;
+        // Durably in every mode: a `cache.info` torn by a power loss would
+        // make the cache unopenable, and updates are rare.
+        let corrupt = dir
+            .update_durable(rel, IfMissing::Fail, |bytes| {
+                let mut map = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Ok((None, true)),
+                };
+                let Some(update) = change(&CacheInfo::from_map(&map)) else {
+                    return Ok((None, false));
+                };
+                tracing::info!(info = ?update, "cache.info updated");
+                update.merge_into(&mut map);
+                Ok((
+                    Some(serde_json::Value::Object(map).to_string().into_bytes()),
+                    false,
+                ))
+            })
+            .map_err(|e| Error::io("update", &abs, e))?;
+        if corrupt {
+            return Err(Error::Corrupt {
+                path: abs,
+                what: "not a JSON object".into(),
+            });
         }
-        drop(locked);
         self.reload_info()?;
         Ok(())
     }
@@ -664,13 +662,13 @@ impl FsCache {
         // An entry without object.info is being removed, or debris of a
         // crashed removal: not valid.
         let info_rel = buf.path(OBJECT_INFO);
-        match rustix::fs::statat(dir.dir(), info_rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => {}
-            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::STALE) => {
+        match dir.stat_if_present(info_rel) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 count(|p| &p.misses_invalid);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e.into())),
+            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e)),
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
@@ -811,10 +809,9 @@ pub struct Repaired {
 fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let rel = Path::new(CACHE_INFO);
     let fd = dir
-        .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-        .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
-    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
-        .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+        .open_read(rel)
+        .map_err(|e| Error::io("open", dir.abs(rel), e))?;
+    let st = stat::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
@@ -837,7 +834,7 @@ struct FileId {
 }
 
 impl FileId {
-    fn of(st: &rustix::fs::Stat) -> Self {
+    fn of(st: &stat::Stat) -> Self {
         Self {
             inode: stat::inode(st),
             size: stat::size(st),
@@ -875,31 +872,4 @@ impl EntryFile {
         use std::os::unix::ffi::OsStrExt;
         Path::new(std::ffi::OsStr::from_bytes(&self.buf[..end]))
     }
-}
-
-/// Whether an open or stat error means "not there for me now".
-pub(crate) fn is_miss(e: &io::Error) -> bool {
-    gone(e)
-        || matches!(
-            raw_os_error(e).map(Errno::from_raw_os_error),
-            // ELOOP: a symlink where a protocol file should be; EXDEV: a
-            // symlink leading out of the cache.
-            Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
-        )
-}
-
-/// Set the lock file's atime to now, mtime untouched. Best effort: a
-/// reader without write access or on a read-only mount still gets its hit.
-pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_NOW,
-        },
-        last_modification: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-    };
-    let _ = rustix::io::retry_on_intr(|| rustix::fs::futimens(fd, &times));
 }

@@ -50,6 +50,15 @@
 //! a [`StoreGuard`] not committed and a [`StageGuard`] remove their
 //! directories. `commit(self)`/`close(self)` consume them and report errors.
 //!
+//! # Errors
+//!
+//! One [`Error`] enum: a miss is never an error. A failed system call is
+//! [`Error::Io`] with the operation, the innermost path and the OS error as
+//! its source ([`Error::Os`] when no path is known); a protocol file
+//! holding garbage is [`Error::Corrupt`]. Messages do not repeat their
+//! source: print the `source()` chain. `From<Error> for io::Error` keeps
+//! the [`std::io::ErrorKind`].
+//!
 //! # Design
 //!
 //! [`FsCache`] holds a shared lock on `cache.lock` for its life. `load` takes

@@ -10,10 +10,10 @@ use fscache_dir::digest::{
 };
 use fscache_dir::{EntryName, LockOptions, TryLocked, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_quota::ObjectInfo;
-use rustix::fs::{Mode, OFlags};
 
 use crate::error::{Error, Result};
-use crate::handle::{is_miss, FsCache};
+use crate::handle::FsCache;
+use fscache_dir::is_miss;
 
 /// What [`FsCache::verify`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +58,7 @@ impl Verified {
 /// the path).
 pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
     let path = path.as_ref();
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open directory", path, e.into()))?;
+    let fd = fscache_dir::open_tree(path).map_err(|e| Error::io("open directory", path, e))?;
     digest_tree(&fd, path, Version::V2).map_err(|e| Error::io("digest", path, e))
 }
 
@@ -75,12 +70,7 @@ pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
 /// As [`tree_digest`].
 pub fn tree_digest_version(path: impl AsRef<std::path::Path>, version: Version) -> Result<Digest> {
     let path = path.as_ref();
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open directory", path, e.into()))?;
+    let fd = fscache_dir::open_tree(path).map_err(|e| Error::io("open directory", path, e))?;
     digest_tree(&fd, path, version).map_err(|e| Error::io("digest", path, e))
 }
 
@@ -96,6 +86,7 @@ pub type Changes = Vec<(PathBuf, Vec<Change>)>;
 
 /// How far [`FsCache::verify_all`] is, for a progress bar.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct VerifyProgress<'a> {
     /// The entry just checked.
     pub name: &'a str,
@@ -140,8 +131,8 @@ impl FsCache {
         let data_rel = entry.join(DATA);
         let data_abs = dir.abs(&data_rel);
         let data = dir
-            .open_raw(&data_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", &data_abs, e.into()))?;
+            .open_dir(&data_rel)
+            .map_err(|e| Error::io("open directory", &data_abs, e))?;
         let actual = digest_tree(&data, &data_abs, recorded.version())
             .map_err(|e| Error::io("digest", &data_abs, e))?;
         Ok(if actual == recorded {
@@ -178,11 +169,11 @@ impl FsCache {
             Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
         };
         let tree_rel = entry.join(OBJECT_TREE);
-        let recorded = match dir.read_small(&tree_rel) {
-            Ok(b) => String::from_utf8(b)
-                .ok()
-                .and_then(|t| Listing::from_text(&t)),
+        // Not `read_small`: a big tree's record passes its 1 MiB bound.
+        let recorded = match fscache_dir::retry_io(|| dir.dir().read_to_string(&tree_rel)) {
+            Ok(t) => Listing::from_text(&t),
             Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => None,
             Err(e) => return Err(Error::io("read", dir.abs(&tree_rel), e)),
         };
         let Some(recorded) = recorded else {
@@ -191,8 +182,8 @@ impl FsCache {
         let data_rel = entry.join(DATA);
         let data_abs = dir.abs(&data_rel);
         let data = dir
-            .open_raw(&data_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", &data_abs, e.into()))?;
+            .open_dir(&data_rel)
+            .map_err(|e| Error::io("open directory", &data_abs, e))?;
         let (_, now) =
             digest_tree_listed(&data, &data_abs).map_err(|e| Error::io("digest", &data_abs, e))?;
         Ok(Some(

@@ -28,10 +28,7 @@ pub(super) fn set(
     let now = cache.info().limit();
     // A dry run down to the limit now in force: the accounted size, and
     // what a prune would remove.
-    let plan = cache.prune(PruneOptions {
-        dry_run: true,
-        ..Default::default()
-    })?;
+    let plan = cache.prune(PruneOptions::new().dry_run(true))?;
     let over = matches!(now, MaxSize::Bytes(m) if plan.accounted > m);
     let pruned = if over && over_limit == OverLimit::Prune {
         Some(cache.prune(PruneOptions::default())?)

@@ -120,10 +120,11 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             output,
         } => maintain::prune(
             &given_once(g, cache)?,
-            PruneOptions {
-                to,
-                unused_for,
-                dry_run,
+            {
+                let mut opts = PruneOptions::new().dry_run(dry_run);
+                opts.to = to;
+                opts.unused_for = unused_for;
+                opts
             },
             output.format(),
         ),
