@@ -792,18 +792,12 @@ fn serve_one(cache: &fscache::FsCache, s: &mut Served, line: &str) -> Result<Str
         }
         ["prune-to", bytes] => pruned(
             cache
-                .prune(PruneOptions {
-                    to: Some(num(bytes)?),
-                    ..Default::default()
-                })
+                .prune(PruneOptions::new().to(num(bytes)?))
                 .map_err(e)?,
         ),
         ["prune-age", secs] => pruned(
             cache
-                .prune(PruneOptions {
-                    unused_for: Some(Duration::from_secs(num(secs)?)),
-                    ..Default::default()
-                })
+                .prune(PruneOptions::new().unused_for(Duration::from_secs(num(secs)?)))
                 .map_err(e)?,
         ),
         ["remove", name] => match cache.remove(name).map_err(e)? {
