@@ -150,6 +150,23 @@ pub(super) fn pull(cache: &Path, names: &[String], url: &str, format: Format) ->
     let cache = open_for_pull(cache)?;
     let remote = open(url)?;
     for_each_name(names, format, |name| {
+        // An entry already local needs nothing from the remote (a pull
+        // would download all of it first, and fail on a damaged remote).
+        match cache.contains(name) {
+            Ok(true) => {
+                if format == Format::Text {
+                    outln!("{name} is in the cache already")?;
+                }
+                return Ok(json!({"name": name, "outcome": "present"}));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return Err(Fail::error(format!(
+                    "failed to pull `{name}`: {}",
+                    chain(&e)
+                )))
+            }
+        }
         let bar = transfer_bar("pulling", name);
         let pulled = remote.pull_with_progress(&cache, name, &advance(&bar));
         if let Some(bar) = bar {

@@ -92,6 +92,19 @@ fn two_caches_share_entries_through_a_remote() {
         .unwrap();
     expect_code(&o, 1);
     assert!(names(&ls_json(&c)).is_empty());
+
+    // An entry already local asks nothing of the remote: its data gone
+    // from the bucket, the pull still says it is there.
+    std::fs::remove_dir_all(tmp.path().join("remote/v2/packs")).unwrap();
+    let o = fsc!("pull", &b, "e", "--json", "--remote", &remote);
+    expect_code(&o, 0);
+    assert_eq!(json(&o)[0]["outcome"], "present");
+    let o = fsc!("pull", &b, "e", "--remote", &remote);
+    assert!(
+        stdout(&o).contains("e is in the cache already"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// The tree digest of entry `name` of `cache`, as `fscache push` reports
