@@ -615,6 +615,11 @@ impl Remote {
         self.inner.access
     }
 
+    /// Whether pushes are signed (a signing key is set).
+    pub fn signs(&self) -> bool {
+        self.inner.signing_key.is_some()
+    }
+
     /// The names of every entry the remote holds a manifest for, sorted.
     ///
     /// # Errors
