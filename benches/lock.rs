@@ -45,6 +45,7 @@ fn l_type(kind: LockKind) -> libc::c_int {
 }
 
 /// The baseline: one raw `fcntl(fd, cmd, &flock)` on the whole file.
+#[allow(unsafe_code)]
 fn raw_fcntl(file: &File, cmd: libc::c_int, l_type: libc::c_int) {
     let mut lock = libc::flock {
         l_type: l_type as libc::c_short,

@@ -109,6 +109,10 @@ pub enum Op {
     /// Wait until the file system clock has advanced: every use after
     /// this step is later than every use before it.
     Tick,
+    /// The test damages the kept eviction list `cache.evict` shared by
+    /// every process ([`ListDamage`]). Nothing the model allows changes:
+    /// the list is never trusted.
+    DamageList { how: ListDamage },
     /// `verify_all`: every entry has its recorded digest.
     Verify { h: usize },
     /// A process of its own (not a handle of the case) stores `name` with
@@ -137,6 +141,19 @@ pub enum Op {
         seed: u64,
         blocks: u64,
     },
+}
+
+/// How [`Op::DamageList`] damages `cache.evict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListDamage {
+    /// Cut it to half its length.
+    Truncate,
+    /// Flip a bit in the last record.
+    Flip,
+    /// Garbage in the state slot (how far the list is consumed).
+    State,
+    /// Remove it.
+    Remove,
 }
 
 /// The errors an [`Op::Fault`] injects.
@@ -225,7 +242,7 @@ impl Op {
             | Sweep { h }
             | Repair { h }
             | Verify { h } => Some(h),
-            Age { .. } | Tick | Crash { .. } | Fault { .. } => None,
+            Age { .. } | Tick | DamageList { .. } | Crash { .. } | Fault { .. } => None,
         }
     }
 
@@ -268,7 +285,13 @@ impl Op {
             Sweep { .. } => "sweep".into(),
             Repair { .. } => "repair".into(),
             Verify { .. } => "verify".into(),
-            Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } | Fault { .. } => {
+            Open { .. }
+            | Close { .. }
+            | Age { .. }
+            | Tick
+            | DamageList { .. }
+            | Crash { .. }
+            | Fault { .. } => {
                 unreachable!("{self:?} is not a handle's request")
             }
         }
@@ -676,7 +699,7 @@ impl Model {
         match *op {
             Open { h } => !self.open[h],
             Age { name, .. } => self.entries.contains_key(NAMES[name]),
-            Tick | Fault { .. } => true,
+            Tick | DamageList { .. } | Fault { .. } => true,
             Crash {
                 point,
                 name,

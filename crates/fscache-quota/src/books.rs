@@ -65,7 +65,7 @@ pub fn mark_suspect(cache: &CacheDir) -> Result<()> {
             Mode::from_raw_mode(0o666),
         )
         .map(drop)
-        .map_err(|e| error::io("create", cache.abs(rel), e.into()))
+        .map_err(|e| error::io("create", cache.abs(rel), e))
 }
 
 /// Mark the books suspect after `e`, a failed counter update (what it
@@ -163,7 +163,7 @@ fn open_lock(cache: &CacheDir) -> Result<OwnedFd> {
             OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o666),
         )
-        .map_err(|e| error::io("open", cache.abs(rel), e.into()))
+        .map_err(|e| error::io("open", cache.abs(rel), e))
 }
 
 /// How long [`reconcile`] waits for the changes in flight.

@@ -35,6 +35,7 @@ pub enum Access {
 /// How to open a [`Remote`]: the URL, then options. See the
 /// [crate docs](crate) for the URL forms.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `open`"]
 pub struct RemoteBuilder {
     url: String,
     access: Access,

@@ -28,10 +28,7 @@ pub(super) fn set(
     let now = cache.info().limit();
     // A dry run down to the limit now in force: the accounted size, and
     // what a prune would remove.
-    let plan = cache.prune(PruneOptions {
-        dry_run: true,
-        ..Default::default()
-    })?;
+    let plan = cache.prune(PruneOptions::new().dry_run(true))?;
     let over = matches!(now, MaxSize::Bytes(m) if plan.accounted > m);
     let pruned = if over && over_limit == OverLimit::Prune {
         Some(cache.prune(PruneOptions::default())?)
@@ -308,6 +305,14 @@ pub(super) fn repair(path: &Path, format: Format) -> Outcome {
         .into());
     }
     let Some(r) = cache.repair()? else {
+        if format == Format::Json {
+            // A script reading stdout gets a document either way.
+            output::json(&json!({
+                "repaired": false,
+                "busy": true,
+                "removed": [],
+            }))?;
+        }
         return Err(Fail::error(format!(
             "`{}` is open in other processes; repair needs it to itself: \
              retry when they are done (`fscache info` removes debris meanwhile)",
@@ -316,6 +321,8 @@ pub(super) fn repair(path: &Path, format: Format) -> Outcome {
     };
     if format == Format::Json {
         return output::json(&json!({
+            "repaired": true,
+            "busy": false,
             "removed": r.removed,
             "accounted_before": r.accounted_before,
             "accounted": r.accounted,
