@@ -78,3 +78,9 @@ mod single_flight;
 mod model;
 #[path = "suite/model_run.rs"]
 mod model_run;
+
+// Power loss on a FUSE file system that forgets what was not synced
+// (`fscache-lazyfs`): Committed keeps every commit whole, Relaxed's
+// damage is found by verify and healed by repair (needs root, /dev/fuse).
+#[path = "suite/powerloss.rs"]
+mod powerloss;

@@ -175,14 +175,10 @@ fn exec(slot: &mut Slot, op: &Op) -> Result<Outcome, String> {
             .map_err(e)?;
             Outcome::Done
         }
-        PruneTo { blocks, .. } => pruned(c.prune(PruneOptions {
-            to: Some(blocks * BLOCK),
-            ..Default::default()
-        }))?,
-        PruneAge { secs, .. } => pruned(c.prune(PruneOptions {
-            unused_for: Some(Duration::from_secs(secs)),
-            ..Default::default()
-        }))?,
+        PruneTo { blocks, .. } => pruned(c.prune(PruneOptions::new().to(blocks * BLOCK)))?,
+        PruneAge { secs, .. } => {
+            pruned(c.prune(PruneOptions::new().unused_for(Duration::from_secs(secs))))?
+        }
         Remove { name, .. } => Outcome::Removed(c.remove(NAMES[name]).map_err(e)?),
         Sweep { .. } => {
             let s = c.sweep().map_err(e)?;

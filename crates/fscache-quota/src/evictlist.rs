@@ -199,7 +199,7 @@ impl EvictList {
             Ok(fd) => (fd, true),
             // Another user's list, or a read-only cache: read it, and
             // leave the state to those who may write it.
-            Err(Errno::ACCESS | Errno::ROFS | Errno::PERM) => {
+            Err(e) if matches!(errno(&e), Some(Errno::ACCESS | Errno::ROFS | Errno::PERM)) => {
                 match cache.open_raw(rel, OFlags::RDONLY | flags, Mode::empty()) {
                     Ok(fd) => (fd, false),
                     Err(e) => return open_failed(cache, rel, e),
@@ -256,13 +256,18 @@ impl EvictList {
     }
 }
 
-fn open_failed(cache: &CacheDir, rel: &Path, e: Errno) -> Result<Option<EvictList>> {
-    match e {
-        Errno::NOENT | Errno::NOTDIR | Errno::ISDIR | Errno::LOOP | Errno::XDEV | Errno::NXIO => {
-            Ok(None)
-        }
-        e => Err(error::io("open", cache.abs(rel), e.into())),
+fn open_failed(cache: &CacheDir, rel: &Path, e: std::io::Error) -> Result<Option<EvictList>> {
+    match errno(&e) {
+        Some(
+            Errno::NOENT | Errno::NOTDIR | Errno::ISDIR | Errno::LOOP | Errno::XDEV | Errno::NXIO,
+        ) => Ok(None),
+        _ => Err(error::io("open", cache.abs(rel), e)),
     }
+}
+
+/// The errno of an error of `CacheDir::open_raw` (through its path).
+fn errno(e: &std::io::Error) -> Option<Errno> {
+    fscache_dir::raw_os_error(e).map(Errno::from_raw_os_error)
 }
 
 /// Write `candidates` (least recently used first; at most

@@ -55,9 +55,7 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
     let objects = Path::new(OBJECTS);
     let abs = || cache.abs(objects);
     let mut out = Vec::new();
-    for entry in cache
-        .dir()
-        .read_dir(objects)
+    for entry in fscache_dir::retry_io(|| cache.dir().read_dir(objects))
         .map_err(|e| error::io("read directory", abs(), e))?
     {
         let entry = entry.map_err(|e| error::io("read directory", abs(), e))?;
@@ -232,7 +230,7 @@ pub fn scan_plan(
     let read_err = |e: rustix::io::Errno| error::io("read directory", cache.abs(objects), e.into());
     let fd = cache
         .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-        .map_err(read_err)?;
+        .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut listed: Vec<(Stamp, String, Inode)> = Vec::new();
     for entry in rustix::fs::Dir::read_from(&fd).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
@@ -436,6 +434,15 @@ pub fn retire(cache: &CacheDir, rel: &Path) -> Result<Retired> {
     match fscache_dir::retry_io(|| cache.dir().remove_file(&info)) {
         Err(e) if !fscache_dir::gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
             return Err(error::io("remove", cache.abs(&info), e))
+        }
+        // Durably, the entry is invalid before its uncharge and before any
+        // of its tree goes (see `CacheDir::remove_entry`): otherwise a
+        // power loss can keep an uncounted entry, or `object.info` beside
+        // a half-removed `data/`.
+        Ok(()) if cache.is_durable() => {
+            cache
+                .sync_dir(rel)
+                .map_err(|e| error::io("sync", cache.abs(rel), e))?;
         }
         _ => {}
     }

@@ -2,9 +2,7 @@
 //! `object.info` → stamp → rename, and what it reports.
 
 use std::collections::HashSet;
-use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -12,12 +10,10 @@ use fscache_dir::digest::Digest;
 use fscache_dir::{EntryName, HookPoint, DATA, OBJECTS, OBJECT_INFO};
 use fscache_quota::evictlist::{EvictList, ListState};
 use fscache_quota::{Candidate, Charge, MaxSize, ObjectInfo, ScanPlan, Tried};
-use rustix::fs::{FileType, Mode, OFlags};
-use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::guards::{Anon, CopiedTree, Kept};
-use crate::handle::{touch_atime, Durability, FsCache};
+use crate::handle::{Durability, FsCache};
 
 /// What a commit did with the entry. Only [`Stored::Committed`] keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +56,9 @@ impl FsCache {
     pub(crate) fn commit(
         &self,
         name: &EntryName,
-        anon: Anon,
+        mut anon: Anon,
         copied: Option<CopiedTree>,
+        vouched: Option<Digest>,
     ) -> Result<(CommitReport, Kept)> {
         let _gate = self
             .inner
@@ -88,7 +85,7 @@ impl FsCache {
         };
         // The digest, when a copy computed it or the handle asks for it
         // (one more read of the data, before anything is charged).
-        let digest = match digest {
+        let digest = match digest.or(vouched) {
             Some(d) => Some(d),
             None if self.inner.record_digests => Some(
                 fscache_dir::digest::digest_tree(
@@ -130,10 +127,18 @@ impl FsCache {
         if !charged {
             return Ok(refused(report, Stored::NoSpace, anon));
         }
-        // From here on, every way out that does not commit uncharges
-        // exactly `size` again.
-        let published = self.publish(name, &anon, size, digest);
+        // From here on, every way out that does not commit undoes the
+        // charge of exactly `size`: the guard does it when it drops, unless
+        // the entry was published or the undo was made (and reported)
+        // below.
+        let charge = Charged {
+            cache: self,
+            info_rel: anon.rel.join(OBJECT_INFO),
+            size: Some(size),
+        };
+        let published = self.publish(name, &mut anon, size, digest);
         if let Ok(true) = published {
+            charge.keep();
             let lock = anon.published().ok_or_else(|| {
                 Error::io(
                     "rename",
@@ -149,20 +154,7 @@ impl FsCache {
             }
             return Ok((report, Kept::Published(lock)));
         }
-        let info_rel = anon.rel.join(OBJECT_INFO);
-        let unrecorded = match fscache_dir::retry_io(|| dir.dir().remove_file(&info_rel)) {
-            Ok(()) => true,
-            Err(e) => fscache_dir::gone(&e),
-        };
-        let uncharged = if unrecorded {
-            fscache_quota::uncharge(dir, size).map(drop)
-        } else {
-            // Still recorded: uncharging now would leave a charged-looking
-            // `uuid-*` that a sweep uncharges again. Leave the charge, and
-            // let a recount settle whether the tree's removal took the
-            // record with it.
-            fscache_quota::mark_suspect(dir)
-        };
+        let uncharged = charge.undo();
         if published.is_err() || uncharged.is_err() {
             // Dropping `anon` removes the tree: inside the hold, so that no
             // recount sees it half-removed.
@@ -408,7 +400,7 @@ impl FsCache {
     fn publish(
         &self,
         name: &EntryName,
-        anon: &Anon,
+        anon: &mut Anon,
         size: u64,
         digest: Option<Digest>,
     ) -> Result<bool> {
@@ -420,46 +412,37 @@ impl FsCache {
             size: Some(size),
             digest: digest.map(|d| d.to_string()),
         };
-        let fd = dir
-            .open_raw(
-                &info_rel,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-                Mode::from_raw_mode(0o644),
-            )
-            .map_err(|e| Error::io("create", dir.abs(&info_rel), e.into()))?;
-        let mut file = std::fs::File::from(fd);
+        let mut file = dir
+            .create_new(&info_rel)
+            .map_err(|e| Error::io("create", dir.abs(&info_rel), e))?;
         io::Write::write_all(&mut file, &info.to_json_bytes())
             .map_err(|e| Error::io("write", dir.abs(&info_rel), e))?;
         if durable {
             file.sync_all()
                 .map_err(|e| Error::io("sync", dir.abs(&info_rel), e))?;
-            self.sync_entry(&anon.rel)?;
+            dir.sync_all(&anon.rel)
+                .map_err(|e| Error::io("sync", dir.abs(&anon.rel), e))?;
         }
         drop(file);
         // A fresh entry is the most recently used, however long it took to
         // fill: its last use is now, not when `store` began.
         if let Some(lock) = anon.lock() {
-            touch_atime(lock);
+            fscache_dir::touch_atime(lock);
         }
         dir.hook(HookPoint::CommitRename, &anon.rel);
         // Both names are single components in the directory the entry was
         // made in, whose descriptor the entry holds.
         let objects = Path::new(OBJECTS);
-        let objects_fd = anon.parent_fd().ok_or_else(|| {
-            Error::io("rename", dir.abs(&anon.rel), io::Error::other("lost lock"))
-        })?;
         let mut swept = false;
         loop {
-            match rustix::io::retry_on_intr(|| {
-                rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str())
-            }) {
-                Ok(()) => break,
+            match anon.rename_to(name.as_str()) {
+                Ok(true) => break,
                 // A non-empty directory (or a file) has the name: another
                 // writer won, unless it is no entry at all but what a
                 // removal that failed or crashed half-way left (no
                 // `object.info`). Every store of the name would be refused
                 // until the next sweep: sweep now, and try once more.
-                Err(Errno::EXIST | Errno::NOTEMPTY | Errno::NOTDIR | Errno::ISDIR) => {
+                Ok(false) => {
                     let entry = Path::new(OBJECTS).join(name.as_str());
                     let debris = matches!(
                         dir.stat(&entry.join(OBJECT_INFO)),
@@ -476,7 +459,7 @@ impl FsCache {
                         "swept the debris of a failed removal under the name"
                     );
                 }
-                Err(e) => return Err(Error::io("rename", dir.abs(&anon.rel), e.into())),
+                Err(e) => return Err(Error::io("rename", dir.abs(&anon.rel), e)),
             }
         }
         if durable {
@@ -486,77 +469,58 @@ impl FsCache {
         }
         Ok(true)
     }
+}
 
-    /// `fsync` every file and directory of the entry at `rel` (its `data/`
-    /// tree, and the entry directory itself). Where a file cannot be opened
-    /// for it (a mode without read permission), one `syncfs` covers it.
-    fn sync_entry(&self, rel: &Path) -> Result<()> {
-        let dir = self.dir();
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        let top = dir
-            .open_raw(rel, flags, Mode::empty())
-            .map_err(|e| Error::io("open directory", dir.abs(rel), e.into()))?;
-        let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(top, rel.to_path_buf())];
-        let mut need_syncfs = false;
-        while let Some((fd, at)) = stack.pop() {
-            let sync_err = |e: Errno, p: &Path| Error::io("sync", dir.abs(p), e.into());
-            let list = rustix::fs::Dir::read_from(&fd).map_err(|e| sync_err(e, &at))?;
-            for child in list {
-                let child = child.map_err(|e| sync_err(e, &at))?;
-                let name: &CStr = child.file_name();
-                if name == c"." || name == c".." {
-                    continue;
-                }
-                let ty = match child.file_type() {
-                    FileType::Unknown => rustix::io::retry_on_intr(|| {
-                        rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    })
-                    .map(|st| FileType::from_raw_mode(st.st_mode))
-                    .map_err(|e| sync_err(e, &at))?,
-                    t => t,
-                };
-                let open = |extra| {
-                    rustix::io::retry_on_intr(|| {
-                        rustix::fs::openat(
-                            &fd,
-                            name,
-                            OFlags::RDONLY
-                                | OFlags::NOFOLLOW
-                                | OFlags::CLOEXEC
-                                | OFlags::NONBLOCK
-                                | extra,
-                            Mode::empty(),
-                        )
-                    })
-                };
-                let path = at.join(std::ffi::OsStr::new(
-                    std::str::from_utf8(name.to_bytes()).unwrap_or("?"),
-                ));
-                match ty {
-                    FileType::Directory => match open(OFlags::DIRECTORY) {
-                        Ok(sub) => stack.push((sub, path)),
-                        Err(Errno::ACCESS) => need_syncfs = true,
-                        Err(e) => return Err(sync_err(e, &path)),
-                    },
-                    FileType::RegularFile => match open(OFlags::empty()) {
-                        Ok(f) => rustix::io::retry_on_intr(|| rustix::fs::fsync(&f))
-                            .map_err(|e| sync_err(e, &path))?,
-                        Err(Errno::ACCESS) => need_syncfs = true,
-                        Err(e) => return Err(sync_err(e, &path)),
-                    },
-                    // Symlinks and special files live in their directory's
-                    // entries, which the directory's fsync covers.
-                    _ => {}
-                }
-            }
-            rustix::io::retry_on_intr(|| rustix::fs::fsync(fd.as_fd()))
-                .map_err(|e| sync_err(e, &at))?;
+/// A charge of `cache.size` whose entry is not published yet: dropped,
+/// it undoes the charge (best effort; [`Charged::undo`] reports), so every
+/// way out of a commit after its charge undoes it by construction.
+#[must_use = "dropping the guard undoes the charge at once"]
+struct Charged<'a> {
+    cache: &'a FsCache,
+    /// The entry's `object.info`, relative to the root.
+    info_rel: PathBuf,
+    // `None` once kept or undone.
+    size: Option<u64>,
+}
+
+impl Charged<'_> {
+    /// The entry was published: the charge stays.
+    fn keep(mut self) {
+        self.size = None;
+    }
+
+    /// Undo the charge now, reporting a failure.
+    fn undo(mut self) -> Result<()> {
+        match self.size.take() {
+            Some(size) => self.undo_charge(size),
+            None => Ok(()),
         }
-        if need_syncfs {
-            rustix::io::retry_on_intr(|| rustix::fs::syncfs(dir.dir()))
-                .map_err(|e| Error::io("sync", dir.root(), e.into()))?;
+    }
+
+    /// Unlink the entry's `object.info` and uncharge `size`, unless the
+    /// record could not be unlinked: then uncharging now would leave a
+    /// charged-looking `uuid-*` that a sweep uncharges again, so the charge
+    /// stays and the books are marked suspect for a recount to settle.
+    fn undo_charge(&self, size: u64) -> Result<()> {
+        let dir = self.cache.dir();
+        let unrecorded = match fscache_dir::retry_io(|| dir.dir().remove_file(&self.info_rel)) {
+            Ok(()) => true,
+            Err(e) => fscache_dir::gone(&e),
+        };
+        if unrecorded {
+            fscache_quota::uncharge(dir, size).map(drop)?;
+        } else {
+            fscache_quota::mark_suspect(dir)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Charged<'_> {
+    fn drop(&mut self) {
+        if let Some(size) = self.size.take() {
+            let _ = self.undo_charge(size);
+        }
     }
 }
 

@@ -3,16 +3,14 @@
 //! tree the cache did not keep. Each owns a clone of the handle, and each
 //! cleans up in `Drop`.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use fscache_dir::digest::Digest;
-use fscache_dir::{AnonDir, EntryName, DATA};
+use fscache_dir::{AnonDir, EntryName, Renamed, DATA};
 use fscache_lock::FileLock;
-use rustix::fs::{Mode, OFlags};
 
 use crate::commit::CommitReport;
 use crate::error::{Error, Result};
@@ -20,16 +18,18 @@ use crate::handle::FsCache;
 use crate::Stored;
 
 /// An anonymous entry (`objects/uuid-*` or `stage/uuid-*`) we created and
-/// hold exclusively. It removes itself when dropped, unless it was
-/// published under a name ([`Anon::published`]).
+/// hold exclusively, through its [`AnonDir`] guard: that removes the
+/// directory when it drops, unless it was renamed to a name
+/// ([`Anon::rename_to`]). No code here removes it by hand.
 pub(crate) struct Anon {
     pub(crate) cache: FsCache,
     /// Relative to the root, e.g. `objects/uuid-<hex>`.
     pub(crate) rel: PathBuf,
     /// The absolute path of its `data/`.
     data: PathBuf,
-    // Holds the exclusive lock until the entry is published or removed.
+    // The guard, until the entry is renamed (then `kept` holds its lock).
     held: Option<AnonDir>,
+    kept: Option<FileLock<OwnedFd>>,
 }
 
 impl Anon {
@@ -39,25 +39,24 @@ impl Anon {
         let held = dir
             .atomic_anon_dir(Path::new(parent))
             .map_err(|e| Error::io("create entry in", dir.abs(Path::new(parent)), e))?;
-        let rel = PathBuf::from(parent).join(&held.name);
+        let rel = held.rel().to_owned();
         // Through the directory's own descriptor: its path is not resolved
         // again, and `data` is a single component.
-        let made = rustix::io::retry_on_intr(|| {
-            rustix::fs::mkdirat(&held.dir, DATA, Mode::from_raw_mode(0o777))
-        });
+        let made = held.create_dir(DATA);
         let anon = Anon {
             cache: cache.clone(),
             data: dir.abs(&rel.join(DATA)),
             rel,
             held: Some(held),
+            kept: None,
         };
         // On failure, dropping `anon` removes what was made.
-        made.map_err(|e| Error::io("create directory", &anon.data, e.into()))?;
+        made.map_err(|e| Error::io("create directory", &anon.data, e))?;
         Ok(anon)
     }
 
     /// The anonymous name, `uuid-<hex>`.
-    pub(crate) fn name(&self) -> &OsStr {
+    pub(crate) fn name(&self) -> &std::ffi::OsStr {
         self.rel.file_name().unwrap_or_default()
     }
 
@@ -71,24 +70,39 @@ impl Anon {
     pub(crate) fn data_dir(&self) -> Result<std::os::fd::OwnedFd> {
         let dir = self.cache.dir();
         let rel = self.rel.join(DATA);
-        dir.open_raw(&rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", dir.abs(&rel), e.into()))
-    }
-
-    /// The held `O_PATH` descriptor of the directory it was made in.
-    pub(crate) fn parent_fd(&self) -> Option<&OwnedFd> {
-        self.held.as_ref().map(|h| &*h.parent)
+        dir.open_dir(&rel)
+            .map_err(|e| Error::io("open directory", dir.abs(&rel), e))
     }
 
     /// The held lock of its `object.lock`.
     pub(crate) fn lock(&self) -> Option<&FileLock<OwnedFd>> {
-        self.held.as_ref().map(|h| &h.lock)
+        self.held.as_ref().map(AnonDir::lock)
     }
 
-    /// The entry was renamed to its name: keep it, and hand back the lock
-    /// (still exclusive) of its `object.lock`.
+    /// Rename the entry to `name` in the directory it was made in:
+    /// `Ok(true)` when renamed (the lock is kept for
+    /// [`Anon::published`]), `Ok(false)` when the name is taken (the entry
+    /// stays ours). On error the directory is removed.
+    pub(crate) fn rename_to(&mut self, name: &str) -> std::io::Result<bool> {
+        let Some(held) = self.held.take() else {
+            return Err(std::io::Error::other("lost lock"));
+        };
+        match held.rename_to(name)? {
+            Renamed::Done(lock) => {
+                self.kept = Some(lock);
+                Ok(true)
+            }
+            Renamed::Taken(held) => {
+                self.held = Some(held);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The entry was renamed to its name: hand back the lock (still
+    /// exclusive) of its `object.lock`.
     pub(crate) fn published(mut self) -> Option<FileLock<OwnedFd>> {
-        self.held.take().map(|h| h.lock)
+        self.kept.take()
     }
 
     /// Remove the entry now, reporting a failure (drop removes quietly).
@@ -96,24 +110,8 @@ impl Anon {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
-        let dir = self.cache.dir();
-        let removed = dir
-            .remove_entry(&self.rel)
-            .map_err(|e| Error::io("remove", dir.abs(&self.rel), e));
-        // Our own, never duplicated descriptor: closing releases the lock.
-        held.lock.close();
-        removed
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        if let Some(held) = self.held.take() {
-            // Errors cannot be reported from here; what is left is unlocked
-            // `uuid-*` debris that any sweep removes.
-            let _ = self.cache.dir().remove_entry(&self.rel);
-            held.lock.close();
-        }
+        let abs = self.cache.dir().abs(&self.rel);
+        held.close().map_err(|e| Error::io("remove", abs, e))
     }
 }
 
@@ -176,9 +174,9 @@ impl Entry {
     pub fn open_dir(&self) -> Result<File> {
         let dir = self.cache.dir();
         let rel = Path::new(fscache_dir::OBJECTS).join(self.name()).join(DATA);
-        dir.open_raw(&rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+        dir.open_dir(&rel)
             .map(File::from)
-            .map_err(|e| Error::io("open directory", &self.path, e.into()))
+            .map_err(|e| Error::io("open directory", &self.path, e))
     }
 }
 
@@ -215,6 +213,8 @@ pub struct StoreGuard {
     /// [`FsCache::store_tree`] filled it by one copy (taken during the
     /// copy, so the commit needs no second walk).
     pub(crate) copied: Option<CopiedTree>,
+    /// A digest the filler vouched for ([`StoreGuard::set_digest`]).
+    pub(crate) vouched: Option<Digest>,
 }
 
 impl StoreGuard {
@@ -224,7 +224,19 @@ impl StoreGuard {
             anon,
             compatible,
             copied: None,
+            vouched: None,
         }
+    }
+
+    /// Vouch for the tree digest of what `data/` holds at commit: the
+    /// commit records it in `object.info` instead of hashing the tree
+    /// again (the way [`StoreGuard::commit_tree`] records the digest its
+    /// copy computed). For a filler that already knows it, e.g. a remote
+    /// pull that checked every file it wrote against a signed manifest.
+    /// The digest is recorded as given: a wrong one makes
+    /// [`FsCache::verify`] call the entry corrupt later.
+    pub fn set_digest(&mut self, digest: Digest) {
+        self.vouched = Some(digest);
     }
 
     /// The absolute path of the private `data/` directory to fill.
@@ -372,7 +384,7 @@ impl StoreGuard {
         let cache = self.anon.cache.clone();
         let name = self.name.clone();
         let (report, kept) = if self.compatible {
-            cache.commit(&name, self.anon, self.copied)?
+            cache.commit(&name, self.anon, self.copied, self.vouched)?
         } else {
             let report = CommitReport {
                 stored: Stored::Incompatible,

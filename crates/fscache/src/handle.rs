@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
-    gone, raw_os_error, stat, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
+    is_miss, stat, touch_atime, CacheDir, EntryName, IfMissing, LockOptions, TryLocked, CACHE_INFO,
     CACHE_LOCK, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind};
-use rustix::fs::{Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
-use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
@@ -24,24 +22,54 @@ use crate::Stored;
 
 /// How much a commit waits for the disk. Chosen per handle with
 /// [`Builder::durability`].
+///
+/// What each mode guarantees after a power loss is what the power-loss
+/// tests check (`tests/suite/powerloss.rs`, on the `fscache-lazyfs` FUSE
+/// file system, which forgets every directory entry and every file page
+/// not made durable by an `fsync`, in any order the `fsync`s allow). In
+/// both modes `cache.info` and the scaffolding are written durably (they
+/// are written once or rarely, and a torn `cache.info` would make the cache
+/// unopenable), so after a power loss the cache always opens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Nothing is `fsync`ed, as osbuild does: a power loss may lose recent
-    /// entries (a crash of the process loses nothing committed).
+    /// Nothing else is `fsync`ed, as osbuild does: a crash of the process
+    /// loses nothing committed, but a power loss may lose recent entries
+    /// and may leave entries whose files are empty or short, or whose
+    /// `object.info` is empty. After a power loss:
+    ///
+    /// * `load` may return such a damaged entry: with
+    ///   [`Builder::record_digests`], [`FsCache::verify`] reports it as a
+    ///   mismatch, and what `verify` reports as `Ok` is exactly a tree that
+    ///   was committed under that name;
+    /// * one [`FsCache::repair`] makes the books exact (`cache.size` is the
+    ///   sum of the recorded sizes), removes all debris and every entry
+    ///   whose `object.info` records no size;
+    /// * after that and the removal of what `verify` flags, every load
+    ///   returns a tree that was committed under its name.
     #[default]
     Relaxed,
     /// Every file and directory of an entry reaches stable storage before
     /// the rename that publishes it, and the rename itself (its parent
-    /// directory is `fsync`ed) before `commit` returns; `cache.size` and
-    /// `cache.info` are replaced durably (temp file synced before the
-    /// rename, directory after).
+    /// directory is `fsync`ed) before `commit` returns; `cache.size` is
+    /// replaced durably (temp file synced before the rename, directory
+    /// after), and a removal or eviction makes the entry invalid durably
+    /// (`object.info` unlinked, the entry directory synced) before it
+    /// uncharges it or removes its tree. After a power loss:
     ///
-    /// What a power loss can do then: lose an entry whose `commit` had not
-    /// returned (never expose it torn), and leave the books over-counted by
-    /// a charge whose commit did not finish (a repair recounts). On ext4
-    /// (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a file
-    /// and of its directory are what make both the data and the name
+    /// * every entry whose commit returned (and that was not removed or
+    ///   evicted since) loads with exactly its committed tree and verifies;
+    /// * no load returns a tree that was never committed under its name: a
+    ///   commit in flight at the loss is there whole or not at all, and so
+    ///   is a pull ([`fscache-remote`](https://docs.rs/fscache-remote)
+    ///   commits through the same guard);
+    /// * the books may be over-counted by a charge whose commit did not
+    ///   finish (by design never under-counted: a removal makes the entry
+    ///   invalid durably before it uncharges it), and one
+    ///   [`FsCache::repair`] makes them exact and removes the debris.
+    ///
+    /// On ext4 (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a
+    /// file and of its directory are what make both the data and the name
     /// durable; without them (`Relaxed`) ext4 and xfs can publish a name
     /// whose files are empty or short after a crash.
     Committed,
@@ -277,7 +305,8 @@ impl Builder {
 /// "not a directory", not the `EEXIST` that creating it met.
 fn open_error(path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::AlreadyExists && path.exists() && !path.is_dir() {
-        let e = io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error());
+        // ENOTDIR, errno 20 on Linux (errno-base.h), so `raw_os_error` works.
+        let e = io::Error::from_raw_os_error(20);
         return Error::io("open cache", path, e);
     }
     Error::io("open cache", path, e)
@@ -418,12 +447,11 @@ impl FsCache {
             // names; size and mtime catch writers that edit it in place.
             // On NFS an unlinked open file keeps its link count, so the
             // path is compared there (docs/format.md, "NFS").
-            let st = if dir.is_remote() {
+            let st = if dir.is_nfs() {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?
             } else {
-                rustix::io::retry_on_intr(|| rustix::fs::fstat(&cached.2))
-                    .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
+                stat::fstat(&cached.2).map_err(|e| Error::io("stat", dir.abs(rel), e))?
             };
             if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
                 return Ok(cached.0.clone());
@@ -452,29 +480,31 @@ impl FsCache {
         let dir = self.dir();
         let rel = Path::new(CACHE_INFO);
         let abs = dir.abs(rel);
-        let locked = dir
-            .lock(rel, LockOptions::exclusive())
-            .map_err(|e| Error::io("lock", &abs, e))?;
-        let bytes = dir
-            .read_small(rel)
-            .map_err(|e| Error::io("read", &abs, e))?;
-        let mut map = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => {
-                return Err(Error::Corrupt {
-                    path: abs,
-                    what: "not a JSON object".into(),
-                })
-            }
-        };
-        if let Some(update) = change(&CacheInfo::from_map(&map)) {
-            tracing::info!(info = ?update, "cache.info updated");
-            update.merge_into(&mut map);
-            let text = serde_json::Value::Object(map).to_string();
-            dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
-                .map_err(|e| Error::io("replace", &abs, e))?;
+        // Durably in every mode: a `cache.info` torn by a power loss would
+        // make the cache unopenable, and updates are rare.
+        let corrupt = dir
+            .update_durable(rel, IfMissing::Fail, |bytes| {
+                let mut map = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Ok((None, true)),
+                };
+                let Some(update) = change(&CacheInfo::from_map(&map)) else {
+                    return Ok((None, false));
+                };
+                tracing::info!(info = ?update, "cache.info updated");
+                update.merge_into(&mut map);
+                Ok((
+                    Some(serde_json::Value::Object(map).to_string().into_bytes()),
+                    false,
+                ))
+            })
+            .map_err(|e| Error::io("update", &abs, e))?;
+        if corrupt {
+            return Err(Error::Corrupt {
+                path: abs,
+                what: "not a JSON object".into(),
+            });
         }
-        drop(locked);
         self.reload_info()?;
         Ok(())
     }
@@ -497,7 +527,8 @@ impl FsCache {
         self.alone(|| {
             self.count(|p| &p.repairs, 1);
             let accounted_before = fscache_quota::read_size(self.dir()).ok();
-            let swept = fscache_quota::sweep(self.dir())?;
+            let mut swept = fscache_quota::sweep(self.dir())?;
+            swept.removed.extend(self.remove_unrecorded()?);
             let accounted = fscache_quota::recount(self.dir())?;
             tracing::info!(
                 removed = ?swept.removed,
@@ -511,6 +542,39 @@ impl FsCache {
                 accounted,
             })
         })
+    }
+
+    /// Remove the named entries whose `object.info` exists but records no
+    /// size (empty or garbled: what a power loss leaves of one written
+    /// without `fsync`). They count for nothing, so the books cannot be
+    /// exact while they stay; only repair may judge them, alone, since a
+    /// writer's entry is never in that state while the cache is open.
+    fn remove_unrecorded(&self) -> Result<Vec<String>> {
+        let dir = self.dir();
+        let objects = Path::new(OBJECTS);
+        let list = dir
+            .dir()
+            .read_dir(objects)
+            .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+        let mut removed = Vec::new();
+        for entry in list {
+            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(fscache_dir::RESERVED_PREFIX) {
+                continue;
+            }
+            let rel = objects.join(name);
+            let Ok(bytes) = dir.read_small(&rel.join(OBJECT_INFO)) else {
+                continue;
+            };
+            if fscache_quota::ObjectInfo::parse(&bytes).size.is_none() {
+                dir.remove_entry(&rel)
+                    .map_err(|e| Error::io("remove", dir.abs(&rel), e))?;
+                removed.push(name.to_owned());
+            }
+        }
+        Ok(removed)
     }
 
     /// Run `f` while no other handle has the cache open: this handle's
@@ -598,13 +662,13 @@ impl FsCache {
         // An entry without object.info is being removed, or debris of a
         // crashed removal: not valid.
         let info_rel = buf.path(OBJECT_INFO);
-        match rustix::fs::statat(dir.dir(), info_rel, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => {}
-            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::STALE) => {
+        match dir.stat_if_present(info_rel) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
                 count(|p| &p.misses_invalid);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e.into())),
+            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e)),
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
@@ -745,10 +809,9 @@ pub struct Repaired {
 fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let rel = Path::new(CACHE_INFO);
     let fd = dir
-        .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-        .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
-    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
-        .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+        .open_read(rel)
+        .map_err(|e| Error::io("open", dir.abs(rel), e))?;
+    let st = stat::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
@@ -771,7 +834,7 @@ struct FileId {
 }
 
 impl FileId {
-    fn of(st: &rustix::fs::Stat) -> Self {
+    fn of(st: &stat::Stat) -> Self {
         Self {
             inode: stat::inode(st),
             size: stat::size(st),
@@ -809,31 +872,4 @@ impl EntryFile {
         use std::os::unix::ffi::OsStrExt;
         Path::new(std::ffi::OsStr::from_bytes(&self.buf[..end]))
     }
-}
-
-/// Whether an open or stat error means "not there for me now".
-pub(crate) fn is_miss(e: &io::Error) -> bool {
-    gone(e)
-        || matches!(
-            raw_os_error(e).map(Errno::from_raw_os_error),
-            // ELOOP: a symlink where a protocol file should be; EXDEV: a
-            // symlink leading out of the cache.
-            Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
-        )
-}
-
-/// Set the lock file's atime to now, mtime untouched. Best effort: a
-/// reader without write access or on a read-only mount still gets its hit.
-pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_NOW,
-        },
-        last_modification: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-    };
-    let _ = rustix::io::retry_on_intr(|| rustix::fs::futimens(fd, &times));
 }

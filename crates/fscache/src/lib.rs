@@ -50,6 +50,15 @@
 //! a [`StoreGuard`] not committed and a [`StageGuard`] remove their
 //! directories. `commit(self)`/`close(self)` consume them and report errors.
 //!
+//! # Errors
+//!
+//! One [`Error`] enum: a miss is never an error. A failed system call is
+//! [`Error::Io`] with the operation, the innermost path and the OS error as
+//! its source ([`Error::Os`] when no path is known); a protocol file
+//! holding garbage is [`Error::Corrupt`]. Messages do not repeat their
+//! source: print the `source()` chain. `From<Error> for io::Error` keeps
+//! the [`std::io::ErrorKind`].
+//!
 //! # Design
 //!
 //! [`FsCache`] holds a shared lock on `cache.lock` for its life. `load` takes
@@ -82,9 +91,10 @@
 //! * Linux only, local file systems first (NFS is detected and handled by
 //!   path comparison, but blocking locks may hang if the server dies).
 //! * By default nothing is `fsync`ed, as in osbuild: a power loss may lose
-//!   recent entries or leave them with empty files. Open with
-//!   [`Durability::Committed`] to make each commit durable before it
-//!   returns.
+//!   recent entries or leave them with empty files (`verify` finds them,
+//!   `repair` heals the books). Open with [`Durability::Committed`] to make
+//!   each commit durable before it returns; [`Durability`] says what each
+//!   mode guarantees after a power loss, as the power-loss tests check.
 //! * If a process dies, its `uuid-*` work directories remain, unlocked,
 //!   until a sweep removes them ([`FsCache::sweep`], and every prune,
 //!   remove, listing and evicting commit); a guard leaked with

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fscache_dir::{CacheDir, LockOptions, Publish, OBJECTS};
+use fscache_dir::{CacheDir, IfMissing};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -28,6 +28,7 @@ const RECENT_KEY: &str = "recent-removals";
 
 /// An entry that eviction or prune removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Removal {
     /// The entry's name.
     pub name: String,
@@ -217,14 +218,11 @@ fn stripe_index() -> usize {
     })
 }
 
-/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: a vDSO read without a
-/// time-stamp counter read, as fine as a clock tick, which is all a
-/// once-a-second deadline needs.
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds (see
+/// [`fscache_dir::stat::coarse_monotonic_ns`]): all a once-a-second
+/// deadline needs.
 fn coarse_now() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    (t.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(t.tv_nsec as u64)
+    fscache_dir::stat::coarse_monotonic_ns()
 }
 
 /// One handle's counting: atomics bumped on every operation, flushed into
@@ -378,28 +376,15 @@ pub(crate) fn zero(dir: &CacheDir) -> Result<()> {
 /// first if needed; keys this version does not know are kept.
 fn update(dir: &CacheDir, change: impl FnOnce(&mut Map<String, Value>)) -> Result<()> {
     let rel = Path::new(CACHE_STATS);
-    let abs = || dir.abs(rel);
-    let locked = loop {
-        match dir.lock(rel, LockOptions::exclusive()) {
-            Ok(l) => break l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                dir.atomic_file(Path::new(OBJECTS), rel, b"{}", Publish::NoReplace)
-                    .map_err(|e| Error::io("create", abs(), e))?;
-            }
-            Err(e) => return Err(Error::io("lock", abs(), e)),
-        }
-    };
-    let bytes =
-        fscache_dir::read_small_fd(&locked.lock).map_err(|e| Error::io("read", abs(), e))?;
-    // Garbage starts over: counters are not worth an error.
-    let mut map = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    change(&mut map);
-    let text = Value::Object(map).to_string();
-    dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
-        .map_err(|e| Error::io("replace", abs(), e))?;
-    locked.lock.close();
-    Ok(())
+    let empty = || Ok(b"{}".to_vec());
+    dir.update(rel, IfMissing::Create(&empty), |bytes| {
+        // Garbage starts over: counters are not worth an error.
+        let mut map = match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        change(&mut map);
+        Ok((Some(Value::Object(map).to_string().into_bytes()), ()))
+    })
+    .map_err(|e| Error::io("update", dir.abs(rel), e))
 }
