@@ -72,3 +72,8 @@ mod single_flight;
 mod model;
 #[path = "suite/model_run.rs"]
 mod model_run;
+
+// Differences from osbuild fixed: a negative maximum-size, what usage
+// counts, entries damaged by a deleter outside the cache's locks.
+#[path = "suite/osbuild_compat.rs"]
+mod osbuild_compat;

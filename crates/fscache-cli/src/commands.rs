@@ -903,7 +903,7 @@ fn verify(path: &Path, names: &[String], remove_bad: bool, as_json: bool) -> Out
             Ok(Verified::Ok(_)) => ("ok".to_owned(), None),
             Ok(Verified::Unverified) => ("unverified".to_owned(), None),
             Ok(Verified::Miss) => ("missing".to_owned(), None),
-            Ok(Verified::Mismatch { .. }) => {
+            Ok(v @ (Verified::Mismatch { .. } | Verified::Incomplete { .. })) => {
                 damaged += 1;
                 let removed = if remove_bad {
                     Some(match cache.remove(&name)? {
@@ -914,7 +914,13 @@ fn verify(path: &Path, names: &[String], remove_bad: bool, as_json: bool) -> Out
                 } else {
                     None
                 };
-                ("damaged".to_owned(), removed)
+                let state = match v {
+                    Verified::Incomplete { missing } => {
+                        format!("damaged: {} gone", missing.names().join(", "))
+                    }
+                    _ => "damaged".to_owned(),
+                };
+                (state, removed)
             }
             Ok(_) => ("unknown".to_owned(), None),
             Err(e) => {

@@ -16,7 +16,7 @@ use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::guards::{Anon, CopiedTree, Kept};
-use crate::handle::{touch_atime, Durability, FsCache};
+use crate::handle::{stamp_committed, Durability, FsCache};
 
 /// What a commit did with the entry. Only [`Stored::Committed`] keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,9 +349,12 @@ impl FsCache {
         }
         drop(file);
         // A fresh entry is the most recently used, however long it took to
-        // fill: its last use is now, not when `store` began.
-        if let Some(lock) = anon.lock() {
-            touch_atime(lock);
+        // fill: its last use is now, not when `store` began. Its mtime
+        // becomes the commit time: nothing changes the entry's directory
+        // after this, so a directory modified later than its lock file was
+        // damaged from outside (load's check, `docs/format.md`).
+        if let (Some(lock), Some(objects)) = (anon.lock(), anon.parent_fd()) {
+            stamp_committed(lock, objects, anon.name());
         }
         dir.hook(HookPoint::CommitRename, &anon.rel);
         // Both names are single components in the directory the entry was

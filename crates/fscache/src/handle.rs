@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
     gone, raw_os_error, stat, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
-    CACHE_LOCK, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
+    CACHE_LOCK, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind};
 use rustix::fs::{Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
@@ -585,17 +585,24 @@ impl FsCache {
             Err(e) => return Err(Error::io("lock", dir.abs(lock_rel), e)),
         };
         // An entry without object.info is being removed, or debris of a
-        // crashed removal: not valid.
-        rel.truncate(entry_len + 1);
-        rel.push_str(OBJECT_INFO);
-        let info_rel = Path::new(&rel);
-        match dir.stat(info_rel) {
-            Ok(_) => {}
-            Err(e) if is_miss(&e) => {
-                count(|p| &p.misses_invalid);
-                return Ok(None);
+        // crashed removal; one without data/ (or object.info) was damaged by
+        // a deleter outside the cache's locks: not valid. One `stat`, of the
+        // entry's directory, proves both for an entry this implementation
+        // committed: the commit set the directory's mtime just before its
+        // lock file's (`stamp_committed`), and removing anything in it sets
+        // the mtime to now. Otherwise (osbuild's entries; a removal in the
+        // stamp's clock tick) the parts are looked at one by one.
+        rel.truncate(entry_len);
+        let intact = match dir.stat(Path::new(&rel)) {
+            Ok(st) => {
+                stat::mtime(&st) < stat::mtime(&locked.stat) || self.parts_present(&mut rel)?
             }
-            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e)),
+            Err(e) if is_miss(&e) => false,
+            Err(e) => return Err(Error::io("stat", dir.abs(Path::new(&rel)), e)),
+        };
+        if !intact {
+            count(|p| &p.misses_invalid);
+            return Ok(None);
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
@@ -606,6 +613,38 @@ impl FsCache {
             PathBuf::from(rel),
             locked.lock,
         )))
+    }
+
+    /// Whether the entry at `rel` (`objects/NAME`) has its `object.info`
+    /// and `data/`, a `stat` each: load's check for an entry whose lock
+    /// file does not date its last change (osbuild's commit does not stamp
+    /// it). `rel` is left as it was.
+    fn parts_present(&self, rel: &mut String) -> Result<bool> {
+        let dir = self.dir();
+        let len = rel.len();
+        let mut present = true;
+        for part in [OBJECT_INFO, DATA] {
+            rel.push('/');
+            rel.push_str(part);
+            let r = dir.stat(Path::new(rel.as_str()));
+            let abs = || dir.abs(Path::new(rel.as_str()));
+            let err = match r {
+                Ok(_) => None,
+                Err(e) if is_miss(&e) => {
+                    present = false;
+                    None
+                }
+                Err(e) => Some(Error::io("stat", abs(), e)),
+            };
+            rel.truncate(len);
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if !present {
+                break;
+            }
+        }
+        Ok(present)
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
@@ -801,4 +840,54 @@ pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
         },
     };
     let _ = rustix::fs::futimens(fd, &times);
+}
+
+/// A commit's stamp on a finished entry `objects/<name>`, best effort as
+/// [`touch_atime`]: `futimens(lock, {UTIME_NOW, UTIME_NOW})` on its lock
+/// file, then `utimensat` of the entry's directory to an mtime one
+/// nanosecond before the lock's. The atime is the entry's last use; the
+/// lock's mtime dates the commit. Nothing changes the entry's directory
+/// after this (the rename to its name changes only its ctime), and
+/// removing anything in it sets its mtime to the time then, never earlier
+/// than the stamp: so `load`'s one `stat` of the directory, mtime older
+/// than the lock's, proves `object.info` and `data/` are there.
+pub(crate) fn stamp_committed(
+    lock: &impl std::os::fd::AsFd,
+    objects: &impl std::os::fd::AsFd,
+    name: &std::ffi::OsStr,
+) {
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: UTIME_NOW,
+    };
+    let stamp = Timestamps {
+        last_access: now,
+        last_modification: now,
+    };
+    if rustix::fs::futimens(lock, &stamp).is_err() {
+        return;
+    }
+    let Ok(st) = rustix::fs::fstat(lock) else {
+        return;
+    };
+    let (secs, nsecs) = stat::mtime(&st);
+    let before = if nsecs > 0 {
+        Timespec {
+            tv_sec: secs,
+            tv_nsec: nsecs - 1,
+        }
+    } else {
+        Timespec {
+            tv_sec: secs - 1,
+            tv_nsec: 999_999_999,
+        }
+    };
+    let dir_times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: before,
+    };
+    let _ = rustix::fs::utimensat(objects, name, &dir_times, rustix::fs::AtFlags::empty());
 }

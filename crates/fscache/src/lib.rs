@@ -111,7 +111,7 @@ pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
 pub use stats::{Removal, Stats, CACHE_STATS, RECENT_REMOVALS};
-pub use verify::{tree_digest, Verified, VerifyProgress};
+pub use verify::{tree_digest, Missing, Verified, VerifyProgress};
 
 /// The README's example, run as a doc test so it never goes stale.
 #[cfg(doctest)]

@@ -7,12 +7,28 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fscache_dir::{CacheDir, EntryName, LockOptions, TryLocked, OBJECTS, OBJECT_LOCK};
+use fscache_dir::{
+    CacheDir, EntryName, LockOptions, TryLocked, CACHEDIR_TAG, CACHE_INFO, CACHE_LOCK, CACHE_SIZE,
+    OBJECTS, OBJECT_LOCK, STAGE,
+};
 use fscache_lock::LockKind;
 use fscache_quota::{Candidate, Stamp};
 
 use crate::error::{Error, Result};
 use crate::handle::{is_miss, FsCache};
+
+/// What of the cache root is the cache's: [`FsCache::usage`] measures these
+/// and nothing else.
+const OWN_PARTS: [&str; 8] = [
+    OBJECTS,
+    STAGE,
+    CACHEDIR_TAG,
+    CACHE_INFO,
+    CACHE_LOCK,
+    CACHE_SIZE,
+    crate::stats::CACHE_STATS,
+    crate::flight::BUILD_LOCK,
+];
 
 /// A committed entry as [`FsCache::entries`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,8 +155,10 @@ pub struct Swept {
 pub struct Usage {
     /// Bytes accounted to committed entries (`cache.size`).
     pub accounted: u64,
-    /// Bytes the whole cache directory occupies on disk (`st_blocks`),
-    /// including entries being stored, stages and protocol files.
+    /// Bytes the cache's own parts occupy on disk (`st_blocks`): the root
+    /// directory itself, `objects/` (entries being stored included),
+    /// `stage/` and the protocol files. Anything else an application keeps
+    /// under the root (osbuild's `sources/` and `tmp/`) is not counted.
     pub on_disk: u64,
     /// Number of committed entries.
     pub entries: usize,
@@ -200,7 +218,18 @@ impl FsCache {
     pub fn remove(&self, name: &str) -> Result<Removed> {
         let name = EntryName::new(name)?;
         self.require_compatible()?;
-        fscache_quota::sweep(self.dir())?;
+        // An entry damaged from outside (its `object.info` or `object.lock`
+        // deleted without the locks) is debris the sweep removes; what it
+        // was charged is unknown, so the sweep recounts when it can.
+        if self
+            .sweep_healing()?
+            .removed
+            .iter()
+            .any(|n| n == name.as_str())
+        {
+            self.count(|p| &p.removals, 1);
+            return Ok(Removed::Removed { freed: 0 });
+        }
         let dir = self.dir();
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
@@ -241,7 +270,7 @@ impl FsCache {
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
         if !opts.dry_run {
             self.require_compatible()?;
-            fscache_quota::sweep(self.dir())?;
+            self.sweep_healing()?;
         }
         let dir = self.dir();
         let candidates = fscache_quota::list_lru(dir)?;
@@ -293,23 +322,46 @@ impl FsCache {
     }
 
     /// The space the cache uses: accounted bytes (`cache.size`), bytes on
-    /// disk (`st_blocks` of the whole root) and the number of committed
-    /// entries.
+    /// disk of the cache's own parts (see [`Usage::on_disk`]) and the
+    /// number of committed entries.
     ///
     /// # Errors
     ///
-    /// Reading `cache.size`, walking the root or listing `objects/` failed.
+    /// Reading `cache.size`, walking `objects/` or `stage/` or listing
+    /// `objects/` failed.
     pub fn usage(&self) -> Result<Usage> {
         let dir = self.dir();
         let accounted = fscache_quota::read_size(dir)?;
-        let on_disk = fscache_quota::tree_space(dir.dir(), Path::new("."))
-            .map_err(|e| Error::io("measure", dir.root(), e))?;
+        let on_disk = self.own_space()?;
         let entries = fscache_quota::list_lru(dir)?.len();
         Ok(Usage {
             accounted,
             on_disk,
             entries,
         })
+    }
+
+    /// `st_blocks * 512` of the root directory itself and of the parts of
+    /// the cache below it, each measured as [`fscache_quota::tree_space`]
+    /// does. The root may hold other things: osbuild keeps its store's
+    /// `sources/` (downloads) and `tmp/` beside `objects/`, and those are
+    /// not the cache's.
+    fn own_space(&self) -> Result<u64> {
+        let dir = self.dir();
+        let root = dir
+            .stat(Path::new("."))
+            .map_err(|e| Error::io("stat", dir.root(), e))?;
+        let mut total = fscache_dir::stat::space(&root);
+        for part in OWN_PARTS {
+            let rel = Path::new(part);
+            match fscache_quota::tree_space(dir.dir(), rel) {
+                Ok(n) => total = total.saturating_add(n),
+                // Optional parts (`cache.stats`, `build.lock`) may not exist.
+                Err(e) if fscache_dir::gone(&e) => {}
+                Err(e) => return Err(Error::io("measure", dir.abs(rel), e)),
+            }
+        }
+        Ok(total)
     }
 
     /// Remove the debris of dead writers now: `uuid-*` entries and
@@ -330,10 +382,7 @@ impl FsCache {
     /// failed.
     pub fn sweep(&self) -> Result<Swept> {
         self.require_compatible()?;
-        let swept = fscache_quota::sweep(self.dir())?;
-        if !swept.removed.is_empty() {
-            tracing::info!(removed = ?swept.removed, freed = swept.freed, "swept debris");
-        }
+        let swept = self.sweep_healing()?;
         Ok(Swept {
             removed: swept.removed,
             freed: swept.freed,
@@ -343,9 +392,37 @@ impl FsCache {
     /// Sweep if the cache is ours to modify; skip quietly if not.
     fn sweep_if_compatible(&self) -> Result<()> {
         if self.compatible() {
-            fscache_quota::sweep(self.dir())?;
+            self.sweep_healing()?;
         }
         Ok(())
+    }
+
+    /// [`fscache_quota::sweep`], then fix the books if it removed a named
+    /// directory: such an entry lost its `object.info` without the locks
+    /// (an outside deleter) or in a removal that crashed before its
+    /// uncharge, so what it was charged is unknown and `cache.size` may be
+    /// too high. The recount runs when no other handle has the cache open
+    /// ([`FsCache::repair`]'s rule); otherwise the next repair does it.
+    fn sweep_healing(&self) -> Result<fscache_quota::Swept> {
+        let swept = fscache_quota::sweep(self.dir())?;
+        if swept.removed.is_empty() {
+            return Ok(swept);
+        }
+        tracing::info!(removed = ?swept.removed, freed = swept.freed, "swept debris");
+        if swept
+            .removed
+            .iter()
+            .any(|n| !n.starts_with(fscache_dir::RESERVED_PREFIX))
+        {
+            match self.alone(|| Ok(fscache_quota::recount(self.dir())?))? {
+                Some(accounted) => tracing::info!(accounted, "recounted cache.size"),
+                None => tracing::warn!(
+                    "removed damaged entries while others use the cache: \
+                     cache.size may stay too high until `repair`"
+                ),
+            }
+        }
+        Ok(swept)
     }
 
     /// Refuse to modify a cache whose format version is not ours.
