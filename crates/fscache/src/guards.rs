@@ -245,6 +245,49 @@ impl StoreGuard {
         self.copy_in(src.as_ref(), progress).map(drop)
     }
 
+    /// Copy the tree at `src` into `data/` as one child named like it:
+    /// what osbuild's `store_tree` does (`cp -a -- SRC data/`), where
+    /// [`StoreGuard::copy_from`] copies a directory's contents. A directory
+    /// `src` becomes `data/<its name>/` with its own mode and times, a file
+    /// or symlink `data/<its name>` (as `copy_from` does).
+    ///
+    /// # Errors
+    ///
+    /// `src` has no final name component (`/`, `..`); creating the child or
+    /// the copy failed. The guard stays usable.
+    pub fn copy_as_child(
+        &self,
+        src: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let src = src.as_ref();
+        let is_dir = std::fs::symlink_metadata(src)
+            .map_err(|e| Error::io("stat", src, e))?
+            .is_dir();
+        if !is_dir {
+            return self.copy_from(src, progress);
+        }
+        let child = src.file_name().ok_or_else(|| {
+            Error::io(
+                "copy",
+                src,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no final name component"),
+            )
+        })?;
+        let dir = self.anon.cache.dir();
+        let rel = self.anon.rel.join(DATA).join(child);
+        dir.dir()
+            .create_dir(&rel)
+            .map_err(|e| Error::io("create directory", dir.abs(&rel), e))?;
+        let dst = dir
+            .dir()
+            .open_dir(&rel)
+            .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
+        fscache_dir::copy::copy_tree_into(src, &dst, progress)
+            .map(drop)
+            .map_err(|e| Error::io("copy", src, e))
+    }
+
     /// Fill the empty `data/` with a copy of `src` (as
     /// [`StoreGuard::copy_from`]) and commit it, recording the tree digest
     /// the copy computed in the same pass: nothing can be written in
