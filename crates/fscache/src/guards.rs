@@ -284,8 +284,34 @@ impl StoreGuard {
             .open_dir(&rel)
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
         fscache_dir::copy::copy_tree_into(src, &dst, progress)
-            .map(drop)
-            .map_err(|e| Error::io("copy", src, e))
+            .map_err(|e| Error::io("copy", src, e))?;
+        // The copy gives what is below `src` its metadata; the child itself
+        // is ours to give `src`'s mode and times (last: filling it changed
+        // its mtime).
+        let st = rustix::fs::lstat(src).map_err(|e| Error::io("stat", src, e.into()))?;
+        let child_abs = dir.abs(&rel);
+        // By name in `data/` (a single component beneath a descriptor of
+        // the cache): the copy's descriptors are `O_PATH`, which `fchmod`
+        // refuses.
+        let data_rel = self.anon.rel.join(DATA);
+        let data = dir
+            .dir()
+            .open_dir(&data_rel)
+            .map_err(|e| Error::io("open directory", dir.abs(&data_rel), e))?;
+        drop(dst);
+        let mode = rustix::fs::Mode::from_raw_mode(st.st_mode & 0o7777);
+        rustix::fs::chmodat(&data, child, mode, rustix::fs::AtFlags::empty())
+            .map_err(|e| Error::io("chmod", &child_abs, e.into()))?;
+        let ts = |(sec, nsec): (i64, i64)| rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: ts(fscache_dir::stat::atime(&st)),
+            last_modification: ts(fscache_dir::stat::mtime(&st)),
+        };
+        rustix::fs::utimensat(&data, child, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::io("set times", &child_abs, e.into()))
     }
 
     /// Fill the empty `data/` with a copy of `src` (as
