@@ -382,6 +382,12 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
         removed, _freed = self._handle().sweep()
         return list(removed)
 
+    def repair(self) -> bool:
+        """Remove the debris of crashes and rebuild ``cache.size`` from the
+        entries, if no other process (osbuild's included) has the cache
+        open; ``False`` (nothing done) otherwise."""
+        return self._handle().repair() is not None
+
     def usage(self) -> Dict[str, int]:
         """``accounted`` bytes (``cache.size``), ``on_disk`` bytes of the
         cache's own parts, and the number of ``entries``."""

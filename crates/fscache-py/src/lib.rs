@@ -383,6 +383,16 @@ impl Cache {
         Ok((s.removed, s.freed))
     }
 
+    /// Whole-cache repair (debris removed, `cache.size` recounted), only
+    /// while no other handle has the cache open: `(removed names,
+    /// accounted before, accounted after)`, or `None` if others have it.
+    #[allow(clippy::type_complexity)]
+    fn repair(&self, py: Python<'_>) -> PyResult<Option<(Vec<String>, Option<u64>, u64)>> {
+        let cache = self.get()?;
+        let r = py.detach(|| cache.repair()).map_err(py_err)?;
+        Ok(r.map(|r| (r.removed, r.accounted_before, r.accounted)))
+    }
+
     /// `(accounted bytes, bytes on disk, entries)`.
     fn usage(&self, py: Python<'_>) -> PyResult<(u64, u64, usize)> {
         let cache = self.get()?;
