@@ -1,6 +1,6 @@
 //! Criterion benchmarks of `FsCache::load` and `store` → `commit`, each
 //! beside a baseline that issues the raw system calls of the same protocol
-//! steps (DESIGN.md, "Protocols"), so the facade's overhead reads as a ratio.
+//! steps (docs/format.md, "Protocols"), so the facade's overhead reads as a ratio.
 //!
 //! Baselines are named `raw_<X>` for benchmark `<X>` of the same group,
 //! which is how `cargo xtask bench` pairs them. Groups:

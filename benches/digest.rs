@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use cap_std::{ambient_authority, fs::Dir};
 use criterion::{black_box, Criterion};
 use fscache_dir::copy::{copy_tree_into, copy_tree_into_with_digest};
-use fscache_dir::digest::digest_tree;
+use fscache_dir::digest::{digest_tree, Version};
 use tempfile::TempDir;
 
 /// A temporary directory on tmpfs (`/dev/shm`) if there is one, else in the
@@ -109,7 +109,7 @@ fn bench_digest(c: &mut Criterion) {
     });
     let src_dir = Dir::open_ambient_dir(&src, ambient_authority()).expect("open the source");
     g.bench_function("digest_tree", |b| {
-        b.iter(|| black_box(digest_tree(&src_dir, &src).expect("digest")))
+        b.iter(|| black_box(digest_tree(&src_dir, &src, Version::default()).expect("digest")))
     });
     g.finish();
 }

@@ -1,17 +1,20 @@
-//! Criterion benchmarks of `fscache-lock`, each beside a raw `fcntl`
-//! baseline: the uncontended cost of a lock/unlock cycle, throughput under
-//! contention from 1–8 threads, and (outside criterion) a fairness report.
+//! Criterion benchmarks of `fscache-lock`: beside a raw `fcntl` baseline
+//! (the uncontended cost of a lock/unlock cycle, throughput under
+//! contention from 1–8 threads), and beside its peers (`peers/…` groups,
+//! see [`peers_bench`]), across threads and across processes.
 //!
 //! Baselines are named `raw_fcntl_<X>` for benchmark `<X>` of the same group
 //! and parameter, which is how `cargo xtask bench` pairs them for ratios.
-//! The fairness report (acquisitions per thread in a fixed window) goes to
-//! `fscache-fairness.json` in criterion's output directory.
+//! The peers' groups are `peers/<scenario>/<threads|procs>`, a function per
+//! crate and P as the parameter; `cargo xtask bench lock` prints them as
+//! one table of ratios to `fscache-lock`, with the measurements that are
+//! not times (fairness, writer starvation) from
+//! `fscache-lock-peers.json` in criterion's output directory.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,6 +22,11 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion};
 use fscache_lock::{FileLock, LockKind};
 use fscache_testkit::open_rw as open;
+
+#[path = "peers/mod.rs"]
+mod peers;
+#[path = "peers/bench.rs"]
+mod peers_bench;
 
 /// The kinds benchmarked, with the name used in benchmark ids.
 const KINDS: [(&str, LockKind); 2] = [
@@ -28,9 +36,6 @@ const KINDS: [(&str, LockKind); 2] = [
 
 /// Thread counts of the contention group.
 const THREADS: [u64; 4] = [1, 2, 4, 8];
-
-/// The fairness measurement window per configuration.
-const FAIRNESS_WINDOW: Duration = Duration::from_millis(300);
 
 fn l_type(kind: LockKind) -> libc::c_int {
     match kind {
@@ -140,35 +145,19 @@ fn contention(c: &mut Criterion) {
     group.finish();
 }
 
-/// Acquisitions per thread of blocking `FileLock::lock` cycles on separate
-/// opens of one file during [`FAIRNESS_WINDOW`].
-fn fairness_counts(path: &Path, threads: u64, kind: LockKind) -> Vec<u64> {
-    let barrier = Barrier::new(threads as usize + 1);
-    let stop = AtomicBool::new(false);
-    let (barrier, stop) = (&barrier, &stop);
-    thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let file = open(path);
-                s.spawn(move || {
-                    let mut count = 0;
-                    barrier.wait();
-                    while !stop.load(Ordering::Relaxed) {
-                        drop(FileLock::lock(&file, kind).unwrap());
-                        count += 1;
-                    }
-                    count
-                })
-            })
-            .collect();
-        barrier.wait();
-        thread::sleep(FAIRNESS_WINDOW);
-        stop.store(true, Ordering::Relaxed);
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("fairness thread"))
-            .collect()
-    })
+// What `criterion_group!`/`criterion_main!` expand to, written out so the
+// bench binary can be its own worker process first, and the peers' extra
+// measurements can follow the groups.
+fn main() {
+    if let Ok(role) = std::env::var(peers_bench::WORKER_ENV) {
+        return peers_bench::worker(&role);
+    }
+    let mut c = Criterion::default().configure_from_args();
+    uncontended(&mut c);
+    contention(&mut c);
+    peers_bench::groups(&mut c);
+    c.final_summary();
+    peers_bench::extras(&criterion_home());
 }
 
 /// Where criterion writes its reports: `$CRITERION_HOME`, else
@@ -181,67 +170,4 @@ fn criterion_home() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     target.join("criterion")
-}
-
-/// Measure fairness and write it as JSON for `cargo xtask bench`.
-fn fairness() {
-    let tmp = tempfile::NamedTempFile::new().expect("create bench file");
-    let mut results = Vec::new();
-    for (name, kind) in KINDS {
-        for threads in THREADS.into_iter().filter(|&n| n > 1) {
-            let counts = fairness_counts(tmp.path(), threads, kind);
-            let max = counts.iter().copied().max().unwrap_or(0);
-            let min = counts.iter().copied().min().unwrap_or(0);
-            let ratio = (min > 0).then(|| max as f64 / min as f64);
-            println!("fairness/{name}/{threads}: counts {counts:?}, max/min {ratio:?}");
-            results.push(serde_json::json!({
-                "kind": name,
-                "threads": threads,
-                "counts": counts,
-                "max_over_min": ratio,
-            }));
-        }
-    }
-    let report = serde_json::json!({
-        "what": "blocking FileLock::lock/unlock cycles per thread, separate opens of one file",
-        "window_ms": FAIRNESS_WINDOW.as_millis() as u64,
-        "max_over_min_null_means": "a thread never acquired the lock (starved)",
-        "results": results,
-    });
-    let home = criterion_home();
-    let path = home.join("fscache-fairness.json");
-    let written = std::fs::create_dir_all(&home)
-        .and_then(|()| std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")));
-    match written {
-        Ok(()) => println!("fairness report written to {}", path.display()),
-        Err(e) => eprintln!("failed to write {}: {e}", path.display()),
-    }
-}
-
-/// Whether to measure fairness: only in `cargo bench` (not when `cargo test`
-/// runs this file once as a smoke test), and only when no name filter was
-/// given or the filter is part of `contention/fairness`.
-fn fairness_wanted() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
-    let listing = args.iter().any(|a| a == "--list");
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    bench_mode
-        && !listing
-        && (filters.is_empty()
-            || filters
-                .iter()
-                .any(|f| "contention/fairness".contains(f.as_str())))
-}
-
-// What `criterion_group!`/`criterion_main!` expand to, written out so the
-// fairness report can follow the groups (and no undocumented `pub fn`).
-fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    uncontended(&mut c);
-    contention(&mut c);
-    c.final_summary();
-    if fairness_wanted() {
-        fairness();
-    }
 }

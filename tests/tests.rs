@@ -14,6 +14,12 @@ mod util;
 #[path = "suite/lock_processes.rs"]
 mod lock_processes;
 
+// The semantics table of fscache-lock and its peers (std, fd-lock, fs4,
+// fs2, file-guard, rustix), a test per row; helper processes are this
+// binary run again.
+#[path = "suite/lock_peers.rs"]
+mod lock_peers;
+
 // Blocking waits and timeouts of `fscache-lock` between threads: the
 // timing-dependent tests of the crate, here to share the kit's bounds.
 #[path = "suite/lock_waits.rs"]

@@ -1,5 +1,5 @@
 //! What the bench targets share: temporary caches on tmpfs, the payload,
-//! and the v1 protocols in raw system calls on absolute paths (DESIGN.md,
+//! and the v1 protocols in raw system calls on absolute paths (docs/format.md,
 //! "Protocols"), which are the baselines every facade benchmark is
 //! compared with.
 //!

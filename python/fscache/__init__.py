@@ -441,6 +441,8 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
 
 
 def _remote_url(url: Optional[str]) -> str:
+    if not _native.HAS_REMOTE:
+        raise Error("this build of fscache has no remote support (the `remote` feature)")
     url = url or os.environ.get("FSCACHE_REMOTE")
     if not url:
         raise ValueError("no remote URL given and $FSCACHE_REMOTE is not set")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 VERSION: int
+HAS_REMOTE: bool
 
 class Error(RuntimeError): ...
 

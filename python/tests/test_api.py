@@ -503,6 +503,7 @@ def test_load_or_build_builds_once(cache_path):
         assert debris(cache_path) == []
 
 
+@pytest.mark.skipif(not fscache._native.HAS_REMOTE, reason="built without the `remote` feature")
 def test_push_pull_and_load_or_pull_by_url(tmp_path):
     remote = f"file://{tmp_path / 'remote'}"
     (tmp_path / "remote").mkdir()
@@ -547,3 +548,6 @@ def test_errors_are_the_python_ones(cache_path, tmp_path):
     with FsCache("osbuild", cache_path) as cache:
         with pytest.raises(fscache.Error):
             cache.push("x", "nosuchscheme://x")
+        with pytest.raises(fscache.Error):
+            cache._handle().close()
+            cache.stats()

@@ -109,7 +109,7 @@ fn helper_rejects_bad_usage() {
     }
 }
 
-/// Python's side of the interop tests: lock `argv[1]` with `F_OFD_SETLK`
+/// Python's side of the interop tests (also of `lock_peers.rs`): lock `argv[1]` with `F_OFD_SETLK`
 /// (kind `argv[2]`), print `locked` or `contended`, hold until stdin EOF.
 /// This is how osbuild's `FsCache` locks (`osbuild/util/linux.py`).
 const PYTHON_LOCKER: &str = r#"
@@ -134,7 +134,7 @@ sys.stdin.read()
 "#;
 
 /// Whether the python locker can run here; prints why not.
-fn python_ready(test: &str) -> bool {
+pub(crate) fn python_ready(test: &str) -> bool {
     if std::mem::size_of::<libc::flock>() != 32 {
         eprintln!("skipping {test}: the python locker assumes a 32-byte struct flock");
         return false;
@@ -142,7 +142,7 @@ fn python_ready(test: &str) -> bool {
     have_python3(test)
 }
 
-fn python_lock(path: &Path, kind: &str) -> Reporter {
+pub(crate) fn python_lock(path: &Path, kind: &str) -> Reporter {
     let mut command = Command::new("python3");
     command.arg("-c").arg(PYTHON_LOCKER).arg(path).arg(kind);
     Reporter::spawn(command)

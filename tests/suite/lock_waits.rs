@@ -103,3 +103,73 @@ fn lock_timeout_succeeds_when_released_in_time() {
     assert!(got.is_some(), "not granted although the holder released");
     releaser.join().unwrap();
 }
+
+/// Plain OFD locks prefer readers: while a writer waits, a new reader is
+/// let in at once. With `lock_writers_first` the waiting writer holds the
+/// gate, so the new reader queues behind it, and the writer goes first.
+#[test]
+fn writers_first_queues_new_readers_behind_a_waiting_writer() {
+    use fscache_lock::{conflicting_range_lock, RangeLock, WRITERS_FIRST_GATE};
+    use std::os::fd::AsFd;
+    let tmp = temp();
+    let path = tmp.path().to_path_buf();
+
+    // Without the gate: a reader holds, a writer waits, a new reader gets in.
+    let reader = FileLock::lock(open(&path), Shared).unwrap();
+    let writer = {
+        let file = open(&path);
+        thread::spawn(move || drop(FileLock::lock(file, Exclusive).expect("lock")))
+    };
+    thread::sleep(QUIET); // let the writer block
+    assert!(
+        FileLock::try_lock(open(&path), Shared).unwrap().is_some(),
+        "a new reader passes the waiting writer"
+    );
+    drop(reader);
+    writer.join().unwrap();
+
+    // With the gate.
+    let first = RangeLock::lock_writers_first(open(&path), Shared).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let writer = {
+        let (file, tx) = (open(&path), tx.clone());
+        thread::spawn(move || {
+            let held = RangeLock::lock_writers_first(file, Exclusive).expect("write");
+            tx.send("writer").unwrap();
+            thread::sleep(Duration::from_millis(50));
+            held.unlock().expect("unlock");
+        })
+    };
+    // The writer waits for `first` holding the gate exclusively.
+    let probe = open(&path);
+    let deadline = Instant::now() + EVENTUALLY;
+    while conflicting_range_lock(probe.as_fd(), Shared, WRITERS_FIRST_GATE, 1)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "the writer never took the gate");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let late = {
+        let file = open(&path);
+        thread::spawn(move || {
+            let held = RangeLock::lock_writers_first(file, Shared).expect("read");
+            tx.send("late reader").unwrap();
+            drop(held);
+        })
+    };
+    assert_eq!(
+        rx.recv_timeout(QUIET),
+        Err(mpsc::RecvTimeoutError::Timeout),
+        "nobody passes the reader that holds the lock"
+    );
+    drop(first);
+    assert_eq!(
+        rx.recv_timeout(EVENTUALLY),
+        Ok("writer"),
+        "the writer first"
+    );
+    assert_eq!(rx.recv_timeout(EVENTUALLY), Ok("late reader"));
+    writer.join().unwrap();
+    late.join().unwrap();
+}

@@ -123,21 +123,28 @@ pub enum Op {
     },
     /// A process of its own stores `name` (content seed
     /// `FAULT_SEEDS + seed`) while the `nth` call of `FAULT_CALLS[call]`
-    /// fails with `EIO` (`ENOSPC` if `enospc`), injected by strace. Then
-    /// the test checks the books were not under-counted, and sweeps and
-    /// recounts them as `repair` does.
+    /// fails with `FAULT_ERRNOS[errno]`, injected by strace (among them
+    /// the counter's updates: its `openat2`, `fcntl`, `fstat`, `write` and
+    /// `renameat`). Then the test checks the books: never under; over only
+    /// if the failure marked them suspect; and exact again after the sweep
+    /// and live reconcile that the next prune runs. An interrupted call
+    /// (`EINTR`) is retried: that store must succeed.
     Fault {
         call: usize,
         nth: u32,
-        enospc: bool,
+        errno: usize,
         name: usize,
         seed: u64,
         blocks: u64,
     },
 }
 
+/// The errors an [`Op::Fault`] injects.
+pub const FAULT_ERRNOS: [&str; 4] = ["EIO", "ENOSPC", "ENOLCK", "EINTR"];
+
 /// The system calls an [`Op::Fault`] fails, as strace names them.
-pub const FAULT_CALLS: [&str; 15] = [
+pub const FAULT_CALLS: [&str; 16] = [
+    "close",
     "openat",
     "openat2",
     "read",
@@ -731,7 +738,10 @@ impl Model {
     /// afterwards. Eviction may have removed idle entries (an injected
     /// failure may skip one, so the order is not checked), and the name
     /// holds its old entry, the new one, or nothing: never anything else.
-    /// The test sweeps and recounts afterwards: crash debris is gone.
+    /// The test sweeps and reconciles afterwards, as the next prune does:
+    /// crash debris is gone, and the books, which a failed counter update
+    /// may leave over (never under) only while it marked them suspect, are
+    /// exact again.
     pub fn fault(
         &mut self,
         name: &str,

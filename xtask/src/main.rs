@@ -62,6 +62,7 @@ use serde_json::Value;
 
 mod demo;
 mod dist;
+mod lockbench;
 mod python;
 mod stress;
 
@@ -74,6 +75,8 @@ commands:
                   stop at the first failure
   package         package the publishable crates and run their tests from the .crate files
   bench [FILTER]  run the criterion benches and print medians with baseline ratios
+                  (`bench lock`: only benches/lock.rs, with fscache-lock against its
+                  peers as one table of ratios)
   demo            run the `fscache` tool through a real scenario on a temporary cache
   dist [--check]  write the man pages and shell completions to <target>/dist
                   (--check: and render and parse them, as `ci` does)
@@ -166,9 +169,14 @@ fn run(mut command: Command) -> Result<()> {
 
 /// The tools some tests need, by the Debian package that has them: the
 /// I/O-error and durability tests trace with `strace`; the file-system
-/// tests make btrfs and xfs loop images.
+/// tests make btrfs and xfs loop images; the faithful-tree tests judge
+/// copies with `rsync -aHAX` and make ACLs and capabilities.
 const TEST_TOOLS: &[(&str, &str)] = &[
     ("strace", "strace"),
+    ("rsync", "rsync"),
+    ("getfattr", "attr"),
+    ("setfacl", "acl"),
+    ("setcap", "libcap2-bin"),
     ("mkfs.btrfs", "btrfs-progs"),
     ("mkfs.xfs", "xfsprogs"),
     ("filefrag", "e2fsprogs"),
@@ -437,12 +445,12 @@ fn criterion_home() -> Result<PathBuf> {
 
 /// One benchmark result read from criterion's `new/` directory.
 #[derive(Debug)]
-struct Measured {
-    group: String,
-    function: Option<String>,
-    value: Option<String>,
-    full_id: String,
-    median_ns: f64,
+pub(crate) struct Measured {
+    pub(crate) group: String,
+    pub(crate) function: Option<String>,
+    pub(crate) value: Option<String>,
+    pub(crate) full_id: String,
+    pub(crate) median_ns: f64,
 }
 
 impl Measured {
@@ -459,21 +467,31 @@ fn bench(filter: Option<&str>) -> Result<()> {
     // Only results this run writes count; older ones stay for criterion's
     // own change reports. One second of slack for coarse file times.
     let started = SystemTime::now() - Duration::from_secs(1);
-    // `--bench *`: bench targets only, not the libtest harness of lib/bins.
-    let mut command = cargo(["bench", "--workspace", "--bench", "*"]);
-    if let Some(filter) = filter {
-        command.arg("--").arg(filter);
-    }
+    let command = if filter == Some("lock") {
+        // The lock bench alone, every group of it.
+        cargo(["bench", "-p", "fscache-workspace", "--bench", "lock"])
+    } else {
+        // `--bench *`: bench targets only, not the libtest harness of
+        // lib/bins.
+        let mut command = cargo(["bench", "--workspace", "--bench", "*"]);
+        if let Some(filter) = filter {
+            command.arg("--").arg(filter);
+        }
+        command
+    };
     run(command)?;
 
     let mut results = Vec::new();
     collect(&home, started, &mut results)?;
-    if results.is_empty() {
+    let (peers, results): (Vec<Measured>, Vec<Measured>) = results
+        .into_iter()
+        .partition(|m| m.group.starts_with(lockbench::GROUP_PREFIX));
+    if results.is_empty() && peers.is_empty() {
         println!("\nno benchmark results written under {}", home.display());
-    } else {
+    } else if !results.is_empty() {
         print_table(&results);
     }
-    print_fairness(&home.join("fscache-fairness.json"), started);
+    lockbench::print(&peers, &home, started);
     Ok(())
 }
 
@@ -568,7 +586,7 @@ fn sort_key(m: &Measured, all: &[Measured]) -> (String, u64, String, String, boo
     (m.group.clone(), number, value, subject, m.is_baseline())
 }
 
-fn human(ns: f64) -> String {
+pub(crate) fn human(ns: f64) -> String {
     if ns < 1e3 {
         format!("{ns:.1} ns")
     } else if ns < 1e6 {
@@ -612,40 +630,6 @@ fn print_table(results: &[Measured]) {
     for [id, median, ratio] in rows {
         // `{:>w$}` counts chars, so `µ` pads correctly.
         println!("{id:<w0$}  {median:>w1$}  {ratio}");
-    }
-}
-
-/// Print the fairness report of `benches/lock.rs` if this run wrote one.
-fn print_fairness(path: &Path, since: SystemTime) {
-    let fresh = fs::metadata(path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= since);
-    if !fresh {
-        return;
-    }
-    let Ok(report) = fs::read_to_string(path)
-        .map_err(drop)
-        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(drop))
-    else {
-        return;
-    };
-    println!(
-        "\nfairness ({}, {} ms window; max/min acquisitions per thread):",
-        report["what"].as_str().unwrap_or("?"),
-        report["window_ms"]
-    );
-    for r in report["results"].as_array().into_iter().flatten() {
-        let ratio = match r["max_over_min"].as_f64() {
-            Some(x) => format!("{x:.2}"),
-            None => "starved".to_owned(),
-        };
-        println!(
-            "  {}/{:<2} max/min {:>7}  counts {}",
-            r["kind"].as_str().unwrap_or("?"),
-            r["threads"],
-            ratio,
-            r["counts"]
-        );
     }
 }
 

@@ -63,7 +63,9 @@ fn develop(bin: &Path, release: bool) -> Result<()> {
     let mut m = Command::new(bin.join("maturin"));
     m.args(["develop", "--quiet"]);
     if release {
-        m.arg("--release");
+        // Without the remote tier: its dependencies are most of a release
+        // build, and the benchmark does not use them.
+        m.args(["--release", "--no-default-features"]);
     }
     m.current_dir(root())
         .env("VIRTUAL_ENV", bin.parent().unwrap_or(bin))

@@ -9,6 +9,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use fscache::{parse_bytes, MaxSize};
 
 use crate::fail::Fail;
+use crate::output::Format;
 use crate::units::parse_duration;
 
 /// The application id the tool opens caches with (it seeds the boot id
@@ -68,9 +69,8 @@ pub(crate) enum Cmd {
     Info {
         /// The cache directory.
         cache: Option<PathBuf>,
-        /// Print JSON (sizes in bytes).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// List entries: name, size, last use and whether a reader holds it now.
     Ls {
@@ -80,9 +80,8 @@ pub(crate) enum Cmd {
         /// first) or `name`.
         #[arg(long, value_enum, default_value_t = Sort::Lru)]
         sort: Sort,
-        /// Print JSON (sizes in bytes, times in seconds).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Set the maximum size in `cache.info` (other keys kept); creates the
     /// cache if it does not exist.
@@ -96,9 +95,8 @@ pub(crate) enum Cmd {
         /// If the cache is over the new limit, prune it down to it now.
         #[arg(long)]
         prune: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Store a copy of PATH as NAME. A NAME that exists already is left
     /// as it is, without copying, and is a success (exit 0) unless
@@ -112,9 +110,8 @@ pub(crate) enum Cmd {
         /// Exit 1 if an entry of that name exists already.
         #[arg(long)]
         fail_if_exists: bool,
-        /// Print the outcome as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Run CMD in NAME's data directory (also in $FSCACHE_ENTRY), holding
     /// the entry's read lock until CMD exits; exit with CMD's status.
@@ -149,18 +146,16 @@ pub(crate) enum Cmd {
         /// directory.
         #[arg(value_name = "ARGS", required = true)]
         args: Vec<OsString>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Remove every entry that no reader holds (like `ccache -C`), and
     /// say which were skipped.
     Clear {
         /// The cache directory.
         cache: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Remove least-recently-used entries down to a size and/or entries
     /// unused for a while, and the debris of dead writers. Without --to
@@ -179,40 +174,17 @@ pub(crate) enum Cmd {
         /// Show what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Upload entries to a remote (content-addressed, deduplicated: only
     /// what the remote lacks is sent; signed with
     /// $FSCACHE_REMOTE_SECRET_KEY when set).
-    Push {
-        /// [CACHE] NAME...: the cache directory (as for `rm`) and the
-        /// entries' names.
-        #[arg(value_name = "ARGS", required = true)]
-        args: Vec<OsString>,
-        /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Push(TransferArgs),
     /// Download entries from a remote into the cache (checked against
     /// their digest, and their signature when $FSCACHE_REMOTE_TRUSTED_KEYS
     /// is set); a name the remote lacks is a miss (exit 2).
-    Pull {
-        /// [CACHE] NAME...: the cache directory (as for `rm`) and the
-        /// entries' names.
-        #[arg(value_name = "ARGS", required = true)]
-        args: Vec<OsString>,
-        /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Pull(TransferArgs),
     /// The remote itself: list its entries, show what it holds, prune it,
     /// or make a signing key pair.
     Remote {
@@ -225,9 +197,8 @@ pub(crate) enum Cmd {
     Stats {
         /// The cache directory.
         cache: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
         /// Reset every counter to zero (after showing them).
         #[arg(long)]
         zero: bool,
@@ -243,9 +214,8 @@ pub(crate) enum Cmd {
         /// Remove damaged entries (one a reader holds is kept and said so).
         #[arg(long)]
         remove_bad: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Repair after crashes: remove the debris of dead writers and
     /// rebuild the accounted size from the entries. Needs the cache to
@@ -253,9 +223,8 @@ pub(crate) enum Cmd {
     Repair {
         /// The cache directory.
         cache: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Run CMD in a fresh scratch directory of the cache (also in
     /// $FSCACHE_STAGE), removed afterwards; exit with CMD's status.
@@ -290,9 +259,8 @@ pub(crate) enum RemoteCmd {
         /// The remote.
         #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
         remote: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// What the remote holds: entries, blobs and their stored size, push
     /// intents and prune markers (pushes and prunes in progress, or debris
@@ -301,9 +269,8 @@ pub(crate) enum RemoteCmd {
         /// The remote.
         #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
         remote: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Remove the entries not pushed or pulled for DURATION, then the
     /// blobs no remaining entry (and no push in progress) names, except
@@ -323,18 +290,50 @@ pub(crate) enum RemoteCmd {
         /// Show what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
     /// Make an ed25519 key pair: the secret goes in
     /// $FSCACHE_REMOTE_SECRET_KEY of pushers, the public key in
-    /// $FSCACHE_REMOTE_TRUSTED_KEYS of pullers.
+    /// $FSCACHE_REMOTE_TRUSTED_KEYS of pullers. With --json:
+    /// `{"secret_key": …, "public_key": …}`.
     Keygen {
-        /// Print JSON: `{"secret_key": …, "public_key": …}`.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: OutputArg,
     },
+}
+
+/// The arguments of `push` and `pull`.
+#[derive(Debug, Args)]
+pub(crate) struct TransferArgs {
+    /// [CACHE] NAME...: the cache directory (as for `rm`) and the
+    /// entries' names.
+    #[arg(value_name = "ARGS", required = true)]
+    pub(crate) args: Vec<OsString>,
+    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
+    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+    pub(crate) remote: String,
+    #[command(flatten)]
+    pub(crate) output: OutputArg,
+}
+
+/// `--json`, which every reporting command takes.
+#[derive(Clone, Copy, Debug, Args)]
+pub(crate) struct OutputArg {
+    /// Print JSON (sizes in bytes, times in seconds) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+impl OutputArg {
+    /// The format asked for.
+    pub(crate) fn format(self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            Format::Text
+        }
+    }
 }
 
 /// The order of `ls`.

@@ -48,27 +48,6 @@ impl From<fscache::Error> for Fail {
     }
 }
 
-/// The failures of a command over several names: each is reported on
-/// stderr as it comes, and the command exits with the gravest, an error
-/// (1) over a miss (2).
-#[derive(Default)]
-pub(crate) struct Gravest(Option<Fail>);
-
-impl Gravest {
-    /// Report `fail` now and remember it if it is the gravest so far.
-    pub(crate) fn report(&mut self, fail: Fail) {
-        crate::output::eline(format_args!("{}", fail.message));
-        if self.0.as_ref().is_none_or(|w| w.code == 2) {
-            self.0 = Some(fail);
-        }
-    }
-
-    /// The exit code: success when nothing failed.
-    pub(crate) fn code(self) -> ExitCode {
-        self.0.map_or(ExitCode::SUCCESS, |w| ExitCode::from(w.code))
-    }
-}
-
 pub(crate) type Outcome = Result<ExitCode, Fail>;
 
 /// An error and its sources, one line: "failed to lock `x`: Permission

@@ -39,9 +39,7 @@
 mod args;
 mod commands;
 mod fail;
-#[macro_use]
 mod output;
-mod remote;
 mod signals;
 mod units;
 

@@ -11,6 +11,16 @@ use serde_json::Value;
 
 use crate::fail::Fail;
 
+/// How a command prints its report: for people, or as one JSON document
+/// for scripts (`--json`), which carries every figure the text shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Lines for people.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
 /// -1 with `-q`, 0 by default, 1 and more with `-v`.
 static VERBOSITY: AtomicI8 = AtomicI8::new(0);
 

@@ -66,11 +66,13 @@ pub fn open_beneath(
     let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     if OPENAT2.load(Ordering::Relaxed) {
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(dir, rel, flags, mode, resolve) {
+        match rustix::io::retry_on_intr(|| rustix::fs::openat2(dir, rel, flags, mode, resolve)) {
             Err(e) => {
                 let probe = || {
                     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-                    rustix::fs::openat2(dir, ".", flags, Mode::empty(), resolve)
+                    rustix::io::retry_on_intr(|| {
+                        rustix::fs::openat2(dir, ".", flags, Mode::empty(), resolve)
+                    })
                 };
                 match classify(e, probe) {
                     Refusal::Answer => return Err(e),

@@ -162,10 +162,11 @@ impl CacheDir {
     /// Creating or opening `root` failed, or it is not a directory.
     pub fn open(root: &Path) -> io::Result<Self> {
         let root = std::path::absolute(root).map_err(|e| with_path("resolve", root, e))?;
-        std::fs::create_dir_all(&root).map_err(|e| with_path("create directory", &root, e))?;
+        crate::retry_io(|| std::fs::create_dir_all(&root))
+            .map_err(|e| with_path("create directory", &root, e))?;
         let dir = Dir::open_ambient_dir(&root, cap_std::ambient_authority())
             .map_err(|e| with_path("open directory", &root, e))?;
-        let remote = rustix::fs::fstatfs(&dir)
+        let remote = rustix::io::retry_on_intr(|| rustix::fs::fstatfs(&dir))
             .map(|s| i128::from(s.f_type) == NFS_SUPER_MAGIC)
             .map_err(|e| with_path("statfs", &root, e.into()))?;
         Ok(Self {
@@ -210,8 +211,10 @@ impl CacheDir {
     /// The `stat` or the open failed.
     pub fn objects_checked(&self) -> io::Result<Arc<OwnedFd>> {
         let rel = Path::new(OBJECTS);
-        let st = rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| self.err("stat", rel, e))?;
+        let st = rustix::io::retry_on_intr(|| {
+            rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+        })
+        .map_err(|e| self.err("stat", rel, e))?;
         let now = crate::stat::inode(&st);
         if let Some((fd, id)) = &*self.objects.read().unwrap_or_else(|p| p.into_inner()) {
             if *id == now {
@@ -226,7 +229,8 @@ impl CacheDir {
         let fd = self
             .open_raw(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| self.err("open directory", rel, e))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| self.err("fstat", rel, e))?;
+        let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
+            .map_err(|e| self.err("fstat", rel, e))?;
         let id = crate::stat::inode(&st);
         let fd = Arc::new(fd);
         *self.objects.write().unwrap_or_else(|p| p.into_inner()) = Some((fd.clone(), id));
@@ -401,8 +405,11 @@ impl CacheDir {
             Ok(None) => return Ok(TryLocked::Busy),
             Err(e) => return Err(self.err("lock", rel, e)),
         };
-        let st = rustix::fs::fstat(&lock).map_err(|e| self.err("fstat", rel, e))?;
-        match rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW) {
+        let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&lock))
+            .map_err(|e| self.err("fstat", rel, e))?;
+        match rustix::io::retry_on_intr(|| {
+            rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+        }) {
             Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino && st.st_nlink > 0 => {
                 Ok(TryLocked::Locked(LockedFile { lock, stat: st }))
             }
@@ -481,7 +488,7 @@ impl CacheDir {
     /// replaced); on NFS the unlinked file is silly-renamed and keeps its
     /// link count, so the path is compared.
     fn still_linked(&self, rel: &Path, fd: &impl AsFd) -> io::Result<Option<Stat>> {
-        let st = match rustix::fs::fstat(fd) {
+        let st = match rustix::io::retry_on_intr(|| rustix::fs::fstat(fd)) {
             Ok(st) => st,
             Err(Errno::STALE) => return Ok(None),
             Err(e) => return Err(self.err("fstat", rel, e)),
@@ -489,7 +496,9 @@ impl CacheDir {
         if !self.remote {
             return Ok((st.st_nlink > 0).then_some(st));
         }
-        match rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::io::retry_on_intr(|| {
+            rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+        }) {
             Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino => Ok(Some(st)),
             Ok(_) | Err(Errno::NOENT) | Err(Errno::STALE) => Ok(None),
             Err(e) => Err(self.err("stat", rel, e)),
@@ -502,7 +511,7 @@ impl CacheDir {
     ///
     /// As `fstatat`, path folded in.
     pub fn stat(&self, rel: &Path) -> io::Result<Stat> {
-        rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+        rustix::io::retry_on_intr(|| rustix::fs::statat(&self.dir, rel, AtFlags::SYMLINK_NOFOLLOW))
             .map_err(|e| self.err("stat", rel, e))
     }
 
@@ -531,12 +540,18 @@ impl CacheDir {
     fn create_temp_at(&self, dir: &OwnedFd) -> rustix::io::Result<(String, FileLock<OwnedFd>)> {
         loop {
             let name = anonymous_name();
-            let fd = match rustix::fs::openat(
-                dir,
-                name.as_str(),
-                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            ) {
+            let fd = match rustix::io::retry_on_intr(|| {
+                rustix::fs::openat(
+                    dir,
+                    name.as_str(),
+                    OFlags::RDWR
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+            }) {
                 Ok(fd) => fd,
                 // Another process shares our names (a fork): draw anew.
                 Err(Errno::EXIST) => {
@@ -652,7 +667,7 @@ impl CacheDir {
         let fd = self
             .open_raw(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| self.err("open directory", rel, e))?;
-        rustix::fs::fsync(&fd).map_err(|e| self.err("sync", rel, e))
+        rustix::io::retry_on_intr(|| rustix::fs::fsync(&fd)).map_err(|e| self.err("sync", rel, e))
     }
 
     /// Atomic anonymous directory in `parent`: create a locked lock file,
@@ -681,11 +696,15 @@ impl CacheDir {
                 .create_temp_at(&pfd)
                 .map_err(|e| self.err("create", &parent.join("uuid-*"), e))?;
             let unlink_tmp = || {
-                let _ = rustix::fs::unlinkat(&pfd, tmp_name.as_str(), AtFlags::empty());
+                let _ = rustix::io::retry_on_intr(|| {
+                    rustix::fs::unlinkat(&pfd, tmp_name.as_str(), AtFlags::empty())
+                });
             };
             let name = anonymous_name();
             let dir = parent.join(&name);
-            if let Err(e) = rustix::fs::mkdirat(&pfd, name.as_str(), Mode::from_raw_mode(0o777)) {
+            if let Err(e) = rustix::io::retry_on_intr(|| {
+                rustix::fs::mkdirat(&pfd, name.as_str(), Mode::from_raw_mode(0o777))
+            }) {
                 unlink_tmp();
                 if e == Errno::EXIST {
                     reseed_anonymous_names();
@@ -694,15 +713,19 @@ impl CacheDir {
                 return Err(self.err("create directory", &dir, e));
             }
             self.hook(HookPoint::AtomicDirLink, &dir);
-            let linked = rustix::fs::openat(
-                &pfd,
-                name.as_str(),
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
+            let linked = rustix::io::retry_on_intr(|| {
+                rustix::fs::openat(
+                    &pfd,
+                    name.as_str(),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+            })
             .and_then(|dfd| {
-                rustix::fs::linkat(&pfd, tmp_name.as_str(), &dfd, OBJECT_LOCK, AtFlags::empty())
-                    .map(|()| dfd)
+                rustix::io::retry_on_intr(|| {
+                    rustix::fs::linkat(&pfd, tmp_name.as_str(), &dfd, OBJECT_LOCK, AtFlags::empty())
+                })
+                .map(|()| dfd)
             });
             unlink_tmp();
             match linked {
@@ -719,11 +742,15 @@ impl CacheDir {
                 // took the name): try again with new ones. The directory,
                 // if it is still there, is empty and ours.
                 Err(Errno::NOENT) | Err(Errno::EXIST) => {
-                    let _ = rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR);
+                    let _ = rustix::io::retry_on_intr(|| {
+                        rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR)
+                    });
                     continue;
                 }
                 Err(e) => {
-                    let _ = rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR);
+                    let _ = rustix::io::retry_on_intr(|| {
+                        rustix::fs::unlinkat(&pfd, name.as_str(), AtFlags::REMOVEDIR)
+                    });
                     return Err(self.err("link", &dir.join(OBJECT_LOCK), e));
                 }
             }
@@ -742,13 +769,13 @@ impl CacheDir {
     /// A removal failed for a reason other than the entry being gone.
     pub fn remove_entry(&self, rel: &Path) -> io::Result<()> {
         use cap_fs_ext::DirExt;
-        let entry = match self.dir.open_dir_nofollow(rel) {
+        let entry = match crate::retry_io(|| self.dir.open_dir_nofollow(rel)) {
             Ok(d) => d,
             // Before `gone`: ENOTDIR here mostly means a file or symlink at
             // `rel` itself, which is unlinked (if a parent is missing
             // instead, the unlink finds nothing too).
             Err(e) if is_not_dir_or_link(&e) => {
-                return match self.dir.remove_file(rel) {
+                return match crate::retry_io(|| self.dir.remove_file(rel)) {
                     Err(e) if !gone(&e) => Err(self.err("remove", rel, e)),
                     _ => Ok(()),
                 }
@@ -785,7 +812,7 @@ impl CacheDir {
             _ => {}
         }
         self.hook(HookPoint::RemoveRmdir, rel);
-        match self.dir.remove_dir(rel) {
+        match crate::retry_io(|| self.dir.remove_dir(rel)) {
             // Reclaimed by a racing store just now, or gone already.
             Err(e)
                 if !gone(&e)
@@ -838,7 +865,7 @@ impl CacheDir {
             _ => r#"{"version": 1}"#.to_owned(),
         };
         for d in [OBJECTS, STAGE] {
-            match self.dir.create_dir(d) {
+            match crate::retry_io(|| self.dir.create_dir(d)) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
                     return Err(self.err("create directory", Path::new(d), e))
                 }
@@ -943,18 +970,20 @@ impl AtomicTemp<'_> {
                 return Err(cache.err("write", &tmp_rel(), e));
             }
             if cache.durable {
-                rustix::fs::fsync(lock).map_err(|e| cache.err("sync", &tmp_rel(), e))?;
+                rustix::io::retry_on_intr(|| rustix::fs::fsync(lock))
+                    .map_err(|e| cache.err("sync", &tmp_rel(), e))?;
             }
             let name = self.name.as_str();
             let parent = parent.as_fd();
             let done: io::Result<()> = match how {
-                Publish::Replace => {
-                    rustix::fs::renameat(&*self.dir, name, parent, &file_name).map_err(Into::into)
-                }
-                Publish::NoReplace => {
+                Publish::Replace => rustix::io::retry_on_intr(|| {
+                    rustix::fs::renameat(&*self.dir, name, parent, &file_name)
+                })
+                .map_err(Into::into),
+                Publish::NoReplace => rustix::io::retry_on_intr(|| {
                     rustix::fs::linkat(&*self.dir, name, parent, &file_name, AtFlags::empty())
-                        .map_err(Into::into)
-                }
+                })
+                .map_err(Into::into),
             };
             let published = match done {
                 Ok(()) => Ok(Published::Done),
@@ -964,7 +993,9 @@ impl AtomicTemp<'_> {
                 // The temporary file vanished (the target's directory may
                 // be what is missing instead: then the error stands).
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < TEMP_RETRIES => {
-                    match rustix::fs::statat(&*self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    match rustix::io::retry_on_intr(|| {
+                        rustix::fs::statat(&*self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    }) {
                         Err(Errno::NOENT) => {
                             attempt += 1;
                             let (new, lock) = cache
@@ -989,7 +1020,9 @@ impl AtomicTemp<'_> {
             // after a link (or a link that found the target taken) the
             // temporary name goes.
             if how == Publish::NoReplace {
-                let _ = rustix::fs::unlinkat(&*self.dir, name, AtFlags::empty());
+                let _ = rustix::io::retry_on_intr(|| {
+                    rustix::fs::unlinkat(&*self.dir, name, AtFlags::empty())
+                });
             }
             let lock = self.lock.take().expect("held until published");
             if cache.durable && published == Published::Done {
@@ -1004,7 +1037,9 @@ impl Drop for AtomicTemp<'_> {
     fn drop(&mut self) {
         // Not published (or failed): the temporary name goes.
         if let Some(lock) = self.lock.take() {
-            let _ = rustix::fs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty());
+            let _ = rustix::io::retry_on_intr(|| {
+                rustix::fs::unlinkat(&*self.dir, self.name.as_str(), AtFlags::empty())
+            });
             lock.close();
         }
     }
@@ -1069,7 +1104,9 @@ fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let st = match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+    let st = match rustix::io::retry_on_intr(|| {
+        rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW)
+    }) {
         Ok(st) => st,
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e.into()),

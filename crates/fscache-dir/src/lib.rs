@@ -35,7 +35,7 @@
 //! (opened that way, checked against the path once per new entry), through
 //! which single components are created, linked and renamed: a store
 //! resolves `objects/` once, not at every step. The protocols follow the
-//! contract in `DESIGN.md`:
+//! contract written down in `docs/format.md` of the fscache repository:
 //!
 //! * **locked open** — [`CacheDir::lock`] / [`CacheDir::try_lock`] with
 //!   [`LockOptions`]: open (never create), lock, then prove the path still
@@ -79,7 +79,9 @@ pub mod copy;
 pub mod digest;
 mod error;
 mod hook;
+mod intr;
 mod locked;
+pub mod meta;
 mod name;
 pub mod stat;
 pub mod walk;
@@ -92,6 +94,7 @@ pub use cachedir::{
 };
 pub use error::{raw_os_error, with_path, PathError};
 pub use hook::{Hook, HookPoint};
+pub use intr::retry_io;
 pub use locked::{LockOptions, TryLocked};
 pub use name::{
     anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,

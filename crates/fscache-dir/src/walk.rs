@@ -57,7 +57,7 @@ impl<S> Frame<S> {
     ///
     /// `fstat` or reading the directory failed.
     pub fn new(fd: OwnedFd, path: PathBuf, state: S) -> io::Result<Self> {
-        let stat = rustix::fs::fstat(&fd)?;
+        let stat = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))?;
         let names = read_names(&fd)?;
         Ok(Self::with_names(fd, path, stat, state, names))
     }
@@ -188,7 +188,9 @@ impl Walk {
                 continue;
             };
             let path = top.path.join(&name);
-            let st = match rustix::fs::statat(top.fd(), &name, AtFlags::SYMLINK_NOFOLLOW) {
+            let st = match rustix::io::retry_on_intr(|| {
+                rustix::fs::statat(top.fd(), &name, AtFlags::SYMLINK_NOFOLLOW)
+            }) {
                 Ok(st) => st,
                 Err(Errno::NOENT) if self.skip_vanished => continue,
                 Err(e) => return Err(v.error(&path, e.into())),
@@ -275,12 +277,15 @@ impl HardLinks<()> {
 ///
 /// The raw errno.
 pub fn open_dir_nofollow(dirfd: impl AsFd, path: impl AsRef<Path>) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        dirfd,
-        path.as_ref(),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
+    let dirfd = dirfd.as_fd();
+    rustix::io::retry_on_intr(|| {
+        rustix::fs::openat(
+            dirfd,
+            path.as_ref(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    })
 }
 
 /// The names in the directory `fd`, without `.` and `..`, sorted; read with
@@ -337,7 +342,9 @@ pub(crate) fn remove_contents(fd: OwnedFd, path: PathBuf) -> io::Result<()> {
                 }
                 return Ok(Visit::Descend(()));
             }
-            match rustix::fs::unlinkat(parent.fd(), name, AtFlags::empty()) {
+            match rustix::io::retry_on_intr(|| {
+                rustix::fs::unlinkat(parent.fd(), name, AtFlags::empty())
+            }) {
                 Ok(()) | Err(Errno::NOENT) => Ok(Visit::Skip),
                 Err(e) => Err(e.into()),
             }
@@ -350,7 +357,9 @@ pub(crate) fn remove_contents(fd: OwnedFd, path: PathBuf) -> io::Result<()> {
             // Close before removing: nothing requires it on Linux, but it
             // keeps at most one descriptor per level.
             drop(dir.fd);
-            match rustix::fs::unlinkat(parent.fd(), name, AtFlags::REMOVEDIR) {
+            match rustix::io::retry_on_intr(|| {
+                rustix::fs::unlinkat(parent.fd(), name, AtFlags::REMOVEDIR)
+            }) {
                 Ok(()) | Err(Errno::NOENT) => Ok(()),
                 Err(e) => Err(e.into()),
             }
@@ -371,7 +380,9 @@ pub(crate) fn remove_contents(fd: OwnedFd, path: PathBuf) -> io::Result<()> {
 pub(crate) fn make_owner_rwx(parent: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> io::Result<()> {
     let mode = rustix::fs::Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700);
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let done = match rustix::fs::openat(parent, name, flags, rustix::fs::Mode::empty()) {
+    let done = match rustix::io::retry_on_intr(|| {
+        rustix::fs::openat(parent, name, flags, rustix::fs::Mode::empty())
+    }) {
         Ok(fd) => rustix::fs::fchmod(&fd, mode),
         Err(Errno::ACCESS) => rustix::fs::chmodat(parent, name, mode, AtFlags::empty()),
         Err(e) => Err(e),

@@ -63,16 +63,7 @@ pub fn set_range_lock(
         Wait::Block => libc::F_OFD_SETLKW,
         Wait::NonBlock => libc::F_OFD_SETLK,
     };
-    let (Ok(l_start), Ok(l_len)) = (libc::off_t::try_from(start), libc::off_t::try_from(len))
-    else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    if l_start.checked_add(l_len).is_none() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    let mut lock = whole_file(kind.map_or(libc::F_UNLCK, l_type));
-    lock.l_start = l_start;
-    lock.l_len = l_len;
+    let mut lock = range(kind.map_or(libc::F_UNLCK, l_type), start, len)?;
     loop {
         match fcntl_flock(fd, cmd, &mut lock) {
             Ok(()) => return Ok(true),
@@ -99,13 +90,74 @@ pub fn set_range_lock(
 /// Whatever `fcntl` reports (`EBADF`, `EINVAL`).
 #[doc(alias = "F_OFD_GETLK")]
 pub fn conflicting_lock(fd: BorrowedFd<'_>, kind: LockKind) -> io::Result<Option<LockKind>> {
-    let mut lock = whole_file(l_type(kind));
+    Ok(conflicting_range_lock(fd, kind, 0, 0)?.map(|c| c.kind))
+}
+
+/// Who holds a lock that [`conflicting_range_lock`] reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockOwner {
+    /// An open file description (an OFD lock: ours, osbuild's): the kernel
+    /// reports `l_pid = -1`, since such a lock belongs to no process.
+    OpenFile,
+    /// The process with this pid, holding a classic process-associated
+    /// `F_SETLK` lock (the two kinds share one lock table and conflict).
+    Process(i32),
+}
+
+/// A lock that a requested one would conflict with: what `F_OFD_GETLK`
+/// writes back into its `struct flock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conflict {
+    /// The kind of the conflicting lock.
+    pub kind: LockKind,
+    /// Its first byte.
+    pub start: u64,
+    /// Its length; 0 means "to the end of the file".
+    pub len: u64,
+    /// Who holds it.
+    pub owner: LockOwner,
+}
+
+/// `fcntl(fd, F_OFD_GETLK)` on `start..start+len`—the first existing lock,
+/// held through another open file description or by a process's classic
+/// `F_SETLK`, that a lock of `kind` on that range would conflict with;
+/// `None` when it would be granted now. `flock(2)` locks are a separate
+/// table and never show here.
+///
+/// As with [`conflicting_lock`], the answer may be stale at once.
+///
+/// # Errors
+///
+/// As [`set_range_lock`] (`InvalidInput` for a range past `off_t`).
+///
+/// # References
+///
+/// * [fcntl(2)](https://man7.org/linux/man-pages/man2/fcntl.2.html):
+///   "`F_OFD_GETLK` … `l_pid` … set to -1" for OFD locks
+#[doc(alias = "F_OFD_GETLK")]
+pub fn conflicting_range_lock(
+    fd: BorrowedFd<'_>,
+    kind: LockKind,
+    start: u64,
+    len: u64,
+) -> io::Result<Option<Conflict>> {
+    let mut lock = range(l_type(kind), start, len)?;
     fcntl_flock(fd, libc::F_OFD_GETLK, &mut lock)?;
-    Ok(match i32::from(lock.l_type) {
-        libc::F_RDLCK => Some(LockKind::Shared),
-        libc::F_WRLCK => Some(LockKind::Exclusive),
-        _ => None,
-    })
+    let kind = match i32::from(lock.l_type) {
+        libc::F_RDLCK => LockKind::Shared,
+        libc::F_WRLCK => LockKind::Exclusive,
+        _ => return Ok(None),
+    };
+    Ok(Some(Conflict {
+        kind,
+        // The kernel reports a range it holds, so both are non-negative.
+        start: u64::try_from(lock.l_start).unwrap_or(0),
+        len: u64::try_from(lock.l_len).unwrap_or(0),
+        owner: match lock.l_pid {
+            -1 => LockOwner::OpenFile,
+            pid => LockOwner::Process(pid),
+        },
+    }))
 }
 
 fn l_type(kind: LockKind) -> libc::c_int {
@@ -115,16 +167,24 @@ fn l_type(kind: LockKind) -> libc::c_int {
     }
 }
 
-fn whole_file(l_type: libc::c_int) -> libc::flock {
-    // l_start = 0 and l_len = 0 from SEEK_SET: the whole file, however it
-    // grows. OFD commands require l_pid = 0.
-    libc::flock {
+/// The `struct flock` of `start..start+len` from `SEEK_SET` (`l_start = 0`
+/// and `l_len = 0`: the whole file, however it grows). OFD commands require
+/// `l_pid = 0`. `InvalidInput` when the range's end does not fit `off_t`.
+fn range(l_type: libc::c_int, start: u64, len: u64) -> io::Result<libc::flock> {
+    let (Ok(l_start), Ok(l_len)) = (libc::off_t::try_from(start), libc::off_t::try_from(len))
+    else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    if l_start.checked_add(l_len).is_none() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    Ok(libc::flock {
         l_type: l_type as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
+        l_start,
+        l_len,
         l_pid: 0,
-    }
+    })
 }
 
 /// Issue one `fcntl` lock command. The only `unsafe` in the crate.

@@ -1,4 +1,5 @@
-//! Whole-file Linux open-file-description (OFD) locks on any file descriptor.
+//! Linux open-file-description (OFD) locks on any file descriptor, on the
+//! whole file or on byte ranges.
 //!
 //! Use this when several threads *or* processes must coordinate through a
 //! file: an OFD lock belongs to the open file description, so two `open`s of
@@ -27,9 +28,11 @@
 //! unlocks it on drop. Blocking acquisition ([`FileLock::lock`]) retries
 //! `EINTR`; [`FileLock::try_lock`] returns `Ok(None)` when contended;
 //! [`FileLock::lock_timeout`] polls with exponential backoff for callers that
-//! must never hang. Held locks convert between shared and exclusive in place,
-//! and [`conflicting_lock`] asks the kernel (`F_OFD_GETLK`) whether a lock
-//! would conflict, without taking it.
+//! must never hang. [`RangeLock`] is the same guard over a byte range
+//! (`l_start`/`l_len`), for many independent locks in one file. Held locks convert between shared and exclusive in place,
+//! and [`conflicting_lock`] / [`conflicting_range_lock`] ask the kernel
+//! (`F_OFD_GETLK`) whether a lock would conflict, and with whom, without
+//! taking it.
 //!
 //! Every `fcntl` goes through one small `unsafe` function. This crate never
 //! uses the classic process-associated `F_SETLK` (closing *any* descriptor
@@ -40,7 +43,14 @@
 //!
 //! * Linux only (OFD locks exist since 3.15).
 //! * Locks are advisory: they exclude only cooperating lockers.
-//! * Whole-file only: byte ranges are not exposed.
+//! * No deadlock detection: unlike classic `F_SETLK`, OFD locks never fail
+//!   with `EDEADLK`; two waiters that each hold what the other wants wait
+//!   forever. Take locks in a fixed order, or use
+//!   [`FileLock::lock_timeout`].
+//! * Readers are preferred: a stream of overlapping shared holders keeps
+//!   an exclusive waiter out for as long as it lasts (the kernel grants a
+//!   new shared lock past a queued writer). The crate README measures it;
+//!   [`RangeLock::lock_writers_first`] is the writer-preferring option.
 //! * A converting lock (shared → exclusive) is not atomic with respect to
 //!   other waiters: the kernel may grant a queued writer first.
 //! * On network file systems, blocking waits may hang if the server goes
@@ -51,15 +61,19 @@
 #![deny(unsafe_code)]
 
 mod fcntl;
+mod range;
 
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-pub use fcntl::{conflicting_lock, set_lock, set_range_lock, Wait};
+pub use fcntl::{
+    conflicting_lock, conflicting_range_lock, set_lock, set_range_lock, Conflict, LockOwner, Wait,
+};
+pub use range::{RangeLock, WRITERS_FIRST_GATE, WRITERS_FIRST_LOCK};
 
-/// The kind of a whole-file lock.
+/// The kind of a lock: shared (read) or exclusive (write).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LockKind {
     /// A read lock: any number of shared locks coexist.

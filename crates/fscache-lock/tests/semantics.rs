@@ -346,3 +346,92 @@ fn range_locks_of_different_ranges_do_not_conflict() {
     let e = set_range_lock(a.as_fd(), x, Wait::NonBlock, u64::MAX - 1, 1).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[test]
+fn range_lock_guards_its_bytes_only() {
+    use fscache_lock::{LockOwner, RangeLock};
+    let tmp = temp();
+    let path = tmp.path();
+    let held = RangeLock::lock(open(path), Exclusive, 10, 5).unwrap();
+    assert_eq!((held.kind(), held.start(), held.len()), (Exclusive, 10, 5));
+    for (start, len, free) in [(0, 10, true), (15, 1, true), (14, 1, false), (0, 0, false)] {
+        let got = RangeLock::try_lock(open(path), Shared, start, len).unwrap();
+        assert_eq!(got.is_some(), free, "{start}+{len}");
+    }
+    // The whole-file guard sees the range too, and GETLK names it.
+    assert!(FileLock::try_lock(open(path), Shared).unwrap().is_none());
+    let probe = open(path);
+    let conflict = fscache_lock::conflicting_range_lock(probe.as_fd(), Shared, 0, 0)
+        .unwrap()
+        .expect("the range conflicts");
+    assert_eq!((conflict.start, conflict.len), (10, 5));
+    assert_eq!(conflict.kind, Exclusive);
+    assert_eq!(
+        conflict.owner,
+        LockOwner::OpenFile,
+        "OFD locks report pid -1"
+    );
+
+    // unlock hands the descriptor back with the range free.
+    let fd = held.unlock().unwrap();
+    assert!(available(path, Exclusive));
+    // Drop unlocks although a dup keeps the description open.
+    let dup = fd.try_clone().unwrap();
+    let again = RangeLock::try_lock(fd, Shared, 10, 5)
+        .unwrap()
+        .expect("relock");
+    assert!(RangeLock::try_lock(open(path), Exclusive, 10, 1)
+        .unwrap()
+        .is_none());
+    drop(again);
+    assert!(RangeLock::try_lock(open(path), Exclusive, 10, 1)
+        .unwrap()
+        .is_some());
+    drop(dup);
+}
+
+#[test]
+fn range_lock_converts_in_place_and_keeps_it_on_refusal() {
+    use fscache_lock::RangeLock;
+    let tmp = temp();
+    let path = tmp.path();
+    let mut mine = RangeLock::lock(open(path), Shared, 0, 1).unwrap();
+    let theirs = RangeLock::lock(open(path), Shared, 0, 1).unwrap();
+    assert!(!mine.try_convert(Exclusive).unwrap(), "another reader");
+    assert_eq!(mine.kind(), Shared);
+    drop(theirs);
+    assert_eq!(
+        mine.conflicting(Exclusive).unwrap(),
+        None,
+        "a description never conflicts with itself"
+    );
+    assert!(
+        RangeLock::try_lock(open(path), Exclusive, 0, 1)
+            .unwrap()
+            .is_none(),
+        "the refused upgrade kept the shared lock"
+    );
+    mine.convert(Exclusive).unwrap();
+    assert!(RangeLock::try_lock(open(path), Shared, 0, 1)
+        .unwrap()
+        .is_none());
+    assert!(
+        mine.try_convert(Shared).unwrap(),
+        "downgrade never conflicts"
+    );
+    assert!(RangeLock::try_lock(open(path), Shared, 0, 1)
+        .unwrap()
+        .is_some());
+    // A range past off_t is refused by every entry point, not wrapped.
+    for r in [
+        RangeLock::try_lock(open(path), Shared, u64::MAX - 1, 1).map(drop),
+        RangeLock::lock(open(path), Shared, 1 << 63, 0).map(drop),
+    ] {
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+    mine.close();
+    assert!(
+        available(path, Exclusive),
+        "close released the only descriptor"
+    );
+}

@@ -35,15 +35,19 @@
 //! this crate stays `#![forbid(unsafe_code)]` like every other.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "remote")]
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+#[cfg(feature = "remote")]
+use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use fscache::{
     CacheInfo, FsCache, MaxSize, Obtained, PruneOptions, Removed, StageGuard, StoreGuard, Stored,
     Verified,
 };
+#[cfg(feature = "remote")]
 use fscache_remote::{ReadThrough, Remote, RemoteBuilder};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -76,6 +80,7 @@ fn py_err(e: fscache::Error) -> PyErr {
 }
 
 /// The Python exception for a remote error.
+#[cfg(feature = "remote")]
 fn remote_err(e: fscache_remote::Error) -> PyErr {
     Error::new_err(chain(&e))
 }
@@ -119,6 +124,7 @@ pub struct Cache {
     handle: Mutex<Option<FsCache>>,
     /// Remotes opened by URL, kept for the handle's life (each has its
     /// own runtime and connection pool).
+    #[cfg(feature = "remote")]
     remotes: Mutex<HashMap<String, Arc<Remote>>>,
 }
 
@@ -132,6 +138,7 @@ impl Cache {
 
     /// The remote at `url`, opened once (keys from the environment, as
     /// the CLI takes them).
+    #[cfg(feature = "remote")]
     fn remote(&self, url: &str) -> PyResult<Arc<Remote>> {
         if let Some(r) = locked(&self.remotes).get(url) {
             return Ok(r.clone());
@@ -168,6 +175,7 @@ impl Cache {
         let handle = py.detach(|| FsCache::open(appid, &path)).map_err(py_err)?;
         Ok(Cache {
             handle: Mutex::new(Some(handle)),
+            #[cfg(feature = "remote")]
             remotes: Mutex::new(HashMap::new()),
         })
     }
@@ -175,6 +183,7 @@ impl Cache {
     /// Drop this handle: its `cache.lock` is released once the entries,
     /// stores and stages it handed out are released too.
     fn close(&self) {
+        #[cfg(feature = "remote")]
         locked(&self.remotes).clear();
         locked(&self.handle).take();
     }
@@ -418,6 +427,7 @@ impl Cache {
         }
     }
 
+    #[cfg(feature = "remote")]
     /// Push `name` to the remote at `url`: a dict of what the push did, or
     /// `None` when the entry is not here.
     fn push<'py>(
@@ -443,6 +453,7 @@ impl Cache {
         Ok(Some(d))
     }
 
+    #[cfg(feature = "remote")]
     /// Pull `name` from the remote at `url` into this cache: the entry
     /// held, or `None` when the remote lacks it.
     fn pull(&self, py: Python<'_>, url: &str, name: &str) -> PyResult<Option<Entry>> {
@@ -454,6 +465,7 @@ impl Cache {
         Ok(got.map(|o| Entry::new(&cache, o.path().to_owned(), Held::Obtained(o))))
     }
 
+    #[cfg(feature = "remote")]
     /// Load `name` locally, else pull it from the remote at `url`; a miss
     /// of both (or a remote that fails) is `None`.
     fn load_or_pull(&self, py: Python<'_>, url: &str, name: &str) -> PyResult<Option<Entry>> {
@@ -473,6 +485,7 @@ impl Cache {
 enum Held {
     Entry(fscache::Entry),
     Obtained(Obtained),
+    #[cfg(feature = "remote")]
     ReadThrough(ReadThrough),
 }
 
@@ -491,6 +504,7 @@ impl Held {
         match self {
             Held::Entry(e) => Some(e.path()),
             Held::Obtained(o) => Some(o.path()),
+            #[cfg(feature = "remote")]
             Held::ReadThrough(r) => r.path(),
         }
     }
@@ -502,8 +516,11 @@ impl Entry {
         let cached = match &held {
             Held::Entry(_) => true,
             Held::Obtained(o) => o.is_cached(),
+            #[cfg(feature = "remote")]
             Held::ReadThrough(ReadThrough::Local(_)) => true,
+            #[cfg(feature = "remote")]
             Held::ReadThrough(ReadThrough::Pulled(o)) => o.is_cached(),
+            #[cfg(feature = "remote")]
             Held::ReadThrough(ReadThrough::Miss { .. }) => false,
         };
         Entry {
@@ -645,5 +662,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(app_boot_id, m)?)?;
     m.add_function(wrap_pyfunction!(tree_digest, m)?)?;
     m.add("VERSION", fscache::VERSION)?;
+    m.add("HAS_REMOTE", cfg!(feature = "remote"))?;
     Ok(())
 }

@@ -65,7 +65,7 @@ fn parse_size(bytes: &[u8]) -> Option<u64> {
 ///
 /// The locked open, read or replacement failed.
 pub fn charge(cache: &CacheDir, bytes: u64, limit: MaxSize) -> Result<Charge> {
-    update(cache, |total| {
+    booked(cache, |total| {
         let new = total.saturating_add(bytes);
         Ok(if limit.admits(new) {
             (Some(new), Charge::Accepted { total: new })
@@ -82,7 +82,7 @@ pub fn charge(cache: &CacheDir, bytes: u64, limit: MaxSize) -> Result<Charge> {
 ///
 /// As [`charge`].
 pub fn uncharge(cache: &CacheDir, bytes: u64) -> Result<u64> {
-    update(cache, |total| {
+    booked(cache, |total| {
         let new = total.saturating_sub(bytes);
         Ok((Some(new), new))
     })
@@ -98,10 +98,32 @@ pub fn uncharge(cache: &CacheDir, bytes: u64) -> Result<u64> {
 ///
 /// As [`charge`].
 pub fn recount(cache: &CacheDir) -> Result<u64> {
-    update(cache, |_| {
-        let total = sum_recorded(cache)?;
+    let total = set_to(cache, || sum_recorded(cache))?;
+    // Exact now: a marker of failed updates has nothing left to say.
+    match fscache_dir::retry_io(|| cache.dir().remove_file(crate::books::BOOKS_SUSPECT)) {
+        Err(e) if !fscache_dir::gone(&e) => Err(error::io(
+            "remove",
+            cache.abs(Path::new(crate::books::BOOKS_SUSPECT)),
+            e,
+        )),
+        _ => Ok(total),
+    }
+}
+
+/// Set the counter to what `sum` computes under its lock.
+pub(crate) fn set_to(cache: &CacheDir, sum: impl FnOnce() -> Result<u64>) -> Result<u64> {
+    booked(cache, |_| {
+        let total = sum()?;
         Ok((Some(total), total))
     })
+}
+
+/// [`update`], marking the books suspect when it fails: a failed update
+/// may or may not have changed the counter, and what the caller does next
+/// (an entry already unlinked, a charge it cannot undo) is off the books
+/// either way.
+fn booked<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) -> Result<T> {
+    update(cache, f).map_err(|e| crate::books::suspect_after(cache, e))
 }
 
 fn sum_recorded(cache: &CacheDir) -> Result<u64> {
@@ -242,9 +264,9 @@ mod tests {
     fn corrupt_or_missing_counter_is_rebuilt() {
         let (_t, c) = cache();
         let objects = c.abs(Path::new(OBJECTS));
-        std::fs::create_dir_all(objects.join("a")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(objects.join("a"))).unwrap();
         std::fs::write(objects.join("a/object.info"), br#"{"size": 300}"#).unwrap();
-        std::fs::create_dir_all(objects.join("b")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(objects.join("b"))).unwrap();
         std::fs::write(objects.join("b/object.info"), b"garbage").unwrap();
         for garbage in [&b"not json"[..], b"-5", b"1.5", b"\"7\"", b"[]", b""] {
             std::fs::write(c.abs(Path::new(CACHE_SIZE)), garbage).unwrap();

@@ -39,6 +39,9 @@
 //!   candidate at a time by later stores ([`Tried`] says whether a
 //!   candidate stays one).
 //!
+//! The files and steps are those of `docs/format.md` in the fscache
+//! repository (`cache.size`, `object.info`, "Eviction", "Sweep").
+//!
 //! # Limitations
 //!
 //! * A crash between a charge and the commit's `object.info` leaves the
@@ -49,6 +52,7 @@
 
 #![forbid(unsafe_code)]
 
+mod books;
 mod counter;
 mod error;
 mod lru;
@@ -57,6 +61,10 @@ mod objinfo;
 mod space;
 mod sweep;
 
+pub use books::{
+    is_suspect, mark_suspect, reconcile, Books, BooksShared, Patience, Reconciled, BOOKS_LOCK,
+    BOOKS_SUSPECT,
+};
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
 pub use lru::{

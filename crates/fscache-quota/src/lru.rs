@@ -190,7 +190,9 @@ pub fn plan_lru(
         // Only a real directory can be an entry (see `candidate`).
         let is_dir = match entry.file_type() {
             FileType::Directory => true,
-            FileType::Unknown => match rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            FileType::Unknown => match rustix::io::retry_on_intr(|| {
+                rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            }) {
                 Ok(st) => FileType::from_raw_mode(st.st_mode).is_dir(),
                 Err(e) if shape_error(&e.into()) => false,
                 Err(e) => return Err(error::io("stat", cache.abs(&objects.join(name)), e.into())),
@@ -201,7 +203,9 @@ pub fn plan_lru(
             continue;
         }
         let lock = format!("{name}/{OBJECT_LOCK}");
-        match rustix::fs::statat(&fd, lock.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        match rustix::io::retry_on_intr(|| {
+            rustix::fs::statat(&fd, lock.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        }) {
             Ok(st) => listed.push((atime(&st), name.to_owned())),
             Err(e) if shape_error(&e.into()) => {}
             Err(e) => return Err(error::io("stat", cache.abs(&objects.join(&lock)), e.into())),
@@ -230,14 +234,17 @@ pub fn plan_lru(
 }
 
 /// What an eviction run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Evicted {
-    /// Names removed.
+    /// Names removed: no entries any more (the ones in `failed` too, if
+    /// their `object.info` went before the error).
     pub removed: Vec<String>,
     /// Bytes uncharged (what the removed entries' `object.info` recorded).
     pub freed: u64,
     /// Names skipped: held by a reader or used since they were listed.
     pub skipped: Vec<String>,
+    /// Names whose removal or uncharge failed, with the error.
+    pub failed: Vec<(String, io::Error)>,
 }
 
 /// Remove `victims`: for each, take the exclusive lock of its
@@ -246,13 +253,12 @@ pub struct Evicted {
 /// used), else [`retire`] it: its recorded size is uncharged as soon as it
 /// stops counting.
 ///
-/// # Errors
-///
-/// Every victim that was tried failed (e.g. its `object.info` could not be
-/// read); a victim that fails is skipped while others can be removed.
-pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Result<Evicted> {
+/// A victim that fails does not stop the others: it is listed in
+/// [`Evicted::failed`] with its error. One whose `object.info` went before
+/// the error (the uncharge failed) is no entry any more: it is listed in
+/// [`Evicted::removed`] too, and the books are marked suspect.
+pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Evicted {
     let mut out = Evicted::default();
-    let mut first_error = None;
     for v in victims {
         match evict_candidate(cache, v) {
             Ok(Tried::Removed(freed)) => {
@@ -260,19 +266,16 @@ pub fn evict(cache: &CacheDir, victims: &[Candidate]) -> Result<Evicted> {
                 out.freed = out.freed.saturating_add(freed);
             }
             Ok(Tried::Busy | Tried::Stale) => out.skipped.push(v.name.clone()),
-            // One damaged victim (an unreadable `object.info`) must not
-            // stop eviction of the others: skip it, report the error only
-            // if nothing could be freed.
             Err(e) => {
-                out.skipped.push(v.name.clone());
-                first_error.get_or_insert(e);
+                let info = PathBuf::from(OBJECTS).join(&v.name).join(OBJECT_INFO);
+                if matches!(cache.stat(&info), Err(ref g) if fscache_dir::gone(g)) {
+                    out.removed.push(v.name.clone());
+                }
+                out.failed.push((v.name.clone(), e));
             }
         }
     }
-    match first_error {
-        Some(e) if out.removed.is_empty() => Err(e),
-        _ => Ok(out),
-    }
+    out
 }
 
 /// What [`evict_candidate`] did with one candidate.
@@ -356,13 +359,19 @@ pub fn retire(cache: &CacheDir, rel: &Path) -> Result<Retired> {
         Err(e) if fscache_dir::gone(&e) => (0, true),
         Err(e) => return Err(error::io("read", cache.abs(&info), e)),
     };
-    match cache.dir().remove_file(&info) {
+    match fscache_dir::retry_io(|| cache.dir().remove_file(&info)) {
         Err(e) if !fscache_dir::gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
             return Err(error::io("remove", cache.abs(&info), e))
         }
         _ => {}
     }
+    if !size_known {
+        // What was charged for it is unknown: only a recount can tell.
+        crate::books::mark_suspect(cache)?;
+    }
     if freed > 0 {
+        // A failure marks the books suspect (see `counter`): the entry is
+        // gone, its charge is not, until the next reconcile.
         counter::uncharge(cache, freed)?;
     }
     let removed = cache.remove_entry(rel).is_ok();

@@ -43,7 +43,9 @@ pub fn tree_space(dir: &Dir, rel: &Path) -> io::Result<u64> {
                 .run(&mut space, root)?;
         }
         Err(Errno::NOTDIR | Errno::LOOP) => {
-            let st = rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)?;
+            let st = rustix::io::retry_on_intr(|| {
+                rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+            })?;
             space.count(&st);
         }
         Err(e) => return Err(e.into()),
@@ -98,7 +100,7 @@ mod tests {
     fn counts_dirs_files_symlinks_and_hard_links_once() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("t");
-        std::fs::create_dir_all(root.join("sub")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(root.join("sub"))).unwrap();
         std::fs::write(root.join("sub/a"), vec![7u8; 10_000]).unwrap();
         std::fs::hard_link(root.join("sub/a"), root.join("b")).unwrap();
         symlink("sub/a", root.join("link")).unwrap();
@@ -131,8 +133,8 @@ mod tests {
         // `rel` reaching outside `dir` through a symlinked parent is refused,
         // with or without openat2.
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(tmp.path().join("in")).unwrap();
-        std::fs::create_dir_all(tmp.path().join("out/d")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(tmp.path().join("in"))).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(tmp.path().join("out/d"))).unwrap();
         symlink(tmp.path().join("out"), tmp.path().join("in/link")).unwrap();
         let dir =
             Dir::open_ambient_dir(tmp.path().join("in"), cap_std::ambient_authority()).unwrap();

@@ -43,7 +43,7 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
     let mut out = Swept::default();
     for parent in [OBJECTS, STAGE] {
         let parent = Path::new(parent);
-        let list = match cache.dir().read_dir(parent) {
+        let list = match fscache_dir::retry_io(|| cache.dir().read_dir(parent)) {
             Ok(l) => l,
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(error::io("read directory", cache.abs(parent), e)),
@@ -144,6 +144,22 @@ fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Res
             return Ok(false);
         }
     }
+    // A writer that died between its charge and its `object.info` left
+    // a charge nothing records: only a recount can tell, so an anonymous
+    // directory in `objects/` without `object.info` marks the books
+    // suspect (a stage is never charged).
+    if kind == Debris::Anonymous
+        && rel.starts_with(OBJECTS)
+        && matches!(cache.stat(&rel.join(OBJECT_INFO)), Err(ref e) if gone(e))
+    {
+        crate::books::mark_suspect(cache)?;
+    }
+    // A named directory without `object.info` was a committed entry, so
+    // charged: deleted from outside, or a removal that died before its
+    // uncharge. What it was charged is unknown: a recount tells.
+    if kind == Debris::Named {
+        crate::books::mark_suspect(cache)?;
+    }
     // A half-committed entry's charge is undone the moment it stops
     // counting, before the rest is removed.
     let retired = retire(cache, rel)?;
@@ -158,7 +174,7 @@ fn sweep_file(cache: &CacheDir, rel: &Path) -> Result<bool> {
         Ok(TryLocked::Locked(lock)) => lock,
         Ok(TryLocked::Busy | TryLocked::Absent) | Err(_) => return Ok(false),
     };
-    match cache.dir().remove_file(rel) {
+    match fscache_dir::retry_io(|| cache.dir().remove_file(rel)) {
         Err(e) if !gone(&e) => return Err(error::io("remove", cache.abs(rel), e)),
         _ => {}
     }
@@ -201,7 +217,7 @@ mod tests {
         // A removal that failed after unlinking object.info: the lock file
         // and some data are left.
         let failed = root.join(OBJECTS).join("failed-removal");
-        std::fs::create_dir_all(failed.join("data")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(failed.join("data"))).unwrap();
         std::fs::write(failed.join(OBJECT_LOCK), b"").unwrap();
 
         let mut swept = sweep(&c).unwrap();
@@ -235,7 +251,7 @@ mod tests {
         let c = CacheDir::open(&tmp.path().join("c")).unwrap();
         c.scaffold().unwrap();
         let n = c.root().join(OBJECTS).join("n");
-        std::fs::create_dir_all(n.join("data")).unwrap();
+        fscache_dir::retry_io(|| std::fs::create_dir_all(n.join("data"))).unwrap();
         std::fs::write(n.join(OBJECT_LOCK), b"").unwrap();
         std::fs::write(n.join(OBJECT_INFO), br#"{"size": 4096}"#).unwrap();
         counter::charge(&c, 4096, crate::MaxSize::Unlimited).unwrap();

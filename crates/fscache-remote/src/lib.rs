@@ -70,6 +70,9 @@
 //!
 //! # The remote format (version 1)
 //!
+//! (Also in `docs/format.md` of the fscache repository, beside the local
+//! format.)
+//!
 //! Every key is relative to the URL's root (the path, or the S3 prefix):
 //!
 //! ```text
@@ -199,6 +202,7 @@
 mod error;
 mod keys;
 mod manifest;
+mod node;
 mod prune;
 mod pull;
 mod push;

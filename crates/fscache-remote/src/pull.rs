@@ -4,14 +4,15 @@
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{symlink, DirBuilderExt, FileExt, PermissionsExt};
+use std::os::unix::fs::{symlink, DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use fscache::{Entry, FsCache, Obtained, StoreGuard};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
-use crate::manifest::{digest_dir, Kind, Manifest};
+use crate::manifest::{blob_offsets, digest_dir, Kind, Manifest};
+use crate::node::{self, GivenMap};
 use crate::push::{Progress, Tracker};
 use crate::remote::{blob_key, manifest_key, Inner, Remote};
 
@@ -141,10 +142,20 @@ impl Remote {
     ) -> Result<Obtained> {
         let guard = cache.store(name)?;
         // Any error below drops the guard, which removes the partial tree.
-        fill(&self.inner, &guard, m, progress)?;
+        let given = fill(&self.inner, &guard, m, progress)?;
         let root = guard.path();
-        let built = digest_dir(root).map_err(|e| Error::io("digest", root, e))?;
-        if built.to_string() != m.digest {
+        let built =
+            digest_dir(root, m.digest_version()).map_err(|e| Error::io("digest", root, e))?;
+        // What the tree must be: the manifest's, with what the policy kept
+        // of each node's owner, bits and xattrs (all of it, as root).
+        let expected = match m.digest_version() {
+            fscache::DigestVersion::V1 => m.digest.clone(),
+            _ => m
+                .tree_digest_given(Some(&given))
+                .map_err(|why| Error::refused(name, why))?
+                .to_string(),
+        };
+        if built.to_string() != expected {
             return Err(Error::refused(
                 name,
                 format!(
@@ -173,13 +184,14 @@ impl Inner {
 /// Where a blob's bytes go: a file and an offset in it.
 type Dest = (PathBuf, u64);
 
-/// Build the manifest's tree in the guard's `data/`.
+/// Build the manifest's tree in the guard's `data/`; returns what each
+/// node was given of its metadata (version 2 manifests).
 fn fill(
     inner: &Inner,
     guard: &StoreGuard,
     m: &Manifest,
     progress: &(dyn Fn(Progress) + Sync),
-) -> Result<()> {
+) -> Result<GivenMap> {
     let root = guard.path();
     let at = |p: &str| root.join(p);
     // Directories first, owner-writable until their children are in.
@@ -197,6 +209,7 @@ fn fill(
                 size,
                 blobs,
                 link: None,
+                data,
                 ..
             } => {
                 let f = OpenOptions::new()
@@ -204,9 +217,22 @@ fn fill(
                     .create_new(true)
                     .open(&p)
                     .map_err(|e| Error::io("create", &p, e))?;
+                // A sparse file's holes are never written: they stay holes.
                 f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
-                let mut offset = 0;
-                for b in blobs {
+                let offsets = match data {
+                    Some(ranges) => blob_offsets(ranges, blobs).ok_or_else(|| {
+                        Error::refused(&m.name, "a blob straddles two data ranges")
+                    })?,
+                    None => blobs
+                        .iter()
+                        .scan(0u64, |at, b| {
+                            let o = *at;
+                            *at += b.size;
+                            Some(o)
+                        })
+                        .collect(),
+                };
+                for (b, offset) in blobs.iter().zip(offsets) {
                     let w = wanted.entry(&b.hash).or_insert((b.size, Vec::new()));
                     if w.0 != b.size {
                         return Err(Error::refused(
@@ -215,10 +241,9 @@ fn fill(
                         ));
                     }
                     w.1.push((p.clone(), offset));
-                    offset += b.size;
                 }
             }
-            Kind::File { link: Some(_), .. } | Kind::Symlink { .. } => {}
+            _ => {}
         }
     }
     let tracker = Tracker::new(
@@ -245,33 +270,64 @@ fn fill(
             .buffer_unordered(inner.concurrency)
             .try_collect::<()>(),
     )?;
-    // Then modes, links, and last the directories' own modes, deepest
-    // first, so a read-only directory is filled before it closes.
+    // Then each node's metadata (owner, mode, xattrs, mtime: after the
+    // content, which would clear set-ID bits and capabilities), links,
+    // special nodes, and last the directories', deepest first, so a
+    // read-only directory is filled before it closes and its mtime is not
+    // moved by its children.
+    let v2 = m.digest_version() != fscache::DigestVersion::V1;
+    let mut given = GivenMap::new();
+    let keep = |given: &mut GivenMap, path: &str, g: fscache::meta::Given| {
+        if v2 {
+            given.insert(path.to_string(), g);
+        }
+    };
     for node in &m.nodes {
         let p = at(&node.path);
         match &node.kind {
-            Kind::File {
-                perm, link: None, ..
-            } => set_mode(&p, *perm)?,
+            Kind::File { link: None, .. } => keep(
+                &mut given,
+                &node.path,
+                node::restore(&p, &node.kind, &node.meta)?,
+            ),
             Kind::File {
                 link: Some(first), ..
-            } => fs::hard_link(at(first), &p).map_err(|e| Error::io("link", &p, e))?,
+            } => {
+                fs::hard_link(at(first), &p).map_err(|e| Error::io("link", &p, e))?;
+                if let Some(g) = given.get(first.as_str()).cloned() {
+                    given.insert(node.path.clone(), g);
+                }
+            }
             Kind::Symlink { target, .. } => {
-                symlink(target, &p).map_err(|e| Error::io("create symlink", &p, e))?
+                symlink(target, &p).map_err(|e| Error::io("create symlink", &p, e))?;
+                keep(
+                    &mut given,
+                    &node.path,
+                    node::restore(&p, &node.kind, &node.meta)?,
+                );
+            }
+            Kind::Fifo { .. } | Kind::Socket { .. } | Kind::Char { .. } | Kind::Block { .. } => {
+                node::create_special(&p, &node.kind)?;
+                keep(
+                    &mut given,
+                    &node.path,
+                    node::restore(&p, &node.kind, &node.meta)?,
+                );
             }
             Kind::Dir { .. } => {}
         }
     }
     for node in m.nodes.iter().rev() {
-        if let Kind::Dir { perm } = node.kind {
-            set_mode(&at(&node.path), perm)?;
+        if let Kind::Dir { .. } = node.kind {
+            let p = at(&node.path);
+            keep(
+                &mut given,
+                &node.path,
+                node::restore(&p, &node.kind, &node.meta)?,
+            );
         }
     }
-    Ok(())
-}
-
-fn set_mode(p: &Path, perm: u32) -> Result<()> {
-    fs::set_permissions(p, fs::Permissions::from_mode(perm)).map_err(|e| Error::io("chmod", p, e))
+    Ok(given)
 }
 
 /// Decompress and check one blob, and write it wherever it goes.

@@ -14,6 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
+use crate::node;
 use crate::remote::{blob_key, manifest_key, Access, Inner, Remote};
 
 /// FastCDC's minimum, average and maximum chunk sizes.
@@ -31,7 +32,8 @@ pub struct PushReport {
     pub outcome: Pushed,
     /// The entry's tree digest.
     pub digest: Digest,
-    /// Files, directories and symlinks in the tree.
+    /// Nodes in the tree (files, directories, symlinks, FIFOs, sockets,
+    /// devices).
     pub nodes: usize,
     /// Distinct blobs the tree's files are made of.
     pub blobs: usize,
@@ -127,8 +129,8 @@ impl Remote {
     ///
     /// # Errors
     ///
-    /// [`Error::ReadOnly`]; an invalid name; the tree holds a FIFO, socket,
-    /// device or a non-UTF-8 name ([`Error::Unsupported`]); reading it or
+    /// [`Error::ReadOnly`]; an invalid name; the tree holds a non-UTF-8
+    /// name, symlink target or xattr name ([`Error::Unsupported`]); reading it or
     /// a request failed. A failed push never publishes a manifest, and the
     /// local cache is untouched.
     pub fn push(&self, cache: &FsCache, name: &str) -> Result<Option<PushReport>> {
@@ -363,6 +365,7 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
             };
             let md = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
             let perm = md.mode() & 0o7777;
+            let meta = node::capture(&path, &md)?;
             let ft = md.file_type();
             let kind = if ft.is_dir() {
                 subdirs.push((path, rel_path.clone()));
@@ -396,29 +399,35 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
                         hash: hash.clone(),
                         blobs: Vec::new(),
                         link: Some(first),
+                        data: None,
                     }
                 } else {
                     if md.nlink() > 1 {
                         inodes.insert((md.dev(), md.ino()), rel_path.clone());
                     }
-                    let (size, hash, blobs) = chunk_file(&path, &mut sources, &mut seen_blobs)?;
+                    let (size, hash, blobs, data) =
+                        chunk_file(&path, &md, &mut sources, &mut seen_blobs)?;
                     Kind::File {
                         perm,
                         size,
                         hash,
                         blobs,
                         link: None,
+                        data,
                     }
                 }
+            } else if let Some(kind) = node::special(&md, perm) {
+                kind
             } else {
                 return Err(Error::Unsupported {
                     path,
-                    why: "not a file, directory or symlink".into(),
+                    why: "not a file, directory, symlink, FIFO, socket or device".into(),
                 });
             };
             nodes.push(Node {
                 path: rel_path,
                 kind,
+                meta,
             });
         }
         // Depth-first, in name order: push in reverse so the first
@@ -428,32 +437,64 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
     Ok((nodes, sources))
 }
 
-/// Cut a file into FastCDC chunks: its size, content hash and blob list;
-/// each chunk not seen before becomes a source to upload.
+/// A chunked file: its size, content hash, blobs and data ranges.
+type Chunked = (u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>);
+
+/// Cut a file into FastCDC chunks: its size, content hash, blob list and
+/// (for a sparse file) data ranges; each chunk not seen before becomes a
+/// source to upload. A sparse file's data ranges are chunked one by one
+/// and its holes hashed as zeros, never read.
 fn chunk_file(
     path: &Path,
+    md: &fs::Metadata,
     sources: &mut Vec<Source>,
     seen: &mut HashMap<String, ()>,
-) -> Result<(u64, String, Vec<BlobRef>)> {
-    let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+) -> Result<Chunked> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let ranges = node::data_ranges(&f, md, path)?;
     let mut whole = blake3::Hasher::new();
     let mut blobs = Vec::new();
     let mut size = 0u64;
-    for chunk in StreamCDC::new(f, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-        let chunk = chunk.map_err(|e| Error::io("read", path, std::io::Error::other(e)))?;
-        whole.update(&chunk.data);
-        let hash = blake3::hash(&chunk.data).to_hex().to_string();
-        let len = chunk.length as u64;
-        size += len;
-        if seen.insert(hash.clone(), ()).is_none() {
-            sources.push(Source {
-                hash: hash.clone(),
-                path: path.to_path_buf(),
-                offset: chunk.offset,
-                size: len,
-            });
+    let parts = ranges.clone().unwrap_or_else(|| vec![(0, u64::MAX)]);
+    for (start, len) in parts {
+        if size < start {
+            hash_zeros(&mut whole, start - size);
+            size = start;
         }
-        blobs.push(BlobRef { hash, size: len });
+        f.seek(SeekFrom::Start(start))
+            .map_err(|e| Error::io("seek", path, e))?;
+        let part = (&f).take(len);
+        for chunk in StreamCDC::new(part, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+            let chunk = chunk.map_err(|e| Error::io("read", path, std::io::Error::other(e)))?;
+            whole.update(&chunk.data);
+            let hash = blake3::hash(&chunk.data).to_hex().to_string();
+            let len = chunk.length as u64;
+            size += len;
+            if seen.insert(hash.clone(), ()).is_none() {
+                sources.push(Source {
+                    hash: hash.clone(),
+                    path: path.to_path_buf(),
+                    offset: start + chunk.offset,
+                    size: len,
+                });
+            }
+            blobs.push(BlobRef { hash, size: len });
+        }
     }
-    Ok((size, whole.finalize().to_hex().to_string(), blobs))
+    if ranges.is_some() && size < md.len() {
+        hash_zeros(&mut whole, md.len() - size);
+        size = md.len();
+    }
+    Ok((size, whole.finalize().to_hex().to_string(), blobs, ranges))
+}
+
+/// Feed `n` zero bytes (a hole) to `h`.
+fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
+    let zeros = [0u8; 64 << 10];
+    while n > 0 {
+        let k = n.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..k]);
+        n -= k as u64;
+    }
 }

@@ -90,8 +90,12 @@ impl FsCache {
         let digest = match digest {
             Some(d) => Some(d),
             None if self.inner.record_digests => Some(
-                fscache_dir::digest::digest_tree(anon.data_dir()?, &dir.abs(&data_rel))
-                    .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
+                fscache_dir::digest::digest_tree(
+                    anon.data_dir()?,
+                    &dir.abs(&data_rel),
+                    fscache_dir::digest::Version::V2,
+                )
+                .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?,
             ),
             None => None,
         };
@@ -107,7 +111,20 @@ impl FsCache {
             return Ok(refused(report, Stored::TooLarge, anon));
         }
         dir.hook(HookPoint::CommitCharge, &anon.rel);
-        let charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+        // From the charge to the rename (or its undo) the books are held
+        // shared: a live recount waits for this commit to settle.
+        let mut books = self.inner.books.enter(dir)?;
+        let mut charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+        if !charged && fscache_quota::is_suspect(dir) {
+            // Full, but the books may be over: an evicting commit settles
+            // them (if no change is in flight) and tries once more.
+            drop(books);
+            let settled = self.reconcile(fscache_quota::Patience::Once);
+            books = self.inner.books.enter(dir)?;
+            if settled {
+                charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+            }
+        }
         if !charged {
             return Ok(refused(report, Stored::NoSpace, anon));
         }
@@ -122,13 +139,38 @@ impl FsCache {
                     io::Error::other("lost lock"),
                 )
             })?;
+            drop(books);
+            if !report.evicted.is_empty() {
+                // The rare evicting commit pays for settling suspect books
+                // (one `stat` when they are not).
+                self.reconcile(fscache_quota::Patience::Once);
+            }
             return Ok((report, Kept::Published(lock)));
         }
-        let _ = dir.dir().remove_file(anon.rel.join(OBJECT_INFO));
-        let uncharged = fscache_quota::uncharge(dir, size);
-        // An error: dropping `anon` removes the tree.
-        published?;
-        uncharged?;
+        let info_rel = anon.rel.join(OBJECT_INFO);
+        let unrecorded = match fscache_dir::retry_io(|| dir.dir().remove_file(&info_rel)) {
+            Ok(()) => true,
+            Err(e) => fscache_dir::gone(&e),
+        };
+        let uncharged = if unrecorded {
+            fscache_quota::uncharge(dir, size).map(drop)
+        } else {
+            // Still recorded: uncharging now would leave a charged-looking
+            // `uuid-*` that a sweep uncharges again. Leave the charge, and
+            // let a recount settle whether the tree's removal took the
+            // record with it.
+            fscache_quota::mark_suspect(dir)
+        };
+        if published.is_err() || uncharged.is_err() {
+            // Dropping `anon` removes the tree: inside the hold, so that no
+            // recount sees it half-removed.
+            drop(anon);
+            drop(books);
+            published?;
+            uncharged?;
+            unreachable!("one of them is an error");
+        }
+        drop(books);
         Ok(refused(report, Stored::Exists, anon))
     }
 
@@ -365,7 +407,9 @@ impl FsCache {
         })?;
         let mut swept = false;
         loop {
-            match rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str()) {
+            match rustix::io::retry_on_intr(|| {
+                rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str())
+            }) {
                 Ok(()) => break,
                 // A non-empty directory (or a file) has the name: another
                 // writer won, unless it is no entry at all but what a
@@ -421,24 +465,26 @@ impl FsCache {
                     continue;
                 }
                 let ty = match child.file_type() {
-                    FileType::Unknown => {
+                    FileType::Unknown => rustix::io::retry_on_intr(|| {
                         rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                            .map(|st| FileType::from_raw_mode(st.st_mode))
-                            .map_err(|e| sync_err(e, &at))?
-                    }
+                    })
+                    .map(|st| FileType::from_raw_mode(st.st_mode))
+                    .map_err(|e| sync_err(e, &at))?,
                     t => t,
                 };
                 let open = |extra| {
-                    rustix::fs::openat(
-                        &fd,
-                        name,
-                        OFlags::RDONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC
-                            | OFlags::NONBLOCK
-                            | extra,
-                        Mode::empty(),
-                    )
+                    rustix::io::retry_on_intr(|| {
+                        rustix::fs::openat(
+                            &fd,
+                            name,
+                            OFlags::RDONLY
+                                | OFlags::NOFOLLOW
+                                | OFlags::CLOEXEC
+                                | OFlags::NONBLOCK
+                                | extra,
+                            Mode::empty(),
+                        )
+                    })
                 };
                 let path = at.join(std::ffi::OsStr::new(
                     std::str::from_utf8(name.to_bytes()).unwrap_or("?"),
@@ -450,7 +496,8 @@ impl FsCache {
                         Err(e) => return Err(sync_err(e, &path)),
                     },
                     FileType::RegularFile => match open(OFlags::empty()) {
-                        Ok(f) => rustix::fs::fsync(&f).map_err(|e| sync_err(e, &path))?,
+                        Ok(f) => rustix::io::retry_on_intr(|| rustix::fs::fsync(&f))
+                            .map_err(|e| sync_err(e, &path))?,
                         Err(Errno::ACCESS) => need_syncfs = true,
                         Err(e) => return Err(sync_err(e, &path)),
                     },
@@ -459,10 +506,12 @@ impl FsCache {
                     _ => {}
                 }
             }
-            rustix::fs::fsync(fd.as_fd()).map_err(|e| sync_err(e, &at))?;
+            rustix::io::retry_on_intr(|| rustix::fs::fsync(fd.as_fd()))
+                .map_err(|e| sync_err(e, &at))?;
         }
         if need_syncfs {
-            rustix::fs::syncfs(dir.dir()).map_err(|e| Error::io("sync", dir.root(), e.into()))?;
+            rustix::io::retry_on_intr(|| rustix::fs::syncfs(dir.dir()))
+                .map_err(|e| Error::io("sync", dir.root(), e.into()))?;
         }
         Ok(())
     }

@@ -7,14 +7,14 @@
 //! behind), and the lock dies with its holder. osbuild never opens
 //! `build.lock`, so it is unaffected: it neither waits nor is waited for.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fscache_dir::EntryName;
-use fscache_lock::{set_range_lock, LockKind, Wait};
+use fscache_lock::{LockKind, RangeLock};
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
@@ -59,8 +59,8 @@ impl BuildOptions {
     }
 }
 
-/// A held build lock: closing the descriptor releases it.
-struct Flight(#[allow(dead_code)] OwnedFd);
+/// A held build lock: one byte of `build.lock`, unlocked on drop.
+struct Flight(#[allow(dead_code)] RangeLock<OwnedFd>);
 
 impl FsCache {
     /// Load `name`, or build it once: on a miss, `build` fills an empty
@@ -147,7 +147,7 @@ impl FsCache {
         let rel = Path::new(BUILD_LOCK);
         // Never replaced nor unlinked, so a plain O_CREAT is race-free:
         // every opener gets the same inode.
-        let fd = match dir.open_raw(
+        let mut fd = match dir.open_raw(
             rel,
             OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o666),
@@ -163,24 +163,21 @@ impl FsCache {
         let deadline = opts.wait.map(|w| started + w);
         let mut pause = Duration::from_millis(1);
         loop {
-            let got = set_range_lock(
-                fd.as_fd(),
-                Some(LockKind::Exclusive),
-                Wait::NonBlock,
-                offset,
-                1,
-            )
-            .map_err(|e| Error::io("lock", dir.abs(rel), e))?;
-            if got {
-                if pause > Duration::from_millis(1) {
-                    tracing::debug!(
-                        name = name.as_str(),
-                        waited = ?started.elapsed(),
-                        "waited for another builder"
-                    );
+            fd = match RangeLock::try_lock_or_return(fd, LockKind::Exclusive, offset, 1)
+                .map_err(|e| Error::io("lock", dir.abs(rel), e))?
+            {
+                Ok(held) => {
+                    if pause > Duration::from_millis(1) {
+                        tracing::debug!(
+                            name = name.as_str(),
+                            waited = ?started.elapsed(),
+                            "waited for another builder"
+                        );
+                    }
+                    return Ok(Some(Flight(held)));
                 }
-                return Ok(Some(Flight(fd)));
-            }
+                Err(fd) => fd,
+            };
             if pause == Duration::from_millis(1) {
                 // The first refusal: another process builds this name.
                 self.count(|p| &p.lock_waits, 1);

@@ -42,7 +42,9 @@ impl Anon {
         let rel = PathBuf::from(parent).join(&held.name);
         // Through the directory's own descriptor: its path is not resolved
         // again, and `data` is a single component.
-        let made = rustix::fs::mkdirat(&held.dir, DATA, Mode::from_raw_mode(0o777));
+        let made = rustix::io::retry_on_intr(|| {
+            rustix::fs::mkdirat(&held.dir, DATA, Mode::from_raw_mode(0o777))
+        });
         let anon = Anon {
             cache: cache.clone(),
             data: dir.abs(&rel.join(DATA)),

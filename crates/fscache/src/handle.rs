@@ -79,6 +79,11 @@ pub(crate) struct Inner {
     // The kept list of eviction candidates, shared by this handle's
     // commits (see `commit.rs`).
     pub(crate) evict_queue: crate::commit::EvictQueue,
+    // This handle's side of `books.lock`: commits and removals hold it
+    // shared while a counter change and its `object.info` change are
+    // apart, so a live recount of suspect books is exact
+    // (`fscache_quota::reconcile`).
+    pub(crate) books: fscache_quota::Books,
 }
 
 impl Drop for Inner {
@@ -241,6 +246,7 @@ impl Builder {
                 cache_lock: Mutex::new(cache_lock),
                 commit_gate: RwLock::new(()),
                 evict_queue: Default::default(),
+                books: fscache_quota::Books::new(),
             }),
         };
         if let Some(limit) = self.max_size_if_unset {
@@ -399,12 +405,12 @@ impl FsCache {
             // `fstat`, no path lookup) proves it is the file the path
             // names; size and mtime catch writers that edit it in place.
             // On NFS an unlinked open file keeps its link count, so the
-            // path is compared there (DESIGN.md, "Locking rules").
+            // path is compared there (docs/format.md, "NFS").
             let st = if dir.is_remote() {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?
             } else {
-                rustix::fs::fstat(&cached.2)
+                rustix::io::retry_on_intr(|| rustix::fs::fstat(&cached.2))
                     .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
             };
             if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
@@ -736,6 +742,11 @@ impl FsCache {
     /// `data/<its name>`. Reflinks where the file system can, symlinks
     /// verbatim, modes, times and hard links kept.
     ///
+    /// osbuild's `store_tree` differs: it copies a directory in as
+    /// `data/<its name>/` (`cp -a -- SRC data/`) unless the path ends in
+    /// `/.`. This API keeps its own rule; for osbuild's, use
+    /// [`StoreGuard::copy_as_child`] (the Python package does).
+    ///
     /// # Errors
     ///
     /// As [`FsCache::store`] and [`StoreGuard::commit`], or the copy failed
@@ -783,7 +794,8 @@ fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let fd = dir
         .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
+        .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
@@ -839,7 +851,7 @@ pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
             tv_nsec: UTIME_OMIT,
         },
     };
-    let _ = rustix::fs::futimens(fd, &times);
+    let _ = rustix::io::retry_on_intr(|| rustix::fs::futimens(fd, &times));
 }
 
 /// A commit's stamp on a finished entry `objects/<name>`, best effort as

@@ -63,6 +63,10 @@
 //! `object.info` and renames the directory to its name. The layers below
 //! are [`fscache_lock`], [`fscache_dir`] and [`fscache_quota`].
 //!
+//! The on-disk format (every file, JSON key, lock and protocol step, and
+//! what fscache adds to osbuild's) is written down in `docs/format.md` of
+//! the fscache repository.
+//!
 //! # Limitations
 //!
 //! * Eviction pops candidates from a list its handle scanned earlier (each
@@ -102,7 +106,14 @@ pub use commit::{CommitReport, Stored};
 pub use error::{Error, InvalidName, Result};
 pub use flight::{BuildOptions, BUILD_LOCK};
 pub use fscache_dir::copy::tree_content_bytes;
-pub use fscache_dir::digest::{Digest, DirHasher, ParseDigestError};
+pub use fscache_dir::copy::{CopyOptions, CopyStats};
+pub use fscache_dir::digest::data_ranges;
+pub use fscache_dir::digest::{
+    Body, Change, Digest, DirHasher, Listing, NodeMeta, ParseDigestError, Version as DigestVersion,
+};
+/// Node metadata and the policy for what cannot be kept (xattrs, owners,
+/// set-ID bits), shared by the local copy and a remote pull.
+pub use fscache_dir::meta;
 #[cfg(feature = "test-hooks")]
 pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
@@ -111,7 +122,7 @@ pub use handle::{Builder, Durability, FsCache, Repaired};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
 pub use stats::{Removal, Stats, CACHE_STATS, RECENT_REMOVALS};
-pub use verify::{tree_digest, Missing, Verified, VerifyProgress};
+pub use verify::{tree_digest, tree_digest_version, Missing, Verified, VerifyProgress};
 
 /// The README's example, run as a doc test so it never goes stale.
 #[cfg(doctest)]

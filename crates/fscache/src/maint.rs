@@ -29,6 +29,23 @@ const OWN_PARTS: [&str; 8] = [
     crate::stats::CACHE_STATS,
     crate::flight::BUILD_LOCK,
 ];
+/// How long prune, sweep and remove wait for the counter changes in
+/// flight before they settle suspect books without them (new changes wait
+/// meanwhile): far longer than a commit's charge-to-rename, far shorter
+/// than a user notices.
+const RECONCILE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// `e` and its sources, `: `-joined, as one line.
+pub(crate) fn error_chain(e: &Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
 
 /// A committed entry as [`FsCache::entries`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +149,14 @@ pub struct PruneReport {
     /// Entries chosen but kept: a reader holds them, or they were used
     /// since the listing.
     pub skipped: Vec<String>,
+    /// Entries chosen that an error kept (still there): their removal
+    /// failed before they stopped counting.
+    pub failed: Vec<String>,
+    /// The first error of the prune, with its causes (`None`: every
+    /// removal it tried went through). With an error, `removed` still says
+    /// what went; a removal whose uncharge failed is among them, and the
+    /// books stay marked suspect until a reconcile succeeds.
+    pub error: Option<String>,
     /// Bytes uncharged (a dry run: that would be), as the removed entries'
     /// `object.info` recorded.
     pub freed: u64,
@@ -218,16 +243,27 @@ impl FsCache {
     pub fn remove(&self, name: &str) -> Result<Removed> {
         let name = EntryName::new(name)?;
         self.require_compatible()?;
+        let removed = {
+            let _books = self.inner.books.enter(self.dir())?;
+            self.remove_held(&name)?
+        };
+        self.reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE));
+        if let Removed::Removed { .. } = removed {
+            self.count(|p| &p.removals, 1);
+        }
+        Ok(removed)
+    }
+
+    /// [`FsCache::remove`] inside a hold of the books.
+    fn remove_held(&self, name: &EntryName) -> Result<Removed> {
         // An entry damaged from outside (its `object.info` or `object.lock`
-        // deleted without the locks) is debris the sweep removes; what it
-        // was charged is unknown, so the sweep recounts when it can.
-        if self
-            .sweep_healing()?
+        // deleted without the locks) is debris the sweep removes (marking
+        // the books suspect when what it was charged is unknown).
+        if fscache_quota::sweep(self.dir())?
             .removed
             .iter()
             .any(|n| n == name.as_str())
         {
-            self.count(|p| &p.removals, 1);
             return Ok(Removed::Removed { freed: 0 });
         }
         let dir = self.dir();
@@ -244,16 +280,42 @@ impl FsCache {
         // means the entry was never valid (a crashed removal): it goes, and
         // nothing was accounted to it. An unreadable one is an error, and
         // the entry stays: its charge is unknown.
+        // Garbage in object.info (what was charged is unknown) marks the
+        // books suspect: the reconcile after the hold recounts them.
         let retired = fscache_quota::retire(dir, &entry)?;
         drop(locked);
-        if !retired.size_known {
-            // Garbage in object.info: what was charged is unknown. Recount
-            // now if we are alone; otherwise the next repair does.
-            self.alone(|| Ok(fscache_quota::recount(dir)?))?;
+        Ok(Removed::Removed {
+            freed: retired.freed,
+        })
+    }
+
+    /// Settle the books if they are marked suspect: a live recount
+    /// ([`fscache_quota::reconcile`]) once the changes in flight drained,
+    /// as `patience` allows. Whether it recounted; a failure is logged and
+    /// leaves the marker for the next try. Never call it inside a hold of
+    /// this handle's books.
+    pub(crate) fn reconcile(&self, patience: fscache_quota::Patience) -> bool {
+        match self.try_reconcile(patience) {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not recount the suspect books; the next prune tries again");
+                false
+            }
         }
-        let freed = retired.freed;
-        self.count(|p| &p.removals, 1);
-        Ok(Removed::Removed { freed })
+    }
+
+    fn try_reconcile(&self, patience: fscache_quota::Patience) -> Result<bool> {
+        match fscache_quota::reconcile(self.dir(), patience)? {
+            fscache_quota::Reconciled::Recounted { before, after } => {
+                tracing::info!(?before, after, "recounted the suspect books");
+                Ok(true)
+            }
+            fscache_quota::Reconciled::Busy => {
+                tracing::debug!("the suspect books stay for later: changes in flight");
+                Ok(false)
+            }
+            fscache_quota::Reconciled::Clean => Ok(false),
+        }
     }
 
     /// Remove least-recently-used entries down to `opts.to` bytes and/or
@@ -270,8 +332,32 @@ impl FsCache {
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
         if !opts.dry_run {
             self.require_compatible()?;
-            self.sweep_healing()?;
+            // Suspect books first, so that the plan starts from the truth.
+            // (A failure here is the last try's to report.)
+            let _ = self.try_reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE));
+            let mut report = {
+                let _books = self.inner.books.enter(self.dir())?;
+                fscache_quota::sweep(self.dir())?;
+                self.prune_held(opts)?
+            };
+            // A removal of this prune that failed half-way marked them.
+            let last = self.try_reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE));
+            if let Err(e) = last {
+                report.error.get_or_insert_with(|| {
+                    format!("failed to recount the suspect books: {}", error_chain(&e))
+                });
+            }
+            if let Ok(now) = fscache_quota::read_size(self.dir()) {
+                report.accounted = now;
+            }
+            return Ok(report);
         }
+        self.prune_held(opts)
+    }
+
+    /// [`FsCache::prune`] after its sweep (inside a hold of the books
+    /// unless a dry run).
+    fn prune_held(&self, opts: PruneOptions) -> Result<PruneReport> {
         let dir = self.dir();
         let candidates = fscache_quota::list_lru(dir)?;
         let total = fscache_quota::read_size(dir)?;
@@ -302,21 +388,50 @@ impl FsCache {
             }
             return Ok(report);
         }
-        let evicted = fscache_quota::evict(dir, &victims)?;
+        let evicted = fscache_quota::evict(dir, &victims);
         self.inner.stats.note_removals(&evicted.removed, "pruned");
         self.count(|p| &p.prunes, 1);
         self.count(|p| &p.removals, evicted.removed.len() as u64);
         tracing::info!(
             removed = ?evicted.removed,
             skipped = ?evicted.skipped,
+            failed = ?evicted.failed,
             freed = evicted.freed,
             "pruned"
         );
+        let mut error = None;
+        let mut failed = Vec::new();
+        for (name, e) in evicted.failed {
+            let gone = evicted.removed.contains(&name);
+            let e: Error = e.into();
+            error.get_or_insert_with(|| {
+                if gone {
+                    format!(
+                        "removed `{name}`, but failed to uncharge it: {}",
+                        error_chain(&e)
+                    )
+                } else {
+                    format!("failed to remove `{name}`: {}", error_chain(&e))
+                }
+            });
+            if !gone {
+                failed.push(name);
+            }
+        }
+        let accounted = match fscache_quota::read_size(dir) {
+            Ok(n) => n,
+            Err(e) => {
+                error.get_or_insert_with(|| error_chain(&e.into()));
+                total.saturating_sub(evicted.freed)
+            }
+        };
         Ok(PruneReport {
             removed: evicted.removed,
             skipped: evicted.skipped,
+            failed,
+            error,
             freed: evicted.freed,
-            accounted: fscache_quota::read_size(dir)?,
+            accounted,
             dry_run: false,
         })
     }
@@ -382,7 +497,14 @@ impl FsCache {
     /// failed.
     pub fn sweep(&self) -> Result<Swept> {
         self.require_compatible()?;
-        let swept = self.sweep_healing()?;
+        let swept = {
+            let _books = self.inner.books.enter(self.dir())?;
+            fscache_quota::sweep(self.dir())?
+        };
+        self.try_reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE))?;
+        if !swept.removed.is_empty() {
+            tracing::info!(removed = ?swept.removed, freed = swept.freed, "swept debris");
+        }
         Ok(Swept {
             removed: swept.removed,
             freed: swept.freed,
@@ -392,37 +514,15 @@ impl FsCache {
     /// Sweep if the cache is ours to modify; skip quietly if not.
     fn sweep_if_compatible(&self) -> Result<()> {
         if self.compatible() {
-            self.sweep_healing()?;
+            {
+                let _books = self.inner.books.enter(self.dir())?;
+                fscache_quota::sweep(self.dir())?;
+            }
+            // Debris whose charge is unknown (a damaged entry) marked the
+            // books suspect.
+            self.reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE));
         }
         Ok(())
-    }
-
-    /// [`fscache_quota::sweep`], then fix the books if it removed a named
-    /// directory: such an entry lost its `object.info` without the locks
-    /// (an outside deleter) or in a removal that crashed before its
-    /// uncharge, so what it was charged is unknown and `cache.size` may be
-    /// too high. The recount runs when no other handle has the cache open
-    /// ([`FsCache::repair`]'s rule); otherwise the next repair does it.
-    fn sweep_healing(&self) -> Result<fscache_quota::Swept> {
-        let swept = fscache_quota::sweep(self.dir())?;
-        if swept.removed.is_empty() {
-            return Ok(swept);
-        }
-        tracing::info!(removed = ?swept.removed, freed = swept.freed, "swept debris");
-        if swept
-            .removed
-            .iter()
-            .any(|n| !n.starts_with(fscache_dir::RESERVED_PREFIX))
-        {
-            match self.alone(|| Ok(fscache_quota::recount(self.dir())?))? {
-                Some(accounted) => tracing::info!(accounted, "recounted cache.size"),
-                None => tracing::warn!(
-                    "removed damaged entries while others use the cache: \
-                     cache.size may stay too high until `repair`"
-                ),
-            }
-        }
-        Ok(swept)
     }
 
     /// Refuse to modify a cache whose format version is not ours.

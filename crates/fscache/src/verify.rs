@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use fscache_dir::digest::{digest_tree, Digest};
+use fscache_dir::digest::{digest_tree, Digest, Version};
 use fscache_dir::{EntryName, LockOptions, TryLocked, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_quota::ObjectInfo;
 use rustix::fs::{FileType, Mode, OFlags};
@@ -20,7 +20,9 @@ pub enum Verified {
     /// The content has the digest recorded at commit.
     Ok(Digest),
     /// The content changed since it was committed: a flipped byte, a
-    /// truncated, removed or added file, a changed mode or symlink target.
+    /// truncated, removed or added file, a changed mode or symlink target;
+    /// for a digest of version 2 also a changed owner, xattr or device
+    /// number.
     /// The digest is one hash of the whole tree, so it cannot say which
     /// path changed.
     Mismatch {
@@ -105,7 +107,24 @@ pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
         Mode::empty(),
     )
     .map_err(|e| Error::io("open directory", path, e.into()))?;
-    digest_tree(&fd, path).map_err(|e| Error::io("digest", path, e))
+    digest_tree(&fd, path, Version::V2).map_err(|e| Error::io("digest", path, e))
+}
+
+/// [`tree_digest`] in the encoding of `version`: version 1 to compare
+/// with a digest recorded before version 2 existed.
+///
+/// # Errors
+///
+/// As [`tree_digest`].
+pub fn tree_digest_version(path: impl AsRef<std::path::Path>, version: Version) -> Result<Digest> {
+    let path = path.as_ref();
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("open directory", path, e.into()))?;
+    digest_tree(&fd, path, version).map_err(|e| Error::io("digest", path, e))
 }
 
 /// How far [`FsCache::verify_all`] is, for a progress bar.
@@ -189,8 +208,8 @@ impl FsCache {
         let data = dir
             .open_raw(&data_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| Error::io("open directory", &data_abs, e.into()))?;
-        let actual =
-            digest_tree(&data, &data_abs).map_err(|e| Error::io("digest", &data_abs, e))?;
+        let actual = digest_tree(&data, &data_abs, recorded.version())
+            .map_err(|e| Error::io("digest", &data_abs, e))?;
         Ok(if actual == recorded {
             Verified::Ok(actual)
         } else {

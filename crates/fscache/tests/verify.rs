@@ -55,6 +55,23 @@ fn damages() -> Vec<Damage> {
         ("changed mode", |d| {
             std::fs::set_permissions(d.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
         }),
+        ("changed owner", |d| {
+            // As root any owner; else a change of group is all a user may
+            // make, and the test has one only as root.
+            if rustix::process::geteuid().is_root() {
+                std::os::unix::fs::lchown(d.join("sub/b"), Some(1234), Some(5678)).unwrap();
+            } else {
+                std::fs::remove_file(d.join("sub/b")).unwrap();
+            }
+        }),
+        ("added xattr", |d| {
+            if rustix::fs::setxattr(d.join("a"), "user.k", b"v", rustix::fs::XattrFlags::empty())
+                .is_err()
+            {
+                // No user xattrs on this file system: damage it otherwise.
+                std::fs::remove_file(d.join("a")).unwrap();
+            }
+        }),
     ]
 }
 
@@ -71,7 +88,7 @@ fn store_tree_records_a_digest_and_verify_catches_every_damage() {
         let info =
             std::fs::read_to_string(c.path().join("objects").join(&name).join("object.info"))
                 .unwrap();
-        assert!(info.contains("\"digest\":\"blake3:"), "{info}");
+        assert!(info.contains("\"digest\":\"blake3v2:"), "{info}");
         damage(&c.path().join("objects").join(&name).join("data"));
         let v = c.verify(&name).unwrap();
         assert!(v.is_bad(), "{what} not caught: {v:?}");
@@ -120,4 +137,26 @@ fn commits_record_digests_only_when_asked_and_osbuild_entries_are_unverified() {
         std::fs::metadata(&lock).unwrap().accessed().unwrap(),
         before
     );
+}
+
+/// An entry recorded with a version 1 digest (`blake3:`, before version 2
+/// existed) still verifies, against version 1, and a damage to it is
+/// still caught.
+#[test]
+fn version_1_records_still_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let c = cache(&tmp.path().join("c"), false);
+    assert_eq!(c.store_tree("old", &src).unwrap(), Stored::Committed);
+    let entry = c.path().join("objects/old");
+    let v1 = fscache::tree_digest_version(entry.join("data"), fscache::DigestVersion::V1).unwrap();
+    assert!(v1.to_string().starts_with("blake3:"));
+    let info_path = entry.join("object.info");
+    let info = std::fs::read_to_string(&info_path).unwrap();
+    let start = info.find("blake3v2:").unwrap();
+    let old = format!("{}{}{}", &info[..start], v1, &info[start + 9 + 64..]);
+    std::fs::write(&info_path, old).unwrap();
+    assert_eq!(c.verify("old").unwrap(), Verified::Ok(v1));
+    std::fs::write(entry.join("data/a"), b"beta!").unwrap();
+    assert!(c.verify("old").unwrap().is_bad());
 }

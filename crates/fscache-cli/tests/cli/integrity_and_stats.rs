@@ -42,6 +42,9 @@ fn stats_are_exact_across_processes() {
     assert_eq!(stat(&cache, "misses-absent"), 16);
     let o = fsc!("stats", &*cache, "--json");
     assert_eq!(json(&o)["hit-rate"].as_f64(), Some(0.5));
+    // The totals the text shows are in the JSON too.
+    assert_eq!(json(&o)["misses"].as_u64(), Some(16));
+    assert_eq!(json(&o)["loads"].as_u64(), Some(32));
     let human = stdout(&fsc!("stats", &*cache));
     assert!(human.contains("hit rate:            50.0 %"), "{human}");
     // --zero resets.

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 
 use rustix::fs::Stat;
 use rustix::io::Errno;
+use std::os::unix::fs::FileExt;
 
 use crate::{digest, stat};
 
@@ -55,6 +56,8 @@ pub(super) struct Moved {
     pub(super) bytes: u64,
     /// Whether it was cloned (no data copied).
     pub(super) reflinked: bool,
+    /// Whether only its data ranges were copied, its holes kept.
+    pub(super) sparse: bool,
 }
 
 /// The content mover of one copy: the progress callback, per source
@@ -115,6 +118,15 @@ impl<'a> Content<'a> {
             return Ok(Moved {
                 bytes: stat::size(st),
                 reflinked: true,
+                sparse: false,
+            });
+        }
+        if let Some(ranges) = sparse_ranges(src, st)? {
+            let n = self.copy_ranges(src, dst, st, &ranges, None)?;
+            return Ok(Moved {
+                bytes: n,
+                reflinked: false,
+                sparse: true,
             });
         }
         let mut copied = 0u64;
@@ -132,6 +144,7 @@ impl<'a> Content<'a> {
                         return Ok(Moved {
                             bytes: copied,
                             reflinked: false,
+                            sparse: false,
                         })
                     }
                     Ok(n) => {
@@ -156,6 +169,7 @@ impl<'a> Content<'a> {
         Ok(Moved {
             bytes: copied,
             reflinked: false,
+            sparse: false,
         })
     }
 
@@ -179,10 +193,20 @@ impl<'a> Content<'a> {
             let moved = Moved {
                 bytes: stat::size(st),
                 reflinked: true,
+                sparse: false,
             };
             return Ok((moved, n, hash));
         }
         let mut hasher = blake3::Hasher::new();
+        if let Some(ranges) = sparse_ranges(src, st)? {
+            let n = self.copy_ranges(src, dst, st, &ranges, Some(&mut hasher))?;
+            let moved = Moved {
+                bytes: n,
+                reflinked: false,
+                sparse: true,
+            };
+            return Ok((moved, n, hasher.finalize()));
+        }
         let n = self.read_write(src, dst, Some(&mut hasher))?;
         if n == 0 {
             // Every file moves the progress bar at least once.
@@ -191,6 +215,7 @@ impl<'a> Content<'a> {
         let moved = Moved {
             bytes: n,
             reflinked: false,
+            sparse: false,
         };
         Ok((moved, n, hasher.finalize()))
     }
@@ -210,6 +235,98 @@ impl<'a> Content<'a> {
             progress(chunk.len() as u64)
         })
     }
+}
+
+impl Content<'_> {
+    /// Copy only the data `ranges` of the sparse `src` into `dst` at the
+    /// same offsets (`copy_file_range` with explicit offsets, or
+    /// `pread`/`pwrite` when hashing or where it is refused), then set
+    /// `dst`'s length to the source's, so its holes stay holes. Holes count
+    /// as progress and are hashed as zeros. Returns the file's size.
+    fn copy_ranges(
+        &mut self,
+        src: &File,
+        dst: &File,
+        st: &Stat,
+        ranges: &[(u64, u64)],
+        mut hasher: Option<&mut blake3::Hasher>,
+    ) -> io::Result<u64> {
+        let size = stat::size(st);
+        let mut at = 0u64;
+        if self.buf.len() < digest::READ_BUFFER {
+            self.buf.resize(digest::READ_BUFFER, 0);
+        }
+        for &(offset, len) in ranges {
+            if let Some(h) = hasher.as_deref_mut() {
+                digest::hash_zeros(h, offset - at);
+            }
+            (self.progress)(offset - at)?;
+            let end = offset + len;
+            let mut pos = offset;
+            if hasher.is_none() && self.first_method(st) != Method::ReadWrite {
+                while pos < end {
+                    let (mut off_in, mut off_out) = (pos, pos);
+                    let want = (end - pos).min(RANGE_CHUNK as u64) as usize;
+                    match retry_on_intr(|| {
+                        rustix::fs::copy_file_range(
+                            src,
+                            Some(&mut off_in),
+                            dst,
+                            Some(&mut off_out),
+                            want,
+                        )
+                    }) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            pos += n as u64;
+                            (self.progress)(n as u64)?;
+                        }
+                        Err(e) if RANGE_REFUSALS.contains(&e) => {
+                            self.methods.insert(stat::device(st), Method::ReadWrite);
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            while pos < end {
+                let want = (end - pos).min(self.buf.len() as u64) as usize;
+                let n = match src.read_at(&mut self.buf[..want], pos) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                let chunk = &self.buf[..n];
+                if let Some(h) = hasher.as_deref_mut() {
+                    h.update(chunk);
+                }
+                dst.write_all_at(chunk, pos)?;
+                pos += n as u64;
+                (self.progress)(n as u64)?;
+            }
+            if pos < end {
+                return Err(io::Error::other("file shrank while being copied"));
+            }
+            at = end;
+        }
+        if let Some(h) = hasher {
+            digest::hash_zeros(h, size - at);
+        }
+        (self.progress)(size - at)?;
+        dst.set_len(size)?;
+        Ok(size)
+    }
+}
+
+/// The data ranges of `src` if it is sparse (allocates less than its
+/// size) and its file system can say where its data is.
+fn sparse_ranges(src: &File, st: &Stat) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let size = stat::size(st);
+    if size == 0 || stat::space(st) >= size {
+        return Ok(None);
+    }
+    digest::data_ranges(src, size)
 }
 
 /// Call `f` again while it fails with `EINTR`.

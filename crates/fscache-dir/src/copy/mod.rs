@@ -1,8 +1,33 @@
 //! Native copy of a directory tree into a capability directory, keeping
-//! modes, times, symlinks, hard links and (as root) ownership.
+//! what GNU `cp -a --reflink=auto` keeps: type, mode, numeric owner, times,
+//! hard links, extended attributes, device nodes, FIFOs, sockets and holes.
 //!
 //! Use this to fill a cache entry's `data/` directory from a tree on disk, or
 //! to copy an entry back out, without spawning `cp`.
+//!
+//! # What is kept
+//!
+//! | what | kept | how |
+//! |---|---|---|
+//! | regular files, directories, symlinks (verbatim, never followed) | always | |
+//! | FIFOs, sockets | always | `mknodat` |
+//! | character and block devices | as root; else an error (as `cp -a`) | `mknodat` |
+//! | hard links among the copied files | always | `linkat` to the first copy |
+//! | permission bits, sticky bit | always | `fchmod` after `fchown` |
+//! | set-user-ID / set-group-ID bits | when the owner / group is kept; else dropped | |
+//! | numeric owner and group | as root; else a group the caller is in | `fchown`, `lchown` |
+//! | atime and mtime, to the nanosecond (files, dirs, symlinks) | always | `futimens`, `utimensat(AT_SYMLINK_NOFOLLOW)`, last |
+//! | xattrs: `user.*`, ACLs (`system.posix_acl_*`) | always | `flistxattr`/`fgetxattr`/`fsetxattr` on the fd; `l*xattr` for what cannot be opened |
+//! | xattrs: `security.*` (`security.capability`, `security.selinux`) | as root; else dropped where the kernel refuses | the same, after `fchown` (which clears `security.capability`) |
+//! | xattrs: `trusted.*` | as root; else unseen (listed to `CAP_SYS_ADMIN` only), so neither kept nor counted | the same |
+//! | holes of sparse files | always | `FICLONE`, else `SEEK_DATA`/`SEEK_HOLE`, copying only the data ranges |
+//! | ctime, birth time, inode numbers, file flags (`chattr`) | never | |
+//!
+//! What is dropped under that policy is counted in [`CopyStats::dropped`];
+//! with [`CopyOptions::on_drop`]`(`[`OnDrop::Fail`]`)` the first drop is an
+//! error instead. An xattr the destination cannot hold is always an error
+//! ([`XattrTooLarge`](crate::meta::XattrTooLarge)). The policy itself is
+//! [`crate::meta`]'s, shared with a remote pull.
 //!
 //! # Design
 //!
@@ -12,35 +37,37 @@
 //! itself are resolved the usual way). Every destination operation is one
 //! path component relative to a `cap_std::fs::Dir` of the directory being
 //! filled; the system calls cap-std lacks (`FICLONE`, `copy_file_range`,
-//! `futimens`, `fchmod`, `mknodat`, `fchownat`, `utimensat`) go through rustix
-//! on that `Dir`'s fd. The source is walked with the crate's one
-//! [walk](crate::walk) (an explicit stack: a deep tree costs heap and two
-//! fds per level, never native stack; hard links deduplicated there).
+//! `futimens`, `fchmod`, `mknodat`, `fchownat`, `utimensat`, the xattr
+//! calls) go through rustix on that `Dir`'s fd. The source is walked with
+//! the crate's one [walk](crate::walk) (an explicit stack: a deep tree costs
+//! heap and two fds per level, never native stack; hard links deduplicated
+//! there).
 //!
 //! File content is cloned with `ioctl(FICLONE)` where the file system shares
-//! extents (btrfs, XFS, bcachefs…); otherwise it is copied in the kernel with
-//! `copy_file_range(2)`, and where that is refused too, with `read`/`write`.
-//! Once a method is refused as unsupported for a source file system (keyed by
-//! its `st_dev`), it is not tried again for later files of that file system.
+//! extents (btrfs, XFS, bcachefs…); otherwise a sparse file (fewer blocks
+//! than its size) has only its data ranges copied, at their offsets, and its
+//! length set, so the copy allocates what the source does; any other file
+//! is copied in the kernel with `copy_file_range(2)`, and where that is
+//! refused too, with `read`/`write`. Once a method is refused as unsupported
+//! for a source file system (keyed by its `st_dev`), it is not tried again
+//! for later files of that file system.
 //!
-//! A directory is created with mode `0700` and receives its real mode,
-//! ownership and times only after all its children are written, so a
-//! read-only directory can still be filled and its mtime is not disturbed by
-//! the copy.
+//! Each node gets its metadata in the order that keeps all of it: content,
+//! then `chown` (it clears set-ID bits and `security.capability`), `chmod`,
+//! xattrs, and the times last. A directory is created with mode `0700` and
+//! receives all of that only after its children are written, so a read-only
+//! directory can still be filled, its mtime is not disturbed by the copy,
+//! and a default ACL does not leak into children made before it.
 //!
 //! # Limitations
 //!
 //! * On error the destination is left partially filled (directories still
 //!   mode `0700`); the caller removes it, as a `store`/`stage` guard does.
-//! * Sockets and character or block devices are refused with
-//!   [`io::ErrorKind::Unsupported`]; extended attributes, ACLs and file
-//!   flags are not copied.
-//! * Ownership is kept only when running with `geteuid() == 0`; otherwise
-//!   the copy belongs to the caller and set-group-ID bits the kernel refuses
-//!   are dropped silently (as `chmod(2)` does).
 //! * A source changed during the copy gives a copy of some mixture of its
 //!   states; a file replaced by another type between `stat` and `open` is an
 //!   error.
+//! * Symlink and special-file xattrs are read and written through
+//!   `/proc/self/fd/N/NAME`: without `/proc`, a copy of a symlink fails.
 
 mod content;
 #[cfg(test)]
@@ -54,10 +81,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
-use rustix::process::{Gid, Uid};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 
-use crate::digest::{Digest, DirHasher};
+use crate::digest::{Body, Digest, DirHasher, NodeMeta, Version};
+use crate::meta::{self, Dropped, Given, OnDrop, Wanted, Xattr};
 use crate::stat;
 use crate::walk::{is_dir, open_dir_nofollow, Frame, HardLinks, Visit, Visitor, Walk};
 use content::Content;
@@ -72,12 +99,20 @@ pub struct CopyStats {
     pub dirs: u64,
     /// Symbolic links recreated.
     pub symlinks: u64,
+    /// Sockets and character and block devices recreated.
+    pub specials: u64,
     /// Names made hard links to a file copied earlier in the same copy.
     pub hard_links: u64,
-    /// Bytes of regular-file content copied (each hard-linked inode once).
+    /// Bytes of regular-file content copied (each hard-linked inode once;
+    /// a sparse file's holes included).
     pub bytes: u64,
     /// Files cloned with `ioctl(FICLONE)` (shared extents, no data copied).
     pub reflinked: u64,
+    /// Sparse files of which only the data ranges were copied.
+    pub sparse: u64,
+    /// What the [policy](crate::meta) could not keep (owners as non-root,
+    /// set-ID bits on an owner not kept, xattrs the kernel refused).
+    pub dropped: Dropped,
     /// The space of the copy: `st_blocks × 512` of everything it created
     /// and of `dst` itself, each inode once, taken with an `fstat` of each
     /// copy as it is finished (a directory when all its children are). It
@@ -87,17 +122,86 @@ pub struct CopyStats {
     pub space: u64,
 }
 
+/// How a copy treats metadata it cannot keep, in the style of
+/// [`LockOptions`](crate::LockOptions): build one, then
+/// [`copy`](Self::copy) or [`copy_with_digest`](Self::copy_with_digest).
+///
+/// ```
+/// use cap_std::{ambient_authority, fs::Dir};
+/// use fscache_dir::copy::CopyOptions;
+/// use fscache_dir::meta::OnDrop;
+///
+/// let tmp = tempfile::tempdir()?;
+/// let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+/// std::fs::create_dir(&src)?;
+/// std::fs::write(src.join("f"), b"x")?;
+/// std::fs::create_dir(&dst)?;
+/// let dst_dir = Dir::open_ambient_dir(&dst, ambient_authority())?;
+/// let stats = CopyOptions::new()
+///     .on_drop(OnDrop::Fail)
+///     .copy(&src, &dst_dir, &mut |_| Ok(()))?;
+/// assert!(!stats.dropped.any());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    on_drop: OnDrop,
+}
+
+impl CopyOptions {
+    /// The default: metadata the kernel refuses is dropped and counted, as
+    /// `cp -a` does.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What to do with metadata that cannot be kept: count it
+    /// ([`OnDrop::Count`], the default) or fail ([`OnDrop::Fail`], strict).
+    pub fn on_drop(mut self, on_drop: OnDrop) -> Self {
+        self.on_drop = on_drop;
+        self
+    }
+
+    /// [`copy_tree_into`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy_tree_into`]; under [`OnDrop::Fail`], the first drop.
+    pub fn copy(
+        &self,
+        src: &Path,
+        dst: &Dir,
+        progress: &mut dyn FnMut(u64) -> io::Result<()>,
+    ) -> io::Result<CopyStats> {
+        copy_tree(src, dst, progress, None, self).map(|(stats, _)| stats)
+    }
+
+    /// [`copy_tree_into_with_digest`] with these options.
+    ///
+    /// # Errors
+    ///
+    /// As [`copy`](Self::copy).
+    pub fn copy_with_digest(
+        &self,
+        src: &Path,
+        dst: &Dir,
+        progress: &mut dyn FnMut(u64) -> io::Result<()>,
+    ) -> io::Result<(CopyStats, Digest)> {
+        let hasher = DirHasher::of(Version::V2);
+        let (stats, digest) = copy_tree(src, dst, progress, Some(hasher), self)?;
+        let digest =
+            digest.ok_or_else(|| at(src, io::Error::other("the walk never left the root")))?;
+        Ok((stats, digest))
+    }
+}
+
 /// Copy `src` into the open directory `dst`: if `src` is a directory, its
 /// children (recursively) become `dst`'s children; if it is a file or a
 /// symlink, it is copied as `dst/<its file name>`.
 ///
-/// Symlinks are recreated verbatim and never followed (only the components
-/// of `src` leading to its last one are resolved). Regular files,
-/// directories, FIFOs and symlinks keep their permission bits (including
-/// set-user-ID, set-group-ID and sticky, as far as the kernel allows), their
-/// access and modification times to the nanosecond, and, when running as
-/// root, their owner and group. Hard links among the copied files stay hard
-/// links. `dst`'s own mode and times are left alone.
+/// Everything the [module docs](self)' table lists is kept, under its
+/// policy (default [`CopyOptions`]); `dst`'s own mode, owner, xattrs and
+/// times are left alone.
 ///
 /// `progress(n)` is called as content is written, with the number of bytes
 /// just copied: at least once per copied regular file (with 0 for an empty
@@ -111,8 +215,10 @@ pub struct CopyStats {
 /// Any failing system call, with the [`io::ErrorKind`] kept and the source
 /// path it concerns named in the message; a missing `src` is
 /// [`io::ErrorKind::NotFound`]; a name that already exists in `dst` is
-/// [`io::ErrorKind::AlreadyExists`]; a socket or device is
-/// [`io::ErrorKind::Unsupported`]. The destination is then partially filled.
+/// [`io::ErrorKind::AlreadyExists`]; a device node as non-root is
+/// [`io::ErrorKind::PermissionDenied`]; a node replaced by another type
+/// while it is copied is an error naming it. The destination is then
+/// partially filled.
 ///
 /// # Example
 ///
@@ -142,18 +248,18 @@ pub fn copy_tree_into(
     dst: &Dir,
     progress: &mut dyn FnMut(u64) -> io::Result<()>,
 ) -> io::Result<CopyStats> {
-    copy_tree(src, dst, progress, None).map(|(stats, _)| stats)
+    CopyOptions::new().copy(src, dst, progress)
 }
 
-/// [`copy_tree_into`], and the [tree digest](crate::digest) of what it
-/// copied, computed in the same pass from one read of the data.
+/// [`copy_tree_into`], and the [tree digest](crate::digest) (version 2) of
+/// what it copied, computed in the same pass from one read of the data.
 ///
 /// The digest is that of the copy: [`digest_tree`](crate::digest::digest_tree)
 /// of `dst` gives the same value afterwards if `dst` was empty before and
-/// nothing else changed it (permission bits are those the copy really got,
-/// e.g. without a set-group-ID bit the kernel dropped). For a `src` that is
-/// a file or a symlink, it is the digest of a directory holding only that
-/// one name.
+/// nothing else changed it (owners, permission bits and xattrs are those
+/// the copy really got, e.g. without a set-group-ID bit the kernel
+/// dropped). For a `src` that is a file or a symlink, it is the digest of a
+/// directory holding only that one name.
 ///
 /// Content is hashed as it passes through the process: it is copied with
 /// `read`/`write`, each buffer hashed between its read and its write,
@@ -169,7 +275,7 @@ pub fn copy_tree_into(
 /// ```
 /// use cap_std::{ambient_authority, fs::Dir};
 /// use fscache_dir::copy::copy_tree_into_with_digest;
-/// use fscache_dir::digest::digest_tree;
+/// use fscache_dir::digest::{digest_tree, Version};
 ///
 /// let tmp = tempfile::tempdir()?;
 /// let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
@@ -180,7 +286,7 @@ pub fn copy_tree_into(
 ///
 /// let (stats, digest) = copy_tree_into_with_digest(&src, &dst_dir, &mut |_| Ok(()))?;
 /// assert_eq!(stats.files, 1);
-/// assert_eq!(digest, digest_tree(&dst_dir, &dst)?);
+/// assert_eq!(digest, digest_tree(&dst_dir, &dst, Version::V2)?);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn copy_tree_into_with_digest(
@@ -188,9 +294,7 @@ pub fn copy_tree_into_with_digest(
     dst: &Dir,
     progress: &mut dyn FnMut(u64) -> io::Result<()>,
 ) -> io::Result<(CopyStats, Digest)> {
-    let (stats, digest) = copy_tree(src, dst, progress, Some(DirHasher::new()))?;
-    let digest = digest.ok_or_else(|| at(src, io::Error::other("the walk never left the root")))?;
-    Ok((stats, digest))
+    CopyOptions::new().copy_with_digest(src, dst, progress)
 }
 
 /// The copy of both public functions; with a `tree` hasher for the root,
@@ -200,8 +304,9 @@ fn copy_tree(
     dst: &Dir,
     progress: &mut dyn FnMut(u64) -> io::Result<()>,
     tree: Option<DirHasher>,
+    opts: &CopyOptions,
 ) -> io::Result<(CopyStats, Option<Digest>)> {
-    let mut copier = Copier::new(dst, progress);
+    let mut copier = Copier::new(dst, progress, opts);
     let st = rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| at(src, e))?;
     // `dst` belongs to the caller: its mode and times stay as they are.
     let target = Target {
@@ -302,34 +407,44 @@ enum Copied {
     /// A directory, whose children go to this target (boxed: a digest's
     /// hasher is large).
     Dir(Box<Target>),
-    /// A regular file with these permission bits; with the size and content
-    /// hash when the copy hashes.
-    File(u32, Option<(u64, blake3::Hash)>),
-    /// A symlink with these bits, to this target.
-    Symlink(u32, Vec<u8>),
-    /// A FIFO with these bits.
-    Other(u32),
+    /// A regular file with this metadata; with the size and content hash
+    /// when the copy hashes.
+    File(Given, Option<(u64, blake3::Hash)>),
+    /// A symlink to this target.
+    Symlink(Given, Vec<u8>),
+    /// A FIFO, socket or device.
+    Special(Given, Stat),
 }
 
 /// What the copy of a multiply-linked source inode left, for its later names.
 struct Linked {
     /// Its copy's path relative to the destination root.
     rel: PathBuf,
-    /// Its permission bits, size and content hash, when the copy hashes.
-    entry: Option<(u32, u64, blake3::Hash)>,
+    /// What its copy got, and its size and content hash when hashing.
+    given: Given,
+    content: Option<(u64, blake3::Hash)>,
 }
 
 /// State of one [`copy_tree_into`] walk.
 struct Copier<'a> {
     dst_root: &'a Dir,
     stats: CopyStats,
-    /// `geteuid() == 0`: copy owner and group too.
-    keep_owner: bool,
+    on_drop: OnDrop,
     /// Multiply-linked source inodes → what their first copy left.
     links: HardLinks<Linked>,
     content: Content<'a>,
     /// The root's digest, once the walk has left it (when hashing).
     digest: Option<Digest>,
+}
+
+/// The digest-side view of what a node got.
+fn node_meta(given: &Given) -> NodeMeta<'_> {
+    NodeMeta {
+        perm: given.perm,
+        uid: given.uid,
+        gid: given.gid,
+        xattrs: &given.xattrs,
+    }
 }
 
 impl Visitor for Copier<'_> {
@@ -351,11 +466,11 @@ impl Visitor for Copier<'_> {
             FileType::Directory => self.copy_dir(ddir, name, dst_rel, hashing),
             FileType::RegularFile => self.copy_file(sfd, ddir, name, st, dst_rel, hashing),
             FileType::Symlink => self.copy_symlink(sfd, ddir, name, st),
-            FileType::Fifo => self.copy_fifo(ddir, name, st, hashing),
-            FileType::Socket
+            FileType::Fifo
+            | FileType::Socket
             | FileType::CharacterDevice
-            | FileType::BlockDevice
-            | FileType::Unknown => Err(io::Error::new(
+            | FileType::BlockDevice => self.copy_special(sfd, ddir, name, st),
+            FileType::Unknown => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "unsupported file type",
             )),
@@ -365,11 +480,20 @@ impl Visitor for Copier<'_> {
         let tree = parent.state_mut().tree.as_mut();
         match (copied, tree) {
             (Copied::Dir(target), _) => return Ok(Visit::Descend(*target)),
-            (Copied::File(mode, Some((size, hash))), Some(tree)) => {
-                tree.file(name, mode, size, hash.as_bytes());
+            (Copied::File(given, Some((size, hash))), Some(tree)) => {
+                let body = Body::File {
+                    size,
+                    hash: hash.as_bytes(),
+                };
+                tree.entry(name, node_meta(&given), body);
             }
-            (Copied::Symlink(mode, target), Some(tree)) => tree.symlink(name, mode, &target),
-            (Copied::Other(mode), Some(tree)) => tree.other(name, mode),
+            (Copied::Symlink(given, target), Some(tree)) => {
+                tree.entry(name, node_meta(&given), Body::Symlink(&target));
+            }
+            (Copied::Special(given, st), Some(tree)) => {
+                let body = Body::special(&st).unwrap_or(Body::Fifo);
+                tree.entry(name, node_meta(&given), body);
+            }
             _ => {}
         }
         Ok(Visit::Skip)
@@ -382,10 +506,16 @@ impl Visitor for Copier<'_> {
         mut dir: Frame<Target>,
         parent: Option<&mut Frame<Target>>,
     ) -> io::Result<()> {
-        if dir.state().finish {
-            self.set_metadata_fd(&dir.state().dst, dir.stat())
+        let given = if dir.state().finish {
+            let xattrs = meta::fd_xattrs(dir.fd()).map_err(|e| at(dir.path(), e))?;
+            let want = Wanted::of(dir.stat(), xattrs);
+            let given = meta::restore_fd(&dir.state().dst, &want, self.on_drop)
                 .map_err(|e| at(dir.path(), e))?;
-        }
+            self.stats.dropped.add(given.dropped);
+            Some(given)
+        } else {
+            None
+        };
         // Every child is there: the directory's own space is final (and
         // for the root, `dst` itself, whatever it holds besides).
         let made = rustix::fs::fstat(&dir.state().dst).map_err(|e| at(dir.path(), e))?;
@@ -398,13 +528,12 @@ impl Visitor for Copier<'_> {
             self.digest = Some(digest);
             return Ok(());
         };
-        let mode = given_mode(&dir.state().dst, dir.stat()).map_err(|e| at(dir.path(), e))?;
         let name = dir
             .path()
             .file_name()
             .ok_or_else(|| at(dir.path(), io::Error::other("walked directory has no name")))?;
-        if let Some(tree) = parent.state_mut().tree.as_mut() {
-            tree.dir(name, mode, &digest);
+        if let (Some(tree), Some(given)) = (parent.state_mut().tree.as_mut(), given) {
+            tree.entry(name, node_meta(&given), Body::Dir(&digest));
         }
         Ok(())
     }
@@ -415,11 +544,15 @@ impl Visitor for Copier<'_> {
 }
 
 impl<'a> Copier<'a> {
-    fn new(dst_root: &'a Dir, progress: &'a mut dyn FnMut(u64) -> io::Result<()>) -> Self {
+    fn new(
+        dst_root: &'a Dir,
+        progress: &'a mut dyn FnMut(u64) -> io::Result<()>,
+        opts: &CopyOptions,
+    ) -> Self {
         Copier {
             dst_root,
             stats: CopyStats::default(),
-            keep_owner: rustix::process::geteuid().is_root(),
+            on_drop: opts.on_drop,
             links: HardLinks::new(),
             content: Content::new(progress),
             digest: None,
@@ -448,7 +581,7 @@ impl<'a> Copier<'a> {
             dst,
             dst_rel,
             finish: true,
-            tree: hashing.then(DirHasher::new),
+            tree: hashing.then(|| DirHasher::of(Version::V2)),
         })))
     }
 
@@ -465,10 +598,7 @@ impl<'a> Copier<'a> {
         if let Some(first) = self.links.earlier(st) {
             self.dst_root.hard_link(&first.rel, ddir, name)?;
             self.stats.hard_links += 1;
-            return Ok(match first.entry {
-                Some((mode, size, hash)) => Copied::File(mode, Some((size, hash))),
-                None => Copied::File(st.st_mode, None),
-            });
+            return Ok(Copied::File(first.given.clone(), first.content));
         }
         // O_NONBLOCK: should the name have become a FIFO since the `lstat`,
         // the open must not hang; the type is checked right after.
@@ -477,41 +607,59 @@ impl<'a> Copier<'a> {
             name,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
-        )?
+        )
+        .map_err(|e| replaced_on(e, "file"))?
         .into();
         let fst = rustix::fs::fstat(&src)?;
         if FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
             || stat::inode(&fst) != stat::inode(st)
         {
-            return Err(io::Error::other("file was replaced while being copied"));
+            return Err(replaced("file"));
         }
+        let xattrs = meta::fd_xattrs(&src)?;
         let dst = ddir
             .open_with(
                 name,
                 OpenOptions::new().write(true).create_new(true).mode(0o600),
             )?
             .into_std();
+        self.copy_content(&src, &dst, &fst, xattrs, dst_rel, hashing)
+    }
+
+    /// Move the content of the open `src` into the new `dst`, then its
+    /// metadata (after the writes, which clear set-ID bits and
+    /// capabilities: write(2)).
+    fn copy_content(
+        &mut self,
+        src: &File,
+        dst: &File,
+        fst: &Stat,
+        xattrs: Vec<Xattr>,
+        dst_rel: PathBuf,
+        hashing: bool,
+    ) -> io::Result<Copied> {
         let (moved, hashed) = if hashing {
-            let (moved, size, hash) = self.content.copy_hashed(&src, &dst, &fst)?;
+            let (moved, size, hash) = self.content.copy_hashed(src, dst, fst)?;
             (moved, Some((size, hash)))
         } else {
-            (self.content.copy(&src, &dst, &fst)?, None)
+            (self.content.copy(src, dst, fst)?, None)
         };
         self.stats.bytes += moved.bytes;
         self.stats.reflinked += u64::from(moved.reflinked);
+        self.stats.sparse += u64::from(moved.sparse);
         self.stats.files += 1;
-        // chown before chmod: chown clears the set-user-ID and set-group-ID
-        // bits (chown(2)); after the writes for the same reason (write(2)).
-        self.set_metadata_fd(&dst, &fst)?;
-        self.stats.space += stat::space(&rustix::fs::fstat(&dst)?);
-        let mode = match hashed {
-            Some(_) => given_mode(&dst, &fst)?,
-            None => fst.st_mode,
-        };
-        let entry = hashed.map(|(size, hash)| (mode, size, hash));
-        let rel = dst_rel;
-        self.links.note(&fst, Linked { rel, entry });
-        Ok(Copied::File(mode, hashed))
+        let given = meta::restore_fd(dst, &Wanted::of(fst, xattrs), self.on_drop)?;
+        self.stats.dropped.add(given.dropped);
+        self.stats.space += stat::space(&rustix::fs::fstat(dst)?);
+        if stat::is_multiply_linked(fst) {
+            let linked = Linked {
+                rel: dst_rel,
+                given: given.clone(),
+                content: hashed,
+            };
+            self.links.note(fst, linked);
+        }
+        Ok(Copied::File(given, hashed))
     }
 
     /// Recreate the symlink `sfd/name` verbatim in `ddir`.
@@ -522,91 +670,78 @@ impl<'a> Copier<'a> {
         name: &OsStr,
         st: &Stat,
     ) -> io::Result<Copied> {
-        let target = rustix::fs::readlinkat(sfd, name, Vec::new())?;
+        let target = rustix::fs::readlinkat(&sfd, name, Vec::new())
+            .map_err(|e| replaced_on(e, "symlink"))?;
+        let xattrs = meta::symlink_xattrs(&sfd, name)?;
         // `symlink_contents`, not `symlink`: the target is stored, never
         // resolved, and may be absolute or point anywhere.
         ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name)?;
-        self.set_owner_and_times_at(ddir, name, st)?;
+        let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
+        self.stats.dropped.add(given.dropped);
         self.stats.symlinks += 1;
         self.stats.space +=
             stat::space(&rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?);
-        // Linux gives every symlink mode 0777 (symlink(7)): the copy's is
-        // the source's.
-        Ok(Copied::Symlink(st.st_mode, target.into_bytes()))
+        Ok(Copied::Symlink(given, target.into_bytes()))
     }
 
-    /// Recreate the FIFO `name` in `ddir` with `mknodat`.
-    fn copy_fifo(
+    /// Recreate the FIFO, socket or device `name` in `ddir` with `mknodat`.
+    fn copy_special(
         &mut self,
+        sfd: impl AsFd,
         ddir: &Dir,
         name: &OsStr,
         st: &Stat,
-        hashing: bool,
     ) -> io::Result<Copied> {
-        rustix::fs::mknodat(ddir, name, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)?;
-        self.set_owner_and_times_at(ddir, name, st)?;
-        // After the chown, which clears set-ID bits; chmod leaves the times
-        // alone. fchmodat cannot refuse to follow a symlink (Linux answers
-        // EOPNOTSUPP to AT_SYMLINK_NOFOLLOW), and opening a FIFO to fchmod it
-        // would block; the name is the FIFO this copy created an instant ago.
-        rustix::fs::chmodat(
-            ddir,
-            name,
-            Mode::from_raw_mode(st.st_mode),
-            AtFlags::empty(),
-        )?;
-        self.stats.files += 1;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        // The node must still be what the walk saw (never opened: an open
+        // could block or reach a driver).
+        let now = rustix::fs::statat(&sfd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| replaced_on(e, "node"))?;
+        if stat::inode(&now) != stat::inode(st) || FileType::from_raw_mode(now.st_mode) != ft {
+            return Err(replaced("node"));
+        }
+        let xattrs = meta::symlink_xattrs(&sfd, name)?;
+        let rdev = match ft {
+            FileType::CharacterDevice | FileType::BlockDevice => st.st_rdev as _,
+            _ => 0,
+        };
+        rustix::fs::mknodat(ddir, name, ft, Mode::RUSR | Mode::WUSR, rdev).map_err(|e| {
+            if e == rustix::io::Errno::PERM {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "cannot create a device node: only root may (mknod(2))",
+                )
+            } else {
+                e.into()
+            }
+        })?;
+        let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
+        self.stats.dropped.add(given.dropped);
+        if ft == FileType::Fifo {
+            self.stats.files += 1;
+        } else {
+            self.stats.specials += 1;
+        }
         let made = rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?;
         self.stats.space += stat::space(&made);
-        let mode = if hashing && st.st_mode & SPECIAL_BITS != 0 {
-            made.st_mode
-        } else {
-            st.st_mode
-        };
-        Ok(Copied::Other(mode))
-    }
-
-    /// Give the open file or directory `fd` the owner (as root), mode and
-    /// times of `st`. The order matters: chown clears the set-ID bits
-    /// (chown(2)), and times go last so nothing after them moves them.
-    fn set_metadata_fd(&self, fd: impl AsFd, st: &Stat) -> io::Result<()> {
-        if self.keep_owner {
-            rustix::fs::fchown(&fd, owner_of(st), group_of(st))?;
-        }
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(st.st_mode))?;
-        rustix::fs::futimens(&fd, &times_of(st))?;
-        Ok(())
-    }
-
-    /// Give `ddir/name` the owner (as root) and times of `st` without
-    /// following it, for what cannot be opened for it (a symlink, a FIFO).
-    fn set_owner_and_times_at(&self, ddir: &Dir, name: &OsStr, st: &Stat) -> io::Result<()> {
-        if self.keep_owner {
-            rustix::fs::chownat(
-                ddir,
-                name,
-                owner_of(st),
-                group_of(st),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
-        }
-        rustix::fs::utimensat(ddir, name, &times_of(st), AtFlags::SYMLINK_NOFOLLOW)?;
-        Ok(())
+        Ok(Copied::Special(given, *st))
     }
 }
 
-/// The set-user-ID, set-group-ID and sticky bits.
-const SPECIAL_BITS: u32 = 0o7000;
+/// The error of a node replaced by something else while it was copied.
+fn replaced(what: &str) -> io::Error {
+    io::Error::other(format!("{what} was replaced by another while being copied"))
+}
 
-/// The mode the copy `fd` of a source with `st` really has, for its entry in
-/// the digest: `st`'s, unless the kernel may have dropped one of its special
-/// bits (`chmod(2)` silently clears set-group-ID for a caller outside the
-/// file's group), in which case an `fstat` tells.
-fn given_mode(fd: impl AsFd, st: &Stat) -> io::Result<u32> {
-    if st.st_mode & SPECIAL_BITS == 0 {
-        return Ok(st.st_mode);
+/// `e` from opening or reading a node the walk just listed: `ELOOP`
+/// (a symlink now), `ENXIO` (a socket now) or `EINVAL` (not a symlink any
+/// more) mean it was replaced.
+fn replaced_on(e: rustix::io::Errno, what: &str) -> io::Error {
+    use rustix::io::Errno;
+    match e {
+        Errno::LOOP | Errno::NXIO | Errno::INVAL => replaced(what),
+        e => e.into(),
     }
-    Ok(rustix::fs::fstat(fd)?.st_mode)
 }
 
 /// Split a non-directory `src` into the directory to open and the name in it.
@@ -628,23 +763,4 @@ fn split_parent(src: &Path) -> io::Result<(&Path, &OsStr)> {
 /// kind and errno.
 fn at(path: &Path, e: impl Into<io::Error>) -> io::Error {
     crate::with_path("copy", path, e.into())
-}
-
-/// The owner to give a copy; `None` leaves it alone (never `-1`).
-fn owner_of(st: &Stat) -> Option<Uid> {
-    (st.st_uid != u32::MAX).then(|| Uid::from_raw(st.st_uid))
-}
-
-/// The group to give a copy; `None` leaves it alone (never `-1`).
-fn group_of(st: &Stat) -> Option<Gid> {
-    (st.st_gid != u32::MAX).then(|| Gid::from_raw(st.st_gid))
-}
-
-/// Access and modification times of `st`, to the nanosecond.
-fn times_of(st: &Stat) -> Timestamps {
-    let ts = |(tv_sec, tv_nsec): stat::Stamp| Timespec { tv_sec, tv_nsec };
-    Timestamps {
-        last_access: ts(stat::atime(st)),
-        last_modification: ts(stat::mtime(st)),
-    }
 }

@@ -2,8 +2,10 @@
 
 use super::content::Method;
 use super::*;
-use crate::digest::digest_tree;
+use crate::digest::{digest_tree, Version};
 use cap_std::ambient_authority;
+use rustix::fs::{Timespec, Timestamps};
+use rustix::process::{Gid, Uid};
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
@@ -277,8 +279,7 @@ fn copy_with_method(method: Method) -> (CopyStats, u64) {
         sum += n;
         Ok(())
     };
-    let mut copier = Copier::new(&dst, &mut progress);
-    copier.keep_owner = false;
+    let mut copier = Copier::new(&dst, &mut progress, &CopyOptions::new());
     copier.content.methods = HashMap::from([(dev, method)]);
     copy_names(&mut copier, &f.src, &dst, &["big"]);
     assert_eq!(copier.stats.dirs, 0, "a file, not a directory");
@@ -295,8 +296,7 @@ fn refused_reflink_is_remembered() {
     let dev = fs::metadata(&f.src).unwrap().dev();
     let dst = f.dst_dir();
     let mut progress = |_| Ok(());
-    let mut copier = Copier::new(&dst, &mut progress);
-    copier.keep_owner = false;
+    let mut copier = Copier::new(&dst, &mut progress, &CopyOptions::new());
     copy_names(&mut copier, &f.src, &dst, &["a", "b"]);
     match copier.stats.reflinked {
         // A file system that clones: nothing refused.
@@ -370,15 +370,48 @@ fn copy_recreates_fifo() {
 }
 
 #[test]
-fn copy_refuses_socket_with_path() {
+fn copy_keeps_devices_as_root() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mknod of a device needs root");
+        return;
+    }
     let f = Fixture::new();
-    let sock = f.src.join("sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let err = f.copy(&f.src).unwrap_err();
-    assert_eq!(err.kind(), io::ErrorKind::Unsupported);
-    let msg = err.to_string();
-    assert!(msg.contains("unsupported file type"), "{msg}");
-    assert!(msg.contains(&sock.display().to_string()), "{msg}");
+    let dev = rustix::fs::makedev(1, 3);
+    rustix::fs::mknodat(
+        CWD,
+        f.src.join("null"),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o620),
+        dev,
+    )
+    .unwrap();
+    rustix::fs::mknodat(
+        CWD,
+        f.src.join("loop"),
+        FileType::BlockDevice,
+        Mode::from_raw_mode(0o600),
+        rustix::fs::makedev(7, 200),
+    )
+    .unwrap();
+    rustix::fs::chmodat(
+        CWD,
+        f.src.join("null"),
+        Mode::from_raw_mode(0o620),
+        AtFlags::empty(),
+    )
+    .unwrap();
+    let (stats, _, _) = f.copy(&f.src).unwrap();
+    assert_eq!(stats.specials, 2);
+    let st = rustix::fs::lstat(f.dst.join("null")).unwrap();
+    assert_eq!(
+        FileType::from_raw_mode(st.st_mode),
+        FileType::CharacterDevice
+    );
+    assert_eq!(st.st_rdev, dev);
+    assert_eq!(st.st_mode & 0o7777, 0o620);
+    let st = rustix::fs::lstat(f.dst.join("loop")).unwrap();
+    assert_eq!(FileType::from_raw_mode(st.st_mode), FileType::BlockDevice);
+    assert_eq!(st.st_rdev, rustix::fs::makedev(7, 200));
 }
 
 #[test]
@@ -491,8 +524,8 @@ fn reflink_on_btrfs_when_available() {
         let hashed_dir = Dir::open_ambient_dir(&hashed, ambient_authority())?;
         let (again, digest) = copy_tree_into_with_digest(&src, &hashed_dir, &mut |_| Ok(()))?;
         assert_eq!(again.reflinked, 2);
-        assert_eq!(digest, digest_tree(&hashed_dir, &hashed)?);
-        assert_eq!(digest, digest_tree(&dst_dir, &dst)?);
+        assert_eq!(digest, digest_tree(&hashed_dir, &hashed, Version::V2)?);
+        assert_eq!(digest, digest_tree(&dst_dir, &dst, Version::V2)?);
         Ok(stats)
     })();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
@@ -527,7 +560,7 @@ fn a_progress_error_stops_the_copy_and_is_returned() {
 /// The digest of the tree at `path`.
 fn digest_of(path: &Path) -> Digest {
     let dir = Dir::open_ambient_dir(path, ambient_authority()).unwrap();
-    digest_tree(&dir, path).unwrap()
+    digest_tree(&dir, path, Version::V2).unwrap()
 }
 
 /// A tree with every kind the copy keeps: hard links (within and across
@@ -601,9 +634,14 @@ fn copy_with_digest_is_the_digest_of_the_copy() {
 fn copy_with_digest_of_the_vector() {
     let f = Fixture::new();
     crate::digest::tests::vector_tree(&f.src);
+    let v2 = crate::digest::tests::vector_v2_on_disk(&f.src);
     let (_, digest) = copy_tree_into_with_digest(&f.src, &f.dst_dir(), &mut |_| Ok(())).unwrap();
-    assert_eq!(digest.to_string(), crate::digest::tests::VECTOR);
+    if v2 {
+        assert_eq!(digest.to_string(), crate::digest::tests::VECTOR_V2);
+    }
     assert_eq!(digest_of(&f.dst), digest);
+    let d1 = digest_tree(f.dst_dir(), &f.dst, Version::V1).unwrap();
+    assert_eq!(d1.to_string(), crate::digest::tests::VECTOR);
 }
 
 #[test]
@@ -632,14 +670,14 @@ fn copy_with_digest_under_every_method() {
             sum += n;
             Ok(())
         };
-        let mut copier = Copier::new(&dst, &mut progress);
+        let mut copier = Copier::new(&dst, &mut progress, &CopyOptions::new());
         copier.content.methods = HashMap::from([(dev, method)]);
         let fd = open_dir_nofollow(CWD, &f.src).unwrap();
         let target = Target {
             dst: dst.try_clone().unwrap(),
             dst_rel: PathBuf::new(),
             finish: false,
-            tree: Some(DirHasher::new()),
+            tree: Some(DirHasher::of(Version::V2)),
         };
         let root = Frame::new(fd, f.src.clone(), target).unwrap();
         Walk::new().run(&mut copier, root).unwrap();
@@ -650,12 +688,15 @@ fn copy_with_digest_under_every_method() {
 }
 
 #[test]
-fn copy_with_digest_refuses_what_the_copy_refuses() {
+fn sockets_are_copied_with_the_digest() {
     let f = Fixture::new();
     let _socket = std::os::unix::net::UnixListener::bind(f.src.join("sock")).unwrap();
-    let e = copy_tree_into_with_digest(&f.src, &f.dst_dir(), &mut |_| Ok(())).unwrap_err();
-    assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-    assert!(e.to_string().contains("sock"), "{e}");
+    let (stats, digest) =
+        copy_tree_into_with_digest(&f.src, &f.dst_dir(), &mut |_| Ok(())).unwrap();
+    assert_eq!(stats.specials, 1);
+    let st = rustix::fs::lstat(f.dst.join("sock")).unwrap();
+    assert_eq!(FileType::from_raw_mode(st.st_mode), FileType::Socket);
+    assert_eq!(digest, digest_of(&f.dst));
 }
 
 /// `st_blocks × 512` of `root` and everything below it, each inode once,

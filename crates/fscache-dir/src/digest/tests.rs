@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// The digest of the tree at `path`.
 fn digest(path: &Path) -> Digest {
     let fd = open_dir_nofollow(rustix::fs::CWD, path).unwrap();
-    digest_tree(&fd, path).unwrap()
+    digest_tree(&fd, path, Version::V1).unwrap()
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -40,6 +40,91 @@ pub(crate) fn vector_tree(root: &Path) {
 /// fail here (and then be a new version).
 pub(crate) const VECTOR: &str =
     "blake3:c9ef6f2132b114dcf559ad76562699f7208c2500734eb542c3636e21278c118d";
+
+/// The version 2 vector of the module docs.
+pub(crate) const VECTOR_V2: &str =
+    "blake3v2:d0ff3af4795a6ff2a0e1229aa2253e0fa238aeae073c618041edf61d9dcc3b60";
+
+/// Give the vector tree at `root` what version 2's vector has beyond
+/// version 1's (owner 0:0 everywhere, `user.k` = `v` on `a.txt`); false
+/// where that cannot be done (not root, no user xattrs here).
+pub(crate) fn vector_v2_on_disk(root: &Path) -> bool {
+    if !rustix::process::geteuid().is_root() {
+        return false;
+    }
+    for p in ["a.txt", "bin", "bin/run", "empty", "link", "zero"] {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            root.join(p),
+            Some(rustix::process::Uid::ROOT),
+            Some(rustix::process::Gid::ROOT),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+    rustix::fs::setxattr(
+        root.join("a.txt"),
+        "user.k",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok()
+}
+
+/// The version 2 vector, built by hand with the one encoder.
+fn vector_v2_by_hand() -> Digest {
+    let meta = |perm| NodeMeta {
+        perm,
+        uid: 0,
+        gid: 0,
+        xattrs: &[],
+    };
+    let file = |c: &[u8]| (c.len() as u64, *blake3::hash(c).as_bytes());
+    let mut bin = DirHasher::of(Version::V2);
+    let (n, h) = file(b"#!/bin/sh\necho hi\n");
+    bin.entry(
+        OsStr::new("run"),
+        meta(0o755),
+        Body::File { size: n, hash: &h },
+    );
+    let empty = DirHasher::of(Version::V2).finish();
+    let mut root = DirHasher::of(Version::V2);
+    let xattrs = [Xattr {
+        name: b"user.k".to_vec(),
+        value: b"v".to_vec(),
+    }];
+    let (n, h) = file(b"hello\n");
+    let a = NodeMeta {
+        xattrs: &xattrs,
+        ..meta(0o644)
+    };
+    root.entry(OsStr::new("a.txt"), a, Body::File { size: n, hash: &h });
+    root.entry(OsStr::new("bin"), meta(0o755), Body::Dir(&bin.finish()));
+    root.entry(OsStr::new("empty"), meta(0o700), Body::Dir(&empty));
+    root.entry(OsStr::new("link"), meta(0o777), Body::Symlink(b"a.txt"));
+    let (n, h) = file(b"");
+    root.entry(
+        OsStr::new("zero"),
+        meta(0o600),
+        Body::File { size: n, hash: &h },
+    );
+    root.finish()
+}
+
+#[test]
+fn vector_v2() {
+    assert_eq!(vector_v2_by_hand().to_string(), VECTOR_V2);
+    assert!(include_str!("mod.rs").contains(&VECTOR_V2[PREFIX_V2.len()..]));
+    let tmp = tempfile::tempdir().unwrap();
+    vector_tree(tmp.path());
+    if !vector_v2_on_disk(tmp.path()) {
+        eprintln!("skipped the on-disk half: needs root and user xattrs");
+        return;
+    }
+    let fd = open_dir_nofollow(rustix::fs::CWD, tmp.path()).unwrap();
+    let d = digest_tree(&fd, tmp.path(), Version::V2).unwrap();
+    assert_eq!(d.to_string(), VECTOR_V2);
+}
 
 #[test]
 fn vector() {
@@ -307,13 +392,13 @@ fn cap_std_dir_and_errors_name_the_path() {
     let t = tmp.path();
     file(&t.join("f"), b"x", 0o644);
     let cap = cap_std::fs::Dir::open_ambient_dir(t, cap_std::ambient_authority()).unwrap();
-    assert_eq!(digest_tree(&cap, t).unwrap(), digest(t));
+    assert_eq!(digest_tree(&cap, t, Version::V1).unwrap(), digest(t));
     if rustix::process::geteuid().is_root() {
         eprintln!("skipped: root reads unreadable files");
         return;
     }
     file(&t.join("secret"), b"x", 0o000);
-    let e = digest_tree(&cap, t).unwrap_err();
+    let e = digest_tree(&cap, t, Version::V1).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
     assert!(e.to_string().contains("secret"), "{e}");
 }
@@ -330,5 +415,5 @@ fn big_files_and_hard_linked_content_read_once() {
     let hash = blake3::hash(&big);
     h.file(OsStr::new("big"), 0o644, big.len() as u64, hash.as_bytes());
     h.file(OsStr::new("big2"), 0o644, big.len() as u64, hash.as_bytes());
-    assert_eq!(digest_tree(&fd, t).unwrap(), h.finish());
+    assert_eq!(digest_tree(&fd, t, Version::V1).unwrap(), h.finish());
 }

@@ -13,11 +13,12 @@ use fscache_remote::{
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
+use super::{open_existing, run_in, Gravest};
 use crate::args::{RemoteCmd, APPID};
-use crate::commands::{open_existing, run_in};
-use crate::fail::{chain, Fail, Gravest, Outcome};
-use crate::output;
+use crate::fail::{chain, Fail, Outcome};
+use crate::output::{self, outln, Format};
 use crate::signals::Signals;
+use crate::units::format_age;
 
 /// Open an existing cache to pull into: entries pulled record their tree
 /// digest in `object.info`, so `fscache verify` can check them later (the
@@ -66,7 +67,7 @@ fn advance(bar: &Option<ProgressBar>) -> impl Fn(Progress) + Sync + '_ {
 /// reported at once, and the command exits with the gravest.
 fn for_each_name(
     names: &[String],
-    as_json: bool,
+    format: Format,
     mut each: impl FnMut(&str) -> Result<Value, Fail>,
 ) -> Outcome {
     let mut rows = Vec::new();
@@ -80,22 +81,22 @@ fn for_each_name(
             }
         }
     }
-    if as_json {
+    if format == Format::Json {
         output::json(&Value::Array(rows))?;
     }
     Ok(gravest.code())
 }
 
-pub(crate) fn push(cache: &Path, names: &[String], url: &str, as_json: bool) -> Outcome {
+pub(super) fn push(cache: &Path, names: &[String], url: &str, format: Format) -> Outcome {
     let cache = open_existing(cache)?;
     let remote = open(url)?;
-    for_each_name(names, as_json, |name| {
+    for_each_name(names, format, |name| {
         let bar = transfer_bar("pushing", name);
         let pushed = remote.push_with_progress(&cache, name, &advance(&bar));
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        pushed_row(&cache, name, pushed, as_json)
+        pushed_row(&cache, name, pushed, format)
     })
 }
 
@@ -103,7 +104,7 @@ fn pushed_row(
     cache: &FsCache,
     name: &str,
     pushed: fscache_remote::Result<Option<fscache_remote::PushReport>>,
-    as_json: bool,
+    format: Format,
 ) -> Result<Value, Fail> {
     match pushed {
         Ok(Some(r)) => {
@@ -111,7 +112,7 @@ fn pushed_row(
                 Pushed::Published => "pushed",
                 _ => "exists",
             };
-            if !as_json {
+            if format == Format::Text {
                 outln!(
                     "{} {name} ({} blobs, {} of {} sent)",
                     if word == "pushed" {
@@ -145,23 +146,23 @@ fn pushed_row(
     }
 }
 
-pub(crate) fn pull(cache: &Path, names: &[String], url: &str, as_json: bool) -> Outcome {
+pub(super) fn pull(cache: &Path, names: &[String], url: &str, format: Format) -> Outcome {
     let cache = open_for_pull(cache)?;
     let remote = open(url)?;
-    for_each_name(names, as_json, |name| {
+    for_each_name(names, format, |name| {
         let bar = transfer_bar("pulling", name);
         let pulled = remote.pull_with_progress(&cache, name, &advance(&bar));
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        pulled_row(name, pulled, as_json)
+        pulled_row(name, pulled, format)
     })
 }
 
 fn pulled_row(
     name: &str,
     pulled: fscache_remote::Result<Option<Obtained>>,
-    as_json: bool,
+    format: Format,
 ) -> Result<Value, Fail> {
     match pulled {
         Ok(Some(got)) => {
@@ -173,7 +174,7 @@ fn pulled_row(
                     format!("pulled {name}, but the cache did not keep it (too large?)"),
                 ),
             };
-            if !as_json {
+            if format == Format::Text {
                 outln!("{said}")?;
             }
             Ok(json!({"name": name, "outcome": word}))
@@ -189,7 +190,7 @@ fn pulled_row(
 /// `fscache load --remote URL CACHE NAME -- CMD`: a local hit, else a
 /// pull, else a miss (exit 2); a remote that fails is a miss too, its
 /// reason on stderr.
-pub(crate) fn load(path: &Path, name: &str, command: &[OsString], url: &str) -> Outcome {
+pub(super) fn load(path: &Path, name: &str, command: &[OsString], url: &str) -> Outcome {
     let signals = Signals::catch()?;
     let cache = open_for_pull(path)?;
     let remote = open(url)?;
@@ -226,14 +227,14 @@ pub(crate) fn load(path: &Path, name: &str, command: &[OsString], url: &str) -> 
     code
 }
 
-pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
+pub(super) fn run(cmd: RemoteCmd) -> Outcome {
     match cmd {
-        RemoteCmd::Ls { remote, json } => {
+        RemoteCmd::Ls { remote, output } => {
             let r = open(&remote)?;
             let names = r
                 .list()
                 .map_err(|e| Fail::error(format!("failed to list `{remote}`: {}", chain(&e))))?;
-            if json {
+            if output.format() == Format::Json {
                 output::json(&json!(names))?;
             } else {
                 for n in &names {
@@ -241,7 +242,7 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
                 }
             }
         }
-        RemoteCmd::Info { remote, json } => {
+        RemoteCmd::Info { remote, output } => {
             let r = open(&remote)?;
             let i = r
                 .info()
@@ -250,7 +251,7 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
                 Access::ReadOnly => "read-only",
                 _ => "read-write",
             };
-            if json {
+            if output.format() == Format::Json {
                 output::json(&json!({
                     "url": i.url,
                     "format_version": i.format_version,
@@ -279,7 +280,7 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
             unused_for,
             grace,
             dry_run,
-            json,
+            output,
         } => {
             let r = open(&remote)?;
             let opts = PruneOptions::unused_for(unused_for)
@@ -288,9 +289,10 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
             let p = r
                 .prune(opts)
                 .map_err(|e| Fail::error(format!("failed to prune `{remote}`: {}", chain(&e))))?;
-            if json {
+            if output.format() == Format::Json {
                 output::json(&json!({
                     "dry_run": dry_run,
+                    "grace_seconds": grace.as_secs(),
                     "entries_removed": p.manifests_removed,
                     "entries_kept": p.manifests_kept,
                     "entries_unreadable": p.manifests_unreadable,
@@ -313,7 +315,7 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
                     p.manifests_kept,
                     p.blobs_referenced,
                     p.blobs_young,
-                    crate::units::format_age(grace),
+                    format_age(grace),
                 )?;
                 for n in &p.manifests_unreadable {
                     output::eline(format_args!(
@@ -322,9 +324,9 @@ pub(crate) fn remote(cmd: RemoteCmd) -> Outcome {
                 }
             }
         }
-        RemoteCmd::Keygen { json } => {
+        RemoteCmd::Keygen { output } => {
             let secret = keygen().map_err(|e| Fail::error(chain(&e)))?;
-            if json {
+            if output.format() == Format::Json {
                 output::json(&json!({
                     "secret_key": secret.to_string(),
                     "public_key": secret.public_key().to_string(),

@@ -1,0 +1,227 @@
+//! One entry or scratch directory, used by a command: `store`, `load`,
+//! `cat` and `stage`.
+
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Component, Path};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use fscache::Stored;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use super::{open_existing, run_in, size_or_dash, IfExists};
+use crate::fail::{Fail, Outcome};
+use crate::output::{self, detail, note, Format};
+use crate::signals::{self, Signals};
+
+pub(super) fn store(
+    path: &Path,
+    name: &str,
+    src: &Path,
+    if_exists: IfExists,
+    format: Format,
+) -> Outcome {
+    let signals = Signals::catch()?;
+    let cache = open_existing(path)?;
+    match std::fs::symlink_metadata(src) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Fail::error(format!("`{}` does not exist", src.display())))
+        }
+        Err(e) => {
+            return Err(Fail::error(format!(
+                "failed to access `{}`: {e}",
+                src.display()
+            )))
+        }
+    }
+    // Check before copying: a copy of a large tree costs seconds only to
+    // be discarded. (Another process may still win the name meanwhile; the
+    // commit reports that too.)
+    let report = if cache.contains(name)? {
+        None
+    } else {
+        signals.check(|| format!("`{name}` not stored"))?;
+        let guard = cache.store(name)?;
+        let bar = progress_bar(src, name);
+        let started = Instant::now();
+        let mut shown = false;
+        // Copy and commit in one step, so the tree digest the copy computes
+        // is recorded (`fscache verify` checks it later).
+        let committed = guard.commit_tree(src, &mut |n| {
+            // Stop the copy: the guard drops, which removes the partial
+            // copy (a removal that fails leaves debris the next sweep takes).
+            if signals.caught().is_some() {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let Some(bar) = &bar else { return Ok(()) };
+            bar.inc(n);
+            // Only a long copy earns a bar; a short one stays silent.
+            if !shown && started.elapsed() > Duration::from_millis(500) {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+                shown = true;
+            }
+            Ok(())
+        });
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        if let (Err(_), Some(sig)) = (&committed, signals.caught()) {
+            return Err(signals::stopped(
+                sig,
+                format!("`{name}` not stored, its partial copy removed"),
+            ));
+        }
+        let report = committed?;
+        detail!("copied in {:.1}s", started.elapsed().as_secs_f64())?;
+        Some(report)
+    };
+    let (stored, evicted, size) = match report {
+        Some(r) => (r.stored, r.evicted, Some(r.size)),
+        None => (Stored::Exists, Vec::new(), None),
+    };
+    let (word, why) = match stored {
+        Stored::Committed => ("stored", None),
+        Stored::Exists if if_exists == IfExists::Succeed => ("exists", None),
+        Stored::Exists => ("exists", Some("an entry of that name exists already")),
+        Stored::TooLarge => ("too-large", Some("larger than the cache's maximum size")),
+        Stored::NoSpace => (
+            "no-space",
+            Some("no room even after evicting every idle entry"),
+        ),
+        Stored::Incompatible => (
+            "incompatible",
+            Some("the cache has a format version this tool does not write"),
+        ),
+    };
+    if format == Format::Json {
+        output::json(&json!({
+            "name": name,
+            "outcome": word,
+            "size": if stored == Stored::Committed { size } else { None },
+            "evicted": evicted,
+        }))?;
+    } else {
+        match stored {
+            Stored::Committed => note!("stored {name} ({})", size_or_dash(size))?,
+            Stored::Exists if why.is_none() => {
+                note!("{name} exists already; left as it is, nothing copied")?;
+            }
+            _ => {}
+        }
+        for n in &evicted {
+            note!("evicted {n}")?;
+        }
+    }
+    // The signal came during the commit, which finished: say so.
+    signals.check(|| format!("stopped after `{name}` was {word}"))?;
+    match why {
+        None => Ok(ExitCode::SUCCESS),
+        Some(why) => Err(Fail::error(format!("`{name}` not stored: {why}"))),
+    }
+}
+
+/// A progress bar for copying `src`, drawn only when stderr is a terminal
+/// (and, see the caller, only once the copy takes a while).
+fn progress_bar(src: &Path, name: &str) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() || !output::chatty() {
+        return None;
+    }
+    let total = fscache::tree_content_bytes(src).ok()?;
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    if let Ok(style) = ProgressStyle::with_template(
+        "storing {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(name.to_owned());
+    Some(bar)
+}
+
+pub(super) fn load(path: &Path, name: &str, command: &[OsString]) -> Outcome {
+    let signals = Signals::catch()?;
+    let cache = open_existing(path)?;
+    let Some(entry) = cache.load(name)? else {
+        return Err(Fail::miss(format!(
+            "no entry `{name}` in {}",
+            cache.path().display()
+        )));
+    };
+    // The entry stays read-locked until `entry` drops, after the command.
+    let after = format!("`{name}` released");
+    let code = run_in(entry.path(), "FSCACHE_ENTRY", command, &signals, &after);
+    drop(entry);
+    code
+}
+
+pub(super) fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
+    if file.is_absolute() || file.components().any(|c| c == Component::ParentDir) {
+        return Err(Fail::error(format!(
+            "`{}`: give a path relative to the entry's data directory, without `..`",
+            file.display()
+        )));
+    }
+    let cache = open_existing(path)?;
+    let Some(entry) = cache.load(name)? else {
+        return Err(Fail::miss(format!(
+            "no entry `{name}` in {}",
+            cache.path().display()
+        )));
+    };
+    // Beneath the entry's data directory: a symlink in the entry cannot
+    // lead the read outside it.
+    let dir = cap_std::fs::Dir::from_std_file(entry.open_dir()?);
+    let shown = file.display();
+    let mut f = match dir.open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Fail::error(format!("no file `{shown}` in entry `{name}`")))
+        }
+        Err(e) => {
+            return Err(Fail::error(format!(
+                "failed to open `{shown}` in entry `{name}`: {e}"
+            )))
+        }
+    };
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(Fail::error(format!(
+            "`{shown}` in entry `{name}` is a directory"
+        )));
+    }
+    let mut out = io::stdout().lock();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Fail::error(format!(
+                    "failed to read `{shown}` in entry `{name}`: {e}"
+                )))
+            }
+        };
+        out.write_all(&buf[..n])
+            .map_err(|e| output::stdout_failed(&e))?;
+    }
+    out.flush().map_err(|e| output::stdout_failed(&e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn stage(path: &Path, command: &[OsString]) -> Outcome {
+    let signals = Signals::catch()?;
+    let cache = open_existing(path)?;
+    let scratch = cache.stage()?;
+    let code = run_in(
+        scratch.path(),
+        "FSCACHE_STAGE",
+        command,
+        &signals,
+        "scratch directory removed",
+    );
+    // Removed here, whatever the command left in it.
+    drop(scratch);
+    code
+}

@@ -1,0 +1,376 @@
+//! Books that heal: the "suspect" marker a failed counter update leaves,
+//! the books lock that makes a live recount exact, and [`reconcile`].
+//!
+//! `cache.size` is a running sum: every commit charges it, every removal
+//! uncharges it. When one of those updates fails after the entry it pairs
+//! with changed (an entry's `object.info` unlinked, then the uncharge
+//! fails), the sum is off for good. [`recount`](crate::recount) fixes it,
+//! but only with the cache to itself. This module fixes it live:
+//!
+//! * Whoever sees a counter update fail (or cannot tell what it did)
+//!   creates `cache.size.suspect`, an empty file in the root
+//!   ([`mark_suspect`]). osbuild never reads it; a cache without it is
+//!   simply not suspect.
+//! * Every change that pairs an `object.info` with the counter (a commit
+//!   from its charge to its rename or its undo; a removal from reading
+//!   `object.info` to its uncharge) runs inside a [`BooksShared`] hold: a
+//!   shared OFD lock on byte 0 of `books.lock`.
+//! * [`reconcile`] takes byte 1 and then byte 0 of `books.lock`
+//!   exclusively: new holds wait at byte 1, holds in flight drain from
+//!   byte 0. With none in flight, every `object.info` in `objects/` (a
+//!   committed entry's, and a crashed commit's in `uuid-*`, which a sweep
+//!   uncharges later) is exactly what is on the books; the recount writes
+//!   that sum under the counter's lock and removes the marker.
+//!
+//! The commit protocol keeps its order (charge, then `object.info`): a
+//! `uuid-*` directory with an `object.info` is then always charged, which
+//! the sweep relies on, and the books lock covers the window in which a
+//! charge has no `object.info` yet. Writing `object.info` before the charge
+//! would open the opposite window (recorded, not yet charged), which a
+//! recount cannot tell apart from a charged one either; it buys nothing.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fscache_dir::{CacheDir, OBJECTS, OBJECT_INFO};
+use fscache_lock::{set_range_lock, LockKind, Wait};
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{self, Result};
+use crate::objinfo::ObjectInfo;
+
+/// The marker: present means `cache.size` may be off and the next
+/// [`reconcile`] recounts it.
+pub const BOOKS_SUSPECT: &str = "cache.size.suspect";
+
+/// The lock file of the books (created on demand, never replaced): byte 0
+/// is held shared by every counter change in flight, byte 1 is the gate a
+/// recount closes.
+pub const BOOKS_LOCK: &str = "books.lock";
+
+/// Mark the books suspect: create [`BOOKS_SUSPECT`] (an empty file; it may
+/// exist already).
+///
+/// # Errors
+///
+/// The file could not be created.
+pub fn mark_suspect(cache: &CacheDir) -> Result<()> {
+    let rel = Path::new(BOOKS_SUSPECT);
+    cache
+        .open_raw(
+            rel,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NONBLOCK,
+            Mode::from_raw_mode(0o666),
+        )
+        .map(drop)
+        .map_err(|e| error::io("create", cache.abs(rel), e.into()))
+}
+
+/// Mark the books suspect after `e`, a failed counter update (what it
+/// changed is unknown to the caller), and return `e`. A marker that cannot
+/// be written either leaves the books as the update left them, which `e`
+/// already reports.
+pub(crate) fn suspect_after(cache: &CacheDir, e: std::io::Error) -> std::io::Error {
+    let _ = mark_suspect(cache);
+    e
+}
+
+/// Whether the books are marked suspect (one `stat`).
+pub fn is_suspect(cache: &CacheDir) -> bool {
+    cache.stat(Path::new(BOOKS_SUSPECT)).is_ok()
+}
+
+/// One handle's side of the books lock: a descriptor of `books.lock` and
+/// how many of its threads hold it shared now. The shared lock belongs to
+/// the descriptor, so threads of one handle share one hold (taken by the
+/// first, released by the last).
+#[derive(Debug, Default)]
+pub struct Books {
+    state: Mutex<(usize, Option<OwnedFd>)>,
+}
+
+/// A shared hold on the books (see [`Books::enter`]); released on drop.
+#[derive(Debug)]
+#[must_use = "the books are held only while this lives"]
+pub struct BooksShared<'a> {
+    books: &'a Books,
+}
+
+impl Books {
+    /// A handle's books lock, not yet opened.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hold the books shared: a counter change and the `object.info`
+    /// change it pairs with happen inside it. Waits while a recount runs.
+    ///
+    /// `fcntl(F_OFD_SETLKW)` shared on bytes 0–1 of `books.lock`, then
+    /// byte 1 released: three `fcntl` calls per hold, only for the first
+    /// holder of the handle; the descriptor is opened once.
+    ///
+    /// Never nest holds in one thread around a [`reconcile`]: a recount
+    /// waits for every hold, its own thread's too.
+    ///
+    /// # Errors
+    ///
+    /// `books.lock` could not be opened or created, or locked.
+    pub fn enter<'a>(&'a self, cache: &CacheDir) -> Result<BooksShared<'a>> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0 == 0 {
+            let rel = Path::new(BOOKS_LOCK);
+            if state.1.is_none() {
+                state.1 = Some(open_lock(cache)?);
+            }
+            let fd = state.1.as_ref().expect("opened above").as_fd();
+            // Bytes 0 and 1 at once: a recount holding the gate (byte 1)
+            // makes us wait before we count as in flight.
+            set_range_lock(fd, Some(LockKind::Shared), Wait::Block, 0, 2)
+                .map_err(|e| error::io("lock", cache.abs(rel), e))?;
+            set_range_lock(fd, None, Wait::Block, 1, 1)
+                .map_err(|e| error::io("unlock", cache.abs(rel), e))?;
+        }
+        state.0 += 1;
+        Ok(BooksShared { books: self })
+    }
+}
+
+impl Drop for BooksShared<'_> {
+    fn drop(&mut self) {
+        let mut state = self.books.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = state.0.saturating_sub(1);
+        if state.0 == 0 {
+            if let Some(fd) = &state.1 {
+                // Unlocking cannot conflict; should it fail, closing the
+                // descriptor releases the lock (the next hold reopens).
+                if set_range_lock(fd.as_fd(), None, Wait::Block, 0, 1).is_err() {
+                    state.1 = None;
+                }
+            }
+        }
+    }
+}
+
+fn open_lock(cache: &CacheDir) -> Result<OwnedFd> {
+    let rel = Path::new(BOOKS_LOCK);
+    // Never replaced nor unlinked, so a plain O_CREAT is race-free: every
+    // opener gets the same inode.
+    cache
+        .open_raw(
+            rel,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
+            Mode::from_raw_mode(0o666),
+        )
+        .map_err(|e| error::io("open", cache.abs(rel), e.into()))
+}
+
+/// How long [`reconcile`] waits for the changes in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patience {
+    /// One try: give up at once if a change is in flight (an evicting
+    /// commit, which must not stall).
+    Once,
+    /// Wait up to this long for the changes in flight to drain (prune,
+    /// sweep); new ones wait meanwhile.
+    Upto(Duration),
+}
+
+/// What [`reconcile`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The books were not marked suspect: nothing to do (one `stat`).
+    Clean,
+    /// The books were recounted: `cache.size` went from `before` (`None`:
+    /// unreadable) to `after`, and the marker is gone.
+    Recounted {
+        /// The counter before.
+        before: Option<u64>,
+        /// The counter now: the exact sum of the recorded sizes.
+        after: u64,
+    },
+    /// Changes stayed in flight longer than the patience allowed: the
+    /// marker stays for the next try.
+    Busy,
+}
+
+/// If the books are marked suspect, make them exact while others work:
+/// close the books' gate, wait for the changes in flight (as `patience`
+/// says), then, under the counter's lock, write the sum of every
+/// `object.info` in `objects/` to `cache.size` and remove the marker.
+///
+/// The caller must not hold the books itself (a [`BooksShared`] of this
+/// thread would never drain).
+///
+/// # Errors
+///
+/// Opening or locking `books.lock`, listing `objects/`, or the counter's
+/// update failed (the marker stays).
+pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
+    if !is_suspect(cache) {
+        return Ok(Reconciled::Clean);
+    }
+    let rel = Path::new(BOOKS_LOCK);
+    let fd = open_lock(cache)?;
+    let lock_err = |e| error::io("lock", cache.abs(rel), e);
+    let gate = match patience {
+        Patience::Once => Wait::NonBlock,
+        Patience::Upto(_) => Wait::Block,
+    };
+    // The gate is held only for an instant by anyone else (inside one
+    // `fcntl` of [`Books::enter`]), so waiting for it is short.
+    if !set_range_lock(fd.as_fd(), Some(LockKind::Exclusive), gate, 1, 1).map_err(lock_err)? {
+        return Ok(Reconciled::Busy);
+    }
+    let deadline = match patience {
+        Patience::Once => None,
+        Patience::Upto(d) => Some(Instant::now() + d),
+    };
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if set_range_lock(fd.as_fd(), Some(LockKind::Exclusive), Wait::NonBlock, 0, 1)
+            .map_err(lock_err)?
+        {
+            break;
+        }
+        let now = Instant::now();
+        match deadline {
+            Some(d) if now < d => {
+                std::thread::sleep(pause.min(d - now));
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            // Closing the descriptor releases the gate.
+            _ => return Ok(Reconciled::Busy),
+        }
+    }
+    // Another recount may have finished while we waited.
+    if !is_suspect(cache) {
+        return Ok(Reconciled::Clean);
+    }
+    let before = crate::counter::read_size(cache).ok();
+    let after = crate::counter::set_to(cache, || sum_all_recorded(cache))?;
+    match fscache_dir::retry_io(|| cache.dir().remove_file(BOOKS_SUSPECT)) {
+        Err(e) if !fscache_dir::gone(&e) => {
+            return Err(error::io("remove", cache.abs(Path::new(BOOKS_SUSPECT)), e))
+        }
+        _ => {}
+    }
+    drop(fd);
+    Ok(Reconciled::Recounted { before, after })
+}
+
+/// The sum of the sizes recorded in every `objects/*/object.info`: the
+/// committed entries', and the `uuid-*` ones of commits that charged and
+/// then crashed (or of osbuild commits between their `object.info` and
+/// their rename), which are on the books until a sweep uncharges them.
+fn sum_all_recorded(cache: &CacheDir) -> Result<u64> {
+    let objects = Path::new(OBJECTS);
+    let list = cache
+        .dir()
+        .read_dir(objects)
+        .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
+    let mut total = 0u64;
+    for entry in list {
+        let entry = entry.map_err(|e| error::io("read directory", cache.abs(objects), e))?;
+        let info = objects.join(entry.file_name()).join(OBJECT_INFO);
+        match cache.read_small(&info) {
+            Ok(bytes) => {
+                if let Some(size) = ObjectInfo::parse(&bytes).size {
+                    total = total.saturating_add(size);
+                }
+            }
+            // Absent, or not a directory: nothing recorded.
+            Err(e) if fscache_dir::gone(&e) || e.kind() == std::io::ErrorKind::InvalidData => {}
+            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
+            // Anything else leaves the sum unknown: no guess is written.
+            Err(e) => return Err(error::io("read", cache.abs(&info), e)),
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{charge, read_size, MaxSize};
+
+    fn cache() -> (tempfile::TempDir, CacheDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = CacheDir::open(&tmp.path().join("c")).unwrap();
+        c.scaffold().unwrap();
+        (tmp, c)
+    }
+
+    fn entry(c: &CacheDir, name: &str, size: u64) {
+        let dir = c.abs(Path::new(OBJECTS)).join(name);
+        fscache_dir::retry_io(|| std::fs::create_dir_all(&dir)).unwrap();
+        std::fs::write(dir.join(OBJECT_INFO), format!(r#"{{"size": {size}}}"#)).unwrap();
+    }
+
+    #[test]
+    fn a_clean_cache_is_not_recounted() {
+        let (_t, c) = cache();
+        charge(&c, 500, MaxSize::Unlimited).unwrap();
+        assert_eq!(reconcile(&c, Patience::Once).unwrap(), Reconciled::Clean);
+        // osbuild's drift is no damage: without a marker it stays.
+        assert_eq!(read_size(&c).unwrap(), 500);
+    }
+
+    #[test]
+    fn a_suspect_cache_is_recounted_with_crashed_commits_once() {
+        let (_t, c) = cache();
+        entry(&c, "a", 100);
+        // A crashed commit: charged, object.info written, not renamed.
+        entry(&c, "uuid-0", 7);
+        charge(&c, 5000, MaxSize::Unlimited).unwrap();
+        mark_suspect(&c).unwrap();
+        assert!(is_suspect(&c));
+        assert_eq!(
+            reconcile(&c, Patience::Upto(Duration::from_secs(1))).unwrap(),
+            Reconciled::Recounted {
+                before: Some(5000),
+                after: 107
+            }
+        );
+        assert!(!is_suspect(&c));
+        assert_eq!(read_size(&c).unwrap(), 107);
+    }
+
+    #[test]
+    fn a_hold_in_flight_keeps_a_recount_waiting_and_new_holds_out() {
+        let (_t, c) = cache();
+        let c = std::sync::Arc::new(c);
+        mark_suspect(&c).unwrap();
+        let books = Books::new();
+        let held = books.enter(&c).unwrap();
+        // Threads of one handle share the hold.
+        let again = books.enter(&c).unwrap();
+        drop(again);
+        assert_eq!(reconcile(&c, Patience::Once).unwrap(), Reconciled::Busy);
+        assert_eq!(
+            reconcile(&c, Patience::Upto(Duration::from_millis(30))).unwrap(),
+            Reconciled::Busy
+        );
+        // A recount waiting for the hold keeps a second handle out until
+        // it is done.
+        let c2 = c.clone();
+        let waiter = std::thread::spawn(move || {
+            reconcile(&c2, Patience::Upto(Duration::from_secs(20))).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let other = Books::new();
+        let c3 = c.clone();
+        let entrant = std::thread::spawn(move || {
+            let _h = other.enter(&c3).unwrap();
+            is_suspect(&c3)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        assert!(matches!(
+            waiter.join().unwrap(),
+            Reconciled::Recounted { after: 0, .. }
+        ));
+        assert!(!entrant.join().unwrap(), "entered before the recount");
+    }
+}

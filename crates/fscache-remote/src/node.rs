@@ -1,0 +1,170 @@
+//! What a manifest says about each node beyond its content: capture on
+//! push (owner, mtime, xattrs, FIFOs, sockets, devices, data ranges) and
+//! restore on pull, under the local copy's policy ([`fscache::meta`]):
+//! ownership kept when running as root, a set-user-ID or set-group-ID bit
+//! never kept on an owner the node did not get, xattrs the kernel refuses
+//! dropped and counted.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use fscache::meta::{self, Given, OnDrop, Wanted, Xattr};
+
+use crate::error::{Error, Result};
+use crate::keys::hex;
+use crate::manifest::{unhex_vec, Kind, Meta, XattrJson};
+
+/// The owner, modification time and xattrs of the node at `path`
+/// (`md` is its `lstat`), as a manifest records them.
+///
+/// # Errors
+///
+/// Reading the xattrs failed; an xattr name is not UTF-8
+/// ([`Error::Unsupported`]).
+pub(crate) fn capture(path: &Path, md: &Metadata) -> Result<Meta> {
+    let xattrs = meta::path_xattrs(path).map_err(|e| Error::io("read xattrs", path, e))?;
+    let xattrs = xattrs
+        .into_iter()
+        .map(|x| {
+            let name = String::from_utf8(x.name).map_err(|_| Error::Unsupported {
+                path: path.into(),
+                why: "an extended attribute's name is not UTF-8".into(),
+            })?;
+            Ok(XattrJson {
+                name,
+                value: hex(&x.value),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Meta {
+        uid: Some(md.uid()),
+        gid: Some(md.gid()),
+        mtime: Some((md.mtime(), md.mtime_nsec() as u32)),
+        xattrs,
+    })
+}
+
+/// The kind of a FIFO, socket or device with permission bits `perm`;
+/// `None` for any other type.
+pub(crate) fn special(md: &Metadata, perm: u32) -> Option<Kind> {
+    let ft = md.file_type();
+    let rdev = md.rdev();
+    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    Some(if ft.is_fifo() {
+        Kind::Fifo { perm }
+    } else if ft.is_socket() {
+        Kind::Socket { perm }
+    } else if ft.is_char_device() {
+        Kind::Char { perm, major, minor }
+    } else if ft.is_block_device() {
+        Kind::Block { perm, major, minor }
+    } else {
+        return None;
+    })
+}
+
+/// The data ranges of the sparse regular file `f` of `md` (`None`: all
+/// data, or the file system cannot say).
+pub(crate) fn data_ranges(f: &File, md: &Metadata, path: &Path) -> Result<Option<Vec<(u64, u64)>>> {
+    if md.size() == 0 || md.blocks() * 512 >= md.size() {
+        return Ok(None);
+    }
+    fscache::data_ranges(f, md.size()).map_err(|e| Error::io("seek", path, e))
+}
+
+/// Create the FIFO, socket or device node `kind` at `path` (mode `0600`
+/// until [`restore`] gives it its own).
+pub(crate) fn create_special(path: &Path, kind: &Kind) -> Result<()> {
+    use rustix::fs::FileType;
+    let (ft, dev) = match *kind {
+        Kind::Fifo { .. } => (FileType::Fifo, 0),
+        Kind::Socket { .. } => (FileType::Socket, 0),
+        Kind::Char { major, minor, .. } => {
+            (FileType::CharacterDevice, rustix::fs::makedev(major, minor))
+        }
+        Kind::Block { major, minor, .. } => {
+            (FileType::BlockDevice, rustix::fs::makedev(major, minor))
+        }
+        _ => return Ok(()),
+    };
+    let mode = rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR;
+    rustix::fs::mknodat(rustix::fs::CWD, path, ft, mode, dev)
+        .map_err(|e| Error::io("create node", path, e.into()))
+}
+
+/// The mode `st_mode` would have for `kind`: its type bits and `perm`.
+fn mode_of(kind: &Kind) -> u32 {
+    let ty = match kind {
+        Kind::Dir { .. } => 0o040000,
+        Kind::File { .. } => 0o100000,
+        Kind::Symlink { .. } => 0o120000,
+        Kind::Fifo { .. } => 0o010000,
+        Kind::Socket { .. } => 0o140000,
+        Kind::Char { .. } => 0o020000,
+        Kind::Block { .. } => 0o060000,
+    };
+    ty | kind.perm()
+}
+
+/// Give the node at `path`, just made by the pull, the owner, mode, xattrs
+/// and mtime its manifest node lists, under the [policy](fscache::meta).
+/// A node of a manifest without metadata (written before it existed) gets
+/// its mode only, owned by the caller, as those pulls did.
+///
+/// # Errors
+///
+/// A failing system call; an xattr too large for the destination.
+pub(crate) fn restore(path: &Path, kind: &Kind, m: &Meta) -> Result<Given> {
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let xattrs = m
+        .xattrs
+        .iter()
+        .map(|x| Xattr {
+            name: x.name.as_bytes().to_vec(),
+            // Checked by `Manifest::validate` before anything was written.
+            value: unhex_vec(&x.value).unwrap_or_default(),
+        })
+        .collect();
+    let want = Wanted {
+        uid: m.uid.unwrap_or(me.0),
+        gid: m.gid.unwrap_or(me.1),
+        mode: mode_of(kind),
+        atime: None,
+        mtime: m.mtime.map(|(s, ns)| (s, i64::from(ns))),
+        xattrs,
+    };
+    let io = |e| Error::io("restore metadata", path, e);
+    match kind {
+        Kind::Dir { .. } | Kind::File { .. } => {
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc_nofollow())
+                .open(path)
+                .map_err(io)?;
+            meta::restore_fd(&f, &want, OnDrop::Count).map_err(io)
+        }
+        _ => {
+            let parent = path.parent().unwrap_or(Path::new("."));
+            let name = path.file_name().unwrap_or(OsStr::new("."));
+            let dir = fs::File::open(parent).map_err(io)?;
+            meta::restore_at(&dir, name, &want, OnDrop::Count).map_err(io)
+        }
+    }
+}
+
+/// `O_NOFOLLOW`: the pull opens only what it made an instant ago.
+fn libc_nofollow() -> i32 {
+    rustix::fs::OFlags::NOFOLLOW.bits() as i32
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Per path, what the pull gave each node: what the built tree's digest
+/// is checked against.
+pub(crate) type GivenMap = HashMap<String, Given>;
