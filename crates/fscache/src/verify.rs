@@ -242,20 +242,38 @@ impl FsCache {
         Ok(names)
     }
 
-    /// [`FsCache::verify`] every named directory in `objects/` (committed
-    /// entries, and incomplete ones, which are listed before any sweep could
-    /// remove them), on as many threads as the machine has cores, calling
-    /// `progress` after each. Returns each entry's answer (or error),
-    /// sorted by name.
+    /// [`FsCache::verify`] every committed entry, on as many threads as
+    /// the machine has cores, calling `progress` after each. Returns each
+    /// entry's answer (or error), sorted by name.
+    ///
+    /// Entries damaged from outside (their `object.lock`, `object.info` or
+    /// `data/` gone) are found first and reported
+    /// [`Verified::Incomplete`]; then the listing sweeps, as
+    /// [`FsCache::entries`] does, which removes them with the rest of the
+    /// debris (and recounts the books: what they were charged is unknown).
     ///
     /// # Errors
     ///
-    /// Listing `objects/` failed.
+    /// Listing the entries failed.
     pub fn verify_all(
         &self,
         progress: &(dyn Fn(VerifyProgress<'_>) + Sync),
     ) -> Result<Vec<(String, Result<Verified>)>> {
-        let mut names = self.named_dirs()?;
+        // Before the sweep removes them: a cheap look for missing parts,
+        // then `verify` under the lock (a removal in progress is a miss).
+        let dir = self.dir();
+        let mut incomplete = Vec::new();
+        for name in self.named_dirs()? {
+            let entry = PathBuf::from(OBJECTS).join(&name);
+            let gone = |part: &str| matches!(dir.stat(&entry.join(part)), Err(e) if is_miss(&e));
+            if gone(OBJECT_LOCK) || gone(OBJECT_INFO) || gone(DATA) {
+                if let Ok(v @ Verified::Incomplete { .. }) = self.verify(&name) {
+                    incomplete.push((name, Ok(v)));
+                }
+            }
+        }
+        let mut names: Vec<String> = self.entries()?.into_iter().map(|e| e.name).collect();
+        names.retain(|n| !incomplete.iter().any(|(d, _)| d == n));
         names.sort();
         let total = names.len();
         let next = AtomicUsize::new(0);
@@ -284,6 +302,7 @@ impl FsCache {
             }
         });
         let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        results.extend(incomplete);
         results.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(results)
     }
