@@ -360,7 +360,7 @@ def test_store_tree_copies_a_directory_as_a_child_unless_slash_dot(cache_path, t
 def test_long_operations_release_the_gil(cache_path, tmp_path):
     tree = tmp_path / "many"
     tree.mkdir()
-    for i in range(3000):
+    for i in range(1500):
         (tree / f"f{i}").write_bytes(b"x" * 64)
     ticks = []
     stop = threading.Event()
@@ -512,7 +512,7 @@ def test_push_pull_and_load_or_pull_by_url(tmp_path):
         with a.store("shared") as rpath:
             fill(a, rpath, data="from host a")
         report = a.push("shared", remote)
-        assert report is not None and report["digest"].startswith("blake3:")
+        assert report is not None and report["digest"].startswith("blake3")
         assert a.push("absent", remote) is None
     with FsCache("osbuild", tmp_path / "host-b") as b:
         unlimited(b)
