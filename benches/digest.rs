@@ -109,7 +109,7 @@ fn bench_digest(c: &mut Criterion) {
     });
     let src_dir = Dir::open_ambient_dir(&src, ambient_authority()).expect("open the source");
     g.bench_function("digest_tree", |b| {
-        b.iter(|| black_box(digest_tree(&src_dir, &src, Version::default()).expect("digest")))
+        b.iter(|| black_box(digest_tree(&src_dir, &src, Version::V2).expect("digest")))
     });
     g.finish();
 }

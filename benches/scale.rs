@@ -3,16 +3,23 @@
 //! result reads as a ratio in `cargo xtask bench`:
 //!
 //! * `evict_worst/N`: a cache of N entries (one 4 KiB file each) filled to
-//!   its limit; a new handle stores one more entry, the store that hits
-//!   the limit: its scan and its removals. `store` beside `raw_store`
-//!   (which scans, plans down to the 90 % watermark and removes what it
-//!   needs). The cache is refilled to its limit between samples, untimed.
+//!   its limit, and no kept eviction list (`cache.evict` removed); a new
+//!   handle stores one more entry, the store that hits the limit: its scan
+//!   and its removals. `store` beside `raw_store` (which scans, plans down
+//!   to the 90 % watermark and removes what it needs). The cache is
+//!   refilled to its limit between samples, untimed.
+//! * `evict_fresh/N`: the first store of a fresh process into the full
+//!   cache, as every `fscache store` and every build step run as its own
+//!   process makes it: a new handle, with the kept list an earlier process
+//!   planned in `cache.evict`. `store` beside `raw_store`, the floor: a
+//!   fresh raw evictor, which scans once and evicts one entry. N is 10,000
+//!   and 50,000 (`--test`: 100).
 //! * `evict_mean/N`: the mean of N/4 consecutive stores into the full
 //!   cache through one new handle (the first pays the scan).
 //! * `procs/P`: store and load throughput of P processes at once, as the
 //!   time per operation of all of them together (`store`/`raw_store`:
 //!   unlimited cache, distinct names; `load`/`raw_load`: hits on one
-//!   entry).
+//!   entry, the baseline the 6-call floor of `benches/cache.rs`).
 //! * `tree`: `store_tree` of a generated tree (2,000 files in 20
 //!   directories, 40 MiB) beside `cp -a --reflink=auto` of it
 //!   (`baseline_cp_a`).
@@ -25,7 +32,9 @@
 //! The bench binary is also its own worker process: with
 //! `FSCACHE_BENCH_WORKER` set it runs one worker (see [`worker`]) instead
 //! of criterion. `FSCACHE_BENCH_WORKER=trace-store|trace-load|trace-miss`
-//! with `FSCACHE_BENCH_ROOT=DIR` does one operation between two marker
+//! (or a baseline's: `trace-raw_store`, `trace-raw_load`,
+//! `trace-raw_load_osbuild`, `trace-raw_miss`) with
+//! `FSCACHE_BENCH_ROOT=DIR` does one operation between two marker
 //! writes to stderr, for counting its system calls:
 //!
 //! ```text
@@ -43,8 +52,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    open_limited, open_unlimited, raw_load_hit, raw_store, tmpfs_dir, EntryPaths, RawEvictor,
-    FILE_4K,
+    floor_load_hit, floor_miss, open_limited, open_unlimited, raw_load_hit, raw_store, tmpfs_dir,
+    EntryPaths, FloorPaths, RawEvictor, FILE_4K,
 };
 use criterion::{black_box, BenchmarkId, Criterion, SamplingMode};
 use fscache::{FsCache, MaxSize, Stored};
@@ -141,6 +150,74 @@ fn sizes() -> Vec<u64> {
     n
 }
 
+/// The sizes of `evict_fresh`.
+fn fresh_sizes() -> Vec<u64> {
+    if quick() {
+        return vec![100];
+    }
+    vec![10_000, 50_000]
+}
+
+/// Remove the kept eviction list of the cache at `root`.
+fn forget_list(root: &Path) {
+    match std::fs::remove_file(root.join("cache.evict")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("remove cache.evict: {e}"),
+        _ => {}
+    }
+}
+
+fn bench_evict_fresh(c: &mut Criterion) {
+    let mut g = c.benchmark_group("evict_fresh");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(100));
+    for n in fresh_sizes() {
+        // One cache for both: the floor keeps no state between stores, and
+        // refills put the cache back at its limit before every sample.
+        let full = Full::new(n);
+        // An earlier process's evicting store planned the kept list.
+        let cache = full.handle();
+        our_store(&cache, &next_name("primer"));
+        drop(cache);
+        assert!(full.root.join("cache.evict").is_file(), "a kept list");
+        g.bench_with_input(BenchmarkId::new("store", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let cache = full.handle();
+                    full.refill(&mut |name| {
+                        our_store(&cache, name);
+                    });
+                    drop(cache);
+                    let cache = full.handle();
+                    let name = next_name("fresh");
+                    let t = Instant::now();
+                    our_store(&cache, black_box(&name));
+                    spent += t.elapsed();
+                }
+                spent
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("raw_store", n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut evictor = RawEvictor::default();
+                    full.refill(&mut |name| evictor.store(&full.root, name, full.limit));
+                    let mut evictor = RawEvictor::default();
+                    let name = next_name("fresh");
+                    let t = Instant::now();
+                    evictor.store(&full.root, black_box(&name), full.limit);
+                    spent += t.elapsed();
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+}
+
 fn bench_evict(c: &mut Criterion) {
     let mut g = c.benchmark_group("evict_worst");
     g.sampling_mode(SamplingMode::Flat)
@@ -158,6 +235,8 @@ fn bench_evict(c: &mut Criterion) {
                         our_store(&cache, name);
                     });
                     drop(cache);
+                    // No process planned eviction yet.
+                    forget_list(&ours.root);
                     let cache = ours.handle();
                     let name = next_name("worst");
                     let t = Instant::now();
@@ -204,6 +283,7 @@ fn bench_evict(c: &mut Criterion) {
                         our_store(&cache, name);
                     });
                     drop(cache);
+                    forget_list(&ours.root);
                     let cache = ours.handle();
                     let names: Vec<String> = (0..batch).map(|_| next_name("churn")).collect();
                     let t = Instant::now();
@@ -386,7 +466,7 @@ fn worker(kind: &str) {
     let cache = FsCache::open(common::APPID, &root).expect("open cache");
     let pid = std::process::id();
     let names: Vec<String> = (0..ops).map(|i| format!("w{pid}-{i}")).collect();
-    let paths = EntryPaths::new(&root, "key");
+    let floor = FloorPaths::new(&root, "key");
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready")
         .and_then(|()| stdout.flush())
@@ -403,7 +483,7 @@ fn worker(kind: &str) {
                 drop(black_box(cache.load("key").expect("load").expect("hit")));
             }
         }
-        "raw_load" => (0..ops).for_each(|_| raw_load_hit(&paths)),
+        "raw_load" => (0..ops).for_each(|_| floor_load_hit(&floor)),
         other => panic!("unknown worker {other}"),
     }
     writeln!(stdout, "done")
@@ -419,13 +499,16 @@ fn trace(op: &str, root: &Path, ops: u64) {
     let cache = open_unlimited(root);
     our_store(&cache, "key");
     let paths = EntryPaths::new(cache.path(), "key");
+    let floor = FloorPaths::new(cache.path(), "key");
     let run = |name: &str| match op {
         "store" => {
             our_store(&cache, name);
         }
         "raw_store" => raw_store(cache.path(), name),
         "load" => drop(cache.load("key").expect("load").expect("hit")),
-        "raw_load" => raw_load_hit(&paths),
+        "raw_load" => floor_load_hit(&floor),
+        "raw_load_osbuild" => raw_load_hit(&paths),
+        "raw_miss" => floor_miss(&floor),
         "miss" => assert!(cache.load("absent").expect("load").is_none()),
         other => panic!("unknown trace {other}"),
     };
@@ -445,6 +528,7 @@ fn main() {
     }
     let mut c = Criterion::default().configure_from_args();
     bench_evict(&mut c);
+    bench_evict_fresh(&mut c);
     bench_procs(&mut c);
     bench_tree(&mut c);
     c.final_summary();

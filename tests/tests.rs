@@ -79,6 +79,12 @@ mod model;
 #[path = "suite/model_run.rs"]
 mod model_run;
 
+// Power loss on a FUSE file system that forgets what was not synced
+// (`fscache-lazyfs`): Committed keeps every commit whole, Relaxed's
+// damage is found by verify and healed by repair (needs root, /dev/fuse).
+#[path = "suite/powerloss.rs"]
+mod powerloss;
+
 // Differences from osbuild fixed: a negative maximum-size, what usage
 // counts, entries damaged by a deleter outside the cache's locks.
 #[path = "suite/osbuild_compat.rs"]

@@ -31,7 +31,7 @@
 //! fscache-test-helper store-model CACHE NAME SEED BLOCKS
 //! fscache-test-helper hold CACHE NAME
 //! fscache-test-helper build-once CACHE NAME LOG
-//! fscache-test-helper serve CACHE APPID
+//! fscache-test-helper serve CACHE APPID [committed|relaxed]
 //! ```
 //!
 //! * `stress` opens the cache as appid `fscache-stress` (setting its
@@ -92,7 +92,7 @@ commands:
   crash-at POINT CACHE NAME             store NAME, SIGKILL itself at hook POINT
   hold CACHE NAME                       load NAME, hold it until stdin EOF
   build-once CACHE NAME LOG             after a stdin line, load_or_build NAME, logging builds
-  serve CACHE APPID                     one handle of the model tests: a request per stdin line";
+  serve CACHE APPID [DURABILITY]        one handle of the model tests: a request per stdin line";
 
 /// Why the helper failed: a usage error (exit 2), an I/O error (exit 1), or
 /// a verdict with its own exit status and stdout line.
@@ -151,8 +151,9 @@ fn run(args: &[String]) -> Result<(), Failure> {
         ["hold", cache, name] => hold(cache, name),
         ["build-once", cache, name, log] => build_once(cache, name, log),
         ["build-once", ..] => Err(Failure::Usage("`build-once` takes 3 arguments".into())),
-        ["serve", cache, appid] => serve(cache, appid),
-        ["serve", ..] => Err(Failure::Usage("`serve` takes 2 arguments".into())),
+        ["serve", cache, appid] => serve(cache, appid, None),
+        ["serve", cache, appid, durability] => serve(cache, appid, Some(durability)),
+        ["serve", ..] => Err(Failure::Usage("`serve` takes 2 or 3 arguments".into())),
         [cmd @ ("crash-in-store" | "crash-after-charge" | "hold"), ..] => {
             Err(Failure::Usage(format!("`{cmd}` takes 2 arguments")))
         }
@@ -636,9 +637,22 @@ struct Served {
 /// Lists are comma-separated, `-` when empty; a seed is `?` when the
 /// content is not what a store of this protocol wrote. A library error
 /// answers `error MESSAGE`, and the handle goes on.
-fn serve(cache: &str, appid: &str) -> Result<(), Failure> {
+fn serve(cache: &str, appid: &str, durability: Option<&str>) -> Result<(), Failure> {
     use io::BufRead;
-    let cache = fscache::FsCache::open(appid, cache).map_err(lib_err("open"))?;
+    let cache = match durability {
+        None => fscache::FsCache::open(appid, cache),
+        // The power-loss tests: digests recorded, so `verify` can tell a
+        // damaged entry.
+        Some(d) => fscache::FsCache::builder(appid)
+            .durability(match d {
+                "committed" => fscache::Durability::Committed,
+                "relaxed" => fscache::Durability::Relaxed,
+                other => return Err(Failure::Usage(format!("unknown durability `{other}`"))),
+            })
+            .record_digests(true)
+            .open(cache),
+    }
+    .map_err(lib_err("open"))?;
     say("ready")?;
     let mut served = Served::default();
     for line in io::stdin().lock().lines() {
@@ -778,18 +792,12 @@ fn serve_one(cache: &fscache::FsCache, s: &mut Served, line: &str) -> Result<Str
         }
         ["prune-to", bytes] => pruned(
             cache
-                .prune(PruneOptions {
-                    to: Some(num(bytes)?),
-                    ..Default::default()
-                })
+                .prune(PruneOptions::new().to(num(bytes)?))
                 .map_err(e)?,
         ),
         ["prune-age", secs] => pruned(
             cache
-                .prune(PruneOptions {
-                    unused_for: Some(Duration::from_secs(num(secs)?)),
-                    ..Default::default()
-                })
+                .prune(PruneOptions::new().unused_for(Duration::from_secs(num(secs)?)))
                 .map_err(e)?,
         ),
         ["remove", name] => match cache.remove(name).map_err(e)? {

@@ -135,11 +135,20 @@ fn row_threads() {
                 assert!(peer.with(&a, Exclusive, Wait::Block, &mut body).unwrap());
             });
             assert_eq!(got.recv_timeout(EVENTUALLY), Ok("a"));
+            // The answer comes from a try in the other thread (no timing);
+            // if it is refused, that thread then waits and must wake.
             s.spawn(move || {
-                let mut body = || got_tx.send("b").unwrap();
-                assert!(peer.with(&b, Exclusive, Wait::Block, &mut body).unwrap());
+                let free = peer.with(&b, Exclusive, Wait::Try, &mut || {}).unwrap();
+                got_tx.send(if free { "free" } else { "refused" }).unwrap();
+                if !free {
+                    let mut body = || got_tx.send("b").unwrap();
+                    assert!(peer.with(&b, Exclusive, Wait::Block, &mut body).unwrap());
+                }
             });
-            let excluded = got.recv_timeout(QUIET).is_err();
+            let excluded = got.recv_timeout(EVENTUALLY) == Ok("refused");
+            if excluded {
+                assert!(got.recv_timeout(QUIET).is_err(), "the waiter waits");
+            }
             release_tx.send(()).unwrap();
             if excluded {
                 assert_eq!(got.recv_timeout(EVENTUALLY), Ok("b"), "the waiter wakes");
@@ -299,11 +308,12 @@ fn row_deadlock_detection() {
         assert_eq!(first.line(), "locked");
         assert_eq!(second.line(), "locked");
         first.send("go");
+        assert_eq!(first.line(), "asking");
         assert_eq!(first.line_within(QUIET), None, "waits for the second");
         second.send("go");
-        // The cycle is closed: a detecting kernel refuses one request at
-        // once; otherwise both wait until killed.
-        // The request that closes the cycle is the one refused.
+        assert_eq!(second.line(), "asking");
+        // The cycle is closed: a detecting kernel refuses the request that
+        // closes it at once; otherwise both wait until killed.
         let answer = second.line_within(QUIET);
         first.kill();
         second.kill();
@@ -408,7 +418,7 @@ fn wait_for_stdin() {
 /// * `try PEER KIND PATH`: `locked` and hold until a stdin line, then
 ///   `released`; or `contended`.
 /// * `deadlock PEER A B`: lock A exclusive (`locked`), wait for a stdin
-///   line, then wait for B: `locked2`, or `error ERRNO`.
+///   line, then (`asking`) wait for B: `locked2`, or `error ERRNO`.
 /// * `fork PEER PATH`: lock PATH exclusive, start a child (`sleep`) whose
 ///   stdin is a dup of the locked file, say `child PID`, hold forever.
 /// * `sleep`: sleep a minute at most (the test kills it sooner).
@@ -437,6 +447,7 @@ fn helper_main(command: &str) {
             peer.with(&a, Exclusive, Wait::Block, &mut || {
                 say("locked");
                 wait_for_stdin();
+                say("asking");
                 match peer.with(&b, Exclusive, Wait::Block, &mut || say("locked2")) {
                     Ok(_) => wait_for_stdin(),
                     Err(e) => say(&format!("error {}", e.raw_os_error().unwrap_or(0))),

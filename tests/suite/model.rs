@@ -109,6 +109,10 @@ pub enum Op {
     /// Wait until the file system clock has advanced: every use after
     /// this step is later than every use before it.
     Tick,
+    /// The test damages the kept eviction list `cache.evict` shared by
+    /// every process ([`ListDamage`]). Nothing the model allows changes:
+    /// the list is never trusted.
+    DamageList { how: ListDamage },
     /// `verify_all`: every entry has its recorded digest.
     Verify { h: usize },
     /// A process of its own (not a handle of the case) stores `name` with
@@ -139,12 +143,29 @@ pub enum Op {
     },
 }
 
+/// How [`Op::DamageList`] damages `cache.evict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListDamage {
+    /// Cut it to half its length.
+    Truncate,
+    /// Flip a bit in the last record.
+    Flip,
+    /// Garbage in the state slot (how far the list is consumed).
+    State,
+    /// Remove it.
+    Remove,
+}
+
 /// The errors an [`Op::Fault`] injects.
 pub const FAULT_ERRNOS: [&str; 4] = ["EIO", "ENOSPC", "ENOLCK", "EINTR"];
 
-/// The system calls an [`Op::Fault`] fails, as strace names them.
-pub const FAULT_CALLS: [&str; 16] = [
-    "close",
+/// The system calls an [`Op::Fault`] fails, as strace names them. Not
+/// `close`: strace fails it by not making the call, so the descriptor and
+/// its OFD lock stay (Linux releases the descriptor even when close(2)
+/// reports an error), and the store would wait for its own lock. The CLI
+/// sweep (`crates/fscache-cli/tests/io_errors.rs`) injects it, under a
+/// time limit.
+pub const FAULT_CALLS: [&str; 15] = [
     "openat",
     "openat2",
     "read",
@@ -221,7 +242,7 @@ impl Op {
             | Sweep { h }
             | Repair { h }
             | Verify { h } => Some(h),
-            Age { .. } | Tick | Crash { .. } | Fault { .. } => None,
+            Age { .. } | Tick | DamageList { .. } | Crash { .. } | Fault { .. } => None,
         }
     }
 
@@ -264,7 +285,13 @@ impl Op {
             Sweep { .. } => "sweep".into(),
             Repair { .. } => "repair".into(),
             Verify { .. } => "verify".into(),
-            Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } | Fault { .. } => {
+            Open { .. }
+            | Close { .. }
+            | Age { .. }
+            | Tick
+            | DamageList { .. }
+            | Crash { .. }
+            | Fault { .. } => {
                 unreachable!("{self:?} is not a handle's request")
             }
         }
@@ -672,7 +699,7 @@ impl Model {
         match *op {
             Open { h } => !self.open[h],
             Age { name, .. } => self.entries.contains_key(NAMES[name]),
-            Tick | Fault { .. } => true,
+            Tick | DamageList { .. } | Fault { .. } => true,
             Crash {
                 point,
                 name,

@@ -175,14 +175,10 @@ fn exec(slot: &mut Slot, op: &Op) -> Result<Outcome, String> {
             .map_err(e)?;
             Outcome::Done
         }
-        PruneTo { blocks, .. } => pruned(c.prune(PruneOptions {
-            to: Some(blocks * BLOCK),
-            ..Default::default()
-        }))?,
-        PruneAge { secs, .. } => pruned(c.prune(PruneOptions {
-            unused_for: Some(Duration::from_secs(secs)),
-            ..Default::default()
-        }))?,
+        PruneTo { blocks, .. } => pruned(c.prune(PruneOptions::new().to(blocks * BLOCK)))?,
+        PruneAge { secs, .. } => {
+            pruned(c.prune(PruneOptions::new().unused_for(Duration::from_secs(secs))))?
+        }
         Remove { name, .. } => Outcome::Removed(c.remove(NAMES[name]).map_err(e)?),
         Sweep { .. } => {
             let s = c.sweep().map_err(e)?;
@@ -214,9 +210,13 @@ fn exec(slot: &mut Slot, op: &Op) -> Result<Outcome, String> {
                 bad,
             }
         }
-        Open { .. } | Close { .. } | Age { .. } | Tick | Crash { .. } | Fault { .. } => {
-            return Err(format!("{op:?} is not a handle's operation"))
-        }
+        Open { .. }
+        | Close { .. }
+        | Age { .. }
+        | Tick
+        | DamageList { .. }
+        | Crash { .. }
+        | Fault { .. } => return Err(format!("{op:?} is not a handle's operation")),
     })
 }
 
@@ -347,6 +347,34 @@ fn age(root: &Path, name: &str, secs: u64) {
     let t = SystemTime::now() - Duration::from_secs(secs);
     f.set_times(fs::FileTimes::new().set_accessed(t))
         .expect("set the atime");
+}
+
+/// Damage the kept eviction list `cache.evict` (if there is one) as `how`
+/// says.
+fn damage_list(root: &Path, how: ListDamage) {
+    let path = root.join("cache.evict");
+    let Ok(mut bytes) = fs::read(&path) else {
+        return;
+    };
+    match how {
+        ListDamage::Truncate => bytes.truncate(bytes.len() / 2),
+        ListDamage::Flip => {
+            if let Some(b) = bytes.len().checked_sub(2).and_then(|i| bytes.get_mut(i)) {
+                *b ^= 0x01;
+            }
+        }
+        ListDamage::State => {
+            for b in bytes.iter_mut().take(120).skip(21) {
+                *b = b'9';
+            }
+        }
+        ListDamage::Remove => {
+            fs::remove_file(&path).expect("remove cache.evict");
+            return;
+        }
+    }
+    // In place, as a torn write would leave it.
+    fs::write(&path, bytes).expect("damage cache.evict");
 }
 
 macro_rules! ensure {
@@ -619,6 +647,7 @@ pub fn run_case<D: Driver>(ops: &[Op], make: impl FnOnce(&Path) -> D) -> Verdict
                     let e = model.entries.get_mut(NAMES[name]).expect("applies");
                     e.used = Use::Aged(std::cmp::Reverse(secs));
                 }
+                Op::DamageList { how } => damage_list(&root, how),
                 Op::Open { h } => {
                     driver.open(h);
                     model.open[h] = true;
@@ -788,6 +817,13 @@ fn op(faults: bool) -> BoxedStrategy<Op> {
         )
             .prop_map(|(point, name, seed, blocks)| Op::Crash { point, name, seed, blocks }),
         2 => Just(Op::Tick),
+        1 => prop_oneof![
+            Just(ListDamage::Truncate),
+            Just(ListDamage::Flip),
+            Just(ListDamage::State),
+            Just(ListDamage::Remove),
+        ]
+        .prop_map(|how| Op::DamageList { how }),
     ];
     if !faults {
         return base.boxed();
@@ -1075,5 +1111,86 @@ fn regressions() {
         if let Err(e) = run_case(&ops, Processes::new) {
             panic!("in processes: {e}\ncase: {:?}", Ops(ops.clone()));
         }
+    }
+}
+
+/// The device, inode and state slot of `cache.evict`.
+fn list_file(root: &Path) -> Option<((u64, u64), String)> {
+    let path = root.join("cache.evict");
+    let m = fs::symlink_metadata(&path).ok()?;
+    let bytes = fs::read(&path).ok()?;
+    let state = String::from_utf8_lossy(bytes.get(21..256)?).into_owned();
+    let state = state.split(' ').take(3).collect::<Vec<_>>().join(" ");
+    Some(((m.dev(), m.ino()), state))
+}
+
+/// The kept eviction list is shared by processes: a process that never
+/// scanned evicts from the list another one wrote (the file is not
+/// rewritten: no scan), skipping what a reader holds (it stays a
+/// candidate, and goes first once released), what was loaded since and
+/// what had its atime set back by hand; a damaged list is ignored and
+/// rebuilt. Every handle is its own `serve` process; every eviction is
+/// checked against the atimes the test set.
+#[test]
+fn processes_share_the_kept_eviction_list() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let (tmp, root) = fresh();
+    let probe = tmp.path().join("clock-probe");
+    let mut d = Processes::new(&root);
+    for h in 0..3 {
+        d.open(h);
+    }
+    let one = entry_space(BLOCK as usize);
+    let ask = |d: &mut Processes, h: usize, line: &str| -> String {
+        d.kids[h].as_mut().expect("open").ask(line)
+    };
+    // 40 entries fill the cache; a scan plans 5 of them (down to 90 %).
+    assert_eq!(ask(&mut d, 0, &format!("set-limit {}", 40 * one)), "done");
+    let names: Vec<String> = (0..40).map(|i| format!("e{i:02}")).collect();
+    for n in &names {
+        assert_eq!(
+            ask(&mut d, 0, &format!("store {n} 1 1")),
+            "stored committed -"
+        );
+        tick(&probe);
+    }
+    assert!(list_file(&root).is_none(), "no eviction yet, no list");
+    // e01 is held, and set back by hand to be the oldest.
+    assert!(ask(&mut d, 2, "hold e01").starts_with("held "));
+    age(&root, "e01", 200 * 86_400);
+    // Process 1 stores into the full cache: it scans, keeps the plan in
+    // cache.evict, passes the held e01 and removes only the oldest idle.
+    assert_eq!(ask(&mut d, 1, "store n0 1 1"), "stored committed e00");
+    let (id, state) = list_file(&root).expect("the kept list");
+    assert_eq!(state, "state 2 0", "e01 stays a candidate");
+    // e02 loaded since, e03 set back by hand (by a day: older than every
+    // idle entry but e01, and not where the list has it).
+    assert!(ask(&mut d, 0, "hold e02").starts_with("held "));
+    assert_eq!(ask(&mut d, 0, "release 0"), "done");
+    age(&root, "e03", 86_400);
+    // Process 0 never scanned: it pops from process 1's list, passing the
+    // held e01, the used e02 and the moved e03, and removes e04.
+    assert_eq!(ask(&mut d, 0, "store n1 1 1"), "stored committed e04");
+    assert_eq!(list_file(&root), Some((id, "state 5 0".to_owned())));
+    // Released, e01 is the list's oldest candidate again, for a process
+    // that opened only now.
+    assert_eq!(ask(&mut d, 2, "release 0"), "done");
+    d.open(3);
+    assert_eq!(ask(&mut d, 3, "store n2 1 1"), "stored committed e01");
+    assert_eq!(list_file(&root), Some((id, "state 5 -".to_owned())));
+    // A damaged list is never trusted: the next store scans again and
+    // removes the oldest by the disk's atimes (e03, set back by hand).
+    damage_list(&root, ListDamage::Flip);
+    assert_eq!(ask(&mut d, 2, "store n3 1 1"), "stored committed e03");
+    let (rebuilt, state) = list_file(&root).expect("rebuilt");
+    assert_ne!(rebuilt, id, "the damaged list was replaced");
+    assert_eq!(state, "state 1 -");
+    // A torn state slot reads as "nothing consumed": gone records are
+    // tried again (and found gone), nothing is skipped.
+    damage_list(&root, ListDamage::State);
+    assert_eq!(ask(&mut d, 1, "store n4 1 1"), "stored committed e05");
+    assert_eq!(list_file(&root).map(|l| l.0), Some(rebuilt));
+    for h in 0..HANDLES {
+        d.close(h);
     }
 }

@@ -240,11 +240,7 @@ fn outside_deleter_prune_sweep_and_listings_never_trip() {
         // Listing, usage and a dry run first: no errors, nothing changes.
         cache.usage().unwrap();
         cache
-            .prune(PruneOptions {
-                unused_for: Some(Duration::ZERO),
-                dry_run: true,
-                ..Default::default()
-            })
+            .prune(PruneOptions::new().unused_for(Duration::ZERO).dry_run(true))
             .unwrap();
         let listed: Vec<String> = cache
             .entries()
@@ -264,10 +260,7 @@ fn outside_deleter_prune_sweep_and_listings_never_trip() {
         cache.sweep().unwrap();
         // Prune everything unused: the damaged entry goes with the rest.
         let report = cache
-            .prune(PruneOptions {
-                unused_for: Some(Duration::ZERO),
-                ..Default::default()
-            })
+            .prune(PruneOptions::new().unused_for(Duration::ZERO))
             .unwrap();
         assert!(report.skipped.is_empty(), "{what:?}: {report:?}");
         assert_eq!(entries(&root), Vec::<String>::new(), "{what:?}");

@@ -12,6 +12,9 @@
 //!   FsCache (see `python.rs`).
 //! * `ioerr`: the full I/O-error sweep (every occurrence of every traced
 //!   system call of every command fails once).
+//! * `powerloss --rounds N [--seed S]`: the long power-loss sweep on the
+//!   lazy FUSE file system (`fscache-lazyfs`): N rounds of each mode from
+//!   seed S (`ci` runs a few; they need root and `/dev/fuse`).
 //! * `package`: packages every publishable crate and runs its tests (unit,
 //!   integration, doc) from the extracted `.crate` files, which depend on
 //!   each other's packaged versions. This catches what only packaging
@@ -86,6 +89,9 @@ commands:
                   (`ci` runs a fast subset)
   stress --procs P --seconds S [--cache DIR]
                   P processes of random operations on one cache, then exact books
+  powerloss --rounds N [--seed S]
+                  N power-loss rounds per mode on the lazy FUSE file system, from
+                  seed S (root and /dev/fuse; `ci` runs a few)
   pytest          build the Python package `fscache` (maturin, in <target>/pyvenv) and
                   run python/tests (`ci` does this)
   pybench         release build of the Python package, then a timeit table beside
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
         ["ioerr"] => ioerr(),
+        ["powerloss", rest @ ..] => powerloss(rest),
         ["dist"] => dist::dist().map(|_| ()),
         ["dist", "--check"] => dist::check(),
         ["demo-lock"] => demo_lock(),
@@ -196,6 +203,7 @@ fn ensure_test_tools() {
             .status()
             .is_ok_and(|s| s.success())
     };
+    ensure_fuse();
     let missing: Vec<&str> = TEST_TOOLS
         .iter()
         .filter(|(tool, _)| !have(tool))
@@ -228,6 +236,28 @@ fn ensure_test_tools() {
             "ci: installing {} failed: the tests that need them skip",
             missing.join(", ")
         );
+    }
+}
+
+/// The power-loss tests mount FUSE with `mount(2)` as root (fuser's pure
+/// Rust mount: no libfuse, no `fusermount`), so they need only
+/// `/dev/fuse`: load the module and make the node when it is missing.
+fn ensure_fuse() {
+    if Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let _ = Command::new("modprobe")
+        .arg("fuse")
+        .stderr(Stdio::null())
+        .status();
+    if !Path::new("/dev/fuse").exists() {
+        let _ = Command::new("mknod")
+            .args(["-m", "0666", "/dev/fuse", "c", "10", "229"])
+            .stderr(Stdio::null())
+            .status();
+    }
+    if !Path::new("/dev/fuse").exists() {
+        println!("ci: no /dev/fuse (and it cannot be made here): the power-loss tests skip");
     }
 }
 
@@ -269,6 +299,38 @@ fn tests() -> Result<()> {
 }
 
 /// The full I/O-error sweep of `crates/fscache-cli/tests/io_errors.rs`.
+/// The long power-loss sweep: the `powerloss` tests with more rounds.
+fn powerloss(args: &[&str]) -> Result<()> {
+    let (mut rounds, mut seed) = ("100", "0");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = it.next().ok_or(format!("`{a}` needs a value"))?;
+        match *a {
+            "--rounds" => rounds = value,
+            "--seed" => seed = value,
+            other => return Err(format!("unknown option `{other}`").into()),
+        }
+        value
+            .parse::<u64>()
+            .map_err(|_| format!("`{a}` takes a number, not `{value}`"))?;
+    }
+    ensure_test_tools();
+    // One test at a time: a test's helper children, forked from this
+    // process, must not hold copies of another test's descriptors.
+    let mut test = cargo([
+        "test",
+        "--test",
+        "tests",
+        "powerloss",
+        "--",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    test.env("FSCACHE_POWERLOSS_ROUNDS", rounds);
+    test.env("FSCACHE_POWERLOSS_SEED", seed);
+    run(test)
+}
+
 fn ioerr() -> Result<()> {
     ensure_test_tools();
     let mut test = cargo([

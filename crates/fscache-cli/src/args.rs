@@ -27,10 +27,12 @@ Exit codes:
   0    success (also `store` of a name that exists, unless
        --fail-if-exists)
   1    error: one line `error: …` on stderr naming the path or name
-  2    miss: `load`, `cat` or `rm` of a name that is not in the cache
+  2    miss: `load`, `cat`, `rm` or `verify` of a name that is not in
+       the cache
   129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM: the
        command's unfinished work is removed and its locks released
-`load` and `stage` exit with the status of their command.
+`load` and `stage` exit with the status of their command; 127 when it is
+not found, 126 when it cannot be run (as shells and env(1) do).
 
 Every command takes the same locks as the fscache library, so it is safe
 on a cache that builds are using right now.";
@@ -95,6 +97,10 @@ pub(crate) enum Cmd {
         /// If the cache is over the new limit, prune it down to it now.
         #[arg(long)]
         prune: bool,
+        /// Make a cache of a directory that holds other files (refused
+        /// without it, so that a mistyped path never becomes a cache).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -204,13 +210,19 @@ pub(crate) enum Cmd {
         zero: bool,
     },
     /// Check entries against the tree digest recorded when they were
-    /// stored; exits 1 if any is damaged. Entries without a digest
-    /// (stored by osbuild) are reported unverified, not bad.
+    /// stored; exits 1 if any is damaged, 2 if a NAME has no entry.
+    /// Entries without a digest are reported unverified, not bad: those
+    /// osbuild stored, and those the library stored without
+    /// `Builder::record_digests(true)` (`fscache store` always records
+    /// one).
+    #[command(override_usage = "fscache verify [OPTIONS] [CACHE] [NAME]...")]
     Verify {
-        /// The cache directory.
-        cache: Option<PathBuf>,
-        /// The entries to check (default: all, in parallel).
-        names: Vec<String>,
+        /// [CACHE] [NAME...]: the cache directory and the entries to check
+        /// (default: all, in parallel). Without --cache, a first argument
+        /// is the cache when no $FSCACHE_DIR is set, or it has a `/`, or it
+        /// is a cache directory.
+        #[arg(value_name = "ARGS")]
+        args: Vec<OsString>,
         /// Remove damaged entries (one a reader holds is kept and said so).
         #[arg(long)]
         remove_bad: bool,
@@ -407,6 +419,26 @@ pub(crate) fn split_cache_variadic(
             let p = Path::new(&args[0]);
             args[0].as_encoded_bytes().contains(&b'/') || p.join("cache.info").exists()
         });
+    if first_is_cache {
+        let cache = PathBuf::from(args.remove(0));
+        return Ok((cache, args));
+    }
+    Ok((default_cache(global)?, args))
+}
+
+/// As [`split_cache_variadic`], for a command whose names may all be left
+/// out (`verify`): a lone argument may be the cache too.
+pub(crate) fn split_cache_optional(
+    global: &Global,
+    mut args: Vec<OsString>,
+) -> Result<(PathBuf, Vec<OsString>), Fail> {
+    if global.cache_flag.is_some() || args.is_empty() {
+        return Ok((default_cache(global)?, args));
+    }
+    let first_is_cache = env_cache().is_none() || {
+        let p = Path::new(&args[0]);
+        args[0].as_encoded_bytes().contains(&b'/') || p.join("cache.info").exists()
+    };
     if first_is_cache {
         let cache = PathBuf::from(args.remove(0));
         return Ok((cache, args));

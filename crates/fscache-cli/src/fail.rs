@@ -34,6 +34,19 @@ impl Fail {
         }
     }
 
+    /// A command that could not be run: 127 when it was not found, 126
+    /// when it could not be executed, as shells and `env(1)` exit.
+    pub(crate) fn not_run(e: &std::io::Error, message: impl Into<String>) -> Self {
+        let code = match e.kind() {
+            std::io::ErrorKind::NotFound => 127,
+            _ => 126,
+        };
+        Self {
+            code,
+            message: format!("error: {}", one_line(&message.into())),
+        }
+    }
+
     pub(crate) fn miss(message: impl Into<String>) -> Self {
         Self {
             code: 2,

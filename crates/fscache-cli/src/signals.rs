@@ -1,23 +1,33 @@
-//! Stopping cleanly on SIGINT, SIGTERM and SIGHUP: a handler that only
-//! records the signal, and checks at the points where stopping is safe.
+//! Stopping cleanly on SIGINT, SIGTERM and SIGHUP: the signals are only
+//! recorded, and checked at the points where stopping is safe.
 //!
 //! The work itself is undone by the library's guards in `Drop` (an
 //! uncommitted store or a stage removes its `uuid-*` directory, an entry
 //! releases its read lock), so a command only has to notice the signal,
-//! return normally, and exit 128 + N. A second signal while the first is
-//! being handled ends the process at once; its debris is then removed by
-//! the next sweep (`info`, `prune`, `ls`, a commit that evicts).
+//! return normally, and exit 128 + N.
+//!
+//! Signals that arrive together are one request: `timeout(1)` signals its
+//! child and then its process group, a CI runner signals every process of
+//! a job, a terminal's Ctrl-C reaches the whole foreground group; the
+//! copies come microseconds apart. Only a signal [`FORCE_AFTER`] or more
+//! after the first one means "stop at once" (a second Ctrl-C by a person):
+//! the process exits there, and the next sweep (`info`, `prune`, `ls`, a
+//! commit that evicts) removes what it left.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::flag;
 
 use crate::fail::Fail;
 
 /// The signals that stop a command cleanly.
 const STOP: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// How long after the first signal another one still belongs to it (is the
+/// same request, not a second Ctrl-C).
+pub(crate) const FORCE_AFTER: Duration = Duration::from_secs(1);
 
 /// Records which of [`STOP`] arrived, once the handlers are installed.
 pub(crate) struct Signals {
@@ -26,22 +36,32 @@ pub(crate) struct Signals {
 
 impl Signals {
     /// Install the handlers: from now on the signals no longer kill the
-    /// process (the first of them; a second one does).
+    /// process; a watcher thread records the first and ends the process
+    /// on one that comes [`FORCE_AFTER`] or more later.
     pub(crate) fn catch() -> Result<Self, Fail> {
         let caught = Arc::new(AtomicUsize::new(0));
-        let any = Arc::new(AtomicBool::new(false));
-        for sig in STOP {
-            let fail =
-                |e: std::io::Error| Fail::error(format!("failed to handle signal {sig}: {e}"));
-            let code = u8::try_from(128 + sig).unwrap_or(1);
-            // Registered first, so it sees `any` as the earlier signals
-            // left it: only a second signal exits here.
-            flag::register_conditional_shutdown(sig, i32::from(code), Arc::clone(&any))
-                .map_err(fail)?;
-            flag::register(sig, Arc::clone(&any)).map_err(fail)?;
-            let n = usize::try_from(sig).unwrap_or(0);
-            flag::register_usize(sig, Arc::clone(&caught), n).map_err(fail)?;
-        }
+        let mut incoming = signal_hook::iterator::Signals::new(STOP)
+            .map_err(|e| Fail::error(format!("failed to handle signals: {e}")))?;
+        let seen = Arc::clone(&caught);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut first: Option<Instant> = None;
+                for sig in incoming.forever() {
+                    match first {
+                        None => {
+                            first = Some(Instant::now());
+                            seen.store(usize::try_from(sig).unwrap_or(0), Ordering::SeqCst);
+                        }
+                        Some(at) if at.elapsed() >= FORCE_AFTER => {
+                            std::process::exit(128 + sig);
+                        }
+                        // Part of the first request.
+                        Some(_) => {}
+                    }
+                }
+            })
+            .map_err(|e| Fail::error(format!("failed to handle signals: {e}")))?;
         Ok(Self { caught })
     }
 

@@ -1,6 +1,7 @@
 //! `open_beneath`: the one open of a path relative to a directory that never
 //! resolves outside it (`openat2(RESOLVE_BENEATH)`, cap-std where missing).
 
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,14 +51,23 @@ fn classify(e: Errno, probe: impl FnOnce() -> rustix::io::Result<OwnedFd>) -> Re
 ///
 /// # Errors
 ///
-/// The raw errno, for callers that classify it.
+/// The open failed: the OS error itself. `dir` is a bare descriptor whose
+/// path this function does not know, so the caller folds in the path it
+/// does know (as [`CacheDir::open_raw`](crate::CacheDir::open_raw) does,
+/// and `fscache_quota::tree_space`'s caller).
 ///
 /// # References
 ///
 /// * [`openat2(2)`](https://man7.org/linux/man-pages/man2/openat2.2.html)
 #[doc(alias = "openat2")]
 #[doc(alias = "RESOLVE_BENEATH")]
-pub fn open_beneath(
+pub fn open_beneath(dir: &Dir, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+    open_beneath_errno(dir, rel, flags, mode).map_err(io::Error::from)
+}
+
+/// As [`open_beneath`], the raw errno for callers here that classify it
+/// (a miss on the load path builds no `io::Error`).
+pub(crate) fn open_beneath_errno(
     dir: &Dir,
     rel: &Path,
     flags: OFlags,
@@ -114,7 +124,10 @@ fn open_sandboxed(dir: &Dir, rel: &Path, flags: OFlags, mode: Mode) -> rustix::i
     opts.custom_flags(extra.bits() as i32);
     let file = dir
         .open_with(rel, &opts)
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        // cap-std's one error that is no OS error is its sandbox's refusal
+        // of a path leading out of `dir`: what openat2 reports as `EXDEV`
+        // under `RESOLVE_BENEATH`, so both paths answer alike.
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::XDEV))?;
     Ok(OwnedFd::from(file.into_std()))
 }
 
@@ -175,11 +188,11 @@ mod tests {
     fn open_beneath_never_resolves_outside_the_root() {
         let (_tmp, dir) = fixture();
         for rel in ESCAPES {
-            let r = open_beneath(&dir, Path::new(rel), OFlags::RDONLY, Mode::empty());
+            let r = open_beneath_errno(&dir, Path::new(rel), OFlags::RDONLY, Mode::empty());
             assert!(r.is_err(), "{rel} escaped");
         }
-        let fd =
-            open_beneath(&dir, Path::new("sub/inside"), OFlags::RDONLY, Mode::empty()).unwrap();
+        let fd = open_beneath_errno(&dir, Path::new("sub/inside"), OFlags::RDONLY, Mode::empty())
+            .unwrap();
         assert_eq!(crate::read_small_fd(&fd).unwrap(), b"ok");
     }
 
@@ -225,7 +238,7 @@ mod tests {
             return;
         }
         let etc = Dir::open_ambient_dir("/etc", cap_std::ambient_authority()).unwrap();
-        let r = open_beneath(
+        let r = open_beneath_errno(
             &etc,
             Path::new("passwd"),
             OFlags::RDONLY | OFlags::NOATIME,

@@ -61,6 +61,15 @@
 //! Test hooks ([`Hook`]) fire at each [`HookPoint`] so races can be forced;
 //! installing one needs the cargo feature `test-hooks`.
 //!
+//! # Errors
+//!
+//! Every fallible function returns `io::Result`. An error names the
+//! operation and the absolute path in a [`PathError`] payload (its kind and
+//! errno kept, [`raw_os_error`] looks through it) whose `source()` is the OS
+//! error: the message never repeats it, so print the chain. A protocol file
+//! holding garbage is `InvalidData` with a [`Corrupt`] source, which the
+//! layers above recognise by [`Corrupt::find`].
+//!
 //! # Limitations
 //!
 //! * A process killed mid-protocol leaves `uuid-*` debris (unlocked, so
@@ -73,32 +82,46 @@
 
 #![forbid(unsafe_code)]
 
-mod beneath;
+// The handle, and one module per protocol it runs.
+mod anon;
+mod atomic;
 mod cachedir;
+mod fdio;
+mod layout;
+mod locked;
+mod remove;
+mod scaffold;
+mod update;
+
+// The platform layer every crate above shares.
+mod beneath;
 pub mod copy;
 pub mod digest;
 mod error;
 mod hook;
 mod intr;
-mod locked;
 pub mod meta;
 mod name;
 pub mod stat;
 pub mod walk;
 
+pub use anon::{AnonDir, Renamed};
+pub use atomic::{AtomicTemp, Publish, Published};
 pub use beneath::open_beneath;
-pub use cachedir::{
-    gone, read_small_fd, AnonDir, AtomicTemp, CacheDir, LockedFile, Publish, Published,
-    WaitObserver, CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA,
-    OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
-};
-pub use error::{raw_os_error, with_path, PathError};
+pub use cachedir::{CacheDir, WaitObserver};
+pub use error::{gone, is_miss, raw_os_error, with_path, Corrupt, PathError};
+pub use fdio::{copy_mode_and_times_at, open_tree, read_small_fd, stamp_committed, touch_atime};
 pub use hook::{Hook, HookPoint};
 pub use intr::retry_io;
-pub use locked::{LockOptions, TryLocked};
+pub use layout::{
+    CACHEDIR_TAG, CACHEDIR_TAG_CONTENTS, CACHE_INFO, CACHE_LOCK, CACHE_SIZE, DATA, OBJECTS,
+    OBJECT_INFO, OBJECT_LOCK, STAGE,
+};
+pub use locked::{LockOptions, LockedFile, TryLocked};
 pub use name::{
     anonymous_name, reseed_anonymous_names, EntryName, InvalidName, MAX_NAME_LEN, RESERVED_PREFIX,
 };
+pub use update::IfMissing;
 
 /// The crate's `README.md` example, run as a doc test so it never goes
 /// stale (also from the packaged crate, which carries its README).

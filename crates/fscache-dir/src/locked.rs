@@ -1,9 +1,20 @@
-//! Options and answers of a locked open ([`CacheDir::lock`](crate::CacheDir::lock),
-//! [`CacheDir::try_lock`](crate::CacheDir::try_lock)).
+//! Locked open: open (never create) → lock → check that the path still
+//! names the locked file → retry ([`CacheDir::lock`](crate::CacheDir::lock),
+//! [`CacheDir::try_lock`](crate::CacheDir::try_lock),
+//! [`CacheDir::try_claim`](crate::CacheDir::try_claim)), and its options and
+//! answers.
 
-use fscache_lock::LockKind;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::time::Instant;
 
-use crate::LockedFile;
+use fscache_lock::{FileLock, LockKind, Wait};
+use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+use crate::hook::HookPoint;
+use crate::CacheDir;
 
 /// How a locked open opens and locks, in the style of cap-std's
 /// `OpenOptions`: start from [`LockOptions::shared`] or
@@ -80,5 +91,172 @@ impl TryLocked {
             TryLocked::Locked(l) => Some(l),
             TryLocked::Busy | TryLocked::Absent => None,
         }
+    }
+}
+
+/// A locked file and what `fstat` said of it after the lock was taken.
+#[derive(Debug)]
+#[must_use = "the lock is released as soon as this drops"]
+pub struct LockedFile {
+    /// The held lock, owning the descriptor.
+    pub lock: FileLock<OwnedFd>,
+    /// `fstat` of the descriptor, taken after locking.
+    pub stat: Stat,
+}
+
+/// What a locked open does when the path is absent.
+enum Absence<'a> {
+    /// Report `ENOENT`/`ENOTDIR` as an error.
+    Error,
+    /// Answer `None` and set the flag, without building an error.
+    Note(&'a mut bool),
+}
+
+/// See [`CacheDir::lock`].
+pub(crate) fn lock(cache: &CacheDir, rel: &Path, opts: LockOptions) -> io::Result<LockedFile> {
+    match locked_open(cache, rel, opts, Wait::Block, Absence::Error)? {
+        Some(locked) => Ok(locked),
+        // `FileLock::lock` waits: it never reports contention.
+        None => Err(cache.err("lock", rel, io::Error::from(io::ErrorKind::WouldBlock))),
+    }
+}
+
+/// See [`CacheDir::try_lock`].
+pub(crate) fn try_lock(cache: &CacheDir, rel: &Path, opts: LockOptions) -> io::Result<TryLocked> {
+    let mut absent = false;
+    let locked = locked_open(cache, rel, opts, Wait::NonBlock, Absence::Note(&mut absent))?;
+    Ok(match locked {
+        Some(locked) => TryLocked::Locked(locked),
+        None if absent => TryLocked::Absent,
+        None => TryLocked::Busy,
+    })
+}
+
+/// See [`CacheDir::try_claim`].
+pub(crate) fn try_claim(cache: &CacheDir, rel: &Path) -> io::Result<TryLocked> {
+    let fd = match cache.open_errno(
+        rel,
+        OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
+        Mode::from_raw_mode(0o644),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(TryLocked::Absent),
+        Err(e) => return Err(cache.err("open", rel, e)),
+    };
+    cache.hook(HookPoint::LockedOpenLock, rel);
+    let lock = match FileLock::try_lock(fd, LockKind::Exclusive) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Ok(TryLocked::Busy),
+        Err(e) => return Err(cache.err("lock", rel, e)),
+    };
+    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&lock))
+        .map_err(|e| cache.err("fstat", rel, e))?;
+    match rustix::io::retry_on_intr(|| {
+        rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+    }) {
+        Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino && st.st_nlink > 0 => {
+            Ok(TryLocked::Locked(LockedFile { lock, stat: st }))
+        }
+        Ok(_) => Ok(TryLocked::Busy),
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::STALE) => Ok(TryLocked::Absent),
+        Err(e) => Err(cache.err("stat", rel, e)),
+    }
+}
+
+/// The loop of every locked open: open (never create) → lock → still
+/// linked? → retry. `None` when a non-blocking lock met contention or
+/// (with [`Absence::Note`]) the path is absent.
+fn locked_open(
+    cache: &CacheDir,
+    rel: &Path,
+    opts: LockOptions,
+    wait: Wait,
+    mut absence: Absence<'_>,
+) -> io::Result<Option<LockedFile>> {
+    let access = if opts.read_write {
+        OFlags::RDWR
+    } else {
+        OFlags::RDONLY
+    };
+    // O_NONBLOCK: a FIFO planted where a lock file belongs must not hang
+    // the open; on a regular file it changes nothing.
+    let flags = access | OFlags::NONBLOCK;
+    loop {
+        cache.hook(HookPoint::LockedOpenOpen, rel);
+        let opened = if opts.noatime {
+            open_noatime_raw(cache, rel, flags)
+        } else {
+            cache.open_errno(rel, flags, Mode::empty())
+        };
+        let fd = match (opened, &mut absence) {
+            (Ok(fd), _) => fd,
+            (Err(Errno::NOENT | Errno::NOTDIR), Absence::Note(absent)) => {
+                **absent = true;
+                return Ok(None);
+            }
+            (Err(e), _) => return Err(cache.err("open", rel, e)),
+        };
+        cache.hook(HookPoint::LockedOpenLock, rel);
+        let lock = match wait {
+            // Try first: free is the common case and costs the same one
+            // fcntl; a wait is then timed and reported.
+            Wait::Block => match FileLock::try_lock_or_return(fd, opts.kind) {
+                Ok(Ok(lock)) => Ok(lock),
+                Ok(Err(fd)) => {
+                    let started = Instant::now();
+                    let lock = FileLock::lock(fd, opts.kind);
+                    if let Some(observe) = &cache.waits {
+                        observe(rel, started.elapsed());
+                    }
+                    lock
+                }
+                Err(e) => Err(e),
+            },
+            Wait::NonBlock => match FileLock::try_lock(fd, opts.kind) {
+                Ok(Some(lock)) => Ok(lock),
+                Ok(None) => return Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| cache.err("lock", rel, e))?;
+        if let Some(stat) = still_linked(cache, rel, &lock)? {
+            return Ok(Some(LockedFile { lock, stat }));
+        }
+        // Replaced or unlinked between open and lock: drop and retry.
+    }
+}
+
+/// Whether the locked descriptor is still the file `rel` names:
+/// `Some(fstat)` if so. Locally a link count above zero proves it
+/// (protocol files are never moved once linked, and are unlinked when
+/// replaced); on NFS the unlinked file is silly-renamed and keeps its
+/// link count, so the path is compared.
+fn still_linked(cache: &CacheDir, rel: &Path, fd: &impl AsFd) -> io::Result<Option<Stat>> {
+    let st = match rustix::io::retry_on_intr(|| rustix::fs::fstat(fd)) {
+        Ok(st) => st,
+        Err(Errno::STALE) => return Ok(None),
+        Err(e) => return Err(cache.err("fstat", rel, e)),
+    };
+    if !cache.nfs {
+        return Ok((st.st_nlink > 0).then_some(st));
+    }
+    match rustix::io::retry_on_intr(|| {
+        rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
+    }) {
+        Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino => Ok(Some(st)),
+        Ok(_) | Err(Errno::NOENT) | Err(Errno::STALE) => Ok(None),
+        Err(e) => Err(cache.err("stat", rel, e)),
+    }
+}
+
+pub(crate) fn open_noatime_raw(
+    cache: &CacheDir,
+    rel: &Path,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    match cache.open_errno(rel, flags | OFlags::NOATIME, Mode::empty()) {
+        // open(2): O_NOATIME needs ownership or CAP_FOWNER.
+        Err(Errno::PERM) => cache.open_errno(rel, flags, Mode::empty()),
+        other => other,
     }
 }

@@ -9,7 +9,16 @@
 // On x86_64 most of the conversions below are identities.
 #![allow(clippy::unnecessary_cast, clippy::useless_conversion)]
 
-use rustix::fs::Stat;
+pub use rustix::fs::Stat;
+
+/// `fstat(fd)`.
+///
+/// # Errors
+///
+/// The `fstat` failed (the caller folds in the path it knows).
+pub fn fstat(fd: &impl std::os::fd::AsFd) -> std::io::Result<Stat> {
+    rustix::fs::fstat(fd).map_err(Into::into)
+}
 
 /// The identity of an inode: `(st_dev, st_ino)`.
 pub type Inode = (u64, u64);
@@ -53,6 +62,21 @@ pub fn space(st: &Stat) -> u64 {
 /// walk must remember it to visit it once.
 pub fn is_multiply_linked(st: &Stat) -> bool {
     st.st_nlink > 1
+}
+
+/// `clock_gettime(CLOCK_MONOTONIC_COARSE)` in nanoseconds: a vDSO read
+/// without a time-stamp counter read, as fine as a clock tick (1–10 ms),
+/// for deadlines on hot paths that need no finer clock.
+///
+/// # References
+///
+/// * [`clock_gettime(2)`](https://man7.org/linux/man-pages/man2/clock_gettime.2.html)
+#[doc(alias = "CLOCK_MONOTONIC_COARSE")]
+pub fn coarse_monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
 }
 
 #[cfg(test)]

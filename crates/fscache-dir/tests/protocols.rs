@@ -247,10 +247,10 @@ fn anon_dir_retries_when_a_racing_cleanup_removes_it() {
     })));
     let anon = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
     assert_eq!(fired.load(Ordering::SeqCst), 2);
-    assert_eq!(names(&root.join(OBJECTS)), vec![anon.name.clone()]);
-    assert_eq!(names(&root.join(OBJECTS).join(&anon.name)), [OBJECT_LOCK]);
+    assert_eq!(names(&root.join(OBJECTS)), vec![anon.name().to_owned()]);
+    assert_eq!(names(&root.join(OBJECTS).join(anon.name())), [OBJECT_LOCK]);
     // The lock is held: another open description cannot take it.
-    let lock = root.join(OBJECTS).join(&anon.name).join(OBJECT_LOCK);
+    let lock = root.join(OBJECTS).join(anon.name()).join(OBJECT_LOCK);
     let other = std::fs::File::open(&lock).unwrap();
     assert!(FileLock::try_lock(other, LockKind::Shared)
         .unwrap()
@@ -262,7 +262,7 @@ fn remove_entry_order_and_racing_removal() {
     let (_t, root) = fresh();
     let mut c = open(&root);
     let anon = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
-    let rel = PathBuf::from(OBJECTS).join(&anon.name);
+    let rel = PathBuf::from(OBJECTS).join(anon.name());
     let abs = root.join(&rel);
     std::fs::create_dir_all(abs.join("data/deep/er")).unwrap();
     std::fs::write(abs.join("data/deep/er/f"), b"x").unwrap();

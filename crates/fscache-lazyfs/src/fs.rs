@@ -98,9 +98,9 @@ fn attr(ino: NodeId, st: &Stat) -> FileAttr {
         ino: INodeNo(ino),
         size: st.st_size as u64,
         blocks: st.st_blocks as u64,
-        atime: time(st.st_atime as i64, st.st_atime_nsec as i64),
-        mtime: time(st.st_mtime as i64, st.st_mtime_nsec as i64),
-        ctime: time(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        atime: time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
         crtime: UNIX_EPOCH,
         kind: kind_of(st.st_mode),
         perm: (st.st_mode & 0o7777) as u16,
@@ -608,9 +608,13 @@ impl Filesystem for LazyFsImpl {
             Err(e) => return reply.error(e),
         };
         // Writes arrive with their offset: the backing open needs no
-        // O_APPEND (pwrite would ignore the offset), and creation flags
-        // were handled by the kernel.
-        let keep = !(libc_flags::O_APPEND | libc_flags::O_CREAT | libc_flags::O_EXCL);
+        // O_APPEND (pwrite would ignore the offset); creation flags were
+        // handled by the kernel, and so was O_NOFOLLOW, which on the
+        // `/proc` magic link would fail with ELOOP.
+        let keep = !(libc_flags::O_APPEND
+            | libc_flags::O_CREAT
+            | libc_flags::O_EXCL
+            | libc_flags::O_NOFOLLOW);
         let flags = OFlags::from_bits_retain((flags.0 as u32) & keep) | OFlags::CLOEXEC;
         let file = tryr!(rustix::fs::open(proc_path(fd), flags, Mode::empty()), reply);
         let fh = s.next_fh;
@@ -968,4 +972,5 @@ mod libc_flags {
     pub const O_CREAT: u32 = 0o100;
     pub const O_EXCL: u32 = 0o200;
     pub const O_APPEND: u32 = 0o2000;
+    pub const O_NOFOLLOW: u32 = 0o400000;
 }

@@ -416,11 +416,11 @@ fn attrs(s: &fs::State, node: NodeId, p: &Path, kind: FileType) {
     );
     let ts = Timestamps {
         last_access: rustix::fs::Timespec {
-            tv_sec: st.st_atime as i64,
+            tv_sec: st.st_atime,
             tv_nsec: st.st_atime_nsec as _,
         },
         last_modification: rustix::fs::Timespec {
-            tv_sec: st.st_mtime as i64,
+            tv_sec: st.st_mtime,
             tv_nsec: st.st_mtime_nsec as _,
         },
     };

@@ -7,6 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use fscache_lazyfs::{LazyFs, Loss};
+use fscache_lock::{FileLock, LockKind};
 
 fn mount(tmp: &Path) -> Option<LazyFs> {
     if let Err(why) = LazyFs::available() {
@@ -52,14 +53,39 @@ fn unsynced_names_and_data_are_lost_synced_ones_kept() {
     std::os::unix::fs::symlink("kept", m.join("d/sym")).unwrap();
     sync_dir(&m.join("d"));
     // OFD locks work (kept by the kernel), xattrs pass through.
-    let lockf = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o644)
-        .open(m.join("d/lockfile"))
-        .unwrap();
-    drop(lockf);
+    let open = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(m.join("d/lockfile"))
+            .unwrap()
+    };
+    let held = FileLock::try_lock(open(), LockKind::Exclusive)
+        .unwrap()
+        .expect("a free lock");
+    assert!(
+        FileLock::try_lock(open(), LockKind::Shared)
+            .unwrap()
+            .is_none(),
+        "an OFD lock conflicts with another open of the same process"
+    );
+    drop(held);
+    assert!(FileLock::try_lock(open(), LockKind::Shared)
+        .unwrap()
+        .is_some());
+    rustix::fs::setxattr(
+        m.join("kept"),
+        "user.k",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::getxattr(m.join("kept"), "user.k", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"v");
     let out = tmp.path().join("after");
     let report = lfs.power_loss(Loss::AllUnsynced, &out).unwrap();
     assert!(
@@ -69,6 +95,8 @@ fn unsynced_names_and_data_are_lost_synced_ones_kept() {
     lfs.unmount().unwrap();
     eprintln!("{report}");
     assert_eq!(fs::read(out.join("kept")).unwrap(), b"new");
+    let n = rustix::fs::getxattr(out.join("kept"), "user.k", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"v", "xattrs are kept as they are at the loss");
     assert_eq!(fs::read(out.join("empty")).unwrap(), b"", "{report}");
     assert!(!out.join("renamed").exists());
     assert!(!out.join("tmp").exists());

@@ -346,11 +346,14 @@ impl Cache {
         let cache = self.get()?;
         let r = py
             .detach(|| {
-                cache.prune(PruneOptions {
-                    to,
-                    unused_for,
-                    dry_run,
-                })
+                let mut opts = PruneOptions::new().dry_run(dry_run);
+                if let Some(to) = to {
+                    opts = opts.to(to);
+                }
+                if let Some(age) = unused_for {
+                    opts = opts.unused_for(age);
+                }
+                cache.prune(opts)
             })
             .map_err(py_err)?;
         Ok((r.removed, r.skipped, r.freed, r.accounted))

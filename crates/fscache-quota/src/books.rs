@@ -65,7 +65,7 @@ pub fn mark_suspect(cache: &CacheDir) -> Result<()> {
             Mode::from_raw_mode(0o666),
         )
         .map(drop)
-        .map_err(|e| error::io("create", cache.abs(rel), e.into()))
+        .map_err(|e| error::io("create", cache.abs(rel), e))
 }
 
 /// Mark the books suspect after `e`, a failed counter update (what it
@@ -163,7 +163,7 @@ fn open_lock(cache: &CacheDir) -> Result<OwnedFd> {
             OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
             Mode::from_raw_mode(0o666),
         )
-        .map_err(|e| error::io("open", cache.abs(rel), e.into()))
+        .map_err(|e| error::io("open", cache.abs(rel), e))
 }
 
 /// How long [`reconcile`] waits for the changes in flight.
@@ -266,9 +266,7 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
 /// their rename), which are on the books until a sweep uncharges them.
 fn sum_all_recorded(cache: &CacheDir) -> Result<u64> {
     let objects = Path::new(OBJECTS);
-    let list = cache
-        .dir()
-        .read_dir(objects)
+    let list = fscache_dir::retry_io(|| cache.dir().read_dir(objects))
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {

@@ -2,9 +2,7 @@
 
 use std::path::Path;
 
-use fscache_dir::{
-    CacheDir, LockOptions, Publish, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX,
-};
+use fscache_dir::{CacheDir, IfMissing, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX};
 
 use crate::error::{self, Result};
 use crate::objinfo::ObjectInfo;
@@ -110,12 +108,16 @@ pub fn recount(cache: &CacheDir) -> Result<u64> {
     }
 }
 
-/// Set the counter to what `sum` computes under its lock.
+/// Set the counter to what `sum` computes under its lock. A kept eviction
+/// list was planned from the books before: it is unlinked, so the next
+/// eviction plans from the reconciled ones.
 pub(crate) fn set_to(cache: &CacheDir, sum: impl FnOnce() -> Result<u64>) -> Result<u64> {
-    booked(cache, |_| {
+    let total = booked(cache, |_| {
         let total = sum()?;
         Ok((Some(total), total))
-    })
+    })?;
+    crate::evictlist::invalidate(cache)?;
+    Ok(total)
 }
 
 /// [`update`], marking the books suspect when it fails: a failed update
@@ -128,9 +130,7 @@ fn booked<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
 
 fn sum_recorded(cache: &CacheDir) -> Result<u64> {
     let objects = Path::new(OBJECTS);
-    let list = cache
-        .dir()
-        .read_dir(objects)
+    let list = fscache_dir::retry_io(|| cache.dir().read_dir(objects))
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {
@@ -151,67 +151,28 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
     Ok(total)
 }
 
-/// Locked read → compute → temp file → rename. `f` gets the current total
-/// and returns the value to write (`None`: leave the file alone) and the
-/// result.
+/// Locked read → compute → temp file → rename, by
+/// [`CacheDir::update`]. `f` gets the current total and returns the value
+/// to write (`None`: leave the file alone) and the result.
 ///
-/// The temporary file is created and locked before the counter's lock is
-/// taken, so every process waiting for the counter waits only for a
-/// `read`, a `write` and a `rename` (plus the `fstat` of the locked open):
-/// the critical section of every store.
+/// A missing counter is created from the entries' records (0 would
+/// undercount and let the cache outgrow its limit); a corrupt one is
+/// rebuilt the same way, under the lock (so no charge or uncharge runs
+/// meanwhile).
 fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) -> Result<T> {
-    let rel = Path::new(CACHE_SIZE);
-    let temp = cache
-        .atomic_temp()
-        .map_err(|e| error::io("create", cache.abs(Path::new(OBJECTS)), e))?;
-    let locked = loop {
-        match cache.lock(rel, LockOptions::exclusive()) {
-            Ok(l) => break l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Deleted under us: rebuild it from the entries' records
-                // (0 would undercount and let the cache outgrow its limit)
-                // unless a racing writer recreated it, then take the lock
-                // on that.
-                let total = sum_recorded(cache)?;
-                cache
-                    .atomic_file(
-                        Path::new(OBJECTS),
-                        rel,
-                        total.to_string().as_bytes(),
-                        Publish::NoReplace,
-                    )
-                    .map_err(|e| error::io("create", cache.abs(rel), e))?;
-            }
-            Err(e) => return Err(error::io("lock", cache.abs(rel), e)),
-        }
-    };
-    // Read through the locked descriptor: no second open.
-    let current = match fscache_dir::read_small_fd(&locked.lock) {
-        Ok(bytes) => parse_size(&bytes),
-        Err(e) => return Err(error::io("read", cache.abs(rel), e)),
-    };
-    let current = match current {
-        Some(n) => n,
-        // Corrupt: rebuild from the entries (we hold the counter's lock, so
-        // no charge or uncharge runs meanwhile).
-        None => sum_recorded(cache)?,
-    };
-    let (new, out) = f(current)?;
-    let published = match new {
-        Some(new) => Some(
-            temp.publish_locked(rel, new.to_string().as_bytes(), Publish::Replace)
-                .map_err(|e| error::io("replace", cache.abs(rel), e))?
-                .1,
-        ),
-        None => None,
-    };
-    // Our own, never duplicated descriptors: closing releases the locks,
-    // the counter's first. An unused temporary file is unlinked after.
-    locked.lock.close();
-    if let Some(lock) = published {
-        lock.close();
-    }
-    Ok(out)
+    let initial = || Ok(sum_recorded(cache)?.to_string().into_bytes());
+    cache.update(
+        Path::new(CACHE_SIZE),
+        IfMissing::Create(&initial),
+        |bytes| {
+            let current = match parse_size(bytes) {
+                Some(n) => n,
+                None => sum_recorded(cache)?,
+            };
+            let (new, out) = f(current)?;
+            Ok((new.map(|n| n.to_string().into_bytes()), out))
+        },
+    )
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! path folded in, as the lower layers return them
 //! ([`fscache_dir::PathError`], errno and kind intact). A protocol file
 //! that holds something the format does not allow is
-//! [`io::ErrorKind::InvalidData`] with the operation `"parse"`.
+//! [`io::ErrorKind::InvalidData`] whose source is a
+//! [`fscache_dir::Corrupt`].
 
 use std::io;
 use std::path::Path;
@@ -17,15 +18,11 @@ pub(crate) fn io(op: &'static str, path: impl AsRef<Path>, source: io::Error) ->
     with_path(op, path.as_ref(), source)
 }
 
-/// The operation an `InvalidData` error of this crate names: a protocol
-/// file (`cache.size`) did not parse.
+/// The operation a corruption error names (see [`fscache_dir::Corrupt`],
+/// its typed source, by which the layer above recognises it).
 pub const PARSE: &str = "parse";
 
 /// `path` holds something the format does not allow: `what`.
 pub(crate) fn corrupt(path: impl AsRef<Path>, what: String) -> io::Error {
-    with_path(
-        PARSE,
-        path.as_ref(),
-        io::Error::new(io::ErrorKind::InvalidData, what),
-    )
+    fscache_dir::Corrupt::error(path.as_ref(), what)
 }

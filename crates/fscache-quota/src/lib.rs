@@ -30,6 +30,10 @@
 //!   lock by read → new temp file → `rename`, so a crash never leaves a
 //!   partial value; a charge past the limit is refused, an uncharge floors
 //!   at 0. A corrupt or missing counter is rebuilt from the entries.
+//! * [`reconcile`]: books a failed update left off are marked suspect
+//!   and recounted live, exactly: every counter change in flight holds
+//!   [`Books`] shared, the recount waits them out (`books.lock`, see
+//!   `docs/format.md`, "Books that heal").
 //! * [`list_lru`] → [`plan`] → [`evict`] / [`evict_candidate`]: one
 //!   directory scan, oldest `object.lock` atime first, planned down to a
 //!   low watermark; eviction takes each victim's lock without waiting,
@@ -38,14 +42,31 @@
 //!   under the victim's lock, a plan can be kept and consumed one
 //!   candidate at a time by later stores ([`Tried`] says whether a
 //!   candidate stays one).
+//! * [`scan_plan`] and [`evictlist`]: the plan kept for every process in
+//!   `cache.evict` (its format is in the module docs), with a cutoff for
+//!   the stores in flight during the scan; any process pops from it, and a
+//!   damaged list is ignored, never trusted.
 //!
 //! The files and steps are those of `docs/format.md` in the fscache
 //! repository (`cache.size`, `object.info`, "Eviction", "Sweep").
 //!
+//! # Errors
+//!
+//! `io::Result` throughout, the path folded in as `fscache-dir` does
+//! ([`fscache_dir::PathError`]); a `cache.size` that holds garbage where no
+//! recovery applies is `InvalidData` with a [`fscache_dir::Corrupt`]
+//! source.
+//!
 //! # Limitations
 //!
-//! * A crash between a charge and the commit's `object.info` leaves the
-//!   counter too high (never too low) until [`recount`] runs.
+//! * A crash between a charge and the commit's `object.info`, or a failed
+//!   counter update, leaves the counter too high (never too low); the
+//!   sweep or the failure marks the books suspect ([`mark_suspect`]) and
+//!   [`reconcile`] makes them exact while others work, or [`recount`]
+//!   with the cache to itself. An osbuild process takes no hold of
+//!   [`Books`]: a recount that meets one of its commits or removals
+//!   half-way leaves the counter low by that entry (the way osbuild's own
+//!   drift goes) until the next recount.
 //! * LRU order is only as fine as the file system's atime.
 //! * A plan kept for later (see [`evict_candidate`]) does not see entries
 //!   whose atime was set back after its scan.
@@ -55,6 +76,7 @@
 mod books;
 mod counter;
 mod error;
+pub mod evictlist;
 mod lru;
 mod maxsize;
 mod objinfo;
@@ -68,8 +90,8 @@ pub use books::{
 pub use counter::{charge, read_size, recount, uncharge, Charge};
 pub use error::{Result, PARSE};
 pub use lru::{
-    atime, candidate, evict, evict_candidate, list_lru, plan, plan_lru, retire, Candidate, Evicted,
-    Retired, Stamp, Tried,
+    atime, candidate, evict, evict_candidate, list_lru, plan, plan_lru, retire, scan_plan,
+    Candidate, Evicted, Inode, Retired, ScanPlan, Stamp, Tried,
 };
 pub use maxsize::{format_bytes, parse_bytes, MaxSize, ParseSizeError};
 pub use objinfo::{boot_id_from_json, ObjectInfo};

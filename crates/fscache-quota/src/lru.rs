@@ -13,7 +13,7 @@ use crate::objinfo::ObjectInfo;
 
 // Kept here for the crates that name them through this one; they live in
 // `fscache_dir::stat`, the one place that normalises `Stat` widths.
-pub use fscache_dir::stat::{atime, Stamp};
+pub use fscache_dir::stat::{atime, Inode, Stamp};
 
 /// A committed entry as eviction sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +25,10 @@ pub struct Candidate {
     /// The size its `object.info` recorded; `None` if that is missing or
     /// corrupt (the entry is invalid: removing it frees no accounted bytes).
     pub size: Option<u64>,
+    /// The device and inode of its `object.lock` when listed, if known: a
+    /// candidate whose lock file is another inode now was replaced (removed
+    /// and stored again) and is not the entry that was listed.
+    pub inode: Option<Inode>,
 }
 
 impl Candidate {
@@ -35,6 +39,7 @@ impl Candidate {
             name: name.into(),
             last_use,
             size,
+            inode: None,
         }
     }
 }
@@ -50,9 +55,7 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
     let objects = Path::new(OBJECTS);
     let abs = || cache.abs(objects);
     let mut out = Vec::new();
-    for entry in cache
-        .dir()
-        .read_dir(objects)
+    for entry in fscache_dir::retry_io(|| cache.dir().read_dir(objects))
         .map_err(|e| error::io("read directory", abs(), e))?
     {
         let entry = entry.map_err(|e| error::io("read directory", abs(), e))?;
@@ -172,41 +175,102 @@ pub fn plan_lru(
     target: u64,
     skip: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Candidate>> {
+    let mut plan = scan_plan(cache, total, need, target, skip, None)?.candidates;
+    plan.retain(|c| !skip(&c.name));
+    Ok(plan)
+}
+
+/// What [`scan_plan`] found: the plan, and up to when it stays the LRU
+/// order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPlan {
+    /// The chosen candidates, oldest first, each with the inode of its
+    /// `object.lock`.
+    pub candidates: Vec<Candidate>,
+    /// The earlier of the scan's start and the oldest `object.lock` atime
+    /// of the stores in flight during the scan (`uuid-*` directories and
+    /// temporary files). An entry committed after the scan may be older
+    /// than a candidate (a store that does not stamp its entry at commit,
+    /// as osbuild's does not, began before the scan), but never older than
+    /// the cutoff: a plan kept for later is the LRU order only up to the
+    /// candidates last used at the cutoff. The commit that scanned may use
+    /// all of it (what is in flight is no entry yet). `None` only when the
+    /// clock is unreadable.
+    pub cutoff: Option<Stamp>,
+}
+
+/// As [`plan_lru`], also reading the `object.lock` atime of every store in
+/// flight (but the one named `own`, which stamps its entry at commit) for
+/// the plan's cutoff (see [`ScanPlan`]). This is the plan that can be
+/// kept, in this process or in `cache.evict` for all of them.
+///
+/// Names for which `uncounted` is true stay in the plan, in their place,
+/// but what they would free is not counted toward `target`: a commit
+/// passes the entries it found held, so that they do not hide idle
+/// younger ones, while they stay candidates for the stores that follow.
+///
+/// # Errors
+///
+/// As [`plan_lru`].
+pub fn scan_plan(
+    cache: &CacheDir,
+    total: u64,
+    need: u64,
+    target: u64,
+    uncounted: &dyn Fn(&str) -> bool,
+    own: Option<&str>,
+) -> Result<ScanPlan> {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| (d.as_secs() as i64, i64::from(d.subsec_nanos())));
+    let mut cutoff = started;
     let objects = Path::new(OBJECTS);
     let read_err = |e: rustix::io::Errno| error::io("read directory", cache.abs(objects), e.into());
     let fd = cache
         .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-        .map_err(read_err)?;
-    let mut listed: Vec<(Stamp, String)> = Vec::new();
+        .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
+    let mut listed: Vec<(Stamp, String, Inode)> = Vec::new();
     for entry in rustix::fs::Dir::read_from(&fd).map_err(read_err)? {
         let entry = entry.map_err(read_err)?;
         let Ok(name) = entry.file_name().to_str() else {
             continue;
         };
-        if name == "." || name == ".." || name.starts_with(RESERVED_PREFIX) || skip(name) {
+        if name == "." || name == ".." {
+            continue;
+        }
+        let in_flight = name.starts_with(RESERVED_PREFIX);
+        if in_flight && own == Some(name) {
             continue;
         }
         // Only a real directory can be an entry (see `candidate`).
-        let is_dir = match entry.file_type() {
-            FileType::Directory => true,
+        let ty = match entry.file_type() {
             FileType::Unknown => match rustix::io::retry_on_intr(|| {
                 rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
             }) {
-                Ok(st) => FileType::from_raw_mode(st.st_mode).is_dir(),
-                Err(e) if shape_error(&e.into()) => false,
+                Ok(st) => FileType::from_raw_mode(st.st_mode),
+                Err(e) if shape_error(&e.into()) => continue,
                 Err(e) => return Err(error::io("stat", cache.abs(&objects.join(name)), e.into())),
             },
-            _ => false,
+            t => t,
         };
-        if !is_dir {
-            continue;
-        }
-        let lock = format!("{name}/{OBJECT_LOCK}");
+        let lock = match ty {
+            FileType::Directory => format!("{name}/{OBJECT_LOCK}"),
+            // A temporary lock file of a store about to make its
+            // directory (or of an atomic file): its atime is when that
+            // store began.
+            FileType::RegularFile if in_flight => name.to_owned(),
+            _ => continue,
+        };
         match rustix::io::retry_on_intr(|| {
             rustix::fs::statat(&fd, lock.as_str(), AtFlags::SYMLINK_NOFOLLOW)
         }) {
-            Ok(st) => listed.push((atime(&st), name.to_owned())),
+            Ok(st) if in_flight => {
+                let t = atime(&st);
+                cutoff = Some(cutoff.map_or(t, |c| c.min(t)));
+            }
+            Ok(st) => listed.push((atime(&st), name.to_owned(), fscache_dir::stat::inode(&st))),
             Err(e) if shape_error(&e.into()) => {}
             Err(e) => return Err(error::io("stat", cache.abs(&objects.join(&lock)), e.into())),
         }
@@ -215,7 +279,7 @@ pub fn plan_lru(
     listed.sort();
     let mut remaining = total.saturating_add(need);
     let mut chosen = Vec::new();
-    for (last_use, name) in listed {
+    for (last_use, name, inode) in listed {
         if remaining <= target {
             break;
         }
@@ -225,12 +289,17 @@ pub fn plan_lru(
             Err(e) if shape_error(&e) => None,
             Err(e) => return Err(error::io("read", cache.abs(&info), e)),
         };
-        if let Some(size) = size {
+        if let Some(size) = size.filter(|_| !uncounted(&name)) {
             remaining = remaining.saturating_sub(size);
         }
-        chosen.push(Candidate::new(name, last_use, size));
+        let mut c = Candidate::new(name, last_use, size);
+        c.inode = Some(inode);
+        chosen.push(c);
     }
-    Ok(chosen)
+    Ok(ScanPlan {
+        candidates: chosen,
+        cutoff,
+    })
 }
 
 /// What an eviction run did.
@@ -313,7 +382,10 @@ pub fn evict_candidate(cache: &CacheDir, v: &Candidate) -> Result<Tried> {
         Err(e) if fscache_dir::gone(&e) => return Ok(Tried::Stale),
         Err(e) => return Err(error::io("lock", cache.abs(&lock_rel), e)),
     };
-    if atime(&locked.stat) != v.last_use {
+    if atime(&locked.stat) != v.last_use
+        || v.inode
+            .is_some_and(|i| i != fscache_dir::stat::inode(&locked.stat))
+    {
         return Ok(Tried::Stale);
     }
     let retired = retire(cache, &dir)?;
@@ -362,6 +434,15 @@ pub fn retire(cache: &CacheDir, rel: &Path) -> Result<Retired> {
     match fscache_dir::retry_io(|| cache.dir().remove_file(&info)) {
         Err(e) if !fscache_dir::gone(&e) && e.kind() != io::ErrorKind::IsADirectory => {
             return Err(error::io("remove", cache.abs(&info), e))
+        }
+        // Durably, the entry is invalid before its uncharge and before any
+        // of its tree goes (see `CacheDir::remove_entry`): otherwise a
+        // power loss can keep an uncounted entry, or `object.info` beside
+        // a half-removed `data/`.
+        Ok(()) if cache.is_durable() => {
+            cache
+                .sync_dir(rel)
+                .map_err(|e| error::io("sync", cache.abs(rel), e))?;
         }
         _ => {}
     }

@@ -42,13 +42,18 @@ pub fn tree_space(dir: &Dir, rel: &Path) -> io::Result<u64> {
                 .skip_vanished()
                 .run(&mut space, root)?;
         }
-        Err(Errno::NOTDIR | Errno::LOOP) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error().map(Errno::from_raw_os_error),
+                Some(Errno::NOTDIR | Errno::LOOP)
+            ) =>
+        {
             let st = rustix::io::retry_on_intr(|| {
                 rustix::fs::statat(dir, rel, AtFlags::SYMLINK_NOFOLLOW)
             })?;
             space.count(&st);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
     Ok(space.total)
 }

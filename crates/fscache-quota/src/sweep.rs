@@ -198,12 +198,12 @@ mod tests {
         // Crash debris: a released anon dir with a half-committed info.
         let dead = c.atomic_anon_dir(Path::new(OBJECTS)).unwrap();
         std::fs::write(
-            root.join(OBJECTS).join(&dead.name).join(OBJECT_INFO),
+            root.join(OBJECTS).join(dead.name()).join(OBJECT_INFO),
             br#"{"size": 10}"#,
         )
         .unwrap();
-        let dead_name = dead.name.clone();
-        drop(dead);
+        let dead_name = dead.name().to_owned();
+        dead.keep();
         counter::charge(&c, 10, crate::MaxSize::Unlimited).unwrap();
         // A lock-less anon dir in stage/ and a stray temp file.
         std::fs::create_dir(root.join(STAGE).join("uuid-0")).unwrap();
@@ -235,7 +235,7 @@ mod tests {
         assert_eq!(counter::read_size(&c).unwrap(), 0);
         assert!(root
             .join(OBJECTS)
-            .join(&live.name)
+            .join(live.name())
             .join(OBJECT_LOCK)
             .exists());
         assert!(root.join(OBJECTS).join("keep").exists());

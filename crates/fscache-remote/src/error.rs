@@ -77,6 +77,16 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// A pack the entry's locator names is not on the remote (a prune
+    /// repacked or removed it after the locator was read). A pull reads
+    /// the locator once more before it gives up with this error; a push
+    /// that finds a pack it relies on removed by a prune that ran
+    /// meanwhile publishes nothing (push again).
+    #[error("pack `{key}` is missing from the remote")]
+    PackMissing {
+        /// The pack's key.
+        key: String,
+    },
     /// The local entry holds something the format cannot carry (a FIFO,
     /// socket or device, or a name that is not UTF-8).
     #[error("`{path}` cannot be pushed: {why}")]
@@ -86,6 +96,12 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// A blocking method was called inside a tokio runtime (an async
+    /// task, or a thread that entered one), where waiting would stall the
+    /// executor: call its `*_async` twin instead (e.g.
+    /// [`Remote::push_async`](crate::Remote::push_async)).
+    #[error("`{0}` is blocking and was called inside an async runtime: use `{0}_async`")]
+    InsideRuntime(&'static str),
     /// A key is not in the format [`SecretKey`](crate::SecretKey) or
     /// [`PublicKey`](crate::PublicKey) reads.
     #[error("invalid key: {0}")]
@@ -125,8 +141,10 @@ impl From<Error> for io::Error {
             Error::Url { .. } | Error::Key(_) => io::ErrorKind::InvalidInput,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
             Error::Timeout(_) => io::ErrorKind::TimedOut,
+            Error::InsideRuntime(_) => io::ErrorKind::WouldBlock,
             Error::PruneInProgress { .. } => io::ErrorKind::ResourceBusy,
             Error::Refused { .. } | Error::CorruptBlob { .. } => io::ErrorKind::InvalidData,
+            Error::PackMissing { .. } => io::ErrorKind::NotFound,
             Error::Unsupported { .. } => io::ErrorKind::Unsupported,
         };
         io::Error::new(kind, e)

@@ -65,8 +65,15 @@
 //! [`Access::ReadOnly`] makes a pull-only remote. Each request has a time
 //! limit and is retried (OpenDAL's `TimeoutLayer` and `RetryLayer`).
 //!
-//! The API is blocking, over one tokio runtime per [`Remote`] (clones share
-//! it). Do not call it from inside an async task.
+//! Every operation runs on one tokio runtime per [`Remote`] (clones share
+//! it). The blocking methods are thin layers over async ones:
+//! [`Remote::push_async`], [`Remote::pull_async`],
+//! [`Remote::load_or_pull_async`] and [`Remote::prune_async`] return
+//! futures that any executor can await (tokio or not), and dropping one
+//! cancels its work. A blocking method called inside a tokio runtime
+//! returns [`Error::InsideRuntime`] instead of panicking; dropping the
+//! last `Remote` is safe anywhere. No tokio or OpenDAL type is in the
+//! API.
 //!
 //! # The remote format (version 1)
 //!
@@ -136,16 +143,68 @@
 //!   `v1/prunes/<random id>` before it lists anything and removes it when
 //!   done. A marker older than one hour is a dead prune's and is ignored.
 //!
+//! # The remote format (version 2: packs)
+//!
+//! What a push writes since version 2 (`docs/format.md` has every byte);
+//! a pull reads both. Manifests, `used` markers, intents and prune
+//! markers keep their keys; blobs move into packs:
+//!
+//! ```text
+//! v2/packs/<h[0..2]>/<h>     frames ‖ trailer ‖ trailer length (u64 LE) ‖ "FSCPACK2"; h = BLAKE3 of the pack
+//! v2/index/<32 hex>          zstd({"format": "fscache-remote-index", "version": 2, "packs": [{"pack", "blobs": [[h, offset, length, size], …]}]})
+//! v2/condemned/<h>           {"condemned": <Unix seconds>}: pack h is to be deleted
+//! v1/manifests/<NAME>        the envelope, version 2: as version 1 plus "locator"
+//! v1/intents/<32 hex>        zstd({"created": <Unix seconds>, "packs": ["v2/packs/…", …]})
+//! ```
+//!
+//! * **Packs.** About 16 MiB ([`RemoteBuilder::pack_size`]) of blobs, the
+//!   chunks of version 1, each one zstd frame, in tree order. The trailer
+//!   (one zstd frame of `{"format": "fscache-remote-pack", "version": 2,
+//!   "blobs": [[h, offset, length, size], …]}`) makes a pack
+//!   self-describing: an index can be rebuilt from the packs alone.
+//! * **Locator.** The envelope's `"locator": {"packs": [<pack hash>, …],
+//!   "blobs": [[pack index, offset, length], …]}`, one entry per distinct
+//!   blob in manifest order (first appearance), outside the signed
+//!   string: a repack or migration rewrites it without the key. It is not
+//!   trusted: a frame longer than zstd's bound for the blob's size, a
+//!   count or pack index that does not fit, refuses it; every frame must
+//!   decode to its blob's hash, every file to its content hash.
+//! * **Index.** Immutable objects, one per push that stored packs
+//!   (written after them, before the manifest), listing their blobs for
+//!   push-side dedupe. Each pusher keeps a copy of the objects it read
+//!   ([`RemoteBuilder::index_cache`]) and reads only new ones: a push
+//!   costs one listing of the index, not one of every blob.
+//! * **Pull.** One GET of the envelope (manifest and locator); signature,
+//!   manifest and digest checked first; blobs grouped by pack, ranges
+//!   merged across gaps up to 1 MiB (at most 8 MiB a read, gap bytes
+//!   bounded to half the blobs' own), up to 8 ranged GETs in flight; each
+//!   blob checked as decoded and written at its offsets; the tree's
+//!   digest handed to the facade ([`fscache::StoreGuard::set_digest`]),
+//!   not computed again. A missing pack gets one more read of the
+//!   envelope, then [`Error::PackMissing`].
+//! * **Push.** Each file read once; closed packs uploaded (up to 4 in
+//!   flight) while the tree is still read; then the intent naming every
+//!   pack the locator names, the wait for running prunes (and, if there
+//!   was one, a `stat` of each of those packs), the index object, and the
+//!   envelope last, create-only.
+//!
 //! # Garbage
 //!
 //! [`Remote::prune`] (`fscache remote prune --unused-for 30d`) works in
-//! this order: list the blobs (only those can go: a blob written later is
-//! never removed by this run); remove the manifests (and `used` markers)
-//! of entries whose last use is older than `unused_for`; collect the blobs the remaining manifests name; list
-//! the manifests again and read the new ones, and read the intents younger
+//! this order: list the blobs and the packs (only those can go: one
+//! written later is never removed by this run); remove the manifests (and
+//! `used` markers) of entries whose last use is older than `unused_for`;
+//! collect the blobs and packs the remaining manifests name; list the
+//! manifests again and read the new ones, and read the intents younger
 //! than the grace period (older ones are removed: their push died); then
-//! remove every listed blob that none of these name and that the service
-//! says was written before the grace period (default 1 h).
+//! remove every listed version-1 blob that none of these name and that
+//! the service says was written before the grace period (default 1 h).
+//! Packs go in two phases: an unnamed pack older than the grace period
+//! is condemned (a `v2/condemned/` marker, and the index objects listing
+//! it are rewritten without it, so no push starts reusing it); a later
+//! prune deletes it if it is still unnamed a grace period after, or
+//! pardons it if a push named it meanwhile. Deletes are batched
+//! (OpenDAL's deleter: 1000 keys per S3 request).
 //!
 //! So a push in progress keeps its blobs: those it uploaded are younger
 //! than the grace period, and those it found already there are named by
@@ -168,28 +227,33 @@
 //!
 //! # Design
 //!
-//! [`Remote::push`] holds the local entry's read lock throughout, walks the
-//! tree, chunks and hashes every file, writes its intent, finds which
-//! distinct blobs the remote lacks (one listing of the blobs, or a `stat`
-//! each for a small tree or a huge remote) and uploads those with bounded
-//! concurrency, then publishes the manifest and its `used` marker. [`Remote::pull`] checks the manifest (signature against the
-//! trusted keys, format, name, paths, digest), fetches every distinct blob
-//! in parallel, checks its size and hash, writes it at its offsets in a
-//! [`fscache::StoreGuard`], sets modes, symlinks and hard links, recomputes
-//! the tree digest of what is on disk and compares it with the manifest's,
-//! then commits with [`fscache::StoreGuard::commit_and_load`]. Any failure
-//! drops the guard, which removes the partial tree.
+//! [`Remote::push`] holds the local entry's read lock throughout and
+//! reads the tree once on a blocking thread: FastCDC chunks, their hashes
+//! and (for the chunks the index lacks) their compression with one reused
+//! zstd context, into packs handed over a channel of one to the uploads,
+//! so reading, compressing and uploading overlap. Then intent, index
+//! object and manifest as above. [`Remote::pull`] checks the manifest
+//! (signature against the trusted keys, format, name, paths, digest),
+//! plans the ranged reads from the locator, decodes and checks each blob
+//! on the blocking pool and writes it at its offsets in a
+//! [`fscache::StoreGuard`], restores modes, owners, times, xattrs,
+//! symlinks, hard links and special files, then commits with
+//! [`fscache::StoreGuard::commit_and_load`]. Any failure drops the guard,
+//! which removes the partial tree.
 //!
 //! # Limitations
 //!
 //! * Owners, times and extended attributes are not carried (as in the tree
 //!   digest); FIFOs, sockets, devices and non-UTF-8 names cannot be pushed.
-//! * Every chunk is its own object: a tree of many small files costs one
-//!   request per file (no packing yet).
+//! * Packs are deleted whole: a pack that is still partly live is kept
+//!   (no repack yet), so a pack shared by a live and a dead entry keeps
+//!   the dead one's blobs. A remote of version 1 is read, but not
+//!   migrated to packs, and its blobs are not reused by version-2 pushes.
 //! * A push whose name the remote already has is a no-op
 //!   ([`Pushed::Exists`]); there is no overwrite. A push that failed after
-//!   uploading blobs leaves them unreferenced until a
-//!   [prune](crate#garbage) removes them.
+//!   uploading packs leaves them unreferenced until a
+//!   [prune](crate#garbage) removes them (the same host's next push
+//!   reuses them first).
 //! * On services without a conditional write (memory), two racing pushers
 //!   of one name can both write the manifest; the last one wins, and each
 //!   is complete and checked on pull.
@@ -199,10 +263,16 @@
 
 #![forbid(unsafe_code)]
 
+mod asyncapi;
 mod error;
+mod fetch;
+mod gc;
+mod index;
 mod keys;
+mod locator;
 mod manifest;
 mod node;
+mod pack;
 mod prune;
 mod pull;
 mod push;

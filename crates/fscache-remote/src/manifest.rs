@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::keys::{hex, unhex, PublicKey, SecretKey};
+use crate::locator::Locator;
 
 /// The `format` value of manifests and envelopes.
 pub(crate) const FORMAT: &str = "fscache-remote-manifest";
@@ -171,7 +172,14 @@ struct Envelope {
     manifest: String,
     #[serde(default)]
     signatures: Vec<SignatureJson>,
+    /// Format 2: where the blobs are (unsigned; see `locator.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    locator: Option<Locator>,
 }
+
+/// The envelope version: 1 without a locator (blobs are objects of their
+/// own), 2 with one (blobs are in packs).
+const ENVELOPE_LOCATED: u64 = 2;
 
 /// The first bytes of a zstd frame.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -202,6 +210,16 @@ pub(crate) fn unpack(bytes: &[u8]) -> Result<Cow<'_, [u8]>, String> {
     Ok(Cow::Owned(out))
 }
 
+/// Parse a stored envelope of either version, without any check of its
+/// manifest.
+fn envelope(bytes: &[u8]) -> Result<Envelope, String> {
+    let env: Envelope = serde_json::from_slice(&unpack(bytes)?).map_err(|e| e.to_string())?;
+    if env.format != FORMAT || !(env.version == VERSION || env.version == ENVELOPE_LOCATED) {
+        return Err("not this format".into());
+    }
+    Ok(env)
+}
+
 fn signed_message(body: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(SIGNED_TAG.len() + body.len());
     m.extend_from_slice(SIGNED_TAG);
@@ -210,8 +228,21 @@ fn signed_message(body: &[u8]) -> Vec<u8> {
 }
 
 impl Manifest {
-    /// The envelope's bytes, signed with `key` if given.
+    /// The envelope's bytes (format 1: no locator), signed with `key` if
+    /// given.
+    #[allow(dead_code)] // format 1 is read, no longer written (but by tests)
     pub(crate) fn seal(&self, key: Option<&SecretKey>) -> Vec<u8> {
+        self.seal_located(key, None)
+    }
+
+    /// The envelope's bytes, signed with `key` if given, with the
+    /// locator of its blobs (format 2) if given. The signature covers the
+    /// manifest only, never the locator.
+    pub(crate) fn seal_located(
+        &self,
+        key: Option<&SecretKey>,
+        locator: Option<Locator>,
+    ) -> Vec<u8> {
         let body = serde_json::to_string(self).expect("a manifest always serializes");
         let signatures = key
             .map(|k| SignatureJson {
@@ -222,35 +253,74 @@ impl Manifest {
             .collect();
         let env = Envelope {
             format: FORMAT.into(),
-            version: VERSION,
+            version: if locator.is_some() {
+                ENVELOPE_LOCATED
+            } else {
+                VERSION
+            },
             manifest: body,
             signatures,
+            locator,
         };
         pack(&serde_json::to_vec(&env).expect("an envelope always serializes"))
+    }
+
+    #[allow(dead_code)] // by `migrate` (next)
+    /// Replace the locator of a stored envelope, keeping its manifest and
+    /// signatures byte for byte (a repack or a migration: no key needed).
+    pub(crate) fn relocate(bytes: &[u8], locator: Locator) -> Result<Vec<u8>, String> {
+        let mut env = envelope(bytes)?;
+        env.version = ENVELOPE_LOCATED;
+        env.locator = Some(locator);
+        Ok(pack(
+            &serde_json::to_vec(&env).expect("an envelope always serializes"),
+        ))
     }
 
     /// Parse an envelope and its manifest without any check: for prune,
     /// which only needs the blobs a manifest names and when it was made.
     pub(crate) fn open_unchecked(bytes: &[u8]) -> Result<Manifest, String> {
-        let env: Envelope = serde_json::from_slice(&unpack(bytes)?).map_err(|e| e.to_string())?;
-        if env.format != FORMAT || env.version != VERSION {
-            return Err("not this format".into());
-        }
-        serde_json::from_str(&env.manifest).map_err(|e| e.to_string())
+        Self::open_unchecked_located(bytes).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::open_unchecked`], with the envelope's locator.
+    pub(crate) fn open_unchecked_located(
+        bytes: &[u8],
+    ) -> Result<(Manifest, Option<Locator>), String> {
+        let env = envelope(bytes)?;
+        let m = serde_json::from_str(&env.manifest).map_err(|e| e.to_string())?;
+        Ok((m, env.locator))
     }
 
     /// Open an envelope read from `manifests/NAME`: check the signature
     /// against `trusted` (when not empty), the format, the name, the
     /// paths, and that the digest is the one of the tree it describes.
+    #[allow(dead_code)] // pulls use `open_located`
     pub(crate) fn open(name: &str, bytes: &[u8], trusted: &[PublicKey]) -> Result<Manifest> {
+        Self::open_located(name, bytes, trusted).map(|(m, _)| m)
+    }
+
+    /// [`Manifest::open`], with the envelope's locator (format 2; `None`
+    /// for format 1). The locator is not checked here: it is not signed,
+    /// and every blob it points at is checked as it is read.
+    pub(crate) fn open_located(
+        name: &str,
+        bytes: &[u8],
+        trusted: &[PublicKey],
+    ) -> Result<(Manifest, Option<Locator>)> {
         let json = unpack(bytes).map_err(|why| Error::refused(name, why))?;
         let env: Envelope = serde_json::from_slice(&json)
             .map_err(|e| Error::refused(name, format!("not a manifest envelope: {e}")))?;
-        if env.format != FORMAT || env.version != VERSION {
+        let known = env.version == VERSION || env.version == ENVELOPE_LOCATED;
+        if env.format != FORMAT
+            || !known
+            || (env.version == ENVELOPE_LOCATED) != env.locator.is_some()
+        {
             return Err(Error::refused(
                 name,
                 format!(
-                    "format `{}` version {}, expected `{FORMAT}` version {VERSION}",
+                    "format `{}` version {}, expected `{FORMAT}` version {VERSION} \
+                     or {ENVELOPE_LOCATED} (with a locator)",
                     env.format, env.version
                 ),
             ));
@@ -297,7 +367,7 @@ impl Manifest {
                 ),
             ));
         }
-        Ok(m)
+        Ok((m, env.locator))
     }
 
     /// Check the shape: safe relative paths, each parent a directory

@@ -43,11 +43,15 @@ struct PruneJson {
     started: u64,
 }
 
-/// What a push intent holds.
+/// What a push intent holds: format 1 named blobs, format 2 names the
+/// packs (keys) the push reuses.
 #[derive(Serialize, Deserialize)]
 struct IntentJson {
     created: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     blobs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    packs: Vec<String>,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -120,6 +124,22 @@ pub struct PruneReport {
     /// Push intents older than the grace period removed (left by pushes
     /// that died).
     pub intents_removed: usize,
+    /// Packs kept because a remaining manifest's locator or a live push
+    /// intent names them.
+    pub packs_referenced: usize,
+    /// Unnamed packs condemned by this run (older than the grace
+    /// period): taken out of the index, deleted by a prune at least a
+    /// grace period later if still unnamed.
+    pub packs_condemned: usize,
+    /// Packs condemned by an earlier run, not yet for a grace period.
+    pub packs_condemned_waiting: usize,
+    /// Condemned packs deleted.
+    pub packs_removed: usize,
+    /// Stored bytes of the packs deleted.
+    pub pack_bytes_removed: u64,
+    /// Unnamed packs younger than the grace period (a push in progress
+    /// may be about to name them).
+    pub packs_young: usize,
 }
 
 /// What [`Remote::info`] found.
@@ -128,7 +148,8 @@ pub struct PruneReport {
 pub struct RemoteInfo {
     /// The URL it was opened with.
     pub url: String,
-    /// The layout version (1).
+    /// The newest layout version this crate writes (2: packs; it reads
+    /// 1 too).
     pub format_version: u64,
     /// Whether it may write.
     pub access: Access,
@@ -138,6 +159,10 @@ pub struct RemoteInfo {
     pub blobs: usize,
     /// Stored (compressed) bytes of all blobs.
     pub blob_bytes: u64,
+    /// Packs (format 2).
+    pub packs: usize,
+    /// Stored bytes of all packs.
+    pub pack_bytes: u64,
     /// Push intents present: pushes in progress, or debris of dead ones.
     pub intents: usize,
     /// Prune markers present: prunes in progress (pushes wait for them),
@@ -147,14 +172,14 @@ pub struct RemoteInfo {
 
 /// One listed object: its key, stored size, and when it was last written
 /// (`None` when the service does not say).
-struct Listed {
-    key: String,
-    size: u64,
-    modified: Option<SystemTime>,
+pub(crate) struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
 }
 
 impl Inner {
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<opendal::Entry>> {
+    pub(crate) async fn list_keys(&self, prefix: &str) -> Result<Vec<opendal::Entry>> {
         Ok(self
             .op
             .list_with(prefix)
@@ -188,7 +213,7 @@ impl Inner {
     }
 
     /// [`Inner::describe`] every entry, concurrently.
-    async fn describe_all(&self, entries: Vec<opendal::Entry>) -> Result<Vec<Listed>> {
+    pub(crate) async fn describe_all(&self, entries: Vec<opendal::Entry>) -> Result<Vec<Listed>> {
         futures::stream::iter(entries)
             .map(|e| self.describe(e))
             .buffer_unordered(self.concurrency)
@@ -227,13 +252,15 @@ impl Inner {
         Ok(manifest.and_then(|b| Manifest::open_unchecked(b).ok().map(|m| m.created)))
     }
 
-    /// Write a push intent naming `blobs`; returns its key and size.
-    pub(crate) async fn begin_intent(&self, blobs: &[&str]) -> Result<(String, u64)> {
+    /// Write a push intent naming the packs (keys) it reuses; returns
+    /// its key and size.
+    pub(crate) async fn begin_intent(&self, packs: &[String]) -> Result<(String, u64)> {
         let key = Self::random_key(INTENTS)?;
         let body = crate::manifest::pack(
             &serde_json::to_vec(&IntentJson {
                 created: unix_now(),
-                blobs: blobs.iter().map(|b| b.to_string()).collect(),
+                blobs: Vec::new(),
+                packs: packs.to_vec(),
             })
             .expect("an intent always serializes"),
         );
@@ -253,17 +280,19 @@ impl Inner {
     /// The blobs a stored manifest names, or `None` if it cannot be read
     /// as a manifest of this format (its signature is not checked: this
     /// only decides what to keep).
+    /// Format 2: also the keys of the packs its locator names.
     fn blobs_of(bytes: &[u8]) -> Option<Vec<String>> {
         let m = Manifest::open_unchecked(bytes).ok()?;
-        Some(
-            m.nodes
-                .into_iter()
-                .flat_map(|n| match n.kind {
-                    Kind::File { blobs, .. } => blobs.into_iter().map(|b| b.hash).collect(),
-                    _ => Vec::new(),
-                })
-                .collect(),
-        )
+        let mut named: Vec<String> = m
+            .nodes
+            .into_iter()
+            .flat_map(|n| match n.kind {
+                Kind::File { blobs, .. } => blobs.into_iter().map(|b| b.hash).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        named.extend(crate::gc::packs_of(bytes));
+        Some(named)
     }
 
     /// Read the manifests of `names` (concurrently): name → bytes, for
@@ -311,6 +340,7 @@ impl Inner {
             match json.and_then(|j| serde_json::from_slice::<IntentJson>(&j).map_err(drop)) {
                 Ok(i) if now.saturating_sub(i.created) < grace.as_secs() => {
                     referenced.extend(i.blobs);
+                    referenced.extend(i.packs);
                 }
                 _ => stale.push(key),
             }
@@ -319,7 +349,7 @@ impl Inner {
     }
 
     /// A random object name below `prefix`.
-    fn random_key(prefix: &str) -> Result<String> {
+    pub(crate) fn random_key(prefix: &str) -> Result<String> {
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| {
             Error::io(
@@ -364,13 +394,16 @@ impl Inner {
     /// not show wrote it later, so it reads the intent before it removes
     /// anything: only the ones listed now may not have, and only those are
     /// waited for (so prunes run back to back never starve a push).
-    pub(crate) async fn wait_for_prunes(&self) -> Result<()> {
+    ///
+    /// Returns whether there was any prune to wait for.
+    pub(crate) async fn wait_for_prunes(&self) -> Result<bool> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(100);
         let mut waiting_for = self.live_prunes().await?;
+        let waited = !waiting_for.is_empty();
         loop {
             let Some(key) = waiting_for.iter().next().cloned() else {
-                return Ok(());
+                return Ok(waited);
             };
             if started.elapsed() >= self.prune_wait {
                 return Err(Error::PruneInProgress { key });
@@ -380,6 +413,14 @@ impl Inner {
             let live = self.live_prunes().await?;
             waiting_for.retain(|k| live.contains(k));
         }
+    }
+
+    /// [`Remote::prune`]: refused on a read-only remote unless a dry run.
+    pub(crate) async fn prune_checked(&self, opts: PruneOptions) -> Result<PruneReport> {
+        if self.access == Access::ReadOnly && !opts.dry_run {
+            return Err(Error::ReadOnly);
+        }
+        self.prune(opts).await
     }
 
     async fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
@@ -409,6 +450,7 @@ impl Inner {
         // 1. The blobs that exist now: the only candidates. A blob written
         //    after this listing is never removed by this run.
         let blobs = self.list_keys(BLOBS).await?;
+        let packs = self.list_packs().await?;
         // 2. Manifests: remove the unused ones, collect what the others
         //    name.
         let mut referenced: HashSet<String> = HashSet::new();
@@ -461,6 +503,8 @@ impl Inner {
             referenced.extend(Self::blobs_of(bytes).unwrap_or_default());
         }
         let stale = self.intents(now, opts.grace, &mut referenced).await?;
+        self.sweep_packs(packs, &referenced, opts, &mut report)
+            .await?;
         // 4. Unreferenced blobs older than the grace period go.
         let horizon = SystemTime::now().checked_sub(opts.grace);
         let (kept, unreferenced): (Vec<_>, Vec<_>) = blobs
@@ -478,14 +522,8 @@ impl Inner {
             }
         }
         if !opts.dry_run {
-            futures::stream::iter(doomed)
-                .map(|k| async move { self.delete(&k).await })
-                .buffer_unordered(self.concurrency)
-                .try_collect::<()>()
-                .await?;
-            for k in &stale {
-                self.delete(k).await?;
-            }
+            doomed.extend(stale.iter().cloned());
+            self.delete_batch(doomed).await?;
         }
         report.intents_removed = stale.len();
         Ok(report)
@@ -510,10 +548,7 @@ impl Remote {
     /// [`Error::ReadOnly`]; a request failed (what was removed before it
     /// stays removed; running it again continues).
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
-        if self.inner.access == Access::ReadOnly && !opts.dry_run {
-            return Err(Error::ReadOnly);
-        }
-        self.inner.rt.block_on(self.inner.prune(opts))
+        self.inner.block("prune", self.inner.prune_checked(opts))?
     }
 
     /// Count what the remote holds: manifests, blobs and their stored
@@ -525,11 +560,14 @@ impl Remote {
     /// A request failed.
     pub fn info(&self) -> Result<RemoteInfo> {
         let inner = &self.inner;
-        inner.rt.block_on(async {
+        inner.block("info", async {
             let blobs = inner.describe_all(inner.list_keys(BLOBS).await?).await?;
+            let packs = inner.describe_all(inner.list_packs().await?).await?;
             Ok(RemoteInfo {
                 url: inner.url.clone(),
-                format_version: crate::manifest::VERSION,
+                format_version: 2,
+                packs: packs.len(),
+                pack_bytes: packs.iter().map(|b| b.size).sum(),
                 access: inner.access,
                 manifests: inner.manifest_names().await?.len(),
                 blob_bytes: blobs.iter().map(|b| b.size).sum(),
@@ -537,6 +575,6 @@ impl Remote {
                 intents: inner.list_keys(INTENTS).await?.len(),
                 prunes: inner.list_keys(PRUNES).await?.len(),
             })
-        })
+        })?
     }
 }

@@ -7,10 +7,15 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{symlink, DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
-use fscache::{Entry, FsCache, Obtained, StoreGuard};
+use std::sync::Arc;
+
+use fscache::{Entry, FsCache, Obtained};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
+use crate::fetch::fill_from_packs;
+use crate::locator::Locator;
 use crate::manifest::{blob_offsets, digest_dir, Kind, Manifest};
 use crate::node::{self, GivenMap};
 use crate::push::{Progress, Tracker};
@@ -57,15 +62,16 @@ impl Remote {
     /// must decompress to its size and have its hash; the tree built in a
     /// `store` guard must have the manifest's digest. Then it is committed
     /// (the cache's limit and eviction apply) and loaded with no gap
-    /// ([`StoreGuard::commit_and_load`]). The remote is always asked, even
+    /// ([`StoreGuard::commit_and_load`](fscache::StoreGuard::commit_and_load)). The remote is always asked, even
     /// when the cache has the entry (see [`Remote::load_or_pull`]).
     ///
     /// A cache opened with
     /// [`record_digests(true)`](fscache::Builder::record_digests) records
     /// the entry's tree digest in its `object.info`, so
     /// [`FsCache::verify`] can check it later (as `fscache pull` and
-    /// `fscache load --remote` do); the facade then hashes the tree once
-    /// more at commit, since it takes no digest from its caller.
+    /// `fscache load --remote` do): the pull hands it the digest it
+    /// checked ([`fscache::StoreGuard::set_digest`]), so the facade does
+    /// not hash the tree again.
     ///
     /// # Errors
     ///
@@ -89,11 +95,8 @@ impl Remote {
         name: &str,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Option<Obtained>> {
-        cache.contains(name)?; // validates the name before any request
-        let Some(manifest) = self.inner.rt.block_on(self.inner.manifest(name))? else {
-            return Ok(None);
-        };
-        self.build(cache, name, &manifest, progress).map(Some)
+        self.inner
+            .block("pull", self.inner.pull(cache, name, progress))?
     }
 
     /// A local hit, else a pull, else a miss: the one call a build needs.
@@ -104,17 +107,38 @@ impl Remote {
     ///
     /// # Errors
     ///
-    /// Only the local cache's: an invalid name, a failed system call.
+    /// Only the local cache's: an invalid name, a failed system call; and
+    /// [`Error::InsideRuntime`] (use [`Remote::load_or_pull_async`]).
     pub fn load_or_pull(&self, cache: &FsCache, name: &str) -> Result<ReadThrough> {
         if let Some(e) = cache.load(name)? {
             return Ok(ReadThrough::Local(e));
         }
-        let limit = self.inner.miss_timeout;
-        let fetched = self.inner.rt.block_on(async {
-            tokio::time::timeout(limit, self.inner.manifest(name))
-                .await
-                .unwrap_or(Err(Error::Timeout(limit)))
-        });
+        self.inner
+            .block("load_or_pull", self.inner.load_or_pull(cache, name))?
+    }
+}
+
+impl Inner {
+    /// The pull itself (see [`Remote::pull`]).
+    pub(crate) async fn pull(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<Obtained>> {
+        cache.contains(name)?; // validates the name before any request
+        let Some(located) = self.manifest(name).await? else {
+            return Ok(None);
+        };
+        self.build(cache, name, located, progress).await.map(Some)
+    }
+
+    /// The remote half of [`Remote::load_or_pull`], after a local miss.
+    pub(crate) async fn load_or_pull(&self, cache: &FsCache, name: &str) -> Result<ReadThrough> {
+        let limit = self.miss_timeout;
+        let fetched = tokio::time::timeout(limit, self.manifest(name))
+            .await
+            .unwrap_or(Err(Error::Timeout(limit)));
         let manifest = match fetched {
             Ok(Some(m)) => m,
             Ok(None) => return Ok(ReadThrough::Miss { remote_error: None }),
@@ -124,7 +148,7 @@ impl Remote {
                 })
             }
         };
-        match self.build(cache, name, &manifest, &|_| {}) {
+        match self.build(cache, name, manifest, &|_| {}).await {
             Ok(o) => Ok(ReadThrough::Pulled(o)),
             Err(e @ Error::Cache(_)) => Err(e),
             Err(e) => Ok(ReadThrough::Miss {
@@ -133,19 +157,67 @@ impl Remote {
         }
     }
 
-    fn build(
+    /// Build the tree of a checked manifest in a `store` guard and commit
+    /// it. A pack missing after a repack gets one more read of the
+    /// manifest's locator, then the error.
+    async fn build(
         &self,
         cache: &FsCache,
         name: &str,
-        m: &Manifest,
+        located: Located,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Obtained> {
-        let guard = cache.store(name)?;
+        match self.build_once(cache, name, &located, progress).await {
+            Err(Error::PackMissing { key }) if located.1.is_some() => {
+                let again = self.manifest(name).await?;
+                match again {
+                    Some(fresh) if fresh.1 != located.1 => {
+                        self.build_once(cache, name, &fresh, progress).await
+                    }
+                    _ => Err(Error::PackMissing { key }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn build_once(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        (m, loc): &Located,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Obtained> {
+        let mut guard = cache.store(name)?;
         // Any error below drops the guard, which removes the partial tree.
-        let given = fill(&self.inner, &guard, m, progress)?;
-        let root = guard.path();
-        let built =
-            digest_dir(root, m.digest_version()).map_err(|e| Error::io("digest", root, e))?;
+        let root = guard.path().to_path_buf();
+        let shared = Arc::new(m.clone());
+        blocking({
+            let (root, m) = (root.clone(), shared.clone());
+            move || create_tree(&root, &m)
+        })
+        .await?;
+        let distinct = crate::locator::distinct_blobs(m);
+        let tracker = Tracker::new(
+            distinct.len(),
+            distinct.iter().map(|(_, size)| size).sum(),
+            progress,
+        );
+        match loc {
+            Some(loc) => {
+                // Format 2: every file's content is checked on the way,
+                // so the tree is the manifest's (its digest was checked
+                // at open) with what the restore reports it kept: no read
+                // to hash it, and the facade takes that digest.
+                fill_from_packs(self, &root, m, loc, &tracker).await?;
+            }
+            None => fill_from_blobs(self, &root, m, &tracker).await?,
+        }
+        let given = blocking({
+            let (root, m) = (root.clone(), shared.clone());
+            move || finish_tree(&root, &m)
+        })
+        .await?;
         // What the tree must be: the manifest's, with what the policy kept
         // of each node's owner, bits and xattrs (all of it, as root).
         let expected = match m.digest_version() {
@@ -155,121 +227,152 @@ impl Remote {
                 .map_err(|why| Error::refused(name, why))?
                 .to_string(),
         };
-        if built.to_string() != expected {
-            return Err(Error::refused(
-                name,
-                format!(
-                    "the tree built from it has digest {built}, not {}",
-                    m.digest
-                ),
-            ));
+        if loc.is_none() {
+            // Format 1 (blobs fetched one by one): the tree as built.
+            let version = m.digest_version();
+            let built = blocking(move || {
+                digest_dir(&root, version).map_err(|e| Error::io("digest", &root, e))
+            })
+            .await?;
+            if built.to_string() != expected {
+                return Err(Error::refused(
+                    name,
+                    format!(
+                        "the tree built from it has digest {built}, not {}",
+                        m.digest
+                    ),
+                ));
+            }
         }
-        let got = guard.commit_and_load()?;
-        self.inner.rt.block_on(self.inner.touch(name));
+        let digest = expected
+            .parse()
+            .map_err(|_| Error::refused(name, "malformed digest"))?;
+        guard.set_digest(digest);
+        let got = blocking(move || guard.commit_and_load().map_err(Error::from)).await?;
+        self.touch(name).await;
         Ok(got)
     }
 }
 
+/// A checked manifest and its locator (`None`: format 1).
+pub(crate) type Located = (Manifest, Option<Locator>);
+
 impl Inner {
-    /// Fetch and check the manifest of `name`.
-    pub(crate) async fn manifest(&self, name: &str) -> Result<Option<Manifest>> {
+    /// Fetch and check the manifest of `name` (one GET: the locator is
+    /// in the same envelope).
+    pub(crate) async fn manifest(&self, name: &str) -> Result<Option<Located>> {
         let key = manifest_key(name);
         let Some(bytes) = self.read(&key).await? else {
             return Ok(None);
         };
-        Manifest::open(name, &bytes, &self.trusted).map(Some)
+        Manifest::open_located(name, &bytes, &self.trusted).map(Some)
     }
 }
 
 /// Where a blob's bytes go: a file and an offset in it.
 type Dest = (PathBuf, u64);
 
-/// Build the manifest's tree in the guard's `data/`; returns what each
-/// node was given of its metadata (version 2 manifests).
-fn fill(
-    inner: &Inner,
-    guard: &StoreGuard,
-    m: &Manifest,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<GivenMap> {
-    let root = guard.path();
-    let at = |p: &str| root.join(p);
-    // Directories first, owner-writable until their children are in.
+/// Where each of a file's blobs starts: one after the other, or in the
+/// data ranges of a sparse file (whose holes are never written).
+pub(crate) fn file_offsets(
+    name: &str,
+    data: Option<&[(u64, u64)]>,
+    blobs: &[crate::manifest::BlobRef],
+) -> Result<Vec<u64>> {
+    match data {
+        Some(ranges) => blob_offsets(ranges, blobs)
+            .ok_or_else(|| Error::refused(name, "a blob straddles two data ranges")),
+        None => Ok(blobs
+            .iter()
+            .scan(0u64, |at, b| {
+                let o = *at;
+                *at += b.size;
+                Some(o)
+            })
+            .collect()),
+    }
+}
+
+/// Create the manifest's directories (owner-writable until their
+/// children are in) and its files (empty, of their sizes) under `root`.
+fn create_tree(root: &Path, m: &Manifest) -> Result<()> {
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o700);
-    // Where each distinct blob goes: (file, offset) pairs.
-    let mut wanted: HashMap<&str, (u64, Vec<Dest>)> = HashMap::new();
     for node in &m.nodes {
-        let p = at(&node.path);
+        let p = root.join(&node.path);
         match &node.kind {
             Kind::Dir { .. } => dirs
                 .create(&p)
                 .map_err(|e| Error::io("create directory", &p, e))?,
             Kind::File {
-                size,
-                blobs,
-                link: None,
-                data,
-                ..
+                size, link: None, ..
             } => {
                 let f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&p)
                     .map_err(|e| Error::io("create", &p, e))?;
-                // A sparse file's holes are never written: they stay holes.
-                f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
-                let offsets = match data {
-                    Some(ranges) => blob_offsets(ranges, blobs).ok_or_else(|| {
-                        Error::refused(&m.name, "a blob straddles two data ranges")
-                    })?,
-                    None => blobs
-                        .iter()
-                        .scan(0u64, |at, b| {
-                            let o = *at;
-                            *at += b.size;
-                            Some(o)
-                        })
-                        .collect(),
-                };
-                for (b, offset) in blobs.iter().zip(offsets) {
-                    let w = wanted.entry(&b.hash).or_insert((b.size, Vec::new()));
-                    if w.0 != b.size {
-                        return Err(Error::refused(
-                            &m.name,
-                            format!("blob {} is listed with two sizes", b.hash),
-                        ));
-                    }
-                    w.1.push((p.clone(), offset));
+                if *size > 0 {
+                    f.set_len(*size).map_err(|e| Error::io("truncate", &p, e))?;
                 }
             }
             _ => {}
         }
     }
-    let tracker = Tracker::new(
-        wanted.len(),
-        wanted.values().map(|(size, _)| size).sum(),
-        progress,
-    );
-    let tracker = &tracker;
-    inner.rt.block_on(
-        futures::stream::iter(wanted)
-            .map(|(hash, (size, dests))| async move {
-                let key = blob_key(hash);
-                let data = inner.read(&key).await?.ok_or_else(|| Error::CorruptBlob {
-                    hash: hash.into(),
-                    why: "missing from the remote".into(),
-                })?;
-                let hash = hash.to_string();
-                tokio::task::spawn_blocking(move || place(&hash, size, &data, &dests))
-                    .await
-                    .map_err(|e| Error::io("write", &key, std::io::Error::other(e)))??;
-                tracker.done(size);
-                Ok::<_, Error>(())
-            })
-            .buffer_unordered(inner.concurrency)
-            .try_collect::<()>(),
-    )?;
+    Ok(())
+}
+
+/// Format 1: fetch each distinct blob as its own object, in parallel.
+async fn fill_from_blobs(
+    inner: &Inner,
+    root: &Path,
+    m: &Manifest,
+    tracker: &Tracker<'_>,
+) -> Result<()> {
+    let mut wanted: HashMap<String, (u64, Vec<Dest>)> = HashMap::new();
+    for node in &m.nodes {
+        if let Kind::File {
+            blobs,
+            link: None,
+            data,
+            ..
+        } = &node.kind
+        {
+            let p = root.join(&node.path);
+            let offsets = file_offsets(&m.name, data.as_deref(), blobs)?;
+            for (b, offset) in blobs.iter().zip(offsets) {
+                let w = wanted.entry(b.hash.clone()).or_insert((b.size, Vec::new()));
+                if w.0 != b.size {
+                    return Err(Error::refused(
+                        &m.name,
+                        format!("blob {} is listed with two sizes", b.hash),
+                    ));
+                }
+                w.1.push((p.clone(), offset));
+            }
+        }
+    }
+    futures::stream::iter(wanted)
+        .map(|(hash, (size, dests))| async move {
+            let key = blob_key(&hash);
+            let data = inner.read(&key).await?.ok_or_else(|| Error::CorruptBlob {
+                hash: hash.clone(),
+                why: "missing from the remote".into(),
+            })?;
+            blocking(move || place(&hash, size, &data, &dests)).await?;
+            tracker.done(size);
+            Ok::<_, Error>(())
+        })
+        .buffer_unordered(inner.concurrency)
+        .try_collect::<()>()
+        .await
+}
+
+/// Each node's metadata, links and special nodes once the content is in
+/// (see below); returns what each node was given of its metadata
+/// (version 2 manifests).
+fn finish_tree(root: &Path, m: &Manifest) -> Result<GivenMap> {
+    let at = |p: &str| root.join(p);
     // Then each node's metadata (owner, mode, xattrs, mtime: after the
     // content, which would clear set-ID bits and capabilities), links,
     // special nodes, and last the directories', deepest first, so a

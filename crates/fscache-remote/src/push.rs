@@ -1,21 +1,29 @@
-//! `push`: read a local entry under its read lock, upload the blobs the
-//! remote lacks, publish the manifest last.
+//! `push`: read a local entry under its read lock, each file once
+//! (chunked, hashed and compressed in one pass), pack the blobs the
+//! remote's index lacks into ~16 MiB packs uploaded while the tree is
+//! still being read, then the index object, then the manifest with its
+//! locator.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fastcdc::v2020::StreamCDC;
 use fscache::{Digest, FsCache};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
+use crate::index::{IndexedPack, Known, Loc};
+use crate::locator::Locator;
 use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
 use crate::node;
-use crate::remote::{blob_key, manifest_key, Access, Inner, Remote};
+use crate::pack::{pack_key, Pack, PackBuilder};
+use crate::remote::{manifest_key, Access, Inner, Remote};
 
 /// FastCDC's minimum, average and maximum chunk sizes.
 pub(crate) const CHUNK_MIN: u32 = 64 << 10;
@@ -39,15 +47,21 @@ pub struct PushReport {
     pub blobs: usize,
     /// Blobs this push uploaded (the others were on the remote already).
     pub blobs_uploaded: usize,
-    /// Bytes this push uploaded: compressed blobs plus the manifest.
+    /// Packs this push uploaded.
+    pub packs_uploaded: usize,
+    /// Bytes this push uploaded: packs, index, intent and manifest.
     pub bytes_uploaded: u64,
+    /// Of those, the bytes of the packs (the data itself).
+    pub bytes_data: u64,
     /// Uncompressed bytes of the tree's distinct blobs.
     pub bytes_total: u64,
 }
 
 /// How far a transfer is, as [`Remote::push_with_progress`] and
-/// [`Remote::pull_with_progress`] report it: after each distinct blob is
-/// done (uploaded, found on the remote, or fetched and written).
+/// [`Remote::pull_with_progress`] report it: a pull after each distinct
+/// blob is fetched and written, a push after each pack is uploaded and
+/// once for the blobs the remote had (a push reads the tree as it
+/// uploads, so its totals grow until the tree is read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Progress {
@@ -85,6 +99,11 @@ impl<'a> Tracker<'a> {
         }
     }
 
+    /// Report a push's progress as it stands.
+    pub(crate) fn set(&self, p: Progress) {
+        (self.observer)(p);
+    }
+
     pub(crate) fn done(&self, bytes: u64) {
         let blobs_done = self.blobs.fetch_add(1, Ordering::Relaxed) + 1;
         let bytes_done = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -108,38 +127,31 @@ pub enum Pushed {
     Exists,
 }
 
-/// A distinct blob and where its bytes are in the local entry.
-struct Source {
-    hash: String,
-    path: PathBuf,
-    offset: u64,
-    size: u64,
-}
-
 impl Remote {
     /// Push the local entry `name` of `cache` to the remote. Holds the
     /// entry's read lock for the whole push, so it cannot be evicted or
-    /// changed meanwhile. Uploads, in parallel, only the blobs the remote
-    /// lacks (known from one listing of the remote's blobs for a tree of
-    /// 64 blobs or more, when that costs under a tenth of the `stat`s it
-    /// saves; else one `stat` each), then publishes the manifest, signed
-    /// when a signing key is set, create-only where the service supports
-    /// it.
+    /// changed meanwhile. Reads each file once: its content-defined
+    /// chunks are hashed, and those the remote's index does not list are
+    /// compressed into packs of about 16 MiB, uploaded with bounded
+    /// concurrency while the tree is still being read. Then one index
+    /// object naming the new packs, and last the manifest with its
+    /// locator, signed when a signing key is set, create-only where the
+    /// service supports it.
     /// `Ok(None)`: the cache has no such entry.
     ///
     /// # Errors
     ///
     /// [`Error::ReadOnly`]; an invalid name; the tree holds a non-UTF-8
-    /// name, symlink target or xattr name ([`Error::Unsupported`]); reading it or
-    /// a request failed. A failed push never publishes a manifest, and the
-    /// local cache is untouched.
+    /// name, symlink target or xattr name ([`Error::Unsupported`]); reading
+    /// it or a request failed; [`Error::InsideRuntime`] (use
+    /// [`Remote::push_async`]). A failed push never publishes a manifest,
+    /// and the local cache is untouched.
     pub fn push(&self, cache: &FsCache, name: &str) -> Result<Option<PushReport>> {
         self.push_with_progress(cache, name, &|_| {})
     }
 
-    /// [`Remote::push`], calling `progress` after each distinct blob is
-    /// uploaded or found on the remote (from the remote's threads: keep it
-    /// short).
+    /// [`Remote::push`], calling `progress` as packs are uploaded (from
+    /// the remote's threads: keep it short).
     ///
     /// # Errors
     ///
@@ -150,13 +162,141 @@ impl Remote {
         name: &str,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Option<PushReport>> {
-        if self.inner.access == Access::ReadOnly {
+        self.inner
+            .block("push", self.inner.push(cache, name, progress))?
+    }
+}
+
+/// Packs uploaded at once, at most (each up to ~17 MiB in memory, plus
+/// one being filled and one waiting).
+const PACKS_IN_FLIGHT: usize = 4;
+
+/// Where one distinct blob of the tree is.
+enum Place {
+    /// In a pack the remote had (from its index).
+    Reused(Loc),
+    /// In the `slot`-th pack of this push.
+    New {
+        slot: usize,
+        offset: u64,
+        length: u64,
+    },
+}
+
+/// What the reading of the tree found.
+struct Scanned {
+    nodes: Vec<Node>,
+    /// Per distinct blob, in manifest order: its place and size.
+    places: Vec<(Place, u64)>,
+}
+
+/// A pack finished by the reader, for the uploader.
+struct Closed {
+    slot: usize,
+    pack: Pack,
+    /// Uncompressed bytes of its blobs.
+    bytes: u64,
+}
+
+/// A pack the uploader stored (its bytes are gone from memory).
+struct Stored {
+    slot: usize,
+    listed: IndexedPack,
+    /// Its stored size.
+    len: u64,
+    /// Uncompressed bytes of its blobs.
+    bytes: u64,
+}
+
+impl Inner {
+    /// The push itself (see [`Remote::push`]); file work runs on the
+    /// blocking pool.
+    pub(crate) async fn push(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<Option<PushReport>> {
+        if self.access == Access::ReadOnly {
             return Err(Error::ReadOnly);
         }
         let Some(entry) = cache.load(name)? else {
             return Ok(None);
         };
-        let (nodes, sources) = scan(entry.path())?;
+        let mkey = manifest_key(name);
+        if let Some(there) = self.read(&mkey).await? {
+            // Reported: the digest of the entry the remote has.
+            let digest = Manifest::open_unchecked(&there)
+                .ok()
+                .and_then(|m| m.digest.parse::<Digest>().ok());
+            if let Some(digest) = digest {
+                self.touch(name).await;
+                return Ok(Some(PushReport {
+                    outcome: Pushed::Exists,
+                    digest,
+                    nodes: 0,
+                    blobs: 0,
+                    blobs_uploaded: 0,
+                    packs_uploaded: 0,
+                    bytes_uploaded: 0,
+                    bytes_data: 0,
+                    bytes_total: 0,
+                }));
+            }
+        }
+        let (known, pending) = self.sync_index().await?;
+        let known = Arc::new(known);
+        // The reader (a blocking thread) hands closed packs to the
+        // uploader through a channel of one: at most PACKS_IN_FLIGHT + 2
+        // packs are in memory.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Closed>(1);
+        let root = entry.path().to_path_buf();
+        let reader = blocking({
+            let known = known.clone();
+            let target = self.pack_size;
+            move || scan(&root, &known, target, tx)
+        });
+        let tracker = Tracker::new(0, 0, progress);
+        let (done_blobs, done_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+        let uploads = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+            .map(|c: Closed| {
+                let (done_blobs, done_bytes, tracker) = (&done_blobs, &done_bytes, &tracker);
+                async move {
+                    let key = pack_key(&c.pack.hash);
+                    let Pack {
+                        hash,
+                        bytes: body,
+                        blobs,
+                    } = c.pack;
+                    let len = body.len() as u64;
+                    self.op
+                        .write(&key, body)
+                        .await
+                        .map_err(|e| Error::remote("write", &key, e))?;
+                    let b = done_blobs.fetch_add(blobs.len() as u64, Ordering::Relaxed)
+                        + blobs.len() as u64;
+                    let n = done_bytes.fetch_add(c.bytes, Ordering::Relaxed) + c.bytes;
+                    let listed = IndexedPack { pack: hash, blobs };
+                    self.record_pending(&listed);
+                    tracker.set(Progress {
+                        blobs_done: b as usize,
+                        blobs_total: b as usize,
+                        bytes_done: n,
+                        bytes_total: n,
+                    });
+                    Ok::<_, Error>(Stored {
+                        slot: c.slot,
+                        listed,
+                        len,
+                        bytes: c.bytes,
+                    })
+                }
+            })
+            .buffer_unordered(PACKS_IN_FLIGHT.min(self.concurrency))
+            .try_collect::<Vec<Stored>>();
+        let (scanned, mut stored) = futures::future::try_join(reader, uploads).await?;
+        stored.sort_by_key(|s| s.slot);
+
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -166,182 +306,219 @@ impl Remote {
             name: name.into(),
             digest: String::new(),
             created,
-            nodes,
+            nodes: scanned.nodes,
         };
         let digest = manifest.tree_digest().map_err(|why| Error::Unsupported {
             path: entry.path().into(),
             why,
         })?;
         manifest.digest = digest.to_string();
-        let sealed = manifest.seal(self.inner.signing_key.as_ref());
+
+        // The locator: reused packs first seen, then this push's, by slot.
+        let mut packs: Vec<String> = Vec::new();
+        let mut pack_index: HashMap<String, u64> = HashMap::new();
+        let mut index_of = |hash: &str, packs: &mut Vec<String>| {
+            *pack_index.entry(hash.to_string()).or_insert_with(|| {
+                packs.push(hash.to_string());
+                packs.len() as u64 - 1
+            })
+        };
+        let mut blobs = Vec::with_capacity(scanned.places.len());
+        let mut reused_bytes = 0u64;
+        // Packs of an earlier, cut push of this host: reused, and listed
+        // in this push's index object.
+        let mut unlisted: Vec<&IndexedPack> = Vec::new();
+        for (place, size) in &scanned.places {
+            blobs.push(match place {
+                Place::Reused(l) => {
+                    reused_bytes += size;
+                    let before = packs.len();
+                    let i = index_of(&l.pack, &mut packs);
+                    if packs.len() > before {
+                        unlisted.extend(pending.get(&l.pack));
+                    }
+                    [i, l.offset, l.length]
+                }
+                Place::New {
+                    slot,
+                    offset,
+                    length,
+                } => {
+                    let s = stored
+                        .get(*slot)
+                        .filter(|s| s.slot == *slot)
+                        .expect("every slot a place names was stored");
+                    [index_of(&s.listed.pack, &mut packs), *offset, *length]
+                }
+            });
+        }
+        let locator = Locator { packs, blobs };
+        let bytes_data: u64 = stored.iter().map(|s| s.len).sum();
+        let uploaded_bytes: u64 = stored.iter().map(|s| s.bytes).sum();
         let mut report = PushReport {
             outcome: Pushed::Published,
             digest,
             nodes: manifest.nodes.len(),
-            blobs: sources.len(),
-            blobs_uploaded: 0,
-            bytes_uploaded: 0,
-            bytes_total: sources.iter().map(|s| s.size).sum(),
+            blobs: scanned.places.len(),
+            blobs_uploaded: stored.iter().map(|s| s.listed.blobs.len()).sum(),
+            packs_uploaded: stored.len(),
+            bytes_uploaded: bytes_data,
+            bytes_data,
+            bytes_total: scanned.places.iter().map(|(_, s)| s).sum(),
         };
-        let inner = &self.inner;
-        inner.rt.block_on(async {
-            let mkey = manifest_key(name);
-            if inner.exists(&mkey).await? {
-                report.outcome = Pushed::Exists;
-                inner.touch(name).await;
-                return Ok(());
+        tracker.set(Progress {
+            blobs_done: report.blobs,
+            blobs_total: report.blobs,
+            bytes_done: uploaded_bytes + reused_bytes,
+            bytes_total: report.bytes_total,
+        });
+
+        // Name every pack the locator names in an intent, so a prune
+        // that starts from now on keeps them, and wait for prunes that
+        // may not have read it. Such a prune may have removed a pack this
+        // push relies on (one found in the index, or uploaded again under
+        // the key of a condemned one): then each is checked to be there.
+        let all_packs: Vec<String> = locator.packs.iter().map(|h| pack_key(h)).collect();
+        let (intent, n) = self.begin_intent(&all_packs).await?;
+        report.bytes_uploaded += n;
+        let result = async {
+            let waited = self.wait_for_prunes().await?;
+            let check: &[String] = if waited { &all_packs } else { &[] };
+            for key in check {
+                if !self.exists(key).await? {
+                    return Err(Error::PackMissing { key: key.clone() });
+                }
             }
-            // Before looking for any blob: name them all in an intent, so
-            // a prune running meanwhile keeps the ones found already there.
-            let hashes: Vec<&str> = sources.iter().map(|s| s.hash.as_str()).collect();
-            let (intent, n) = inner.begin_intent(&hashes).await?;
-            report.bytes_uploaded += n;
-            let tracker = Tracker::new(report.blobs, report.bytes_total, progress);
-            let result = match inner.wait_for_prunes().await {
-                Ok(()) => upload(inner, sources, &mkey, sealed, &mut report, &tracker).await,
-                Err(e) => Err(e),
-            };
-            if result.is_ok() {
-                inner.touch(name).await;
+            // The index object names only packs that are stored; the
+            // manifest, last, only blobs that are in them.
+            let mut listed: Vec<&IndexedPack> = stored.iter().map(|s| &s.listed).collect();
+            listed.extend(unlisted.iter().copied());
+            report.bytes_uploaded += self.add_index(&listed).await?;
+            self.clear_pending(listed.iter().map(|p| p.pack.as_str()));
+            let sealed = manifest.seal_located(self.signing_key.as_ref(), Some(locator));
+            let n = sealed.len() as u64;
+            let conditional = self.op.info().full_capability().write_with_if_not_exists;
+            let written = self
+                .op
+                .write_with(&mkey, sealed)
+                .if_not_exists(conditional)
+                .await;
+            match written {
+                Ok(_) => report.bytes_uploaded += n,
+                Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
+                    report.outcome = Pushed::Exists;
+                }
+                Err(e) => return Err(Error::remote("write", &mkey, e)),
             }
-            inner.end_intent(&intent).await;
-            result
-        })?;
+            Ok(())
+        }
+        .await;
+        if result.is_ok() {
+            self.touch(name).await;
+        }
+        self.end_intent(&intent).await;
+        result?;
         drop(entry);
         Ok(Some(report))
     }
 }
 
-/// Upload the blobs the remote lacks, then publish the manifest.
-async fn upload(
-    inner: &Inner,
-    sources: Vec<Source>,
-    mkey: &str,
-    sealed: Vec<u8>,
-    report: &mut PushReport,
-    tracker: &Tracker<'_>,
-) -> Result<()> {
-    let sent = AtomicU64::new(0);
-    let uploaded = AtomicU64::new(0);
-    let present = inner.listed_blobs(sources.len()).await?;
-    futures::stream::iter(sources)
-        .map(|s| {
-            let (sent, uploaded, present) = (&sent, &uploaded, &present);
-            async move {
-                let key = blob_key(&s.hash);
-                let there = match present {
-                    Some(listed) => listed.contains(&s.hash),
-                    None => inner.exists(&key).await?,
-                };
-                let size = s.size;
-                if there {
-                    tracker.done(size);
-                    return Ok(());
-                }
-                let data = tokio::task::spawn_blocking(move || read_blob(&s))
-                    .await
-                    .map_err(|e| Error::io("read", &key, std::io::Error::other(e)))??;
-                let n = data.len() as u64;
-                inner
-                    .op
-                    .write(&key, data)
-                    .await
-                    .map_err(|e| Error::remote("write", &key, e))?;
-                sent.fetch_add(n, Ordering::Relaxed);
-                uploaded.fetch_add(1, Ordering::Relaxed);
-                tracker.done(size);
-                Ok::<_, Error>(())
-            }
-        })
-        .buffer_unordered(inner.concurrency)
-        .try_collect::<()>()
-        .await?;
-    report.blobs_uploaded = uploaded.into_inner() as usize;
-    report.bytes_uploaded += sent.into_inner();
-    // Last: the manifest, once every blob it names is stored.
-    let n = sealed.len() as u64;
-    let conditional = inner.op.info().full_capability().write_with_if_not_exists;
-    let written = inner
-        .op
-        .write_with(mkey, sealed)
-        .if_not_exists(conditional)
-        .await;
-    match written {
-        Ok(_) => report.bytes_uploaded += n,
-        Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
-            report.outcome = Pushed::Exists;
-        }
-        Err(e) => return Err(Error::remote("write", mkey, e)),
-    }
-    Ok(())
+/// The reader's state: the blobs seen so far and the pack being filled.
+struct Packer<'a> {
+    known: &'a Known,
+    seen: HashSet<String>,
+    places: Vec<(Place, u64)>,
+    current: PackBuilder,
+    current_bytes: u64,
+    slot: usize,
+    tx: tokio::sync::mpsc::Sender<Closed>,
+    zstd: zstd::bulk::Compressor<'static>,
+    frame: Vec<u8>,
+    target: usize,
 }
 
-/// A tree of at least this many blobs asks the remote's listing which it
-/// has, instead of one `stat` per blob.
-const LIST_FROM: usize = 64;
-/// Listing stops (and the push `stat`s each blob instead) past this many
-/// listed blobs per blob of the tree: one listed page (1000 keys on S3)
-/// then costs at most a tenth of the `stat`s it replaces.
-const LISTED_PER_BLOB: usize = 100;
-
-impl Inner {
-    /// The hashes of every blob on the remote, from one listing, if that
-    /// is cheaper than `wanted` `stat`s: `None` for a small tree, a
-    /// service that cannot list, or a remote so large that the listing
-    /// would cost more.
-    async fn listed_blobs(&self, wanted: usize) -> Result<Option<HashSet<String>>> {
-        let cap = self.op.info().full_capability();
-        if wanted < LIST_FROM || !(cap.list && cap.list_with_recursive) {
-            return Ok(None);
+impl Packer<'_> {
+    /// One chunk of a file: a new distinct blob is placed (found in the
+    /// index, or compressed into the current pack).
+    fn chunk(&mut self, hash: &str, data: &[u8], path: &Path) -> Result<()> {
+        if !self.seen.insert(hash.to_string()) {
+            return Ok(());
         }
-        let prefix = "v1/blobs/";
-        let mut lister = self
-            .op
-            .lister_with(prefix)
-            .recursive(true)
-            .await
-            .map_err(|e| Error::remote("list", prefix, e))?;
-        let mut listed = HashSet::new();
-        while let Some(e) = lister
-            .try_next()
-            .await
-            .map_err(|e| Error::remote("list", prefix, e))?
-        {
-            if let Some(hash) = e.path().rsplit('/').next().filter(|h| !h.is_empty()) {
-                listed.insert(hash.to_string());
-            }
-            if listed.len() > wanted.saturating_mul(LISTED_PER_BLOB) {
-                return Ok(None);
-            }
+        let size = data.len() as u64;
+        if let Some(loc) = self.known.get(hash) {
+            self.places.push((Place::Reused(loc.clone()), size));
+            return Ok(());
         }
-        Ok(Some(listed))
-    }
-}
-
-/// Read a blob's bytes from the entry, check them against its hash (the
-/// entry is read-locked, so a change means damage), compress them.
-fn read_blob(s: &Source) -> Result<Vec<u8>> {
-    let f = File::open(&s.path).map_err(|e| Error::io("open", &s.path, e))?;
-    let mut buf = vec![0u8; s.size as usize];
-    f.read_exact_at(&mut buf, s.offset)
-        .map_err(|e| Error::io("read", &s.path, e))?;
-    if blake3::hash(&buf).to_hex().as_str() != s.hash {
-        return Err(Error::io(
-            "read",
-            &s.path,
-            std::io::Error::other("the file changed while it was pushed"),
+        self.frame.clear();
+        self.frame
+            .reserve(zstd::zstd_safe::compress_bound(data.len()));
+        self.zstd
+            .compress_to_buffer(data, &mut self.frame)
+            .map_err(|e| Error::io("compress", path, e))?;
+        let (offset, length) = self.current.add(hash, size, &self.frame);
+        self.current_bytes += size;
+        self.places.push((
+            Place::New {
+                slot: self.slot,
+                offset,
+                length,
+            },
+            size,
         ));
+        if self.current.full() {
+            self.close()?;
+        }
+        Ok(())
     }
-    zstd::bulk::compress(&buf, ZSTD_LEVEL).map_err(|e| Error::io("compress", &s.path, e))
+
+    /// Hand the current pack to the uploader.
+    fn close(&mut self) -> Result<()> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let target = self.target;
+        let pack = std::mem::replace(&mut self.current, PackBuilder::new(target)).finish();
+        let closed = Closed {
+            slot: self.slot,
+            pack,
+            bytes: std::mem::take(&mut self.current_bytes),
+        };
+        self.slot += 1;
+        // A closed channel means the uploader failed: its error is the
+        // push's, this one is never seen.
+        self.tx.blocking_send(closed).map_err(|_| {
+            Error::io(
+                "upload",
+                "a pack",
+                std::io::Error::other("the uploader stopped"),
+            )
+        })
+    }
 }
 
-/// Walk the tree at `root`: its nodes (parents first, names sorted) and
-/// its distinct blobs with where to read them.
-fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
-    let mut nodes = Vec::new();
-    let mut sources: Vec<Source> = Vec::new();
-    let mut seen_blobs: HashMap<String, ()> = HashMap::new();
-    let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
+/// Walk the tree at `root` (parents first, names sorted) and read each
+/// file once, packing the chunks `known` lacks.
+fn scan(
+    root: &Path,
+    known: &Known,
+    target: usize,
+    tx: tokio::sync::mpsc::Sender<Closed>,
+) -> Result<Scanned> {
+    let mut packer = Packer {
+        known,
+        seen: HashSet::new(),
+        places: Vec::new(),
+        current: PackBuilder::new(target),
+        target,
+        current_bytes: 0,
+        slot: 0,
+        tx,
+        zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)
+            .map_err(|e| Error::io("start zstd for", root, e))?,
+        frame: Vec::new(),
+    };
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
         let mut kids: Vec<fs::DirEntry> = fs::read_dir(&dir)
@@ -383,13 +560,14 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
                 Kind::Symlink { perm, target }
             } else if ft.is_file() {
                 let first = (md.nlink() > 1)
-                    .then(|| inodes.get(&(md.dev(), md.ino())).cloned())
+                    .then(|| inodes.get(&(md.dev(), md.ino())).copied())
                     .flatten();
                 if let Some(first) = first {
-                    let Some(Node {
+                    let Node {
+                        path: first_path,
                         kind: Kind::File { size, hash, .. },
                         ..
-                    }) = nodes.iter().find(|n: &&Node| n.path == first)
+                    } = &nodes[first]
                     else {
                         unreachable!("a recorded first name is a file node");
                     };
@@ -398,15 +576,14 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
                         size: *size,
                         hash: hash.clone(),
                         blobs: Vec::new(),
-                        link: Some(first),
+                        link: Some(first_path.clone()),
                         data: None,
                     }
                 } else {
                     if md.nlink() > 1 {
-                        inodes.insert((md.dev(), md.ino()), rel_path.clone());
+                        inodes.insert((md.dev(), md.ino()), nodes.len());
                     }
-                    let (size, hash, blobs, data) =
-                        chunk_file(&path, &md, &mut sources, &mut seen_blobs)?;
+                    let (size, hash, blobs, data) = chunk_file(&path, &md, &mut packer)?;
                     Kind::File {
                         perm,
                         size,
@@ -434,28 +611,30 @@ fn scan(root: &Path) -> Result<(Vec<Node>, Vec<Source>)> {
         // subdirectory is walked next. Any order with parents first works.
         stack.extend(subdirs.into_iter().rev());
     }
-    Ok((nodes, sources))
+    packer.close()?;
+    Ok(Scanned {
+        nodes,
+        places: packer.places,
+    })
 }
 
 /// A chunked file: its size, content hash, blobs and data ranges.
 type Chunked = (u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>);
 
-/// Cut a file into FastCDC chunks: its size, content hash, blob list and
-/// (for a sparse file) data ranges; each chunk not seen before becomes a
-/// source to upload. A sparse file's data ranges are chunked one by one
-/// and its holes hashed as zeros, never read.
-fn chunk_file(
-    path: &Path,
-    md: &fs::Metadata,
-    sources: &mut Vec<Source>,
-    seen: &mut HashMap<String, ()>,
-) -> Result<Chunked> {
+/// Read a file once, cutting it into FastCDC chunks: its size, content
+/// hash, blob list and (for a sparse file) data ranges; each chunk goes
+/// to the packer. A sparse file's data ranges are chunked one by one and
+/// its holes hashed as zeros, never read.
+fn chunk_file(path: &Path, md: &fs::Metadata, packer: &mut Packer<'_>) -> Result<Chunked> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let ranges = node::data_ranges(&f, md, path)?;
     let mut whole = blake3::Hasher::new();
     let mut blobs = Vec::new();
     let mut size = 0u64;
+    // A dense file below the minimum chunk is one chunk: its hash is the
+    // chunk's, so it is hashed once.
+    let multi = ranges.is_some() || md.len() >= u64::from(CHUNK_MIN);
     let parts = ranges.clone().unwrap_or_else(|| vec![(0, u64::MAX)]);
     for (start, len) in parts {
         if size < start {
@@ -467,18 +646,13 @@ fn chunk_file(
         let part = (&f).take(len);
         for chunk in StreamCDC::new(part, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
             let chunk = chunk.map_err(|e| Error::io("read", path, std::io::Error::other(e)))?;
-            whole.update(&chunk.data);
+            if multi {
+                whole.update(&chunk.data);
+            }
             let hash = blake3::hash(&chunk.data).to_hex().to_string();
             let len = chunk.length as u64;
             size += len;
-            if seen.insert(hash.clone(), ()).is_none() {
-                sources.push(Source {
-                    hash: hash.clone(),
-                    path: path.to_path_buf(),
-                    offset: start + chunk.offset,
-                    size: len,
-                });
-            }
+            packer.chunk(&hash, &chunk.data, path)?;
             blobs.push(BlobRef { hash, size: len });
         }
     }
@@ -486,7 +660,12 @@ fn chunk_file(
         hash_zeros(&mut whole, md.len() - size);
         size = md.len();
     }
-    Ok((size, whole.finalize().to_hex().to_string(), blobs, ranges))
+    // A dense file of one chunk hashes to that chunk's hash.
+    let hash = match blobs.as_slice() {
+        [one] if !multi || (ranges.is_none() && one.size == size) => one.hash.clone(),
+        _ => whole.finalize().to_hex().to_string(),
+    };
+    Ok((size, hash, blobs, ranges))
 }
 
 /// Feed `n` zero bytes (a hole) to `h`.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ pub enum Access {
 /// How to open a [`Remote`]: the URL, then options. See the
 /// [crate docs](crate) for the URL forms.
 #[derive(Clone)]
+#[must_use = "a builder does nothing until `open`"]
 pub struct RemoteBuilder {
     url: String,
     access: Access,
@@ -44,6 +46,8 @@ pub struct RemoteBuilder {
     miss_timeout: Duration,
     prune_wait: Duration,
     credentials: Option<(String, String)>,
+    index_dir: Option<PathBuf>,
+    pack_size: usize,
 }
 
 impl fmt::Debug for RemoteBuilder {
@@ -58,6 +62,8 @@ impl fmt::Debug for RemoteBuilder {
             .field("miss_timeout", &self.miss_timeout)
             .field("prune_wait", &self.prune_wait)
             .field("credentials", &self.credentials.as_ref().map(|_| "…"))
+            .field("index_dir", &self.index_dir)
+            .field("pack_size", &self.pack_size)
             .finish()
     }
 }
@@ -77,6 +83,8 @@ impl RemoteBuilder {
             miss_timeout: Duration::from_secs(10),
             prune_wait: Duration::from_secs(600),
             credentials: None,
+            index_dir: default_index_dir(),
+            pack_size: crate::pack::PACK_TARGET,
         }
     }
 
@@ -164,6 +172,24 @@ impl RemoteBuilder {
         self
     }
 
+    /// Where a pusher keeps its copy of the remote's index objects (one
+    /// subdirectory per remote URL), so each push reads only the ones
+    /// new since its last; `None` keeps no copy. Default:
+    /// `$XDG_CACHE_HOME/fscache-remote/index`, else
+    /// `$HOME/.cache/fscache-remote/index`.
+    pub fn index_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.index_dir = dir;
+        self
+    }
+
+    /// The size at which a push closes a pack (default 16 MiB; at least
+    /// 4 KiB). Smaller packs cost more requests; tests use them to get
+    /// many packs from a small tree.
+    pub fn pack_size(mut self, bytes: usize) -> Self {
+        self.pack_size = bytes.max(4096);
+        self
+    }
+
     /// S3 credentials to use instead of the standard `AWS_*` variables and
     /// profiles.
     pub fn credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
@@ -204,16 +230,31 @@ impl RemoteBuilder {
             inner: Arc::new(Inner {
                 url: self.url,
                 op,
-                rt,
+                rt: crate::asyncapi::OwnRuntime::new(rt),
                 access: self.access,
                 signing_key: self.signing_key,
                 trusted: self.trusted,
                 concurrency: self.concurrency,
                 miss_timeout: self.miss_timeout,
                 prune_wait: self.prune_wait,
+                index_dir: self.index_dir,
+                pack_size: self.pack_size,
             }),
         })
     }
+}
+
+/// `$XDG_CACHE_HOME/fscache-remote/index`, else
+/// `$HOME/.cache/fscache-remote/index` (an empty variable is unset).
+fn default_index_dir() -> Option<PathBuf> {
+    let var = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("XDG_CACHE_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".cache")))
+        .map(|c| c.join("fscache-remote").join("index"))
 }
 
 fn bad(url: &str, why: impl Into<String>) -> Error {
@@ -494,9 +535,11 @@ fn webdav(url_str: &str, _: &url::Url) -> Result<opendal::Result<Operator>> {
 /// the [format](crate#the-remote-format-version-1). A cheap `Clone`,
 /// `Send` and `Sync`; clones share one runtime and one connection pool.
 ///
-/// The blocking methods run on the remote's own tokio runtime; do not
-/// call them from inside an async task (tokio panics on a nested
-/// `block_on`): use `spawn_blocking` there.
+/// Every operation runs on the remote's own tokio runtime. The `*_async`
+/// methods (e.g. [`Remote::push_async`]) work from any executor; the
+/// blocking ones refuse to run inside a tokio runtime
+/// ([`Error::InsideRuntime`]) instead of panicking. Dropping the last
+/// clone is safe anywhere, inside async code too.
 #[derive(Clone)]
 pub struct Remote {
     pub(crate) inner: Arc<Inner>,
@@ -505,13 +548,15 @@ pub struct Remote {
 pub(crate) struct Inner {
     pub url: String,
     pub op: Operator,
-    pub rt: tokio::runtime::Runtime,
+    pub rt: crate::asyncapi::OwnRuntime,
     pub access: Access,
     pub signing_key: Option<SecretKey>,
     pub trusted: Vec<PublicKey>,
     pub concurrency: usize,
     pub miss_timeout: Duration,
     pub prune_wait: Duration,
+    pub index_dir: Option<PathBuf>,
+    pub pack_size: usize,
 }
 
 impl fmt::Debug for Remote {
@@ -570,8 +615,7 @@ impl Remote {
         let op = &self.inner.op;
         let mut names: Vec<String> = self
             .inner
-            .rt
-            .block_on(op.list(prefix))
+            .block("list", op.list(prefix))?
             .map_err(|e| Error::remote("list", prefix, e))?
             .into_iter()
             .filter_map(|e| e.path().strip_prefix(prefix).map(str::to_string))
@@ -589,7 +633,7 @@ impl Remote {
     ///
     /// The request failed.
     pub fn read_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.inner.rt.block_on(self.inner.read(key))
+        self.inner.block("read_object", self.inner.read(key))?
     }
 
     /// Write one object as given, bypassing every check of the format and
@@ -601,8 +645,7 @@ impl Remote {
     /// The request failed.
     pub fn write_object_unchecked(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         self.inner
-            .rt
-            .block_on(self.inner.op.write(key, bytes))
+            .block("write_object_unchecked", self.inner.op.write(key, bytes))?
             .map(drop)
             .map_err(|e| Error::remote("write", key, e))
     }
@@ -616,8 +659,9 @@ impl Remote {
         let op = &self.inner.op;
         let mut keys: Vec<String> = self
             .inner
-            .rt
-            .block_on(async { op.list_with(prefix).recursive(true).await })
+            .block("list_objects", async {
+                op.list_with(prefix).recursive(true).await
+            })?
             .map_err(|e| Error::remote("list", prefix, e))?
             .into_iter()
             .map(|e| e.path().to_string())

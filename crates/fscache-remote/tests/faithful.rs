@@ -223,15 +223,40 @@ fn every_feature_survives_store_load_push_and_pull() {
     );
     drop(e);
 
-    // Round trip 2: push → pull into a second cache (fs service).
+    // Round trip 2: push → pull into a second cache, on the fs service
+    // and on the S3 test server.
     let url = format!("file://{}", tmp.path().join("bucket").display());
-    let remote = Remote::builder(&url).open().unwrap();
-    remote.push(&c, "tree").unwrap().unwrap();
-    let c2 = cache(&tmp.path().join("c2"));
-    let got = remote.pull(&c2, "tree").unwrap().unwrap();
-    assert_eq!(rsync_differences(&src, got.path()), "");
-    assert_eq!(du(&img(got.path())), du(&img(&src)));
-    drop(got);
+    let remotes = vec![("fs", Remote::builder(&url).open().unwrap())];
+    let moto = moto::start();
+    let remotes = match &moto {
+        Ok(m) => {
+            let url = format!(
+                "s3://bucket/faithful?endpoint=http://127.0.0.1:{}&region=auto",
+                m.port
+            );
+            let s3 = Remote::builder(&url)
+                .credentials("testing", "testing")
+                .open()
+                .unwrap();
+            [remotes, vec![("s3", s3)]].concat()
+        }
+        Err(why) => {
+            eprintln!("skipped the S3 round trip: {why}");
+            remotes
+        }
+    };
+    for (i, (service, remote)) in remotes.iter().enumerate() {
+        remote.push(&c, "tree").unwrap().unwrap();
+        let c2 = cache(&tmp.path().join(format!("pulled{i}")));
+        let got = remote.pull(&c2, "tree").unwrap().unwrap();
+        assert_eq!(rsync_differences(&src, got.path()), "", "{service}");
+        assert_eq!(du(&img(got.path())), du(&img(&src)), "{service}");
+        drop(got);
+        assert!(matches!(
+            c2.verify("tree").unwrap(),
+            fscache::Verified::Ok(_)
+        ));
+    }
 
     // Ownership or an xattr changed under the cache: a mismatch.
     let data = c.path().join("objects/tree/data");
@@ -343,4 +368,75 @@ fn non_root_copy_helper() {
         .copy(Path::new(&src), &sdir, &mut |_| Ok(()))
         .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+}
+
+/// moto's S3 server for the round trip, when it can be run (the remote
+/// tests' harness installs it; here it is only looked for).
+mod moto {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A running server, killed on drop.
+    pub struct Moto {
+        child: Child,
+        pub port: u16,
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Start it on a free port with an empty bucket `bucket`.
+    pub fn start() -> Result<Moto, String> {
+        let ok = Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("python3 has no moto (the remote tests install it)".into());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            use std::io::{Read, Write};
+            let put = format!(
+                "PUT /bucket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let tried = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+                s.write_all(put.as_bytes())?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            });
+            match tried {
+                Ok(resp) if resp.starts_with("HTTP/1.1 200") => return Ok(moto),
+                Ok(resp) => return Err(format!("moto refused the bucket: {resp}")),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => return Err(format!("moto did not start: {e}")),
+            }
+        }
+    }
 }

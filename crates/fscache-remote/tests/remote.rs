@@ -254,22 +254,35 @@ fn dedupe_many(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(second.blobs_uploaded, 1, "{second:?}");
-    let done = |seen: &std::sync::Mutex<Vec<Progress>>| {
+    // A push reports per pack stored and once at the end, a pull per blob.
+    let done = |seen: &std::sync::Mutex<Vec<Progress>>, calls: usize| {
         let mut v = std::mem::take(&mut *seen.lock().unwrap());
         v.sort_by_key(|p| p.blobs_done);
-        assert_eq!(v.len(), 150);
+        assert!(v.len() >= calls, "{} calls", v.len());
         let last = *v.last().unwrap();
         assert_eq!((last.blobs_done, last.blobs_total), (150, 150), "{last:?}");
         assert_eq!((last.bytes_done, last.bytes_total), (450_000, 450_000));
     };
-    done(&seen);
+    done(&seen, 1);
     let got = r
         .pull_with_progress(&w.b, "many-2", &record)
         .unwrap()
         .unwrap();
-    done(&seen);
+    done(&seen, 150);
     let a = w.a.load("many-2").unwrap().unwrap();
     assert_eq!(describe(a.path()), describe(got.path()));
+}
+
+/// The pack holding `frame` (a compressed blob), its bytes, and where
+/// the frame is in it.
+fn pack_holding(r: &Remote, frame: &[u8]) -> (String, Vec<u8>, usize) {
+    for key in r.list_objects("v2/packs/").unwrap() {
+        let bytes = r.read_object(&key).unwrap().unwrap();
+        if let Some(at) = bytes.windows(frame.len()).position(|w| w == frame) {
+            return (key, bytes, at);
+        }
+    }
+    panic!("no pack holds the frame");
 }
 
 /// Nothing of `name` is in the cache, not even a work directory.
@@ -287,13 +300,14 @@ fn corrupt_blob_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
         fs::write(p.join("only"), b"the one and only blob of this test").unwrap();
     });
     r.push(&w.a, "damaged").unwrap().unwrap();
-    let key = format!(
-        "v1/blobs/{h:.2}/{h}",
-        h = blake3::hash(b"the one and only blob of this test").to_hex()
-    );
-    assert!(r.read_object(&key).unwrap().is_some());
+    // The pack holding its one blob, its frame replaced by another of
+    // the same length.
+    let good = zstd::bulk::compress(b"the one and only blob of this test", 3).unwrap();
     let forged = zstd::bulk::compress(b"the one and only blob of THIS test", 3).unwrap();
-    r.write_object_unchecked(&key, forged).unwrap();
+    assert_eq!(good.len(), forged.len());
+    let (pack, mut bytes, at) = pack_holding(&r, &good);
+    bytes[at..at + good.len()].copy_from_slice(&forged);
+    r.write_object_unchecked(&pack, bytes).unwrap();
     let err = r.pull(&w.b, "damaged").unwrap_err();
     assert!(matches!(err, Error::CorruptBlob { .. }), "{err}");
     match r.load_or_pull(&w.b, "damaged").unwrap() {
@@ -415,6 +429,9 @@ fn racing_pushers(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     assert!(pulled == describe(a.path()) || pulled == describe(b.path()));
 }
 
+/// Where push intents are.
+const INTENTS: &str = "v1/intents/";
+
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn unix_now() -> u64 {
@@ -424,32 +441,28 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// The key of the blob holding `chunk` (a file below the minimum chunk
-/// size is one chunk).
-fn blob_of(chunk: &[u8]) -> String {
-    let h = blake3::hash(chunk).to_hex();
-    format!("v1/blobs/{}/{h}", &h[..2])
-}
-
-/// Prune removes the manifests of entries unused for long, keeps the
-/// others, and removes unreferenced blobs only past the grace period; a
-/// push whose blobs are up but whose manifest is not (the state a prune
-/// can meet mid-push) survives, and pulls whole. `url` must be a bucket
-/// of its own: prune sees everything in it.
+/// Prune removes the manifests of entries unused for long and keeps the
+/// others; a pack no remaining manifest names is condemned once older
+/// than the grace period (taken out of the index) and deleted by a later
+/// prune; a push whose packs are up but whose manifest is not (the state
+/// a prune can meet mid-push) survives, and pulls whole. `url` must be a
+/// bucket of its own: prune sees everything in it.
 fn prune(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     let w = world();
     let (ra, rb) = (open(Remote::builder(url)), open(Remote::builder(url)));
-    let only_old = noise(1001, 30_000);
+    // Two trees with no blob in common: each push writes its own pack.
     put(&w.a, "old", |p| {
-        fill(p);
-        fs::write(p.join("only-old"), &only_old).unwrap();
+        fs::write(p.join("only-old"), noise(1001, 30_000)).unwrap();
     });
     put(&w.a, "fresh", fill);
     ra.push(&w.a, "old").unwrap().unwrap();
+    let old_packs = ra.list_objects("v2/packs/").unwrap();
+    assert_eq!(old_packs.len(), 1);
     ra.push(&w.a, "fresh").unwrap().unwrap();
     // Every push left a `used` marker and no intent.
     assert!(ra.read_object("v1/used/fresh").unwrap().is_some());
-    assert_eq!(ra.info().unwrap().intents, 0);
+    let info = ra.info().unwrap();
+    assert_eq!((info.intents, info.packs), (0, 2), "{info:?}");
     // "old" was last used 40 days ago.
     let long_ago = format!(r#"{{"used": {}}}"#, unix_now() - 40 * 86_400);
     ra.write_object_unchecked("v1/used/old", long_ago.into_bytes())
@@ -461,36 +474,51 @@ fn prune(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     assert_eq!(dry.manifests_removed, ["old"]);
     assert_eq!(ra.list().unwrap(), ["fresh", "old"]);
 
-    // The default grace period keeps the blobs only "old" named: they
-    // were written a moment ago.
+    // The default grace period keeps the pack only "old" named: it was
+    // written a moment ago.
     let r = ra.prune(PruneOptions::unused_for(30 * DAY)).unwrap();
     assert_eq!(r.manifests_removed, ["old"], "{r:?}");
-    assert_eq!((r.manifests_kept, r.blobs_removed), (1, 0), "{r:?}");
-    assert!(r.blobs_young >= 1, "{r:?}");
+    assert_eq!(
+        (r.manifests_kept, r.packs_referenced, r.packs_young),
+        (1, 1, 1),
+        "{r:?}"
+    );
     assert_eq!(ra.list().unwrap(), ["fresh"]);
     assert!(ra.read_object("v1/used/old").unwrap().is_none());
-    assert!(ra.read_object(&blob_of(&only_old)).unwrap().is_some());
 
-    // Without a grace period they go; everything "fresh" names stays.
-    let before = ra.info().unwrap();
+    // Without a grace period it is condemned (still there, no longer in
+    // the index), and the next prune deletes it.
     let r = ra
         .prune(PruneOptions::unused_for(30 * DAY).grace(Duration::ZERO))
         .unwrap();
-    assert!(r.manifests_removed.is_empty(), "{r:?}");
-    assert_eq!(r.blobs_removed, 1, "{r:?}");
-    assert!(ra.read_object(&blob_of(&only_old)).unwrap().is_none());
-    let after = ra.info().unwrap();
-    assert_eq!(after.blobs, before.blobs - 1);
-    assert_eq!(after.blob_bytes, before.blob_bytes - r.bytes_removed);
+    assert_eq!((r.packs_condemned, r.packs_removed), (1, 0), "{r:?}");
+    assert!(ra.read_object(&old_packs[0]).unwrap().is_some());
+    let r = ra
+        .prune(PruneOptions::unused_for(30 * DAY).grace(Duration::ZERO))
+        .unwrap();
+    assert_eq!((r.packs_removed, r.packs_referenced), (1, 1), "{r:?}");
+    assert!(r.pack_bytes_removed > 0, "{r:?}");
+    assert!(ra.read_object(&old_packs[0]).unwrap().is_none());
+    assert_eq!(ra.info().unwrap().packs, 1);
     let got = rb.pull(&w.b, "fresh").unwrap().unwrap();
     let a = w.a.load("fresh").unwrap().unwrap();
     assert_eq!(describe(a.path()), describe(got.path()));
     drop((a, got));
     assert!(rb.pull(&w.b, "old").unwrap().is_none());
+    // Pushed again, "old" uploads its blobs again (the index no longer
+    // lists the deleted pack) and pulls whole.
+    let again = ra.push(&w.a, "old").unwrap().unwrap();
+    assert_eq!(again.blobs_uploaded, 1, "{again:?}");
+    let got = rb.pull(&w.b, "old").unwrap().unwrap();
+    assert_eq!(
+        fs::read(got.path().join("only-old")).unwrap(),
+        noise(1001, 30_000)
+    );
+    drop(got);
 
-    // A push caught between its last blob and its manifest: here made by
+    // A push caught between its last pack and its manifest: here made by
     // pruning everything unused for 0 s, which removes the manifest and
-    // leaves the blobs (younger than the grace period).
+    // leaves the pack (younger than the grace period).
     put(&w.a, "caught", |p| {
         fill(p);
         fs::write(p.join("extra"), noise(1002, 200_000)).unwrap();
@@ -498,7 +526,7 @@ fn prune(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     ra.push(&w.a, "caught").unwrap().unwrap();
     let r = ra.prune(PruneOptions::unused_for(Duration::ZERO)).unwrap();
     assert!(r.manifests_removed.contains(&"caught".to_string()), "{r:?}");
-    assert_eq!(r.blobs_removed, 0, "{r:?}");
+    assert_eq!((r.packs_condemned, r.packs_removed), (0, 0), "{r:?}");
     // Its manifest published now finds every blob it names.
     let again = rb.push(&w.a, "caught").unwrap().unwrap();
     assert_eq!(
@@ -529,7 +557,11 @@ fn prune_racing_a_push(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
             let mut n = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let r = rb.prune(PruneOptions::unused_for(30 * DAY)).unwrap();
-                assert_eq!(r.blobs_removed, 0, "{r:?}");
+                assert_eq!(
+                    (r.blobs_removed, r.packs_condemned, r.packs_removed),
+                    (0, 0, 0),
+                    "{r:?}"
+                );
                 n += 1;
             }
             n
@@ -567,9 +599,9 @@ fn fs_service() {
     // nothing but blobs, manifests and `used` markers is left in the
     // layout (every push removed its intent).
     let r = Remote::open(&url).unwrap();
-    for key in r.list_objects("v1/").unwrap() {
+    for key in r.list_objects("").unwrap() {
         assert!(
-            ["v1/blobs/", "v1/manifests/", "v1/used/"]
+            ["v2/packs/", "v2/index/", "v1/manifests/", "v1/used/"]
                 .iter()
                 .any(|p| key.starts_with(p)),
             "{key}"
@@ -617,6 +649,11 @@ fn a_push_waits_for_a_running_prune() {
         .unwrap();
     let push = std::thread::scope(|s| {
         let pusher = s.spawn(|| patient.push(&w.a, "e"));
+        // Once its intent is written, the push lists the prune markers
+        // (and then waits for `running`).
+        while r.list_objects(INTENTS).unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(300));
         assert!(r.list().unwrap().is_empty(), "published during a prune");
         r.write_object_unchecked("v1/prunes/later", marker(unix_now()))
@@ -636,17 +673,21 @@ fn a_push_waits_for_a_running_prune() {
 }
 
 /// The race prune markers close, step by step: a prune that began before
-/// a push wrote its intent (so it did not read it) is about to remove old
-/// blobs that push needs. The push waits for that prune to end before it
-/// looks for them; so it finds them gone, uploads them again, and what it
-/// publishes pulls whole. (On the fs service, where the test can play the
-/// earlier prune's part by removing files.)
+/// a push wrote its intent (so it did not read it) is about to remove an
+/// old pack that push reuses (from the index). The push waits for that
+/// prune to end, then checks that every pack it names is there: it finds
+/// one gone and publishes nothing; pushed again, it uploads the blobs
+/// again, and what it publishes pulls whole. (On the fs service, where
+/// the test can play the earlier prune's part by removing files.)
 #[test]
-fn a_push_does_not_reuse_blobs_a_running_prune_removes() {
+fn a_push_does_not_reuse_packs_a_running_prune_removes() {
     let tmp = tempfile::tempdir().unwrap();
     let bucket = tmp.path().join("bucket");
     let url = format!("file://{}", bucket.display());
-    let r = Remote::open(&url).unwrap();
+    let r = Remote::builder(&url)
+        .index_cache(Some(tmp.path().join("index")))
+        .open()
+        .unwrap();
     let w = world();
     let tree = |p: &Path| {
         for f in 0..80 {
@@ -656,25 +697,35 @@ fn a_push_does_not_reuse_blobs_a_running_prune_removes() {
     put(&w.a, "old", tree);
     put(&w.a, "new", tree);
     r.push(&w.a, "old").unwrap().unwrap();
-    let blobs = r.list_objects("v1/blobs/").unwrap();
-    assert_eq!(blobs.len(), 80);
+    let packs = r.list_objects("v2/packs/").unwrap();
+    assert_eq!(packs.len(), 1);
     // A prune is running: it has read the intents (none) and will remove
-    // "old" and its blobs.
+    // "old" and its pack (unindexed first, as a prune condemns it).
     let started = format!(r#"{{"started": {}}}"#, unix_now());
     r.write_object_unchecked("v1/prunes/earlier", started.into_bytes())
         .unwrap();
     let pushed = std::thread::scope(|s| {
         let pusher = s.spawn(|| r.push(&w.a, "new"));
-        std::thread::sleep(Duration::from_millis(300));
+        while r.list_objects(INTENTS).unwrap().is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
         assert_eq!(r.list().unwrap(), ["old"], "published during a prune");
         // The prune removes what it decided to, and ends.
         fs::remove_file(bucket.join("v1/manifests/old")).unwrap();
-        for key in &blobs {
+        for key in r.list_objects("v2/index/").unwrap() {
             fs::remove_file(bucket.join(key)).unwrap();
         }
+        fs::remove_file(bucket.join(&packs[0])).unwrap();
         fs::remove_file(bucket.join("v1/prunes/earlier")).unwrap();
-        pusher.join().unwrap().unwrap().unwrap()
+        pusher.join().unwrap()
     });
+    assert!(
+        matches!(pushed, Err(Error::PackMissing { .. })),
+        "{pushed:?}"
+    );
+    assert!(r.list().unwrap().is_empty());
+    let pushed = r.push(&w.a, "new").unwrap().unwrap();
     assert_eq!(pushed.outcome, Pushed::Published);
     assert_eq!(pushed.blobs_uploaded, 80, "{pushed:?}");
     let got = r.pull(&w.b, "new").unwrap().unwrap();
@@ -682,9 +733,10 @@ fn a_push_does_not_reuse_blobs_a_running_prune_removes() {
     assert_eq!(describe(a.path()), describe(got.path()));
 }
 
-/// On the fs service a blob's age can be set: a blob a live push intent
-/// names is kept however old, the others past the grace period go, and an
-/// intent older than the grace period (a dead push's) is removed.
+/// On the fs service a pack's age can be set: a pack a live push intent
+/// names is kept however old, the others past the grace period are
+/// condemned (and taken out of the index), and an intent older than the
+/// grace period (a dead push's) is removed.
 #[test]
 fn prune_keeps_what_a_live_intent_names() {
     let tmp = tempfile::tempdir().unwrap();
@@ -692,14 +744,17 @@ fn prune_keeps_what_a_live_intent_names() {
     let url = format!("file://{}", bucket.display());
     let r = Remote::open(&url).unwrap();
     let w = world();
-    let (kept, lost) = (noise(3001, 20_000), noise(3002, 20_000));
-    put(&w.a, "e", |p| {
-        fs::write(p.join("kept"), &kept).unwrap();
-        fs::write(p.join("lost"), &lost).unwrap();
+    put(&w.a, "kept", |p| {
+        fs::write(p.join("kept"), noise(3001, 20_000)).unwrap()
     });
-    r.push(&w.a, "e").unwrap().unwrap();
+    r.push(&w.a, "kept").unwrap().unwrap();
+    let kept = r.list_objects("v2/packs/").unwrap();
+    put(&w.a, "lost", |p| {
+        fs::write(p.join("lost"), noise(3002, 20_000)).unwrap()
+    });
+    r.push(&w.a, "lost").unwrap().unwrap();
     let old = std::time::SystemTime::now() - Duration::from_secs(7200);
-    for key in r.list_objects("v1/blobs/").unwrap() {
+    for key in r.list_objects("v2/packs/").unwrap() {
         fs::File::options()
             .write(true)
             .open(bucket.join(&key))
@@ -707,31 +762,34 @@ fn prune_keeps_what_a_live_intent_names() {
             .set_modified(old)
             .unwrap();
     }
-    let live = format!(
-        r#"{{"created": {}, "blobs": ["{}"]}}"#,
-        unix_now(),
-        blake3::hash(&kept).to_hex()
-    );
+    let live = format!(r#"{{"created": {}, "packs": ["{}"]}}"#, unix_now(), kept[0]);
     r.write_object_unchecked("v1/intents/live", live.into_bytes())
         .unwrap();
     let dead = format!(r#"{{"created": {}, "blobs": []}}"#, unix_now() - 7200);
     r.write_object_unchecked("v1/intents/dead", dead.into_bytes())
         .unwrap();
-    // The entry was pushed 0 s ago; unused for 0 s removes it.
+    // The entries were pushed 0 s ago; unused for 0 s removes them.
     let report = r.prune(PruneOptions::unused_for(Duration::ZERO)).unwrap();
-    assert_eq!(report.manifests_removed, ["e"]);
+    assert_eq!(report.manifests_removed, ["kept", "lost"]);
     assert_eq!(
         (
-            report.blobs_removed,
-            report.blobs_referenced,
+            report.packs_condemned,
+            report.packs_referenced,
             report.intents_removed
         ),
         (1, 1, 1),
         "{report:?}"
     );
-    assert!(r.read_object(&blob_of(&kept)).unwrap().is_some());
-    assert!(r.read_object(&blob_of(&lost)).unwrap().is_none());
     assert_eq!(r.list_objects("v1/intents/").unwrap(), ["v1/intents/live"]);
+    let condemned = r.list_objects("v2/condemned/").unwrap();
+    assert_eq!(condemned.len(), 1);
+    assert!(!kept[0].ends_with(condemned[0].rsplit('/').next().unwrap()));
+    // The index lists only the kept pack now: pushing "lost" again
+    // uploads its blob, pushing "kept" again does not.
+    let again = r.push(&w.a, "lost").unwrap().unwrap();
+    assert_eq!(again.blobs_uploaded, 1, "{again:?}");
+    let again = r.push(&w.a, "kept").unwrap().unwrap();
+    assert_eq!(again.blobs_uploaded, 0, "{again:?}");
     let ro = Remote::builder(&url)
         .access(Access::ReadOnly)
         .open()
@@ -1011,11 +1069,16 @@ fn s3_server_dying_mid_push_publishes_nothing() {
     let proxy = Proxy::start(0, moto_port, 2 << 20);
     let url =
         |port: u16| format!("s3://bucket/faults?endpoint=http://127.0.0.1:{port}&region=auto");
+    // Packs of 1 MiB, one upload at a time: the first packs are stored
+    // before the server dies in the middle of another.
+    let index = tempfile::tempdir().unwrap();
     let open = |port: u16| {
         Remote::builder(url(port))
             .credentials("testing", "testing")
             .timeout(Duration::from_secs(5))
-            .concurrency(4)
+            .concurrency(1)
+            .pack_size(1 << 20)
+            .index_cache(Some(index.path().into()))
             .open()
             .unwrap()
     };
@@ -1037,7 +1100,7 @@ fn s3_server_dying_mid_push_publishes_nothing() {
     assert_eq!(report.outcome, Pushed::Published);
     assert!(
         report.blobs_uploaded < report.blobs,
-        "blobs sent before the death are reused: {report:?}"
+        "packs stored before the death are reused: {report:?}"
     );
     let got = direct.pull(&w.b, "big").unwrap().unwrap();
     let a = w.a.load("big").unwrap().unwrap();
@@ -1139,4 +1202,266 @@ fn a_hung_server_is_a_miss_at_the_miss_timeout() {
         other => panic!("{other:?}"),
     }
     drop(held);
+}
+
+/// The async API runs on the remote's own runtime, so its futures can be
+/// awaited from any executor: a plain `futures` executor (no tokio
+/// context at all) and the caller's own tokio runtime.
+#[test]
+fn async_api_from_any_executor() {
+    let w = world();
+    put(&w.a, "e", fill);
+    let r = Remote::open("memory://").unwrap();
+    let pushed = futures::executor::block_on(r.push_async(&w.a, "e"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.outcome, Pushed::Published);
+    let a = describe(w.a.load("e").unwrap().unwrap().path());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let got = r.pull_async(&w.b, "e").await.unwrap().unwrap();
+        assert_eq!(describe(got.path()), a);
+        drop(got);
+        match r.load_or_pull_async(&w.b, "e").await.unwrap() {
+            ReadThrough::Local(e) => assert_eq!(describe(e.path()), a),
+            other => panic!("not a local hit: {other:?}"),
+        }
+        assert!(r.pull_async(&w.b, "absent").await.unwrap().is_none());
+        assert!(matches!(
+            r.load_or_pull_async(&w.b, "absent").await.unwrap(),
+            ReadThrough::Miss { remote_error: None }
+        ));
+        // Nothing is unused yet: prune keeps the entry.
+        let report = r
+            .prune_async(PruneOptions::unused_for(30 * DAY))
+            .await
+            .unwrap();
+        assert_eq!(report.manifests_kept, 1);
+        // A second push finds it there.
+        let again = r.push_async(&w.a, "e").await.unwrap().unwrap();
+        assert_eq!(again.outcome, Pushed::Exists);
+    });
+}
+
+/// Every blocking method called inside a tokio runtime (a task, or a
+/// `spawn_blocking` closure) returns `Error::InsideRuntime` naming its
+/// async twin, instead of tokio's panic; a local hit of `load_or_pull`
+/// needs no runtime and still answers.
+#[test]
+fn blocking_api_inside_a_runtime_is_an_error() {
+    let w = world();
+    put(&w.a, "e", fill);
+    let r = Remote::open("memory://").unwrap();
+    let inside = |what: &str, e: Error| {
+        assert!(matches!(e, Error::InsideRuntime(_)), "{what}: {e:?}");
+        assert!(e.to_string().contains("_async"), "{e}");
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        inside("push", r.push(&w.a, "e").unwrap_err());
+        inside("pull", r.pull(&w.b, "e").unwrap_err());
+        inside("load_or_pull", r.load_or_pull(&w.b, "e").unwrap_err());
+        inside("prune", r.prune(PruneOptions::unused_for(DAY)).unwrap_err());
+        inside("list", r.list().unwrap_err());
+        inside("info", r.info().unwrap_err());
+        assert!(matches!(
+            r.load_or_pull(&w.a, "e").unwrap(),
+            ReadThrough::Local(_)
+        ));
+        let (r2, a) = (r.clone(), w.a.clone());
+        let e = tokio::task::spawn_blocking(move || r2.push(&a, "e"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        inside("push in spawn_blocking", e);
+    });
+    // Outside, the same calls work.
+    assert_eq!(
+        r.push(&w.a, "e").unwrap().unwrap().outcome,
+        Pushed::Published
+    );
+}
+
+/// Dropping the last `Remote` is safe anywhere: inside an async task
+/// (after async calls), inside `spawn_blocking` (after blocking calls),
+/// and when a cancelled async call's task held the last clone on the
+/// remote's own runtime.
+#[test]
+fn dropping_the_last_remote_anywhere_is_safe() {
+    let w = world();
+    put(&w.a, "e", fill);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = Remote::open("memory://drop-a").unwrap();
+        r.push_async(&w.a, "e").await.unwrap().unwrap();
+        drop(r); // the last clone, in a task
+    });
+    let r = Remote::open("memory://drop-a").unwrap();
+    rt.block_on(async move {
+        tokio::task::spawn_blocking(move || {
+            drop(r); // the last clone, on a blocking thread
+        })
+        .await
+        .unwrap();
+    });
+    let b2 = w.b.clone();
+    rt.block_on(async move {
+        let r = Remote::open("memory://drop-a").unwrap();
+        // Poll once so the task starts, then cancel it and drop the
+        // handle: the task, still running, holds the last clone, and
+        // drops it on the remote's own runtime.
+        let _ = tokio::time::timeout(Duration::from_micros(1), r.pull_async(&b2, "e")).await;
+        drop(r);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    // The cancelled pull stored all of the entry or none of it.
+    let a = describe(w.a.load("e").unwrap().unwrap().path());
+    if let Some(got) = w.b.load("e").unwrap() {
+        assert_eq!(describe(got.path()), a);
+    }
+}
+
+/// A remote written in format 1 (one object per blob, an envelope of
+/// version 1 without a locator), laid out by hand here as the crate docs
+/// describe it, still pulls.
+#[test]
+fn a_format_1_remote_still_pulls() {
+    let w = world();
+    let big = noise(4242, 300_000); // several chunks in format 1 terms
+    put(&w.a, "old", |p| {
+        fs::create_dir(p.join("d")).unwrap();
+        fs::write(p.join("d/small"), b"small file\n").unwrap();
+        fs::write(p.join("big"), &big).unwrap();
+        fs::write(p.join("empty"), b"").unwrap();
+        symlink("d/small", p.join("link")).unwrap();
+    });
+    let a = w.a.load("old").unwrap().unwrap();
+    let r = Remote::open("memory://").unwrap();
+    let blob = |data: &[u8]| {
+        let h = blake3::hash(data).to_hex().to_string();
+        let key = format!("v1/blobs/{}/{h}", &h[..2]);
+        r.write_object_unchecked(&key, zstd::bulk::compress(data, 3).unwrap())
+            .unwrap();
+        serde_json::json!({"hash": h, "size": data.len()})
+    };
+    let file = |path: &str, data: &[u8], blobs: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "path": path, "type": "file", "perm": 0o644, "size": data.len(),
+            "hash": blake3::hash(data).to_hex().to_string(), "blobs": blobs,
+        })
+    };
+    // Format 1 never packs: the big file as two blobs of its own.
+    let (b1, b2) = big.split_at(200_000);
+    let nodes = serde_json::json!([
+        {"path": "d", "type": "dir", "perm": 0o755},
+        file("d/small", b"small file\n", vec![blob(b"small file\n")]),
+        file("big", &big, vec![blob(b1), blob(b2)]),
+        file("empty", b"", vec![]),
+        {"path": "link", "type": "symlink", "perm": 0o777, "target": "d/small"},
+    ]);
+    let perms = |p: &str| fs::symlink_metadata(a.path().join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(perms("d"), 0o755);
+    assert_eq!(perms("big"), 0o644);
+    let manifest = serde_json::json!({
+        "format": "fscache-remote-manifest", "version": 1, "name": "old",
+        "digest": fscache::tree_digest_version(a.path(), fscache::DigestVersion::V1)
+            .unwrap()
+            .to_string(),
+        "created": unix_now(), "nodes": nodes,
+    });
+    let envelope = serde_json::json!({
+        "format": "fscache-remote-manifest", "version": 1,
+        "manifest": manifest.to_string(), "signatures": [],
+    });
+    r.write_object_unchecked("v1/manifests/old", envelope.to_string().into_bytes())
+        .unwrap();
+    let got = r.pull(&w.b, "old").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+}
+
+/// A locator (unsigned) changed in the bucket costs at most a refused
+/// pull, never trust: frames swapped between two blobs fail their hash
+/// checks, a frame far longer than its blob could need is refused before
+/// any read, a missing pack is a miss after one more read of the
+/// locator; nothing is stored locally.
+#[test]
+fn a_changed_locator_is_refused() {
+    let w = world();
+    let r = Remote::open("memory://").unwrap();
+    put(&w.a, "e", fill);
+    r.push(&w.a, "e").unwrap().unwrap();
+    let key = "v1/manifests/e";
+    let original = r.read_object(key).unwrap().unwrap();
+    let env: serde_json::Value = serde_json::from_slice(&unpacked(&original)).unwrap();
+    assert_eq!(env["version"], 2);
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut e = env.clone();
+        f(&mut e["locator"]);
+        r.write_object_unchecked(key, serde_json::to_vec(&e).unwrap())
+            .unwrap();
+    };
+    edit(&|l| {
+        let blobs = l["blobs"].as_array_mut().unwrap();
+        let (x, y) = (blobs[0].clone(), blobs[1].clone());
+        blobs[0] = y;
+        blobs[1] = x;
+    });
+    match r.load_or_pull(&w.b, "e").unwrap() {
+        ReadThrough::Miss {
+            remote_error: Some(Error::CorruptBlob { .. }),
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    nothing_stored(&w.b, "e");
+    edit(&|l| l["blobs"][0][2] = serde_json::json!(1u64 << 40));
+    let err = r.pull(&w.b, "e").unwrap_err();
+    assert!(err.to_string().contains("locator"), "{err}");
+    nothing_stored(&w.b, "e");
+    edit(&|l| l["packs"][0] = serde_json::json!("ab".repeat(32)));
+    let err = r.pull(&w.b, "e").unwrap_err();
+    assert!(matches!(err, Error::PackMissing { .. }), "{err}");
+    nothing_stored(&w.b, "e");
+    // Put back as pushed, it pulls.
+    r.write_object_unchecked(key, original).unwrap();
+    let got = r.pull(&w.b, "e").unwrap().unwrap();
+    let a = w.a.load("e").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+}
+
+/// A pull into a cache that records digests hands the digest it checked
+/// to the facade (no third hash of the tree): `object.info` has it and
+/// `verify` agrees.
+#[test]
+fn a_pulled_entry_records_its_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = cache(&tmp.path().join("a"));
+    let b = FsCache::builder("fscache-remote-test")
+        .record_digests(true)
+        .open(tmp.path().join("b"))
+        .unwrap();
+    b.set_info(CacheInfo {
+        maximum_size: Some(MaxSize::Unlimited),
+        ..Default::default()
+    })
+    .unwrap();
+    put(&a, "e", fill);
+    let r = Remote::open("memory://").unwrap();
+    let pushed = r.push(&a, "e").unwrap().unwrap();
+    drop(r.pull(&b, "e").unwrap().unwrap());
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.path().join("objects/e/object.info")).unwrap()).unwrap();
+    assert_eq!(info["digest"], pushed.digest.to_string());
+    assert_eq!(b.verify("e").unwrap(), fscache::Verified::Ok(pushed.digest));
 }

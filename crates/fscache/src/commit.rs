@@ -1,22 +1,19 @@
 //! The commit of a stored entry: measure → charge (evicting when full) →
 //! `object.info` → stamp → rename, and what it reports.
 
-use std::collections::{HashSet, VecDeque};
-use std::ffi::CStr;
+use std::collections::HashSet;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use fscache_dir::digest::Digest;
 use fscache_dir::{EntryName, HookPoint, DATA, OBJECTS, OBJECT_INFO};
-use fscache_quota::{Candidate, Charge, MaxSize, ObjectInfo, Tried};
-use rustix::fs::{FileType, Mode, OFlags};
-use rustix::io::Errno;
+use fscache_quota::evictlist::{EvictList, ListState};
+use fscache_quota::{Candidate, Charge, MaxSize, ObjectInfo, ScanPlan, Tried};
 
 use crate::error::{Error, Result};
 use crate::guards::{Anon, CopiedTree, Kept};
-use crate::handle::{stamp_committed, Durability, FsCache};
+use crate::handle::{Durability, FsCache};
 
 /// What a commit did with the entry. Only [`Stored::Committed`] keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,8 +56,9 @@ impl FsCache {
     pub(crate) fn commit(
         &self,
         name: &EntryName,
-        anon: Anon,
+        mut anon: Anon,
         copied: Option<CopiedTree>,
+        vouched: Option<Digest>,
     ) -> Result<(CommitReport, Kept)> {
         let _gate = self
             .inner
@@ -87,7 +85,7 @@ impl FsCache {
         };
         // The digest, when a copy computed it or the handle asks for it
         // (one more read of the data, before anything is charged).
-        let digest = match digest {
+        let digest = match digest.or(vouched) {
             Some(d) => Some(d),
             None if self.inner.record_digests => Some(
                 fscache_dir::digest::digest_tree(
@@ -113,8 +111,9 @@ impl FsCache {
         dir.hook(HookPoint::CommitCharge, &anon.rel);
         // From the charge to the rename (or its undo) the books are held
         // shared: a live recount waits for this commit to settle.
+        let own = anon.name().to_str();
         let mut books = self.inner.books.enter(dir)?;
-        let mut charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+        let mut charged = self.charge_or_evict(size, limit, &mut report.evicted, own)?;
         if !charged && fscache_quota::is_suspect(dir) {
             // Full, but the books may be over: an evicting commit settles
             // them (if no change is in flight) and tries once more.
@@ -122,16 +121,24 @@ impl FsCache {
             let settled = self.reconcile(fscache_quota::Patience::Once);
             books = self.inner.books.enter(dir)?;
             if settled {
-                charged = self.charge_or_evict(size, limit, &mut report.evicted)?;
+                charged = self.charge_or_evict(size, limit, &mut report.evicted, own)?;
             }
         }
         if !charged {
             return Ok(refused(report, Stored::NoSpace, anon));
         }
-        // From here on, every way out that does not commit uncharges
-        // exactly `size` again.
-        let published = self.publish(name, &anon, size, digest);
+        // From here on, every way out that does not commit undoes the
+        // charge of exactly `size`: the guard does it when it drops, unless
+        // the entry was published or the undo was made (and reported)
+        // below.
+        let charge = Charged {
+            cache: self,
+            info_rel: anon.rel.join(OBJECT_INFO),
+            size: Some(size),
+        };
+        let published = self.publish(name, &mut anon, size, digest);
         if let Ok(true) = published {
+            charge.keep();
             let lock = anon.published().ok_or_else(|| {
                 Error::io(
                     "rename",
@@ -147,20 +154,7 @@ impl FsCache {
             }
             return Ok((report, Kept::Published(lock)));
         }
-        let info_rel = anon.rel.join(OBJECT_INFO);
-        let unrecorded = match fscache_dir::retry_io(|| dir.dir().remove_file(&info_rel)) {
-            Ok(()) => true,
-            Err(e) => fscache_dir::gone(&e),
-        };
-        let uncharged = if unrecorded {
-            fscache_quota::uncharge(dir, size).map(drop)
-        } else {
-            // Still recorded: uncharging now would leave a charged-looking
-            // `uuid-*` that a sweep uncharges again. Leave the charge, and
-            // let a recount settle whether the tree's removal took the
-            // record with it.
-            fscache_quota::mark_suspect(dir)
-        };
+        let uncharged = charge.undo();
         if published.is_err() || uncharged.is_err() {
             // Dropping `anon` removes the tree: inside the hold, so that no
             // recount sees it half-removed.
@@ -198,17 +192,20 @@ impl FsCache {
     /// the charge is accepted, recording what was evicted. `Ok(false)`: no
     /// space.
     ///
-    /// The candidates come from the handle's kept list ([`EvictQueue`]):
-    /// one directory scan, planned down to the low watermark, serves the
-    /// stores that follow. Each store removes only what its own charge
+    /// The candidates come from the kept list ([`EvictQueue`], shared by
+    /// every process through `cache.evict`): one directory scan, planned
+    /// down to the low watermark, serves the stores that follow, in this
+    /// process and in others. Each store removes only what its own charge
     /// needs, re-checking every candidate under its exclusive lock, so the
     /// store that first hits the limit pays one scan and its own removals,
-    /// never the whole batch. The list is rebuilt when it runs out.
+    /// never the whole batch, and a process that stores once pays no scan
+    /// while the list lasts. The list is rebuilt when it runs out.
     fn charge_or_evict(
         &self,
         size: u64,
         limit: MaxSize,
         evicted: &mut Vec<String>,
+        own: Option<&str>,
     ) -> Result<bool> {
         let dir = self.dir();
         let mut total = match fscache_quota::charge(dir, size, limit)? {
@@ -219,7 +216,10 @@ impl FsCache {
             // An unlimited cache never refuses.
             return Ok(true);
         };
-        let mut round = Round::default();
+        let mut round = Round {
+            own,
+            ..Round::default()
+        };
         let outcome = loop {
             // What this store needs freed, as the counter said last.
             let need = total.saturating_add(size).saturating_sub(max);
@@ -258,49 +258,74 @@ impl FsCache {
                 "evicted least recently used entries to make room"
             );
         }
-        // Entries a reader held stay candidates, in their place.
-        self.inner.evict_queue.put_back(round.busy);
         match round.first_error {
             Some(e) if !outcome && evicted.is_empty() => Err(e),
             _ => Ok(outcome),
         }
     }
 
-    /// Pop candidates off the kept list and remove them until `need` bytes
-    /// are freed or the list is empty. Returns the bytes freed.
+    /// Take candidates off the kept list, oldest first, and remove them
+    /// until `need` bytes are freed or the list has nothing left for this
+    /// commit. Returns the bytes freed.
     fn evict_from_list(
         &self,
         need: u64,
-        round: &mut Round,
+        round: &mut Round<'_>,
         evicted: &mut Vec<String>,
     ) -> Result<u64> {
         let dir = self.dir();
+        let mut queue = self.inner.evict_queue.lock();
+        let Some(list) = queue.current(dir) else {
+            return Ok(0);
+        };
+        let state = list.state();
+        // A list kept from an earlier scan is the LRU order only up to its
+        // cutoff (see `ScanPlan::cutoff`); the commit that scanned uses all
+        // of it.
+        let cutoff = if round.scanned { None } else { list.cutoff() };
+        let len = match cutoff {
+            Some(k) => list.candidates().partition_point(|c| c.last_use <= k),
+            None => list.candidates().len(),
+        };
+        let mut tried: Vec<(usize, bool)> = Vec::new();
         let mut freed = 0u64;
-        while freed < need {
-            let Some(c) = self.inner.evict_queue.pop() else {
+        for i in state.pending(len) {
+            if freed >= need {
                 break;
-            };
-            match fscache_quota::evict_candidate(dir, &c) {
+            }
+            let c = &list.candidates()[i];
+            // Skipped earlier in this commit (held, failing, or in constant
+            // use): still a candidate for the commits that follow, so a
+            // hole, and the records after it can still be consumed.
+            if round.skipped.contains(&c.name) {
+                tried.push((i, false));
+                continue;
+            }
+            match fscache_quota::evict_candidate(dir, c) {
                 Ok(Tried::Removed(bytes)) => {
                     freed = freed.saturating_add(bytes);
                     self.count(|p| &p.evicted_bytes, bytes);
                     round.freed = round.freed.saturating_add(bytes);
-                    evicted.push(c.name);
+                    evicted.push(c.name.clone());
                     round.progress = true;
+                    tried.push((i, true));
                 }
-                // Gone, or used since the scan: no longer a candidate.
-                // Once this commit scanned itself, not listed again by it
-                // either, so that an entry in constant use cannot keep it
+                // Gone, replaced, or used since the scan: no longer a
+                // candidate of this list, for any process. Once this
+                // commit scanned itself, not listed again by it either,
+                // so that an entry in constant use cannot keep it
                 // scanning; an entry merely used since an older scan is
                 // listed again, at its new place.
                 Ok(Tried::Stale) => {
                     if round.scanned {
-                        round.progress |= round.skipped.insert(c.name);
+                        round.progress |= round.skipped.insert(c.name.clone());
                     }
+                    tried.push((i, true));
                 }
+                // A reader holds it: still a candidate, in its place.
                 Ok(Tried::Busy) => {
                     round.progress |= round.skipped.insert(c.name.clone());
-                    round.busy.push(c);
+                    tried.push((i, false));
                 }
                 // One damaged victim (an unreadable `object.info`) must
                 // not stop eviction of the others: skip it for this
@@ -308,8 +333,13 @@ impl FsCache {
                 Err(e) => {
                     round.progress |= round.skipped.insert(c.name.clone());
                     round.first_error.get_or_insert(e.into());
+                    tried.push((i, false));
                 }
             }
+        }
+        let advanced = state.advance(&tried, len);
+        if advanced != state {
+            list.set_state(&advanced);
         }
         Ok(freed)
     }
@@ -323,7 +353,7 @@ impl FsCache {
         size: u64,
         limit: MaxSize,
         total: u64,
-        round: &mut Round,
+        round: &mut Round<'_>,
     ) -> Result<Option<bool>> {
         let dir = self.dir();
         round.scanned = true;
@@ -342,17 +372,25 @@ impl FsCache {
         let target = limit
             .watermark(self.watermark_percent())
             .unwrap_or(u64::MAX);
-        let plan = fscache_quota::plan_lru(dir, total, size, target, &|name| {
-            round.skipped.contains(name)
-        })?;
-        tracing::debug!(planned = plan.len(), "listed eviction candidates");
-        if plan.is_empty() {
+        let plan = fscache_quota::scan_plan(
+            dir,
+            total,
+            size,
+            target,
+            &|name| round.skipped.contains(name),
+            round.own,
+        )?;
+        tracing::debug!(
+            planned = plan.candidates.len(),
+            "listed eviction candidates"
+        );
+        if plan.candidates.is_empty() {
             return Ok(Some(matches!(
                 fscache_quota::charge(dir, size, limit)?,
                 Charge::Accepted { .. }
             )));
         }
-        self.inner.evict_queue.replace(plan);
+        self.inner.evict_queue.lock().replace(dir, plan);
         Ok(None)
     }
 
@@ -362,7 +400,7 @@ impl FsCache {
     fn publish(
         &self,
         name: &EntryName,
-        anon: &Anon,
+        anon: &mut Anon,
         size: u64,
         digest: Option<Digest>,
     ) -> Result<bool> {
@@ -374,20 +412,16 @@ impl FsCache {
             size: Some(size),
             digest: digest.map(|d| d.to_string()),
         };
-        let fd = dir
-            .open_raw(
-                &info_rel,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-                Mode::from_raw_mode(0o644),
-            )
-            .map_err(|e| Error::io("create", dir.abs(&info_rel), e.into()))?;
-        let mut file = std::fs::File::from(fd);
+        let mut file = dir
+            .create_new(&info_rel)
+            .map_err(|e| Error::io("create", dir.abs(&info_rel), e))?;
         io::Write::write_all(&mut file, &info.to_json_bytes())
             .map_err(|e| Error::io("write", dir.abs(&info_rel), e))?;
         if durable {
             file.sync_all()
                 .map_err(|e| Error::io("sync", dir.abs(&info_rel), e))?;
-            self.sync_entry(&anon.rel)?;
+            dir.sync_all(&anon.rel)
+                .map_err(|e| Error::io("sync", dir.abs(&anon.rel), e))?;
         }
         drop(file);
         // A fresh entry is the most recently used, however long it took to
@@ -395,28 +429,21 @@ impl FsCache {
         // becomes the commit time: nothing changes the entry's directory
         // after this, so a directory modified later than its lock file was
         // damaged from outside (load's check, `docs/format.md`).
-        if let (Some(lock), Some(objects)) = (anon.lock(), anon.parent_fd()) {
-            stamp_committed(lock, objects, anon.name());
-        }
+        anon.stamp_committed();
         dir.hook(HookPoint::CommitRename, &anon.rel);
         // Both names are single components in the directory the entry was
         // made in, whose descriptor the entry holds.
         let objects = Path::new(OBJECTS);
-        let objects_fd = anon.parent_fd().ok_or_else(|| {
-            Error::io("rename", dir.abs(&anon.rel), io::Error::other("lost lock"))
-        })?;
         let mut swept = false;
         loop {
-            match rustix::io::retry_on_intr(|| {
-                rustix::fs::renameat(objects_fd, anon.name(), objects_fd, name.as_str())
-            }) {
-                Ok(()) => break,
+            match anon.rename_to(name.as_str()) {
+                Ok(true) => break,
                 // A non-empty directory (or a file) has the name: another
                 // writer won, unless it is no entry at all but what a
                 // removal that failed or crashed half-way left (no
                 // `object.info`). Every store of the name would be refused
                 // until the next sweep: sweep now, and try once more.
-                Err(Errno::EXIST | Errno::NOTEMPTY | Errno::NOTDIR | Errno::ISDIR) => {
+                Ok(false) => {
                     let entry = Path::new(OBJECTS).join(name.as_str());
                     let debris = matches!(
                         dir.stat(&entry.join(OBJECT_INFO)),
@@ -433,7 +460,7 @@ impl FsCache {
                         "swept the debris of a failed removal under the name"
                     );
                 }
-                Err(e) => return Err(Error::io("rename", dir.abs(&anon.rel), e.into())),
+                Err(e) => return Err(Error::io("rename", dir.abs(&anon.rel), e)),
             }
         }
         if durable {
@@ -443,77 +470,58 @@ impl FsCache {
         }
         Ok(true)
     }
+}
 
-    /// `fsync` every file and directory of the entry at `rel` (its `data/`
-    /// tree, and the entry directory itself). Where a file cannot be opened
-    /// for it (a mode without read permission), one `syncfs` covers it.
-    fn sync_entry(&self, rel: &Path) -> Result<()> {
-        let dir = self.dir();
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
-        let top = dir
-            .open_raw(rel, flags, Mode::empty())
-            .map_err(|e| Error::io("open directory", dir.abs(rel), e.into()))?;
-        let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(top, rel.to_path_buf())];
-        let mut need_syncfs = false;
-        while let Some((fd, at)) = stack.pop() {
-            let sync_err = |e: Errno, p: &Path| Error::io("sync", dir.abs(p), e.into());
-            let list = rustix::fs::Dir::read_from(&fd).map_err(|e| sync_err(e, &at))?;
-            for child in list {
-                let child = child.map_err(|e| sync_err(e, &at))?;
-                let name: &CStr = child.file_name();
-                if name == c"." || name == c".." {
-                    continue;
-                }
-                let ty = match child.file_type() {
-                    FileType::Unknown => rustix::io::retry_on_intr(|| {
-                        rustix::fs::statat(&fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    })
-                    .map(|st| FileType::from_raw_mode(st.st_mode))
-                    .map_err(|e| sync_err(e, &at))?,
-                    t => t,
-                };
-                let open = |extra| {
-                    rustix::io::retry_on_intr(|| {
-                        rustix::fs::openat(
-                            &fd,
-                            name,
-                            OFlags::RDONLY
-                                | OFlags::NOFOLLOW
-                                | OFlags::CLOEXEC
-                                | OFlags::NONBLOCK
-                                | extra,
-                            Mode::empty(),
-                        )
-                    })
-                };
-                let path = at.join(std::ffi::OsStr::new(
-                    std::str::from_utf8(name.to_bytes()).unwrap_or("?"),
-                ));
-                match ty {
-                    FileType::Directory => match open(OFlags::DIRECTORY) {
-                        Ok(sub) => stack.push((sub, path)),
-                        Err(Errno::ACCESS) => need_syncfs = true,
-                        Err(e) => return Err(sync_err(e, &path)),
-                    },
-                    FileType::RegularFile => match open(OFlags::empty()) {
-                        Ok(f) => rustix::io::retry_on_intr(|| rustix::fs::fsync(&f))
-                            .map_err(|e| sync_err(e, &path))?,
-                        Err(Errno::ACCESS) => need_syncfs = true,
-                        Err(e) => return Err(sync_err(e, &path)),
-                    },
-                    // Symlinks and special files live in their directory's
-                    // entries, which the directory's fsync covers.
-                    _ => {}
-                }
-            }
-            rustix::io::retry_on_intr(|| rustix::fs::fsync(fd.as_fd()))
-                .map_err(|e| sync_err(e, &at))?;
+/// A charge of `cache.size` whose entry is not published yet: dropped,
+/// it undoes the charge (best effort; [`Charged::undo`] reports), so every
+/// way out of a commit after its charge undoes it by construction.
+#[must_use = "dropping the guard undoes the charge at once"]
+struct Charged<'a> {
+    cache: &'a FsCache,
+    /// The entry's `object.info`, relative to the root.
+    info_rel: PathBuf,
+    // `None` once kept or undone.
+    size: Option<u64>,
+}
+
+impl Charged<'_> {
+    /// The entry was published: the charge stays.
+    fn keep(mut self) {
+        self.size = None;
+    }
+
+    /// Undo the charge now, reporting a failure.
+    fn undo(mut self) -> Result<()> {
+        match self.size.take() {
+            Some(size) => self.undo_charge(size),
+            None => Ok(()),
         }
-        if need_syncfs {
-            rustix::io::retry_on_intr(|| rustix::fs::syncfs(dir.dir()))
-                .map_err(|e| Error::io("sync", dir.root(), e.into()))?;
+    }
+
+    /// Unlink the entry's `object.info` and uncharge `size`, unless the
+    /// record could not be unlinked: then uncharging now would leave a
+    /// charged-looking `uuid-*` that a sweep uncharges again, so the charge
+    /// stays and the books are marked suspect for a recount to settle.
+    fn undo_charge(&self, size: u64) -> Result<()> {
+        let dir = self.cache.dir();
+        let unrecorded = match fscache_dir::retry_io(|| dir.dir().remove_file(&self.info_rel)) {
+            Ok(()) => true,
+            Err(e) => fscache_dir::gone(&e),
+        };
+        if unrecorded {
+            fscache_quota::uncharge(dir, size).map(drop)?;
+        } else {
+            fscache_quota::mark_suspect(dir)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Charged<'_> {
+    fn drop(&mut self) {
+        if let Some(size) = self.size.take() {
+            let _ = self.undo_charge(size);
+        }
     }
 }
 
@@ -525,12 +533,13 @@ fn refused(mut report: CommitReport, stored: Stored, anon: Anon) -> (CommitRepor
 
 /// What one commit's eviction has seen so far.
 #[derive(Default)]
-struct Round {
+struct Round<'a> {
+    /// The name of the committing entry's own `uuid-*` directory: in
+    /// flight during its own scan, but stamped at commit.
+    own: Option<&'a str>,
     /// Names skipped in this commit (held, or failing): left out of a
     /// rescan, so that a held old entry does not hide idle younger ones.
     skipped: HashSet<String>,
-    /// Candidates a reader held: back on the list when the commit ends.
-    busy: Vec<Candidate>,
     /// Whether this commit scanned `objects/` already.
     scanned: bool,
     /// Whether anything was removed or newly skipped since that scan.
@@ -540,42 +549,112 @@ struct Round {
     first_error: Option<Error>,
 }
 
-/// The kept list of eviction candidates of a handle: least recently used
-/// first, as one scan of `objects/` found them, planned down to the low
-/// watermark. Commits pop from it; every candidate is checked again under
-/// its own lock before it is removed ([`fscache_quota::evict_candidate`]),
-/// so a stale list costs a failed try, never a wrong removal.
+/// The kept list of eviction candidates: least recently used first, as
+/// one scan of `objects/` found them, planned down to the low watermark,
+/// and shared by every process through `cache.evict`
+/// ([`fscache_quota::evictlist`]); where that file cannot be written, this
+/// handle's own. Commits take candidates from it; every candidate is
+/// checked again under its own lock before it is removed
+/// ([`fscache_quota::evict_candidate`]), so a stale or damaged list costs a
+/// failed try, never a wrong removal.
 #[derive(Default)]
 pub(crate) struct EvictQueue {
-    list: Mutex<VecDeque<Candidate>>,
+    list: Mutex<Option<KeptList>>,
 }
 
-impl EvictQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Candidate>> {
-        self.list.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// A kept list: the shared file, or this handle's own.
+pub(crate) enum KeptList {
+    Shared(EvictList),
+    Private {
+        candidates: Vec<Candidate>,
+        cutoff: Option<fscache_quota::Stamp>,
+        state: Mutex<ListState>,
+    },
+}
 
-    fn pop(&self) -> Option<Candidate> {
-        self.lock().pop_front()
-    }
-
-    fn replace(&self, plan: Vec<Candidate>) {
-        *self.lock() = plan.into();
-    }
-
-    /// Return candidates that were busy to the list, keeping it in LRU
-    /// order.
-    fn put_back(&self, busy: Vec<Candidate>) {
-        if busy.is_empty() {
-            return;
+impl KeptList {
+    fn candidates(&self) -> &[Candidate] {
+        match self {
+            KeptList::Shared(l) => &l.candidates,
+            KeptList::Private { candidates, .. } => candidates,
         }
-        let mut list = self.lock();
-        list.retain(|c| !busy.iter().any(|b| b.name == c.name));
-        list.extend(busy);
-        list.make_contiguous().sort_by(|a, b| {
-            a.last_use
-                .cmp(&b.last_use)
-                .then_with(|| a.name.cmp(&b.name))
-        });
+    }
+
+    fn cutoff(&self) -> Option<fscache_quota::Stamp> {
+        match self {
+            KeptList::Shared(l) => l.cutoff,
+            KeptList::Private { cutoff, .. } => *cutoff,
+        }
+    }
+
+    fn state(&self) -> ListState {
+        match self {
+            KeptList::Shared(l) => l.state(),
+            KeptList::Private { state, .. } => {
+                state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            }
+        }
+    }
+
+    fn set_state(&self, new: &ListState) {
+        match self {
+            KeptList::Shared(l) => l.set_state(new),
+            KeptList::Private { state, .. } => {
+                *state.lock().unwrap_or_else(|p| p.into_inner()) = new.clone();
+            }
+        }
+    }
+}
+
+/// The kept list, locked for one commit's tries: the commits of one
+/// handle take turns, so they do not race each other for the same
+/// candidates (those of other processes may; the entry locks decide).
+pub(crate) struct QueueGuard<'a>(std::sync::MutexGuard<'a, Option<KeptList>>);
+
+impl EvictQueue {
+    fn lock(&self) -> QueueGuard<'_> {
+        QueueGuard(self.list.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl QueueGuard<'_> {
+    /// The list in force: the one held, while `cache.evict` still is that
+    /// file (one `fstat`), else `cache.evict` read again (a damaged or
+    /// missing file is no list). A private list stays until a rescan.
+    fn current(&mut self, dir: &fscache_dir::CacheDir) -> Option<&KeptList> {
+        let fresh = match &*self.0 {
+            Some(KeptList::Shared(l)) => l.is_current(),
+            Some(KeptList::Private { .. }) => true,
+            None => false,
+        };
+        if !fresh {
+            *self.0 = match EvictList::open(dir) {
+                Ok(Some(l)) => Some(KeptList::Shared(l)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, "kept eviction list unreadable: ignored");
+                    None
+                }
+            };
+        }
+        self.0.as_ref()
+    }
+
+    /// Keep `plan` as the list: written to `cache.evict` for every process,
+    /// or, where that fails, for this handle only.
+    fn replace(&mut self, dir: &fscache_dir::CacheDir, plan: ScanPlan) {
+        *self.0 = Some(
+            match fscache_quota::evictlist::write_list(dir, &plan.candidates, plan.cutoff) {
+                Ok(l) => KeptList::Shared(l),
+                Err(e) => {
+                    tracing::debug!(error = %e, "kept eviction list not shared");
+                    KeptList::Private {
+                        candidates: plan.candidates,
+                        cutoff: plan.cutoff,
+                        state: Mutex::new(ListState::default()),
+                    }
+                }
+            },
+        );
     }
 }

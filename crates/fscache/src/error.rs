@@ -25,6 +25,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A system call failed, and no path is known for it (an `io::Error`
+    /// from outside the cache's layers).
+    #[error("an I/O operation failed")]
+    Os {
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// A protocol file holds something the format does not allow, and no
     /// recovery applies.
     #[error("`{path}` is corrupt: {what}")]
@@ -72,7 +80,7 @@ impl Error {
     /// The OS error behind this error, if any.
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Os { source } => Some(source),
             _ => None,
         }
     }
@@ -81,7 +89,7 @@ impl Error {
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::InvalidName(_) => io::ErrorKind::InvalidInput,
-            Error::Io { source, .. } => source.kind(),
+            Error::Io { source, .. } | Error::Os { source } => source.kind(),
             Error::Corrupt { .. } => io::ErrorKind::InvalidData,
             Error::Incompatible { .. } => io::ErrorKind::Unsupported,
             Error::Cancelled { .. } => io::ErrorKind::Interrupted,
@@ -89,26 +97,21 @@ impl Error {
     }
 }
 
-/// The lower layers' errors (`fscache-quota`'s, with the path folded in):
-/// a protocol file that did not parse is [`Error::Corrupt`], anything else
-/// [`Error::Io`] with the original OS error.
+/// The lower layers' errors (with the path folded in): one whose source
+/// is a [`fscache_dir::Corrupt`] is [`Error::Corrupt`], anything else
+/// [`Error::Io`] with the original OS error, or [`Error::Os`] when it names
+/// no path.
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         match PathError::split(e) {
-            Ok((fscache_quota::PARSE, path, source))
-                if source.kind() == io::ErrorKind::InvalidData =>
-            {
-                Error::Corrupt {
+            Ok((op, path, source)) => match fscache_dir::Corrupt::find(&source) {
+                Some(c) => Error::Corrupt {
                     path,
-                    what: source.to_string(),
-                }
-            }
-            Ok((op, path, source)) => Error::Io { op, path, source },
-            Err(source) => Error::Io {
-                op: "access",
-                path: PathBuf::new(),
-                source,
+                    what: c.what().to_owned(),
+                },
+                None => Error::Io { op, path, source },
             },
+            Err(source) => Error::Os { source },
         }
     }
 }
@@ -144,11 +147,7 @@ mod tests {
 
     #[test]
     fn a_protocol_file_that_does_not_parse_is_corrupt() {
-        let parse = fscache_dir::with_path(
-            fscache_quota::PARSE,
-            Path::new("/c/cache.size"),
-            io::Error::new(io::ErrorKind::InvalidData, "expected an integer"),
-        );
+        let parse = fscache_dir::Corrupt::error(Path::new("/c/cache.size"), "expected an integer");
         let e = Error::from(parse);
         assert!(matches!(&e, Error::Corrupt { path, .. } if path == Path::new("/c/cache.size")));
         assert_eq!(
@@ -163,6 +162,17 @@ mod tests {
                 .and_then(io::Error::raw_os_error),
             Some(5)
         );
+        // Recognised by its type, not by the operation it names.
+        let not_corrupt = fscache_dir::with_path(
+            fscache_quota::PARSE,
+            Path::new("/c/cache.size"),
+            io::Error::new(io::ErrorKind::InvalidData, "expected an integer"),
+        );
+        assert!(matches!(Error::from(not_corrupt), Error::Io { .. }));
+        // An error without a path is its own variant, not a made-up path.
+        let bare = Error::from(io::Error::from_raw_os_error(5));
+        assert!(matches!(&bare, Error::Os { .. }), "{bare:?}");
+        assert_eq!(bare.io_error().and_then(io::Error::raw_os_error), Some(5));
     }
 
     #[test]

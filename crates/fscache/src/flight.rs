@@ -7,6 +7,7 @@
 //! behind), and the lock dies with its holder. osbuild never opens
 //! `build.lock`, so it is unaffected: it neither waits nor is waited for.
 
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use fscache_dir::EntryName;
 use fscache_lock::{LockKind, RangeLock};
-use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -147,16 +147,18 @@ impl FsCache {
         let rel = Path::new(BUILD_LOCK);
         // Never replaced nor unlinked, so a plain O_CREAT is race-free:
         // every opener gets the same inode.
-        let mut fd = match dir.open_raw(
-            rel,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
-            Mode::from_raw_mode(0o666),
-        ) {
+        let mut fd = match dir.create_or_open(rel) {
             Ok(fd) => fd,
-            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::ROFS | rustix::io::Errno::PERM) => {
+            // EACCES, EPERM, EROFS: a cache we may not write into.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
                 return Ok(None)
             }
-            Err(e) => return Err(Error::io("open", dir.abs(rel), e.into())),
+            Err(e) => return Err(Error::io("open", dir.abs(rel), e)),
         };
         let offset = flight_offset(name.as_str());
         let started = Instant::now();

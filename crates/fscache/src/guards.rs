@@ -3,16 +3,14 @@
 //! tree the cache did not keep. Each owns a clone of the handle, and each
 //! cleans up in `Drop`.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use fscache_dir::digest::Digest;
-use fscache_dir::{AnonDir, EntryName, DATA};
+use fscache_dir::{AnonDir, EntryName, Renamed, DATA};
 use fscache_lock::FileLock;
-use rustix::fs::{Mode, OFlags};
 
 use crate::commit::CommitReport;
 use crate::error::{Error, Result};
@@ -20,16 +18,18 @@ use crate::handle::FsCache;
 use crate::Stored;
 
 /// An anonymous entry (`objects/uuid-*` or `stage/uuid-*`) we created and
-/// hold exclusively. It removes itself when dropped, unless it was
-/// published under a name ([`Anon::published`]).
+/// hold exclusively, through its [`AnonDir`] guard: that removes the
+/// directory when it drops, unless it was renamed to a name
+/// ([`Anon::rename_to`]). No code here removes it by hand.
 pub(crate) struct Anon {
     pub(crate) cache: FsCache,
     /// Relative to the root, e.g. `objects/uuid-<hex>`.
     pub(crate) rel: PathBuf,
     /// The absolute path of its `data/`.
     data: PathBuf,
-    // Holds the exclusive lock until the entry is published or removed.
+    // The guard, until the entry is renamed (then `kept` holds its lock).
     held: Option<AnonDir>,
+    kept: Option<FileLock<OwnedFd>>,
 }
 
 impl Anon {
@@ -39,25 +39,24 @@ impl Anon {
         let held = dir
             .atomic_anon_dir(Path::new(parent))
             .map_err(|e| Error::io("create entry in", dir.abs(Path::new(parent)), e))?;
-        let rel = PathBuf::from(parent).join(&held.name);
+        let rel = held.rel().to_owned();
         // Through the directory's own descriptor: its path is not resolved
         // again, and `data` is a single component.
-        let made = rustix::io::retry_on_intr(|| {
-            rustix::fs::mkdirat(&held.dir, DATA, Mode::from_raw_mode(0o777))
-        });
+        let made = held.create_dir(DATA);
         let anon = Anon {
             cache: cache.clone(),
             data: dir.abs(&rel.join(DATA)),
             rel,
             held: Some(held),
+            kept: None,
         };
         // On failure, dropping `anon` removes what was made.
-        made.map_err(|e| Error::io("create directory", &anon.data, e.into()))?;
+        made.map_err(|e| Error::io("create directory", &anon.data, e))?;
         Ok(anon)
     }
 
     /// The anonymous name, `uuid-<hex>`.
-    pub(crate) fn name(&self) -> &OsStr {
+    pub(crate) fn name(&self) -> &std::ffi::OsStr {
         self.rel.file_name().unwrap_or_default()
     }
 
@@ -71,24 +70,41 @@ impl Anon {
     pub(crate) fn data_dir(&self) -> Result<std::os::fd::OwnedFd> {
         let dir = self.cache.dir();
         let rel = self.rel.join(DATA);
-        dir.open_raw(&rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", dir.abs(&rel), e.into()))
+        dir.open_dir(&rel)
+            .map_err(|e| Error::io("open directory", dir.abs(&rel), e))
     }
 
-    /// The held `O_PATH` descriptor of the directory it was made in.
-    pub(crate) fn parent_fd(&self) -> Option<&OwnedFd> {
-        self.held.as_ref().map(|h| &*h.parent)
+    /// The commit's stamp ([`AnonDir::stamp_committed`]).
+    pub(crate) fn stamp_committed(&self) {
+        if let Some(held) = &self.held {
+            held.stamp_committed();
+        }
     }
 
-    /// The held lock of its `object.lock`.
-    pub(crate) fn lock(&self) -> Option<&FileLock<OwnedFd>> {
-        self.held.as_ref().map(|h| &h.lock)
+    /// Rename the entry to `name` in the directory it was made in:
+    /// `Ok(true)` when renamed (the lock is kept for
+    /// [`Anon::published`]), `Ok(false)` when the name is taken (the entry
+    /// stays ours). On error the directory is removed.
+    pub(crate) fn rename_to(&mut self, name: &str) -> std::io::Result<bool> {
+        let Some(held) = self.held.take() else {
+            return Err(std::io::Error::other("lost lock"));
+        };
+        match held.rename_to(name)? {
+            Renamed::Done(lock) => {
+                self.kept = Some(lock);
+                Ok(true)
+            }
+            Renamed::Taken(held) => {
+                self.held = Some(held);
+                Ok(false)
+            }
+        }
     }
 
-    /// The entry was renamed to its name: keep it, and hand back the lock
-    /// (still exclusive) of its `object.lock`.
+    /// The entry was renamed to its name: hand back the lock (still
+    /// exclusive) of its `object.lock`.
     pub(crate) fn published(mut self) -> Option<FileLock<OwnedFd>> {
-        self.held.take().map(|h| h.lock)
+        self.kept.take()
     }
 
     /// Remove the entry now, reporting a failure (drop removes quietly).
@@ -96,24 +112,8 @@ impl Anon {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
-        let dir = self.cache.dir();
-        let removed = dir
-            .remove_entry(&self.rel)
-            .map_err(|e| Error::io("remove", dir.abs(&self.rel), e));
-        // Our own, never duplicated descriptor: closing releases the lock.
-        held.lock.close();
-        removed
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        if let Some(held) = self.held.take() {
-            // Errors cannot be reported from here; what is left is unlocked
-            // `uuid-*` debris that any sweep removes.
-            let _ = self.cache.dir().remove_entry(&self.rel);
-            held.lock.close();
-        }
+        let abs = self.cache.dir().abs(&self.rel);
+        held.close().map_err(|e| Error::io("remove", abs, e))
     }
 }
 
@@ -122,26 +122,34 @@ impl Drop for Anon {
 #[must_use = "the entry is unlocked (and may be evicted) as soon as the guard drops"]
 pub struct Entry {
     cache: FsCache,
-    name: EntryName,
-    /// Relative to the root: `objects/NAME`.
-    rel: PathBuf,
+    /// `ROOT/objects/NAME/data`: the one allocation of a hit, which the
+    /// name and the relative path are slices of.
     path: PathBuf,
+    /// Where the name is in `path`'s bytes.
+    name_at: (usize, usize),
     lock: Option<FileLock<OwnedFd>>,
 }
 
 impl Entry {
-    pub(crate) fn new(
-        cache: FsCache,
-        name: EntryName,
-        rel: PathBuf,
-        lock: FileLock<OwnedFd>,
-    ) -> Self {
-        let path = cache.dir().abs(&rel.join(DATA));
+    /// The entry `name` (a valid name) of `cache`, read-locked by `lock`.
+    pub(crate) fn new(cache: FsCache, name: &str, lock: FileLock<OwnedFd>) -> Self {
+        let root = cache.dir().root().as_os_str();
+        let mut path = std::ffi::OsString::with_capacity(
+            root.len() + fscache_dir::OBJECTS.len() + name.len() + DATA.len() + 3,
+        );
+        path.push(root);
+        path.push("/");
+        path.push(fscache_dir::OBJECTS);
+        path.push("/");
+        let start = path.len();
+        path.push(name);
+        let name_at = (start, path.len());
+        path.push("/");
+        path.push(DATA);
         Self {
             cache,
-            name,
-            rel,
-            path,
+            path: PathBuf::from(path),
+            name_at,
             lock: Some(lock),
         }
     }
@@ -153,7 +161,9 @@ impl Entry {
 
     /// The entry's name.
     pub fn name(&self) -> &str {
-        self.name.as_str()
+        let bytes = self.path.as_os_str().as_encoded_bytes();
+        // A slice of what was a `&str`.
+        std::str::from_utf8(&bytes[self.name_at.0..self.name_at.1]).unwrap_or_default()
     }
 
     /// Open `data/` as a directory (`O_RDONLY | O_DIRECTORY`), resolved
@@ -164,11 +174,11 @@ impl Entry {
     ///
     /// The open failed.
     pub fn open_dir(&self) -> Result<File> {
-        let rel = self.rel.join(DATA);
         let dir = self.cache.dir();
-        dir.open_raw(&rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+        let rel = Path::new(fscache_dir::OBJECTS).join(self.name()).join(DATA);
+        dir.open_dir(&rel)
             .map(File::from)
-            .map_err(|e| Error::io("open directory", &self.path, e.into()))
+            .map_err(|e| Error::io("open directory", &self.path, e))
     }
 }
 
@@ -185,7 +195,7 @@ impl Drop for Entry {
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("path", &self.path)
             .finish()
     }
@@ -205,6 +215,8 @@ pub struct StoreGuard {
     /// [`FsCache::store_tree`] filled it by one copy (taken during the
     /// copy, so the commit needs no second walk).
     pub(crate) copied: Option<CopiedTree>,
+    /// A digest the filler vouched for ([`StoreGuard::set_digest`]).
+    pub(crate) vouched: Option<Digest>,
 }
 
 impl StoreGuard {
@@ -214,7 +226,19 @@ impl StoreGuard {
             anon,
             compatible,
             copied: None,
+            vouched: None,
         }
+    }
+
+    /// Vouch for the tree digest of what `data/` holds at commit: the
+    /// commit records it in `object.info` instead of hashing the tree
+    /// again (the way [`StoreGuard::commit_tree`] records the digest its
+    /// copy computed). For a filler that already knows it, e.g. a remote
+    /// pull that checked every file it wrote against a signed manifest.
+    /// The digest is recorded as given: a wrong one makes
+    /// [`FsCache::verify`] call the entry corrupt later.
+    pub fn set_digest(&mut self, digest: Digest) {
+        self.vouched = Some(digest);
     }
 
     /// The absolute path of the private `data/` directory to fill.
@@ -289,31 +313,16 @@ impl StoreGuard {
             .map_err(|e| Error::io("copy", src, e))?;
         // The copy gives what is below `src` its metadata; the child itself
         // is ours to give `src`'s mode and times (last: filling it changed
-        // its mtime).
-        let st = rustix::fs::lstat(src).map_err(|e| Error::io("stat", src, e.into()))?;
-        let child_abs = dir.abs(&rel);
-        // By name in `data/` (a single component beneath a descriptor of
-        // the cache): the copy's descriptors are `O_PATH`, which `fchmod`
-        // refuses.
+        // its mtime), by name in `data/`: the copy's descriptors are
+        // `O_PATH`, which `fchmod` refuses.
+        drop(dst);
         let data_rel = self.anon.rel.join(DATA);
         let data = dir
             .dir()
             .open_dir(&data_rel)
             .map_err(|e| Error::io("open directory", dir.abs(&data_rel), e))?;
-        drop(dst);
-        let mode = rustix::fs::Mode::from_raw_mode(st.st_mode & 0o7777);
-        rustix::fs::chmodat(&data, child, mode, rustix::fs::AtFlags::empty())
-            .map_err(|e| Error::io("chmod", &child_abs, e.into()))?;
-        let ts = |(sec, nsec): (i64, i64)| rustix::fs::Timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        };
-        let times = rustix::fs::Timestamps {
-            last_access: ts(fscache_dir::stat::atime(&st)),
-            last_modification: ts(fscache_dir::stat::mtime(&st)),
-        };
-        rustix::fs::utimensat(&data, child, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| Error::io("set times", &child_abs, e.into()))
+        fscache_dir::copy_mode_and_times_at(&data, child, src)
+            .map_err(|e| Error::io("copy", dir.abs(&rel), e))
     }
 
     /// Fill the empty `data/` with a copy of `src` (as
@@ -411,7 +420,7 @@ impl StoreGuard {
                 let rel = PathBuf::from(fscache_dir::OBJECTS).join(name.as_str());
                 lock.convert(fscache_lock::LockKind::Shared)
                     .map_err(|e| Error::io("lock", cache.dir().abs(&rel), e))?;
-                Ok(Obtained::Built(Entry::new(cache, name, rel, lock)))
+                Ok(Obtained::Built(Entry::new(cache, name.as_str(), lock)))
             }
             Kept::Tree(anon) => {
                 if report.stored == Stored::Exists {
@@ -431,7 +440,7 @@ impl StoreGuard {
         let cache = self.anon.cache.clone();
         let name = self.name.clone();
         let (report, kept) = if self.compatible {
-            cache.commit(&name, self.anon, self.copied)?
+            cache.commit(&name, self.anon, self.copied, self.vouched)?
         } else {
             let report = CommitReport {
                 stored: Stored::Incompatible,

@@ -5,16 +5,14 @@ use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
-    gone, raw_os_error, stat, CacheDir, EntryName, LockOptions, Publish, TryLocked, CACHE_INFO,
+    is_miss, stat, touch_atime, CacheDir, EntryName, IfMissing, LockOptions, TryLocked, CACHE_INFO,
     CACHE_LOCK, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind};
-use rustix::fs::{Mode, OFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
-use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
@@ -24,24 +22,54 @@ use crate::Stored;
 
 /// How much a commit waits for the disk. Chosen per handle with
 /// [`Builder::durability`].
+///
+/// What each mode guarantees after a power loss is what the power-loss
+/// tests check (`tests/suite/powerloss.rs`, on the `fscache-lazyfs` FUSE
+/// file system, which forgets every directory entry and every file page
+/// not made durable by an `fsync`, in any order the `fsync`s allow). In
+/// both modes `cache.info` and the scaffolding are written durably (they
+/// are written once or rarely, and a torn `cache.info` would make the cache
+/// unopenable), so after a power loss the cache always opens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
-    /// Nothing is `fsync`ed, as osbuild does: a power loss may lose recent
-    /// entries (a crash of the process loses nothing committed).
+    /// Nothing else is `fsync`ed, as osbuild does: a crash of the process
+    /// loses nothing committed, but a power loss may lose recent entries
+    /// and may leave entries whose files are empty or short, or whose
+    /// `object.info` is empty. After a power loss:
+    ///
+    /// * `load` may return such a damaged entry: with
+    ///   [`Builder::record_digests`], [`FsCache::verify`] reports it as a
+    ///   mismatch, and what `verify` reports as `Ok` is exactly a tree that
+    ///   was committed under that name;
+    /// * one [`FsCache::repair`] makes the books exact (`cache.size` is the
+    ///   sum of the recorded sizes), removes all debris and every entry
+    ///   whose `object.info` records no size;
+    /// * after that and the removal of what `verify` flags, every load
+    ///   returns a tree that was committed under its name.
     #[default]
     Relaxed,
     /// Every file and directory of an entry reaches stable storage before
     /// the rename that publishes it, and the rename itself (its parent
-    /// directory is `fsync`ed) before `commit` returns; `cache.size` and
-    /// `cache.info` are replaced durably (temp file synced before the
-    /// rename, directory after).
+    /// directory is `fsync`ed) before `commit` returns; `cache.size` is
+    /// replaced durably (temp file synced before the rename, directory
+    /// after), and a removal or eviction makes the entry invalid durably
+    /// (`object.info` unlinked, the entry directory synced) before it
+    /// uncharges it or removes its tree. After a power loss:
     ///
-    /// What a power loss can do then: lose an entry whose `commit` had not
-    /// returned (never expose it torn), and leave the books over-counted by
-    /// a charge whose commit did not finish (a repair recounts). On ext4
-    /// (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a file
-    /// and of its directory are what make both the data and the name
+    /// * every entry whose commit returned (and that was not removed or
+    ///   evicted since) loads with exactly its committed tree and verifies;
+    /// * no load returns a tree that was never committed under its name: a
+    ///   commit in flight at the loss is there whole or not at all, and so
+    ///   is a pull ([`fscache-remote`](https://docs.rs/fscache-remote)
+    ///   commits through the same guard);
+    /// * the books may be over-counted by a charge whose commit did not
+    ///   finish (by design never under-counted: a removal makes the entry
+    ///   invalid durably before it uncharges it), and one
+    ///   [`FsCache::repair`] makes them exact and removes the debris.
+    ///
+    /// On ext4 (`data=ordered` or `journal`), xfs and btrfs the `fsync` of a
+    /// file and of its directory are what make both the data and the name
     /// durable; without them (`Relaxed`) ext4 and xfs can publish a name
     /// whose files are empty or short after a crash.
     Committed,
@@ -58,6 +86,10 @@ pub struct FsCache {
     pub(crate) inner: Arc<Inner>,
 }
 
+// Aligned to a cache line pair: in the `Arc`'s allocation the reference
+// counts (which every guard's clone and drop writes) then sit on a line of
+// their own, not on the one holding the fields every load reads.
+#[repr(align(128))]
 pub(crate) struct Inner {
     pub(crate) dir: CacheDir,
     appid: String,
@@ -66,6 +98,8 @@ pub(crate) struct Inner {
     // `cache.info`, and the descriptor it was read through (kept for the
     // cheap check of `current_info`).
     info: RwLock<(CacheInfo, FileId, OwnedFd)>,
+    // Whether `info` is of a version we use: read by every operation.
+    compatible: AtomicBool,
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
@@ -209,7 +243,7 @@ impl Builder {
         let stats = Arc::new(crate::stats::Counter::default());
         let seen = stats.clone();
         dir.set_wait_observer(Some(Arc::new(move |path: &Path, waited| {
-            seen.pending.lock_waits.fetch_add(1, Ordering::Relaxed);
+            seen.add(|p| &p.lock_waits, 1);
             tracing::debug!(path = %path.display(), ?waited, "waited for a lock");
         })));
         let boot_id = crate::bootid::current_app_boot_id(&self.appid)
@@ -238,6 +272,7 @@ impl Builder {
                 dir,
                 appid: self.appid,
                 boot_id,
+                compatible: AtomicBool::new(info.0.is_compatible()),
                 info: RwLock::new(info),
                 watermark_percent: AtomicU8::new(self.watermark_percent),
                 durability: self.durability,
@@ -270,7 +305,8 @@ impl Builder {
 /// "not a directory", not the `EEXIST` that creating it met.
 fn open_error(path: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::AlreadyExists && path.exists() && !path.is_dir() {
-        let e = io::Error::from_raw_os_error(Errno::NOTDIR.raw_os_error());
+        // ENOTDIR, errno 20 on Linux (errno-base.h), so `raw_os_error` works.
+        let e = io::Error::from_raw_os_error(20);
         return Error::io("open cache", path, e);
     }
     Error::io("open cache", path, e)
@@ -388,7 +424,12 @@ impl FsCache {
     /// As [`FsCache::open`].
     pub fn reload_info(&self) -> Result<CacheInfo> {
         let (info, id, fd) = read_info(self.dir())?;
-        *self.inner.info.write().unwrap_or_else(|p| p.into_inner()) = (info.clone(), id, fd);
+        let mut held = self.inner.info.write().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .compatible
+            .store(info.is_compatible(), Ordering::Relaxed);
+        *held = (info.clone(), id, fd);
+        drop(held);
         Ok(info)
     }
 
@@ -406,12 +447,11 @@ impl FsCache {
             // names; size and mtime catch writers that edit it in place.
             // On NFS an unlinked open file keeps its link count, so the
             // path is compared there (docs/format.md, "NFS").
-            let st = if dir.is_remote() {
+            let st = if dir.is_nfs() {
                 dir.stat(rel)
                     .map_err(|e| Error::io("stat", dir.abs(rel), e))?
             } else {
-                rustix::io::retry_on_intr(|| rustix::fs::fstat(&cached.2))
-                    .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?
+                stat::fstat(&cached.2).map_err(|e| Error::io("stat", dir.abs(rel), e))?
             };
             if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
                 return Ok(cached.0.clone());
@@ -440,29 +480,31 @@ impl FsCache {
         let dir = self.dir();
         let rel = Path::new(CACHE_INFO);
         let abs = dir.abs(rel);
-        let locked = dir
-            .lock(rel, LockOptions::exclusive())
-            .map_err(|e| Error::io("lock", &abs, e))?;
-        let bytes = dir
-            .read_small(rel)
-            .map_err(|e| Error::io("read", &abs, e))?;
-        let mut map = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => {
-                return Err(Error::Corrupt {
-                    path: abs,
-                    what: "not a JSON object".into(),
-                })
-            }
-        };
-        if let Some(update) = change(&CacheInfo::from_map(&map)) {
-            tracing::info!(info = ?update, "cache.info updated");
-            update.merge_into(&mut map);
-            let text = serde_json::Value::Object(map).to_string();
-            dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
-                .map_err(|e| Error::io("replace", &abs, e))?;
+        // Durably in every mode: a `cache.info` torn by a power loss would
+        // make the cache unopenable, and updates are rare.
+        let corrupt = dir
+            .update_durable(rel, IfMissing::Fail, |bytes| {
+                let mut map = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Ok((None, true)),
+                };
+                let Some(update) = change(&CacheInfo::from_map(&map)) else {
+                    return Ok((None, false));
+                };
+                tracing::info!(info = ?update, "cache.info updated");
+                update.merge_into(&mut map);
+                Ok((
+                    Some(serde_json::Value::Object(map).to_string().into_bytes()),
+                    false,
+                ))
+            })
+            .map_err(|e| Error::io("update", &abs, e))?;
+        if corrupt {
+            return Err(Error::Corrupt {
+                path: abs,
+                what: "not a JSON object".into(),
+            });
         }
-        drop(locked);
         self.reload_info()?;
         Ok(())
     }
@@ -485,7 +527,8 @@ impl FsCache {
         self.alone(|| {
             self.count(|p| &p.repairs, 1);
             let accounted_before = fscache_quota::read_size(self.dir()).ok();
-            let swept = fscache_quota::sweep(self.dir())?;
+            let mut swept = fscache_quota::sweep(self.dir())?;
+            swept.removed.extend(self.remove_unrecorded()?);
             let accounted = fscache_quota::recount(self.dir())?;
             tracing::info!(
                 removed = ?swept.removed,
@@ -499,6 +542,39 @@ impl FsCache {
                 accounted,
             })
         })
+    }
+
+    /// Remove the named entries whose `object.info` exists but records no
+    /// size (empty or garbled: what a power loss leaves of one written
+    /// without `fsync`). They count for nothing, so the books cannot be
+    /// exact while they stay; only repair may judge them, alone, since a
+    /// writer's entry is never in that state while the cache is open.
+    fn remove_unrecorded(&self) -> Result<Vec<String>> {
+        let dir = self.dir();
+        let objects = Path::new(OBJECTS);
+        let list = dir
+            .dir()
+            .read_dir(objects)
+            .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+        let mut removed = Vec::new();
+        for entry in list {
+            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(fscache_dir::RESERVED_PREFIX) {
+                continue;
+            }
+            let rel = objects.join(name);
+            let Ok(bytes) = dir.read_small(&rel.join(OBJECT_INFO)) else {
+                continue;
+            };
+            if fscache_quota::ObjectInfo::parse(&bytes).size.is_none() {
+                dir.remove_entry(&rel)
+                    .map_err(|e| Error::io("remove", dir.abs(&rel), e))?;
+                removed.push(name.to_owned());
+            }
+        }
+        Ok(removed)
     }
 
     /// Run `f` while no other handle has the cache open: this handle's
@@ -533,12 +609,10 @@ impl FsCache {
     /// Whether the cache's format version is one this implementation uses,
     /// as last read.
     pub(crate) fn compatible(&self) -> bool {
-        self.inner
-            .info
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .is_compatible()
+        // A plain load, not the `RwLock` of the configuration: taking a
+        // read lock writes its cache line, which every loading thread
+        // would then pass around.
+        self.inner.compatible.load(Ordering::Relaxed)
     }
 
     /// Load the entry `name`: a read-locked committed entry, or `None` for
@@ -552,7 +626,8 @@ impl FsCache {
     /// [`Error::InvalidName`] before any I/O; a system call failing in a way
     /// that is not a miss.
     pub fn load(&self, name: &str) -> Result<Option<Entry>> {
-        let name = EntryName::new(name)?;
+        // Validated without a copy: a miss allocates nothing.
+        let name = EntryName::check(name)?;
         if !self.compatible() {
             self.count(|p| &p.misses_incompatible, 1);
             return Ok(None);
@@ -562,16 +637,10 @@ impl FsCache {
         let count =
             |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
         let dir = self.dir();
-        // One buffer for the three paths a hit needs, `objects/NAME/…`:
-        // the lookup is the hot path, and a miss allocates nothing more.
-        let mut rel = String::with_capacity(OBJECTS.len() + name.as_str().len() + 13);
-        rel.push_str(OBJECTS);
-        rel.push('/');
-        rel.push_str(name.as_str());
-        let entry_len = rel.len();
-        rel.push('/');
-        rel.push_str(OBJECT_LOCK);
-        let lock_rel = Path::new(&rel);
+        // `objects/NAME/object.lock`, then `…/object.info`, built on the
+        // stack.
+        let mut buf = EntryFile::new(name);
+        let lock_rel = buf.path(OBJECT_LOCK);
         // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
         // being built: a miss is a common answer.
         let locked = match dir.try_lock(lock_rel, LockOptions::shared()) {
@@ -598,13 +667,12 @@ impl FsCache {
         // lock file's (`stamp_committed`), and removing anything in it sets
         // the mtime to now. Otherwise (osbuild's entries; a removal in the
         // stamp's clock tick) the parts are looked at one by one.
-        rel.truncate(entry_len);
-        let intact = match dir.stat(Path::new(&rel)) {
-            Ok(st) => {
-                stat::mtime(&st) < stat::mtime(&locked.stat) || self.parts_present(&mut rel)?
+        let intact = match dir.stat_if_present(buf.path(".")) {
+            Ok(Some(st)) => {
+                stat::mtime(&st) < stat::mtime(&locked.stat) || self.parts_present(&mut buf)?
             }
-            Err(e) if is_miss(&e) => false,
-            Err(e) => return Err(Error::io("stat", dir.abs(Path::new(&rel)), e)),
+            Ok(None) => false,
+            Err(e) => return Err(Error::io("stat", dir.abs(buf.path(".")), e)),
         };
         if !intact {
             count(|p| &p.misses_invalid);
@@ -612,45 +680,23 @@ impl FsCache {
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
-        rel.truncate(entry_len);
-        Ok(Some(Entry::new(
-            self.clone(),
-            name,
-            PathBuf::from(rel),
-            locked.lock,
-        )))
+        Ok(Some(Entry::new(self.clone(), name, locked.lock)))
     }
 
-    /// Whether the entry at `rel` (`objects/NAME`) has its `object.info`
+    /// Whether the entry of `buf` (`objects/NAME/…`) has its `object.info`
     /// and `data/`, a `stat` each: load's check for an entry whose lock
     /// file does not date its last change (osbuild's commit does not stamp
-    /// it). `rel` is left as it was.
-    fn parts_present(&self, rel: &mut String) -> Result<bool> {
+    /// it).
+    fn parts_present(&self, buf: &mut EntryFile) -> Result<bool> {
         let dir = self.dir();
-        let len = rel.len();
-        let mut present = true;
         for part in [OBJECT_INFO, DATA] {
-            rel.push('/');
-            rel.push_str(part);
-            let r = dir.stat(Path::new(rel.as_str()));
-            let abs = || dir.abs(Path::new(rel.as_str()));
-            let err = match r {
-                Ok(_) => None,
-                Err(e) if is_miss(&e) => {
-                    present = false;
-                    None
-                }
-                Err(e) => Some(Error::io("stat", abs(), e)),
-            };
-            rel.truncate(len);
-            if let Some(e) = err {
-                return Err(e);
-            }
-            if !present {
-                break;
+            match dir.stat_if_present(buf.path(part)) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(Error::io("stat", dir.abs(buf.path(part)), e)),
             }
         }
-        Ok(present)
+        Ok(true)
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
@@ -792,10 +838,9 @@ pub struct Repaired {
 fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
     let rel = Path::new(CACHE_INFO);
     let fd = dir
-        .open_raw(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-        .map_err(|e| Error::io("open", dir.abs(rel), e.into()))?;
-    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
-        .map_err(|e| Error::io("stat", dir.abs(rel), e.into()))?;
+        .open_read(rel)
+        .map_err(|e| Error::io("open", dir.abs(rel), e))?;
+    let st = stat::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e))?;
     let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
@@ -818,7 +863,7 @@ struct FileId {
 }
 
 impl FileId {
-    fn of(st: &rustix::fs::Stat) -> Self {
+    fn of(st: &stat::Stat) -> Self {
         Self {
             inode: stat::inode(st),
             size: stat::size(st),
@@ -827,79 +872,33 @@ impl FileId {
     }
 }
 
-/// Whether an open or stat error means "not there for me now".
-pub(crate) fn is_miss(e: &io::Error) -> bool {
-    gone(e)
-        || matches!(
-            raw_os_error(e).map(Errno::from_raw_os_error),
-            // ELOOP: a symlink where a protocol file should be; EXDEV: a
-            // symlink leading out of the cache.
-            Some(Errno::LOOP) | Some(Errno::XDEV) | Some(Errno::STALE)
-        )
+/// `objects/NAME/FILE` for a valid `NAME`, built in a buffer on the stack
+/// (the load is the hot path: no allocation for its paths).
+struct EntryFile {
+    buf: [u8; EntryFile::CAP],
+    /// Where the file name starts: after `objects/NAME/`.
+    at: usize,
 }
 
-/// Set the lock file's atime to now, mtime untouched. Best effort: a
-/// reader without write access or on a read-only mount still gets its hit.
-pub(crate) fn touch_atime(fd: &impl std::os::fd::AsFd) {
-    let times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_NOW,
-        },
-        last_modification: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-    };
-    let _ = rustix::io::retry_on_intr(|| rustix::fs::futimens(fd, &times));
-}
+impl EntryFile {
+    const CAP: usize = OBJECTS.len() + fscache_dir::MAX_NAME_LEN + 2 + 16;
 
-/// A commit's stamp on a finished entry `objects/<name>`, best effort as
-/// [`touch_atime`]: `futimens(lock, {UTIME_NOW, UTIME_NOW})` on its lock
-/// file, then `utimensat` of the entry's directory to an mtime one
-/// nanosecond before the lock's. The atime is the entry's last use; the
-/// lock's mtime dates the commit. Nothing changes the entry's directory
-/// after this (the rename to its name changes only its ctime), and
-/// removing anything in it sets its mtime to the time then, never earlier
-/// than the stamp: so `load`'s one `stat` of the directory, mtime older
-/// than the lock's, proves `object.info` and `data/` are there.
-pub(crate) fn stamp_committed(
-    lock: &impl std::os::fd::AsFd,
-    objects: &impl std::os::fd::AsFd,
-    name: &std::ffi::OsStr,
-) {
-    let now = Timespec {
-        tv_sec: 0,
-        tv_nsec: UTIME_NOW,
-    };
-    let stamp = Timestamps {
-        last_access: now,
-        last_modification: now,
-    };
-    if rustix::fs::futimens(lock, &stamp).is_err() {
-        return;
+    fn new(name: &str) -> Self {
+        let mut buf = [0u8; Self::CAP];
+        let mut at = 0;
+        for part in [OBJECTS.as_bytes(), b"/", name.as_bytes(), b"/"] {
+            buf[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Self { buf, at }
     }
-    let Ok(st) = rustix::fs::fstat(lock) else {
-        return;
-    };
-    let (secs, nsecs) = stat::mtime(&st);
-    let before = if nsecs > 0 {
-        Timespec {
-            tv_sec: secs,
-            tv_nsec: nsecs - 1,
-        }
-    } else {
-        Timespec {
-            tv_sec: secs - 1,
-            tv_nsec: 999_999_999,
-        }
-    };
-    let dir_times = Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-        last_modification: before,
-    };
-    let _ = rustix::fs::utimensat(objects, name, &dir_times, rustix::fs::AtFlags::empty());
+
+    /// The path of `file` (a protocol file name, at most 16 bytes) in the
+    /// entry.
+    fn path(&mut self, file: &str) -> &Path {
+        let end = self.at + file.len();
+        self.buf[self.at..end].copy_from_slice(file.as_bytes());
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(std::ffi::OsStr::from_bytes(&self.buf[..end]))
+    }
 }

@@ -50,6 +50,15 @@
 //! a [`StoreGuard`] not committed and a [`StageGuard`] remove their
 //! directories. `commit(self)`/`close(self)` consume them and report errors.
 //!
+//! # Errors
+//!
+//! One [`Error`] enum: a miss is never an error. A failed system call is
+//! [`Error::Io`] with the operation, the innermost path and the OS error as
+//! its source ([`Error::Os`] when no path is known); a protocol file
+//! holding garbage is [`Error::Corrupt`]. Messages do not repeat their
+//! source: print the `source()` chain. `From<Error> for io::Error` keeps
+//! the [`std::io::ErrorKind`].
+//!
 //! # Design
 //!
 //! [`FsCache`] holds a shared lock on `cache.lock` for its life. `load` takes
@@ -59,8 +68,10 @@
 //! measures it (`st_blocks`), charges `cache.size`, evicts least-recently
 //! used idle entries when full (only as many as its own charge needs,
 //! popped from a list that one scan of `objects/` planned down to a low
-//! watermark and that later commits of the handle keep using), writes
-//! `object.info` and renames the directory to its name. The layers below
+//! watermark, kept in `cache.evict` so that later commits of every handle
+//! of every process keep using it: a process that stores once does not
+//! scan while the list lasts), writes `object.info` and renames the
+//! directory to its name. The layers below
 //! are [`fscache_lock`], [`fscache_dir`] and [`fscache_quota`].
 //!
 //! The on-disk format (every file, JSON key, lock and protocol step, and
@@ -69,17 +80,21 @@
 //!
 //! # Limitations
 //!
-//! * Eviction pops candidates from a list its handle scanned earlier (each
-//!   re-checked under its lock: a used, held or vanished entry is never
-//!   removed by mistake). An entry whose atime someone sets *back* by hand
-//!   after that scan (or a clock stepped back) is not where the list has
-//!   it, so younger listed entries may go first until the next scan.
+//! * Eviction pops candidates from a list some process scanned earlier
+//!   (each re-checked under its lock: a used, held, replaced or vanished
+//!   entry is never removed by mistake; a damaged list is ignored). An
+//!   entry whose atime someone sets *back* by hand after that scan (or a
+//!   clock stepped back) is not where the list has it, so younger listed
+//!   entries may go first until the next scan. Stores in flight during the
+//!   scan (osbuild's do not stamp their entry at commit) bound how far the
+//!   list is used before a rescan.
 //! * Linux only, local file systems first (NFS is detected and handled by
 //!   path comparison, but blocking locks may hang if the server dies).
 //! * By default nothing is `fsync`ed, as in osbuild: a power loss may lose
-//!   recent entries or leave them with empty files. Open with
-//!   [`Durability::Committed`] to make each commit durable before it
-//!   returns.
+//!   recent entries or leave them with empty files (`verify` finds them,
+//!   `repair` heals the books). Open with [`Durability::Committed`] to make
+//!   each commit durable before it returns; [`Durability`] says what each
+//!   mode guarantees after a power loss, as the power-loss tests check.
 //! * If a process dies, its `uuid-*` work directories remain, unlocked,
 //!   until a sweep removes them ([`FsCache::sweep`], and every prune,
 //!   remove, listing and evicting commit); a guard leaked with

@@ -11,9 +11,9 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fscache_dir::{CacheDir, LockOptions, Publish, OBJECTS};
+use fscache_dir::{CacheDir, IfMissing};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -28,6 +28,7 @@ const RECENT_KEY: &str = "recent-removals";
 
 /// An entry that eviction or prune removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Removal {
     /// The entry's name.
     pub name: String,
@@ -107,31 +108,22 @@ macro_rules! counters {
             }
         }
 
-        /// The unflushed counts of one handle.
+        /// The unflushed counts of one stripe of a handle (see
+        /// [`Counter`]).
         #[derive(Default)]
         pub(crate) struct Pending {
             $( pub(crate) $field: AtomicU64, )*
-            removals_log: Mutex<Vec<Removal>>,
         }
 
         impl Pending {
-            /// Take the counts, leaving zeros.
-            fn take(&self) -> Stats {
-                Stats {
-                    $( $field: self.$field.swap(0, Ordering::Relaxed), )*
-                    recent_removals: std::mem::take(
-                        &mut *self.removals_log.lock().unwrap_or_else(|p| p.into_inner()),
-                    ),
-                }
+            /// Add the counts to `into`, leaving zeros.
+            fn take_into(&self, into: &mut Stats) {
+                $( into.$field += self.$field.swap(0, Ordering::Relaxed); )*
             }
 
             /// Give counts back (a flush failed).
             fn give_back(&self, s: &Stats) {
                 $( self.$field.fetch_add(s.$field, Ordering::Relaxed); )*
-                let mut log = self.removals_log.lock().unwrap_or_else(|p| p.into_inner());
-                let mut back = s.recent_removals.clone();
-                back.append(&mut log);
-                *log = back;
             }
         }
     };
@@ -195,33 +187,85 @@ impl Stats {
     }
 }
 
+/// How many stripes a handle's counts are spread over (a power of two).
+const STRIPES: usize = 8;
+
+/// One stripe of counts, on cache lines of its own: the threads that bump
+/// it never share a line with the threads of another stripe.
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe {
+    pending: Pending,
+    ops: AtomicU64,
+}
+
+/// The stripe of the calling thread: threads get stripes round-robin, on
+/// first use.
+fn stripe_index() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(i);
+        }
+        i
+    })
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds (see
+/// [`fscache_dir::stat::coarse_monotonic_ns`]): all a once-a-second
+/// deadline needs.
+fn coarse_now() -> u64 {
+    fscache_dir::stat::coarse_monotonic_ns()
+}
+
 /// One handle's counting: atomics bumped on every operation, flushed into
 /// `cache.stats` now and then.
+///
+/// The hot path (a load) writes only its thread's stripe and reads the
+/// flush deadline: no cache line bounces between threads that count at
+/// once (a single shared set of atomics made every load of every thread
+/// write the same lines).
 pub(crate) struct Counter {
-    pub(crate) pending: Pending,
-    ops: AtomicU64,
-    last_flush: Mutex<Instant>,
+    stripes: [Stripe; STRIPES],
+    removals_log: Mutex<Vec<Removal>>,
+    /// The [`coarse_now`] from which a bump flushes.
+    next_flush: AtomicU64,
+    /// Held while flushing.
+    flushing: Mutex<()>,
 }
 
 impl Default for Counter {
     fn default() -> Self {
         Self {
-            pending: Pending::default(),
-            ops: AtomicU64::new(0),
-            last_flush: Mutex::new(Instant::now()),
+            stripes: Default::default(),
+            removals_log: Mutex::new(Vec::new()),
+            next_flush: AtomicU64::new(coarse_now() + FLUSH_AFTER.as_nanos() as u64),
+            flushing: Mutex::new(()),
         }
     }
 }
 
 impl Counter {
+    /// Count `by` on `field` without ever flushing.
+    pub(crate) fn add(&self, field: fn(&Pending) -> &AtomicU64, by: u64) {
+        field(&self.stripes[stripe_index()].pending).fetch_add(by, Ordering::Relaxed);
+    }
+
     /// Count one on `field`, and flush when it is time. Never fails: a
     /// flush that fails keeps its counts for the next.
     /// `dir`: where to flush when it is time; `None` keeps the counts in
     /// memory (a cache we may not write into).
     pub(crate) fn bump(&self, dir: Option<&CacheDir>, field: fn(&Pending) -> &AtomicU64, by: u64) {
-        field(&self.pending).fetch_add(by, Ordering::Relaxed);
-        let ops = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
-        // Checking the clock is a vDSO read, no system call.
+        let stripe = &self.stripes[stripe_index()];
+        field(&stripe.pending).fetch_add(by, Ordering::Relaxed);
+        let ops = stripe.ops.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(dir) = dir {
             if ops % FLUSH_EVERY == 0 || self.due() {
                 let _ = self.flush(dir);
@@ -229,10 +273,42 @@ impl Counter {
         }
     }
 
+    /// Whether the flush deadline passed; the one caller that sees it
+    /// first moves it on (so threads do not all flush at once). Checking
+    /// the clock is a vDSO read, no system call.
     fn due(&self) -> bool {
-        self.last_flush
-            .try_lock()
-            .is_ok_and(|t| t.elapsed() >= FLUSH_AFTER)
+        let now = coarse_now();
+        let deadline = self.next_flush.load(Ordering::Relaxed);
+        now >= deadline
+            && self
+                .next_flush
+                .compare_exchange(
+                    deadline,
+                    now + FLUSH_AFTER.as_nanos() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Take every stripe's counts and the removals noted, leaving zeros.
+    fn take(&self) -> Stats {
+        let mut out = Stats::default();
+        for s in &self.stripes {
+            s.pending.take_into(&mut out);
+        }
+        out.recent_removals =
+            std::mem::take(&mut *self.removals_log.lock().unwrap_or_else(|p| p.into_inner()));
+        out
+    }
+
+    /// Give counts back (a flush failed).
+    fn give_back(&self, s: &Stats) {
+        self.stripes[stripe_index()].pending.give_back(s);
+        let mut log = self.removals_log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut back = s.recent_removals.clone();
+        back.append(&mut log);
+        *log = back;
     }
 
     /// Note removals by eviction or prune (`why`), for
@@ -244,11 +320,7 @@ impl Counter {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut log = self
-            .pending
-            .removals_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut log = self.removals_log.lock().unwrap_or_else(|p| p.into_inner());
         log.extend(names.iter().map(|n| Removal {
             name: n.clone(),
             at,
@@ -260,20 +332,23 @@ impl Counter {
 
     /// Forget this handle's unflushed counts.
     pub(crate) fn discard(&self) {
-        let _ = self.pending.take();
+        let _ = self.take();
     }
 
     /// Add this handle's counts to `cache.stats`.
     pub(crate) fn flush(&self, dir: &CacheDir) -> Result<()> {
-        let mut last = self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
-        *last = Instant::now();
-        let delta = self.pending.take();
+        let _flushing = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        self.next_flush.store(
+            coarse_now() + FLUSH_AFTER.as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        let delta = self.take();
         if delta == Stats::default() {
             return Ok(());
         }
         let result = update(dir, |map| delta.add_into(map));
         if result.is_err() {
-            self.pending.give_back(&delta);
+            self.give_back(&delta);
         }
         result
     }
@@ -301,28 +376,15 @@ pub(crate) fn zero(dir: &CacheDir) -> Result<()> {
 /// first if needed; keys this version does not know are kept.
 fn update(dir: &CacheDir, change: impl FnOnce(&mut Map<String, Value>)) -> Result<()> {
     let rel = Path::new(CACHE_STATS);
-    let abs = || dir.abs(rel);
-    let locked = loop {
-        match dir.lock(rel, LockOptions::exclusive()) {
-            Ok(l) => break l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                dir.atomic_file(Path::new(OBJECTS), rel, b"{}", Publish::NoReplace)
-                    .map_err(|e| Error::io("create", abs(), e))?;
-            }
-            Err(e) => return Err(Error::io("lock", abs(), e)),
-        }
-    };
-    let bytes =
-        fscache_dir::read_small_fd(&locked.lock).map_err(|e| Error::io("read", abs(), e))?;
-    // Garbage starts over: counters are not worth an error.
-    let mut map = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    change(&mut map);
-    let text = Value::Object(map).to_string();
-    dir.atomic_file(Path::new(OBJECTS), rel, text.as_bytes(), Publish::Replace)
-        .map_err(|e| Error::io("replace", abs(), e))?;
-    locked.lock.close();
-    Ok(())
+    let empty = || Ok(b"{}".to_vec());
+    dir.update(rel, IfMissing::Create(&empty), |bytes| {
+        // Garbage starts over: counters are not worth an error.
+        let mut map = match serde_json::from_slice::<Value>(bytes) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        change(&mut map);
+        Ok((Some(Value::Object(map).to_string().into_bytes()), ()))
+    })
+    .map_err(|e| Error::io("update", dir.abs(rel), e))
 }

@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use fscache_dir::digest::{digest_tree, Digest, Version};
 use fscache_dir::{EntryName, LockOptions, TryLocked, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK};
 use fscache_quota::ObjectInfo;
-use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::error::{Error, Result};
-use crate::handle::{is_miss, FsCache};
+use crate::handle::FsCache;
+use fscache_dir::is_miss;
 
 /// What [`FsCache::verify`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,12 +101,7 @@ impl Missing {
 /// the path).
 pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
     let path = path.as_ref();
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open directory", path, e.into()))?;
+    let fd = fscache_dir::open_tree(path).map_err(|e| Error::io("open directory", path, e))?;
     digest_tree(&fd, path, Version::V2).map_err(|e| Error::io("digest", path, e))
 }
 
@@ -118,17 +113,13 @@ pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
 /// As [`tree_digest`].
 pub fn tree_digest_version(path: impl AsRef<std::path::Path>, version: Version) -> Result<Digest> {
     let path = path.as_ref();
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("open directory", path, e.into()))?;
+    let fd = fscache_dir::open_tree(path).map_err(|e| Error::io("open directory", path, e))?;
     digest_tree(&fd, path, version).map_err(|e| Error::io("digest", path, e))
 }
 
 /// How far [`FsCache::verify_all`] is, for a progress bar.
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub struct VerifyProgress<'a> {
     /// The entry just checked.
     pub name: &'a str,
@@ -170,15 +161,13 @@ impl FsCache {
                 // No lock file: no entry, or a directory whose lock file
                 // was deleted from outside.
                 return Ok(match dir.stat(&entry) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                        Verified::Incomplete {
-                            missing: Missing {
-                                object_lock: true,
-                                object_info: gone(&info_rel),
-                                data: gone(&data_rel),
-                            },
-                        }
-                    }
+                    Ok(st) if st.st_mode & 0o170_000 == 0o040_000 => Verified::Incomplete {
+                        missing: Missing {
+                            object_lock: true,
+                            object_info: gone(&info_rel),
+                            data: gone(&data_rel),
+                        },
+                    },
                     _ => Verified::Miss,
                 });
             }
@@ -206,8 +195,8 @@ impl FsCache {
         };
         let data_abs = dir.abs(&data_rel);
         let data = dir
-            .open_raw(&data_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .map_err(|e| Error::io("open directory", &data_abs, e.into()))?;
+            .open_dir(&data_rel)
+            .map_err(|e| Error::io("open directory", &data_abs, e))?;
         let actual = digest_tree(&data, &data_abs, recorded.version())
             .map_err(|e| Error::io("digest", &data_abs, e))?;
         Ok(if actual == recorded {

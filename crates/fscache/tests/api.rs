@@ -62,21 +62,16 @@ fn a_fresh_entry_is_the_most_recently_used() {
     assert_eq!(w.commit().unwrap(), Stored::Committed);
 
     let dry = c
-        .prune(PruneOptions {
-            unused_for: Some(Duration::from_secs(60)),
-            dry_run: true,
-            ..Default::default()
-        })
+        .prune(
+            PruneOptions::new()
+                .unused_for(Duration::from_secs(60))
+                .dry_run(true),
+        )
         .unwrap();
     assert_eq!(dry.removed, ["older"], "the fresh entry is not unused");
     // Pruning down to one entry's worth keeps the fresh one.
     let one = c.entries().unwrap()[0].size.unwrap();
-    let r = c
-        .prune(PruneOptions {
-            to: Some(one),
-            ..Default::default()
-        })
-        .unwrap();
+    let r = c.prune(PruneOptions::new().to(one)).unwrap();
     assert_eq!(r.removed, ["older"]);
     assert!(c.contains("slow").unwrap());
 }
@@ -273,12 +268,7 @@ fn commit_and_load_leaves_no_window_for_eviction() {
             panic!("not built: {got:?}")
         };
         // Another handle prunes everything it may: the held entry stays.
-        let r = other
-            .prune(PruneOptions {
-                to: Some(0),
-                ..Default::default()
-            })
-            .unwrap();
+        let r = other.prune(PruneOptions::new().to(0)).unwrap();
         assert!(r.skipped.contains(&format!("e{i}")), "{r:?}");
         // Held shared, not exclusively: other readers hit meanwhile.
         assert!(other.load(&format!("e{i}")).unwrap().is_some());

@@ -139,6 +139,43 @@ fn commits_record_digests_only_when_asked_and_osbuild_entries_are_unverified() {
     );
 }
 
+/// A digest the filler vouches for (`StoreGuard::set_digest`) is recorded
+/// as given, without hashing the tree: the right one verifies, a wrong
+/// one reads as a mismatch later; with or without `record_digests`.
+#[test]
+fn a_vouched_digest_is_recorded_as_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path());
+    let wrong = fscache::tree_digest(src.join("sub")).unwrap();
+    for record in [false, true] {
+        let c = cache(&tmp.path().join(format!("cache-{record}")), record);
+        let mut right = None;
+        for name in ["right", "wrong"] {
+            let mut w = c.store(name).unwrap();
+            std::fs::write(w.path().join("a"), b"alpha").unwrap();
+            std::fs::create_dir(w.path().join("sub")).unwrap();
+            std::fs::write(w.path().join("sub/b"), vec![9u8; 100_000]).unwrap();
+            std::os::unix::fs::symlink("a", w.path().join("link")).unwrap();
+            // What the filler knows of the tree it wrote (here: hashed).
+            let known = fscache::tree_digest(w.path()).unwrap();
+            if name == "right" {
+                right = Some(known);
+                w.set_digest(known);
+            } else {
+                w.set_digest(wrong);
+            }
+            assert_eq!(w.commit().unwrap(), Stored::Committed);
+        }
+        let right = right.unwrap();
+        assert_eq!(c.verify("right").unwrap(), Verified::Ok(right));
+        assert!(
+            matches!(c.verify("wrong").unwrap(), Verified::Mismatch { recorded, .. }
+                if recorded == wrong),
+            "record_digests({record})"
+        );
+    }
+}
+
 /// An entry recorded with a version 1 digest (`blake3:`, before version 2
 /// existed) still verifies, against version 1, and a damage to it is
 /// still caught.

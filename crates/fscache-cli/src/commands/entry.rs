@@ -25,7 +25,7 @@ pub(super) fn store(
 ) -> Outcome {
     let signals = Signals::catch()?;
     let cache = open_existing(path)?;
-    match std::fs::symlink_metadata(src) {
+    match super::retry(|| std::fs::symlink_metadata(src)) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!("`{}` does not exist", src.display())))
@@ -185,7 +185,7 @@ pub(super) fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
             )))
         }
     };
-    if f.metadata().is_ok_and(|m| m.is_dir()) {
+    if super::retry(|| f.metadata()).is_ok_and(|m| m.is_dir()) {
         return Err(Fail::error(format!(
             "`{shown}` in entry `{name}` is a directory"
         )));

@@ -234,18 +234,38 @@ pub(super) fn verify(path: &Path, names: &[String], on_damage: Damaged, format: 
     };
     let mut rows = Vec::new();
     let mut damaged = 0usize;
+    let (mut missing, mut unverified, mut kept) = (0usize, 0usize, 0usize);
+    let mut removal_failed: Option<String> = None;
     for (name, r) in results {
         let (state, removed) = match r {
             Ok(Verified::Ok(_)) => ("ok".to_owned(), None),
-            Ok(Verified::Unverified) => ("unverified".to_owned(), None),
-            Ok(Verified::Miss) => ("missing".to_owned(), None),
+            Ok(Verified::Unverified) => {
+                unverified += 1;
+                ("unverified".to_owned(), None)
+            }
+            Ok(Verified::Miss) => {
+                missing += 1;
+                ("missing".to_owned(), None)
+            }
             Ok(v @ (Verified::Mismatch { .. } | Verified::Incomplete { .. })) => {
                 damaged += 1;
                 let removed = if on_damage == Damaged::Remove {
-                    Some(match cache.remove(&name)? {
-                        Removed::Removed { .. } => "removed",
-                        Removed::InUse => "kept: in use",
-                        Removed::Missing => "gone",
+                    Some(match cache.remove(&name) {
+                        Ok(Removed::Removed { .. }) => "removed".to_owned(),
+                        Ok(Removed::InUse) => {
+                            kept += 1;
+                            "kept: in use".to_owned()
+                        }
+                        Ok(Removed::Missing) => "gone".to_owned(),
+                        // Its removal failed: the rest are still checked,
+                        // and the command fails.
+                        Err(e) => {
+                            let why = chain(&e);
+                            removal_failed.get_or_insert_with(|| {
+                                format!("failed to remove damaged `{name}`: {why}")
+                            });
+                            format!("removal failed: {why}")
+                        }
                     })
                 } else {
                     None
@@ -280,8 +300,38 @@ pub(super) fn verify(path: &Path, names: &[String], on_damage: Damaged, format: 
             }
         }
     }
+    if let Some(why) = removal_failed {
+        return Err(Fail::error(why));
+    }
     if damaged > 0 {
-        return Err(Fail::error(format!("{damaged} damaged entries")));
+        let what = if damaged == 1 {
+            "1 damaged entry".to_owned()
+        } else {
+            format!("{damaged} damaged entries")
+        };
+        return Err(Fail::error(match on_damage {
+            Damaged::Remove if kept == 0 => format!("{what} (removed)"),
+            Damaged::Remove => format!("{what}; {kept} in use, kept: retry when released"),
+            _ => format!("{what}; `fscache verify --remove-bad` removes damaged entries"),
+        }));
+    }
+    if unverified > 0 && format == Format::Text {
+        note!(
+            "{unverified} unverified: {} no recorded digest (see `fscache verify --help`)",
+            if unverified == 1 {
+                "it has"
+            } else {
+                "they have"
+            }
+        )?;
+    }
+    if missing > 0 {
+        let what = if missing == 1 {
+            "1 name has no entry".to_owned()
+        } else {
+            format!("{missing} names have no entry")
+        };
+        return Err(Fail::miss(format!("{what} in {}", cache.path().display())));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,10 +28,7 @@ pub(super) fn set(
     let now = cache.info().limit();
     // A dry run down to the limit now in force: the accounted size, and
     // what a prune would remove.
-    let plan = cache.prune(PruneOptions {
-        dry_run: true,
-        ..Default::default()
-    })?;
+    let plan = cache.prune(PruneOptions::new().dry_run(true))?;
     let over = matches!(now, MaxSize::Bytes(m) if plan.accounted > m);
     let pruned = if over && over_limit == OverLimit::Prune {
         Some(cache.prune(PruneOptions::default())?)
@@ -114,6 +111,15 @@ pub(super) fn rm(path: &Path, names: &[String], format: Format) -> Outcome {
                 missing.push(name);
                 Fail::miss(format!("no entry `{name}` in {}", cache.path().display()))
             }
+            // The entry may be gone although the call failed (its
+            // `object.info` went, then the uncharge failed): say so.
+            Err(e) if !cache.contains(name).unwrap_or(true) => {
+                removed.push(json!({"name": name, "freed": null}));
+                Fail::error(format!(
+                    "removed `{name}`, but its books failed (the next prune recounts them): {}",
+                    crate::fail::chain(&e)
+                ))
+            }
             Err(e) => Fail::from(e),
         };
         gravest.report(fail);
@@ -134,7 +140,28 @@ pub(super) fn clear(path: &Path, format: Format) -> Outcome {
     let mut skipped = Vec::new();
     let mut freed = 0u64;
     for e in cache.entries()? {
-        match cache.remove(&e.name)? {
+        let outcome = match cache.remove(&e.name) {
+            Ok(r) => r,
+            Err(err) => {
+                let gone = !cache.contains(&e.name).unwrap_or(true);
+                if gone {
+                    removed.push(e.name.clone());
+                }
+                return Err(Fail::error(format!(
+                    "{} `{}`{}: {}; removed before it: {}",
+                    if gone { "removed" } else { "failed to remove" },
+                    e.name,
+                    if gone {
+                        ", but its books failed (the next prune recounts them)"
+                    } else {
+                        ""
+                    },
+                    crate::fail::chain(&err),
+                    names_or_none(&removed)
+                )));
+            }
+        };
+        match outcome {
             Removed::Removed { freed: f } => {
                 freed = freed.saturating_add(f);
                 if format == Format::Text {
@@ -197,6 +224,8 @@ pub(super) fn prune(path: &Path, opts: PruneOptions, format: Format) -> Outcome 
                 .map(|n| (n.clone(), json!(size_of(n))))
                 .collect::<serde_json::Map<_, _>>(),
             "debris_removed": debris,
+            "failed": report.failed,
+            "error": report.error,
         }))?;
     } else {
         let verb = if report.dry_run {
@@ -231,6 +260,17 @@ pub(super) fn prune(path: &Path, opts: PruneOptions, format: Format) -> Outcome 
             )?;
         }
     }
+    if let Some(error) = &report.error {
+        let mut msg = error.clone();
+        if !report.failed.is_empty() {
+            msg.push_str(&format!(
+                "; left {} it was asked to remove",
+                names_or_none(&report.failed)
+            ));
+        }
+        msg.push_str(&format!("; removed {}", names_or_none(&report.removed)));
+        return Err(Fail::error(msg));
+    }
     signals.check(|| {
         let n = report.removed.len();
         format!(
@@ -239,6 +279,18 @@ pub(super) fn prune(path: &Path, opts: PruneOptions, format: Format) -> Outcome 
         )
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `a`, `b`, `c`, or "nothing".
+fn names_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        return "nothing".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn repair(path: &Path, format: Format) -> Outcome {
@@ -253,6 +305,14 @@ pub(super) fn repair(path: &Path, format: Format) -> Outcome {
         .into());
     }
     let Some(r) = cache.repair()? else {
+        if format == Format::Json {
+            // A script reading stdout gets a document either way.
+            output::json(&json!({
+                "repaired": false,
+                "busy": true,
+                "removed": [],
+            }))?;
+        }
         return Err(Fail::error(format!(
             "`{}` is open in other processes; repair needs it to itself: \
              retry when they are done (`fscache info` removes debris meanwhile)",
@@ -261,6 +321,8 @@ pub(super) fn repair(path: &Path, format: Format) -> Outcome {
     };
     if format == Format::Json {
         return output::json(&json!({
+            "repaired": true,
+            "busy": false,
             "removed": r.removed,
             "accounted_before": r.accounted_before,
             "accounted": r.accounted,

@@ -51,6 +51,7 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             cache,
             max_size,
             prune,
+            force,
             output,
         } => {
             let over = if prune {
@@ -58,7 +59,11 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             } else {
                 OverLimit::Keep
             };
-            maintain::set(&given_once(g, cache)?, max_size, over, output.format())
+            let path = given_once(g, cache)?;
+            if !force {
+                refuse_foreign_directory(&path)?;
+            }
+            maintain::set(&path, max_size, over, output.format())
         }
         Cmd::Store {
             args,
@@ -115,10 +120,11 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             output,
         } => maintain::prune(
             &given_once(g, cache)?,
-            PruneOptions {
-                to,
-                unused_for,
-                dry_run,
+            {
+                let mut opts = PruneOptions::new().dry_run(dry_run);
+                opts.to = to;
+                opts.unused_for = unused_for;
+                opts
             },
             output.format(),
         ),
@@ -132,17 +138,21 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             inspect::stats(&given_once(g, cache)?, output.format(), then)
         }
         Cmd::Verify {
-            cache,
-            names,
+            args,
             remove_bad,
             output,
         } => {
+            let (cache, rest) = crate::args::split_cache_optional(g, args)?;
+            let names = rest
+                .into_iter()
+                .map(name_arg)
+                .collect::<Result<Vec<_>, _>>()?;
             let damaged = if remove_bad {
                 Damaged::Remove
             } else {
                 Damaged::Report
             };
-            inspect::verify(&given_once(g, cache)?, &names, damaged, output.format())
+            inspect::verify(&cache, &names, damaged, output.format())
         }
         Cmd::Stage { cache, command } => entry::stage(&given_once(g, cache)?, &command),
         Cmd::Completions { shell } => docs::completions(shell),
@@ -207,10 +217,43 @@ fn cache_and_names(
     Ok((cache, names))
 }
 
+/// Call `f` again while it fails with `EINTR`: an interrupted call is
+/// made again, here as in the library.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// `set` makes a cache only of a new or empty directory, or of one that
+/// is a cache already: a directory holding other files (a mistyped path,
+/// `$HOME`) would get a `CACHEDIR.TAG` that makes backup tools skip it.
+fn refuse_foreign_directory(path: &Path) -> Result<(), Fail> {
+    let shown = path.display();
+    let mut list = match retry(|| std::fs::read_dir(path)) {
+        Ok(l) => l,
+        // Absent: `set` creates it. Anything else, the open reports.
+        Err(_) => return Ok(()),
+    };
+    if retry(|| std::fs::symlink_metadata(path.join("cache.info"))).is_ok() {
+        return Ok(());
+    }
+    if list.next().is_some() {
+        return Err(Fail::error(format!(
+            "`{shown}` is not empty and not a cache: `fscache set` makes a cache of a new or \
+             empty directory only (--force to make this one a cache anyway)"
+        )));
+    }
+    Ok(())
+}
+
 /// Open an existing cache; only `set` creates one.
 fn open_existing(path: &Path) -> Result<FsCache, Fail> {
     let shown = path.display();
-    match std::fs::metadata(path) {
+    match retry(|| std::fs::metadata(path)) {
         Ok(m) if !m.is_dir() => return Err(Fail::error(format!("`{shown}` is not a directory"))),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -220,7 +263,7 @@ fn open_existing(path: &Path) -> Result<FsCache, Fail> {
         }
         Err(e) => return Err(Fail::error(format!("failed to access `{shown}`: {e}"))),
     }
-    match std::fs::symlink_metadata(path.join("cache.info")) {
+    match retry(|| std::fs::symlink_metadata(path.join("cache.info"))) {
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!(
@@ -303,7 +346,7 @@ fn run_in(dir: &Path, var: &str, command: &[OsString], signals: &Signals, after:
         .current_dir(dir)
         .env(var, dir)
         .spawn()
-        .map_err(|e| Fail::error(format!("failed to run `{shown}`: {e}")))?;
+        .map_err(|e| Fail::not_run(&e, format!("failed to run `{shown}`: {e}")))?;
     let pid = rustix::process::Pid::from_child(&child);
     let mut forwarded = false;
     // Poll rather than block in wait(): a blocked wait would not notice
@@ -313,7 +356,18 @@ fn run_in(dir: &Path, var: &str, command: &[OsString], signals: &Signals, after:
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(e) => return Err(Fail::error(format!("failed to wait for `{shown}`: {e}"))),
+            // wait4 interrupted by a signal: ask again (the loop notices
+            // the signal itself below).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Unable to watch it: stop it before the caller's guard
+                // removes the directory it runs in, and reap it.
+                let _ = child.kill();
+                let _ = retry(|| child.wait());
+                return Err(Fail::error(format!(
+                    "failed to wait for `{shown}` (stopped it): {e}"
+                )));
+            }
         }
         if let (Some(sig), false) = (signals.caught(), forwarded) {
             // It may have gone meanwhile: then there is nobody to tell.

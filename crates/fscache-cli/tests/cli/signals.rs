@@ -210,3 +210,115 @@ fn prune_stopped_at_random_moments_keeps_exact_books() {
         assert_clean(&cache);
     }
 }
+
+/// A tree large enough that its store outlasts the first signal.
+fn bigger_tree(dir: &Path) -> std::path::PathBuf {
+    let t = dir.join("bigger");
+    for d in 0..20 {
+        let sub = t.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..150 {
+            std::fs::write(sub.join(format!("f{f}")), [b'y'; 64]).unwrap();
+        }
+    }
+    t
+}
+
+fn have_timeout() -> bool {
+    Command::new("timeout")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn a_burst_through_timeout_is_one_request_that_cleans_up() {
+    if !have_timeout() {
+        eprintln!("skipping: timeout(1) is missing");
+        return;
+    }
+    let (tmp, cache) = new_cache("unlimited");
+    let src = bigger_tree(tmp.path());
+    // timeout(1) signals its child, then the child's process group: two
+    // copies microseconds apart. Neither may take the "stop at once" path.
+    for (i, delay) in ["0.05", "0.1", "0.2"].iter().enumerate() {
+        let out = Command::new("timeout")
+            .args(["--preserve-status", "-s", "INT", delay])
+            .arg(BIN)
+            .arg("store")
+            .arg(&cache)
+            .arg(format!("t{i}"))
+            .arg(&src)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            // `--preserve-status`: the child's own status (130 is ours; a
+            // death by the signal would be 128 + 2 from the shell's view
+            // too, so the message tells them apart).
+            Some(130) => {
+                assert!(err.starts_with("interrupted by SIGINT"), "{err}");
+                assert_eq!(err.lines().count(), 1, "{err}");
+            }
+            Some(0) => {}
+            other => panic!("after {delay} s: {other:?}, stderr {err:?}"),
+        }
+        assert_clean(&cache);
+    }
+}
+
+#[test]
+fn a_process_group_kill_is_one_request_and_a_later_signal_forces() {
+    use std::os::unix::process::CommandExt;
+    let (tmp, cache) = new_cache("unlimited");
+    let src = bigger_tree(tmp.path());
+    // `load -- sleep`: the command and its child in a group of their own,
+    // signalled as a group (and the command once more on its own, as
+    // timeout(1) does): one request, forwarded once, cleaned up.
+    expect_code(&fsc!("store", cache, "a", src), 0);
+    let mut child = Command::new(BIN)
+        .args(["load".as_ref(), cache.as_os_str(), "a".as_ref()])
+        .args(["--", "sleep", "30"])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = Pid::from_child(&child);
+    rustix::process::kill_process_group(pid, Signal::TERM).unwrap();
+    let _ = kill_process(pid, Signal::TERM);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    assert!(err.starts_with("interrupted by SIGTERM"), "{err}");
+    assert_clean(&cache);
+
+    // A second signal a second or more after the first is a person who
+    // wants out now: the command exits at once, without waiting for its
+    // child (`sh` ignores SIGINT, so only the force ends the wait).
+    let mut child = Command::new(BIN)
+        .args(["stage".as_ref(), cache.as_os_str()])
+        .args(["--", "sh", "-c", "trap '' INT; sleep 5"])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = Pid::from_child(&child);
+    let t0 = std::time::Instant::now();
+    kill_process(pid, Signal::INT).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(child.try_wait().unwrap().is_none(), "one signal only asks");
+    kill_process(pid, Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+    // What the forced exit left, the next sweep takes.
+    expect_code(&fsc!("ls", cache), 0);
+    assert_clean(&cache);
+}

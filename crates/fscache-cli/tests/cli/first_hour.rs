@@ -1,0 +1,212 @@
+//! What a new user meets in the first hour, each run the way the report
+//! that found it did: `verify NAME` with the cache from `$FSCACHE_DIR` or
+//! `--cache`, `set` on a directory that is no cache, exit codes of
+//! `verify` and of a command `load` cannot run, `repair --json` while
+//! busy; and the books after a prune that could not update them.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use super::{
+    expect_code, expect_error, hold, json, new_cache, stderr, stdout, stop, store, tree, BIN,
+};
+
+fn with_env(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("FSCACHE_DIR", dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_takes_its_cache_from_fscache_dir_or_cache_and_misses_exit_2() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "locale", &src), 0);
+    // FSCACHE_DIR=$C fscache verify locale
+    let o = with_env(&cache, &["verify", "locale"]);
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "locale: ok");
+    // fscache --cache $C verify locale
+    let o = fsc!("--cache", cache, "verify", "locale");
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "locale: ok");
+    // The whole cache, from the environment or as the one argument.
+    expect_code(&with_env(&cache, &["verify"]), 0);
+    expect_code(&fsc!("verify", cache), 0);
+    // A name without an entry is a miss.
+    let o = with_env(&cache, &["verify", "nonexist"]);
+    expect_code(&o, 2);
+    assert!(stdout(&o).contains("nonexist: missing"), "{}", stdout(&o));
+    assert!(stderr(&o).starts_with("miss: "), "{}", stderr(&o));
+}
+
+#[test]
+fn damaged_entries_are_counted_in_good_grammar_with_a_hint() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    std::fs::write(cache.join("objects/a/data/hello.txt"), b"tampered\n").unwrap();
+    let o = fsc!("verify", cache);
+    expect_error(&o, "1 damaged entry; `fscache verify --remove-bad` removes");
+    let o = fsc!("verify", cache, "--remove-bad");
+    expect_error(&o, "1 damaged entry (removed)");
+    assert!(
+        stdout(&o).contains("a: damaged (removed)"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn set_refuses_a_directory_of_other_files_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("important.txt"), b"keep me").unwrap();
+    let o = fsc!("set", home, "--max-size", "1G");
+    expect_error(&o, "is not empty and not a cache");
+    assert!(!home.join("CACHEDIR.TAG").exists());
+    assert!(!home.join("cache.info").exists());
+    // An empty or new directory, or a cache, is fine; --force overrides.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    expect_code(&fsc!("set", empty, "--max-size", "1G"), 0);
+    expect_code(&fsc!("set", empty, "--max-size", "2G"), 0);
+    expect_code(&fsc!("set", tmp.path().join("new"), "--max-size", "1G"), 0);
+    expect_code(&fsc!("set", home, "--max-size", "1G", "--force"), 0);
+    assert!(home.join("cache.info").exists());
+    assert_eq!(
+        std::fs::read(home.join("important.txt")).unwrap(),
+        b"keep me"
+    );
+}
+
+#[test]
+fn load_of_a_command_that_cannot_run_exits_127_or_126() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    let o = fsc!("load", cache, "a", "--", "no-such-command");
+    expect_code(&o, 127);
+    assert!(stderr(&o).starts_with("error: failed to run `no-such-command`"));
+    let script = tmp.path().join("not-executable");
+    std::fs::write(&script, b"#!/bin/sh\n").unwrap();
+    let o = fsc!("load", cache, "a", "--", script);
+    expect_code(&o, 126);
+}
+
+#[test]
+fn repair_json_while_busy_still_prints_a_document() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    let mut holder = hold(&cache, "a", "30");
+    let o = fsc!("repair", cache, "--json");
+    expect_code(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["repaired"], false, "{v}");
+    assert_eq!(v["busy"], true, "{v}");
+    stop(&mut holder).unwrap();
+    let v = json(&fsc!("repair", cache, "--json"));
+    assert_eq!(v["repaired"], true, "{v}");
+}
+
+fn size_file(cache: &Path) -> u64 {
+    std::fs::read_to_string(cache.join("cache.size"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn strace_works() -> bool {
+    Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=none", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The report's reproduction: `strace -f -e
+/// inject=write:error=ENOSPC:when=1 fscache prune C --to 0` on a cache of
+/// 4 entries. The entries go, the failed counter write is reported with
+/// what was removed (exit 1), and a second, clean prune makes the books
+/// exact.
+#[test]
+fn a_prune_whose_counter_write_fails_says_so_and_the_next_heals_the_books() {
+    if !strace_works() {
+        eprintln!("skipping: strace is missing or cannot trace here (cargo xtask ci installs it)");
+        return;
+    }
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 50_000);
+    for n in ["a", "b", "c", "d"] {
+        expect_code(&store(&cache, n, &src), 0);
+    }
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg("inject=write:error=ENOSPC:when=1")
+        .arg(BIN)
+        .args([
+            OsStr::new("prune"),
+            cache.as_os_str(),
+            OsStr::new("--to"),
+            OsStr::new("0"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // The first write of the process is the counter's (prune prints after).
+    expect_code(&o, 1);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("failed to uncharge") && err.contains("removed `a`"),
+        "{err}"
+    );
+    // The prune's own reconcile may have healed the books already; one
+    // clean prune surely does.
+    expect_code(&fsc!("prune", cache, "--to", "0"), 0);
+    assert!(std::fs::read_dir(cache.join("objects"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert_eq!(size_file(&cache), 0);
+    assert!(!cache.join("cache.size.suspect").exists());
+}
+
+#[test]
+fn stats_list_removals_by_rm_clear_and_remove_bad() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    for n in ["a", "b", "c"] {
+        expect_code(&store(&cache, n, &src), 0);
+    }
+    expect_code(&fsc!("rm", cache, "a"), 0);
+    std::fs::write(cache.join("objects/b/data/hello.txt"), b"tampered\n").unwrap();
+    expect_code(&fsc!("verify", cache, "--remove-bad"), 1);
+    expect_code(&fsc!("clear", cache), 0);
+    let v = json(&fsc!("stats", cache, "--json"));
+    let removed: Vec<(String, String)> = v["recent-removals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["why"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for n in ["a", "b", "c"] {
+        assert!(
+            removed.contains(&(n.to_owned(), "removed".to_owned())),
+            "{n} not in {removed:?}"
+        );
+    }
+}

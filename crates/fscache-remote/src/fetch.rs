@@ -1,0 +1,293 @@
+//! The format-2 pull's reads: a plan of ranged GETs of packs from the
+//! locator, run with bounded concurrency; each blob decoded, checked
+//! against the signed manifest's hash and written at its offsets as it
+//! arrives; each file's content hash checked on the way (no second read
+//! unless a file's blobs came out of order).
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Read as _;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::asyncapi::blocking;
+use crate::error::{Error, Result};
+use crate::locator::{distinct_blobs, plan, Locator, Read};
+use crate::manifest::{Kind, Manifest};
+use crate::push::Tracker;
+use crate::remote::Inner;
+
+/// Ranged reads in flight, at most (each up to 8 MiB in memory).
+const READS_IN_FLIGHT: usize = 8;
+
+/// One place a distinct blob goes: a file (index into [`Plan::files`]),
+/// the blob's position in that file's list, and the byte offset.
+#[derive(Clone, Copy)]
+struct Dest {
+    file: usize,
+    pos: usize,
+    offset: u64,
+}
+
+/// A file being written, and the check of its content hash.
+struct FileState {
+    path: PathBuf,
+    /// The manifest's hash of the whole content.
+    hash: String,
+    /// Number of blobs.
+    blobs: usize,
+    /// Its hash is its one blob's, checked as that blob is decoded.
+    checked: bool,
+    /// The next blob position the running hash expects; `None` once one
+    /// came out of order (then the file is hashed from disk at the end).
+    next: Option<usize>,
+    hasher: blake3::Hasher,
+}
+
+/// Everything a read task needs, shared.
+struct Plan {
+    /// Per distinct blob: hash and size (from the signed manifest).
+    wanted: Vec<(String, u64)>,
+    /// Per distinct blob: where it goes.
+    dests: Vec<Vec<Dest>>,
+    files: Vec<Mutex<FileState>>,
+}
+
+/// The content checks a manifest's files allow without any data: a file
+/// of one blob has that blob's hash, an empty file the hash of nothing.
+/// A manifest that breaks them lists a tree no pull could build.
+pub(crate) fn check_file_hashes(m: &Manifest) -> Result<(), String> {
+    let empty = blake3::hash(b"").to_hex();
+    for node in &m.nodes {
+        if let Kind::File {
+            size,
+            hash,
+            blobs,
+            link: None,
+            data: None,
+            ..
+        } = &node.kind
+        {
+            let expected = match blobs.as_slice() {
+                [] if *size == 0 => empty.as_str(),
+                [one] if one.size == *size => one.hash.as_str(),
+                _ => continue,
+            };
+            if hash != expected {
+                return Err(format!("`{}` does not hash to its content", node.path));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fill the files of `m` (already created, of their sizes, under `root`)
+/// from the packs `loc` points at.
+///
+/// # Errors
+///
+/// [`Error::Refused`] for a locator whose plan is refused;
+/// [`Error::PackMissing`] when a pack is gone (a repack moved its blobs:
+/// the caller reads the locator again); [`Error::CorruptBlob`] when bytes
+/// do not decode to the manifest's hash; a request or a write failed.
+pub(crate) async fn fill_from_packs(
+    inner: &Inner,
+    root: &Path,
+    m: &Manifest,
+    loc: &Locator,
+    tracker: &Tracker<'_>,
+) -> Result<()> {
+    check_file_hashes(m).map_err(|why| Error::refused(&m.name, why))?;
+    let wanted = distinct_blobs(m);
+    let reads =
+        plan(&wanted, loc).map_err(|why| Error::refused(&m.name, format!("its locator: {why}")))?;
+    let index: std::collections::HashMap<&str, usize> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| (*h, i))
+        .collect();
+    let mut dests: Vec<Vec<Dest>> = vec![Vec::new(); wanted.len()];
+    let mut files = Vec::new();
+    for node in &m.nodes {
+        if let Kind::File {
+            size,
+            hash,
+            blobs,
+            link: None,
+            data,
+            ..
+        } = &node.kind
+        {
+            if blobs.is_empty() {
+                continue;
+            }
+            let file = files.len();
+            let offsets = crate::pull::file_offsets(&m.name, data.as_deref(), blobs)?;
+            for ((pos, b), offset) in blobs.iter().enumerate().zip(offsets) {
+                dests[index[b.hash.as_str()]].push(Dest { file, pos, offset });
+            }
+            // A sparse file's holes are not in its blobs: it is hashed
+            // from disk once written.
+            let dense = data.is_none();
+            let single = blobs.len() == 1 && blobs[0].size == *size && dense;
+            files.push(Mutex::new(FileState {
+                path: root.join(&node.path),
+                hash: hash.clone(),
+                checked: single,
+                next: dense.then_some(0),
+                blobs: blobs.len(),
+                hasher: blake3::Hasher::new(),
+            }));
+        }
+    }
+    // Sizes must agree wherever a blob is listed (the digest covers file
+    // sizes, not blob sizes).
+    let mut sizes = std::collections::HashMap::new();
+    for node in &m.nodes {
+        if let Kind::File { blobs, .. } = &node.kind {
+            for b in blobs {
+                if *sizes.entry(b.hash.as_str()).or_insert(b.size) != b.size {
+                    return Err(Error::refused(
+                        &m.name,
+                        format!("blob {} is listed with two sizes", b.hash),
+                    ));
+                }
+            }
+        }
+    }
+    let shared = Arc::new(Plan {
+        wanted: wanted.iter().map(|(h, s)| (h.to_string(), *s)).collect(),
+        dests,
+        files,
+    });
+    futures::stream::iter(reads)
+        .map(|r| {
+            let shared = shared.clone();
+            async move {
+                let bytes = match inner.op.read_with(&r.key).range(r.start..r.end).await {
+                    Ok(b) => b.to_vec(),
+                    Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+                        return Err(Error::PackMissing { key: r.key.clone() })
+                    }
+                    Err(e) => return Err(Error::remote("read", &r.key, e)),
+                };
+                let expected = r.end - r.start;
+                if bytes.len() as u64 != expected {
+                    return Err(Error::PackMissing {
+                        key: format!("{} (only {} of {expected} bytes)", r.key, bytes.len()),
+                    });
+                }
+                let sizes: Vec<u64> = r
+                    .blobs
+                    .iter()
+                    .map(|&(i, _, _)| shared.wanted[i].1)
+                    .collect();
+                let task = shared.clone();
+                blocking(move || decode_read(&task, &r, &bytes)).await?;
+                for s in sizes {
+                    tracker.done(s);
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(READS_IN_FLIGHT.min(inner.concurrency))
+        .try_collect::<()>()
+        .await?;
+    let shared = Arc::into_inner(shared).expect("every read task is done");
+    let name = m.name.clone();
+    blocking(move || finish_hashes(&name, shared.files)).await
+}
+
+/// Decode, check and write every blob of one read.
+fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
+    let mut z =
+        zstd::bulk::Decompressor::new().map_err(|e| Error::io("start zstd for", &r.key, e))?;
+    let mut done = HashSet::new();
+    for &(i, at, len) in &r.blobs {
+        if !done.insert(i) {
+            continue;
+        }
+        let (hash, size) = &plan.wanted[i];
+        let corrupt = |why: String| Error::CorruptBlob {
+            hash: hash.clone(),
+            why,
+        };
+        let frame = &bytes[at as usize..(at + len) as usize];
+        let cap = usize::try_from(*size).map_err(|_| corrupt("too large".into()))?;
+        let data = z
+            .decompress(frame, cap)
+            .map_err(|e| corrupt(format!("does not decompress to {size} bytes: {e}")))?;
+        if data.len() as u64 != *size {
+            return Err(corrupt(format!("{} bytes, expected {size}", data.len())));
+        }
+        let actual = blake3::hash(&data);
+        if actual.to_hex().as_str() != hash {
+            return Err(corrupt(format!(
+                "the bytes its locator points at hash to {}",
+                actual.to_hex()
+            )));
+        }
+        for d in &plan.dests[i] {
+            let mut f = plan.files[d.file].lock().unwrap_or_else(|p| p.into_inner());
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&f.path)
+                .map_err(|e| Error::io("open", &f.path, e))?;
+            file.write_all_at(&data, d.offset)
+                .map_err(|e| Error::io("write", &f.path, e))?;
+            if !f.checked {
+                if f.next == Some(d.pos) {
+                    f.hasher.update(&data);
+                    f.next = Some(d.pos + 1);
+                } else {
+                    f.next = None;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check the content hash of every file of several blobs: from the
+/// running hash when its blobs came in order, else from disk.
+fn finish_hashes(name: &str, files: Vec<Mutex<FileState>>) -> Result<()> {
+    for f in files {
+        let f = f.into_inner().unwrap_or_else(|p| p.into_inner());
+        if f.checked {
+            continue; // its one blob's hash, checked as it was decoded
+        }
+        let got = match f.next {
+            Some(n) if n == f.blobs => f.hasher.finalize(),
+            _ => {
+                let mut h = blake3::Hasher::new();
+                let mut file = File::open(&f.path).map_err(|e| Error::io("open", &f.path, e))?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .map_err(|e| Error::io("read", &f.path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                h.finalize()
+            }
+        };
+        if got.to_hex().as_str() != f.hash {
+            return Err(Error::refused(
+                name,
+                format!(
+                    "`{}` built from its blobs hashes to {}, not {}",
+                    f.path.display(),
+                    got.to_hex(),
+                    f.hash
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
