@@ -588,8 +588,8 @@ pub struct Model {
     /// name replaces one.
     pub named_debris: BTreeSet<String>,
     /// A commit that found the cache full while crash debris was there:
-    /// it sweeps only when its handle's kept eviction list runs out (a
-    /// handle's private state), so the disk says whether it did (see
+    /// it sweeps only when the kept eviction list runs out (state the
+    /// model does not follow), so the disk says whether it did (see
     /// [`Model::settle_debris`]).
     pub debris_unsure: bool,
 }
@@ -859,9 +859,10 @@ impl Model {
             if removed.contains(k) || held.contains(k) {
                 continue;
             }
-            // Eviction pops from a candidate list its handle scanned
-            // earlier; an entry whose atime was set back by hand since
-            // (`Age`) is not where that list has it.
+            // Eviction pops from a candidate list some handle, of any
+            // process, scanned earlier (kept in `cache.evict`); an entry
+            // whose atime was set back by hand since (`Age`) is not where
+            // that list has it.
             if what == "eviction" && matches!(ke.used, Use::Aged(_)) {
                 continue;
             }

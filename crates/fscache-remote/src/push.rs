@@ -224,25 +224,26 @@ impl Inner {
             return Ok(None);
         };
         let mkey = manifest_key(name);
-        if let Some(there) = self.read(&mkey).await? {
-            // Reported: the digest of the entry the remote has.
-            let digest = Manifest::open_unchecked(&there)
-                .ok()
-                .and_then(|m| m.digest.parse::<Digest>().ok());
-            if let Some(digest) = digest {
-                self.touch(name).await;
-                return Ok(Some(PushReport {
-                    outcome: Pushed::Exists,
-                    digest,
-                    nodes: 0,
-                    blobs: 0,
-                    blobs_uploaded: 0,
-                    packs_uploaded: 0,
-                    bytes_uploaded: 0,
-                    bytes_data: 0,
-                    bytes_total: 0,
-                }));
-            }
+        if self.exists(&mkey).await? {
+            self.touch(name).await;
+            // Reported: the local entry's digest (one read of the tree,
+            // none of it sent).
+            let root = entry.path().to_path_buf();
+            let digest = blocking(move || {
+                fscache::tree_digest(&root).map_err(|e| Error::io("digest", &root, e.into()))
+            })
+            .await?;
+            return Ok(Some(PushReport {
+                outcome: Pushed::Exists,
+                digest,
+                nodes: 0,
+                blobs: 0,
+                blobs_uploaded: 0,
+                packs_uploaded: 0,
+                bytes_uploaded: 0,
+                bytes_data: 0,
+                bytes_total: 0,
+            }));
         }
         let (known, pending) = self.sync_index().await?;
         let known = Arc::new(known);

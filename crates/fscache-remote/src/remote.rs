@@ -267,6 +267,17 @@ fn bad(url: &str, why: impl Into<String>) -> Error {
 /// The OpenDAL operator for a URL (without layers).
 fn operator(url_str: &str, credentials: Option<&(String, String)>) -> Result<Operator> {
     let url = url::Url::parse(url_str).map_err(|e| bad(url_str, e.to_string()))?;
+    // `file:relative` parses (as `/relative`), and would quietly use a
+    // path at the root of the file system: every form here has `//`.
+    if !url_str.contains("://") {
+        return Err(bad(
+            url_str,
+            format!(
+                "expected {}://… (`//` is missing; a file URL is file:///ABSOLUTE/PATH)",
+                url.scheme()
+            ),
+        ));
+    }
     let built = match url.scheme() {
         "file" => {
             if url
@@ -605,6 +616,11 @@ impl Remote {
         self.inner.access
     }
 
+    /// Whether pushes are signed (a signing key is set).
+    pub fn signs(&self) -> bool {
+        self.inner.signing_key.is_some()
+    }
+
     /// The names of every entry the remote holds a manifest for, sorted.
     ///
     /// # Errors
@@ -726,5 +742,11 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unsupported scheme `ftp`"));
+        // Without `//`: refused before anything is created anywhere.
+        for url in ["file:relative", "file:/abs/path", "s3:bucket/x", "memory:"] {
+            let e = Remote::open(url).unwrap_err();
+            assert!(e.to_string().contains("`//` is missing"), "{url}: {e}");
+        }
+        assert!(!std::path::Path::new("/relative").exists());
     }
 }

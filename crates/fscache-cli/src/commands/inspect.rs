@@ -317,7 +317,7 @@ pub(super) fn verify(path: &Path, names: &[String], on_damage: Damaged, format: 
     }
     if unverified > 0 && format == Format::Text {
         note!(
-            "{unverified} unverified: {} no recorded digest (see `fscache verify --help`)",
+            "{unverified} unverified: {} no recorded digest (osbuild's, or stored by the library without `record_digests(true)`; `fscache store` records one)",
             if unverified == 1 {
                 "it has"
             } else {

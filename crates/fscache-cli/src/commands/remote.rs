@@ -90,6 +90,12 @@ fn for_each_name(
 pub(super) fn push(cache: &Path, names: &[String], url: &str, format: Format) -> Outcome {
     let cache = open_existing(cache)?;
     let remote = open(url)?;
+    if !remote.signs() && crate::output::chatty() {
+        crate::output::eline(format_args!(
+            "fscache: note: pushing unsigned (set {} to sign; pullers that trust keys refuse unsigned entries)",
+            fscache_remote::ENV_SECRET_KEY
+        ));
+    }
     for_each_name(names, format, |name| {
         let bar = transfer_bar("pushing", name);
         let pushed = remote.push_with_progress(&cache, name, &advance(&bar));
@@ -113,17 +119,20 @@ fn pushed_row(
                 _ => "exists",
             };
             if format == Format::Text {
-                outln!(
-                    "{} {name} ({} blobs, {} of {} sent)",
-                    if word == "pushed" {
-                        "pushed"
-                    } else {
-                        "already on the remote:"
-                    },
-                    r.blobs,
-                    format_bytes(r.bytes_uploaded),
-                    format_bytes(r.bytes_total)
-                )?;
+                if word == "pushed" {
+                    // Say what the data cost apart from the bookkeeping
+                    // (manifest, index, intent), which is sent anyway.
+                    outln!(
+                        "pushed {name} ({} of {} blobs sent in {} packs, {} of data, {} in all)",
+                        r.blobs_uploaded,
+                        r.blobs,
+                        r.packs_uploaded,
+                        format_bytes(r.bytes_data),
+                        format_bytes(r.bytes_uploaded)
+                    )?;
+                } else {
+                    outln!("already on the remote: {name} (nothing sent)")?;
+                }
             }
             Ok(json!({
                 "name": name,
@@ -132,6 +141,8 @@ fn pushed_row(
                 "blobs": r.blobs,
                 "blobs_uploaded": r.blobs_uploaded,
                 "bytes_uploaded": r.bytes_uploaded,
+                "bytes_data": r.bytes_data,
+                "packs_uploaded": r.packs_uploaded,
                 "bytes_total": r.bytes_total,
             }))
         }
@@ -150,6 +161,23 @@ pub(super) fn pull(cache: &Path, names: &[String], url: &str, format: Format) ->
     let cache = open_for_pull(cache)?;
     let remote = open(url)?;
     for_each_name(names, format, |name| {
+        // An entry already local needs nothing from the remote (a pull
+        // would download all of it first, and fail on a damaged remote).
+        match cache.contains(name) {
+            Ok(true) => {
+                if format == Format::Text {
+                    outln!("{name} is in the cache already")?;
+                }
+                return Ok(json!({"name": name, "outcome": "present"}));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return Err(Fail::error(format!(
+                    "failed to pull `{name}`: {}",
+                    chain(&e)
+                )))
+            }
+        }
         let bar = transfer_bar("pulling", name);
         let pulled = remote.pull_with_progress(&cache, name, &advance(&bar));
         if let Some(bar) = bar {
@@ -236,6 +264,8 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
                 .map_err(|e| Fail::error(format!("failed to list `{remote}`: {}", chain(&e))))?;
             if output.format() == Format::Json {
                 output::json(&json!(names))?;
+            } else if names.is_empty() {
+                outln!("no entries on {remote}")?;
             } else {
                 for n in &names {
                     outln!("{n}")?;
@@ -259,6 +289,8 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
                     "entries": i.manifests,
                     "blobs": i.blobs,
                     "blob_bytes": i.blob_bytes,
+                    "packs": i.packs,
+                    "pack_bytes": i.pack_bytes,
                     "intents": i.intents,
                     "prunes": i.prunes,
                 }))?;
@@ -270,6 +302,11 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
                     "blobs:          {} ({} stored)",
                     i.blobs,
                     format_bytes(i.blob_bytes)
+                )?;
+                outln!(
+                    "packs:          {} ({} stored)",
+                    i.packs,
+                    format_bytes(i.pack_bytes)
                 )?;
                 outln!("pushes running: {} (or left by dead pushes)", i.intents)?;
                 outln!("prunes running: {} (or left by dead prunes)", i.prunes)?;
@@ -300,6 +337,12 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
                     "bytes_removed": p.bytes_removed,
                     "blobs_referenced": p.blobs_referenced,
                     "blobs_young": p.blobs_young,
+                    "packs_referenced": p.packs_referenced,
+                    "packs_condemned": p.packs_condemned,
+                    "packs_condemned_waiting": p.packs_condemned_waiting,
+                    "packs_removed": p.packs_removed,
+                    "pack_bytes_removed": p.pack_bytes_removed,
+                    "packs_young": p.packs_young,
                     "intents_removed": p.intents_removed,
                 }))?;
             } else {
@@ -315,6 +358,16 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
                     p.manifests_kept,
                     p.blobs_referenced,
                     p.blobs_young,
+                    format_age(grace),
+                )?;
+                outln!(
+                    "packs: {verb} {} ({}), condemned {} (deleted by a prune a grace period later), {} waiting, {} in use, {} younger than {}",
+                    p.packs_removed,
+                    format_bytes(p.pack_bytes_removed),
+                    p.packs_condemned,
+                    p.packs_condemned_waiting,
+                    p.packs_referenced,
+                    p.packs_young,
                     format_age(grace),
                 )?;
                 for n in &p.manifests_unreadable {
