@@ -84,3 +84,8 @@ mod model_run;
 // damage is found by verify and healed by repair (needs root, /dev/fuse).
 #[path = "suite/powerloss.rs"]
 mod powerloss;
+
+// Differences from osbuild fixed: a negative maximum-size, what usage
+// counts, entries damaged by a deleter outside the cache's locks.
+#[path = "suite/osbuild_compat.rs"]
+mod osbuild_compat;

@@ -64,7 +64,7 @@ fn assert_incompatible(root: &Path) {
 fn cache_info_wrong_types_read_as_unset() {
     for info in [
         &br#"[1, 2]"#[..],
-        br#"{"version": "1", "maximum-size": -1}"#,
+        br#"{"version": "1", "maximum-size": 1.5}"#,
         br#"{"maximum-size": "unlimited"}"#,
         br#"7"#,
         br#"null"#,

@@ -1,6 +1,8 @@
 //! `cargo xtask dist`: what an installer ships beside the `fscache`
 //! binary, generated from its clap definition: the man pages and the shell
-//! completions, in `<target>/dist/`. `check` renders and parses them (CI).
+//! completions, in `<target>/dist/`, beside the systemd timer and service
+//! that prune a cache and the tmpfiles.d line that keeps age rules out of
+//! it (from `contrib/`). `check` renders and parses them (CI).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,8 +18,25 @@ const COMPLETIONS: [(&str, &str); 3] = [
     ("fish", "fscache.fish"),
 ];
 
-/// Write `<target>/dist/{fscache.1, fscache-*.1, completions/…}` and
-/// return the directory.
+/// What `contrib/` ships, by its path there and in `dist/`.
+const CONTRIB: [(&str, &str); 3] = [
+    (
+        "systemd/fscache-prune@.service",
+        "systemd/fscache-prune@.service",
+    ),
+    (
+        "systemd/fscache-prune@.timer",
+        "systemd/fscache-prune@.timer",
+    ),
+    (
+        "tmpfiles.d/fscache-osbuild.conf",
+        "tmpfiles.d/fscache-osbuild.conf",
+    ),
+];
+
+/// Write `<target>/dist/{fscache.1, fscache-*.1, completions/…,
+/// systemd/fscache-prune@.{service,timer}, tmpfiles.d/…}` and return the
+/// directory.
 pub fn dist() -> Result<PathBuf> {
     let bin = build_cli()?;
     let dist = target_dir()?.join("dist");
@@ -43,6 +62,17 @@ pub fn dist() -> Result<PathBuf> {
             return Err(format!("`fscache completions {shell}` failed: {}", out.status).into());
         }
         std::fs::write(completions.join(file), out.stdout)?;
+    }
+    // The systemd units that prune a cache on a timer, and the tmpfiles.d
+    // line that keeps age-based cleaning out of it.
+    for (from, to) in CONTRIB {
+        let src = crate::root().join("contrib").join(from);
+        let dst = dist.join(to);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&src, &dst)
+            .map_err(|e| format!("failed to copy `{}`: {e}", src.display()))?;
     }
     println!("dist: wrote {}", dist.display());
     Ok(dist)

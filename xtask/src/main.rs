@@ -2,9 +2,14 @@
 //! workspace (see `.cargo/config.toml`).
 //!
 //! * `ci`: the bar every change must pass: fmt, clippy, docs, tests (with
-//!   a fast subset of the I/O-error sweep), a 30-second `stress`, benches
-//!   build, `dist` with its pages rendered and completions parsed, then
-//!   `package`. Stops at the first failing step.
+//!   a fast subset of the I/O-error sweep), the Python package's tests
+//!   (`pytest`), a 30-second `stress`, benches build, `dist` with its
+//!   pages rendered and completions parsed, then `package`. Stops at the
+//!   first failing step.
+//! * `pytest`: builds the Python package `fscache` into `<target>/pyvenv`
+//!   (python3's venv, maturin and pytest from pip) and runs
+//!   `python/tests`; `pybench`: its `timeit` table beside osbuild's
+//!   FsCache (see `python.rs`).
 //! * `ioerr`: the full I/O-error sweep (every occurrence of every traced
 //!   system call of every command fails once).
 //! * `powerloss --rounds N [--seed S]`: the long power-loss sweep on the
@@ -61,6 +66,7 @@ use serde_json::Value;
 mod demo;
 mod dist;
 mod lockbench;
+mod python;
 mod stress;
 
 type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
@@ -85,7 +91,11 @@ commands:
                   P processes of random operations on one cache, then exact books
   powerloss --rounds N [--seed S]
                   N power-loss rounds per mode on the lazy FUSE file system, from
-                  seed S (root and /dev/fuse; `ci` runs a few)";
+                  seed S (root and /dev/fuse; `ci` runs a few)
+  pytest          build the Python package `fscache` (maturin, in <target>/pyvenv) and
+                  run python/tests (`ci` does this)
+  pybench         release build of the Python package, then a timeit table beside
+                  osbuild's FsCache (where importable) and `cp -a`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -102,6 +112,8 @@ fn main() -> ExitCode {
         ["dist", "--check"] => dist::check(),
         ["demo-lock"] => demo_lock(),
         ["stress", rest @ ..] => stress::parse(rest).and_then(|o| stress::stress(&o)),
+        ["pytest"] => python::tests(),
+        ["pybench"] => python::bench(),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())
@@ -351,6 +363,13 @@ fn ci() -> Result<()> {
     run(doc)?;
     tests()?;
     run(cargo(["test", "--workspace", "--doc"]))?;
+    println!("\n$ cargo xtask pytest");
+    let started = Instant::now();
+    python::tests()?;
+    println!(
+        "ci: python step took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     println!("\n$ cargo xtask stress --procs 4 --seconds 30");
     stress::stress(&stress::Options {
         procs: 4,

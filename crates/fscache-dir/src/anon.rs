@@ -72,6 +72,15 @@ impl fmt::Debug for AnonDir {
 }
 
 impl AnonDir {
+    /// A commit's stamp on the finished directory, just before its rename
+    /// ([`crate::stamp_committed`]): the lock's atime and mtime to now, the
+    /// directory's mtime to just before. Best effort; nothing once renamed.
+    pub fn stamp_committed(&self) {
+        if let Some(lock) = &self.lock {
+            crate::fdio::stamp_committed(lock, &*self.parent, std::ffi::OsStr::new(self.name()));
+        }
+    }
+
     /// The directory's name, `uuid-<32 hex>`.
     pub fn name(&self) -> &str {
         &self.name

@@ -203,3 +203,76 @@ impl Visitor for Syncer {
 fn can_open_dir(parent: &Frame<()>, name: &OsStr) -> bool {
     crate::walk::open_dir_nofollow(parent.fd(), name).is_ok()
 }
+
+/// A commit's stamp on a finished entry `objects/<name>`, best effort as
+/// [`touch_atime`]: `futimens(lock, {UTIME_NOW, UTIME_NOW})` on its lock
+/// file, then `utimensat` of the entry's directory to an mtime one
+/// nanosecond before the lock's. The atime is the entry's last use; the
+/// lock's mtime dates the commit. Nothing changes the entry's directory
+/// after this (the rename to its name changes only its ctime), and
+/// removing anything in it sets its mtime to the time then, never earlier
+/// than the stamp: so `load's one `stat` of the directory, mtime older
+/// than the lock's, proves `object.info` and `data/` are there.
+pub fn stamp_committed(lock: &impl AsFd, objects: &impl AsFd, name: &OsStr) {
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: UTIME_NOW,
+    };
+    let stamp = Timestamps {
+        last_access: now,
+        last_modification: now,
+    };
+    if rustix::fs::futimens(lock, &stamp).is_err() {
+        return;
+    }
+    let Ok(st) = rustix::fs::fstat(lock) else {
+        return;
+    };
+    let (secs, nsecs) = crate::stat::mtime(&st);
+    let before = if nsecs > 0 {
+        Timespec {
+            tv_sec: secs,
+            tv_nsec: nsecs - 1,
+        }
+    } else {
+        Timespec {
+            tv_sec: secs - 1,
+            tv_nsec: 999_999_999,
+        }
+    };
+    let dir_times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: before,
+    };
+    let _ = rustix::fs::utimensat(objects, name, &dir_times, AtFlags::empty());
+}
+
+/// `chmodat` and `utimensat` of `parent/name` (a single component, no
+/// symlink followed for the times) to the permission bits and the atime and
+/// mtime of `like` (`lstat`): a copied directory root gets its source's.
+///
+/// # Errors
+///
+/// The `lstat` of `like`, the `chmodat` or the `utimensat` failed; the
+/// error names the path.
+pub fn copy_mode_and_times_at(parent: &impl AsFd, name: &OsStr, like: &Path) -> io::Result<()> {
+    let st = rustix::fs::lstat(like).map_err(|e| with_path("stat", like, e.into()))?;
+    let named = Path::new(name);
+    rustix::fs::chmodat(
+        parent,
+        name,
+        Mode::from_raw_mode(st.st_mode & 0o7777),
+        AtFlags::empty(),
+    )
+    .map_err(|e| with_path("chmod", named, e.into()))?;
+    let ts = |(tv_sec, tv_nsec): (i64, i64)| Timespec { tv_sec, tv_nsec };
+    let times = Timestamps {
+        last_access: ts(crate::stat::atime(&st)),
+        last_modification: ts(crate::stat::mtime(&st)),
+    };
+    rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| with_path("set times", named, e.into()))
+}

@@ -110,7 +110,7 @@ pub use atomic::{AtomicTemp, Publish, Published};
 pub use beneath::open_beneath;
 pub use cachedir::{CacheDir, WaitObserver};
 pub use error::{gone, is_miss, raw_os_error, with_path, Corrupt, PathError};
-pub use fdio::{open_tree, read_small_fd, touch_atime};
+pub use fdio::{copy_mode_and_times_at, open_tree, read_small_fd, stamp_committed, touch_atime};
 pub use hook::{Hook, HookPoint};
 pub use intr::retry_io;
 pub use layout::{

@@ -22,12 +22,18 @@ impl Default for MaxSize {
 }
 
 impl MaxSize {
-    /// Read a JSON `maximum-size` value: a non-negative integer or the
-    /// string `"unlimited"`; anything else (wrong type, negative, a float,
-    /// another string) reads as unset (`None`), like osbuild does.
+    /// Read a JSON `maximum-size` value as osbuild does: a non-negative
+    /// integer is a limit in bytes; a negative integer (osbuild's own tests
+    /// write `-1`) and the string `"unlimited"` mean no limit; anything
+    /// else (a float, another string, another type) reads as unset
+    /// (`None`).
     pub fn from_json(v: &Value) -> Option<Self> {
         match v {
-            Value::Number(n) => n.as_u64().map(MaxSize::Bytes),
+            Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+                (Some(bytes), _) => Some(MaxSize::Bytes(bytes)),
+                (None, Some(neg)) if neg < 0 => Some(MaxSize::Unlimited),
+                _ => None,
+            },
             Value::String(s) if s == "unlimited" => Some(MaxSize::Unlimited),
             _ => None,
         }
@@ -164,8 +170,13 @@ mod tests {
             MaxSize::from_json(&json!("unlimited")),
             Some(MaxSize::Unlimited)
         );
+        // osbuild: `self._info_maximum_size < 0` is unlimited.
+        for neg in [json!(-1), json!(-4096), json!(i64::MIN)] {
+            assert_eq!(MaxSize::from_json(&neg), Some(MaxSize::Unlimited), "{neg}");
+        }
+        assert_eq!(MaxSize::from_json(&json!(0)), Some(MaxSize::Bytes(0)));
         for bad in [
-            json!(-1),
+            json!(-1.5),
             json!(1.5),
             json!("10G"),
             json!(null),

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fscache_dir::stat::{inode, Inode};
 use fscache_dir::{
     gone, CacheDir, LockOptions, TryLocked, OBJECTS, OBJECT_INFO, OBJECT_LOCK, RESERVED_PREFIX,
     STAGE,
@@ -25,8 +26,9 @@ pub struct Swept {
 /// `stage/`: a directory whose `object.lock` nobody holds, and a temporary
 /// file nobody holds. Live writers hold their locks, so they are never
 /// disturbed. Named directories in `objects/` without an `object.info` (a
-/// removal that crashed or failed half-way) are removed too, once nobody
-/// holds them.
+/// removal that crashed or failed half-way, or an outside deleter) or
+/// without an `object.lock` (an outside deleter) are removed too, once
+/// nobody holds them; the latter's recorded size is uncharged.
 ///
 /// A debris directory without a lock file gets one created (`O_CREAT`)
 /// before it is locked, as osbuild does: a writer that was about to link its
@@ -54,12 +56,16 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
             if !name.starts_with(RESERVED_PREFIX) {
                 // A named entry without `object.info` is never valid (it is
                 // written before the rename and unlinked first on removal):
-                // the debris of a removal that crashed or failed half-way.
-                if parent == Path::new(OBJECTS)
-                    && invalid_dir(cache, &rel)
-                    && sweep_dir(cache, &rel, &mut out.freed, Debris::Named)?
-                {
-                    out.removed.push(name.to_owned());
+                // the debris of a removal that crashed or failed half-way,
+                // or of a deleter outside the cache's locks. One without
+                // `object.lock` can only be the latter: no load or
+                // eviction can reach it again.
+                if parent == Path::new(OBJECTS) {
+                    if let Some(kind) = invalid_dir(cache, &rel) {
+                        if sweep_dir(cache, &rel, &mut out.freed, kind)? {
+                            out.removed.push(name.to_owned());
+                        }
+                    }
                 }
                 continue;
             }
@@ -77,13 +83,25 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
     Ok(out)
 }
 
-/// Whether the named `objects/` directory `rel` is no valid entry: it has
-/// no `object.info`. One `stat` for a valid entry.
-fn invalid_dir(cache: &CacheDir, rel: &Path) -> bool {
-    matches!(cache.stat(&rel.join(OBJECT_INFO)), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
-        && cache
-            .stat(rel)
-            .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+/// Whether the named `objects/` directory `rel` is no valid entry, and
+/// which kind of debris it is: no `object.info` ([`Debris::Named`]), or
+/// `object.info` without `object.lock` ([`Debris::Unlocked`]). Two `stat`s
+/// for a valid entry.
+fn invalid_dir(cache: &CacheDir, rel: &Path) -> Option<Debris> {
+    let absent = |file: &str| matches!(cache.stat(&rel.join(file)), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let no_info = absent(OBJECT_INFO);
+    if !no_info && !absent(OBJECT_LOCK) {
+        return None;
+    }
+    let st = cache.stat(rel).ok()?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return None;
+    }
+    Some(if no_info {
+        Debris::Named
+    } else {
+        Debris::Unlocked(inode(&st))
+    })
 }
 
 /// Which kind of directory a sweep found.
@@ -91,9 +109,12 @@ fn invalid_dir(cache: &CacheDir, rel: &Path) -> bool {
 enum Debris {
     /// `uuid-*`: an entry being stored, or its crash debris.
     Anonymous,
-    /// A named directory that had no `object.lock`: a removal that crashed
-    /// (or one in progress).
+    /// A named directory without `object.info`: a removal that crashed
+    /// (or one in progress), or an outside deleter.
     Named,
+    /// A named directory with `object.info` but without `object.lock`
+    /// (this inode when looked at): deleted from outside.
+    Unlocked(Inode),
 }
 
 fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Result<bool> {
@@ -115,6 +136,14 @@ fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Res
         // it would lose it and leave its charge on the books.
         return Ok(false);
     }
+    if let Debris::Unlocked(seen) = kind {
+        // The lock we claimed is one we created in the directory we saw,
+        // unless that one was removed meanwhile and a writer's finished
+        // entry took its name: then it is not ours to remove.
+        if !cache.stat(rel).is_ok_and(|st| inode(&st) == seen) {
+            return Ok(false);
+        }
+    }
     // A writer that died between its charge and its `object.info` left
     // a charge nothing records: only a recount can tell, so an anonymous
     // directory in `objects/` without `object.info` marks the books
@@ -123,6 +152,12 @@ fn sweep_dir(cache: &CacheDir, rel: &Path, freed: &mut u64, kind: Debris) -> Res
         && rel.starts_with(OBJECTS)
         && matches!(cache.stat(&rel.join(OBJECT_INFO)), Err(ref e) if gone(e))
     {
+        crate::books::mark_suspect(cache)?;
+    }
+    // A named directory without `object.info` was a committed entry, so
+    // charged: deleted from outside, or a removal that died before its
+    // uncharge. What it was charged is unknown: a recount tells.
+    if kind == Debris::Named {
         crate::books::mark_suspect(cache)?;
     }
     // A half-committed entry's charge is undone the moment it stops

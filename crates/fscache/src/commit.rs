@@ -433,10 +433,11 @@ impl FsCache {
         }
         drop(file);
         // A fresh entry is the most recently used, however long it took to
-        // fill: its last use is now, not when `store` began.
-        if let Some(lock) = anon.lock() {
-            fscache_dir::touch_atime(lock);
-        }
+        // fill: its last use is now, not when `store` began. Its mtime
+        // becomes the commit time: nothing changes the entry's directory
+        // after this, so a directory modified later than its lock file was
+        // damaged from outside (load's check, `docs/format.md`).
+        anon.stamp_committed();
         dir.hook(HookPoint::CommitRename, &anon.rel);
         // Both names are single components in the directory the entry was
         // made in, whose descriptor the entry holds.

@@ -74,9 +74,11 @@ impl Anon {
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))
     }
 
-    /// The held lock of its `object.lock`.
-    pub(crate) fn lock(&self) -> Option<&FileLock<OwnedFd>> {
-        self.held.as_ref().map(AnonDir::lock)
+    /// The commit's stamp ([`AnonDir::stamp_committed`]).
+    pub(crate) fn stamp_committed(&self) {
+        if let Some(held) = &self.held {
+            held.stamp_committed();
+        }
     }
 
     /// Rename the entry to `name` in the directory it was made in:
@@ -267,6 +269,60 @@ impl StoreGuard {
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
     ) -> Result<()> {
         self.copy_in(src.as_ref(), progress).map(drop)
+    }
+
+    /// Copy the tree at `src` into `data/` as one child named like it:
+    /// what osbuild's `store_tree` does (`cp -a -- SRC data/`), where
+    /// [`StoreGuard::copy_from`] copies a directory's contents. A directory
+    /// `src` becomes `data/<its name>/` with its own mode and times, a file
+    /// or symlink `data/<its name>` (as `copy_from` does).
+    ///
+    /// # Errors
+    ///
+    /// `src` has no final name component (`/`, `..`); creating the child or
+    /// the copy failed. The guard stays usable.
+    pub fn copy_as_child(
+        &self,
+        src: impl AsRef<Path>,
+        progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let src = src.as_ref();
+        let is_dir = std::fs::symlink_metadata(src)
+            .map_err(|e| Error::io("stat", src, e))?
+            .is_dir();
+        if !is_dir {
+            return self.copy_from(src, progress);
+        }
+        let child = src.file_name().ok_or_else(|| {
+            Error::io(
+                "copy",
+                src,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no final name component"),
+            )
+        })?;
+        let dir = self.anon.cache.dir();
+        let rel = self.anon.rel.join(DATA).join(child);
+        dir.dir()
+            .create_dir(&rel)
+            .map_err(|e| Error::io("create directory", dir.abs(&rel), e))?;
+        let dst = dir
+            .dir()
+            .open_dir(&rel)
+            .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
+        fscache_dir::copy::copy_tree_into(src, &dst, progress)
+            .map_err(|e| Error::io("copy", src, e))?;
+        // The copy gives what is below `src` its metadata; the child itself
+        // is ours to give `src`'s mode and times (last: filling it changed
+        // its mtime), by name in `data/`: the copy's descriptors are
+        // `O_PATH`, which `fchmod` refuses.
+        drop(dst);
+        let data_rel = self.anon.rel.join(DATA);
+        let data = dir
+            .dir()
+            .open_dir(&data_rel)
+            .map_err(|e| Error::io("open directory", dir.abs(&data_rel), e))?;
+        fscache_dir::copy_mode_and_times_at(&data, child, src)
+            .map_err(|e| Error::io("copy", dir.abs(&rel), e))
     }
 
     /// Fill the empty `data/` with a copy of `src` (as

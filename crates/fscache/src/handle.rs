@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use fscache_dir::{
     is_miss, stat, touch_atime, CacheDir, EntryName, IfMissing, LockOptions, TryLocked, CACHE_INFO,
-    CACHE_LOCK, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
+    CACHE_LOCK, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
 };
 use fscache_lock::{FileLock, LockKind};
 
@@ -660,19 +660,43 @@ impl FsCache {
             Err(e) => return Err(Error::io("lock", dir.abs(lock_rel), e)),
         };
         // An entry without object.info is being removed, or debris of a
-        // crashed removal: not valid.
-        let info_rel = buf.path(OBJECT_INFO);
-        match dir.stat_if_present(info_rel) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                count(|p| &p.misses_invalid);
-                return Ok(None);
+        // crashed removal; one without data/ (or object.info) was damaged by
+        // a deleter outside the cache's locks: not valid. One `stat`, of the
+        // entry's directory, proves both for an entry this implementation
+        // committed: the commit set the directory's mtime just before its
+        // lock file's (`stamp_committed`), and removing anything in it sets
+        // the mtime to now. Otherwise (osbuild's entries; a removal in the
+        // stamp's clock tick) the parts are looked at one by one.
+        let intact = match dir.stat_if_present(buf.path(".")) {
+            Ok(Some(st)) => {
+                stat::mtime(&st) < stat::mtime(&locked.stat) || self.parts_present(&mut buf)?
             }
-            Err(e) => return Err(Error::io("stat", dir.abs(info_rel), e)),
+            Ok(None) => false,
+            Err(e) => return Err(Error::io("stat", dir.abs(buf.path(".")), e)),
+        };
+        if !intact {
+            count(|p| &p.misses_invalid);
+            return Ok(None);
         }
         touch_atime(&locked.lock);
         count(|p| &p.hits);
         Ok(Some(Entry::new(self.clone(), name, locked.lock)))
+    }
+
+    /// Whether the entry of `buf` (`objects/NAME/…`) has its `object.info`
+    /// and `data/`, a `stat` each: load's check for an entry whose lock
+    /// file does not date its last change (osbuild's commit does not stamp
+    /// it).
+    fn parts_present(&self, buf: &mut EntryFile) -> Result<bool> {
+        let dir = self.dir();
+        for part in [OBJECT_INFO, DATA] {
+            match dir.stat_if_present(buf.path(part)) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(Error::io("stat", dir.abs(buf.path(part)), e)),
+            }
+        }
+        Ok(true)
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
@@ -763,6 +787,11 @@ impl FsCache {
     /// directory's contents become `data/`'s, a file becomes
     /// `data/<its name>`. Reflinks where the file system can, symlinks
     /// verbatim, modes, times and hard links kept.
+    ///
+    /// osbuild's `store_tree` differs: it copies a directory in as
+    /// `data/<its name>/` (`cp -a -- SRC data/`) unless the path ends in
+    /// `/.`. This API keeps its own rule; for osbuild's, use
+    /// [`StoreGuard::copy_as_child`] (the Python package does).
     ///
     /// # Errors
     ///

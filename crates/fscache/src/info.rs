@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn wrong_types_read_as_unset_and_unknown_keys_survive() {
-        let v = json!({"version": "1", "maximum-size": -3, "creation-boot-id": "short", "x": [1]});
+        let v = json!({"version": "1", "maximum-size": 1.5, "creation-boot-id": "short", "x": [1]});
         let mut map = v.as_object().unwrap().clone();
         assert_eq!(CacheInfo::from_map(&map), CacheInfo::default());
         CacheInfo {

@@ -138,7 +138,7 @@ pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
 pub use stats::{Removal, Stats, CACHE_STATS, RECENT_REMOVALS};
 pub use verify::{
-    tree_digest, tree_digest_version, Changes, Verified, VerifyProgress, OBJECT_TREE,
+    tree_digest, tree_digest_version, Changes, Missing, Verified, VerifyProgress, OBJECT_TREE,
 };
 
 /// The README's example, run as a doc test so it never goes stale.

@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fscache_dir::{CacheDir, EntryName, LockOptions, TryLocked, OBJECTS, OBJECT_LOCK};
+use fscache_dir::{
+    CacheDir, EntryName, LockOptions, TryLocked, CACHEDIR_TAG, CACHE_INFO, CACHE_LOCK, CACHE_SIZE,
+    OBJECTS, OBJECT_LOCK, STAGE,
+};
 use fscache_lock::LockKind;
 use fscache_quota::{Candidate, Stamp};
 
@@ -15,6 +18,18 @@ use crate::error::{Error, Result};
 use crate::handle::FsCache;
 use fscache_dir::is_miss;
 
+/// What of the cache root is the cache's: [`FsCache::usage`] measures these
+/// and nothing else.
+const OWN_PARTS: [&str; 8] = [
+    OBJECTS,
+    STAGE,
+    CACHEDIR_TAG,
+    CACHE_INFO,
+    CACHE_LOCK,
+    CACHE_SIZE,
+    crate::stats::CACHE_STATS,
+    crate::flight::BUILD_LOCK,
+];
 /// How long prune, sweep and remove wait for the counter changes in
 /// flight before they settle suspect books without them (new changes wait
 /// meanwhile): far longer than a commit's charge-to-rename, far shorter
@@ -197,8 +212,10 @@ pub struct Swept {
 pub struct Usage {
     /// Bytes accounted to committed entries (`cache.size`).
     pub accounted: u64,
-    /// Bytes the whole cache directory occupies on disk (`st_blocks`),
-    /// including entries being stored, stages and protocol files.
+    /// Bytes the cache's own parts occupy on disk (`st_blocks`): the root
+    /// directory itself, `objects/` (entries being stored included),
+    /// `stage/` and the protocol files. Anything else an application keeps
+    /// under the root (osbuild's `sources/` and `tmp/`) is not counted.
     pub on_disk: u64,
     /// Number of committed entries.
     pub entries: usize,
@@ -272,7 +289,16 @@ impl FsCache {
 
     /// [`FsCache::remove`] inside a hold of the books.
     fn remove_held(&self, name: &EntryName) -> Result<Removed> {
-        fscache_quota::sweep(self.dir())?;
+        // An entry damaged from outside (its `object.info` or `object.lock`
+        // deleted without the locks) is debris the sweep removes (marking
+        // the books suspect when what it was charged is unknown).
+        if fscache_quota::sweep(self.dir())?
+            .removed
+            .iter()
+            .any(|n| n == name.as_str())
+        {
+            return Ok(Removed::Removed { freed: 0 });
+        }
         let dir = self.dir();
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
@@ -444,23 +470,46 @@ impl FsCache {
     }
 
     /// The space the cache uses: accounted bytes (`cache.size`), bytes on
-    /// disk (`st_blocks` of the whole root) and the number of committed
-    /// entries.
+    /// disk of the cache's own parts (see [`Usage::on_disk`]) and the
+    /// number of committed entries.
     ///
     /// # Errors
     ///
-    /// Reading `cache.size`, walking the root or listing `objects/` failed.
+    /// Reading `cache.size`, walking `objects/` or `stage/` or listing
+    /// `objects/` failed.
     pub fn usage(&self) -> Result<Usage> {
         let dir = self.dir();
         let accounted = fscache_quota::read_size(dir)?;
-        let on_disk = fscache_quota::tree_space(dir.dir(), Path::new("."))
-            .map_err(|e| Error::io("measure", dir.root(), e))?;
+        let on_disk = self.own_space()?;
         let entries = fscache_quota::list_lru(dir)?.len();
         Ok(Usage {
             accounted,
             on_disk,
             entries,
         })
+    }
+
+    /// `st_blocks * 512` of the root directory itself and of the parts of
+    /// the cache below it, each measured as [`fscache_quota::tree_space`]
+    /// does. The root may hold other things: osbuild keeps its store's
+    /// `sources/` (downloads) and `tmp/` beside `objects/`, and those are
+    /// not the cache's.
+    fn own_space(&self) -> Result<u64> {
+        let dir = self.dir();
+        let root = dir
+            .stat(Path::new("."))
+            .map_err(|e| Error::io("stat", dir.root(), e))?;
+        let mut total = fscache_dir::stat::space(&root);
+        for part in OWN_PARTS {
+            let rel = Path::new(part);
+            match fscache_quota::tree_space(dir.dir(), rel) {
+                Ok(n) => total = total.saturating_add(n),
+                // Optional parts (`cache.stats`, `build.lock`) may not exist.
+                Err(e) if fscache_dir::gone(&e) => {}
+                Err(e) => return Err(Error::io("measure", dir.abs(rel), e)),
+            }
+        }
+        Ok(total)
     }
 
     /// Remove the debris of dead writers now: `uuid-*` entries and
@@ -498,8 +547,13 @@ impl FsCache {
     /// Sweep if the cache is ours to modify; skip quietly if not.
     fn sweep_if_compatible(&self) -> Result<()> {
         if self.compatible() {
-            let _books = self.inner.books.enter(self.dir())?;
-            fscache_quota::sweep(self.dir())?;
+            {
+                let _books = self.inner.books.enter(self.dir())?;
+                fscache_quota::sweep(self.dir())?;
+            }
+            // Debris whose charge is unknown (a damaged entry) marked the
+            // books suspect.
+            self.reconcile(fscache_quota::Patience::Upto(RECONCILE_PATIENCE));
         }
         Ok(())
     }

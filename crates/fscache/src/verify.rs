@@ -37,6 +37,15 @@ pub enum Verified {
     /// handle that records none), or the recorded one is not a digest:
     /// nothing to check against. Not a sign of damage.
     Unverified,
+    /// The entry's directory is there, but parts of it are gone: deleted
+    /// from outside, without the cache's locks (a `tmpfiles.d` age rule
+    /// over the cache, say), or left by a removal that crashed. `load`
+    /// never hands it out; [`FsCache::remove`] and [`FsCache::sweep`]
+    /// remove it.
+    Incomplete {
+        /// Which parts are gone.
+        missing: Missing,
+    },
     /// No valid entry of that name (or it is being removed right now).
     Miss,
 }
@@ -44,7 +53,43 @@ pub enum Verified {
 impl Verified {
     /// Whether the entry is known to be damaged.
     pub fn is_bad(&self) -> bool {
-        matches!(self, Verified::Mismatch { .. })
+        matches!(
+            self,
+            Verified::Mismatch { .. } | Verified::Incomplete { .. }
+        )
+    }
+}
+
+/// The parts of a committed entry that [`Verified::Incomplete`] found gone.
+/// Files gone *inside* `data/` show as a [`Verified::Mismatch`] of the
+/// digest instead (when one was recorded).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Missing {
+    /// `object.lock`: the entry's lock file (and LRU clock).
+    pub object_lock: bool,
+    /// `object.info`: the record of its commit (and of what it was charged).
+    pub object_info: bool,
+    /// `data/`: its whole content.
+    pub data: bool,
+}
+
+impl Missing {
+    /// The names of the missing parts, as they appear in the entry's
+    /// directory (`data/` with its slash).
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.object_lock, OBJECT_LOCK),
+            (self.object_info, OBJECT_INFO),
+            (self.data, "data/"),
+        ]
+        .into_iter()
+        .filter_map(|(gone, name)| gone.then_some(name))
+        .collect()
+    }
+
+    /// Whether anything is missing.
+    pub fn any(&self) -> bool {
+        self.object_lock || self.object_info || self.data
     }
 }
 
@@ -101,6 +146,10 @@ impl FsCache {
     /// under its read lock (taken without waiting, and without counting as
     /// a use: its last-use time is not touched).
     ///
+    /// An entry whose directory is there without its `object.lock`,
+    /// `object.info` or `data/` is [`Verified::Incomplete`], naming what is
+    /// gone.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidName`] before any I/O; reading the content failed
@@ -113,22 +162,49 @@ impl FsCache {
         let dir = self.dir();
         let entry = PathBuf::from(OBJECTS).join(name.as_str());
         let lock_rel = entry.join(OBJECT_LOCK);
+        let info_rel = entry.join(OBJECT_INFO);
+        let data_rel = entry.join(DATA);
+        // Whether `rel` is gone (a `stat`; other errors count as there).
+        let gone = |rel: &PathBuf| matches!(dir.stat(rel), Err(e) if is_miss(&e));
         let _locked = match dir.try_lock(&lock_rel, LockOptions::shared().noatime()) {
             Ok(TryLocked::Locked(l)) => l,
-            Ok(TryLocked::Busy | TryLocked::Absent) => return Ok(Verified::Miss),
+            Ok(TryLocked::Busy) => return Ok(Verified::Miss),
+            Ok(TryLocked::Absent) => {
+                // No lock file: no entry, or a directory whose lock file
+                // was deleted from outside.
+                return Ok(match dir.stat(&entry) {
+                    Ok(st) if st.st_mode & 0o170_000 == 0o040_000 => Verified::Incomplete {
+                        missing: Missing {
+                            object_lock: true,
+                            object_info: gone(&info_rel),
+                            data: gone(&data_rel),
+                        },
+                    },
+                    _ => Verified::Miss,
+                });
+            }
             Err(e) if is_miss(&e) => return Ok(Verified::Miss),
             Err(e) => return Err(Error::io("lock", dir.abs(&lock_rel), e)),
         };
-        let info_rel = entry.join(OBJECT_INFO);
+        // Under our read lock nobody removes it (a remover holds the lock
+        // exclusively): what is gone was deleted without the lock, or is
+        // left by a removal that crashed.
         let info = match dir.read_small(&info_rel) {
-            Ok(b) => ObjectInfo::parse(&b),
-            Err(e) if is_miss(&e) => return Ok(Verified::Miss),
+            Ok(b) => Some(ObjectInfo::parse(&b)),
+            Err(e) if is_miss(&e) => None,
             Err(e) => return Err(Error::io("read", dir.abs(&info_rel), e)),
+        };
+        let missing = Missing {
+            object_lock: false,
+            object_info: info.is_none(),
+            data: gone(&data_rel),
+        };
+        let Some(info) = info.filter(|_| !missing.any()) else {
+            return Ok(Verified::Incomplete { missing });
         };
         let Some(recorded) = info.digest.and_then(|d| d.parse::<Digest>().ok()) else {
             return Ok(Verified::Unverified);
         };
-        let data_rel = entry.join(DATA);
         let data_abs = dir.abs(&data_rel);
         let data = dir
             .open_dir(&data_rel)
@@ -194,9 +270,40 @@ impl FsCache {
         ))
     }
 
+    /// The names of the directories in `objects/` that are not `uuid-*`:
+    /// committed entries and the remains of damaged ones, without sweeping.
+    fn named_dirs(&self) -> Result<Vec<String>> {
+        let dir = self.dir();
+        let objects = std::path::Path::new(OBJECTS);
+        let list = dir
+            .dir()
+            .read_dir(objects)
+            .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+        let mut names = Vec::new();
+        for entry in list {
+            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if EntryName::new(&name).is_err() {
+                continue;
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
     /// [`FsCache::verify`] every committed entry, on as many threads as
     /// the machine has cores, calling `progress` after each. Returns each
     /// entry's answer (or error), sorted by name.
+    ///
+    /// Entries damaged from outside (their `object.lock`, `object.info` or
+    /// `data/` gone) are found first and reported
+    /// [`Verified::Incomplete`]; then the listing sweeps, as
+    /// [`FsCache::entries`] does, which removes them with the rest of the
+    /// debris (and recounts the books: what they were charged is unknown).
     ///
     /// # Errors
     ///
@@ -205,7 +312,21 @@ impl FsCache {
         &self,
         progress: &(dyn Fn(VerifyProgress<'_>) + Sync),
     ) -> Result<Vec<(String, Result<Verified>)>> {
+        // Before the sweep removes them: a cheap look for missing parts,
+        // then `verify` under the lock (a removal in progress is a miss).
+        let dir = self.dir();
+        let mut incomplete = Vec::new();
+        for name in self.named_dirs()? {
+            let entry = PathBuf::from(OBJECTS).join(&name);
+            let gone = |part: &str| matches!(dir.stat(&entry.join(part)), Err(e) if is_miss(&e));
+            if gone(OBJECT_LOCK) || gone(OBJECT_INFO) || gone(DATA) {
+                if let Ok(v @ Verified::Incomplete { .. }) = self.verify(&name) {
+                    incomplete.push((name, Ok(v)));
+                }
+            }
+        }
         let mut names: Vec<String> = self.entries()?.into_iter().map(|e| e.name).collect();
+        names.retain(|n| !incomplete.iter().any(|(d, _)| d == n));
         names.sort();
         let total = names.len();
         let next = AtomicUsize::new(0);
@@ -234,6 +355,7 @@ impl FsCache {
             }
         });
         let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        results.extend(incomplete);
         results.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(results)
     }

@@ -253,7 +253,7 @@ pub(super) fn verify(path: &Path, names: &[String], on_damage: Damaged, format: 
                 missing += 1;
                 ("missing".to_owned(), None)
             }
-            Ok(Verified::Mismatch { .. }) => {
+            Ok(v @ (Verified::Mismatch { .. } | Verified::Incomplete { .. })) => {
                 damaged += 1;
                 let removed = if on_damage == Damaged::Remove {
                     Some(match cache.remove(&name) {
@@ -276,7 +276,13 @@ pub(super) fn verify(path: &Path, names: &[String], on_damage: Damaged, format: 
                 } else {
                     None
                 };
-                ("damaged".to_owned(), removed)
+                let state = match v {
+                    Verified::Incomplete { missing } => {
+                        format!("damaged: {} gone", missing.names().join(", "))
+                    }
+                    _ => "damaged".to_owned(),
+                };
+                (state, removed)
             }
             Ok(_) => ("unknown".to_owned(), None),
             Err(e) => {

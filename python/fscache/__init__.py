@@ -1,0 +1,449 @@
+"""fscache: a shared, size-limited LRU cache of directory trees.
+
+A drop-in for ``osbuild.util.fscache`` on the Rust implementation of the
+same on-disk format (version 1): ``FsCache``, ``FsCacheInfo`` and
+``FsCacheObjectInfo`` with osbuild's API and semantics, so that osbuild's
+``objectstore.py`` works unchanged with ``from fscache import FsCache``.
+Both implementations can share one cache directory at the same time.
+
+Beyond osbuild: ``verify``, ``stats``, ``prune``, ``entries``, ``remove``,
+``sweep``, ``usage``, ``load_or_build`` (built once across processes), and
+a remote tier: ``push``, ``pull`` and ``load_or_pull`` by URL.
+
+Where this package differs from osbuild's (each on purpose):
+
+* a name must be one valid path component that does not start with
+  ``uuid-`` (reserved for anonymous entries): ``store`` raises
+  ``ValueError`` for any other, ``load`` raises ``MissError``;
+* a negative ``maximum_size`` is written to ``cache.info`` as
+  ``"unlimited"`` (osbuild writes the number; both read either as no limit);
+  ``info`` still shows the value that was set;
+* ``store_tree`` raises ``RuntimeError`` (with the ``OSError`` as its cause)
+  when the copy fails, as osbuild does when ``cp`` fails, and copies with
+  the native copy instead of running ``cp -a``.
+"""
+
+import contextlib
+import os
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
+
+from . import _native
+
+__all__ = [
+    "FsCache",
+    "FsCacheInfo",
+    "FsCacheObjectInfo",
+    "FsCacheEntry",
+    "PruneReport",
+    "Verified",
+    "Error",
+]
+
+#: An fscache failure that is not a system call's (an incompatible or
+#: corrupt cache, a remote that fails).
+Error = _native.Error
+
+MaximumSizeType = Optional[Union[int, str]]
+
+
+class FsCacheInfo(NamedTuple):
+    """The configuration of a cache, as ``cache.info`` holds it.
+
+    An immutable tuple, used to read or set the configuration. ``None``
+    means unset: the cache then uses the default (a ``maximum_size`` of 0,
+    so nothing is kept).
+
+    creation_boot_id - the app boot id of the boot that created the cache
+    maximum_size - the limit in bytes, ``"unlimited"``, or a negative int
+                   (also no limit)
+    version - the format version of the cache
+    """
+
+    creation_boot_id: Optional[str] = None
+    maximum_size: MaximumSizeType = None
+    version: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> "FsCacheInfo":
+        """The tuple of a parsed ``cache.info``: unknown keys are ignored,
+        values of the wrong type read as unset, and anything but a JSON
+        object reads as an empty tuple."""
+        if not isinstance(data, dict):
+            return cls()
+        boot_id = data.get("creation-boot-id")
+        if not (isinstance(boot_id, str) and len(boot_id) == 32):
+            boot_id = None
+        size = data.get("maximum-size")
+        if not (isinstance(size, int) or size == "unlimited"):
+            size = None
+        version = data.get("version")
+        if not isinstance(version, int):
+            version = None
+        return cls(boot_id, size, version)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The JSON object of the fields that are set (for ``json.dump``)."""
+        keys = (
+            ("creation-boot-id", self.creation_boot_id),
+            ("maximum-size", self.maximum_size),
+            ("version", self.version),
+        )
+        return {k: v for k, v in keys if v is not None}
+
+
+class FsCacheObjectInfo(NamedTuple):
+    """A cache entry's name and its last use (a Unix time). The time is
+    valid only as long as nothing else uses the entry."""
+
+    name: str
+    last_used: float
+
+
+class FsCacheEntry(NamedTuple):
+    """A committed entry, as ``FsCache.entries`` lists it."""
+
+    name: str
+    #: The bytes its ``object.info`` recorded (``None``: damaged).
+    size: Optional[int]
+    #: Its last use, a Unix time.
+    last_used: float
+    #: Whether someone holds it now (a snapshot).
+    in_use: bool
+
+
+class PruneReport(NamedTuple):
+    """What ``FsCache.prune`` removed (or, in a dry run, would remove)."""
+
+    removed: List[str]
+    skipped: List[str]
+    freed: int
+    accounted: int
+
+
+class Verified(NamedTuple):
+    """What ``FsCache.verify`` found.
+
+    state - ``"ok"``, ``"mismatch"`` (the content changed since its
+            commit), ``"unverified"`` (no digest was recorded),
+            ``"incomplete"`` (parts were deleted from outside) or ``"miss"``
+    missing - for ``"incomplete"``: the parts that are gone
+    """
+
+    state: str
+    missing: List[str]
+
+    @property
+    def bad(self) -> bool:
+        """Whether the entry is known to be damaged."""
+        return self.state in ("mismatch", "incomplete")
+
+
+def _copies_contents(tree: str) -> bool:
+    # osbuild copies with `cp -a -- TREE data/`: a path whose last
+    # component is `.` copies the directory's contents, any other the
+    # directory itself, as a child of `data/`.
+    return tree.rstrip("/").rsplit("/", 1)[-1] == "."
+
+
+class FsCache(contextlib.AbstractContextManager, os.PathLike):
+    """A file-system cache shared by threads and processes.
+
+    The constructor does no I/O. Enter the context manager to use the
+    cache: ``__enter__`` creates the cache's scaffolding where needed and
+    takes its shared lock, ``__exit__`` releases it. Any other method
+    raises ``AssertionError`` outside the context.
+
+    Paths that ``load``, ``store`` and ``stage`` yield are relative to the
+    cache's path (join them with ``os.fspath(cache)``).
+    """
+
+    class MissError(Exception):
+        """The entry is not there for us now: absent, being written or
+        removed, or damaged. Other processes create and delete entries at
+        any time, so a miss only says so much."""
+
+    _appid: str
+    _path_cache: Any
+    _active: bool
+    _bootid: Optional[str]
+    _info: FsCacheInfo
+
+    def __init__(self, appid: str, path_cache: Any):
+        """A cache for the application ``appid`` at ``path_cache`` (any
+        path-like; created with its parents on ``__enter__``). No I/O."""
+        self._appid = appid
+        self._path_cache = os.fspath(path_cache)
+        self._active = False
+        self._bootid = None
+        self._info = FsCacheInfo()
+        self._native: Optional[_native.Cache] = None
+
+    def __fspath__(self) -> Any:
+        """The cache's path as given to the constructor."""
+        return self._path_cache
+
+    def _path(self, *rpaths: str) -> str:
+        """A path in the cache: ``rpaths`` joined to the cache's path."""
+        return os.path.join(self, *rpaths)
+
+    def _is_active(self) -> bool:
+        return self._active
+
+    def _is_compatible(self) -> bool:
+        return self._info.version == _native.VERSION
+
+    def _handle(self) -> "_native.Cache":
+        assert self._active and self._native is not None
+        return self._native
+
+    def __enter__(self) -> "FsCache":
+        assert not self._active
+        try:
+            self._bootid = _native.app_boot_id(self._appid)
+            self._native = _native.Cache.open(self._appid, self._path_cache)
+            self._load_cache_info()
+            self._active = True
+            return self
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, exc_type, exc_value, exc_tb) -> None:
+        if self._native is not None:
+            self._native.close()
+            self._native = None
+        self._active = False
+        self._bootid = None
+        self._info = FsCacheInfo()
+
+    def _read_cache_info(self) -> Any:
+        import json
+
+        with open(self._path("cache.info"), "r", encoding="utf8") as f:
+            return json.load(f)
+
+    def _load_cache_info(self, info: Optional[FsCacheInfo] = None) -> None:
+        if info is None:
+            info = FsCacheInfo.from_json(self._read_cache_info())
+        self._info = info
+
+    @property
+    def info(self) -> FsCacheInfo:
+        """The configuration as read on entering (or last set here)."""
+        assert self._is_active()
+        return self._info
+
+    @info.setter
+    def info(self, info: FsCacheInfo) -> None:
+        """Update ``cache.info`` with the fields of ``info`` that are set,
+        under its lock; every other value, known or not, is kept."""
+        assert self._is_active()
+        size = info.maximum_size
+        if size is not None and not isinstance(size, int) and size != "unlimited":
+            raise ValueError(
+                f"maximum-size can only be set to 'unlimited' or an integer value, got {type(size)}"
+            )
+        if self._is_compatible():
+            self._handle().set_info(
+                maximum_size=size,
+                creation_boot_id=info.creation_boot_id,
+                version=info.version,
+            )
+        raw = self._read_cache_info()
+        if isinstance(raw, dict):
+            raw.update(info.to_json())
+            info = FsCacheInfo.from_json(raw)
+        self._load_cache_info(info)
+
+    @contextlib.contextmanager
+    def stage(self) -> Iterator[str]:
+        """A private scratch directory (its path relative to the cache),
+        removed completely when the context ends."""
+        stage = self._handle().stage()
+        try:
+            yield stage.rel
+        finally:
+            stage.close()
+
+    @contextlib.contextmanager
+    def store(self, name: str) -> Iterator[str]:
+        """Store an entry: yields the path (relative to the cache) of an
+        empty private directory to fill; a clean exit commits it as
+        ``name``, an exception discards it. A commit may still not keep
+        the entry (too large, no space, the name taken): never rely on it
+        being there afterwards."""
+        cache = self._handle()
+        assert self._bootid is not None
+        if not name:
+            raise ValueError()
+        if not self._is_compatible():
+            with self.stage() as rpath:
+                yield rpath
+            return
+        guard = cache.store(name)
+        try:
+            yield guard.rel
+        except BaseException:
+            guard.discard()
+            raise
+        guard.commit()
+
+    @contextlib.contextmanager
+    def load(self, name: str) -> Iterator[str]:
+        """Load the entry ``name``: yields the path (relative to the cache)
+        of its content, read-locked until the context ends. Raises
+        ``FsCache.MissError`` when it is not there."""
+        cache = self._handle()
+        if not name:
+            raise ValueError()
+        if not self._is_compatible():
+            raise self.MissError()
+        try:
+            entry = cache.load(name)
+        except ValueError:
+            # No entry can have a name that is not a valid one.
+            raise self.MissError() from None
+        if entry is None:
+            raise self.MissError()
+        try:
+            yield entry.rel
+        finally:
+            entry.release()
+
+    def store_tree(self, name: str, tree: Any) -> None:
+        """Store a copy of ``tree`` as ``name`` (committed at once, so it
+        may vanish at any moment afterwards). A file is copied in; a
+        directory is copied in as a whole, named as it is, unless its path
+        ends in ``/.``, which copies its contents. Symlinks are copied,
+        never followed; modes, times and hard links are kept."""
+        cache = self._handle()
+        if not name:
+            raise ValueError()
+        tree = os.fspath(tree)
+        if not self._is_compatible():
+            return
+        try:
+            cache.store_tree(name, tree, _copies_contents(tree))
+        except OSError as e:
+            raise RuntimeError(f"Cannot copy into file-system cache: {e}") from e
+
+    def _last_used(self, name: str) -> float:
+        """The last use of ``name`` (a Unix time); ``MissError`` if absent."""
+        for e in self._handle().entries():
+            if e[0] == name:
+                return e[2]
+        raise self.MissError()
+
+    def _last_used_objs(self) -> List[FsCacheObjectInfo]:
+        """Every entry with its last use, least recently used first."""
+        objs = [FsCacheObjectInfo(name=e[0], last_used=e[2]) for e in self._handle().entries()]
+        return sorted(objs, key=lambda o: o.last_used)
+
+    # Beyond osbuild.
+
+    def contains(self, name: str) -> bool:
+        """Whether ``name`` is committed now (takes no lock, counts no use)."""
+        return self._handle().contains(name)
+
+    def verify(self, name: str) -> Verified:
+        """Check ``name`` against the digest recorded at its commit (under
+        its read lock; its last use is not changed)."""
+        state, missing = self._handle().verify(name)
+        return Verified(state, list(missing))
+
+    def stats(self) -> Dict[str, Any]:
+        """The cache's statistics, summed over every process that used it:
+        hits, misses by reason, stores, evictions, ..."""
+        return self._handle().stats()
+
+    def prune(
+        self,
+        to: Optional[int] = None,
+        unused_for: Optional[float] = None,
+        dry_run: bool = False,
+    ) -> PruneReport:
+        """Remove least-recently-used entries down to ``to`` bytes and/or
+        every entry unused for ``unused_for`` seconds (with neither: down
+        to the maximum size), skipping entries someone holds."""
+        removed, skipped, freed, accounted = self._handle().prune(to, unused_for, dry_run)
+        return PruneReport(list(removed), list(skipped), freed, accounted)
+
+    def entries(self) -> List[FsCacheEntry]:
+        """The committed entries, sorted by name."""
+        return [FsCacheEntry(*e) for e in self._handle().entries()]
+
+    def remove(self, name: str) -> str:
+        """Remove ``name`` unless someone holds it: ``"removed"``,
+        ``"in-use"`` or ``"missing"``."""
+        return self._handle().remove(name)
+
+    def sweep(self) -> List[str]:
+        """Remove the debris of crashed writers; returns what went."""
+        removed, _freed = self._handle().sweep()
+        return list(removed)
+
+    def repair(self) -> bool:
+        """Remove the debris of crashes and rebuild ``cache.size`` from the
+        entries, if no other process (osbuild's included) has the cache
+        open; ``False`` (nothing done) otherwise."""
+        return self._handle().repair() is not None
+
+    def usage(self) -> Dict[str, int]:
+        """``accounted`` bytes (``cache.size``), ``on_disk`` bytes of the
+        cache's own parts, and the number of ``entries``."""
+        accounted, on_disk, entries = self._handle().usage()
+        return {"accounted": accounted, "on_disk": on_disk, "entries": entries}
+
+    @contextlib.contextmanager
+    def load_or_build(self, name: str, build: Callable[[str], Any]) -> Iterator[str]:
+        """Load ``name``, or build it: ``build(path)`` fills the absolute
+        directory ``path``, once across every process that asks at the same
+        time (the others wait and load it). Yields the content's path
+        relative to the cache, held until the context ends. An exception of
+        ``build`` propagates, and nothing is stored."""
+        entry = self._handle().load_or_build(name, lambda p: build(os.fspath(p)))
+        try:
+            yield entry.rel
+        finally:
+            entry.release()
+
+    def push(self, name: str, url: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """Push ``name`` to the remote at ``url`` (default:
+        ``$FSCACHE_REMOTE``): what the push did, or ``None`` if the entry is
+        not here. Keys come from ``$FSCACHE_REMOTE_SECRET_KEY`` and
+        ``$FSCACHE_REMOTE_TRUSTED_KEYS``."""
+        return self._handle().push(_remote_url(url), name)
+
+    @contextlib.contextmanager
+    def pull(self, name: str, url: Optional[str] = None) -> Iterator[str]:
+        """Pull ``name`` from the remote into this cache and yield its path
+        (relative to the cache), held until the context ends;
+        ``MissError`` if the remote lacks it."""
+        entry = self._handle().pull(_remote_url(url), name)
+        if entry is None:
+            raise self.MissError()
+        try:
+            yield entry.rel
+        finally:
+            entry.release()
+
+    @contextlib.contextmanager
+    def load_or_pull(self, name: str, url: Optional[str] = None) -> Iterator[str]:
+        """Load ``name`` here, else pull it from the remote; ``MissError``
+        if neither has it (or the remote fails: never worse than a miss)."""
+        entry = self._handle().load_or_pull(_remote_url(url), name)
+        if entry is None:
+            raise self.MissError()
+        try:
+            yield entry.rel
+        finally:
+            entry.release()
+
+
+def _remote_url(url: Optional[str]) -> str:
+    if not _native.HAS_REMOTE:
+        raise Error("this build of fscache has no remote support (the `remote` feature)")
+    url = url or os.environ.get("FSCACHE_REMOTE")
+    if not url:
+        raise ValueError("no remote URL given and $FSCACHE_REMOTE is not set")
+    return url
