@@ -451,6 +451,12 @@ fn check(
                 }
             }
             Ok(Verified::Miss) => {}
+            // The remains of a removal whose first step (the unlink of
+            // `object.info`, synced in Committed mode) was durable and the
+            // rest not: no entry, on no books, never loaded; the repair
+            // below sweeps it. A committed entry that ended like this was
+            // already caught above as lost.
+            Ok(Verified::Incomplete { missing }) if missing.object_info => flagged.push(name),
             other => {
                 if committed {
                     return Err(format!("{name}: verify after the loss: {other:?}"));

@@ -61,6 +61,16 @@ impl fmt::Debug for CacheDir {
     }
 }
 
+/// Whether `path` names anything (a symlink counts), with an interrupted
+/// `stat` retried rather than read as "absent".
+fn present(path: &Path) -> io::Result<bool> {
+    match crate::retry_io(|| std::fs::symlink_metadata(path)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(with_path("stat", path, e)),
+    }
+}
+
 impl CacheDir {
     /// Create `root` (and its parents) if missing and open it.
     ///
@@ -77,12 +87,31 @@ impl CacheDir {
         // can take a new cache away whole, with every entry committed
         // durably in it (found on the lazy FUSE file system). Once per
         // creation, so in every durability mode.
-        let missing: Vec<&Path> = root
-            .ancestors()
-            .take_while(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_err())
-            .collect();
-        crate::retry_io(|| std::fs::create_dir_all(&root))
-            .map_err(|e| with_path("create directory", &root, e))?;
+        //
+        // Not `create_dir_all`: after an `EEXIST` it asks `is_dir`, which
+        // reads an interrupted `statx` as "not a directory" and returns the
+        // `EEXIST`, which no retry loop can tell from a real failure.
+        let mut missing = Vec::new();
+        for level in root.ancestors() {
+            if level.as_os_str().is_empty() || present(level)? {
+                break;
+            }
+            missing.push(level);
+        }
+        for made in missing.iter().rev() {
+            match crate::retry_io(|| std::fs::create_dir(made)) {
+                Ok(()) => {}
+                // Made by someone else meanwhile: fine if it is a directory.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let st = crate::retry_io(|| std::fs::metadata(made))
+                        .map_err(|e| with_path("stat", made, e))?;
+                    if !st.is_dir() {
+                        return Err(with_path("create directory", made, e));
+                    }
+                }
+                Err(e) => return Err(with_path("create directory", made, e)),
+            }
+        }
         for made in &missing {
             if let Some(parent) = made.parent() {
                 crate::retry_io(|| std::fs::File::open(parent).and_then(|f| f.sync_all()))
