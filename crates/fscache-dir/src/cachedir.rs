@@ -106,10 +106,11 @@ impl CacheDir {
                     let st = crate::retry_io(|| std::fs::metadata(made))
                         .map_err(|e| with_path("stat", made, e))?;
                     if !st.is_dir() {
-                        return Err(with_path("create directory", made, e));
+                        return Err(with_path("create directory", &root, e));
                     }
                 }
-                Err(e) => return Err(with_path("create directory", made, e)),
+                // Named by the path the caller gave, as `create_dir_all` did.
+                Err(e) => return Err(with_path("create directory", &root, e)),
             }
         }
         for made in &missing {
