@@ -1,6 +1,8 @@
 //! `FsCache::load` and `FsCache::contains`: the lookups of one entry, the
 //! hot path (no allocation for a miss, none for the paths of a hit).
 
+use std::ffi::{CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
@@ -35,13 +37,14 @@ impl FsCache {
         let count =
             |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
         let dir = self.dir();
-        // `objects/NAME/object.lock`, then `…/object.info`, built on the
-        // stack.
+        // `NAME/object.lock`, then `NAME/.`, relative to the held
+        // `objects/` and built on the stack as C strings: one lookup less
+        // than from the root, and no copy of the path on the way to the
+        // kernel.
         let mut buf = EntryFile::new(name);
-        let lock_rel = buf.path(OBJECT_LOCK);
         // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
         // being built: a miss is a common answer.
-        let locked = match dir.try_lock(lock_rel, LockOptions::shared()) {
+        let locked = match dir.try_lock_object(buf.path(OBJECT_LOCK), LockOptions::shared()) {
             Ok(TryLocked::Locked(l)) => l,
             Ok(TryLocked::Absent) => {
                 count(|p| &p.misses_absent);
@@ -55,7 +58,7 @@ impl FsCache {
                 count(|p| &p.misses_absent);
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io("lock", dir.abs(lock_rel), e)),
+            Err(e) => return Err(Error::io("lock", buf.abs(dir, OBJECT_LOCK), e)),
         };
         // An entry without object.info is being removed, or debris of a
         // crashed removal; one without data/ (or object.info) was damaged by
@@ -65,12 +68,12 @@ impl FsCache {
         // lock file's (`stamp_committed`), and removing anything in it sets
         // the mtime to now. Otherwise (osbuild's entries; a removal in the
         // stamp's clock tick) the parts are looked at one by one.
-        let intact = match dir.stat_if_present(buf.path(".")) {
+        let intact = match dir.stat_object_if_present(buf.path(".")) {
             Ok(Some(st)) => {
                 stat::mtime(&st) < stat::mtime(&locked.stat) || self.parts_present(&mut buf)?
             }
             Ok(None) => false,
-            Err(e) => return Err(Error::io("stat", dir.abs(buf.path(".")), e)),
+            Err(e) => return Err(Error::io("stat", buf.abs(dir, "."), e)),
         };
         if !intact {
             count(|p| &p.misses_invalid);
@@ -81,17 +84,17 @@ impl FsCache {
         Ok(Some(Entry::new(self.clone(), name, locked.lock)))
     }
 
-    /// Whether the entry of `buf` (`objects/NAME/…`) has its `object.info`
-    /// and `data/`, a `stat` each: load's check for an entry whose lock
-    /// file does not date its last change (osbuild's commit does not stamp
-    /// it).
+    /// Whether the entry of `buf` (`NAME/…` in `objects/`) has its
+    /// `object.info` and `data/`, a `stat` each: load's check for an entry
+    /// whose lock file does not date its last change (osbuild's commit
+    /// does not stamp it).
     fn parts_present(&self, buf: &mut EntryFile) -> Result<bool> {
         let dir = self.dir();
         for part in [OBJECT_INFO, DATA] {
-            match dir.stat_if_present(buf.path(part)) {
+            match dir.stat_object_if_present(buf.path(part)) {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(false),
-                Err(e) => return Err(Error::io("stat", dir.abs(buf.path(part)), e)),
+                Err(e) => return Err(Error::io("stat", buf.abs(dir, part), e)),
             }
         }
         Ok(true)
@@ -120,33 +123,41 @@ impl FsCache {
     }
 }
 
-/// `objects/NAME/FILE` for a valid `NAME`, built in a buffer on the stack
-/// (the load is the hot path: no allocation for its paths).
+/// `NAME/FILE` (relative to `objects/`) for a valid `NAME`, built as a C
+/// string in a buffer on the stack (the load is the hot path: no
+/// allocation for its paths).
 struct EntryFile {
     buf: [u8; EntryFile::CAP],
-    /// Where the file name starts: after `objects/NAME/`.
+    /// Where the file name starts: after `NAME/`.
     at: usize,
 }
 
 impl EntryFile {
-    const CAP: usize = OBJECTS.len() + fscache_dir::MAX_NAME_LEN + 2 + 16;
+    /// A name, `/`, a protocol file name of at most 15 bytes, the NUL.
+    const CAP: usize = fscache_dir::MAX_NAME_LEN + 1 + 16;
 
     fn new(name: &str) -> Self {
         let mut buf = [0u8; Self::CAP];
-        let mut at = 0;
-        for part in [OBJECTS.as_bytes(), b"/", name.as_bytes(), b"/"] {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        Self { buf, at }
+        let n = name.len();
+        buf[..n].copy_from_slice(name.as_bytes());
+        buf[n] = b'/';
+        Self { buf, at: n + 1 }
     }
 
-    /// The path of `file` (a protocol file name, at most 16 bytes) in the
+    /// The path of `file` (a protocol file name, at most 15 bytes) in the
     /// entry.
-    fn path(&mut self, file: &str) -> &Path {
+    fn path(&mut self, file: &str) -> &CStr {
         let end = self.at + file.len();
         self.buf[self.at..end].copy_from_slice(file.as_bytes());
-        use std::os::unix::ffi::OsStrExt;
-        Path::new(std::ffi::OsStr::from_bytes(&self.buf[..end]))
+        self.buf[end] = 0;
+        // A valid name holds no NUL, nor does a protocol file name: the
+        // one NUL is the last byte, and this cannot fail.
+        CStr::from_bytes_with_nul(&self.buf[..=end]).unwrap_or_default()
+    }
+
+    /// The absolute path of `file` in the entry, for an error.
+    fn abs(&self, dir: &fscache_dir::CacheDir, file: &str) -> PathBuf {
+        let name = OsStr::from_bytes(&self.buf[..self.at - 1]);
+        dir.abs(&Path::new(OBJECTS).join(name).join(file))
     }
 }
