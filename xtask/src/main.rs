@@ -11,7 +11,9 @@
 //!   `python/tests`; `pybench`: its `timeit` table beside osbuild's
 //!   FsCache (see `python.rs`).
 //! * `ioerr`: the full I/O-error sweep (every occurrence of every traced
-//!   system call of every command fails once).
+//!   system call of every command fails once, with each errno), on a copy
+//!   of the binary, `FSCACHE_IOERR_JOBS` (2) runs at a time;
+//!   `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows it.
 //! * `powerloss --rounds N [--seed S]`: the long power-loss sweep on the
 //!   lazy FUSE file system (`fscache-lazyfs`): N rounds of each mode from
 //!   seed S (`ci` runs a few; they need root and `/dev/fuse`).
@@ -85,7 +87,9 @@ commands:
                   (--check: and render and parse them, as `ci` does)
   demo-lock       show fscache-lock's OFD locks working across processes
   ioerr           the full I/O-error sweep: every occurrence of every traced system
-                  call of every command fails once, with EIO, ENOSPC, EACCES, EPERM
+                  call of every command fails once, with EIO, ENOSPC, EACCES, EPERM,
+                  ENOLCK, EINTR; 2 runs at a time (FSCACHE_IOERR_JOBS), on a copy
+                  of the binary; FSCACHE_IOERR_ONLY=rm,prune:write[:EIO] narrows it
                   (`ci` runs a fast subset)
   stress --procs P --seconds S [--cache DIR]
                   P processes of random operations on one cache, then exact books
@@ -333,16 +337,38 @@ fn powerloss(args: &[&str]) -> Result<()> {
 
 fn ioerr() -> Result<()> {
     ensure_test_tools();
-    let mut test = cargo([
+    let build = || {
+        cargo([
+            "test",
+            "-p",
+            "fscache-cli",
+            "--test",
+            "io_errors",
+            "--",
+            "--nocapture",
+        ])
+    };
+    run(cargo([
         "test",
         "-p",
         "fscache-cli",
         "--test",
         "io_errors",
-        "--",
-        "--nocapture",
-    ]);
+        "--no-run",
+    ]))?;
+    // The sweep takes long: it runs a copy of the binary, so a rebuild in
+    // the meantime does not change what is swept.
+    let target = target_dir()?;
+    let snapshot = target.join("ioerr");
+    std::fs::create_dir_all(&snapshot)?;
+    let bin = snapshot.join("fscache");
+    std::fs::copy(target.join("debug/fscache"), &bin)?;
+    let mut test = build();
     test.env("FSCACHE_IOERR_FULL", "1");
+    test.env("FSCACHE_IOERR_BIN", &bin);
+    if std::env::var_os("FSCACHE_IOERR_JOBS").is_none() {
+        test.env("FSCACHE_IOERR_JOBS", "2");
+    }
     run(test)
 }
 
