@@ -383,9 +383,20 @@ fn one_run(
     // occurrences are counted as without it.
     let call = &run.call;
     let out = Command::new("timeout")
-        .args(["60", "strace", "-f", "-qq", "--seccomp-bpf", "-o", "/dev/null"])
+        .args([
+            "60",
+            "strace",
+            "-f",
+            "-qq",
+            "--seccomp-bpf",
+            "-o",
+            "/dev/null",
+        ])
         .arg(format!("--trace={call}"))
-        .arg(format!("--inject={call}:error={}:when={}", run.errno, run.k))
+        .arg(format!(
+            "--inject={call}:error={}:when={}",
+            run.errno, run.k
+        ))
         .arg(bin())
         .args(&args)
         .stdin(Stdio::null())
