@@ -89,7 +89,7 @@ commands:
   ioerr           the full I/O-error sweep: every occurrence of every traced system
                   call of every command fails once, with EIO, ENOSPC, EACCES, EPERM,
                   ENOLCK, EINTR; 2 runs at a time (FSCACHE_IOERR_JOBS), on a copy
-                  of the binary; FSCACHE_IOERR_ONLY=rm,prune:write[:EIO] narrows it
+                  of the binary; FSCACHE_IOERR_ONLY=rm,prune:write[:EIO],*:*:EINTR narrows it
                   (`ci` runs a fast subset)
   stress --procs P --seconds S [--cache DIR]
                   P processes of random operations on one cache, then exact books

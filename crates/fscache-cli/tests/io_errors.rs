@@ -346,14 +346,14 @@ struct Run {
 }
 
 /// Whether `FSCACHE_IOERR_ONLY` (a comma-separated list of `COMMAND` or
-/// `COMMAND:CALL` or `COMMAND:CALL:ERRNO`) lets this run through; unset,
-/// all do.
+/// `COMMAND:CALL` or `COMMAND:CALL:ERRNO`, `*` for any command or call)
+/// lets this run through; unset, all do.
 fn selected(only: Option<&str>, cmd: &str, call: &str, errno: &str) -> bool {
     let Some(only) = only else { return true };
     only.split(',').any(|sel| {
         let mut parts = sel.split(':');
-        parts.next() == Some(cmd)
-            && parts.next().is_none_or(|c| c == call)
+        parts.next().is_some_and(|c| c == cmd || c == "*")
+            && parts.next().is_none_or(|c| c == call || c == "*")
             && parts.next().is_none_or(|e| e == errno)
     })
 }
