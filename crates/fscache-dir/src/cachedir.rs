@@ -236,6 +236,20 @@ impl CacheDir {
         &self.dir
     }
 
+    /// The entries of the directory `rel`, every one read before this
+    /// returns (`read_dir`, then `getdents64` to the end). An interrupted
+    /// call (`EINTR`) lists it again from the start: a listing an error
+    /// cut short cannot be resumed (rustix's `Dir`, under cap-std's
+    /// `ReadDir`, ends after its first error).
+    ///
+    /// # Errors
+    ///
+    /// Opening or reading the directory failed (the path is not folded
+    /// in: the caller names it).
+    pub fn list_dir(&self, rel: &Path) -> io::Result<Vec<cap_std::fs::DirEntry>> {
+        crate::retry_io(|| self.dir.read_dir(rel)?.collect())
+    }
+
     /// The absolute path of the root.
     pub fn root(&self) -> &Path {
         &self.root

@@ -266,11 +266,11 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
 /// their rename), which are on the books until a sweep uncharges them.
 fn sum_all_recorded(cache: &CacheDir) -> Result<u64> {
     let objects = Path::new(OBJECTS);
-    let list = fscache_dir::retry_io(|| cache.dir().read_dir(objects))
+    let list = cache
+        .list_dir(objects)
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {
-        let entry = entry.map_err(|e| error::io("read directory", cache.abs(objects), e))?;
         let info = objects.join(entry.file_name()).join(OBJECT_INFO);
         match cache.read_small(&info) {
             Ok(bytes) => {

@@ -345,7 +345,7 @@ fn copy_tree_listed(
         .map_err(|e| at(src, e))?;
     // `dst` belongs to the caller: its mode and times stay as they are.
     let target = Target {
-        dst: dst.try_clone().map_err(|e| at(src, e))?,
+        dst: retry_io(|| dst.try_clone()).map_err(|e| at(src, e))?,
         dst_rel: PathBuf::new(),
         finish: false,
         tree,
