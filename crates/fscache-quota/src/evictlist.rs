@@ -337,7 +337,7 @@ pub fn write_list(
 /// The unlink failed for a reason other than absence.
 pub fn invalidate(cache: &CacheDir) -> Result<()> {
     let rel = Path::new(EVICT_LIST);
-    match cache.dir().remove_file(rel) {
+    match fscache_dir::retry_io(|| cache.dir().remove_file(rel)) {
         Err(e) if !fscache_dir::gone(&e) => Err(error::io("remove", cache.abs(rel), e)),
         _ => Ok(()),
     }
