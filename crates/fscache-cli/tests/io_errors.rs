@@ -134,22 +134,49 @@ fn commands() -> Vec<Vec<&'static str>> {
     ]
 }
 
-/// Runs the subset always makes: (command, call, errno, its last
-/// occurrence rather than its first). The counter's update failing after
-/// a prune's or rm's removals, a removal's unlink failing, the counter's
-/// lock and `fstat`, `openat2`, and an interrupted wait for a child.
-const MUST: &[(&str, &str, &str, bool)] = &[
-    ("prune", "write", "ENOSPC", false),
-    ("prune", "unlinkat", "EIO", false),
-    ("prune", "renameat", "EIO", false),
-    ("prune", "fcntl", "ENOLCK", true),
-    ("prune", "fstat", "EIO", true),
-    ("rm", "openat2", "EIO", true),
-    ("rm", "write", "ENOSPC", true),
-    ("store", "write", "EIO", true),
-    ("store", "renameat", "EIO", true),
-    ("clear", "unlinkat", "EIO", false),
-    ("stage", "wait4", "EINTR", false),
+/// Which occurrence of a call a [`MUST`] run fails.
+#[derive(Clone, Copy)]
+enum Pick {
+    First,
+    Last,
+    /// The first whose strace line (in a clean run) contains this text,
+    /// counted as strace's `when=` counts: per thread.
+    Matching(&'static str),
+}
+
+/// Runs the subset always makes: (command, call, errno, which
+/// occurrence), one per class of failure a sweep found. The counter's
+/// update failing after a prune's or rm's removals, a removal's unlink
+/// failing, the counter's lock and `fstat`, `openat2`, an interrupted wait
+/// for a child; and interrupted calls (`EINTR`, found by the full sweep)
+/// in the copy (its descriptor `dup`, a source file's `open` and `fstat`,
+/// a `mkdir`), in a listing that must start over (the `F_GETFL` of the
+/// eviction scan's rustix `Dir`), in a lock query (`F_OFD_GETLK`), and in
+/// the open of a file in an entry.
+const MUST: &[(&str, &str, &str, Pick)] = &[
+    ("prune", "write", "ENOSPC", Pick::First),
+    ("prune", "unlinkat", "EIO", Pick::First),
+    ("prune", "renameat", "EIO", Pick::First),
+    ("prune", "fcntl", "ENOLCK", Pick::Last),
+    ("prune", "fstat", "EIO", Pick::Last),
+    ("rm", "openat2", "EIO", Pick::Last),
+    ("rm", "write", "ENOSPC", Pick::Last),
+    ("store", "write", "EIO", Pick::Last),
+    ("store", "renameat", "EIO", Pick::Last),
+    ("clear", "unlinkat", "EIO", Pick::First),
+    ("stage", "wait4", "EINTR", Pick::First),
+    ("store", "fcntl", "EINTR", Pick::Matching("F_DUPFD")),
+    ("store", "openat", "EINTR", Pick::Matching("\"f0\"")),
+    ("store", "fstat", "EINTR", Pick::Matching("st_size=14000")),
+    ("store", "mkdirat", "EINTR", Pick::Matching("\"sub\"")),
+    (
+        "store",
+        "fcntl",
+        "EINTR",
+        Pick::Matching("O_NOFOLLOW|O_DIRECTORY"),
+    ),
+    ("prune", "fcntl", "EINTR", Pick::Matching("F_OFD_GETLK")),
+    ("cat", "openat2", "EINTR", Pick::Matching("\"f0\"")),
 ];
 
 /// The job a command that exits 0 must have done, checked on `cache`.
@@ -191,8 +218,9 @@ fn args_for(cmd: &[&str], cache: &Path, src: &Path) -> Vec<String> {
         .collect()
 }
 
-/// How often each system call of `SYSCALLS` happens in a clean run.
-fn counts(args: &[String], dir: &Path) -> BTreeMap<String, usize> {
+/// The calls of `SYSCALLS` a clean run makes: per call, each one's strace
+/// line and its occurrence as strace's `when=` counts it (per thread).
+fn counts(args: &[String], dir: &Path) -> BTreeMap<String, Vec<(String, usize)>> {
     let log = dir.join("count.log");
     let o = Command::new("strace")
         .args(["-f", "-qq", "-o"])
@@ -205,16 +233,26 @@ fn counts(args: &[String], dir: &Path) -> BTreeMap<String, usize> {
         .output()
         .unwrap();
     assert!(o.status.code().is_some(), "{o:?}");
-    let mut out = BTreeMap::new();
+    let mut out = BTreeMap::<String, Vec<(String, usize)>>::new();
+    let mut per_thread = BTreeMap::<(String, String), usize>::new();
     for line in std::fs::read_to_string(&log).unwrap().lines() {
         // "PID name(args…" or "name(args…"
-        let call = line
-            .split_whitespace()
+        let mut words = line.split_whitespace();
+        let pid = if line.contains(' ') && !line.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            words.next().unwrap_or("").to_owned()
+        } else {
+            String::new()
+        };
+        let call = words
             .find(|w| w.contains('('))
             .and_then(|w| w.split('(').next())
             .unwrap_or("");
         if SYSCALLS.contains(&call) {
-            *out.entry(call.to_owned()).or_insert(0) += 1;
+            let nth = per_thread.entry((pid, call.to_owned())).or_insert(0);
+            *nth += 1;
+            out.entry(call.to_owned())
+                .or_default()
+                .push((line.to_owned(), *nth));
         }
     }
     out
@@ -471,7 +509,10 @@ fn every_injected_io_error_is_survived() {
     // The calls of the dynamic loader and of the runtime's start-up come
     // before the tool's own: a run that only prints its version makes them
     // all (and one write).
-    let mut startup = counts(&["--version".to_owned()], tmp.path());
+    let mut startup: BTreeMap<String, usize> = counts(&["--version".to_owned()], tmp.path())
+        .into_iter()
+        .map(|(call, seen)| (call, seen.len()))
+        .collect();
     if let Some(w) = startup.get_mut("write") {
         *w = w.saturating_sub(1);
     }
@@ -488,7 +529,8 @@ fn every_injected_io_error_is_survived() {
         clean_codes.push(clean);
         copy_tree(&template, &cache);
         let seen = counts(&args, tmp.path());
-        for (call, &n) in &seen {
+        for (call, lines) in &seen {
+            let n = lines.len();
             let first = startup.get(call).copied().unwrap_or(0) + 1;
             if n < first {
                 continue;
@@ -508,10 +550,20 @@ fn every_injected_io_error_is_survived() {
                 rotation += 1;
                 let k = [first, (first + n) / 2, n][turn % 3];
                 let mut runs = vec![(k, ERRNOS[turn % ERRNOS.len()])];
-                for &(c, sys, errno, last) in MUST {
-                    if c == cmd[0] && sys == call.as_str() {
-                        runs.push((if last { n } else { first }, errno));
+                for &(c, sys, errno, pick) in MUST {
+                    if c != cmd[0] || sys != call.as_str() {
+                        continue;
                     }
+                    let k = match pick {
+                        Pick::First => Some(first),
+                        Pick::Last => Some(n),
+                        Pick::Matching(text) => lines
+                            .iter()
+                            .find(|(line, _)| line.contains(text))
+                            .map(|&(_, k)| k),
+                    };
+                    let k = k.unwrap_or_else(|| panic!("no `{sys}` matching in `{}`", cmd[0]));
+                    runs.push((k, errno));
                 }
                 runs.dedup();
                 runs

@@ -237,10 +237,12 @@ impl CacheDir {
     }
 
     /// The entries of the directory `rel`, every one read before this
-    /// returns (`read_dir`, then `getdents64` to the end). An interrupted
-    /// call (`EINTR`) lists it again from the start: a listing an error
-    /// cut short cannot be resumed (rustix's `Dir`, under cap-std's
-    /// `ReadDir`, ends after its first error).
+    /// returns (`read_dir`, then `getdents64` to the end): the one listing
+    /// of a cache directory. An interrupted call (`EINTR`: the `openat2`,
+    /// the `fcntl(F_GETFL)` and `openat(".")` of rustix's `Dir`) lists it
+    /// again from the start; rustix retries an interrupted `getdents64`
+    /// itself, and a listing another error cut short cannot be resumed
+    /// (its `Dir` ends after one).
     ///
     /// # Errors
     ///

@@ -232,8 +232,9 @@ pub fn scan_plan(
         .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut listed: Vec<(Stamp, String, Inode)> = Vec::new();
-    // Read to the end first: an interrupted `getdents64` ends rustix's
-    // `Dir`, so the listing starts over (`read_from` reopens `.`).
+    // Read to the end first, and again from the start if a call was
+    // interrupted (`read_from` makes an `fcntl(F_GETFL)` and reopens `.`;
+    // rustix retries an interrupted `getdents64` itself).
     let raw = rustix::io::retry_on_intr(|| {
         rustix::fs::Dir::read_from(&fd)?
             .map(|e| e.map(|e| (e.file_name().to_owned(), e.file_type())))
