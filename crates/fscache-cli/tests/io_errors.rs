@@ -410,6 +410,26 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 const HANG: std::time::Duration = std::time::Duration::from_secs(20);
 const HANG_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Whether a process of the group `pgid` is alive (a zombie is not: it
+/// has closed its descriptors, released its locks).
+fn group_alive(pgid: i32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else {
+            return false;
+        };
+        // "pid (comm) state ppid pgrp …": comm may hold spaces, so split
+        // after its closing parenthesis.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z"
+    })
+}
+
 /// Make one run on a fresh copy of `template` at `cache` and check it;
 /// `Err` holds what failed; `Ok(true)`: the run hung after a failed
 /// `close`, which strace's injection makes and Linux never does (see below).
@@ -455,7 +475,15 @@ fn one_run(
         if std::time::Instant::now() > deadline {
             let pgid = rustix::process::Pid::from_child(&child);
             let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-            break (child.wait().unwrap(), true);
+            let status = child.wait().unwrap();
+            // strace is reaped, but the tracee (its child, now init's) may
+            // still be on its way out, its locks held: wait until no live
+            // process is left in the group.
+            let gone_by = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while group_alive(pgid.as_raw_nonzero().get()) && std::time::Instant::now() < gone_by {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            break (status, true);
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
