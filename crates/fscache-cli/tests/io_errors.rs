@@ -16,12 +16,19 @@
 //!   `prune --to 0` (live: no `repair`), `cache.size` is exactly the sum
 //!   of the recorded sizes: books a failure left over heal.
 //!
-//! The default run takes a fast subset: per command and call, the first
-//! occurrence, one in the middle and the last, with the errnos in turn (each
-//! class of call and errno is met); `FSCACHE_IOERR_FULL=1` sweeps every
-//! occurrence with every errno (`cargo xtask ioerr`). Needs `strace`,
-//! which `cargo xtask ci` installs when it is missing; without it the test
-//! says so and skips.
+//! A run that hangs after a failed `close` (strace does not make the call,
+//! so a lock on the descriptor stays held; Linux never does that) is
+//! killed and checked as a crash: what it left must heal all the same.
+//!
+//! The default run takes a fast subset: per command and call, one of the
+//! first, middle and last occurrences, with the errnos in turn (each class
+//! of call and errno is met), and a run per class of failure a full sweep
+//! found (`MUST`). `FSCACHE_IOERR_FULL=1` sweeps every occurrence with
+//! every errno (`cargo xtask ioerr`); `FSCACHE_IOERR_JOBS=N` makes N runs at
+//! a time, `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows either,
+//! `FSCACHE_IOERR_BIN` names the binary to sweep. Needs `strace`, which
+//! `cargo xtask ci` installs when it is missing; without it the test says
+//! so and skips.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
