@@ -432,6 +432,141 @@ fn non_root_copy_helper() {
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
 }
 
+/// Pulled as another user (uid 65534, no capabilities): what is dropped
+/// is the documented set (owners, set-ID bits on an owner not kept, the
+/// `trusted.*` and `security.*` xattrs the kernel refuses), no set-ID bit
+/// survives on another owner, and a strict pull
+/// ([`OnDrop::Fail`](fscache::meta::OnDrop::Fail)) is refused, storing
+/// nothing.
+#[test]
+fn a_non_root_pull_drops_exactly_the_documented_set() {
+    if !is_root() || !have("setpriv") {
+        eprintln!("skipped: needs root to make the tree and setpriv to drop privileges");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for (name, mode, owner) in [
+        ("suid-other", 0o4755, 1234),
+        ("suid-mine", 0o6755, 65534),
+        ("plain", 0o644, 1234),
+    ] {
+        let p = src.join(name);
+        fs::write(&p, name).unwrap();
+        std::os::unix::fs::lchown(&p, Some(owner), Some(owner)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    assert!(xattr(&src.join("plain"), "user.kept", b"yes"));
+    assert!(xattr(&src.join("plain"), "trusted.refused", b"no"));
+    assert!(xattr(&src.join("plain"), "security.refused", b"no"));
+    let c = cache(&tmp.path().join("c"));
+    assert_eq!(c.store_tree("tree", &src).unwrap(), Stored::Committed);
+    let bucket = tmp.path().join("bucket");
+    let url = format!("file://{}", bucket.display());
+    Remote::builder(&url)
+        .index_cache(None)
+        .open()
+        .unwrap()
+        .push(&c, "tree")
+        .unwrap()
+        .unwrap();
+    let mine = tmp.path().join("mine");
+    fs::create_dir(&mine).unwrap();
+    std::os::unix::fs::lchown(&mine, Some(65534), Some(65534)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "non_root_pull_helper", "--nocapture"])
+        .env("FAITHFUL_BUCKET", &bucket)
+        .env("FAITHFUL_PULL_CACHE", mine.join("c"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("helper done"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{stdout}");
+    let data = mine.join("c/objects/tree/data");
+    let md = |n: &str| fs::symlink_metadata(data.join(n)).unwrap();
+    assert_eq!(md("suid-other").mode() & 0o7777, 0o755, "{stdout}");
+    assert_eq!(
+        (md("suid-other").uid(), md("suid-other").gid()),
+        (65534, 65534)
+    );
+    assert_eq!(
+        md("suid-mine").mode() & 0o7777,
+        0o6755,
+        "kept on a kept owner"
+    );
+    assert_eq!(md("plain").uid(), 65534);
+    let names: Vec<_> = fscache::meta::path_xattrs(&data.join("plain"))
+        .unwrap()
+        .into_iter()
+        .map(|x| String::from_utf8_lossy(&x.name).into_owned())
+        .collect();
+    assert_eq!(names, ["user.kept"]);
+    // Content and times still as pushed.
+    assert_eq!(fs::read(data.join("plain")).unwrap(), b"plain");
+    assert_eq!(
+        md("plain").mtime(),
+        fs::symlink_metadata(src.join("plain")).unwrap().mtime()
+    );
+}
+
+/// The child of [`a_non_root_pull_drops_exactly_the_documented_set`]: a
+/// strict pull of `tree` from `$FAITHFUL_BUCKET` into a new cache at
+/// `$FAITHFUL_PULL_CACHE` must fail and store nothing; then the default
+/// pull must succeed and verify. Does nothing when run on its own.
+#[test]
+fn non_root_pull_helper() {
+    let (Some(bucket), Some(dir)) = (
+        std::env::var_os("FAITHFUL_BUCKET"),
+        std::env::var_os("FAITHFUL_PULL_CACHE"),
+    ) else {
+        return;
+    };
+    let url = format!("file://{}", Path::new(&bucket).display());
+    let c = cache(Path::new(&dir));
+    let strict = Remote::builder(&url)
+        .index_cache(None)
+        .on_drop(fscache::meta::OnDrop::Fail)
+        .open()
+        .unwrap();
+    let e = strict.pull(&c, "tree").unwrap_err();
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        why.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    println!("strict pull refused: {why}");
+    assert!(
+        why.contains("cannot") || why.contains("not permitted"),
+        "{why}"
+    );
+    assert!(
+        !c.contains("tree").unwrap(),
+        "a refused pull stores nothing"
+    );
+    let remote = Remote::builder(&url).index_cache(None).open().unwrap();
+    drop(remote.pull(&c, "tree").unwrap().unwrap());
+    assert!(matches!(
+        c.verify("tree").unwrap(),
+        fscache::Verified::Ok(_)
+    ));
+    println!("helper done");
+}
+
 /// moto's S3 server for the round trip, when it can be run (the remote
 /// tests' harness installs it; here it is only looked for).
 mod moto {
