@@ -80,7 +80,7 @@ impl Body<'_> {
 
 /// The encoding of one directory (see the module docs), fed to BLAKE3 as
 /// its children come: the one definition of the digest, for trees that are
-/// not on disk (a remote manifest) as much as for [`digest_tree`].
+/// not on disk (a remote manifest) as much as for [`digest_tree`](super::digest_tree).
 ///
 /// Feed the children in the order of their names compared as bytes, each
 /// once; a child directory's digest is its own `DirHasher`'s

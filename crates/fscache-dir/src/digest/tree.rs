@@ -57,7 +57,7 @@ pub fn digest_tree(dir: impl AsFd, path: &Path, version: Version) -> io::Result<
 }
 
 /// [`digest_tree`] in version 2, and the [`Listing`] of every node (what
-/// [`compare`] names differences with).
+/// [`compare`](super::compare) names differences with).
 ///
 /// # Errors
 ///
