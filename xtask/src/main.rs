@@ -298,7 +298,6 @@ fn tests() -> Result<()> {
     }
 }
 
-/// The full I/O-error sweep of `crates/fscache-cli/tests/io_errors.rs`.
 /// The long power-loss sweep: the `powerloss` tests with more rounds.
 fn powerloss(args: &[&str]) -> Result<()> {
     let (mut rounds, mut seed) = ("100", "0");
@@ -320,7 +319,7 @@ fn powerloss(args: &[&str]) -> Result<()> {
     let mut test = cargo([
         "test",
         "--test",
-        "tests",
+        "suite",
         "powerloss",
         "--",
         "--nocapture",
@@ -331,6 +330,7 @@ fn powerloss(args: &[&str]) -> Result<()> {
     run(test)
 }
 
+/// The full I/O-error sweep of `crates/fscache-cli/tests/cli/io_errors.rs`.
 fn ioerr() -> Result<()> {
     ensure_test_tools();
     let mut test = cargo([
@@ -338,7 +338,8 @@ fn ioerr() -> Result<()> {
         "-p",
         "fscache-cli",
         "--test",
-        "io_errors",
+        "cli",
+        "io_errors::",
         "--",
         "--nocapture",
     ]);
