@@ -19,7 +19,9 @@
 //! The default run takes a fast subset: per command and call, the first
 //! occurrence, one in the middle and the last, with the errnos in turn (each
 //! class of call and errno is met); `FSCACHE_IOERR_FULL=1` sweeps every
-//! occurrence with every errno (`cargo xtask ioerr`). Needs `strace`,
+//! occurrence with every errno (`cargo xtask ioerr`), and
+//! `FSCACHE_IOERR_CALLS=openat2,fcntl` keeps only those calls (`cargo xtask
+//! ioerr --calls openat2,fcntl`). Needs `strace`,
 //! which `cargo xtask ci` installs when it is missing; without it the test
 //! says so and skips.
 
@@ -320,6 +322,9 @@ fn every_injected_io_error_is_survived() {
         return;
     }
     let full = std::env::var_os("FSCACHE_IOERR_FULL").is_some();
+    let only: Option<Vec<String>> = std::env::var("FSCACHE_IOERR_CALLS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
     const ERRNOS: &[&str] = &["EIO", "ENOSPC", "EACCES", "EPERM", "ENOLCK", "EINTR"];
     let tmp = tempfile::tempdir().unwrap();
     let src = source(tmp.path());
@@ -345,7 +350,7 @@ fn every_injected_io_error_is_survived() {
         let seen = counts(&args, tmp.path());
         for (call, &n) in &seen {
             let first = startup.get(call).copied().unwrap_or(0) + 1;
-            if n < first {
+            if n < first || only.as_ref().is_some_and(|o| !o.contains(call)) {
                 continue;
             }
             // Full: every occurrence with every errno. Subset: the first,
