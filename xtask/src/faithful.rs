@@ -6,7 +6,7 @@
 //! installed with apt when missing, as root); where debootstrap cannot
 //! run (no network, not root), a copy of part of this machine's `/usr`
 //! (`bin`, `sbin`, `share/man`) in `<target>/faithful/usr-copy`
-//! instead. `crates/fscache-remote/tests/faithful.rs`'s
+//! instead. `crates/fscache-remote/tests/remote/faithful.rs`'s
 //! `a_real_tree_survives_store_load_push_and_pull` then takes it through
 //! `store_tree` → load and `store_tree` → push → pull (fs service and
 //! moto's S3), with the caches on ext4 (`<target>/faithful/tmp`) and on
@@ -43,10 +43,10 @@ pub(crate) fn faithful() -> Result<()> {
             "-p",
             "fscache-remote",
             "--test",
-            "faithful",
+            "remote",
             "--",
             "--exact",
-            "a_real_tree_survives_store_load_push_and_pull",
+            "faithful::a_real_tree_survives_store_load_push_and_pull",
             "--nocapture",
         ]);
         test.env("FSCACHE_FAITHFUL_TREE", &tree).env("TMPDIR", &tmp);

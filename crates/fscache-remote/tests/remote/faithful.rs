@@ -373,7 +373,7 @@ fn non_root_drops_exactly_the_documented_set() {
             "--bounding-set=-all",
         ])
         .arg(&exe)
-        .args(["--exact", "non_root_copy_helper", "--nocapture"])
+        .args(["--exact", "faithful::non_root_copy_helper", "--nocapture"])
         .env("FAITHFUL_SRC", &src)
         .env("FAITHFUL_DST", &dst)
         .output()
@@ -484,7 +484,7 @@ fn a_non_root_pull_drops_exactly_the_documented_set() {
             "--bounding-set=-all",
         ])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "non_root_pull_helper", "--nocapture"])
+        .args(["--exact", "faithful::non_root_pull_helper", "--nocapture"])
         .env("FAITHFUL_BUCKET", &bucket)
         .env("FAITHFUL_PULL_CACHE", mine.join("c"))
         .output()
