@@ -19,7 +19,8 @@ use fscache::{CacheInfo, FsCache, MaxSize, Obtained, PruneOptions, StoreGuard};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-use crate::cache_util::{debris, entries, entry_space, fresh, recorded, recorded_sum, size_file};
+use crate::cache_util::{entry_space, fresh};
+use crate::inspect::{debris, entries, recorded, recorded_sum, size_file};
 use crate::model::*;
 use crate::util::{Reporter, HELPER};
 
