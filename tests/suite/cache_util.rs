@@ -38,12 +38,8 @@ pub fn set_max(cache: &FsCache, max: MaxSize) {
         .expect("set_info");
 }
 
-/// Bytes of length `len` that differ by `seed`.
-pub fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = seed.to_le_bytes().repeat(len / 8 + 1);
-    v.truncate(len);
-    v
-}
+/// Bytes of length `len` that differ by `seed` (the model tests' content).
+pub use fscache_workspace::model::content;
 
 /// Store `name` with one file `f` of `len` bytes (seeded), committing it.
 pub fn store_file(cache: &FsCache, name: &str, seed: u64, len: usize) -> fscache::Stored {
