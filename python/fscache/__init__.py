@@ -25,7 +25,17 @@ Where this package differs from osbuild's (each on purpose):
 
 import contextlib
 import os
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Union,
+)
 
 from . import _native
 
@@ -255,60 +265,36 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
             info = FsCacheInfo.from_json(raw)
         self._load_cache_info(info)
 
-    @contextlib.contextmanager
-    def stage(self) -> Iterator[str]:
+    def stage(self) -> ContextManager[str]:
         """A private scratch directory (its path relative to the cache),
         removed completely when the context ends."""
-        stage = self._handle().stage()
-        try:
-            yield stage.rel
-        finally:
-            stage.close()
+        native = self._native
+        if native is None:
+            return _not_active()
+        return native.stage_context()
 
-    @contextlib.contextmanager
-    def store(self, name: str) -> Iterator[str]:
+    def store(self, name: str) -> ContextManager[str]:
         """Store an entry: yields the path (relative to the cache) of an
         empty private directory to fill; a clean exit commits it as
         ``name``, an exception discards it. A commit may still not keep
         the entry (too large, no space, the name taken): never rely on it
-        being there afterwards."""
-        cache = self._handle()
-        assert self._bootid is not None
-        if not name:
-            raise ValueError()
-        if not self._is_compatible():
-            with self.stage() as rpath:
-                yield rpath
-            return
-        guard = cache.store(name)
-        try:
-            yield guard.rel
-        except BaseException:
-            guard.discard()
-            raise
-        guard.commit()
+        being there afterwards. An empty name raises ``ValueError``."""
+        native = self._native
+        if native is None:
+            return _not_active()
+        # One native object is the whole context manager: no Python frame
+        # runs on the way to the system calls.
+        return native.store_context(name)
 
-    @contextlib.contextmanager
-    def load(self, name: str) -> Iterator[str]:
+    def load(self, name: str) -> ContextManager[str]:
         """Load the entry ``name``: yields the path (relative to the cache)
         of its content, read-locked until the context ends. Raises
-        ``FsCache.MissError`` when it is not there."""
-        cache = self._handle()
-        if not name:
-            raise ValueError()
-        if not self._is_compatible():
-            raise self.MissError()
-        try:
-            entry = cache.load(name)
-        except ValueError:
-            # No entry can have a name that is not a valid one.
-            raise self.MissError() from None
-        if entry is None:
-            raise self.MissError()
-        try:
-            yield entry.rel
-        finally:
-            entry.release()
+        ``FsCache.MissError`` when it is not there (also for a name no
+        entry can have), ``ValueError`` for an empty name."""
+        native = self._native
+        if native is None:
+            return _not_active()
+        return native.load_context(name, self.MissError)
 
     def store_tree(self, name: str, tree: Any) -> None:
         """Store a copy of ``tree`` as ``name`` (committed at once, so it
@@ -438,6 +424,14 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
             yield entry.rel
         finally:
             entry.release()
+
+
+@contextlib.contextmanager
+def _not_active() -> Iterator[str]:
+    # osbuild asserts an entered cache when the context is entered (its
+    # methods are generators), not when the method is called.
+    raise AssertionError("the cache is not entered: use `with cache:`")
+    yield ""  # pylint: disable=unreachable
 
 
 def _remote_url(url: Optional[str]) -> str:
