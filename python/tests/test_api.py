@@ -150,6 +150,28 @@ def test_store_of_an_existing_name_keeps_the_first(cache_path):
         assert debris(cache_path) == []
 
 
+def test_contexts_do_their_work_when_entered(cache_path):
+    # As osbuild's generator-based context managers: a call alone does no
+    # I/O and raises nothing; the work (and any error) comes with `with`.
+    with FsCache("osbuild", cache_path) as cache:
+        unlimited(cache)
+        never = [cache.store("never"), cache.load(""), cache.store(""), cache.stage()]
+        assert debris(cache_path) == [] and entries(cache_path) == []
+        del never
+        with cache.store("a") as rpath:
+            fill(cache, rpath)
+        cm = cache.load("a")
+        lock = os.path.join(cache_path, "objects", "a", "object.lock")
+        assert can_lock_exclusively(lock)
+        with pytest.raises(KeyError):
+            with cm as rpath:
+                assert rpath == "objects/a/data"
+                assert not can_lock_exclusively(lock)
+                raise KeyError("the body's error goes on")
+        assert can_lock_exclusively(lock)
+        assert debris(cache_path) == []
+
+
 def test_empty_and_invalid_names(cache_path):
     with FsCache("osbuild", cache_path) as cache:
         unlimited(cache)
@@ -296,6 +318,20 @@ def test_last_used_objs_are_oldest_first(cache_path):
         assert cache._last_used("a") >= cache._last_used("c")
         with pytest.raises(FsCache.MissError):
             cache._last_used("nope")
+        # osbuild's eviction helper: the least recently used first, twice
+        # the size asked for, books exact.
+        size = read_json(os.path.join(cache_path, "objects", "b", "object.info"))["size"]
+        assert cache._remove_lru(max(1, size // 2))
+        assert entries(cache_path) == ["a", "c"]
+        assert_books_balance(cache_path)
+        space = FsCache._calculate_space(os.path.join(cache_path, "objects", "a", "data"))
+        assert space == os.lstat(os.path.join(cache_path, "objects", "a", "data")).st_blocks * 512 + sum(
+            os.lstat(os.path.join(cache_path, "objects", "a", "data", n)).st_blocks * 512
+            for n in os.listdir(os.path.join(cache_path, "objects", "a", "data"))
+        )
+    # Outside the context too, as osbuild's.
+    with pytest.raises(FsCache.MissError):
+        cache._last_used("nope")
 
 
 def test_incompatible_version_misses_and_stores_nothing(cache_path):

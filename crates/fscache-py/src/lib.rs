@@ -8,6 +8,11 @@
 //!
 //! * [`Cache`] owns an open [`fscache::FsCache`] (scaffolded, its shared
 //!   `cache.lock` held) until `close()`.
+//! * [`LoadContext`], [`StoreContext`] and [`StageContext`] are osbuild's
+//!   `load(name)`, `store(name)` and `stage()` context managers whole:
+//!   the Python layer returns them as they are, so on a hit only the
+//!   `with` statement itself runs as Python code (a generator-based
+//!   context manager cost more than the load's system calls).
 //! * [`Entry`], [`Store`] and [`Stage`] own the facade's guards; `release`,
 //!   `commit`/`discard` and `close` end them explicitly (Python's context
 //!   managers call those), and dropping the Python object ends them too.
@@ -752,10 +757,7 @@ impl StoreContext {
     ) -> PyResult<bool> {
         let guard = locked(&self.guard).take();
         match (guard, exc_type) {
-            (Some(guard), None) => py
-                .detach(|| guard.commit())
-                .map(drop)
-                .map_err(py_err)?,
+            (Some(guard), None) => py.detach(|| guard.commit()).map(drop).map_err(py_err)?,
             (guard, _) => py.detach(move || drop(guard)),
         }
         Ok(false)
