@@ -678,7 +678,7 @@ impl Stage {
     }
 }
 
-/// osbuild's `load(name)` context manager; see [`Cache::load_context`].
+/// osbuild's `load(name)` context manager, made by `Cache.load_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct LoadContext {
     cache: FsCache,
@@ -721,7 +721,7 @@ impl LoadContext {
     }
 }
 
-/// osbuild's `store(name)` context manager; see [`Cache::store_context`].
+/// osbuild's `store(name)` context manager, made by `Cache.store_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct StoreContext {
     cache: FsCache,
@@ -764,7 +764,7 @@ impl StoreContext {
     }
 }
 
-/// osbuild's `stage()` context manager; see [`Cache::stage_context`].
+/// osbuild's `stage()` context manager, made by `Cache.stage_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct StageContext {
     cache: FsCache,
