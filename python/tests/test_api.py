@@ -81,10 +81,16 @@ def test_everything_asserts_outside_the_context(cache_path):
     with cache:
         with pytest.raises(AssertionError):
             cache.__enter__()  # pylint: disable=unnecessary-dunder-call
-    # After the context, the same again.
+    # After the context, the same again, also for contexts made inside it.
     with pytest.raises(AssertionError):
         with cache.load("x"):
             pass
+    with cache:
+        late = [cache.load("x"), cache.store("x"), cache.stage()]
+    for cm in late:
+        with pytest.raises(AssertionError):
+            with cm:
+                pass
 
 
 def test_enter_takes_the_cache_lock_and_exit_releases_it(cache_path):

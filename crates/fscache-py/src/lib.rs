@@ -54,7 +54,7 @@ use fscache::{
 };
 #[cfg(feature = "remote")]
 use fscache_remote::{ReadThrough, Remote, RemoteBuilder};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
@@ -134,6 +134,14 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The open handle for a context being entered: after `close`, the
+    /// `AssertionError` osbuild's methods raise outside the context.
+    fn entered(&self) -> PyResult<FsCache> {
+        locked(&self.handle)
+            .clone()
+            .ok_or_else(|| PyAssertionError::new_err("the cache is not entered: use `with cache:`"))
+    }
+
     /// The open handle (a cheap clone), or an error after `close`.
     fn get(&self) -> PyResult<FsCache> {
         locked(&self.handle)
@@ -258,33 +266,33 @@ impl Cache {
     /// `miss` (the caller's `FsCache.MissError` class), `__exit__` drops
     /// the read lock. The hot path of the Python package: no Python frame
     /// runs between the `with` and the system calls.
-    fn load_context(&self, name: String, miss: Py<PyType>) -> PyResult<LoadContext> {
-        Ok(LoadContext {
-            cache: self.get()?,
+    fn load_context(slf: &Bound<'_, Self>, name: String, miss: Py<PyType>) -> LoadContext {
+        LoadContext {
+            cache: slf.clone().unbind(),
             name,
             miss,
             held: Mutex::new(None),
-        })
+        }
     }
 
     /// `with cache.store(name) as rpath:` in one native object: `__enter__`
     /// makes the private entry (an empty name is `ValueError`), a clean
     /// `__exit__` commits it, an exception discards it.
-    fn store_context(&self, name: String) -> PyResult<StoreContext> {
-        Ok(StoreContext {
-            cache: self.get()?,
+    fn store_context(slf: &Bound<'_, Self>, name: String) -> StoreContext {
+        StoreContext {
+            cache: slf.clone().unbind(),
             name,
             guard: Mutex::new(None),
-        })
+        }
     }
 
     /// `with cache.stage() as rpath:` in one native object: `__enter__`
     /// makes the scratch directory, `__exit__` removes it.
-    fn stage_context(&self) -> PyResult<StageContext> {
-        Ok(StageContext {
-            cache: self.get()?,
+    fn stage_context(slf: &Bound<'_, Self>) -> StageContext {
+        StageContext {
+            cache: slf.clone().unbind(),
             guard: Mutex::new(None),
-        })
+        }
     }
 
     /// Whether `name` is committed now (no lock taken, no use counted).
@@ -681,7 +689,7 @@ impl Stage {
 /// osbuild's `load(name)` context manager, made by `Cache.load_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct LoadContext {
-    cache: FsCache,
+    cache: Py<Cache>,
     name: String,
     miss: Py<PyType>,
     held: Mutex<Option<fscache::Entry>>,
@@ -700,7 +708,8 @@ impl LoadContext {
         if locked(&self.held).is_some() {
             return Err(Error::new_err("this load is already entered"));
         }
-        let got = match py.detach(|| self.cache.load(&self.name)) {
+        let cache = self.cache.get().entered()?;
+        let got = match py.detach(|| cache.load(&self.name)) {
             Ok(got) => got,
             Err(fscache::Error::InvalidName(_)) => None,
             Err(e) => return Err(py_err(e)),
@@ -724,7 +733,7 @@ impl LoadContext {
 /// osbuild's `store(name)` context manager, made by `Cache.store_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct StoreContext {
-    cache: FsCache,
+    cache: Py<Cache>,
     name: String,
     guard: Mutex<Option<StoreGuard>>,
 }
@@ -740,8 +749,9 @@ impl StoreContext {
         if locked(&self.guard).is_some() {
             return Err(Error::new_err("this store is already entered"));
         }
-        let guard = py.detach(|| self.cache.store(&self.name)).map_err(py_err)?;
-        let rel = relative(&self.cache, guard.path());
+        let cache = self.cache.get().entered()?;
+        let guard = py.detach(|| cache.store(&self.name)).map_err(py_err)?;
+        let rel = relative(&cache, guard.path());
         *locked(&self.guard) = Some(guard);
         Ok(rel)
     }
@@ -767,7 +777,7 @@ impl StoreContext {
 /// osbuild's `stage()` context manager, made by `Cache.stage_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct StageContext {
-    cache: FsCache,
+    cache: Py<Cache>,
     guard: Mutex<Option<StageGuard>>,
 }
 
@@ -778,8 +788,9 @@ impl StageContext {
         if locked(&self.guard).is_some() {
             return Err(Error::new_err("this stage is already entered"));
         }
-        let guard = py.detach(|| self.cache.stage()).map_err(py_err)?;
-        let rel = relative(&self.cache, guard.path());
+        let cache = self.cache.get().entered()?;
+        let guard = py.detach(|| cache.stage()).map_err(py_err)?;
+        let rel = relative(&cache, guard.path());
         *locked(&self.guard) = Some(guard);
         Ok(rel)
     }
