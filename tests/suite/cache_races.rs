@@ -275,7 +275,10 @@ fn cache_race_evicting_commits_share_one_rescan() {
     // A recount of the books makes the list stale: it is unlinked, and
     // the next evicting commit scans again.
     assert!(b.repair().unwrap().is_some(), "b is the only handle");
-    assert!(!root.join("cache.evict").exists(), "stale after the recount");
+    assert!(
+        !root.join("cache.evict").exists(),
+        "stale after the recount"
+    );
     assert_eq!(store_file(&b, "c", 102, BLOCK), Stored::Committed);
     assert_eq!(b.stats().unwrap().eviction_scans, 2);
 }

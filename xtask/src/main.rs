@@ -105,7 +105,8 @@ commands:
   pytest          build the Python package `fscache` (maturin, in <target>/pyvenv) and
                   run python/tests (`ci` does this)
   pybench         release build of the Python package, then a timeit table beside
-                  osbuild's FsCache (where importable) and `cp -a`";
+                  osbuild's FsCache (where importable: $FSCACHE_OSBUILD_PATH) and
+                  `cp -a`, wall and CPU time, in $FSCACHE_PYBENCH_DIR (default $TMPDIR)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
