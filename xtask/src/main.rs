@@ -10,10 +10,15 @@
 //!   (python3's venv, maturin and pytest from pip) and runs
 //!   `python/tests`; `pybench`: its `timeit` table beside osbuild's
 //!   FsCache (see `python.rs`).
-//! * `ioerr`: the full I/O-error sweep (every occurrence of every traced
-//!   system call of every command fails once, with each errno), on a copy
-//!   of the binary, `FSCACHE_IOERR_JOBS` (2) runs at a time;
-//!   `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows it.
+//! * `ioerr [--calls C1,C2]`: the full I/O-error sweep (every occurrence
+//!   of every traced system call, or of the listed ones, of every command
+//!   fails once, with each errno), on a copy of the binary,
+//!   `FSCACHE_IOERR_JOBS` (2) runs at a time;
+//!   `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows it further.
+//! * `faithful`: a real OS tree no one here wrote (a Debian minbase root
+//!   made once with debootstrap, else a copy of `/usr`) through
+//!   `store_tree` → load and push → pull, caches on ext4 and tmpfs,
+//!   judged by `rsync -aHAXn --numeric-ids` (see `faithful.rs`).
 //! * `powerloss --rounds N [--seed S]`: the long power-loss sweep on the
 //!   lazy FUSE file system (`fscache-lazyfs`): N rounds of each mode from
 //!   seed S (`ci` runs a few; they need root and `/dev/fuse`).
@@ -67,6 +72,7 @@ use serde_json::Value;
 
 mod demo;
 mod dist;
+mod faithful;
 mod lockbench;
 mod python;
 mod stress;
@@ -86,11 +92,16 @@ commands:
   dist [--check]  write the man pages and shell completions to <target>/dist
                   (--check: and render and parse them, as `ci` does)
   demo-lock       show fscache-lock's OFD locks working across processes
-  ioerr           the full I/O-error sweep: every occurrence of every traced system
-                  call of every command fails once, with EIO, ENOSPC, EACCES, EPERM,
-                  ENOLCK, EINTR; 2 runs at a time (FSCACHE_IOERR_JOBS), on a copy
-                  of the binary; FSCACHE_IOERR_ONLY=rm,prune:write[:EIO],*:*:EINTR narrows it
+  ioerr [--calls C1,C2]
+                  the full I/O-error sweep: every occurrence of every traced system
+                  call (or of the listed ones) of every command fails once, with
+                  EIO, ENOSPC, EACCES, EPERM, ENOLCK, EINTR; 2 runs at a time
+                  (FSCACHE_IOERR_JOBS), on a copy of the binary;
+                  FSCACHE_IOERR_ONLY=rm,prune:write[:EIO],*:*:EINTR narrows it
                   (`ci` runs a fast subset)
+  faithful        a real OS tree (debootstrap minbase, made once in <target>/faithful; else
+                  a copy of /usr) through store_tree/load/push/pull/verify on ext4 and
+                  tmpfs, judged by rsync -aHAXn (CI runs a generated tree instead)
   stress --procs P --seconds S [--cache DIR]
                   P processes of random operations on one cache, then exact books
   powerloss --rounds N [--seed S]
@@ -99,7 +110,8 @@ commands:
   pytest          build the Python package `fscache` (maturin, in <target>/pyvenv) and
                   run python/tests (`ci` does this)
   pybench         release build of the Python package, then a timeit table beside
-                  osbuild's FsCache (where importable) and `cp -a`";
+                  osbuild's FsCache (where importable: $FSCACHE_OSBUILD_PATH) and
+                  `cp -a`, wall and CPU time, in $FSCACHE_PYBENCH_DIR (default $TMPDIR)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -110,7 +122,9 @@ fn main() -> ExitCode {
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
-        ["ioerr"] => ioerr(),
+        ["ioerr"] => ioerr(None),
+        ["ioerr", "--calls", calls] => ioerr(Some(calls)),
+        ["faithful"] => faithful::faithful(),
         ["powerloss", rest @ ..] => powerloss(rest),
         ["dist"] => dist::dist().map(|_| ()),
         ["dist", "--check"] => dist::check(),
@@ -302,7 +316,6 @@ fn tests() -> Result<()> {
     }
 }
 
-/// The full I/O-error sweep of `crates/fscache-cli/tests/io_errors.rs`.
 /// The long power-loss sweep: the `powerloss` tests with more rounds.
 fn powerloss(args: &[&str]) -> Result<()> {
     let (mut rounds, mut seed) = ("100", "0");
@@ -324,7 +337,7 @@ fn powerloss(args: &[&str]) -> Result<()> {
     let mut test = cargo([
         "test",
         "--test",
-        "tests",
+        "suite",
         "powerloss",
         "--",
         "--nocapture",
@@ -335,25 +348,17 @@ fn powerloss(args: &[&str]) -> Result<()> {
     run(test)
 }
 
-fn ioerr() -> Result<()> {
+/// The full I/O-error sweep of `crates/fscache-cli/tests/cli/io_errors.rs`:
+/// every occurrence of every listed system call (of `calls` only, a comma
+/// list, when given) failing with every errno.
+fn ioerr(calls: Option<&str>) -> Result<()> {
     ensure_test_tools();
-    let build = || {
-        cargo([
-            "test",
-            "-p",
-            "fscache-cli",
-            "--test",
-            "io_errors",
-            "--",
-            "--nocapture",
-        ])
-    };
     run(cargo([
         "test",
         "-p",
         "fscache-cli",
         "--test",
-        "io_errors",
+        "cli",
         "--no-run",
     ]))?;
     // The sweep takes long: it runs a copy of the binary, so a rebuild in
@@ -363,11 +368,23 @@ fn ioerr() -> Result<()> {
     std::fs::create_dir_all(&snapshot)?;
     let bin = snapshot.join("fscache");
     std::fs::copy(target.join("debug/fscache"), &bin)?;
-    let mut test = build();
+    let mut test = cargo([
+        "test",
+        "-p",
+        "fscache-cli",
+        "--test",
+        "cli",
+        "io_errors::",
+        "--",
+        "--nocapture",
+    ]);
     test.env("FSCACHE_IOERR_FULL", "1");
     test.env("FSCACHE_IOERR_BIN", &bin);
     if std::env::var_os("FSCACHE_IOERR_JOBS").is_none() {
         test.env("FSCACHE_IOERR_JOBS", "2");
+    }
+    if let Some(calls) = calls {
+        test.env("FSCACHE_IOERR_CALLS", calls);
     }
     run(test)
 }

@@ -25,14 +25,19 @@
 //! of call and errno is met), and a run per class of failure a full sweep
 //! found (`MUST`). `FSCACHE_IOERR_FULL=1` sweeps every occurrence with
 //! every errno (`cargo xtask ioerr`); `FSCACHE_IOERR_JOBS=N` makes N runs at
-//! a time, `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows either,
-//! `FSCACHE_IOERR_BIN` names the binary to sweep. Needs `strace`, which
+//! a time, `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows either
+//! (`FSCACHE_IOERR_CALLS=openat2,fcntl`, what `cargo xtask ioerr --calls
+//! openat2,fcntl` sets, keeps only those calls), `FSCACHE_IOERR_BIN` names
+//! the binary to sweep. Needs `strace`, which
 //! `cargo xtask ci` installs when it is missing; without it the test says
 //! so and skips.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use crate::util::{expect_code, new_cache, size_file, stderr, store, strace_works, tree, BIN};
 
 /// The binary under test: `FSCACHE_IOERR_BIN` when set (`cargo xtask
 /// ioerr` sweeps a copy, so a rebuild during the long run changes nothing),
@@ -40,7 +45,7 @@ use std::process::{Command, Output, Stdio};
 fn bin() -> PathBuf {
     std::env::var_os("FSCACHE_IOERR_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fscache")))
+        .unwrap_or_else(|| PathBuf::from(BIN))
 }
 
 /// The system calls to fail, as strace names them on x86_64 and aarch64.
@@ -67,15 +72,6 @@ const SYSCALLS: &[&str] = &[
     "fsync",
 ];
 
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=none", "true"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// A source tree to store: a few files whose content names them.
 fn source(dir: &Path) -> PathBuf {
     let src = dir.join("src");
@@ -91,6 +87,7 @@ fn source(dir: &Path) -> PathBuf {
     src
 }
 
+/// Run the binary under test (see [`bin`]) with `args`.
 fn fscache(args: &[&str]) -> Output {
     Command::new(bin())
         .args(args)
@@ -536,7 +533,17 @@ fn every_injected_io_error_is_survived() {
         return;
     }
     let full = std::env::var_os("FSCACHE_IOERR_FULL").is_some();
-    let only = std::env::var("FSCACHE_IOERR_ONLY").ok();
+    // `FSCACHE_IOERR_CALLS=openat2,fcntl` (`cargo xtask ioerr --calls
+    // openat2,fcntl`): only those calls, of every command.
+    let only = std::env::var("FSCACHE_IOERR_ONLY").ok().or_else(|| {
+        std::env::var("FSCACHE_IOERR_CALLS").ok().map(|calls| {
+            calls
+                .split(',')
+                .map(|c| format!("*:{c}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+    });
     let jobs: usize = std::env::var("FSCACHE_IOERR_JOBS")
         .ok()
         .and_then(|j| j.parse().ok())
@@ -681,4 +688,52 @@ fn every_injected_io_error_is_survived() {
     if only.is_none() {
         assert!(runs.values().sum::<usize>() > 50, "too few runs: {runs:?}");
     }
+}
+
+/// The report's reproduction: `strace -f -e
+/// inject=write:error=ENOSPC:when=1 fscache prune C --to 0` on a cache of
+/// 4 entries. The entries go, the failed counter write is reported with
+/// what was removed (exit 1), and a second, clean prune makes the books
+/// exact.
+#[test]
+fn a_prune_whose_counter_write_fails_says_so_and_the_next_heals_the_books() {
+    if !strace_works() {
+        eprintln!("skipping: strace is missing or cannot trace here (cargo xtask ci installs it)");
+        return;
+    }
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 50_000);
+    for n in ["a", "b", "c", "d"] {
+        expect_code(&store(&cache, n, &src), 0);
+    }
+    let o = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+        .arg("inject=write:error=ENOSPC:when=1")
+        .arg(BIN)
+        .args([
+            OsStr::new("prune"),
+            cache.as_os_str(),
+            OsStr::new("--to"),
+            OsStr::new("0"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // The first write of the process is the counter's (prune prints after).
+    expect_code(&o, 1);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("failed to uncharge") && err.contains("removed `a`"),
+        "{err}"
+    );
+    // The prune's own reconcile may have healed the books already; one
+    // clean prune surely does.
+    expect_code(&fsc!("prune", cache, "--to", "0"), 0);
+    assert!(std::fs::read_dir(cache.join("objects"))
+        .unwrap()
+        .next()
+        .is_none());
+    assert_eq!(size_file(&cache), 0);
+    assert!(!cache.join("cache.size.suspect").exists());
 }
