@@ -120,7 +120,7 @@ impl Inner {
     /// Rewrite every index object that lists one of `packs` without
     /// them: the new object is written before the old one goes, so a
     /// pusher reading meanwhile sees each other pack at least once.
-    async fn unindex(&self, packs: &HashSet<&str>) -> Result<()> {
+    pub(crate) async fn unindex(&self, packs: &HashSet<&str>) -> Result<()> {
         if packs.is_empty() {
             return Ok(());
         }

@@ -264,6 +264,7 @@
 #![forbid(unsafe_code)]
 
 mod asyncapi;
+mod check;
 mod error;
 mod fetch;
 mod gc;
@@ -271,6 +272,7 @@ mod index;
 mod keys;
 mod locator;
 mod manifest;
+mod migrate;
 mod node;
 mod pack;
 mod prune;
@@ -282,8 +284,10 @@ mod remote;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub use check::{CheckOptions, CheckReport, Problem};
 pub use error::{Error, Result};
 pub use keys::{keygen, PublicKey, SecretKey, PUBLIC_PREFIX, SECRET_PREFIX};
+pub use migrate::MigrateReport;
 pub use prune::{PruneOptions, PruneReport, RemoteInfo};
 pub use pull::ReadThrough;
 pub use push::{Progress, PushReport, Pushed};

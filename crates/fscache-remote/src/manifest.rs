@@ -265,7 +265,6 @@ impl Manifest {
         pack(&serde_json::to_vec(&env).expect("an envelope always serializes"))
     }
 
-    #[allow(dead_code)] // by `migrate` (next)
     /// Replace the locator of a stored envelope, keeping its manifest and
     /// signatures byte for byte (a repack or a migration: no key needed).
     pub(crate) fn relocate(bytes: &[u8], locator: Locator) -> Result<Vec<u8>, String> {

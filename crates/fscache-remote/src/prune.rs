@@ -221,7 +221,8 @@ impl Inner {
             .await
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
+    /// Delete `key`; one already gone is no error.
+    pub(crate) async fn delete_key(&self, key: &str) -> Result<()> {
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
@@ -274,16 +275,22 @@ impl Inner {
 
     /// Remove a push intent; best effort (prune removes stale ones).
     pub(crate) async fn end_intent(&self, key: &str) {
-        let _ = self.delete(key).await;
+        let _ = self.delete_key(key).await;
     }
 
     /// The blobs a stored manifest names, or `None` if it cannot be read
     /// as a manifest of this format (its signature is not checked: this
     /// only decides what to keep).
     /// Format 2: also the keys of the packs its locator names.
+    /// A format-2 manifest names only its packs: the format-1 blobs of
+    /// an entry that [`Remote::migrate`](crate::Remote::migrate)
+    /// rewrote are garbage.
     fn blobs_of(bytes: &[u8]) -> Option<Vec<String>> {
-        let m = Manifest::open_unchecked(bytes).ok()?;
-        let mut named: Vec<String> = m
+        let (m, locator) = Manifest::open_unchecked_located(bytes).ok()?;
+        if locator.is_some() {
+            return Some(crate::gc::packs_of(bytes));
+        }
+        let named: Vec<String> = m
             .nodes
             .into_iter()
             .flat_map(|n| match n.kind {
@@ -291,7 +298,6 @@ impl Inner {
                 _ => Vec::new(),
             })
             .collect();
-        named.extend(crate::gc::packs_of(bytes));
         Some(named)
     }
 
@@ -312,7 +318,7 @@ impl Inner {
             .collect())
     }
 
-    async fn manifest_names(&self) -> Result<Vec<String>> {
+    pub(crate) async fn manifest_names(&self) -> Result<Vec<String>> {
         Ok(self
             .list_keys(MANIFESTS)
             .await?
@@ -440,7 +446,7 @@ impl Inner {
         let result = self.prune_marked(opts).await;
         // Best effort: a marker left behind makes pushes wait until its
         // lease passes, never breaks anything.
-        let _ = self.delete(&marker).await;
+        let _ = self.delete_key(&marker).await;
         result
     }
 
@@ -465,8 +471,8 @@ impl Inner {
                     let used = self.last_used(&name, Some(&bytes)).await?;
                     if used.is_some_and(|u| now.saturating_sub(u) >= unused_for) {
                         if !opts.dry_run {
-                            self.delete(&format!("{MANIFESTS}{name}")).await?;
-                            self.delete(&used_key(&name)).await?;
+                            self.delete_key(&format!("{MANIFESTS}{name}")).await?;
+                            self.delete_key(&used_key(&name)).await?;
                         }
                         return Ok::<_, Error>((name, None));
                     }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use common::noise;
 use fscache::{CacheInfo, FsCache, MaxSize, Obtained};
 use fscache_remote::{
-    keygen, Access, Error, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
+    keygen, Access, CheckOptions, Error, Progress, PruneOptions, Pushed, ReadThrough, Remote,
+    RemoteBuilder,
 };
 
 fn cache(dir: &Path) -> FsCache {
@@ -129,6 +130,7 @@ fn suite(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     dedupe(open, url);
     dedupe_many(open, url);
     corrupt_blob_is_refused(open, url);
+    check_finds_and_repair_heals(open, url);
     edited_manifest_is_refused(open, url);
     signatures(open, url);
     read_only(open, url);
@@ -317,6 +319,88 @@ fn corrupt_blob_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
         other => panic!("{other:?}"),
     }
     nothing_stored(&w.b, "damaged");
+}
+
+/// `check` finds a corrupt blob (with `read_data`: its trailer is
+/// intact), a missing pack (without) and a manifest that does not open,
+/// and names the entries they break; `repair` pushes again the entry the
+/// local cache still has (its blobs uploaded anew, not reused from the
+/// bad pack, which leaves the index) and drops the ones it cannot heal;
+/// then everything left pulls, and a second check is clean. Its own
+/// remote: the shared suite bucket holds other tests' damage.
+fn check_finds_and_repair_heals(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let url = &if url.contains('?') {
+        url.replacen('?', "-check?", 1)
+    } else {
+        format!("{url}-check")
+    };
+    let w = world();
+    let r = open(Remote::builder(url));
+    let blob = b"the one blob of the entry a check heals";
+    put(&w.a, "healed", |p| fs::write(p.join("only"), blob).unwrap());
+    put(&w.a, "fine", fill);
+    r.push(&w.a, "healed").unwrap().unwrap();
+    r.push(&w.a, "fine").unwrap().unwrap();
+    let clean = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(clean.is_clean(), "{clean:?}");
+    assert_eq!((clean.manifests, clean.damaged.len()), (2, 0));
+    assert!(clean.bytes_read > 0 && clean.packs >= 1);
+
+    // A blob corrupted in place: the trailer still lists it.
+    let good = zstd::bulk::compress(blob, 3).unwrap();
+    let mut other = blob.to_vec();
+    other[4] = b'X';
+    let forged = zstd::bulk::compress(&other, 3).unwrap();
+    assert_eq!(good.len(), forged.len());
+    let (pack, mut bytes, at) = pack_holding(&r, &good);
+    bytes[at..at + good.len()].copy_from_slice(&forged);
+    r.write_object_unchecked(&pack, bytes).unwrap();
+    let shallow = r.check(None, CheckOptions::new()).unwrap();
+    assert!(
+        shallow.is_clean(),
+        "without read_data only structure is read"
+    );
+    let deep = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert_eq!(deep.damaged, ["healed"], "{deep:?}");
+    assert!(deep.problems[0].key.starts_with(&pack), "{deep:?}");
+
+    // An entry of another host (not in the local cache), its pack lost;
+    // and a manifest that does not open.
+    let c = cache(&w._tmp.path().join("host-c"));
+    put(&c, "lost", |p| {
+        fs::write(p.join("x"), noise(31, 70_000)).unwrap()
+    });
+    r.push(&c, "lost").unwrap().unwrap();
+    let env: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/lost").unwrap().unwrap(),
+    ))
+    .unwrap();
+    let h = env["locator"]["packs"][0].as_str().unwrap();
+    let lost_pack = format!("v2/packs/{}/{h}", &h[..2]);
+    r.write_object_unchecked("v1/manifests/garbled", b"not an envelope".to_vec())
+        .unwrap();
+    r.write_object_unchecked(&lost_pack, Vec::new()).unwrap();
+    let found = r.check(None, CheckOptions::new()).unwrap();
+    assert_eq!(found.damaged, ["garbled", "lost"], "{found:?}");
+
+    // Repair: `healed` is in host A's cache, the others are not.
+    let fixed = r
+        .check(Some(&w.a), CheckOptions::new().read_data(true).repair(true))
+        .unwrap();
+    assert_eq!(fixed.damaged, ["garbled", "healed", "lost"], "{fixed:?}");
+    assert_eq!(fixed.repaired, ["healed"]);
+    assert_eq!(fixed.dropped, ["garbled", "lost"]);
+    assert!(fixed.is_clean(), "{fixed:?}");
+    let got = r.pull(&w.b, "healed").unwrap().unwrap();
+    assert_eq!(fs::read(got.path().join("only")).unwrap(), blob);
+    assert!(
+        r.pull(&w.b, "lost").unwrap().is_none(),
+        "dropped: a clean miss"
+    );
+    assert!(r.pull(&w.b, "fine").unwrap().is_some());
+    let after = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(after.is_clean(), "{after:?}");
+    assert_eq!(after.manifests, 2);
 }
 
 fn edited_manifest_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {

@@ -1,5 +1,7 @@
 //! What the remote tier's test binaries share.
 
+pub mod proxy;
+
 /// Deterministic pseudo-random bytes (xorshift), so chunks differ: no two
 /// seeds give the same bytes (the seed is spread by an odd multiplier
 /// before the low bit is set, so `2k` and `2k + 1` stay apart).
