@@ -321,9 +321,6 @@ pub(crate) enum RemoteCmd {
         /// remove the manifests of those it cannot heal, saying so.
         #[arg(long)]
         repair: bool,
-        /// The local cache a repair pushes from.
-        #[arg(long, env = "FSCACHE_DIR", value_name = "DIR")]
-        cache: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -359,11 +356,21 @@ pub(crate) struct TransferArgs {
     pub(crate) output: OutputArg,
 }
 
+/// A remote URL: not empty (an empty `$FSCACHE_REMOTE` is no remote,
+/// as for `load`).
+fn remote_url(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("no remote given: pass --remote URL or set $FSCACHE_REMOTE".into());
+    }
+    Ok(s.to_string())
+}
+
 /// `--remote URL` and `--timeout`, which every remote command takes.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct RemoteArg {
-    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
-    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
+    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`
+    /// (an empty $FSCACHE_REMOTE is unset).
+    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL", value_parser = remote_url)]
     pub(crate) remote: String,
     /// Give up on a request the remote has not answered after DURATION,
     /// its retries included (`10s`, `2m`).
@@ -506,7 +513,7 @@ fn env_cache() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
+pub(crate) fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
     global.cache_flag.clone().or_else(env_cache).ok_or_else(|| {
         Fail::error(format!(
             "no cache given: name its directory as the first argument, with --cache, or in ${CACHE_ENV}"

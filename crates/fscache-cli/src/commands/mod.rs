@@ -112,7 +112,7 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             let (cache, names) = cache_and_names(g, t.args)?;
             remote::pull(&cache, &names, &t.remote, t.output.format())
         }
-        Cmd::Remote { command } => remote::run(command),
+        Cmd::Remote { command } => remote::run(g, command),
         Cmd::Prune {
             cache,
             to,

@@ -245,10 +245,10 @@ fn pulled_row(
 }
 
 /// `fscache load --remote URL CACHE NAME -- CMD`: a local hit, else a
-/// pull, else a miss (exit 2); a remote that fails (or cannot be opened:
-/// a bad URL or key in the environment) is a miss too, its reason on
-/// stderr. A local hit asks nothing of the remote, so nothing about it
-/// can make the hit fail.
+/// pull, else a miss (exit 2); a remote that fails is a miss too, its
+/// reason on stderr (a URL or key that cannot be used is an error). A
+/// local hit asks nothing of the remote, so nothing about it can make the
+/// hit fail.
 pub(super) fn load(
     path: &Path,
     name: &str,
@@ -260,22 +260,11 @@ pub(super) fn load(
     let cache = open_for_pull(path)?;
     let got = match cache.load(name)? {
         Some(local) => ReadThrough::Local(local),
-        None => match open_url(url, timeout, false) {
-            Ok(remote) => remote
-                .load_or_pull(&cache, name)
-                .map_err(|e| Fail::error(format!("failed to load `{name}`: {}", chain(&e))))?,
-            Err(fail) => {
-                let why = fail
-                    .message
-                    .strip_prefix("error: ")
-                    .unwrap_or(&fail.message);
-                output::eline(format_args!("warning: {why}; taken as a miss"));
-                return Err(Fail::miss(format!(
-                    "no entry `{name}` in {}, and the remote could not be opened",
-                    cache.path().display()
-                )));
-            }
-        },
+        // A URL or key that cannot be used is an error (exit 1), not a
+        // miss: it is the caller's to fix.
+        None => open_url(url, timeout, false)?
+            .load_or_pull(&cache, name)
+            .map_err(|e| Fail::error(format!("failed to load `{name}`: {}", chain(&e))))?,
     };
     if let ReadThrough::Miss { remote_error } = &got {
         if let Some(e) = remote_error {
@@ -311,7 +300,7 @@ pub(super) fn load(
     code
 }
 
-pub(super) fn run(cmd: RemoteCmd) -> Outcome {
+pub(super) fn run(g: &crate::args::Global, cmd: RemoteCmd) -> Outcome {
     match cmd {
         RemoteCmd::Ls { remote, output } => {
             let r = open(&remote, true)?;
@@ -449,16 +438,17 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
             remote,
             read_data,
             repair,
-            cache,
             output,
         } => {
+            // The cache a repair pushes from: --cache or $FSCACHE_DIR.
+            let cache = crate::args::default_cache(g).ok();
             return check(
                 &remote,
                 read_data,
                 repair,
                 cache.as_deref(),
                 output.format(),
-            )
+            );
         }
         RemoteCmd::Migrate { remote, output } => {
             let r = open(&remote, true)?;
@@ -544,7 +534,11 @@ fn check(
         }))?;
     } else {
         for p in &c.problems {
-            outln!("{}: {} (breaks {})", p.key, p.what, p.entries.join(", "))?;
+            if p.entries.is_empty() {
+                outln!("{}: {} (no entry needs what is wrong)", p.key, p.what)?;
+            } else {
+                outln!("{}: {} (breaks {})", p.key, p.what, p.entries.join(", "))?;
+            }
         }
         for n in &c.repaired {
             outln!("repaired {n}: pushed again from the local cache")?;
