@@ -1473,6 +1473,43 @@ fn a_format_1_remote_still_pulls() {
         .unwrap();
     let got = r.pull(&w.b, "old").unwrap().unwrap();
     assert_eq!(describe(a.path()), describe(got.path()));
+    drop(got);
+
+    // `check` reads format 1 too; `migrate` rewrites it into packs with
+    // the manifest (and so any signature) byte for byte as it was.
+    let checked = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(checked.is_clean(), "{checked:?}");
+    assert_eq!((checked.blobs, checked.packs), (3, 0));
+    let before: serde_json::Value =
+        serde_json::from_slice(&r.read_object("v1/manifests/old").unwrap().unwrap()).unwrap();
+    let m = r.migrate().unwrap();
+    assert_eq!(m.migrated, ["old"], "{m:?}");
+    assert_eq!((m.packs_uploaded, m.already), (1, 0));
+    let after: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/old").unwrap().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(after["version"], 2);
+    assert_eq!(
+        after["manifest"], before["manifest"],
+        "the signed text is kept"
+    );
+    assert_eq!(after["signatures"], before["signatures"]);
+    assert_eq!(
+        r.migrate().unwrap().already,
+        1,
+        "a second migrate does nothing"
+    );
+    let checked = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(checked.is_clean(), "{checked:?}");
+    assert_eq!((checked.blobs, checked.packs), (0, 1));
+    // The format-1 blobs are now garbage: remove them, it still pulls.
+    for key in r.list_objects("v1/blobs/").unwrap() {
+        r.write_object_unchecked(&key, b"gone".to_vec()).unwrap();
+    }
+    let c = cache(&w._tmp.path().join("host-c"));
+    let got = r.pull(&c, "old").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
 }
 
 /// A locator (unsigned) changed in the bucket costs at most a refused
