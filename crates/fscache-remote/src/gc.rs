@@ -25,9 +25,10 @@ use crate::remote::Inner;
 /// Where condemned-pack markers are.
 pub(crate) const CONDEMNED: &str = "v2/condemned/";
 
+/// What a condemnation marker holds.
 #[derive(Serialize, Deserialize)]
-struct CondemnedJson {
-    condemned: u64,
+pub(crate) struct CondemnedJson {
+    pub condemned: u64,
 }
 
 impl Inner {

@@ -75,6 +75,12 @@ pub struct PruneOptions {
     pub grace: Duration,
     /// Report what would be removed; remove nothing.
     pub dry_run: bool,
+    /// Repack a pack older than the grace period whose live share (the
+    /// bytes the remaining locators point at, over its size) is below
+    /// this percentage: its live blobs are copied into new packs, the
+    /// locators rewritten, the old pack condemned (default 50; 0 never
+    /// repacks).
+    pub repack_below: u8,
 }
 
 impl PruneOptions {
@@ -85,7 +91,14 @@ impl PruneOptions {
             unused_for,
             grace: Duration::from_secs(3600),
             dry_run: false,
+            repack_below: 50,
         }
+    }
+
+    /// Set the live share (percent) below which a pack is repacked.
+    pub fn repack_below(mut self, percent: u8) -> Self {
+        self.repack_below = percent.min(100);
+        self
     }
 
     /// Set the grace period of young blobs and intents.
@@ -140,6 +153,13 @@ pub struct PruneReport {
     /// Unnamed packs younger than the grace period (a push in progress
     /// may be about to name them).
     pub packs_young: usize,
+    /// Packs repacked (their live blobs copied into new packs, then
+    /// condemned; in a dry run: that would be).
+    pub packs_repacked: usize,
+    /// Stored bytes of the new packs a repack wrote.
+    pub pack_bytes_written: u64,
+    /// Locators a repack rewrote.
+    pub locators_rewritten: usize,
 }
 
 /// What [`Remote::info`] found.
@@ -465,35 +485,48 @@ impl Inner {
         let manifests = self.read_manifests(names).await?;
         let unused_for = opts.unused_for.as_secs();
         // Each manifest, concurrently: its marker read, and removed if old.
-        let mut outcomes: Vec<(String, Option<Option<Vec<String>>>)> =
-            futures::stream::iter(manifests)
-                .map(|(name, bytes)| async move {
-                    let used = self.last_used(&name, Some(&bytes)).await?;
-                    if used.is_some_and(|u| now.saturating_sub(u) >= unused_for) {
-                        if !opts.dry_run {
-                            self.delete_key(&format!("{MANIFESTS}{name}")).await?;
-                            self.delete_key(&used_key(&name)).await?;
-                        }
-                        return Ok::<_, Error>((name, None));
-                    }
-                    let blobs = Self::blobs_of(&bytes);
-                    Ok((name, Some(blobs)))
-                })
-                .buffer_unordered(self.concurrency)
-                .try_collect()
-                .await?;
+        type Outcome = (String, Option<(Option<Vec<String>>, Vec<u8>)>);
+        let mut outcomes: Vec<Outcome> = futures::stream::iter(manifests)
+            .map(|(name, bytes)| async move {
+                let used = self.last_used(&name, Some(&bytes)).await?;
+                if used.is_some_and(|u| now.saturating_sub(u) >= unused_for) {
+                    return Ok::<_, Error>((name, None));
+                }
+                let blobs = Self::blobs_of(&bytes);
+                Ok((name, Some((blobs, bytes))))
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
         outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept_manifests = Vec::new();
         for (name, kept) in outcomes {
             match kept {
                 None => report.manifests_removed.push(name),
-                Some(blobs) => {
+                Some((blobs, bytes)) => {
                     report.manifests_kept += 1;
                     match blobs {
                         Some(b) => referenced.extend(b),
-                        None => report.manifests_unreadable.push(name),
+                        None => report.manifests_unreadable.push(name.clone()),
                     }
+                    kept_manifests.push((name, bytes));
                 }
             }
+        }
+        // The unused entries go in one batch: manifests, then markers.
+        if !opts.dry_run {
+            let keys: Vec<String> = report
+                .manifests_removed
+                .iter()
+                .map(|n| format!("{MANIFESTS}{n}"))
+                .collect();
+            self.delete_batch(keys).await?;
+            let keys: Vec<String> = report
+                .manifests_removed
+                .iter()
+                .map(|n| used_key(n))
+                .collect();
+            self.delete_batch(keys).await?;
         }
         // 3. Just before removing anything: manifests published since
         //    step 2 (their intent may be gone already), and live intents.
@@ -508,9 +541,22 @@ impl Inner {
         for bytes in self.read_manifests(fresh).await?.values() {
             referenced.extend(Self::blobs_of(bytes).unwrap_or_default());
         }
-        let stale = self.intents(now, opts.grace, &mut referenced).await?;
+        let mut in_intents = HashSet::new();
+        let stale = self.intents(now, opts.grace, &mut in_intents).await?;
+        referenced.extend(in_intents.iter().cloned());
+        let live_packs: Vec<opendal::Entry> = packs
+            .iter()
+            .filter(|e| referenced.contains(e.path()))
+            .cloned()
+            .collect();
         self.sweep_packs(packs, &referenced, opts, &mut report)
             .await?;
+        // 3b. Repack the sparse live packs (see `repack`).
+        if opts.repack_below > 0 {
+            let listed = self.describe_all(live_packs).await?;
+            self.repack(&kept_manifests, &listed, &in_intents, opts, &mut report)
+                .await?;
+        }
         // 4. Unreferenced blobs older than the grace period go.
         let horizon = SystemTime::now().checked_sub(opts.grace);
         let (kept, unreferenced): (Vec<_>, Vec<_>) = blobs

@@ -696,6 +696,83 @@ fn fs_service() {
     prune_racing_a_push(&|b| b.open().unwrap(), &url);
 }
 
+/// A pack mostly dead is repacked: its live blobs move to a new pack,
+/// the locators naming it are rewritten (the signed manifest kept), the
+/// old pack is condemned, then deleted by the next prune; the entry that
+/// shared it pulls before and after, and a check is clean.
+#[test]
+fn prune_repacks_a_sparse_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let key = keygen().unwrap();
+    let r = Remote::builder(&url)
+        .signing_key(key.clone())
+        .trust(key.public_key())
+        .index_cache(None)
+        .open()
+        .unwrap();
+    let w = world();
+    let keep = noise(501, 40_000);
+    put(&w.a, "old", |p| {
+        fs::write(p.join("keep"), &keep).unwrap();
+        fs::write(p.join("dead"), noise(502, 600_000)).unwrap();
+    });
+    put(&w.a, "new", |p| {
+        fs::write(p.join("keep"), &keep).unwrap();
+        fs::write(p.join("own"), noise(503, 30_000)).unwrap();
+    });
+    r.push(&w.a, "old").unwrap().unwrap();
+    let second = r.push(&w.a, "new").unwrap().unwrap();
+    assert_eq!(second.blobs_uploaded, 1, "`keep` is reused from old's pack");
+    let before: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/new").unwrap().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(before["locator"]["packs"].as_array().unwrap().len(), 2);
+    let long_ago = unix_now() - 40 * 86_400;
+    r.write_object_unchecked(
+        "v1/used/old",
+        format!(r#"{{"used": {long_ago}}}"#).into_bytes(),
+    )
+    .unwrap();
+    let opts = PruneOptions::unused_for(Duration::from_secs(30 * 86_400)).grace(Duration::ZERO);
+    let p = r.prune(opts).unwrap();
+    assert_eq!(p.manifests_removed, ["old"]);
+    assert_eq!((p.packs_repacked, p.locators_rewritten), (1, 1), "{p:?}");
+    assert!(
+        p.pack_bytes_written > 0 && p.pack_bytes_written < 100_000,
+        "{p:?}"
+    );
+    let after: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/new").unwrap().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(
+        after["manifest"], before["manifest"],
+        "the signed part is kept"
+    );
+    assert_eq!(after["signatures"], before["signatures"]);
+    assert_ne!(after["locator"], before["locator"]);
+    let got = r.pull(&w.b, "new").unwrap().unwrap();
+    assert_eq!(fs::read(got.path().join("keep")).unwrap(), keep);
+    drop(got);
+    // The next prune deletes the condemned pack; everything still pulls.
+    let p = r.prune(opts).unwrap();
+    assert!(p.packs_removed >= 1, "{p:?}");
+    let c = cache(&w._tmp.path().join("host-c"));
+    let got = r.pull(&c, "new").unwrap().unwrap();
+    assert_eq!(fs::read(got.path().join("keep")).unwrap(), keep);
+    let checked = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(checked.is_clean(), "{checked:?}");
+    let stored: u64 = r
+        .list_objects("v2/packs/")
+        .unwrap()
+        .iter()
+        .map(|k| r.read_object(k).unwrap().unwrap().len() as u64)
+        .sum();
+    assert!(stored < 200_000, "the dead blob's bytes are gone: {stored}");
+}
+
 /// A push that finds a prune running waits for it to end (a prune that
 /// started before the push's intent may not have read it), and fails
 /// without publishing when it waits too long; a dead prune's marker
