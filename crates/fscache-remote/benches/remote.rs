@@ -707,8 +707,8 @@ fn prune_bench(target: &Target, proxy: Option<&LatencyProxy>, tmp: &Path) {
         .unwrap();
     }
     let opts = PruneOptions::unused_for(Duration::from_secs(86_400)).grace(Duration::ZERO);
-    let (first, c1) = counted(proxy, || timed(|| r.prune(opts.clone()).unwrap()));
-    let (second, c2) = counted(proxy, || timed(|| r.prune(opts.clone()).unwrap()));
+    let (first, c1) = counted(proxy, || timed(|| r.prune(opts).unwrap()));
+    let (second, c2) = counted(proxy, || timed(|| r.prune(opts).unwrap()));
     println!(
         "  {:<22} 100 entries pushed in {:.2?}; prune {:.2?}: {} manifests removed, {} packs condemned{}; again {:.2?}: {} packs ({}) deleted{}",
         "prune (100, half old)",

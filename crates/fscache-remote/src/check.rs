@@ -100,6 +100,10 @@ impl CheckReport {
 /// One blob an entry needs from a pack: hash, size, offset, length.
 type Want = (String, u64, u64, u64);
 
+/// One problem found: the key at fault, what is wrong, the entries it
+/// breaks.
+type Found1 = (String, String, BTreeSet<String>);
+
 /// Problems gathered while checking.
 #[derive(Default)]
 struct Found {
@@ -281,7 +285,7 @@ impl Inner {
         }
 
         let read_data = opts.read_data;
-        let checked: Vec<(String, u64, Vec<(String, String, BTreeSet<String>)>)> =
+        let checked: Vec<(String, u64, Vec<Found1>)> =
             futures::stream::iter(packs)
                 .map(|(key, wants)| {
                     let size = sizes.get(&key).copied();
@@ -357,7 +361,7 @@ impl Inner {
         size: Option<u64>,
         wants: &[(String, Want)],
         read_data: bool,
-    ) -> Result<(u64, Vec<(String, String, BTreeSet<String>)>)> {
+    ) -> Result<(u64, Vec<Found1>)> {
         let everyone = || {
             wants
                 .iter()
@@ -477,15 +481,12 @@ impl Inner {
             };
             if local {
                 let c = cache.expect("checked above");
-                match self
+                let pushed = self
                     .push_excluding(c, name, &|_| {}, &found.bad_blobs, &found.bad_packs)
-                    .await?
-                {
-                    Some(_) => {
-                        report.repaired.push(name.clone());
-                        continue;
-                    }
-                    None => {}
+                    .await?;
+                if pushed.is_some() {
+                    report.repaired.push(name.clone());
+                    continue;
                 }
             }
             report.dropped.push(name.clone());
@@ -501,8 +502,8 @@ impl Inner {
 
 /// Merge problems of one key (a blob several entries need).
 fn merge(
-    problems: Vec<(String, String, BTreeSet<String>)>,
-) -> Vec<(String, String, BTreeSet<String>)> {
+    problems: Vec<Found1>,
+) -> Vec<Found1> {
     let mut by: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for (k, what, e) in problems {
         by.entry(k)
