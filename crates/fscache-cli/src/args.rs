@@ -116,6 +116,13 @@ pub(crate) enum Cmd {
         /// Exit 1 if an entry of that name exists already.
         #[arg(long)]
         fail_if_exists: bool,
+        /// Fail, storing nothing, where the copy cannot keep some of the
+        /// source's metadata: as non-root, another user's ownership (and
+        /// a set-ID bit on it) or an xattr the kernel refuses. Without
+        /// it, those are dropped as `cp -a` drops them, and counted in a
+        /// note.
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -194,7 +201,7 @@ pub(crate) enum Cmd {
     /// Download entries from a remote into the cache (checked against
     /// their digest, and their signature when $FSCACHE_REMOTE_TRUSTED_KEYS
     /// is set); a name the remote lacks is a miss (exit 2).
-    Pull(TransferArgs),
+    Pull(PullArgs),
     /// The remote itself: list its entries, show what it holds, prune it,
     /// or make a signing key pair.
     Remote {
@@ -376,6 +383,19 @@ pub(crate) struct RemoteArg {
     /// its retries included (`10s`, `2m`).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub(crate) timeout: Duration,
+}
+
+/// The arguments of `pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    #[command(flatten)]
+    pub(crate) transfer: TransferArgs,
+    /// Fail, storing nothing, where the pull cannot restore a node's
+    /// metadata: as non-root, another user's ownership (and a set-ID bit
+    /// on it) or an xattr the kernel refuses. Without it, those are
+    /// dropped as `tar` drops them for a non-root user.
+    #[arg(long)]
+    pub(crate) strict: bool,
 }
 
 /// `--json`, which every reporting command takes.

@@ -153,7 +153,7 @@ impl Drop for BooksShared<'_> {
     }
 }
 
-fn open_lock(cache: &CacheDir) -> Result<OwnedFd> {
+pub(crate) fn open_lock(cache: &CacheDir) -> Result<OwnedFd> {
     let rel = Path::new(BOOKS_LOCK);
     // Never replaced nor unlinked, so a plain O_CREAT is race-free: every
     // opener gets the same inode.

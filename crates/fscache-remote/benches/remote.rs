@@ -31,7 +31,7 @@
 //! * `load_or_pull` of a local hit beside `fscache::FsCache::load`.
 //!
 //! On the S3 services every request goes through a latency proxy on
-//! 127.0.0.1 (`tests/common/proxy.rs`) that holds each request
+//! 127.0.0.1 (`tests/remote/proxy.rs`) that holds each request
 //! `FSCACHE_BENCH_DELAY_MS` (default 10) before passing it on, and counts
 //! the requests. Push and pull (ours and the baselines) run as child
 //! processes under `/usr/bin/time -v` when it exists, for their peak
@@ -41,7 +41,7 @@
 //! Without `--bench` (as `cargo test --benches` runs it) it runs once on a
 //! small tree, as a smoke test.
 
-#[path = "../tests/common/proxy.rs"]
+#[path = "../tests/remote/proxy.rs"]
 mod proxy;
 
 use std::io::{Read, Write};

@@ -285,21 +285,20 @@ impl Inner {
         }
 
         let read_data = opts.read_data;
-        let checked: Vec<(String, u64, Vec<Found1>)> =
-            futures::stream::iter(packs)
-                .map(|(key, wants)| {
-                    let size = sizes.get(&key).copied();
-                    async move {
-                        self.check_pack(&key, size, &wants, read_data)
-                            .await
-                            .map(|(n, p)| (key, n, p))
-                    }
-                })
-                .buffer_unordered(self.concurrency)
-                .collect::<Vec<Result<_>>>()
-                .await
-                .into_iter()
-                .collect::<Result<_>>()?;
+        let checked: Vec<(String, u64, Vec<Found1>)> = futures::stream::iter(packs)
+            .map(|(key, wants)| {
+                let size = sizes.get(&key).copied();
+                async move {
+                    self.check_pack(&key, size, &wants, read_data)
+                        .await
+                        .map(|(n, p)| (key, n, p))
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<Result<_>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
         for (key, n, problems) in checked {
             report.bytes_read += n;
             for (k, what, entries) in problems {
@@ -501,9 +500,7 @@ impl Inner {
 }
 
 /// Merge problems of one key (a blob several entries need).
-fn merge(
-    problems: Vec<Found1>,
-) -> Vec<Found1> {
+fn merge(problems: Vec<Found1>) -> Vec<Found1> {
     let mut by: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
     for (k, what, e) in problems {
         by.entry(k)

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use fscache::meta::OnDrop;
 use fscache::{format_bytes, FsCache, Obtained};
 use fscache_remote::{
     keygen, Access, CheckOptions, Progress, PruneOptions, Pushed, ReadThrough, Remote,
@@ -184,10 +185,20 @@ fn pushed_row(
     }
 }
 
-pub(super) fn pull(cache: &Path, names: &[String], r: &RemoteArg, format: Format) -> Outcome {
+pub(super) fn pull(
+    cache: &Path,
+    names: &[String],
+    r: &RemoteArg,
+    on_drop: OnDrop,
+    format: Format,
+) -> Outcome {
     let cache = open_for_pull(cache)?;
-    let remote = open(r, true)?;
     let timeout = r.timeout;
+    let remote = RemoteBuilder::new(&r.remote)
+        .on_drop(on_drop)
+        .keys_from_env()
+        .and_then(|b| b.timeout(timeout).must_exist(true).open())
+        .map_err(|e| Fail::error(format!("remote `{}`: {}", r.remote, said(&e, timeout))))?;
     for_each_name(names, format, |name| {
         // An entry already local needs nothing from the remote (a pull
         // would download all of it first, and fail on a damaged remote).

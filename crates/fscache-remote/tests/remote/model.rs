@@ -8,7 +8,6 @@
 //! has the tree digest of the content the model says it must have.
 
 use std::collections::{BTreeMap, HashMap};
-mod common;
 
 use std::fs;
 use std::path::Path;
@@ -18,7 +17,7 @@ use fscache::{CacheInfo, Digest, FsCache, MaxSize, Obtained};
 use fscache_remote::{CheckOptions, PruneOptions, Pushed, ReadThrough, Remote};
 use proptest::prelude::*;
 
-use common::noise;
+use crate::util::noise;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const CONTENTS: u8 = 3;

@@ -9,7 +9,7 @@
 //! delay and passes it on: so each response's first byte reaches the
 //! client the delay later than it would. Responses can be capped to a
 //! bandwidth (bytes per second, per connection, paced per read). Shared by the test
-//! binary (`mod common`) and `benches/remote.rs` (`#[path]`).
+//! binary (`mod proxy`) and `benches/remote.rs` (`#[path]`).
 
 #![allow(dead_code)]
 
