@@ -507,6 +507,28 @@ fn remote_errors_say_the_cause_and_create_nothing() {
         stderr(&o)
     );
 
+    // A silent server (connections accepted by the kernel, never
+    // answered): `--timeout` bounds the command, retries included.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung = format!(
+        "s3://bucket/p?endpoint=http://127.0.0.1:{}&region=auto",
+        silent.local_addr().unwrap().port()
+    );
+    let started = std::time::Instant::now();
+    let o = Command::new(BIN)
+        .args(["remote", "ls", "--remote", &hung, "--timeout", "2s"])
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .output()
+        .unwrap();
+    expect_error(&o, "no answer within 2s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "bounded by the timeout, not OpenDAL's retries: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+
     // JSON: a miss is `missing`, not `failed`.
     let remote = format!("file://{}", tmp.path().join("remote").display());
     expect_code(&fsc!("push", &a, "e", "--remote", &remote), 0);

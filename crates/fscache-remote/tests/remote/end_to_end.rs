@@ -1102,6 +1102,67 @@ fn s3_service_on_moto() {
     let url = format!("s3://bucket/pruned?endpoint=http://127.0.0.1:{port}&region=auto");
     prune(&open, &url);
     prune_racing_a_push(&open, &url);
+    requests_do_not_grow_with_files(port);
+}
+
+/// Requests are counted by the latency proxy (no delay here: counts are
+/// deterministic, times are not): a first push of 600 files, its pull,
+/// and a second push with one file changed each take a handful of
+/// requests, not one per file or blob (format 1 took over 600 each).
+fn requests_do_not_grow_with_files(moto: u16) {
+    let proxy = crate::proxy::LatencyProxy::start(moto, Duration::ZERO, None).unwrap();
+    let url = format!(
+        "s3://bucket/counted?endpoint=http://127.0.0.1:{}&region=auto",
+        proxy.port
+    );
+    let r = RemoteBuilder::new(url.as_str())
+        .credentials("testing", "testing")
+        .index_cache(None)
+        .open()
+        .unwrap();
+    let w = world();
+    let tree = |p: &Path, changed: u64| {
+        for d in 0..6 {
+            fs::create_dir(p.join(format!("d{d}"))).unwrap();
+            for f in 0..100u64 {
+                let seed = 10_000 + d * 100 + f + if d * 100 + f == 7 { changed } else { 0 };
+                fs::write(p.join(format!("d{d}/f{f}")), noise(seed, 3000)).unwrap();
+            }
+        }
+    };
+    put(&w.a, "many", |p| tree(p, 0));
+    put(&w.a, "many-2", |p| tree(p, 1_000_000));
+    proxy.reset();
+    let first = r.push(&w.a, "many").unwrap().unwrap();
+    let pushed = proxy.counts();
+    assert_eq!((first.blobs, first.packs_uploaded), (600, 1));
+    assert!(pushed.requests() <= 12, "first push: {pushed}");
+    assert_eq!(
+        pushed.of("PUT"),
+        5,
+        "pack, intent, index, manifest, used: {pushed}"
+    );
+    proxy.reset();
+    r.pull(&w.b, "many").unwrap().unwrap();
+    let pulled = proxy.counts();
+    assert!(pulled.requests() <= 4, "pull: {pulled}");
+    assert_eq!(
+        pulled.of("GET range"),
+        1,
+        "one ranged read of one pack: {pulled}"
+    );
+    proxy.reset();
+    let second = r.push(&w.a, "many-2").unwrap().unwrap();
+    let again = proxy.counts();
+    assert_eq!(second.blobs_uploaded, 1);
+    assert!(again.requests() <= 12, "second push: {again}");
+    assert!(
+        second.bytes_uploaded * 10 < first.bytes_uploaded,
+        "{} of {}",
+        second.bytes_uploaded,
+        first.bytes_uploaded
+    );
+    eprintln!("requests: first push {pushed}; pull {pulled}; second push {again}");
 }
 
 /// A TCP proxy in front of a server: to the client it is the server, and
