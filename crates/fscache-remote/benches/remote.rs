@@ -332,8 +332,12 @@ fn child(op: &str) {
             let rep = r.push(&c, &name).unwrap().unwrap();
             assert!(matches!(rep.outcome, Pushed::Published));
             println!(
-                "{} {} {} {}",
-                rep.bytes_uploaded, rep.blobs, rep.blobs_uploaded, rep.packs_uploaded
+                "{} {} {} {} {}",
+                rep.bytes_uploaded,
+                rep.blobs,
+                rep.blobs_uploaded,
+                rep.packs_uploaded,
+                rep.bytes_data
             );
         }
         "pull" => {
@@ -608,11 +612,13 @@ fn run(service: &str, target: &Target, proxy: Option<&LatencyProxy>, shape: &Sha
         counts: second_counts,
         peak_kib: second.peak_kib,
         note: format!(
-            "{} blobs of {} uploaded, {} = {:.2} % of the first push (goal ≤ 2 %)",
+            "{} blobs of {} uploaded, {} = {:.2} % of the first push (goal ≤ 2 %); of it {} of packs, {} manifest, index and intent",
             nums[2],
             nums[1],
             fscache::format_bytes(nums[0]),
-            nums[0] as f64 * 100.0 / first_bytes as f64
+            nums[0] as f64 * 100.0 / first_bytes as f64,
+            fscache::format_bytes(nums[4]),
+            fscache::format_bytes(nums[0] - nums[4]),
         ),
     });
     // A pull of the copy, whose blobs are mostly in the first push's packs.
@@ -710,12 +716,13 @@ fn prune_bench(target: &Target, proxy: Option<&LatencyProxy>, tmp: &Path) {
     let (first, c1) = counted(proxy, || timed(|| r.prune(opts).unwrap()));
     let (second, c2) = counted(proxy, || timed(|| r.prune(opts).unwrap()));
     println!(
-        "  {:<22} 100 entries pushed in {:.2?}; prune {:.2?}: {} manifests removed, {} packs condemned{}; again {:.2?}: {} packs ({}) deleted{}",
+        "  {:<22} 100 entries pushed in {:.2?}; prune {:.2?}: {} manifests removed, {} packs condemned, {} repacked{}; again {:.2?}: {} packs ({}) deleted{}",
         "prune (100, half old)",
         t_push,
         first.1,
         first.0.manifests_removed.len(),
         first.0.packs_condemned,
+        first.0.packs_repacked,
         c1.map_or(String::new(), |c| format!(", {c}")),
         second.1,
         second.0.packs_removed,
