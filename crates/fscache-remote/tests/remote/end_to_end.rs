@@ -759,6 +759,17 @@ fn prune_repacks_a_sparse_pack() {
     let p = r.prune(opts).unwrap();
     assert!(p.packs_removed >= 1, "{p:?}");
     let c = cache(&w._tmp.path().join("host-c"));
+    // A pull that still has the locator from before the repack (here: put
+    // back in the bucket) finds the old pack gone, reads the locator
+    // again, gets the same: a miss, nothing stored, never a wrong tree.
+    let repacked = r.read_object("v1/manifests/new").unwrap().unwrap();
+    let stale = serde_json::to_vec(&before).unwrap();
+    r.write_object_unchecked("v1/manifests/new", stale).unwrap();
+    let err = r.pull(&c, "new").unwrap_err();
+    assert!(matches!(err, Error::PackMissing { .. }), "{err}");
+    nothing_stored(&c, "new");
+    r.write_object_unchecked("v1/manifests/new", repacked)
+        .unwrap();
     let got = r.pull(&c, "new").unwrap().unwrap();
     assert_eq!(fs::read(got.path().join("keep")).unwrap(), keep);
     let checked = r.check(None, CheckOptions::new().read_data(true)).unwrap();
@@ -1103,6 +1114,49 @@ fn s3_service_on_moto() {
     prune(&open, &url);
     prune_racing_a_push(&open, &url);
     requests_do_not_grow_with_files(port);
+}
+
+/// The suite on `s3s-fs` (a fast S3 server from crates.io, the one the
+/// remote benchmark uses), when it is installed (`cargo xtask
+/// remote-bench` installs it; CI does not: its build takes minutes), behind
+/// the latency proxy at 1 ms.
+#[test]
+fn s3_service_on_s3s_fs() {
+    let works = Command::new("s3s-fs")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("skipping the s3s-fs test: no `s3s-fs` (cargo install s3s-fs --version 0.14.1 --locked --features binary)");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    fs::create_dir(data.path().join("bucket")).unwrap();
+    let port = free_port();
+    let child = Command::new("s3s-fs")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", "testing", "--secret-key", "testing"])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s3s-fs starts");
+    let _server = Moto(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let proxy = crate::proxy::LatencyProxy::start(port, Duration::from_millis(1), None).unwrap();
+    let url = format!(
+        "s3://bucket/suite?endpoint=http://127.0.0.1:{}&region=us-east-1",
+        proxy.port
+    );
+    let open = |b: RemoteBuilder| b.credentials("testing", "testing").open().unwrap();
+    suite(&open, &url);
+    assert!(proxy.counts().requests() > 0);
 }
 
 /// Requests are counted by the latency proxy (no delay here: counts are
