@@ -10,6 +10,7 @@ use fscache::{FsCache, Hook, HookPoint, MaxSize, Stored};
 use fscache_dir::CacheDir;
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 /// A hook that runs `action` once, the first time `point` fires for
 /// `rel`, and only after `armed` is set. The flag also keeps the action

@@ -10,6 +10,7 @@ use std::time::Duration;
 use fscache::{FsCache, MaxSize, PruneOptions, Removed, Stored, Verified};
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 #[test]
 fn negative_maximum_size_is_unlimited_as_osbuild_reads_it() {

@@ -116,6 +116,13 @@ pub(crate) enum Cmd {
         /// Exit 1 if an entry of that name exists already.
         #[arg(long)]
         fail_if_exists: bool,
+        /// Fail, storing nothing, where the copy cannot keep some of the
+        /// source's metadata: as non-root, another user's ownership (and
+        /// a set-ID bit on it) or an xattr the kernel refuses. Without
+        /// it, those are dropped as `cp -a` drops them, and counted in a
+        /// note.
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -134,6 +141,10 @@ pub(crate) enum Cmd {
         /// miss, said on stderr. Also $FSCACHE_REMOTE.
         #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
         remote: Option<String>,
+        /// With a remote: give up on a request it has not answered after
+        /// DURATION (then it is a miss).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+        timeout: Duration,
     },
     /// Write one file of entry NAME to stdout, under the entry's read lock.
     #[command(override_usage = "fscache cat [OPTIONS] [CACHE] NAME PATH")]
@@ -190,7 +201,7 @@ pub(crate) enum Cmd {
     /// Download entries from a remote into the cache (checked against
     /// their digest, and their signature when $FSCACHE_REMOTE_TRUSTED_KEYS
     /// is set); a name the remote lacks is a miss (exit 2).
-    Pull(TransferArgs),
+    Pull(PullArgs),
     /// The remote itself: list its entries, show what it holds, prune it,
     /// or make a signing key pair.
     Remote {
@@ -268,9 +279,8 @@ pub(crate) enum Cmd {
 pub(crate) enum RemoteCmd {
     /// List the entries the remote has.
     Ls {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -278,9 +288,8 @@ pub(crate) enum RemoteCmd {
     /// intents and prune markers (pushes and prunes in progress, or debris
     /// of dead ones).
     Info {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -288,9 +297,8 @@ pub(crate) enum RemoteCmd {
     /// blobs no remaining entry (and no push in progress) names, except
     /// blobs younger than the grace period.
     Prune {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         /// Remove entries last pushed or pulled longer ago than DURATION
         /// (`12h`, `30d`, `1w`).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
@@ -302,6 +310,33 @@ pub(crate) enum RemoteCmd {
         /// Show what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Check the remote, as `restic check` does: every manifest opens
+    /// (signature, format, digest), every pack and blob it needs is
+    /// there and its pack's trailer lists it; exits 1 if anything is
+    /// wrong, naming the entries that would not pull.
+    Check {
+        #[command(flatten)]
+        remote: RemoteArg,
+        /// Also read every pack and blob whole and check every hash.
+        #[arg(long)]
+        read_data: bool,
+        /// Heal: take bad packs out of the index, push again the damaged
+        /// entries the local cache (--cache, $FSCACHE_DIR) still has, and
+        /// remove the manifests of those it cannot heal, saying so.
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Rewrite a remote of format 1 (a blob per object) into format 2
+    /// (packs): every signature stays valid. Prune after the grace period
+    /// to remove the old blobs.
+    Migrate {
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -322,11 +357,45 @@ pub(crate) struct TransferArgs {
     /// entries' names.
     #[arg(value_name = "ARGS", required = true)]
     pub(crate) args: Vec<OsString>,
-    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
-    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-    pub(crate) remote: String,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArg,
     #[command(flatten)]
     pub(crate) output: OutputArg,
+}
+
+/// A remote URL: not empty (an empty `$FSCACHE_REMOTE` is no remote,
+/// as for `load`).
+fn remote_url(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("no remote given: pass --remote URL or set $FSCACHE_REMOTE".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--remote URL` and `--timeout`, which every remote command takes.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct RemoteArg {
+    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`
+    /// (an empty $FSCACHE_REMOTE is unset).
+    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL", value_parser = remote_url)]
+    pub(crate) remote: String,
+    /// Give up on a request the remote has not answered after DURATION,
+    /// its retries included (`10s`, `2m`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub(crate) timeout: Duration,
+}
+
+/// The arguments of `pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    #[command(flatten)]
+    pub(crate) transfer: TransferArgs,
+    /// Fail, storing nothing, where the pull cannot restore a node's
+    /// metadata: as non-root, another user's ownership (and a set-ID bit
+    /// on it) or an xattr the kernel refuses. Without it, those are
+    /// dropped as `tar` drops them for a non-root user.
+    #[arg(long)]
+    pub(crate) strict: bool,
 }
 
 /// `--json`, which every reporting command takes.
@@ -464,7 +533,7 @@ fn env_cache() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
+pub(crate) fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
     global.cache_flag.clone().or_else(env_cache).ok_or_else(|| {
         Fail::error(format!(
             "no cache given: name its directory as the first argument, with --cache, or in ${CACHE_ENV}"

@@ -48,6 +48,10 @@ pub struct CommitReport {
     /// The entry's space (`st_blocks` × 512 of its `data/`), as charged;
     /// 0 when it was not measured (an incompatible cache).
     pub size: u64,
+    /// What the copy of [`StoreGuard::commit_tree`](crate::StoreGuard::commit_tree)
+    /// could not keep of the source's metadata and dropped, as `cp -a`
+    /// does (see [`meta`](crate::meta)); all 0 for any other commit.
+    pub dropped: fscache_dir::meta::Dropped,
 }
 
 impl FsCache {
@@ -71,19 +75,21 @@ impl FsCache {
         dir.hook(HookPoint::CommitMeasure, &anon.rel);
         // A copy into the empty `data/` measured it as it went: no second
         // walk.
-        let (digest, listing, size) = match copied {
-            Some(c) => (Some(c.digest), Some(c.listing), c.space),
+        let (digest, listing, size, dropped) = match copied {
+            Some(c) => (Some(c.digest), Some(c.listing), c.space, c.dropped),
             None => (
                 None,
                 None,
                 fscache_quota::tree_space(dir.dir(), &data_rel)
                     .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?,
+                Default::default(),
             ),
         };
         let mut report = CommitReport {
             stored: Stored::Committed,
             evicted: Vec::new(),
             size,
+            dropped,
         };
         // The digest, when a copy computed it or the handle asks for it
         // (one more read of the data, before anything is charged).

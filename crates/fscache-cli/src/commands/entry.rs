@@ -7,7 +7,8 @@ use std::path::{Component, Path};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use fscache::Stored;
+use fscache::meta::{Dropped, OnDrop};
+use fscache::{CopyOptions, Stored};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
@@ -21,6 +22,7 @@ pub(super) fn store(
     name: &str,
     src: &Path,
     if_exists: IfExists,
+    on_drop: OnDrop,
     format: Format,
 ) -> Outcome {
     let signals = Signals::catch()?;
@@ -50,7 +52,8 @@ pub(super) fn store(
         let mut shown = false;
         // Copy and commit in one step, so the tree digest the copy computes
         // is recorded (`fscache verify` checks it later).
-        let committed = guard.commit_tree(src, &mut |n| {
+        let options = CopyOptions::new().on_drop(on_drop);
+        let committed = guard.commit_tree_with(src, &options, &mut |n| {
             // Stop the copy: the guard drops, which removes the partial
             // copy (a removal that fails leaves debris the next sweep takes).
             if signals.caught().is_some() {
@@ -78,9 +81,9 @@ pub(super) fn store(
         detail!("copied in {:.1}s", started.elapsed().as_secs_f64())?;
         Some(report)
     };
-    let (stored, evicted, size) = match report {
-        Some(r) => (r.stored, r.evicted, Some(r.size)),
-        None => (Stored::Exists, Vec::new(), None),
+    let (stored, evicted, size, dropped) = match report {
+        Some(r) => (r.stored, r.evicted, Some(r.size), r.dropped),
+        None => (Stored::Exists, Vec::new(), None, Dropped::default()),
     };
     let (word, why) = match stored {
         Stored::Committed => ("stored", None),
@@ -102,6 +105,11 @@ pub(super) fn store(
             "outcome": word,
             "size": if stored == Stored::Committed { size } else { None },
             "evicted": evicted,
+            "dropped": {
+                "owners": dropped.owners,
+                "set_id_bits": dropped.set_id_bits,
+                "xattrs": dropped.xattrs,
+            },
         }))?;
     } else {
         match stored {
@@ -113,6 +121,14 @@ pub(super) fn store(
         }
         for n in &evicted {
             note!("evicted {n}")?;
+        }
+        if dropped.any() {
+            note!(
+                "not kept (as `cp -a` as this user; --strict refuses): {} owners, {} set-ID bits, {} xattrs",
+                dropped.owners,
+                dropped.set_id_bits,
+                dropped.xattrs
+            )?;
         }
     }
     // The signal came during the commit, which finished: say so.
@@ -174,7 +190,7 @@ pub(super) fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
     // lead the read outside it.
     let dir = cap_std::fs::Dir::from_std_file(entry.open_dir()?);
     let shown = file.display();
-    let mut f = match dir.open(file) {
+    let mut f = match super::retry(|| dir.open(file)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!("no file `{shown}` in entry `{name}`")))

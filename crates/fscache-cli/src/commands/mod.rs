@@ -27,6 +27,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, ExitStatus};
 use std::time::{Duration, SystemTime};
 
+use fscache::meta::OnDrop;
 use fscache::{format_bytes, FsCache, MaxSize, PruneOptions, Swept};
 use serde_json::{json, Value};
 
@@ -68,6 +69,7 @@ pub(crate) fn run(cli: Cli) -> Outcome {
         Cmd::Store {
             args,
             fail_if_exists,
+            strict,
             output,
         } => {
             let (cache, rest) = split_cache(g, args, 2)?;
@@ -78,18 +80,21 @@ pub(crate) fn run(cli: Cli) -> Outcome {
                 IfExists::Succeed
             };
             let name = name_arg(name)?;
-            entry::store(&cache, &name, Path::new(&src), exists, output.format())
+            let on_drop = if strict { OnDrop::Fail } else { OnDrop::Count };
+            let src = Path::new(&src);
+            entry::store(&cache, &name, src, exists, on_drop, output.format())
         }
         Cmd::Load {
             args,
             command,
             remote,
+            timeout,
         } => {
             let (cache, rest) = split_cache(g, args, 1)?;
             let [name] = <[OsString; 1]>::try_from(rest).map_err(|_| usage())?;
             let name = name_arg(name)?;
             match remote.filter(|r| !r.is_empty()) {
-                Some(url) => remote::load(&cache, &name, &command, &url),
+                Some(url) => remote::load(&cache, &name, &command, &url, timeout),
                 None => entry::load(&cache, &name, &command),
             }
         }
@@ -107,11 +112,17 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             let (cache, names) = cache_and_names(g, t.args)?;
             remote::push(&cache, &names, &t.remote, t.output.format())
         }
-        Cmd::Pull(t) => {
-            let (cache, names) = cache_and_names(g, t.args)?;
-            remote::pull(&cache, &names, &t.remote, t.output.format())
+        Cmd::Pull(p) => {
+            let (cache, names) = cache_and_names(g, p.transfer.args)?;
+            let on_drop = if p.strict {
+                OnDrop::Fail
+            } else {
+                OnDrop::Count
+            };
+            let format = p.transfer.output.format();
+            remote::pull(&cache, &names, &p.transfer.remote, on_drop, format)
         }
-        Cmd::Remote { command } => remote::run(command),
+        Cmd::Remote { command } => remote::run(g, command),
         Cmd::Prune {
             cache,
             to,

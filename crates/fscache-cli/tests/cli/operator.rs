@@ -1,27 +1,19 @@
 //! What an operator reaches for: a default cache (`--cache`,
 //! `FSCACHE_DIR`), `clear`, `repair`, the debris report, `-q`, `set`
-//! over the limit, completions and the man page, and stdout that fails.
+//! over the limit, completions and the man page, stdout that fails,
+//! `verify NAME` with the default cache, `set` on a directory that is no
+//! cache, and `repair --json` while busy.
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{
+use crate::util::{
     expect_code, expect_error, hold, json, ls_json, names, new_cache, stderr, stdout, stop, store,
-    tree, BIN,
+    tree, with_env, BIN,
 };
-
-/// `fscache ARGS…` with `FSCACHE_DIR=dir` and stdout to `out`.
-fn with_env(dir: &Path, args: &[&OsStr]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("FSCACHE_DIR", dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// Plant the debris a killed writer leaves: an unlocked `uuid-*` entry.
 fn plant_debris(cache: &Path, tag: char) -> std::path::PathBuf {
@@ -64,9 +56,9 @@ fn fscache_dir_and_cache_flag_name_the_default_cache() {
         "x".as_ref(),
         src.as_os_str(),
     ];
-    expect_code(&with_env(&cache, &args), 0);
+    expect_code(&with_env(&cache, args), 0);
     let args = [OsStr::new("rm"), other.as_os_str(), "x".as_ref()];
-    expect_code(&with_env(&cache, &args), 0);
+    expect_code(&with_env(&cache, args), 0);
     assert!(ls_json(&other).is_empty());
     assert_eq!(names(&ls_json(&cache)), ["a"]);
 
@@ -334,4 +326,67 @@ fn the_man_pages_render() {
             stderr(&o)
         );
     }
+}
+
+#[test]
+fn verify_takes_its_cache_from_fscache_dir_or_cache_and_misses_exit_2() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "locale", &src), 0);
+    // FSCACHE_DIR=$C fscache verify locale
+    let o = with_env(&cache, ["verify", "locale"]);
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "locale: ok");
+    // fscache --cache $C verify locale
+    let o = fsc!("--cache", cache, "verify", "locale");
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "locale: ok");
+    // The whole cache, from the environment or as the one argument.
+    expect_code(&with_env(&cache, ["verify"]), 0);
+    expect_code(&fsc!("verify", cache), 0);
+    // A name without an entry is a miss.
+    let o = with_env(&cache, ["verify", "nonexist"]);
+    expect_code(&o, 2);
+    assert!(stdout(&o).contains("nonexist: missing"), "{}", stdout(&o));
+    assert!(stderr(&o).starts_with("miss: "), "{}", stderr(&o));
+}
+
+#[test]
+fn set_refuses_a_directory_of_other_files_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("important.txt"), b"keep me").unwrap();
+    let o = fsc!("set", home, "--max-size", "1G");
+    expect_error(&o, "is not empty and not a cache");
+    assert!(!home.join("CACHEDIR.TAG").exists());
+    assert!(!home.join("cache.info").exists());
+    // An empty or new directory, or a cache, is fine; --force overrides.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    expect_code(&fsc!("set", empty, "--max-size", "1G"), 0);
+    expect_code(&fsc!("set", empty, "--max-size", "2G"), 0);
+    expect_code(&fsc!("set", tmp.path().join("new"), "--max-size", "1G"), 0);
+    expect_code(&fsc!("set", home, "--max-size", "1G", "--force"), 0);
+    assert!(home.join("cache.info").exists());
+    assert_eq!(
+        std::fs::read(home.join("important.txt")).unwrap(),
+        b"keep me"
+    );
+}
+
+#[test]
+fn repair_json_while_busy_still_prints_a_document() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    let mut holder = hold(&cache, "a", "30");
+    let o = fsc!("repair", cache, "--json");
+    expect_code(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["repaired"], false, "{v}");
+    assert_eq!(v["busy"], true, "{v}");
+    stop(&mut holder).unwrap();
+    let v = json(&fsc!("repair", cache, "--json"));
+    assert_eq!(v["repaired"], true, "{v}");
 }

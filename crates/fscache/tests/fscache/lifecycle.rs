@@ -1,53 +1,15 @@
-//! The library 2.0 surface: builder, owned guards, `commit_and_load`,
-//! single flight, `contains`, sweeps, commit reports, and the regression
-//! tests of the user trial's bugs.
+//! An entry's life through the handles of one process: the builder,
+//! store, commit, load and their owned guards, LRU order, `contains`,
+//! commit reports and error text.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use fscache::{
-    BuildOptions, CacheInfo, Error, FsCache, MaxSize, Obtained, PruneOptions, Removed, Stored,
-};
+use fscache::{CacheInfo, Error, FsCache, MaxSize, Obtained, PruneOptions, Stored};
 
-fn unlimited(root: &Path) -> FsCache {
-    FsCache::builder("api-test")
-        .max_size_if_unset(MaxSize::Unlimited)
-        .open(root)
-        .unwrap()
-}
+use crate::util::{age, on_disk, put, unlimited};
 
-fn put(c: &FsCache, name: &str, bytes: usize) {
-    let w = c.store(name).unwrap();
-    std::fs::write(w.path().join("f"), vec![7u8; bytes]).unwrap();
-    assert_eq!(w.commit().unwrap(), Stored::Committed);
-}
-
-/// Set a file's atime to `secs_ago` seconds before now.
-fn age(path: &Path, secs_ago: u64) {
-    let t = SystemTime::now() - Duration::from_secs(secs_ago);
-    let f = std::fs::File::open(path).unwrap();
-    f.set_times(std::fs::FileTimes::new().set_accessed(t))
-        .unwrap();
-}
-
-/// The names in `objects/` and `stage/` (debris included).
-fn on_disk(root: &Path) -> Vec<String> {
-    let mut names = Vec::new();
-    for sub in ["objects", "stage"] {
-        for e in std::fs::read_dir(root.join(sub)).unwrap() {
-            names.push(format!(
-                "{sub}/{}",
-                e.unwrap().file_name().to_string_lossy()
-            ));
-        }
-    }
-    names.sort();
-    names
-}
-
-// Bug 1: an entry's last use is its commit, not the start of its store.
+// An entry's last use is its commit, not the start of its store.
 #[test]
 fn a_fresh_entry_is_the_most_recently_used() {
     let tmp = tempfile::tempdir().unwrap();
@@ -76,62 +38,7 @@ fn a_fresh_entry_is_the_most_recently_used() {
     assert!(c.contains("slow").unwrap());
 }
 
-// Bug 2: debris of dead writers is swept while other handles are open.
-#[test]
-fn debris_is_swept_beside_other_handles() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
-    let c = unlimited(root);
-    let other = unlimited(root);
-    put(&c, "kept", 100);
-    let live = c.store("in-progress").unwrap();
-    let live_name = format!(
-        "objects/{}",
-        live.path()
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-    );
-    let mut debris = Vec::new();
-    for (i, sub) in ["objects", "stage"].iter().enumerate() {
-        let name = format!("{sub}/uuid-{}", format!("{i}").repeat(32));
-        std::fs::create_dir_all(root.join(&name).join("data/deep")).unwrap();
-        std::fs::write(root.join(&name).join("object.lock"), b"").unwrap();
-        std::fs::write(root.join(&name).join("data/deep/f"), vec![1u8; 50_000]).unwrap();
-        debris.push(name);
-    }
-    let swept = other.sweep().unwrap();
-    assert_eq!(swept.removed.len(), 2, "{swept:?}");
-    assert_eq!(on_disk(root), {
-        let mut v = vec!["objects/kept".to_string(), live_name];
-        v.sort();
-        v
-    });
-    // A live writer's work survives, and commits.
-    std::fs::write(live.path().join("f"), b"x").unwrap();
-    assert_eq!(live.commit().unwrap(), Stored::Committed);
-
-    // `entries`, `prune` and `remove` sweep too.
-    for op in 0..3 {
-        std::fs::create_dir_all(root.join("objects/uuid-abababababababababababababababab/data"))
-            .unwrap();
-        match op {
-            0 => drop(other.entries().unwrap()),
-            1 => drop(other.prune(PruneOptions::default()).unwrap()),
-            _ => assert_eq!(other.remove("nothing").unwrap(), Removed::Missing),
-        }
-        assert!(
-            !root
-                .join("objects/uuid-abababababababababababababababab")
-                .exists(),
-            "op {op} did not sweep"
-        );
-    }
-}
-
-// Bug 4: error text.
+// Error text.
 #[test]
 fn errors_say_what_is_wrong_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -305,95 +212,6 @@ fn a_tree_the_cache_does_not_keep_is_handed_back() {
 }
 
 #[test]
-fn one_of_many_threads_builds() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = unlimited(tmp.path());
-    let builds = Arc::new(AtomicUsize::new(0));
-    let start = Arc::new(Barrier::new(4));
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            // A handle per thread: separate opens, as separate processes.
-            let c = unlimited(c.path());
-            let (builds, start) = (builds.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                let got = c
-                    .load_or_build("shared", |dir| {
-                        builds.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(200));
-                        std::fs::write(dir.join("f"), b"once")
-                    })
-                    .unwrap();
-                assert!(got.is_cached());
-                std::fs::read(got.path().join("f")).unwrap()
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap(), b"once");
-    }
-    assert_eq!(builds.load(Ordering::SeqCst), 1);
-}
-
-#[test]
-fn waiting_for_a_builder_is_bounded_and_cancellable() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = unlimited(tmp.path());
-    let waiter = unlimited(tmp.path());
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let builder = std::thread::spawn(move || {
-        c.load_or_build("slow", |dir| {
-            held_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            std::fs::write(dir.join("f"), b"late")
-        })
-        .unwrap()
-        .is_cached()
-    });
-    held_rx.recv().unwrap();
-    let stop = Arc::new(AtomicBool::new(true));
-    let e = waiter
-        .load_or_build_with(
-            "slow",
-            &BuildOptions::default().cancel_on(stop),
-            |_| -> Result<(), Error> { unreachable!() },
-        )
-        .unwrap_err();
-    assert!(matches!(e, Error::Cancelled { .. }), "{e:?}");
-    // Past the bound, the waiter builds its own.
-    let got = waiter
-        .load_or_build_with(
-            "slow",
-            &BuildOptions::default().wait_at_most(Duration::from_millis(50)),
-            |dir| std::fs::write(dir.join("f"), b"own"),
-        )
-        .unwrap();
-    assert!(matches!(got, Obtained::Built(_)));
-    drop(got);
-    go_tx.send(()).unwrap();
-    // The first builder then finds the name taken and loads the other's.
-    assert!(builder.join().unwrap());
-    let e = waiter.load("slow").unwrap().unwrap();
-    assert_eq!(std::fs::read(e.path().join("f")).unwrap(), b"own");
-}
-
-#[test]
-fn a_failed_build_leaves_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = unlimited(tmp.path());
-    let e = c
-        .load_or_build("fails", |dir| {
-            std::fs::write(dir.join("partial"), b"x")?;
-            Err(std::io::Error::other("compiler crashed"))
-        })
-        .unwrap_err();
-    assert_eq!(e.to_string(), "compiler crashed");
-    assert!(on_disk(c.path()).is_empty(), "{:?}", on_disk(c.path()));
-    assert!(!c.contains("fails").unwrap());
-}
-
-#[test]
 fn contains_is_a_peek_and_commit_reports_evictions() {
     let tmp = tempfile::tempdir().unwrap();
     let c = unlimited(tmp.path());
@@ -450,71 +268,6 @@ fn committed_durability_commits() {
     assert_eq!(w.commit().unwrap(), Stored::Committed);
     let e = c.load("durable").unwrap().unwrap();
     assert_eq!(std::fs::read(e.path().join("link")).unwrap(), b"x");
-}
-
-#[test]
-fn statistics_sum_every_handle_and_survive_drops() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = unlimited(tmp.path());
-    let b = unlimited(tmp.path());
-    put(&a, "x", 10);
-    for _ in 0..3 {
-        drop(b.load("x").unwrap().unwrap());
-    }
-    assert!(b.load("nope").unwrap().is_none());
-    let held = a.store("busy").unwrap();
-    drop(held);
-    // b's counts are flushed when its last clone drops.
-    drop(b);
-    let s = a.stats().unwrap();
-    assert_eq!((s.stored, s.hits, s.misses_absent), (1, 3, 1));
-    assert!(s.bytes_stored >= 10);
-    assert_eq!(s.hit_rate(), Some(0.75));
-    // What eviction and prune removed, by name and why.
-    a.set_info(CacheInfo {
-        maximum_size: Some(MaxSize::Bytes(0)),
-        ..Default::default()
-    })
-    .unwrap();
-    let pruned = a.prune(PruneOptions::default()).unwrap();
-    assert_eq!(pruned.removed, ["x"]);
-    let recent = a.stats().unwrap().recent_removals;
-    assert_eq!(
-        recent
-            .iter()
-            .map(|r| (r.name.as_str(), r.why.as_str()))
-            .collect::<Vec<_>>(),
-        [("x", "pruned")]
-    );
-    a.zero_stats().unwrap();
-    assert_eq!(a.stats().unwrap(), fscache::Stats::default());
-    // osbuild never opens it; it is beside its files.
-    assert!(tmp.path().join(fscache::CACHE_STATS).exists());
-}
-
-#[test]
-fn a_wait_for_a_lock_is_counted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = unlimited(tmp.path());
-    let before = c.stats().unwrap().lock_waits;
-    // Another open file description holds cache.info for a moment.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(tmp.path().join("cache.info"))
-        .unwrap();
-    let held = fscache_lock::FileLock::lock(file, fscache_lock::LockKind::Exclusive).unwrap();
-    let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        drop(held);
-    });
-    c.set_info(CacheInfo {
-        maximum_size: Some(MaxSize::Bytes(1 << 20)),
-        ..Default::default()
-    })
-    .unwrap();
-    release.join().unwrap();
-    assert_eq!(c.stats().unwrap().lock_waits, before + 1);
 }
 
 /// Found by the model test with injected I/O errors: an eviction whose
