@@ -393,6 +393,115 @@ fn a_failed_build_leaves_nothing() {
     assert!(!c.contains("fails").unwrap());
 }
 
+/// The user trial's bug: a build that asks for its own name waited for
+/// itself forever, and left a `uuid-*` behind when killed.
+#[test]
+fn load_or_build_of_its_own_name_from_its_build_is_an_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = unlimited(tmp.path());
+    // Another handle of the same cache, too: the lock is the cache's.
+    let other = unlimited(tmp.path());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let outer = c.clone();
+    std::thread::spawn(move || {
+        let r = outer.load_or_build("self", |_dir| -> Result<(), Error> {
+            let inner = other.load_or_build("self", |_| -> Result<(), Error> { unreachable!() });
+            let e = inner.err().expect("the inner call is refused");
+            assert!(matches!(e, Error::Reentrant { .. }), "{e:?}");
+            assert_eq!(std::io::Error::from(e).kind(), std::io::ErrorKind::Deadlock);
+            // Another name, from inside the build, is fine.
+            let other_name = other.load_or_build("dep", |d| std::fs::write(d.join("f"), b"d"));
+            assert!(matches!(other_name, Ok(Obtained::Built(_))));
+            Err(Error::Reentrant {
+                name: "self".into(),
+            })
+        });
+        done_tx.send(r.map(|_| ())).unwrap();
+    });
+    let r = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no hang");
+    let e = r.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`load_or_build` of `self` called from inside its own build: it would wait for itself"
+    );
+    // Nothing left behind, and the lock is free again: a later build works.
+    assert_eq!(on_disk(c.path()), ["objects/dep"]);
+    let got = c
+        .load_or_build("self", |d| std::fs::write(d.join("f"), b"s"))
+        .unwrap();
+    assert!(matches!(got, Obtained::Built(_)));
+}
+
+/// The user trial's count: callers of `load_or_build` that share one build
+/// are hits, the builder is a build, and the wait is counted on its own,
+/// not as misses.
+#[test]
+fn load_or_build_counts_what_its_callers_got() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = unlimited(tmp.path());
+    // A clone: its counts are the ones `c.stats()` flushes.
+    let waiter = c.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let b = c.clone();
+    let builder = std::thread::spawn(move || {
+        let got = b
+            .load_or_build("k", |dir| {
+                held_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                std::fs::write(dir.join("f"), b"k")
+            })
+            .unwrap();
+        assert!(matches!(got, Obtained::Built(_)));
+    });
+    held_rx.recv().unwrap();
+    let waiting = std::thread::spawn(move || {
+        let got = waiter
+            .load_or_build("k", |_| -> Result<(), Error> { unreachable!() })
+            .unwrap();
+        assert!(matches!(got, Obtained::Hit(_)));
+    });
+    // Once the waiter has been refused the build lock (its handle's
+    // count, flushed by `stats`), let the build finish.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while c.stats().unwrap().build_waits == 0 {
+        assert!(std::time::Instant::now() < deadline, "the waiter never waited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    go_tx.send(()).unwrap();
+    builder.join().unwrap();
+    waiting.join().unwrap();
+    // Two more hits, and a tree too large to keep.
+    for _ in 0..2 {
+        drop(
+            c.load_or_build("k", |_| -> Result<(), Error> { unreachable!() })
+                .unwrap(),
+        );
+    }
+    let s = c.stats().unwrap();
+    assert_eq!(
+        (s.hits, s.built, s.build_waits, s.misses()),
+        (3, 1, 1, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.loads(), 4);
+    assert_eq!(s.hit_rate(), Some(0.75));
+    c.set_info(CacheInfo {
+        maximum_size: Some(MaxSize::Bytes(1)),
+        ..Default::default()
+    })
+    .unwrap();
+    let got = c
+        .load_or_build("big", |d| std::fs::write(d.join("f"), vec![1u8; 10_000]))
+        .unwrap();
+    assert!(matches!(got, Obtained::Uncached(_)));
+    drop(got);
+    let s = c.stats().unwrap();
+    assert_eq!((s.built_uncached, s.builds(), s.misses()), (1, 2, 0));
+}
+
 #[test]
 fn contains_is_a_peek_and_commit_reports_evictions() {
     let tmp = tempfile::tempdir().unwrap();
