@@ -61,7 +61,9 @@ pub enum Error {
     },
     /// `load_or_build` of a name was called from inside that name's own
     /// build, on the same thread: it would wait for itself forever.
-    #[error("`load_or_build` of `{name}` called from inside its own build: it would wait for itself")]
+    #[error(
+        "`load_or_build` of `{name}` called from inside its own build: it would wait for itself"
+    )]
     Reentrant {
         /// The entry being built.
         name: String,

@@ -94,7 +94,6 @@ impl Drop for Flight {
     }
 }
 
-
 impl FsCache {
     /// Load `name`, or build it once: on a miss, `build` fills an empty
     /// directory, which is committed and handed back read-locked

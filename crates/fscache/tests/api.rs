@@ -467,7 +467,10 @@ fn load_or_build_counts_what_its_callers_got() {
     // count, flushed by `stats`), let the build finish.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while c.stats().unwrap().build_waits == 0 {
-        assert!(std::time::Instant::now() < deadline, "the waiter never waited");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never waited"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     go_tx.send(()).unwrap();

@@ -210,3 +210,79 @@ fn stats_list_removals_by_rm_clear_and_remove_bad() {
         );
     }
 }
+
+/// The report: `exists already` stayed 0 after CLI stores of an existing
+/// name (the CLI skipped the copy without the library counting it).
+#[test]
+fn a_store_of_an_existing_name_is_counted_as_exists_already() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    for _ in 0..2 {
+        expect_code(&store(&cache, "a", &src), 0);
+    }
+    expect_code(&fsc!("store", cache, "a", src, "--fail-if-exists"), 1);
+    let v = json(&fsc!("stats", cache, "--json"));
+    assert_eq!(
+        (v["stored"].as_u64(), v["stored-exists"].as_u64()),
+        (Some(1), Some(3)),
+        "{v}"
+    );
+    let text = stdout(&fsc!("stats", cache));
+    assert!(text.contains("  exists already:    3"), "{text}");
+}
+
+/// `cat` through a symlink that leaves the entry names the symlink; a
+/// `store` of a symlink says it stored the link and how to store its
+/// target's contents.
+#[test]
+fn symlinks_are_named_by_cat_and_noted_by_store() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    std::os::unix::fs::symlink("/etc/hostname", src.join("locale.alias")).unwrap();
+    std::os::unix::fs::symlink("../../..", src.join("up")).unwrap();
+    std::os::unix::fs::symlink("sub", src.join("inside")).unwrap();
+    expect_code(&store(&cache, "locale", &src), 0);
+    let o = fsc!("cat", cache, "locale", "locale.alias");
+    expect_error(
+        &o,
+        "`locale.alias` in entry `locale` is a symlink that points outside the entry (to `/etc/hostname`)",
+    );
+    let o = fsc!("cat", cache, "locale", "up/etc/hostname");
+    expect_error(
+        &o,
+        "`up` in entry `locale` is a symlink that points outside the entry (to `../../..`)",
+    );
+    // A symlink that stays inside is followed.
+    let o = fsc!("cat", cache, "locale", "inside/file");
+    expect_code(&o, 0);
+    assert_eq!(o.stdout.len(), 100);
+
+    // `fscache store C lib /lib`, where /lib is a symlink.
+    let lib = tmp.path().join("lib");
+    std::os::unix::fs::symlink(&src, &lib).unwrap();
+    let o = store(&cache, "lib", &lib);
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "stored a symlink; give `{}/` for its target's contents",
+            lib.display()
+        )),
+        "{out}"
+    );
+    let listed = std::fs::read_link(cache.join("objects/lib/data/lib")).unwrap();
+    assert_eq!(listed, src);
+    // With the slash, the target's contents, and no note.
+    let o = fsc!(
+        "store",
+        cache,
+        "lib-contents",
+        format!("{}/", lib.display())
+    );
+    expect_code(&o, 0);
+    assert!(!stdout(&o).contains("symlink"), "{}", stdout(&o));
+    assert!(cache.join("objects/lib-contents/data/hello.txt").is_file());
+    let v = json(&fsc!("store", cache, "lib2", lib, "--json"));
+    assert_eq!(v["symlink"], true, "{v}");
+}

@@ -219,7 +219,8 @@ fn store_then_ls_in_every_order() {
         let o = store(&cache, name, src);
         expect_code(&o, 0);
         assert!(
-            stdout(&o).starts_with(&format!("stored {name} (")),
+            stdout(&o).starts_with(&format!("stored {name}: "))
+                && stdout(&o).contains(" on disk ("),
             "{}",
             stdout(&o)
         );
