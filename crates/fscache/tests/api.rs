@@ -406,7 +406,7 @@ fn load_or_build_of_its_own_name_from_its_build_is_an_error_not_a_hang() {
     std::thread::spawn(move || {
         let r = outer.load_or_build("self", |_dir| -> Result<(), Error> {
             let inner = other.load_or_build("self", |_| -> Result<(), Error> { unreachable!() });
-            let e = inner.err().expect("the inner call is refused");
+            let e = inner.expect_err("the inner call is refused");
             assert!(matches!(e, Error::Reentrant { .. }), "{e:?}");
             assert_eq!(std::io::Error::from(e).kind(), std::io::ErrorKind::Deadlock);
             // Another name, from inside the build, is fine.
