@@ -155,8 +155,9 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             inspect::verify(&cache, &names, damaged, output.format())
         }
         Cmd::Stage { cache, command } => entry::stage(&given_once(g, cache)?, &command),
-        Cmd::Completions { shell } => docs::completions(shell),
-        Cmd::Manpage { dir } => docs::manpage(dir.as_deref()),
+        Cmd::Completions { shell, .. } => docs::completions(shell),
+        Cmd::Manpage { dir, .. } => docs::manpage(dir.as_deref()),
+        Cmd::Complete { words, .. } => docs::complete(&words),
     }
 }
 

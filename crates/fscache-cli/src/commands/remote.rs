@@ -377,7 +377,7 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
                 }
             }
         }
-        RemoteCmd::Keygen { output } => {
+        RemoteCmd::Keygen { output, .. } => {
             let secret = keygen().map_err(|e| Fail::error(chain(&e)))?;
             if output.format() == Format::Json {
                 output::json(&json!({
