@@ -187,6 +187,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("mkfs.btrfs", "btrfs-progs"),
     ("mkfs.xfs", "xfsprogs"),
     ("filefrag", "e2fsprogs"),
+    // The bash completion test types into a terminal.
+    ("tmux", "tmux"),
 ];
 
 /// Install the missing [`TEST_TOOLS`] with apt when we are root and apt is
