@@ -309,17 +309,21 @@ fn bench_record_digests(c: &mut Criterion) {
             .expect("copy");
     };
     g.bench_function("store_tree", |b| {
-        b.iter_custom(|n| time_trees(false, n, |cache, name| {
-            let r = cache.store_tree(name, &src).expect("store_tree");
-            assert_eq!(r, Stored::Committed);
-        }))
+        b.iter_custom(|n| {
+            time_trees(false, n, |cache, name| {
+                let r = cache.store_tree(name, &src).expect("store_tree");
+                assert_eq!(r, Stored::Committed);
+            })
+        })
     });
     g.bench_function("raw_store_tree", |b| {
-        b.iter_custom(|n| time_trees(false, n, |cache, name| {
-            let guard = cache.store(name).expect("store");
-            plain_copy(&src, guard.path());
-            assert_eq!(guard.commit().expect("commit"), Stored::Committed);
-        }))
+        b.iter_custom(|n| {
+            time_trees(false, n, |cache, name| {
+                let guard = cache.store(name).expect("store");
+                plain_copy(&src, guard.path());
+                assert_eq!(guard.commit().expect("commit"), Stored::Committed);
+            })
+        })
     });
     let build = |cache: &FsCache, name: &str| {
         let got = cache

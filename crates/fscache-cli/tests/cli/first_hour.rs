@@ -230,6 +230,16 @@ fn a_store_of_an_existing_name_is_counted_as_exists_already() {
     );
     let text = stdout(&fsc!("stats", cache));
     assert!(text.contains("  exists already:    3"), "{text}");
+    // Builds of load_or_build and waits for a builder have lines of their
+    // own (the library's tests count them).
+    for line in [
+        "  built:             0 (load_or_build)",
+        "waits for a builder: 0",
+    ] {
+        assert!(text.contains(line), "{line:?} not in {text}");
+    }
+    assert_eq!(v["builds"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["build-waits"].as_u64(), Some(0), "{v}");
 }
 
 /// `cat` through a symlink that leaves the entry names the symlink; a
