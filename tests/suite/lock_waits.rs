@@ -1,7 +1,7 @@
 //! Blocking waits of `fscache-lock` between threads: a waiter wakes when
 //! the holder releases, stays blocked while it holds, and `lock_timeout`
 //! gives up or succeeds in time. Moved here from the crate's own
-//! `tests/semantics.rs` because they depend on timing: here they share the
+//! `tests/lock/semantics.rs` because they depend on timing: here they share the
 //! one definition of `EVENTUALLY` and `QUIET` in `fscache-testkit`, which a
 //! packaged crate's tests cannot use.
 

@@ -163,7 +163,7 @@ pub const FAULT_ERRNOS: [&str; 4] = ["EIO", "ENOSPC", "ENOLCK", "EINTR"];
 /// `close`: strace fails it by not making the call, so the descriptor and
 /// its OFD lock stay (Linux releases the descriptor even when close(2)
 /// reports an error), and the store would wait for its own lock. The CLI
-/// sweep (`crates/fscache-cli/tests/io_errors.rs`) injects it, under a
+/// sweep (`crates/fscache-cli/tests/cli/io_errors.rs`) injects it, under a
 /// time limit.
 pub const FAULT_CALLS: [&str; 15] = [
     "openat",

@@ -10,8 +10,9 @@
 //!   (python3's venv, maturin and pytest from pip) and runs
 //!   `python/tests`; `pybench`: its `timeit` table beside osbuild's
 //!   FsCache (see `python.rs`).
-//! * `ioerr`: the full I/O-error sweep (every occurrence of every traced
-//!   system call of every command fails once).
+//! * `ioerr [--calls C1,C2]`: the full I/O-error sweep (every occurrence
+//!   of every traced system call, or of the listed ones, of every command
+//!   fails once).
 //! * `powerloss --rounds N [--seed S]`: the long power-loss sweep on the
 //!   lazy FUSE file system (`fscache-lazyfs`): N rounds of each mode from
 //!   seed S (`ci` runs a few; they need root and `/dev/fuse`).
@@ -84,9 +85,10 @@ commands:
   dist [--check]  write the man pages and shell completions to <target>/dist
                   (--check: and render and parse them, as `ci` does)
   demo-lock       show fscache-lock's OFD locks working across processes
-  ioerr           the full I/O-error sweep: every occurrence of every traced system
-                  call of every command fails once, with EIO, ENOSPC, EACCES, EPERM
-                  (`ci` runs a fast subset)
+  ioerr [--calls C1,C2]
+                  the full I/O-error sweep: every occurrence of every traced system
+                  call (or of the listed ones) of every command fails once, with
+                  EIO, ENOSPC, EACCES, EPERM, ENOLCK, EINTR (`ci` runs a fast subset)
   stress --procs P --seconds S [--cache DIR]
                   P processes of random operations on one cache, then exact books
   powerloss --rounds N [--seed S]
@@ -106,7 +108,8 @@ fn main() -> ExitCode {
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
-        ["ioerr"] => ioerr(),
+        ["ioerr"] => ioerr(None),
+        ["ioerr", "--calls", calls] => ioerr(Some(calls)),
         ["powerloss", rest @ ..] => powerloss(rest),
         ["dist"] => dist::dist().map(|_| ()),
         ["dist", "--check"] => dist::check(),
@@ -300,7 +303,6 @@ fn tests() -> Result<()> {
     }
 }
 
-/// The full I/O-error sweep of `crates/fscache-cli/tests/io_errors.rs`.
 /// The long power-loss sweep: the `powerloss` tests with more rounds.
 fn powerloss(args: &[&str]) -> Result<()> {
     let (mut rounds, mut seed) = ("100", "0");
@@ -322,7 +324,7 @@ fn powerloss(args: &[&str]) -> Result<()> {
     let mut test = cargo([
         "test",
         "--test",
-        "tests",
+        "suite",
         "powerloss",
         "--",
         "--nocapture",
@@ -333,18 +335,25 @@ fn powerloss(args: &[&str]) -> Result<()> {
     run(test)
 }
 
-fn ioerr() -> Result<()> {
+/// The full I/O-error sweep of `crates/fscache-cli/tests/cli/io_errors.rs`:
+/// every occurrence of every listed system call (of `calls` only, a comma
+/// list, when given) failing with every errno.
+fn ioerr(calls: Option<&str>) -> Result<()> {
     ensure_test_tools();
     let mut test = cargo([
         "test",
         "-p",
         "fscache-cli",
         "--test",
-        "io_errors",
+        "cli",
+        "io_errors::",
         "--",
         "--nocapture",
     ]);
     test.env("FSCACHE_IOERR_FULL", "1");
+    if let Some(calls) = calls {
+        test.env("FSCACHE_IOERR_CALLS", calls);
+    }
     run(test)
 }
 

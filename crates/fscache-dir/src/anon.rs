@@ -178,7 +178,7 @@ impl AnonDir {
             }
         };
         let removed = (|| {
-            let fd = match crate::walk::open_dir_nofollow(&*self.parent, self.name.as_str()) {
+            let fd = match crate::walk::open_dir_errno(&*self.parent, self.name.as_str()) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
                 Err(e) => return Err(err("open directory", Path::new(""), e.into())),

@@ -123,7 +123,6 @@ pub fn touch_atime(fd: &impl AsFd) {
 /// The open failed; the path is folded in.
 pub fn open_tree(path: &Path) -> io::Result<OwnedFd> {
     crate::walk::open_dir_nofollow(rustix::fs::CWD, path)
-        .map_err(|e| with_path("open directory", path, e.into()))
 }
 
 /// See [`CacheDir::sync_all`].
@@ -201,7 +200,7 @@ impl Visitor for Syncer {
 /// Whether the directory `name` of `parent` can be opened for reading
 /// (the walk opens every directory it descends into).
 fn can_open_dir(parent: &Frame<()>, name: &OsStr) -> bool {
-    crate::walk::open_dir_nofollow(parent.fd(), name).is_ok()
+    crate::walk::open_dir_errno(parent.fd(), name).is_ok()
 }
 
 /// A commit's stamp on a finished entry `objects/<name>`, best effort as

@@ -201,7 +201,7 @@ impl Walk {
             let Visit::Descend(state) = v.visit(top, &name, &path, &st)? else {
                 continue;
             };
-            let fd = match open_dir_nofollow(top.fd(), &name) {
+            let fd = match open_dir_errno(top.fd(), &name) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) if self.skip_vanished => continue,
                 Err(e) => return Err(v.error(&path, e.into())),
@@ -275,8 +275,21 @@ impl HardLinks<()> {
 ///
 /// # Errors
 ///
-/// The raw errno.
-pub fn open_dir_nofollow(dirfd: impl AsFd, path: impl AsRef<Path>) -> rustix::io::Result<OwnedFd> {
+/// The open failed. The error names the operation and the directory's
+/// absolute path (`dirfd`'s path joined with `path`, as `/proc/self/fd`
+/// tells it), with the OS error as its source (see [`crate::PathError`]).
+pub fn open_dir_nofollow(dirfd: impl AsFd, path: impl AsRef<Path>) -> io::Result<OwnedFd> {
+    let (dirfd, path) = (dirfd.as_fd(), path.as_ref());
+    open_dir_errno(dirfd, path)
+        .map_err(|e| crate::with_path("open directory", &absolute(dirfd, path), e.into()))
+}
+
+/// [`open_dir_nofollow`] with the raw errno, for the callers in this crate
+/// that tell a vanished directory (`ENOENT`, `ENOTDIR`) from a failure.
+pub(crate) fn open_dir_errno(
+    dirfd: impl AsFd,
+    path: impl AsRef<Path>,
+) -> rustix::io::Result<OwnedFd> {
     let dirfd = dirfd.as_fd();
     rustix::io::retry_on_intr(|| {
         rustix::fs::openat(
@@ -286,6 +299,26 @@ pub fn open_dir_nofollow(dirfd: impl AsFd, path: impl AsRef<Path>) -> rustix::io
             Mode::empty(),
         )
     })
+}
+
+/// `path` made absolute against `dirfd` for an error message: the
+/// directory's path as `/proc/self/fd` names it (the current directory for
+/// `AT_FDCWD`); `path` as given when that cannot be read.
+fn absolute(dirfd: BorrowedFd<'_>, path: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    if path.is_absolute() {
+        return path.to_owned();
+    }
+    let base = if dirfd.as_raw_fd() == rustix::fs::CWD.as_raw_fd() {
+        std::env::current_dir()
+    } else {
+        std::fs::read_link(format!("/proc/self/fd/{}", dirfd.as_raw_fd()))
+    };
+    match base {
+        Ok(base) if path == Path::new(".") => base,
+        Ok(base) => base.join(path),
+        Err(_) => path.to_owned(),
+    }
 }
 
 /// The names in the directory `fd`, without `.` and `..`, sorted; read with

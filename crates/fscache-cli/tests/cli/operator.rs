@@ -1,6 +1,9 @@
 //! What an operator reaches for: a default cache (`--cache`,
 //! `FSCACHE_DIR`), `clear`, `repair`, the debris report, `-q`, `set`
-//! over the limit, completions and the man page, and stdout that fails.
+//! over the limit, completions and the man page, stdout that fails,
+//! `verify NAME` with the default cache, `set` on a directory that is no
+//! cache, `repair --json` while busy, and the bash completion typed in a
+//! terminal (tmux).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -8,20 +11,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{
+use crate::util::{
     expect_code, expect_error, hold, json, ls_json, names, new_cache, stderr, stdout, stop, store,
-    tree, BIN,
+    tree, with_env, BIN,
 };
-
-/// `fscache ARGS…` with `FSCACHE_DIR=dir` and stdout to `out`.
-fn with_env(dir: &Path, args: &[&OsStr]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("FSCACHE_DIR", dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// Plant the debris a killed writer leaves: an unlocked `uuid-*` entry.
 fn plant_debris(cache: &Path, tag: char) -> std::path::PathBuf {
@@ -64,9 +57,9 @@ fn fscache_dir_and_cache_flag_name_the_default_cache() {
         "x".as_ref(),
         src.as_os_str(),
     ];
-    expect_code(&with_env(&cache, &args), 0);
+    expect_code(&with_env(&cache, args), 0);
     let args = [OsStr::new("rm"), other.as_os_str(), "x".as_ref()];
-    expect_code(&with_env(&cache, &args), 0);
+    expect_code(&with_env(&cache, args), 0);
     assert!(ls_json(&other).is_empty());
     assert_eq!(names(&ls_json(&cache)), ["a"]);
 
@@ -334,4 +327,198 @@ fn the_man_pages_render() {
             stderr(&o)
         );
     }
+}
+
+#[test]
+fn verify_takes_its_cache_from_fscache_dir_or_cache_and_misses_exit_2() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "locale", &src), 0);
+    // FSCACHE_DIR=$C fscache verify locale
+    let o = with_env(&cache, ["verify", "locale"]);
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "locale: ok");
+    // fscache --cache $C verify locale
+    let o = fsc!("--cache", cache, "verify", "locale");
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "locale: ok");
+    // The whole cache, from the environment or as the one argument.
+    expect_code(&with_env(&cache, ["verify"]), 0);
+    expect_code(&fsc!("verify", cache), 0);
+    // A name without an entry is a miss.
+    let o = with_env(&cache, ["verify", "nonexist"]);
+    expect_code(&o, 2);
+    assert!(stdout(&o).contains("nonexist: missing"), "{}", stdout(&o));
+    assert!(stderr(&o).starts_with("miss: "), "{}", stderr(&o));
+}
+
+#[test]
+fn set_refuses_a_directory_of_other_files_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(home.join("important.txt"), b"keep me").unwrap();
+    let o = fsc!("set", home, "--max-size", "1G");
+    expect_error(&o, "is not empty and not a cache");
+    assert!(!home.join("CACHEDIR.TAG").exists());
+    assert!(!home.join("cache.info").exists());
+    // An empty or new directory, or a cache, is fine; --force overrides.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    expect_code(&fsc!("set", empty, "--max-size", "1G"), 0);
+    expect_code(&fsc!("set", empty, "--max-size", "2G"), 0);
+    expect_code(&fsc!("set", tmp.path().join("new"), "--max-size", "1G"), 0);
+    expect_code(&fsc!("set", home, "--max-size", "1G", "--force"), 0);
+    assert!(home.join("cache.info").exists());
+    assert_eq!(
+        std::fs::read(home.join("important.txt")).unwrap(),
+        b"keep me"
+    );
+}
+
+#[test]
+fn repair_json_while_busy_still_prints_a_document() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    let mut holder = hold(&cache, "a", "30");
+    let o = fsc!("repair", cache, "--json");
+    expect_code(&o, 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["repaired"], false, "{v}");
+    assert_eq!(v["busy"], true, "{v}");
+    stop(&mut holder).unwrap();
+    let v = json(&fsc!("repair", cache, "--json"));
+    assert_eq!(v["repaired"], true, "{v}");
+}
+
+/// A tmux server on a private socket, killed when dropped.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        expect_code(&self.run(&args), 0);
+    }
+
+    /// Wait until the pane's last non-empty line is `want`.
+    #[track_caller]
+    fn expect_line(&self, want: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let pane = stdout(&self.run(&["capture-pane", "-p", "-t", "t"]));
+            let last = pane
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            if last.trim_end() == want.trim_end() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wanted {want:?}, the pane shows:\n{pane}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The completion script in a real bash, typed at as a person does:
+/// `fscache ve<TAB>` completes the command, and an entry name completes
+/// from the cache the line names, or from `$FSCACHE_DIR`.
+#[test]
+fn bash_completes_commands_and_entry_names_in_a_terminal() {
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !have("tmux") || !Path::new("/bin/bash").exists() {
+        eprintln!("skipping: tmux or bash is missing (cargo xtask ci installs tmux)");
+        return;
+    }
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    for n in ["locale", "lib"] {
+        expect_code(&store(&cache, n, &src), 0);
+    }
+    let script = tmp.path().join("fscache.bash");
+    let o = fsc!("completions", "bash");
+    expect_code(&o, 0);
+    std::fs::write(&script, &o.stdout).unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let tmux = Tmux {
+        socket: tmp.path().join("tmux.sock"),
+    };
+    let path = format!("PATH={}:/usr/bin:/bin", bin_dir.display());
+    let home = format!("HOME={}", tmp.path().display());
+    let dir = tmp.path().display().to_string();
+    let o = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "250",
+        "-y",
+        "40",
+        "-c",
+        &dir,
+        "--",
+        "env",
+        "-i",
+        &path,
+        &home,
+        "TERM=xterm",
+        "PS1=$ ",
+        "/bin/bash",
+        "--norc",
+        "--noprofile",
+    ]);
+    expect_code(&o, 0);
+    let source = format!("source {}", script.display());
+    tmux.keys(&[&source, "Enter", "clear", "Enter"]);
+    tmux.expect_line("$");
+    // The command.
+    tmux.keys(&["fscache ve", "Tab"]);
+    tmux.expect_line("$ fscache verify");
+    // An entry name, from the cache given as the first argument.
+    let c = cache.display().to_string();
+    tmux.keys(&[&format!("{c} loc"), "Tab"]);
+    tmux.expect_line(&format!("$ fscache verify {c} locale"));
+    tmux.keys(&["C-u", "clear", "Enter"]);
+    tmux.expect_line("$");
+    // From $FSCACHE_DIR, for `cat` (one name, then a path) and `rm`; the
+    // hidden commands are not offered.
+    tmux.keys(&[&format!("export FSCACHE_DIR={c}; clear"), "Enter"]);
+    tmux.expect_line("$");
+    tmux.keys(&["fscache cat lo", "Tab"]);
+    tmux.expect_line("$ fscache cat locale");
+    tmux.keys(&["C-u", "fscache --cache ", &c, " rm li", "Tab"]);
+    tmux.expect_line(&format!("$ fscache --cache {c} rm lib"));
+    tmux.keys(&["C-u", "fscache man", "Tab", "Tab"]);
+    tmux.expect_line("$ fscache man");
 }

@@ -3,7 +3,11 @@
 //! share entries with equal tree digests, signatures are checked when keys
 //! are set, prune removes what is unused.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
 
 fn keys() -> (String, String) {
     let o = fsc!("remote", "keygen");

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::process::{kill_process, Pid, Signal};
 
-use super::{expect_code, json, new_cache, BIN};
+use crate::util::{expect_code, json, new_cache, BIN};
 
 /// A small xorshift generator, seeded from the clock and printed so a
 /// failure can be replayed with `FSCACHE_TEST_SEED`.

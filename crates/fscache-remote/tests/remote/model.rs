@@ -6,7 +6,6 @@
 //! digest of the content the model says it must have.
 
 use std::collections::{BTreeMap, HashMap};
-mod common;
 
 use std::fs;
 use std::path::Path;
@@ -16,7 +15,7 @@ use fscache::{CacheInfo, Digest, FsCache, MaxSize, Obtained};
 use fscache_remote::{PruneOptions, Pushed, ReadThrough, Remote};
 use proptest::prelude::*;
 
-use common::noise;
+use crate::util::noise;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const CONTENTS: u8 = 3;

@@ -311,7 +311,7 @@ fn non_root_drops_exactly_the_documented_set() {
             "--bounding-set=-all",
         ])
         .arg(&exe)
-        .args(["--exact", "non_root_copy_helper", "--nocapture"])
+        .args(["--exact", "faithful::non_root_copy_helper", "--nocapture"])
         .env("FAITHFUL_SRC", &src)
         .env("FAITHFUL_DST", &dst)
         .output()

@@ -60,7 +60,7 @@ fn committed_syncs_everything_before_the_publishing_rename() {
         .arg(&me)
         .args([
             "--exact",
-            "committed_syncs_everything_before_the_publishing_rename",
+            "durability::committed_syncs_everything_before_the_publishing_rename",
             "--test-threads=1",
         ])
         .env(CHILD, &root)
@@ -212,7 +212,7 @@ fn committed_store_tree_syncs_xattrs_and_times() {
         .arg(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "committed_store_tree_syncs_xattrs_and_times",
+            "durability::committed_store_tree_syncs_xattrs_and_times",
             "--test-threads=1",
         ])
         .env(CHILD_TREE, format!("{}:{}", root.display(), src.display()))

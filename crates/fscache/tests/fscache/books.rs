@@ -1,12 +1,16 @@
-//! Books that heal: a cache whose `cache.size` a failed update left off is
-//! made exact by the next prune or sweep while other handles work, and a
-//! recount never miscounts the commits and removals in flight.
+//! Books and debris that heal: a cache whose `cache.size` a failed update
+//! left off is made exact by the next prune or sweep while other handles
+//! work, a recount never miscounts the commits and removals in flight,
+//! debris of dead writers is swept beside live ones, and `repair`, alone,
+//! makes everything exact.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use fscache::{CacheInfo, FsCache, MaxSize, PruneOptions, Stored};
+use fscache::{CacheInfo, FsCache, MaxSize, PruneOptions, Removed, Stored};
+
+use crate::util;
 
 fn size_file(root: &Path) -> u64 {
     std::fs::read_to_string(root.join("cache.size"))
@@ -136,4 +140,108 @@ fn a_live_recount_misses_no_commit_or_removal_in_flight() {
         "after {recounts} recounts"
     );
     assert!(recounts > 3);
+}
+
+// Debris of dead writers is swept while other handles are open.
+#[test]
+fn debris_is_swept_beside_other_handles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let c = util::unlimited(root);
+    let other = util::unlimited(root);
+    util::put(&c, "kept", 100);
+    let live = c.store("in-progress").unwrap();
+    let live_name = format!(
+        "objects/{}",
+        live.path()
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+    );
+    let mut debris = Vec::new();
+    for (i, sub) in ["objects", "stage"].iter().enumerate() {
+        let name = format!("{sub}/uuid-{}", format!("{i}").repeat(32));
+        std::fs::create_dir_all(root.join(&name).join("data/deep")).unwrap();
+        std::fs::write(root.join(&name).join("object.lock"), b"").unwrap();
+        std::fs::write(root.join(&name).join("data/deep/f"), vec![1u8; 50_000]).unwrap();
+        debris.push(name);
+    }
+    let swept = other.sweep().unwrap();
+    assert_eq!(swept.removed.len(), 2, "{swept:?}");
+    assert_eq!(util::on_disk(root), {
+        let mut v = vec!["objects/kept".to_string(), live_name];
+        v.sort();
+        v
+    });
+    // A live writer's work survives, and commits.
+    std::fs::write(live.path().join("f"), b"x").unwrap();
+    assert_eq!(live.commit().unwrap(), Stored::Committed);
+
+    // `entries`, `prune` and `remove` sweep too.
+    for op in 0..3 {
+        std::fs::create_dir_all(root.join("objects/uuid-abababababababababababababababab/data"))
+            .unwrap();
+        match op {
+            0 => drop(other.entries().unwrap()),
+            1 => drop(other.prune(PruneOptions::default()).unwrap()),
+            _ => assert_eq!(other.remove("nothing").unwrap(), Removed::Missing),
+        }
+        assert!(
+            !root
+                .join("objects/uuid-abababababababababababababababab")
+                .exists(),
+            "op {op} did not sweep"
+        );
+    }
+}
+
+#[test]
+fn repair_waits_for_exclusivity_then_makes_the_books_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = FsCache::open("repair-test", &root).unwrap();
+    cache
+        .set_info(CacheInfo {
+            maximum_size: Some(MaxSize::Unlimited),
+            ..Default::default()
+        })
+        .unwrap();
+    let w = cache.store("kept").unwrap();
+    std::fs::write(w.path().join("f"), vec![1u8; 10_000]).unwrap();
+    assert_eq!(w.commit().unwrap(), Stored::Committed);
+    let recorded = std::fs::read_to_string(root.join("cache.size")).unwrap();
+
+    // What crashes leave: an overcharged counter, an unlocked anonymous
+    // entry, a stray temp file, a half-removed named directory.
+    std::fs::write(root.join("cache.size"), b"999999").unwrap();
+    std::fs::create_dir_all(root.join("objects/uuid-00000000000000000000000000000000/data"))
+        .unwrap();
+    std::fs::write(
+        root.join("objects/uuid-11111111111111111111111111111111"),
+        b"",
+    )
+    .unwrap();
+    std::fs::create_dir(root.join("objects/half")).unwrap();
+
+    let other = FsCache::open("repair-test", &root).unwrap();
+    assert_eq!(cache.repair().unwrap(), None, "another handle is open");
+    drop(other);
+
+    let repaired = cache.repair().unwrap().expect("alone now");
+    assert_eq!(repaired.accounted_before, Some(999_999));
+    assert_eq!(repaired.accounted.to_string(), recorded);
+    assert_eq!(repaired.removed.len(), 3, "{:?}", repaired.removed);
+    let mut left: Vec<_> = std::fs::read_dir(root.join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["kept"]);
+    assert!(cache.load("kept").unwrap().is_some());
+
+    // The handle is shared again: others can open beside it.
+    let again = FsCache::open("repair-test", &root).unwrap();
+    assert!(again.load("kept").unwrap().is_some());
 }

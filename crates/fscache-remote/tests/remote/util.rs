@@ -1,4 +1,4 @@
-//! What the remote tier's test binaries share.
+//! What the remote tier's test modules share.
 
 /// Deterministic pseudo-random bytes (xorshift), so chunks differ: no two
 /// seeds give the same bytes (the seed is spread by an odd multiplier

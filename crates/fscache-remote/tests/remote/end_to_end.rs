@@ -3,7 +3,6 @@
 //! server (moto) on 127.0.0.1.
 
 use std::collections::HashMap;
-mod common;
 
 use std::fs;
 use std::net::TcpListener;
@@ -12,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::noise;
+use crate::util::noise;
 use fscache::{CacheInfo, FsCache, MaxSize, Obtained};
 use fscache_remote::{
     keygen, Access, Error, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
