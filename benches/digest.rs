@@ -21,21 +21,8 @@ use cap_std::{ambient_authority, fs::Dir};
 use criterion::{black_box, Criterion};
 use fscache_dir::copy::{copy_tree_into, copy_tree_into_with_digest};
 use fscache_dir::digest::{digest_tree, Version};
-use tempfile::TempDir;
 
-/// A temporary directory on tmpfs (`/dev/shm`) if there is one, else in the
-/// system temp directory.
-fn tmpfs_dir() -> TempDir {
-    let mut b = tempfile::Builder::new();
-    b.prefix("fscache-bench-digest-");
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(dir) = b.tempdir_in(shm) {
-            return dir;
-        }
-    }
-    b.tempdir().expect("create a temporary directory")
-}
+use fscache_testkit::tmpfs_dir;
 
 /// Fill `src` with the bench tree; returns its content bytes.
 fn make_tree(src: &Path) -> u64 {

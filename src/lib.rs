@@ -1,7 +1,11 @@
 //! Workspace root of fscache: owns the cross-crate `tests/` and `benches/`,
-//! and runs the root README's example as a doc test.
+//! runs the root README's example as a doc test, and holds what the tests
+//! share with their helper binary: the model tests' wire format and
+//! handle ([`model`]).
 
 #![forbid(unsafe_code)]
+
+pub mod model;
 
 /// The root `README.md`'s example, run as a doc test so it never goes
 /// stale. It lives here, not in `fscache`, because a packaged crate carries

@@ -25,7 +25,6 @@ use fscache::{CacheInfo, FsCache, MaxSize};
 use fscache_lock::{set_lock, LockKind, Wait};
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, CWD, UTIME_NOW, UTIME_OMIT};
 use rustix::io::Errno;
-use tempfile::TempDir;
 
 /// The application id of the bench caches.
 pub const APPID: &str = "fscache-bench";
@@ -35,19 +34,22 @@ pub const FILE_4K: [u8; 4096] = [0x5a; 4096];
 
 /// A temporary directory on tmpfs (`/dev/shm`) if there is one, else in the
 /// system temp directory.
-pub fn tmpfs_dir() -> TempDir {
-    let shm = Path::new("/dev/shm");
-    let builder = {
-        let mut b = tempfile::Builder::new();
-        b.prefix("fscache-bench-");
-        b
-    };
-    if shm.is_dir() {
-        if let Ok(dir) = builder.tempdir_in(shm) {
-            return dir;
-        }
-    }
-    builder.tempdir().expect("create a temporary directory")
+pub use fscache_testkit::tmpfs_dir;
+
+/// A temporary directory under the target directory (beside the bench
+/// executable's `deps/`), i.e. on the build's disk file system.
+pub fn disk_dir() -> tempfile::TempDir {
+    let exe = std::env::current_exe().expect("bench executable path");
+    // target/<profile>/deps/<bench>-<hash> → target/<profile>
+    let base = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("fscache-bench-disk-")
+        .tempdir_in(base)
+        .expect("create a temporary directory under the target directory")
 }
 
 /// Open a cache at `root/cache` with no size limit.

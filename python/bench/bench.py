@@ -2,22 +2,37 @@
 FsCache (where importable: installed, or $FSCACHE_OSBUILD_PATH) on the same
 operations, from one run. Run by `cargo xtask pybench`.
 
-Rows: a load hit and a miss, a store of one 4 KiB file, and store_tree of a
-10,000-file tree (with `cp -a --reflink=auto` beside it as the floor).
-Each cell is the median of REPEAT timings of NUMBER calls, per call.
+Rows: a load hit and a miss, a store of one 4 KiB file, and `store_tree`
+of a 10,000-file tree the way osbuild's object store calls it (`tree/.`),
+with `cp -a --reflink=auto -- tree/. data/` beside it: the command
+osbuild's `store_tree` runs.
+
+Fair on a shared machine:
+
+* the implementations take turns, round by round (ABAB, then BABA), each
+  cell the median of REPEAT rounds of NUMBER calls, per call;
+* `sync` before every round, so no one pays for the write-back of what
+  the one before wrote (the 10,000-file tree above all);
+* each cell in wall time and in CPU time (user + system of this process
+  and of its children: osbuild's `cp`). On a loaded machine the wall time
+  mostly waits for other processes; the CPU time is the work done.
+
+Set FSCACHE_PYBENCH_DIR to choose the file system (default: $TMPDIR).
 """
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import timeit
+import time
 
 import fscache
 
 REPEAT = int(os.environ.get("FSCACHE_PYBENCH_REPEAT", "7"))
+TREE_FILES = 10_000
 
 
 def osbuild_module():
@@ -33,8 +48,20 @@ def osbuild_module():
         return None
 
 
-def per_call(fn, number, repeat=REPEAT):
-    return statistics.median(timeit.repeat(fn, number=number, repeat=repeat)) / number
+def cpu_now():
+    """CPU seconds of this process and its waited-for children."""
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + c.ru_utime + c.ru_stime
+
+
+def timed(fn, number):
+    """(wall, cpu) seconds per call of `number` calls of `fn`."""
+    os.sync()
+    c0, t0 = cpu_now(), time.perf_counter()
+    for _ in range(number):
+        fn()
+    t1, c1 = time.perf_counter(), cpu_now()
+    return (t1 - t0) / number, (c1 - c0) / number
 
 
 def make_tree(root, files):
@@ -45,16 +72,19 @@ def make_tree(root, files):
             f.write(b"x" * 100)
 
 
-def bench(module, base, tree):
-    """Timings (seconds per call) of one implementation."""
-    path = os.path.join(base, module.__name__.replace(".", "_"))
-    cache = module.FsCache("bench", path)
-    out = {}
-    with cache:
+class Side:
+    """One implementation's cache and the operations on it."""
+
+    def __init__(self, module, base, tree):
+        self.name = "fscache" if module is fscache else "osbuild"
+        self.cache = module.FsCache("bench", os.path.join(base, self.name))
+        self.cache.__enter__()
+        cache = self.cache
         cache.info = cache.info._replace(maximum_size="unlimited")
         with cache.store("hit") as rpath:
             with open(os.path.join(cache, rpath, "f"), "wb") as f:
                 f.write(b"x" * 4096)
+        counter = iter(range(10**9))
 
         def load_hit():
             with cache.load("hit"):
@@ -67,34 +97,61 @@ def bench(module, base, tree):
             except cache.MissError:
                 pass
 
-        counter = iter(range(10**9))
-
         def store_4k():
             with cache.store(f"s{next(counter)}") as rpath:
                 with open(os.path.join(cache, rpath, "f"), "wb") as f:
                     f.write(b"x" * 4096)
 
-        trees = iter(range(10**9))
-
         def store_tree():
-            cache.store_tree(f"t{next(trees)}", tree)
+            cache.store_tree(f"t{next(counter)}", tree + "/.")
 
-        out["load hit"] = per_call(load_hit, 2000)
-        out["load miss"] = per_call(load_miss, 2000)
-        out["store 4 KiB"] = per_call(store_4k, 200)
-        out["store_tree 10,000 files"] = per_call(store_tree, 1, repeat=3)
+        self.ops = {
+            "load hit": (load_hit, 2000),
+            "load miss": (load_miss, 2000),
+            "store 4 KiB": (store_4k, 200),
+            f"store_tree {TREE_FILES:,} files": (store_tree, 1),
+        }
+
+    def close(self):
+        self.cache.__exit__(None, None, None)
+
+
+class CpA:
+    """`cp -a` of the tree's contents into a fresh directory."""
+
+    name = "cp -a"
+
+    def __init__(self, base, tree):
+        counter = iter(range(10**9))
+
+        def run():
+            dst = os.path.join(base, f"cp{next(counter)}")
+            os.mkdir(dst)
+            subprocess.run(["cp", "--reflink=auto", "-a", "--", tree + "/.", dst], check=True)
+
+        self.ops = {f"store_tree {TREE_FILES:,} files": (run, 1)}
+
+    def close(self):
+        pass
+
+
+def run_all(sides):
+    """{op: {side name: (wall, cpu)}}, medians of interleaved rounds."""
+    out = {}
+    ops = list(dict.fromkeys(op for s in sides for op in s.ops))
+    for op in ops:
+        takers = [s for s in sides if op in s.ops]
+        rounds = REPEAT if not op.startswith("store_tree") else 3
+        runs = {s.name: [] for s in takers}
+        for r in range(rounds):
+            for s in takers if r % 2 == 0 else takers[::-1]:
+                fn, number = s.ops[op]
+                runs[s.name].append(timed(fn, number))
+        out[op] = {
+            n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+            for n, v in runs.items()
+        }
     return out
-
-
-def cp_a(base, tree):
-    n = iter(range(10**9))
-
-    def run():
-        dst = os.path.join(base, f"cp{next(n)}")
-        os.mkdir(dst)
-        subprocess.run(["cp", "--reflink=auto", "-a", "--", tree, dst], check=True)
-
-    return per_call(run, 1, repeat=3)
 
 
 def human(s):
@@ -106,25 +163,51 @@ def human(s):
     return f"{s / 1e-9:.3g} ns"
 
 
+def fs_type(path):
+    """The file system type of `path`, from /proc/self/mountinfo."""
+    best, kind = "", "?"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf8") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mount = left.split()[4]
+                if (path + "/").startswith(mount.rstrip("/") + "/") and len(mount) >= len(best):
+                    best, kind = mount, right.split()[0]
+    except OSError:
+        pass
+    return kind
+
+
 def main():
     base = tempfile.mkdtemp(prefix="fscache-pybench-", dir=os.environ.get("FSCACHE_PYBENCH_DIR"))
+    sides = []
     try:
         tree = os.path.join(base, "tree")
-        make_tree(tree, 10_000)
-        ours = bench(fscache, base, tree)
-        theirs_mod = osbuild_module()
-        theirs = bench(theirs_mod, base, tree) if theirs_mod else {}
-        floor = cp_a(base, tree)
-        print(f"\n{'operation':<26}{'fscache':>12}{'osbuild':>12}{'osbuild/fscache':>18}{'cp -a':>10}")
-        for op, t in ours.items():
-            o = theirs.get(op)
-            ratio = f"{o / t:.2f}x" if o else "-"
-            cp = human(floor) if op.startswith("store_tree") else ""
-            print(f"{op:<26}{human(t):>12}{human(o):>12}{ratio:>18}{cp:>10}")
-        print(f"\nstore_tree / cp -a: {ours['store_tree 10,000 files'] / floor:.2f}x (fscache)")
+        make_tree(tree, TREE_FILES)
+        sides.append(Side(fscache, base, tree))
+        theirs = osbuild_module()
         if theirs:
-            print(f"store_tree / cp -a: {theirs['store_tree 10,000 files'] / floor:.2f}x (osbuild)")
+            sides.append(Side(theirs, base, tree))
+        sides.append(CpA(base, tree))
+        print(f"in {base} ({fs_type(base)}), load average {os.getloadavg()[0]:.1f} at the start")
+        res = run_all(sides)
+        print(f"\n{'operation':<26}{'':<6}{'fscache':>11}{'osbuild':>11}{'osbuild/fscache':>17}{'cp -a':>11}{'fscache/cp':>12}")
+        for op, cells in res.items():
+            for i, kind in enumerate(("wall", "cpu")):
+                ours = cells["fscache"][i]
+                other = cells.get("osbuild", (None, None))[i]
+                cp = cells.get("cp -a", (None, None))[i]
+                ratio = f"{other / ours:.2f}x" if other else "-"
+                vs_cp = f"{ours / cp:.2f}x" if cp else ""
+                label = op if i == 0 else ""
+                print(
+                    f"{label:<26}{kind:<6}{human(ours):>11}{human(other):>11}{ratio:>17}"
+                    f"{(human(cp) if cp else ''):>11}{vs_cp:>12}"
+                )
+        print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     finally:
+        for s in sides:
+            s.close()
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -24,8 +24,19 @@ Where this package differs from osbuild's (each on purpose):
 """
 
 import contextlib
+import errno
 import os
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Union,
+)
 
 from . import _native
 
@@ -162,6 +173,20 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
         removed, or damaged. Other processes create and delete entries at
         any time, so a miss only says so much."""
 
+    # The on-disk names, under osbuild's attribute names (its tests and
+    # tools use them).
+    _dirname_data = "data"
+    _dirname_objects = "objects"
+    _dirname_stage = "stage"
+    _filename_cache_info = "cache.info"
+    _filename_cache_lock = "cache.lock"
+    _filename_cache_size = "cache.size"
+    _filename_cache_tag = "CACHEDIR.TAG"
+    _filename_object_info = "object.info"
+    _filename_object_lock = "object.lock"
+    _version_current = _native.VERSION
+    _version_minimum = _native.VERSION
+
     _appid: str
     _path_cache: Any
     _active: bool
@@ -255,60 +280,36 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
             info = FsCacheInfo.from_json(raw)
         self._load_cache_info(info)
 
-    @contextlib.contextmanager
-    def stage(self) -> Iterator[str]:
+    def stage(self) -> ContextManager[str]:
         """A private scratch directory (its path relative to the cache),
         removed completely when the context ends."""
-        stage = self._handle().stage()
-        try:
-            yield stage.rel
-        finally:
-            stage.close()
+        native = self._native
+        if native is None:
+            return _not_active()
+        return native.stage_context()
 
-    @contextlib.contextmanager
-    def store(self, name: str) -> Iterator[str]:
+    def store(self, name: str) -> ContextManager[str]:
         """Store an entry: yields the path (relative to the cache) of an
         empty private directory to fill; a clean exit commits it as
         ``name``, an exception discards it. A commit may still not keep
         the entry (too large, no space, the name taken): never rely on it
-        being there afterwards."""
-        cache = self._handle()
-        assert self._bootid is not None
-        if not name:
-            raise ValueError()
-        if not self._is_compatible():
-            with self.stage() as rpath:
-                yield rpath
-            return
-        guard = cache.store(name)
-        try:
-            yield guard.rel
-        except BaseException:
-            guard.discard()
-            raise
-        guard.commit()
+        being there afterwards. An empty name raises ``ValueError``."""
+        native = self._native
+        if native is None:
+            return _not_active()
+        # One native object is the whole context manager: no Python frame
+        # runs on the way to the system calls.
+        return native.store_context(name)
 
-    @contextlib.contextmanager
-    def load(self, name: str) -> Iterator[str]:
+    def load(self, name: str) -> ContextManager[str]:
         """Load the entry ``name``: yields the path (relative to the cache)
         of its content, read-locked until the context ends. Raises
-        ``FsCache.MissError`` when it is not there."""
-        cache = self._handle()
-        if not name:
-            raise ValueError()
-        if not self._is_compatible():
-            raise self.MissError()
-        try:
-            entry = cache.load(name)
-        except ValueError:
-            # No entry can have a name that is not a valid one.
-            raise self.MissError() from None
-        if entry is None:
-            raise self.MissError()
-        try:
-            yield entry.rel
-        finally:
-            entry.release()
+        ``FsCache.MissError`` when it is not there (also for a name no
+        entry can have), ``ValueError`` for an empty name."""
+        native = self._native
+        if native is None:
+            return _not_active()
+        return native.load_context(name, self.MissError)
 
     def store_tree(self, name: str, tree: Any) -> None:
         """Store a copy of ``tree`` as ``name`` (committed at once, so it
@@ -328,16 +329,51 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
             raise RuntimeError(f"Cannot copy into file-system cache: {e}") from e
 
     def _last_used(self, name: str) -> float:
-        """The last use of ``name`` (a Unix time); ``MissError`` if absent."""
-        for e in self._handle().entries():
-            if e[0] == name:
-                return e[2]
-        raise self.MissError()
+        """The last use of ``name`` (its lock file's atime, a Unix time);
+        ``MissError`` if there is no such entry. Needs no context, as in
+        osbuild."""
+        try:
+            return os.stat(self._path(self._dirname_objects, name, self._filename_object_lock)).st_atime
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.ENOENT, errno.ENOTDIR):
+                raise self.MissError() from None
+            raise
 
     def _last_used_objs(self) -> List[FsCacheObjectInfo]:
-        """Every entry with its last use, least recently used first."""
-        objs = [FsCacheObjectInfo(name=e[0], last_used=e[2]) for e in self._handle().entries()]
+        """Every entry with its last use, least recently used first (a
+        snapshot: entries come and go meanwhile)."""
+        objs = []
+        for name in os.listdir(self._path(self._dirname_objects)):
+            if name.startswith("uuid-"):
+                continue
+            try:
+                objs.append(FsCacheObjectInfo(name=name, last_used=self._last_used(name)))
+            except (OSError, self.MissError):
+                continue
         return sorted(objs, key=lambda o: o.last_used)
+
+    def _remove_lru(self, required_size: int) -> bool:
+        """Evict least-recently-used entries until twice ``required_size``
+        is freed (osbuild's margin), skipping the ones in use; whether more
+        than ``required_size`` was freed. Books stay exact."""
+        accounted, _on_disk, _entries = self._handle().usage()
+        target = max(0, accounted - 2 * max(0, required_size))
+        _removed, _skipped, freed, _accounted = self._handle().prune(target, None, False)
+        return freed > required_size
+
+    @staticmethod
+    def _calculate_space(path_target: Any) -> int:
+        """The space of a tree: ``st_blocks`` × 512 of the directory and of
+        everything below it, links not followed (osbuild's measure)."""
+        total = os.lstat(path_target).st_blocks * 512
+        pending = [os.fspath(path_target)]
+        while pending:
+            with os.scandir(pending.pop()) as it:
+                for entry in it:
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+        return total
 
     # Beyond osbuild.
 
@@ -412,14 +448,16 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
         ``$FSCACHE_REMOTE``): what the push did, or ``None`` if the entry is
         not here. Keys come from ``$FSCACHE_REMOTE_SECRET_KEY`` and
         ``$FSCACHE_REMOTE_TRUSTED_KEYS``."""
-        return self._handle().push(_remote_url(url), name)
+        url = _remote_url(url)  # first: a build without remotes says so
+        return self._handle().push(url, name)
 
     @contextlib.contextmanager
     def pull(self, name: str, url: Optional[str] = None) -> Iterator[str]:
         """Pull ``name`` from the remote into this cache and yield its path
         (relative to the cache), held until the context ends;
         ``MissError`` if the remote lacks it."""
-        entry = self._handle().pull(_remote_url(url), name)
+        url = _remote_url(url)
+        entry = self._handle().pull(url, name)
         if entry is None:
             raise self.MissError()
         try:
@@ -431,13 +469,22 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
     def load_or_pull(self, name: str, url: Optional[str] = None) -> Iterator[str]:
         """Load ``name`` here, else pull it from the remote; ``MissError``
         if neither has it (or the remote fails: never worse than a miss)."""
-        entry = self._handle().load_or_pull(_remote_url(url), name)
+        url = _remote_url(url)
+        entry = self._handle().load_or_pull(url, name)
         if entry is None:
             raise self.MissError()
         try:
             yield entry.rel
         finally:
             entry.release()
+
+
+@contextlib.contextmanager
+def _not_active() -> Iterator[str]:
+    # osbuild asserts an entered cache when the context is entered (its
+    # methods are generators), not when the method is called.
+    raise AssertionError("the cache is not entered: use `with cache:`")
+    yield ""  # pylint: disable=unreachable
 
 
 def _remote_url(url: Optional[str]) -> str:

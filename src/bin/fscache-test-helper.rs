@@ -81,6 +81,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use fscache_lock::{FileLock, LockKind};
+use fscache_workspace::model::{self, Handle, Outcome, Request};
 
 const USAGE: &str = "\
 usage: fscache-test-helper COMMAND ARGS...
@@ -486,23 +487,16 @@ fn crash_at(point: &str, cache: &str, name: &str) -> Result<(), Failure> {
 fn store_model(cache: &str, name: &str, seed: u64, blocks: u64) -> Result<(), Failure> {
     let cache = fscache::FsCache::open("fscache-fault", cache).map_err(lib_err("open"))?;
     let w = cache.store(name).map_err(lib_err("store"))?;
-    let f = w.path().join("f");
-    std::fs::write(&f, model_content(seed, blocks as usize * 4096))
-        .map_err(io_err(format!("failed to write `{}`", f.display())))?;
+    model::fill(w.path(), seed, blocks).map_err(io_err(format!(
+        "failed to write `{}`",
+        w.path().join("f").display()
+    )))?;
     let r = w.commit_report().map_err(lib_err("commit"))?;
-    let word = match r.stored {
-        fscache::Stored::Committed => "committed",
-        fscache::Stored::Exists => "exists",
-        fscache::Stored::TooLarge => "toolarge",
-        fscache::Stored::NoSpace => "nospace",
-        fscache::Stored::Incompatible => "incompatible",
-    };
-    let evicted = if r.evicted.is_empty() {
-        "-".to_owned()
-    } else {
-        r.evicted.join(",")
-    };
-    say(&format!("stored {word} {evicted}"))
+    say(&Outcome::Stored {
+        stored: r.stored,
+        evicted: r.evicted,
+    }
+    .to_string())
 }
 
 /// The model test's crash: store NAME with the model's content of SEED
@@ -518,9 +512,10 @@ fn crash_model(
     blocks: u64,
 ) -> Result<(), Failure> {
     let fill = |dir: &Path| {
-        let f = dir.join("f");
-        std::fs::write(&f, model_content(seed, blocks as usize * 4096))
-            .map_err(io_err(format!("failed to write `{}`", f.display())))
+        model::fill(dir, seed, blocks).map_err(io_err(format!(
+            "failed to write `{}`",
+            dir.join("f").display()
+        )))
     };
     if point == "fill" {
         let cache = fscache::FsCache::open("fscache-crash", cache).map_err(lib_err("open"))?;
@@ -578,65 +573,10 @@ fn hold(cache: &str, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The entry content of the model tests: `len` bytes repeating `seed`.
-fn model_content(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = seed.to_le_bytes().repeat(len / 8 + 1);
-    v.truncate(len);
-    v
-}
-
-/// The seed of the model content in `dir` (`?` when it is not such
-/// content).
-fn model_seed(dir: &Path) -> String {
-    let Ok(bytes) = std::fs::read(dir.join("f")) else {
-        return "?".into();
-    };
-    let Some(first) = bytes.get(..8) else {
-        return "?".into();
-    };
-    let seed = u64::from_le_bytes(first.try_into().expect("8 bytes"));
-    if bytes.len() % 4096 == 0 && model_content(seed, bytes.len()) == bytes {
-        seed.to_string()
-    } else {
-        "?".into()
-    }
-}
-
-/// What one `serve` handle holds.
-#[derive(Default)]
-struct Served {
-    pending: Option<fscache::StoreGuard>,
-    held: Vec<fscache::Obtained>,
-}
-
-/// One handle of the model-based tests, driven over stdin. Requests (names
-/// are entry names, sizes in bytes, `blocks` of 4096 bytes):
-///
-/// ```text
-/// store NAME SEED BLOCKS         → stored OUTCOME EVICTED
-/// store-drop NAME SEED BLOCKS    → done
-/// begin NAME SEED BLOCKS         → done            (keeps the store pending)
-/// commit                         → stored OUTCOME EVICTED
-/// commit-and-load keep|drop      → got hit|built|uncached:OUTCOME SEED
-/// abandon                        → done
-/// load-or-build NAME SEED BLOCKS keep|drop → got …
-/// hold NAME                      → held SEED | held miss
-/// release SLOT                   → done            (slot modulo the held count)
-/// contains NAME                  → contains true|false
-/// stage                          → done
-/// set-limit BYTES|unlimited      → done
-/// prune-to BYTES                 → pruned REMOVED SKIPPED FREED
-/// prune-age SECS                 → pruned …
-/// remove NAME                    → removed FREED | removed in-use | removed missing
-/// sweep                          → swept COUNT FREED
-/// repair                         → repaired busy | repaired COUNT ACCOUNTED
-/// verify                         → verified OK UNVERIFIED MISS BAD
-/// held                           → seeds SEED,… | seeds -
-/// ```
-///
-/// Lists are comma-separated, `-` when empty; a seed is `?` when the
-/// content is not what a store of this protocol wrote. A library error
-/// answers `error MESSAGE`, and the handle goes on.
+/// One handle of the model-based tests, driven over stdin: each line is a
+/// [`Request`], answered with one line, the [`Outcome`] of
+/// [`Handle::run`] (the wire format and the handle are
+/// `fscache_workspace::model`, shared with the tests' in-process driver).
 fn serve(cache: &str, appid: &str, durability: Option<&str>) -> Result<(), Failure> {
     use io::BufRead;
     let cache = match durability {
@@ -654,182 +594,14 @@ fn serve(cache: &str, appid: &str, durability: Option<&str>) -> Result<(), Failu
     }
     .map_err(lib_err("open"))?;
     say("ready")?;
-    let mut served = Served::default();
+    let mut handle = Handle::new(cache);
     for line in io::stdin().lock().lines() {
         let line = line.map_err(io_err("failed to read stdin".into()))?;
-        let answer = serve_one(&cache, &mut served, &line).unwrap_or_else(|e| format!("error {e}"));
-        say(&answer)?;
+        let answer = match Request::parse(&line) {
+            Ok(request) => handle.run(&request),
+            Err(e) => Outcome::Error(e),
+        };
+        say(&answer.to_string())?;
     }
     Ok(())
-}
-
-fn serve_one(cache: &fscache::FsCache, s: &mut Served, line: &str) -> Result<String, String> {
-    use fscache::{CacheInfo, MaxSize, Obtained, PruneOptions, Removed, Stored};
-    use std::time::Duration;
-
-    let e = |e: fscache::Error| e.to_string();
-    let io = |e: io::Error| e.to_string();
-    let num = |w: &str| w.parse::<u64>().map_err(|_| format!("not a number: {w}"));
-    let fill = |dir: &Path, seed: &str, blocks: &str| -> Result<(), String> {
-        let len = num(blocks)? as usize * 4096;
-        std::fs::write(dir.join("f"), model_content(num(seed)?, len)).map_err(io)
-    };
-    let word = |s: Stored| match s {
-        Stored::Committed => "committed",
-        Stored::Exists => "exists",
-        Stored::TooLarge => "toolarge",
-        Stored::NoSpace => "nospace",
-        Stored::Incompatible => "incompatible",
-    };
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "-".into()
-        } else {
-            v.join(",")
-        }
-    };
-    let stored =
-        |r: fscache::CommitReport| format!("stored {} {}", word(r.stored), list(&r.evicted));
-    let got = |o: &Obtained| {
-        let how = match o {
-            Obtained::Hit(_) => "hit".into(),
-            Obtained::Built(_) => "built".into(),
-            Obtained::Uncached(u) => format!("uncached:{}", word(u.reason())),
-        };
-        format!("got {how} {}", model_seed(o.path()))
-    };
-    let pruned = |r: fscache::PruneReport| {
-        format!(
-            "pruned {} {} {}",
-            list(&r.removed),
-            list(&r.skipped),
-            r.freed
-        )
-    };
-    let words: Vec<&str> = line.split(' ').collect();
-    Ok(match words.as_slice() {
-        ["store", name, seed, blocks] => {
-            let w = cache.store(name).map_err(e)?;
-            fill(w.path(), seed, blocks)?;
-            stored(w.commit_report().map_err(e)?)
-        }
-        ["store-drop", name, seed, blocks] => {
-            let w = cache.store(name).map_err(e)?;
-            fill(w.path(), seed, blocks)?;
-            drop(w);
-            "done".into()
-        }
-        ["begin", name, seed, blocks] => {
-            let w = cache.store(name).map_err(e)?;
-            fill(w.path(), seed, blocks)?;
-            s.pending = Some(w);
-            "done".into()
-        }
-        ["commit"] => {
-            let w = s.pending.take().ok_or("no pending store")?;
-            stored(w.commit_report().map_err(e)?)
-        }
-        ["commit-and-load", keep] => {
-            let w = s.pending.take().ok_or("no pending store")?;
-            let o = w.commit_and_load().map_err(e)?;
-            let answer = got(&o);
-            if *keep == "keep" {
-                s.held.push(o);
-            }
-            answer
-        }
-        ["abandon"] => {
-            s.pending = None;
-            "done".into()
-        }
-        ["load-or-build", name, seed, blocks, keep] => {
-            let o = cache
-                .load_or_build(name, |dir| {
-                    fill(dir, seed, blocks).map_err(io::Error::other)
-                })
-                .map_err(io)?;
-            let answer = got(&o);
-            if *keep == "keep" {
-                s.held.push(o);
-            }
-            answer
-        }
-        ["hold", name] => match cache.load(name).map_err(e)? {
-            Some(entry) => {
-                let answer = format!("held {}", model_seed(entry.path()));
-                s.held.push(Obtained::Hit(entry));
-                answer
-            }
-            None => "held miss".into(),
-        },
-        ["release", slot] => {
-            if s.held.is_empty() {
-                return Err("nothing held".into());
-            }
-            let i = num(slot)? as usize % s.held.len();
-            drop(s.held.remove(i));
-            "done".into()
-        }
-        ["contains", name] => format!("contains {}", cache.contains(name).map_err(e)?),
-        ["stage"] => {
-            let g = cache.stage().map_err(e)?;
-            std::fs::write(g.path().join("scratch"), b"scratch").map_err(io)?;
-            drop(g);
-            "done".into()
-        }
-        ["set-limit", max] => {
-            let max = match *max {
-                "unlimited" => MaxSize::Unlimited,
-                n => MaxSize::Bytes(num(n)?),
-            };
-            cache
-                .set_info(CacheInfo {
-                    maximum_size: Some(max),
-                    ..Default::default()
-                })
-                .map_err(e)?;
-            "done".into()
-        }
-        ["prune-to", bytes] => pruned(
-            cache
-                .prune(PruneOptions::new().to(num(bytes)?))
-                .map_err(e)?,
-        ),
-        ["prune-age", secs] => pruned(
-            cache
-                .prune(PruneOptions::new().unused_for(Duration::from_secs(num(secs)?)))
-                .map_err(e)?,
-        ),
-        ["remove", name] => match cache.remove(name).map_err(e)? {
-            Removed::Removed { freed } => format!("removed {freed}"),
-            Removed::InUse => "removed in-use".into(),
-            Removed::Missing => "removed missing".into(),
-        },
-        ["sweep"] => {
-            let r = cache.sweep().map_err(e)?;
-            format!("swept {} {}", r.removed.len(), r.freed)
-        }
-        ["verify"] => {
-            let (mut ok, mut unverified, mut miss, mut bad) = (0, 0, 0, 0);
-            for (_, v) in cache.verify_all(&|_| {}).map_err(e)? {
-                match v.map_err(e)? {
-                    fscache::Verified::Ok(_) => ok += 1,
-                    fscache::Verified::Unverified => unverified += 1,
-                    fscache::Verified::Miss => miss += 1,
-                    // Mismatch, and whatever else a newer version reports.
-                    _ => bad += 1,
-                }
-            }
-            format!("verified {ok} {unverified} {miss} {bad}")
-        }
-        ["repair"] => match cache.repair().map_err(e)? {
-            None => "repaired busy".into(),
-            Some(r) => format!("repaired {} {}", r.removed.len(), r.accounted),
-        },
-        ["held"] => {
-            let seeds: Vec<String> = s.held.iter().map(|o| model_seed(o.path())).collect();
-            format!("seeds {}", list(&seeds))
-        }
-        _ => return Err(format!("unknown request {line:?}")),
-    })
 }

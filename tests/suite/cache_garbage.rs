@@ -8,6 +8,7 @@ use std::path::Path;
 use fscache::{Error, FsCache, MaxSize, Stored};
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 /// A scaffolded cache whose `cache.info` is then replaced by `info`.
 fn with_info(info: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -9,6 +9,7 @@ use fscache::{CacheInfo, FsCache, MaxSize, Stored};
 use serde_json::json;
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 const TAG_SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55\n";
 

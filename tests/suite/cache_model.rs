@@ -9,6 +9,7 @@ use fscache::{FsCache, MaxSize, Stored};
 use proptest::prelude::*;
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 const NAMES: [&str; 4] = ["n0", "n1", "n2", "n3"];
 

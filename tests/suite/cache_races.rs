@@ -10,6 +10,7 @@ use fscache::{FsCache, Hook, HookPoint, MaxSize, Stored};
 use fscache_dir::CacheDir;
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 /// A hook that runs `action` once, the first time `point` fires for
 /// `rel`, and only after `armed` is set. The flag also keeps the action
@@ -208,4 +209,76 @@ fn cache_race_counter_replaced_before_lock_quota_layer() {
     assert_eq!(charged, fscache_quota::Charge::Accepted { total: 105 });
     assert_eq!(size_file(&root), 105);
     assert_eq!(fscache_quota::uncharge(&dir, 5).unwrap(), 100);
+}
+
+/// When the kept eviction list runs out (here: none was written yet), the
+/// evicting commits that meet it at once do not each scan `objects/`: the
+/// first holds the rescan lock (byte 2 of `books.lock`) while it scans,
+/// the other waits for it, then takes its candidate from the list the
+/// first wrote. Two handles, so two open file descriptions of
+/// `books.lock`: the OFD lock between them is the one between processes.
+#[test]
+fn cache_race_evicting_commits_share_one_rescan() {
+    use std::sync::mpsc;
+    let (_t, root) = fresh();
+    let setup = open(&root);
+    let one = entry_space(BLOCK);
+    set_max(&setup, MaxSize::Bytes(20 * one));
+    for i in 0..20 {
+        assert_eq!(
+            store_file(&setup, &format!("e{i:02}"), i, BLOCK),
+            Stored::Committed
+        );
+        tick();
+    }
+    setup.zero_stats().unwrap();
+    drop(setup);
+    // A's scan pauses at its start until B has had time to reach its own
+    // (or the bound passes: then B came late and found A's list anyway).
+    let (scanning_tx, scanning_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let scanning_tx = std::sync::Mutex::new(scanning_tx);
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let armed = Arc::new(AtomicBool::new(true));
+    let hook = once(HookPoint::EvictScan, "", armed, move |_| {
+        scanning_tx.lock().unwrap().send(()).unwrap();
+        let _ = go_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(fscache_testkit::EVENTUALLY);
+    });
+    let a = FsCache::open_with_hook(APPID, &root, Some(hook)).unwrap();
+    let b = open(&root);
+    std::thread::scope(|s| {
+        let ta = s.spawn(|| store_file(&a, "a", 100, BLOCK));
+        scanning_rx
+            .recv_timeout(fscache_testkit::EVENTUALLY)
+            .expect("A scans");
+        let tb = s.spawn(|| store_file(&b, "b", 101, BLOCK));
+        std::thread::sleep(fscache_testkit::QUIET);
+        go_tx.send(()).unwrap();
+        assert_eq!(ta.join().unwrap(), Stored::Committed);
+        assert_eq!(tb.join().unwrap(), Stored::Committed);
+    });
+    // Both handles' counts, summed in cache.stats.
+    drop(a);
+    let stats = b.stats().unwrap();
+    assert_eq!(stats.eviction_scans, 1, "one scan served both commits");
+    assert_eq!(stats.evictions, 2);
+    // The two oldest went, one each, from the one list.
+    let left = entries(&root);
+    assert!(!left.contains(&"e00".to_owned()) && !left.contains(&"e01".to_owned()));
+    assert_eq!(left.len(), 20);
+    assert!(root.join("cache.evict").exists());
+    assert_books_balance(&root);
+    assert_no_debris(&root);
+    // A recount of the books makes the list stale: it is unlinked, and
+    // the next evicting commit scans again.
+    assert!(b.repair().unwrap().is_some(), "b is the only handle");
+    assert!(
+        !root.join("cache.evict").exists(),
+        "stale after the recount"
+    );
+    assert_eq!(store_file(&b, "c", 102, BLOCK), Stored::Committed);
+    assert_eq!(b.stats().unwrap().eviction_scans, 2);
 }

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use fscache::{Error, MaxSize, Stored};
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 #[test]
 fn cache_miss_is_none() {

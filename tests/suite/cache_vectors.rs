@@ -10,6 +10,7 @@ use fscache::{CacheInfo, MaxSize, Stored};
 use serde_json::json;
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 fn data(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

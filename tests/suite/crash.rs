@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use fscache::{CacheInfo, FsCache, HookPoint, MaxSize, Stored};
 
-use crate::multiprocess::{
-    assert_entries_intact, committed, counter, debris, lockable, recorded_size, recorded_total,
-    run_helper, scratch,
+use crate::inspect::{
+    assert_entries_intact, debris, entries, lockable, recorded_size, recorded_sum, size_file,
 };
+use crate::multiprocess::run_helper;
 use crate::util::{Reporter, HELPER};
+use fscache_testkit::tmpfs_dir;
 
 const NAME: &str = "victim";
 
@@ -32,7 +33,7 @@ fn cache_with(root: &Path, limit: MaxSize, entries: &[&str], bytes: usize) -> Fs
     for name in entries {
         let w = cache.store(name).unwrap();
         std::fs::write(w.path().join("blob"), vec![7u8; bytes]).unwrap();
-        let digest = crate::multiprocess::digest(w.path());
+        let digest = crate::inspect::digest(w.path());
         std::fs::write(w.path().join("DIGEST"), digest).unwrap();
         assert_eq!(w.commit().unwrap(), Stored::Committed);
     }
@@ -64,6 +65,7 @@ fn check_after_crash(root: &Path, what: &str) -> u64 {
         "{what}: {NAME} must miss"
     );
     for d in debris(root) {
+        let d = root.join(d);
         let lock = if d.is_dir() {
             d.join("object.lock")
         } else {
@@ -84,8 +86,8 @@ fn check_after_crash(root: &Path, what: &str) -> u64 {
             "{what}: invalid {name} loads"
         );
     }
-    let size = counter(root);
-    let recorded = recorded_total(root);
+    let size = size_file(root);
+    let recorded = recorded_sum(root);
     assert!(
         size >= recorded,
         "{what}: cache.size {size} is lower than the recorded {recorded}"
@@ -100,12 +102,11 @@ fn repair_and_reuse(root: &Path, what: &str) {
     // The layer below the facade, for the steps maintenance takes.
     let dir = fscache_dir::CacheDir::open(root).unwrap();
     let total = fscache_quota::recount(&dir).unwrap();
-    assert_eq!(total, recorded_total(root), "{what}: recount");
-    assert_eq!(counter(root), total, "{what}: recount wrote the counter");
+    assert_eq!(total, recorded_sum(root), "{what}: recount");
+    assert_eq!(size_file(root), total, "{what}: recount wrote the counter");
     // Unlocked debris may be removed by anyone (maintenance's job).
-    for d in debris(root) {
-        let rel = d.strip_prefix(root).unwrap();
-        dir.remove_entry(rel).unwrap();
+    for rel in debris(root) {
+        dir.remove_entry(Path::new(&rel)).unwrap();
     }
     assert!(debris(root).is_empty(), "{what}: debris left after removal");
     for name in assert_entries_intact(root) {
@@ -122,8 +123,8 @@ fn repair_and_reuse(root: &Path, what: &str) {
         "{what}: invalid entries left"
     );
     assert_eq!(
-        counter(root),
-        recorded_total(root),
+        size_file(root),
+        recorded_sum(root),
         "{what}: debris removal"
     );
 
@@ -139,37 +140,40 @@ fn repair_and_reuse(root: &Path, what: &str) {
         "{what}: load after crash"
     );
     assert_eq!(
-        counter(root),
-        recorded_total(root),
+        size_file(root),
+        recorded_sum(root),
         "{what}: books after reuse"
     );
 }
 
 #[test]
 fn a_store_killed_before_commit_leaves_unlocked_debris_and_exact_books() {
-    let tmp = scratch();
+    let tmp = tmpfs_dir();
     let root = tmp.path().join("cache");
     let _cache = cache_with(&root, MaxSize::Bytes(1 << 20), &["keep"], 10_000);
-    let before = counter(&root);
+    let before = size_file(&root);
 
     crash(&["crash-in-store", root.to_str().unwrap(), NAME]);
 
     let stores = debris(&root);
     assert_eq!(stores.len(), 1, "one abandoned store: {stores:?}");
-    assert!(stores[0].join("data").is_dir(), "its data is still there");
+    assert!(
+        root.join(&stores[0]).join("data").is_dir(),
+        "its data is still there"
+    );
     assert_eq!(
         check_after_crash(&root, "crash-in-store"),
         0,
         "nothing was charged"
     );
-    assert_eq!(counter(&root), before);
-    assert_eq!(committed(&root), ["keep"]);
+    assert_eq!(size_file(&root), before);
+    assert_eq!(entries(&root), ["keep"]);
     repair_and_reuse(&root, "crash-in-store");
 }
 
 #[test]
 fn a_commit_killed_after_charging_overcounts_until_recount() {
-    let tmp = scratch();
+    let tmp = tmpfs_dir();
     let root = tmp.path().join("cache");
     let _cache = cache_with(&root, MaxSize::Bytes(1 << 20), &["keep"], 10_000);
 
@@ -177,7 +181,8 @@ fn a_commit_killed_after_charging_overcounts_until_recount() {
 
     let stores = debris(&root);
     assert_eq!(stores.len(), 1, "one abandoned commit: {stores:?}");
-    let charged = recorded_size(&stores[0]).expect("object.info was written before the rename");
+    let charged =
+        recorded_size(&root.join(&stores[0])).expect("object.info was written before the rename");
     assert!(charged > 0);
     let over = check_after_crash(&root, "crash-after-charge");
     assert_eq!(
@@ -201,14 +206,14 @@ fn a_store_killed_at_any_hook_point_never_undercounts() {
         HookPoint::CommitRename,
     ];
     for point in points.map(HookPoint::name) {
-        let tmp = scratch();
+        let tmp = tmpfs_dir();
         let root = tmp.path().join("cache");
         let old = ["old0", "old1", "old2"];
         let cache = cache_with(&root, MaxSize::Unlimited, &old, 64 * 1024);
         // Exactly full: the helper's store must evict.
         cache
             .set_info(CacheInfo {
-                maximum_size: Some(MaxSize::Bytes(counter(&root))),
+                maximum_size: Some(MaxSize::Bytes(size_file(&root))),
                 ..Default::default()
             })
             .unwrap();
@@ -224,7 +229,7 @@ fn a_store_killed_at_any_hook_point_never_undercounts() {
 
 #[test]
 fn a_reader_killed_with_sigkill_releases_its_entry() {
-    let tmp = scratch();
+    let tmp = tmpfs_dir();
     let root = tmp.path().join("cache");
     let cache = cache_with(&root, MaxSize::Bytes(1 << 20), &[NAME], 10_000);
     let dir = fscache_dir::CacheDir::open(&root).unwrap();
@@ -250,6 +255,6 @@ fn a_reader_killed_with_sigkill_releases_its_entry() {
     assert!(evicted.failed.is_empty(), "{evicted:?}");
     assert_eq!(evicted.removed, [NAME], "an idle entry is evicted");
     assert!(cache.load(NAME).unwrap().is_none());
-    assert_eq!(counter(&root), 0);
-    assert_eq!(recorded_total(&root), 0);
+    assert_eq!(size_file(&root), 0);
+    assert_eq!(recorded_sum(&root), 0);
 }

@@ -23,9 +23,12 @@ mod lock_peers;
 // timing-dependent tests of the crate, here to share the kit's bounds.
 mod lock_waits;
 
+// The one on-disk inspection of a cache: books, entries, debris (one
+// meaning: `uuid-*` in objects/ and anything in stage/), space, digests.
+mod inspect;
+
 // Several processes stressing one small cache (`fscache-test-helper
-// stress`): exact books and intact entries afterwards. Also the
-// cache-inspection helpers the crash tests share.
+// stress`): exact books and intact entries afterwards.
 mod multiprocess;
 
 // Processes killed mid-protocol (store, commit, eviction) or while holding
@@ -35,7 +38,7 @@ mod crash;
 // The cache on mounted tmpfs file systems: disk full, noatime (needs root).
 mod filesystems;
 
-// Helpers of the cache_* modules: tmpfs temp caches, reading the books.
+// Helpers of the cache_* modules: tmpfs temp caches, seeded entries.
 mod cache_util;
 
 // FsCache::open scaffolding, the records of a commit, cache.info updates.

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use fscache::{Removed, Stored};
+pub use fscache_workspace::model::{Got, Outcome, Request};
 
 /// The entry names the operations use (few, so they collide often).
 pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
@@ -30,7 +31,7 @@ pub const HANDLES: usize = 4;
 /// Handles `0..OPEN_AT_START` are open when a case starts.
 pub const OPEN_AT_START: usize = 3;
 /// The size unit of entries and limits (one page).
-pub const BLOCK: u64 = 4096;
+pub use fscache_workspace::model::BLOCK;
 /// The maximum size a case starts with, in blocks.
 pub const START_LIMIT_BLOCKS: u64 = 10;
 
@@ -246,45 +247,68 @@ impl Op {
         }
     }
 
-    /// The request line of `fscache-test-helper serve` for an operation a
-    /// handle runs (not `Open`, `Close`, `Age`, `Tick`).
-    pub fn line(&self) -> String {
+    /// The request of a handle's operation (not `Open`, `Close`, `Age`,
+    /// `Tick`, `DamageList`, `Crash`, `Fault`), as both drivers send it.
+    pub fn request(&self) -> Request {
         use Op::*;
-        let keep = |k: bool| if k { "keep" } else { "drop" };
+        let name = |n: usize| NAMES[n].to_owned();
         match *self {
             Store {
-                name, seed, blocks, ..
-            } => format!("store {} {seed} {blocks}", NAMES[name]),
-            StoreDrop {
-                name, seed, blocks, ..
-            } => format!("store-drop {} {seed} {blocks}", NAMES[name]),
-            Begin {
-                name, seed, blocks, ..
-            } => format!("begin {} {seed} {blocks}", NAMES[name]),
-            Commit { .. } => "commit".into(),
-            CommitAndLoad { keep: k, .. } => format!("commit-and-load {}", keep(k)),
-            Abandon { .. } => "abandon".into(),
-            LoadOrBuild {
-                name,
+                name: n,
                 seed,
                 blocks,
-                keep: k,
                 ..
-            } => format!("load-or-build {} {seed} {blocks} {}", NAMES[name], keep(k)),
-            Hold { name, .. } => format!("hold {}", NAMES[name]),
-            Release { slot, .. } => format!("release {slot}"),
-            Contains { name, .. } => format!("contains {}", NAMES[name]),
-            Stage { .. } => "stage".into(),
-            SetLimit {
-                blocks: Some(b), ..
-            } => format!("set-limit {}", b * BLOCK),
-            SetLimit { blocks: None, .. } => "set-limit unlimited".into(),
-            PruneTo { blocks, .. } => format!("prune-to {}", blocks * BLOCK),
-            PruneAge { secs, .. } => format!("prune-age {secs}"),
-            Remove { name, .. } => format!("remove {}", NAMES[name]),
-            Sweep { .. } => "sweep".into(),
-            Repair { .. } => "repair".into(),
-            Verify { .. } => "verify".into(),
+            } => Request::Store {
+                name: name(n),
+                seed,
+                blocks,
+            },
+            StoreDrop {
+                name: n,
+                seed,
+                blocks,
+                ..
+            } => Request::StoreDrop {
+                name: name(n),
+                seed,
+                blocks,
+            },
+            Begin {
+                name: n,
+                seed,
+                blocks,
+                ..
+            } => Request::Begin {
+                name: name(n),
+                seed,
+                blocks,
+            },
+            Commit { .. } => Request::Commit,
+            CommitAndLoad { keep, .. } => Request::CommitAndLoad { keep },
+            Abandon { .. } => Request::Abandon,
+            LoadOrBuild {
+                name: n,
+                seed,
+                blocks,
+                keep,
+                ..
+            } => Request::LoadOrBuild {
+                name: name(n),
+                seed,
+                blocks,
+                keep,
+            },
+            Hold { name: n, .. } => Request::Hold { name: name(n) },
+            Release { slot, .. } => Request::Release { slot },
+            Contains { name: n, .. } => Request::Contains { name: name(n) },
+            Stage { .. } => Request::Stage,
+            SetLimit { blocks, .. } => Request::SetLimit(blocks.map(|b| b * BLOCK)),
+            PruneTo { blocks, .. } => Request::PruneTo(blocks * BLOCK),
+            PruneAge { secs, .. } => Request::PruneAge(secs),
+            Remove { name: n, .. } => Request::Remove { name: name(n) },
+            Sweep { .. } => Request::Sweep,
+            Repair { .. } => Request::Repair,
+            Verify { .. } => Request::Verify,
             Open { .. }
             | Close { .. }
             | Age { .. }
@@ -310,211 +334,6 @@ impl fmt::Debug for Ops {
             writeln!(f, "    Op::{op:?},")?;
         }
         write!(f, "]")
-    }
-}
-
-/// The content of entry file `f`: `len` bytes repeating `seed` (so the
-/// content names its seed; `len` is a positive multiple of 8).
-pub fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = seed.to_le_bytes().repeat(len / 8 + 1);
-    v.truncate(len);
-    v
-}
-
-/// The seed that `bytes` were made from by [`content`], if they were.
-pub fn seed_of(bytes: &[u8]) -> Option<u64> {
-    let first: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
-    let seed = u64::from_le_bytes(first);
-    (bytes.len() as u64 % BLOCK == 0 && content(seed, bytes.len()) == bytes).then_some(seed)
-}
-
-/// How a `load_or_build` or `commit_and_load` ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Got {
-    Hit,
-    Built,
-    Uncached(Stored),
-}
-
-/// What a handle reported for one operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing to report.
-    Done,
-    /// A commit: its outcome and what eviction removed.
-    Stored {
-        stored: Stored,
-        evicted: Vec<String>,
-    },
-    /// `load_or_build`/`commit_and_load`: how, and the seed of the content
-    /// handed out (`None`: not content this test made).
-    Got { got: Got, seed: Option<u64> },
-    /// `load`: the seed of the hit, or a miss.
-    Held(Option<Option<u64>>),
-    /// `contains`.
-    Contains(bool),
-    /// `remove`.
-    Removed(Removed),
-    /// `prune`.
-    Pruned {
-        removed: Vec<String>,
-        skipped: Vec<String>,
-        freed: u64,
-    },
-    /// `sweep`: how many were removed, bytes freed.
-    Swept { removed: usize, freed: u64 },
-    /// `repair`: `None` when others had the cache open, else how many were
-    /// removed and the books afterwards.
-    Repaired(Option<(usize, u64)>),
-    /// `verify_all`: how many entries were intact, had no digest, were
-    /// gone, and were damaged.
-    Verified {
-        ok: usize,
-        unverified: usize,
-        miss: usize,
-        bad: usize,
-    },
-    /// An error of the library (always a failure).
-    Error(String),
-}
-
-fn stored_word(s: Stored) -> &'static str {
-    match s {
-        Stored::Committed => "committed",
-        Stored::Exists => "exists",
-        Stored::TooLarge => "toolarge",
-        Stored::NoSpace => "nospace",
-        Stored::Incompatible => "incompatible",
-    }
-}
-
-fn parse_stored(w: &str) -> Option<Stored> {
-    Some(match w {
-        "committed" => Stored::Committed,
-        "exists" => Stored::Exists,
-        "toolarge" => Stored::TooLarge,
-        "nospace" => Stored::NoSpace,
-        "incompatible" => Stored::Incompatible,
-        _ => return None,
-    })
-}
-
-fn list(v: &[String]) -> String {
-    if v.is_empty() {
-        "-".into()
-    } else {
-        v.join(",")
-    }
-}
-
-fn parse_list(w: &str) -> Vec<String> {
-    if w == "-" {
-        Vec::new()
-    } else {
-        w.split(',').map(str::to_owned).collect()
-    }
-}
-
-fn seed_word(s: Option<u64>) -> String {
-    s.map_or("?".into(), |s| s.to_string())
-}
-
-impl fmt::Display for Outcome {
-    /// The answer line of `fscache-test-helper serve`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Outcome::Done => write!(f, "done"),
-            Outcome::Stored { stored, evicted } => {
-                write!(f, "stored {} {}", stored_word(*stored), list(evicted))
-            }
-            Outcome::Got { got, seed } => {
-                let how = match got {
-                    Got::Hit => "hit".into(),
-                    Got::Built => "built".into(),
-                    Got::Uncached(s) => format!("uncached:{}", stored_word(*s)),
-                };
-                write!(f, "got {how} {}", seed_word(*seed))
-            }
-            Outcome::Held(None) => write!(f, "held miss"),
-            Outcome::Held(Some(s)) => write!(f, "held {}", seed_word(*s)),
-            Outcome::Contains(b) => write!(f, "contains {b}"),
-            Outcome::Removed(Removed::Removed { freed }) => write!(f, "removed {freed}"),
-            Outcome::Removed(Removed::InUse) => write!(f, "removed in-use"),
-            Outcome::Removed(Removed::Missing) => write!(f, "removed missing"),
-            Outcome::Pruned {
-                removed,
-                skipped,
-                freed,
-            } => write!(f, "pruned {} {} {freed}", list(removed), list(skipped)),
-            Outcome::Swept { removed, freed } => write!(f, "swept {removed} {freed}"),
-            Outcome::Repaired(None) => write!(f, "repaired busy"),
-            Outcome::Repaired(Some((n, accounted))) => write!(f, "repaired {n} {accounted}"),
-            Outcome::Verified {
-                ok,
-                unverified,
-                miss,
-                bad,
-            } => write!(f, "verified {ok} {unverified} {miss} {bad}"),
-            Outcome::Error(e) => write!(f, "error {e}"),
-        }
-    }
-}
-
-impl Outcome {
-    /// Parse an answer line of `fscache-test-helper serve`.
-    pub fn parse(line: &str) -> Result<Outcome, String> {
-        let w: Vec<&str> = line.split(' ').collect();
-        let bad = || format!("unexpected answer {line:?}");
-        let num = |s: &str| s.parse::<u64>().map_err(|_| bad());
-        let seed = |s: &str| if s == "?" { Ok(None) } else { num(s).map(Some) };
-        Ok(match w.as_slice() {
-            ["done"] => Outcome::Done,
-            ["stored", s, ev] => Outcome::Stored {
-                stored: parse_stored(s).ok_or_else(bad)?,
-                evicted: parse_list(ev),
-            },
-            ["got", how, s] => {
-                let got = match *how {
-                    "hit" => Got::Hit,
-                    "built" => Got::Built,
-                    other => Got::Uncached(
-                        other
-                            .strip_prefix("uncached:")
-                            .and_then(parse_stored)
-                            .ok_or_else(bad)?,
-                    ),
-                };
-                Outcome::Got {
-                    got,
-                    seed: seed(s)?,
-                }
-            }
-            ["held", "miss"] => Outcome::Held(None),
-            ["held", s] => Outcome::Held(Some(seed(s)?)),
-            ["contains", b] => Outcome::Contains(*b == "true"),
-            ["removed", "in-use"] => Outcome::Removed(Removed::InUse),
-            ["removed", "missing"] => Outcome::Removed(Removed::Missing),
-            ["removed", n] => Outcome::Removed(Removed::Removed { freed: num(n)? }),
-            ["pruned", r, s, n] => Outcome::Pruned {
-                removed: parse_list(r),
-                skipped: parse_list(s),
-                freed: num(n)?,
-            },
-            ["swept", r, n] => Outcome::Swept {
-                removed: num(r)? as usize,
-                freed: num(n)?,
-            },
-            ["repaired", "busy"] => Outcome::Repaired(None),
-            ["repaired", r, n] => Outcome::Repaired(Some((num(r)? as usize, num(n)?))),
-            ["verified", o, u, m, b] => Outcome::Verified {
-                ok: num(o)? as usize,
-                unverified: num(u)? as usize,
-                miss: num(m)? as usize,
-                bad: num(b)? as usize,
-            },
-            ["error", ..] => Outcome::Error(line["error ".len()..].to_owned()),
-            _ => return Err(bad()),
-        })
     }
 }
 

@@ -15,13 +15,15 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use fscache::{CacheInfo, FsCache, MaxSize, Obtained, PruneOptions, StoreGuard};
+use fscache::FsCache;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
-use crate::cache_util::{debris, entries, entry_space, fresh, recorded, recorded_sum, size_file};
+use crate::cache_util::{entry_space, fresh};
+use crate::inspect::{debris, entries, recorded, recorded_sum, size_file};
 use crate::model::*;
 use crate::util::{Reporter, HELPER};
+use fscache_workspace::model::{read_seed, Handle};
 
 /// The handles of a case, as the runner sees them.
 pub trait Driver {
@@ -35,27 +37,10 @@ pub trait Driver {
     fn held(&mut self, h: usize) -> Vec<Option<u64>>;
 }
 
-/// Write entry content `seed` of `blocks` blocks into `dir`.
-fn fill(dir: &Path, seed: u64, blocks: u64) -> std::io::Result<()> {
-    fs::write(dir.join("f"), content(seed, (blocks * BLOCK) as usize))
-}
-
-/// The seed of the content in `dir`, if it is content this test made.
-fn read_seed(dir: &Path) -> Option<u64> {
-    seed_of(&fs::read(dir.join("f")).ok()?)
-}
-
-/// One handle in this process.
-struct Slot {
-    cache: FsCache,
-    pending: Option<StoreGuard>,
-    held: Vec<Obtained>,
-}
-
 /// Handles in this process, each its own `FsCache::open`.
 pub struct InProcess {
     root: PathBuf,
-    slots: Vec<Option<Slot>>,
+    slots: Vec<Option<Handle>>,
 }
 
 impl InProcess {
@@ -67,176 +52,10 @@ impl InProcess {
     }
 }
 
-fn got(o: &Obtained) -> (Got, Option<u64>) {
-    let how = match o {
-        Obtained::Hit(_) => Got::Hit,
-        Obtained::Built(_) => Got::Built,
-        Obtained::Uncached(u) => Got::Uncached(u.reason()),
-    };
-    (how, read_seed(o.path()))
-}
-
-fn exec(slot: &mut Slot, op: &Op) -> Result<Outcome, String> {
-    use Op::*;
-    let c = &slot.cache;
-    let e = |e: fscache::Error| e.to_string();
-    let io = |e: std::io::Error| e.to_string();
-    Ok(match *op {
-        Store {
-            name, seed, blocks, ..
-        } => {
-            let w = c.store(NAMES[name]).map_err(e)?;
-            fill(w.path(), seed, blocks).map_err(io)?;
-            let r = w.commit_report().map_err(e)?;
-            Outcome::Stored {
-                stored: r.stored,
-                evicted: r.evicted,
-            }
-        }
-        StoreDrop {
-            name, seed, blocks, ..
-        } => {
-            let w = c.store(NAMES[name]).map_err(e)?;
-            fill(w.path(), seed, blocks).map_err(io)?;
-            drop(w);
-            Outcome::Done
-        }
-        Begin {
-            name, seed, blocks, ..
-        } => {
-            let w = c.store(NAMES[name]).map_err(e)?;
-            fill(w.path(), seed, blocks).map_err(io)?;
-            slot.pending = Some(w);
-            Outcome::Done
-        }
-        Commit { .. } => {
-            let w = slot.pending.take().ok_or("no pending store")?;
-            let r = w.commit_report().map_err(e)?;
-            Outcome::Stored {
-                stored: r.stored,
-                evicted: r.evicted,
-            }
-        }
-        CommitAndLoad { keep, .. } => {
-            let w = slot.pending.take().ok_or("no pending store")?;
-            let o = w.commit_and_load().map_err(e)?;
-            let (got, seed) = got(&o);
-            if keep {
-                slot.held.push(o);
-            }
-            Outcome::Got { got, seed }
-        }
-        Abandon { .. } => {
-            slot.pending = None;
-            Outcome::Done
-        }
-        LoadOrBuild {
-            name,
-            seed,
-            blocks,
-            keep,
-            ..
-        } => {
-            let o = c
-                .load_or_build(NAMES[name], |dir| fill(dir, seed, blocks))
-                .map_err(io)?;
-            let (got, seed) = got(&o);
-            if keep {
-                slot.held.push(o);
-            }
-            Outcome::Got { got, seed }
-        }
-        Hold { name, .. } => match c.load(NAMES[name]).map_err(e)? {
-            Some(entry) => {
-                let seed = read_seed(entry.path());
-                slot.held.push(Obtained::Hit(entry));
-                Outcome::Held(Some(seed))
-            }
-            None => Outcome::Held(None),
-        },
-        Release { slot: i, .. } => {
-            let n = slot.held.len();
-            drop(slot.held.remove(i % n));
-            Outcome::Done
-        }
-        Contains { name, .. } => Outcome::Contains(c.contains(NAMES[name]).map_err(e)?),
-        Stage { .. } => {
-            let s = c.stage().map_err(e)?;
-            fs::write(s.path().join("scratch"), b"scratch").map_err(io)?;
-            drop(s);
-            Outcome::Done
-        }
-        SetLimit { blocks, .. } => {
-            let max = blocks.map_or(MaxSize::Unlimited, |b| MaxSize::Bytes(b * BLOCK));
-            c.set_info(CacheInfo {
-                maximum_size: Some(max),
-                ..Default::default()
-            })
-            .map_err(e)?;
-            Outcome::Done
-        }
-        PruneTo { blocks, .. } => pruned(c.prune(PruneOptions::new().to(blocks * BLOCK)))?,
-        PruneAge { secs, .. } => {
-            pruned(c.prune(PruneOptions::new().unused_for(Duration::from_secs(secs))))?
-        }
-        Remove { name, .. } => Outcome::Removed(c.remove(NAMES[name]).map_err(e)?),
-        Sweep { .. } => {
-            let s = c.sweep().map_err(e)?;
-            Outcome::Swept {
-                removed: s.removed.len(),
-                freed: s.freed,
-            }
-        }
-        Repair { .. } => Outcome::Repaired(
-            c.repair()
-                .map_err(e)?
-                .map(|r| (r.removed.len(), r.accounted)),
-        ),
-        Verify { .. } => {
-            let (mut ok, mut unverified, mut miss, mut bad) = (0, 0, 0, 0);
-            for (_, v) in c.verify_all(&|_| {}).map_err(e)? {
-                match v.map_err(e)? {
-                    fscache::Verified::Ok(_) => ok += 1,
-                    fscache::Verified::Unverified => unverified += 1,
-                    fscache::Verified::Miss => miss += 1,
-                    // Mismatch, and whatever else a newer version reports.
-                    _ => bad += 1,
-                }
-            }
-            Outcome::Verified {
-                ok,
-                unverified,
-                miss,
-                bad,
-            }
-        }
-        Open { .. }
-        | Close { .. }
-        | Age { .. }
-        | Tick
-        | DamageList { .. }
-        | Crash { .. }
-        | Fault { .. } => return Err(format!("{op:?} is not a handle's operation")),
-    })
-}
-
-fn pruned(r: fscache::Result<fscache::PruneReport>) -> Result<Outcome, String> {
-    let r = r.map_err(|e| e.to_string())?;
-    Ok(Outcome::Pruned {
-        removed: r.removed,
-        skipped: r.skipped,
-        freed: r.freed,
-    })
-}
-
 impl Driver for InProcess {
     fn open(&mut self, h: usize) {
         let cache = FsCache::open(&format!("model-{h}"), &self.root).expect("open a handle");
-        self.slots[h] = Some(Slot {
-            cache,
-            pending: None,
-            held: Vec::new(),
-        });
+        self.slots[h] = Some(Handle::new(cache));
     }
 
     fn close(&mut self, h: usize) {
@@ -245,12 +64,11 @@ impl Driver for InProcess {
 
     fn run(&mut self, h: usize, op: &Op) -> Outcome {
         let slot = self.slots[h].as_mut().expect("an open handle");
-        exec(slot, op).unwrap_or_else(Outcome::Error)
+        slot.run(&op.request())
     }
 
     fn held(&mut self, h: usize) -> Vec<Option<u64>> {
-        let slot = self.slots[h].as_ref().expect("an open handle");
-        slot.held.iter().map(|o| read_seed(o.path())).collect()
+        self.slots[h].as_ref().expect("an open handle").held()
     }
 }
 
@@ -288,18 +106,17 @@ impl Driver for Processes {
 
     fn run(&mut self, h: usize, op: &Op) -> Outcome {
         let kid = self.kids[h].as_mut().expect("an open handle");
-        let line = kid.ask(&op.line());
+        let line = kid.ask(&op.request().to_string());
         Outcome::parse(&line).unwrap_or_else(Outcome::Error)
     }
 
     fn held(&mut self, h: usize) -> Vec<Option<u64>> {
         let kid = self.kids[h].as_mut().expect("an open handle");
-        let line = kid.ask("held");
-        let seeds = line.strip_prefix("seeds ").expect("a `seeds` answer");
-        if seeds == "-" {
-            return Vec::new();
+        let line = kid.ask(&Request::Held.to_string());
+        match Outcome::parse(&line) {
+            Ok(Outcome::Seeds(seeds)) => seeds,
+            _ => panic!("not a `seeds` answer: {line:?}"),
         }
-        seeds.split(',').map(|s| s.parse().ok()).collect()
     }
 }
 

@@ -1,31 +1,13 @@
 //! Several processes hammer one small cache at once (`fscache-test-helper
 //! stress`); afterwards the books must be exact and every entry intact.
-//!
-//! Also holds the cache-inspection helpers the crash tests share: the
-//! counter, the recorded sizes, `uuid-*` debris and content digests.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use fscache::{CacheInfo, FsCache, MaxSize};
-use fscache_lock::{FileLock, LockKind};
-
+use crate::inspect::{assert_entries_intact, debris, entries, lockable, recorded_sum, size_file};
 use crate::util::HELPER;
-
-/// A scratch directory for a cache: on `/dev/shm` (tmpfs, fast, and it has
-/// nanosecond atimes) when it exists, else the default temp dir.
-pub(crate) fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    let builder = tempfile::Builder::new().prefix("fscache-test-").clone();
-    if shm.is_dir() {
-        if let Ok(dir) = builder.tempdir_in(shm) {
-            return dir;
-        }
-    }
-    builder.tempdir().expect("create temp dir")
-}
+use fscache::{CacheInfo, FsCache, MaxSize};
 
 /// Run the helper with `args` to the end (at most `limit`, then it is
 /// killed and the test fails), capturing stdout.
@@ -61,115 +43,13 @@ pub(crate) fn run_helper(args: &[&str], limit: Duration) -> Output {
     }
 }
 
-/// What `cache.size` holds.
-pub(crate) fn counter(root: &Path) -> u64 {
-    let text = std::fs::read_to_string(root.join("cache.size")).expect("read cache.size");
-    text.trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("cache.size is not an integer: {text:?}"))
-}
-
-/// The `size` an `object.info` records, if it exists.
-pub(crate) fn recorded_size(entry: &Path) -> Option<u64> {
-    let bytes = std::fs::read(entry.join("object.info")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("object.info is JSON");
-    Some(v["size"].as_u64().expect("object.info has a size"))
-}
-
-/// The names in `dir`, sorted.
-pub(crate) use fscache_testkit::names;
-
-/// The committed (non-`uuid-*`) names in `objects/`.
-pub(crate) fn committed(root: &Path) -> Vec<String> {
-    names(&root.join("objects"))
-        .into_iter()
-        .filter(|n| !n.starts_with("uuid-"))
-        .collect()
-}
-
-/// The sum of the sizes that committed entries' `object.info` record.
-pub(crate) fn recorded_total(root: &Path) -> u64 {
-    committed(root)
-        .iter()
-        .filter_map(|n| recorded_size(&root.join("objects").join(n)))
-        .sum()
-}
-
-/// The `uuid-*` paths in `objects/` and `stage/`.
-pub(crate) fn debris(root: &Path) -> Vec<PathBuf> {
-    ["objects", "stage"]
-        .iter()
-        .flat_map(|d| {
-            names(&root.join(d))
-                .into_iter()
-                .filter(|n| n.starts_with("uuid-"))
-                .map(move |n| root.join(d).join(n))
-        })
-        .collect()
-}
-
-/// Whether this process can take an exclusive lock on `path` now.
-pub(crate) fn lockable(path: &Path) -> bool {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    FileLock::try_lock(file, LockKind::Exclusive)
-        .expect("try lock")
-        .is_some()
-}
-
-/// The digest `fscache-test-helper` writes to `DIGEST`: SHA-256 over the
-/// files other than `DIGEST` in name order, each as name, NUL, length (u64
-/// little-endian) and content; lower-case hex.
-pub(crate) fn digest(data: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    for name in names(data).into_iter().filter(|n| n != "DIGEST") {
-        let content = std::fs::read(data.join(&name)).expect("read entry file");
-        hash.update(name.as_bytes());
-        hash.update([0]);
-        hash.update((content.len() as u64).to_le_bytes());
-        hash.update(&content);
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Every valid entry (one with an `object.info`) is whole (`object.lock`,
-/// `data/`) and its content matches its `DIGEST`. Returns the invalid
-/// names: what a removal interrupted by a crash leaves.
-pub(crate) fn assert_entries_intact(root: &Path) -> Vec<String> {
-    let mut invalid = Vec::new();
-    for name in committed(root) {
-        let entry = root.join("objects").join(&name);
-        if recorded_size(&entry).is_none() {
-            invalid.push(name);
-            continue;
-        }
-        assert!(
-            entry.join("object.lock").is_file(),
-            "{name}: no object.lock"
-        );
-        let data = entry.join("data");
-        let recorded = std::fs::read_to_string(data.join("DIGEST"))
-            .unwrap_or_else(|e| panic!("{name}: no DIGEST: {e}"));
-        assert_eq!(
-            digest(&data),
-            recorded,
-            "{name}: content does not match DIGEST"
-        );
-    }
-    invalid
-}
-
 const LIMIT: u64 = 256 * 1024;
 const PROCESSES: u64 = 4;
 const SECONDS: &str = "3";
 
 #[test]
 fn four_processes_stressing_a_small_cache_keep_exact_books() {
-    let tmp = scratch();
+    let tmp = fscache_testkit::tmpfs_dir();
     let root = tmp.path().join("cache");
     let cache = FsCache::open("fscache-stress", &root).unwrap();
     cache
@@ -213,11 +93,11 @@ fn four_processes_stressing_a_small_cache_keep_exact_books() {
     );
 
     // Every helper is gone: the books must be exact.
-    assert_eq!(debris(&root), Vec::<PathBuf>::new(), "uuid-* debris left");
-    let size = counter(&root);
+    assert_eq!(debris(&root), Vec::<String>::new(), "debris left");
+    let size = size_file(&root);
     assert_eq!(
         size,
-        recorded_total(&root),
+        recorded_sum(&root),
         "cache.size against object.info sizes"
     );
     assert!(size <= LIMIT, "cache.size {size} past the limit {LIMIT}");
@@ -227,7 +107,7 @@ fn four_processes_stressing_a_small_cache_keep_exact_books() {
         "entries without object.info: {invalid:?}"
     );
     // Every committed entry loads, and every entry is idle again.
-    for name in committed(&root) {
+    for name in entries(&root) {
         assert!(cache.load(&name).unwrap().is_some(), "{name} does not load");
         assert!(lockable(
             &root.join("objects").join(&name).join("object.lock")

@@ -10,6 +10,7 @@ use std::time::Duration;
 use fscache::{FsCache, MaxSize, PruneOptions, Removed, Stored, Verified};
 
 use crate::cache_util::*;
+use crate::inspect::*;
 
 #[test]
 fn negative_maximum_size_is_unlimited_as_osbuild_reads_it() {
@@ -303,4 +304,87 @@ fn a_commit_dates_the_entry_so_load_needs_one_stat() {
     fs::remove_dir_all(root.join("objects/x/data")).unwrap();
     assert!(mtime("objects/x") >= mtime("objects/x/object.lock"));
     assert!(cache.load("x").unwrap().is_none());
+}
+
+/// The last use of entry `name`: its `object.lock` atime.
+fn last_use(root: &std::path::Path, name: &str) -> std::time::SystemTime {
+    fs::metadata(root.join("objects").join(name).join("object.lock"))
+        .unwrap()
+        .accessed()
+        .unwrap()
+}
+
+/// osbuild's store never touches `cache.evict` and does not stamp its
+/// entry at commit: its `object.lock` keeps the atime of when the store
+/// began. One that began before a scan and commits after it is older
+/// than the list's later records, so a commit that did not scan uses the
+/// list only up to its cutoff (the oldest lock atime in flight during the
+/// scan), then scans again: eviction stays in LRU order across the
+/// osbuild entry.
+#[test]
+fn an_osbuild_store_in_flight_during_a_scan_keeps_eviction_in_lru_order() {
+    use fscache_lock::{FileLock, LockKind};
+    let (_t, root) = fresh();
+    let one = entry_space(BLOCK);
+    let setup = FsCache::builder(APPID).watermark(50).open(&root).unwrap();
+    set_max(&setup, MaxSize::Bytes(20 * one));
+    for i in 0..20 {
+        let name = format!("e{i:02}");
+        assert_eq!(store_file(&setup, &name, i, BLOCK), Stored::Committed);
+        tick();
+    }
+    // osbuild's store begins: its directory, its lock file held
+    // exclusively, data being written. Its lock's atime (when it began)
+    // lies between e05's and e06's last use.
+    let uuid = root.join("objects").join(fscache_dir::anonymous_name());
+    fs::create_dir_all(uuid.join("data")).unwrap();
+    let lock_path = uuid.join("object.lock");
+    let lock_file = fs::File::create(&lock_path).unwrap();
+    let began = last_use(&root, "e05")
+        + (last_use(&root, "e06")
+            .duration_since(last_use(&root, "e05"))
+            .unwrap()
+            / 2);
+    lock_file
+        .set_times(fs::FileTimes::new().set_accessed(began))
+        .unwrap();
+    let held = FileLock::lock(lock_file, LockKind::Exclusive).unwrap();
+    fs::write(uuid.join("data/file"), content(99, BLOCK)).unwrap();
+    // Our store scans (no list yet) and plans e00..e10 down to the 50 %
+    // watermark; the osbuild store in flight sets the list's cutoff.
+    let a = FsCache::builder(APPID).watermark(50).open(&root).unwrap();
+    assert_eq!(store_file(&a, "a", 100, BLOCK), Stored::Committed);
+    assert!(!entries(&root).contains(&"e00".to_owned()));
+    drop(a);
+    // osbuild commits, with room for it: charge, object.info, rename,
+    // unlock. No stamp: the lock's atime stays `began`.
+    setup
+        .set_info(fscache::CacheInfo {
+            maximum_size: Some(MaxSize::Bytes(21 * one)),
+            ..Default::default()
+        })
+        .unwrap();
+    let dir = fscache_dir::CacheDir::open(&root).unwrap();
+    fscache_quota::charge(&dir, one, MaxSize::Unlimited).unwrap();
+    fs::write(uuid.join("object.info"), format!(r#"{{"size": {one}}}"#)).unwrap();
+    fs::rename(&uuid, root.join("objects/ob")).unwrap();
+    drop(held);
+    assert_eq!(last_use(&root, "ob"), began);
+    // Another handle stores one entry at a time, each needing one entry's
+    // room: e01..e05 from the list (up to its cutoff), then ob (a scan:
+    // the list's later records are younger than ob), then e06.
+    let b = open(&root);
+    let mut gone = Vec::new();
+    for i in 0..7 {
+        let before = entries(&root);
+        assert_eq!(
+            store_file(&b, &format!("b{i}"), 200 + i, BLOCK),
+            Stored::Committed
+        );
+        let after = entries(&root);
+        gone.extend(before.into_iter().filter(|n| !after.contains(n)));
+    }
+    assert_eq!(gone, ["e01", "e02", "e03", "e04", "e05", "ob", "e06"]);
+    assert_books_balance(&root);
+    assert_no_debris(&root);
 }

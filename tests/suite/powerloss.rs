@@ -87,12 +87,6 @@ enum Node {
 
 type Tree = BTreeMap<PathBuf, Node>;
 
-fn model_content(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = seed.to_le_bytes().repeat(len / 8 + 1);
-    v.truncate(len);
-    v
-}
-
 /// The tree an operation stores under its name.
 fn expected(op: &Op) -> Option<(usize, Tree)> {
     match *op {
@@ -102,7 +96,10 @@ fn expected(op: &Op) -> Option<(usize, Tree)> {
             name,
             BTreeMap::from([(
                 PathBuf::from("f"),
-                Node::File(model_content(seed, blocks as usize * 4096)),
+                Node::File(fscache_workspace::model::content(
+                    seed,
+                    blocks as usize * 4096,
+                )),
             )]),
         )),
         Op::Tree { name, seed, files } => {

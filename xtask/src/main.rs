@@ -13,6 +13,10 @@
 //! * `ioerr [--calls C1,C2]`: the full I/O-error sweep (every occurrence
 //!   of every traced system call, or of the listed ones, of every command
 //!   fails once).
+//! * `faithful`: a real OS tree no one here wrote (a Debian minbase root
+//!   made once with debootstrap, else a copy of `/usr`) through
+//!   `store_tree` → load and push → pull, caches on ext4 and tmpfs,
+//!   judged by `rsync -aHAXn --numeric-ids` (see `faithful.rs`).
 //! * `powerloss --rounds N [--seed S]`: the long power-loss sweep on the
 //!   lazy FUSE file system (`fscache-lazyfs`): N rounds of each mode from
 //!   seed S (`ci` runs a few; they need root and `/dev/fuse`).
@@ -66,6 +70,7 @@ use serde_json::Value;
 
 mod demo;
 mod dist;
+mod faithful;
 mod lockbench;
 mod python;
 mod stress;
@@ -89,6 +94,9 @@ commands:
                   the full I/O-error sweep: every occurrence of every traced system
                   call (or of the listed ones) of every command fails once, with
                   EIO, ENOSPC, EACCES, EPERM, ENOLCK, EINTR (`ci` runs a fast subset)
+  faithful        a real OS tree (debootstrap minbase, made once in <target>/faithful; else
+                  a copy of /usr) through store_tree/load/push/pull/verify on ext4 and
+                  tmpfs, judged by rsync -aHAXn (CI runs a generated tree instead)
   stress --procs P --seconds S [--cache DIR]
                   P processes of random operations on one cache, then exact books
   powerloss --rounds N [--seed S]
@@ -97,7 +105,8 @@ commands:
   pytest          build the Python package `fscache` (maturin, in <target>/pyvenv) and
                   run python/tests (`ci` does this)
   pybench         release build of the Python package, then a timeit table beside
-                  osbuild's FsCache (where importable) and `cp -a`";
+                  osbuild's FsCache (where importable: $FSCACHE_OSBUILD_PATH) and
+                  `cp -a`, wall and CPU time, in $FSCACHE_PYBENCH_DIR (default $TMPDIR)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
         ["demo"] => demo::demo(),
         ["ioerr"] => ioerr(None),
         ["ioerr", "--calls", calls] => ioerr(Some(calls)),
+        ["faithful"] => faithful::faithful(),
         ["powerloss", rest @ ..] => powerloss(rest),
         ["dist"] => dist::dist().map(|_| ()),
         ["dist", "--check"] => dist::check(),

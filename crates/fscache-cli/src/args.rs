@@ -179,6 +179,13 @@ pub(crate) enum Cmd {
         /// Exit 1 if an entry of that name exists already.
         #[arg(long)]
         fail_if_exists: bool,
+        /// Fail, storing nothing, where the copy cannot keep some of the
+        /// source's metadata: as non-root, another user's ownership (and
+        /// a set-ID bit on it) or an xattr the kernel refuses. Without
+        /// it, those are dropped as `cp -a` drops them, and counted in a
+        /// note.
+        #[arg(long)]
+        strict: bool,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -286,7 +293,7 @@ pub(crate) enum Cmd {
         help_template = NAMED_ARGS,
         before_help = NAMES_ARGS
     )]
-    Pull(TransferArgs),
+    Pull(PullArgs),
     /// The remote itself: list its entries, show what it holds, prune it,
     /// or make a signing key pair.
     Remote {
@@ -452,6 +459,19 @@ pub(crate) struct TransferArgs {
     pub(crate) remote: String,
     #[command(flatten)]
     pub(crate) output: OutputArg,
+}
+
+/// The arguments of `pull`.
+#[derive(Debug, Args)]
+pub(crate) struct PullArgs {
+    #[command(flatten)]
+    pub(crate) transfer: TransferArgs,
+    /// Fail, storing nothing, where the pull cannot restore a node's
+    /// metadata: as non-root, another user's ownership (and a set-ID bit
+    /// on it) or an xattr the kernel refuses. Without it, those are
+    /// dropped as `tar` drops them for a non-root user.
+    #[arg(long)]
+    pub(crate) strict: bool,
 }
 
 /// `--json`, which every reporting command takes.

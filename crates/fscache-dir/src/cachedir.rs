@@ -3,9 +3,10 @@
 //! `fdio`, the names in `layout`); `CacheDir` keeps one-line methods that
 //! delegate to them, as cap-std's `Dir` does to cap-primitives.
 
+use std::ffi::CStr;
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -389,6 +390,60 @@ impl CacheDir {
     /// open.
     pub fn try_lock(&self, rel: &Path, opts: LockOptions) -> io::Result<TryLocked> {
         locked::try_lock(self, rel, opts)
+    }
+
+    /// As [`CacheDir::try_lock`] of `objects/<rel>`, resolved beneath the
+    /// held `objects/` descriptor ([`CacheDir::objects`]) instead of the
+    /// root: `openat2(objects, rel, …, RESOLVE_BENEATH)`, one lookup less,
+    /// and `rel` handed to the kernel as the C string it is. For the load,
+    /// where `rel` is `NAME/object.lock` of a validated name.
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::try_lock`]; the path in an error is the one
+    /// relative to the root.
+    pub fn try_lock_object(&self, rel: &CStr, opts: LockOptions) -> io::Result<TryLocked> {
+        self.with_objects(|fd| locked::try_lock_object(self, fd, rel, opts))
+    }
+
+    /// As [`CacheDir::stat_if_present`] of `objects/<rel>`, relative to
+    /// the held `objects/` descriptor (`fstatat(objects, rel,
+    /// AT_SYMLINK_NOFOLLOW)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`CacheDir::stat_if_present`].
+    pub fn stat_object_if_present(&self, rel: &CStr) -> io::Result<Option<Stat>> {
+        use rustix::io::Errno;
+        let st = self.with_objects(|fd| {
+            Ok(rustix::io::retry_on_intr(|| {
+                rustix::fs::statat(fd, rel, AtFlags::SYMLINK_NOFOLLOW)
+            }))
+        })?;
+        match st {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV | Errno::STALE) => {
+                Ok(None)
+            }
+            Err(e) => {
+                use std::os::unix::ffi::OsStrExt;
+                let rel = Path::new(OBJECTS).join(std::ffi::OsStr::from_bytes(rel.to_bytes()));
+                Err(self.err("stat", &rel, e))
+            }
+        }
+    }
+
+    /// Run `f` with the held `objects/` descriptor, borrowed under the
+    /// read lock (no reference count touched: the load's hot path).
+    fn with_objects<T>(&self, f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>) -> io::Result<T> {
+        {
+            let held = self.objects.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((fd, _)) = &*held {
+                return f(fd.as_fd());
+            }
+        }
+        let fd = self.reopen_objects()?;
+        f(fd.as_fd())
     }
 
     /// Claim the lock file `rel` of a directory that may be crash debris,

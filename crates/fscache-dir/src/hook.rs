@@ -35,11 +35,15 @@ pub enum HookPoint {
     /// `object.info`, before the rename to the entry's name
     /// (`"commit:rename"`).
     CommitRename,
+    /// Fired by the `fscache` facade: an evicting commit holds the rescan
+    /// lock and is about to scan `objects/` for a new kept list
+    /// (`"evict:scan"`).
+    EvictScan,
 }
 
 impl HookPoint {
     /// Every point, in protocol order.
-    pub const ALL: [HookPoint; 7] = [
+    pub const ALL: [HookPoint; 8] = [
         HookPoint::LockedOpenOpen,
         HookPoint::LockedOpenLock,
         HookPoint::AtomicDirLink,
@@ -47,6 +51,7 @@ impl HookPoint {
         HookPoint::CommitMeasure,
         HookPoint::CommitCharge,
         HookPoint::CommitRename,
+        HookPoint::EvictScan,
     ];
 
     /// The point's stable name, e.g. `"locked_open:lock"`, for command
@@ -60,6 +65,7 @@ impl HookPoint {
             HookPoint::CommitMeasure => "commit:measure",
             HookPoint::CommitCharge => "commit:charge",
             HookPoint::CommitRename => "commit:rename",
+            HookPoint::EvictScan => "evict:scan",
         }
     }
 

@@ -4,9 +4,11 @@
 //! [`CacheDir::try_claim`](crate::CacheDir::try_claim)), and its options and
 //! answers.
 
+use std::ffi::{CStr, OsStr};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fscache_lock::{FileLock, LockKind, Wait};
@@ -112,9 +114,84 @@ enum Absence<'a> {
     Note(&'a mut bool),
 }
 
+/// Where the path of a locked open starts.
+#[derive(Clone, Copy)]
+enum Base<'a> {
+    /// The cache root: `rel` is resolved beneath it (`openat2` with
+    /// `RESOLVE_BENEATH`, or cap-std).
+    Root(&'a Path),
+    /// The held `objects/` descriptor: `rel` (`NAME/object.lock`, of a
+    /// validated name) is resolved beneath it, one lookup less than from
+    /// the root, and passed to the kernel as the C string it already is.
+    Objects(BorrowedFd<'a>, &'a CStr),
+}
+
+impl Base<'_> {
+    /// The path relative to `objects/` or the root, as given.
+    fn given(&self) -> &Path {
+        match *self {
+            Base::Root(rel) => rel,
+            Base::Objects(_, rel) => Path::new(OsStr::from_bytes(rel.to_bytes())),
+        }
+    }
+
+    /// The path relative to the root, for errors and hooks (built only
+    /// for them).
+    fn rel(&self) -> PathBuf {
+        match *self {
+            Base::Root(rel) => rel.to_path_buf(),
+            Base::Objects(..) => Path::new(crate::layout::OBJECTS).join(self.given()),
+        }
+    }
+
+    fn err(&self, cache: &CacheDir, op: &'static str, e: impl Into<io::Error>) -> io::Error {
+        cache.err(op, &self.rel(), e)
+    }
+
+    /// Run the test hook at `point` with the root-relative path (without
+    /// the `test-hooks` feature, nothing).
+    #[inline(always)]
+    fn hook(&self, cache: &CacheDir, point: HookPoint) {
+        #[cfg(feature = "test-hooks")]
+        cache.hook(point, &self.rel());
+        #[cfg(not(feature = "test-hooks"))]
+        let _ = (cache, point);
+    }
+
+    fn open(&self, cache: &CacheDir, flags: OFlags, noatime: bool) -> rustix::io::Result<OwnedFd> {
+        match *self {
+            Base::Root(rel) if noatime => open_noatime_raw(cache, rel, flags),
+            Base::Root(rel) => cache.open_errno(rel, flags, Mode::empty()),
+            Base::Objects(fd, rel) => {
+                let open = |flags| crate::beneath::open_beneath_fd_errno(cache, fd, rel, flags);
+                match open(
+                    flags
+                        | if noatime {
+                            OFlags::NOATIME
+                        } else {
+                            OFlags::empty()
+                        },
+                ) {
+                    // open(2): O_NOATIME needs ownership or CAP_FOWNER.
+                    Err(Errno::PERM) if noatime => open(flags),
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// `fstatat` of the path (no symlink followed at its end).
+    fn stat(&self, cache: &CacheDir) -> rustix::io::Result<Stat> {
+        rustix::io::retry_on_intr(|| match *self {
+            Base::Root(rel) => rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW),
+            Base::Objects(fd, rel) => rustix::fs::statat(fd, rel, AtFlags::SYMLINK_NOFOLLOW),
+        })
+    }
+}
+
 /// See [`CacheDir::lock`].
 pub(crate) fn lock(cache: &CacheDir, rel: &Path, opts: LockOptions) -> io::Result<LockedFile> {
-    match locked_open(cache, rel, opts, Wait::Block, Absence::Error)? {
+    match locked_open(cache, Base::Root(rel), opts, Wait::Block, Absence::Error)? {
         Some(locked) => Ok(locked),
         // `FileLock::lock` waits: it never reports contention.
         None => Err(cache.err("lock", rel, io::Error::from(io::ErrorKind::WouldBlock))),
@@ -123,8 +200,28 @@ pub(crate) fn lock(cache: &CacheDir, rel: &Path, opts: LockOptions) -> io::Resul
 
 /// See [`CacheDir::try_lock`].
 pub(crate) fn try_lock(cache: &CacheDir, rel: &Path, opts: LockOptions) -> io::Result<TryLocked> {
+    try_lock_at(cache, Base::Root(rel), opts)
+}
+
+/// See [`CacheDir::try_lock_object`].
+pub(crate) fn try_lock_object(
+    cache: &CacheDir,
+    objects: BorrowedFd<'_>,
+    rel: &CStr,
+    opts: LockOptions,
+) -> io::Result<TryLocked> {
+    try_lock_at(cache, Base::Objects(objects, rel), opts)
+}
+
+fn try_lock_at(cache: &CacheDir, base: Base<'_>, opts: LockOptions) -> io::Result<TryLocked> {
     let mut absent = false;
-    let locked = locked_open(cache, rel, opts, Wait::NonBlock, Absence::Note(&mut absent))?;
+    let locked = locked_open(
+        cache,
+        base,
+        opts,
+        Wait::NonBlock,
+        Absence::Note(&mut absent),
+    )?;
     Ok(match locked {
         Some(locked) => TryLocked::Locked(locked),
         None if absent => TryLocked::Absent,
@@ -168,7 +265,7 @@ pub(crate) fn try_claim(cache: &CacheDir, rel: &Path) -> io::Result<TryLocked> {
 /// (with [`Absence::Note`]) the path is absent.
 fn locked_open(
     cache: &CacheDir,
-    rel: &Path,
+    base: Base<'_>,
     opts: LockOptions,
     wait: Wait,
     mut absence: Absence<'_>,
@@ -182,21 +279,16 @@ fn locked_open(
     // the open; on a regular file it changes nothing.
     let flags = access | OFlags::NONBLOCK;
     loop {
-        cache.hook(HookPoint::LockedOpenOpen, rel);
-        let opened = if opts.noatime {
-            open_noatime_raw(cache, rel, flags)
-        } else {
-            cache.open_errno(rel, flags, Mode::empty())
-        };
-        let fd = match (opened, &mut absence) {
+        base.hook(cache, HookPoint::LockedOpenOpen);
+        let fd = match (base.open(cache, flags, opts.noatime), &mut absence) {
             (Ok(fd), _) => fd,
             (Err(Errno::NOENT | Errno::NOTDIR), Absence::Note(absent)) => {
                 **absent = true;
                 return Ok(None);
             }
-            (Err(e), _) => return Err(cache.err("open", rel, e)),
+            (Err(e), _) => return Err(base.err(cache, "open", e)),
         };
-        cache.hook(HookPoint::LockedOpenLock, rel);
+        base.hook(cache, HookPoint::LockedOpenLock);
         let lock = match wait {
             // Try first: free is the common case and costs the same one
             // fcntl; a wait is then timed and reported.
@@ -206,7 +298,7 @@ fn locked_open(
                     let started = Instant::now();
                     let lock = FileLock::lock(fd, opts.kind);
                     if let Some(observe) = &cache.waits {
-                        observe(rel, started.elapsed());
+                        observe(&base.rel(), started.elapsed());
                     }
                     lock
                 }
@@ -218,8 +310,8 @@ fn locked_open(
                 Err(e) => Err(e),
             },
         }
-        .map_err(|e| cache.err("lock", rel, e))?;
-        if let Some(stat) = still_linked(cache, rel, &lock)? {
+        .map_err(|e| base.err(cache, "lock", e))?;
+        if let Some(stat) = still_linked(cache, base, &lock)? {
             return Ok(Some(LockedFile { lock, stat }));
         }
         // Replaced or unlinked between open and lock: drop and retry.
@@ -231,21 +323,19 @@ fn locked_open(
 /// (protocol files are never moved once linked, and are unlinked when
 /// replaced); on NFS the unlinked file is silly-renamed and keeps its
 /// link count, so the path is compared.
-fn still_linked(cache: &CacheDir, rel: &Path, fd: &impl AsFd) -> io::Result<Option<Stat>> {
+fn still_linked(cache: &CacheDir, base: Base<'_>, fd: &impl AsFd) -> io::Result<Option<Stat>> {
     let st = match rustix::io::retry_on_intr(|| rustix::fs::fstat(fd)) {
         Ok(st) => st,
         Err(Errno::STALE) => return Ok(None),
-        Err(e) => return Err(cache.err("fstat", rel, e)),
+        Err(e) => return Err(base.err(cache, "fstat", e)),
     };
     if !cache.nfs {
         return Ok((st.st_nlink > 0).then_some(st));
     }
-    match rustix::io::retry_on_intr(|| {
-        rustix::fs::statat(&cache.dir, rel, AtFlags::SYMLINK_NOFOLLOW)
-    }) {
+    match base.stat(cache) {
         Ok(p) if p.st_dev == st.st_dev && p.st_ino == st.st_ino => Ok(Some(st)),
         Ok(_) | Err(Errno::NOENT) | Err(Errno::STALE) => Ok(None),
-        Err(e) => Err(cache.err("stat", rel, e)),
+        Err(e) => Err(base.err(cache, "stat", e)),
     }
 }
 

@@ -8,6 +8,11 @@
 //!
 //! * [`Cache`] owns an open [`fscache::FsCache`] (scaffolded, its shared
 //!   `cache.lock` held) until `close()`.
+//! * [`LoadContext`], [`StoreContext`] and [`StageContext`] are osbuild's
+//!   `load(name)`, `store(name)` and `stage()` context managers whole:
+//!   the Python layer returns them as they are, so on a hit only the
+//!   `with` statement itself runs as Python code (a generator-based
+//!   context manager cost more than the load's system calls).
 //! * [`Entry`], [`Store`] and [`Stage`] own the facade's guards; `release`,
 //!   `commit`/`discard` and `close` end them explicitly (Python's context
 //!   managers call those), and dropping the Python object ends them too.
@@ -49,9 +54,9 @@ use fscache::{
 };
 #[cfg(feature = "remote")]
 use fscache_remote::{ReadThrough, Remote, RemoteBuilder};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple, PyType};
 
 pyo3::create_exception!(
     _native,
@@ -129,6 +134,14 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The open handle for a context being entered: after `close`, the
+    /// `AssertionError` osbuild's methods raise outside the context.
+    fn entered(&self) -> PyResult<FsCache> {
+        locked(&self.handle)
+            .clone()
+            .ok_or_else(|| PyAssertionError::new_err("the cache is not entered: use `with cache:`"))
+    }
+
     /// The open handle (a cheap clone), or an error after `close`.
     fn get(&self) -> PyResult<FsCache> {
         locked(&self.handle)
@@ -246,6 +259,40 @@ impl Cache {
         let cache = self.get()?;
         let got = py.detach(|| cache.load(name)).map_err(py_err)?;
         Ok(got.map(|e| Entry::new(&cache, e.path().to_owned(), Held::Entry(e))))
+    }
+
+    /// `with cache.load(name) as rpath:` in one native object: the load
+    /// happens in `__enter__` (as in osbuild's generator), a miss raises
+    /// `miss` (the caller's `FsCache.MissError` class), `__exit__` drops
+    /// the read lock. The hot path of the Python package: no Python frame
+    /// runs between the `with` and the system calls.
+    fn load_context(slf: &Bound<'_, Self>, name: String, miss: Py<PyType>) -> LoadContext {
+        LoadContext {
+            cache: slf.clone().unbind(),
+            name,
+            miss,
+            held: Mutex::new(None),
+        }
+    }
+
+    /// `with cache.store(name) as rpath:` in one native object: `__enter__`
+    /// makes the private entry (an empty name is `ValueError`), a clean
+    /// `__exit__` commits it, an exception discards it.
+    fn store_context(slf: &Bound<'_, Self>, name: String) -> StoreContext {
+        StoreContext {
+            cache: slf.clone().unbind(),
+            name,
+            guard: Mutex::new(None),
+        }
+    }
+
+    /// `with cache.stage() as rpath:` in one native object: `__enter__`
+    /// makes the scratch directory, `__exit__` removes it.
+    fn stage_context(slf: &Bound<'_, Self>) -> StageContext {
+        StageContext {
+            cache: slf.clone().unbind(),
+            guard: Mutex::new(None),
+        }
     }
 
     /// Whether `name` is committed now (no lock taken, no use counted).
@@ -639,6 +686,125 @@ impl Stage {
     }
 }
 
+/// osbuild's `load(name)` context manager, made by `Cache.load_context`.
+#[pyclass(frozen, module = "fscache._native")]
+pub struct LoadContext {
+    cache: Py<Cache>,
+    name: String,
+    miss: Py<PyType>,
+    held: Mutex<Option<fscache::Entry>>,
+}
+
+#[pymethods]
+impl LoadContext {
+    /// Load the entry: its `data/` relative to the cache root
+    /// (`objects/NAME/data`), or the miss exception. An empty name is
+    /// `ValueError`, as osbuild has it; any other invalid name cannot be
+    /// an entry, so it is a miss.
+    fn __enter__(&self, py: Python<'_>) -> PyResult<String> {
+        if self.name.is_empty() {
+            return Err(PyValueError::new_err(()));
+        }
+        if locked(&self.held).is_some() {
+            return Err(Error::new_err("this load is already entered"));
+        }
+        let cache = self.cache.get().entered()?;
+        let got = match py.detach(|| cache.load(&self.name)) {
+            Ok(got) => got,
+            Err(fscache::Error::InvalidName(_)) => None,
+            Err(e) => return Err(py_err(e)),
+        };
+        let Some(entry) = got else {
+            return Err(PyErr::from_type(self.miss.bind(py).clone(), ()));
+        };
+        *locked(&self.held) = Some(entry);
+        Ok(format!("objects/{}/data", self.name))
+    }
+
+    /// Release the read lock; never swallows the exception.
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: Bound<'_, PyTuple>) -> bool {
+        let held = locked(&self.held).take();
+        py.detach(move || drop(held));
+        false
+    }
+}
+
+/// osbuild's `store(name)` context manager, made by `Cache.store_context`.
+#[pyclass(frozen, module = "fscache._native")]
+pub struct StoreContext {
+    cache: Py<Cache>,
+    name: String,
+    guard: Mutex<Option<StoreGuard>>,
+}
+
+#[pymethods]
+impl StoreContext {
+    /// Make the private entry: its empty `data/`, relative to the cache
+    /// root. An incompatible cache gives a stage, discarded at the end.
+    fn __enter__(&self, py: Python<'_>) -> PyResult<String> {
+        if self.name.is_empty() {
+            return Err(PyValueError::new_err(()));
+        }
+        if locked(&self.guard).is_some() {
+            return Err(Error::new_err("this store is already entered"));
+        }
+        let cache = self.cache.get().entered()?;
+        let guard = py.detach(|| cache.store(&self.name)).map_err(py_err)?;
+        let rel = relative(&cache, guard.path());
+        *locked(&self.guard) = Some(guard);
+        Ok(rel)
+    }
+
+    /// Commit on a clean exit (whatever the cache then keeps), discard on
+    /// an exception (which goes on).
+    #[pyo3(signature = (exc_type=None, *_rest))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<Bound<'_, PyAny>>,
+        _rest: Bound<'_, PyTuple>,
+    ) -> PyResult<bool> {
+        let guard = locked(&self.guard).take();
+        match (guard, exc_type) {
+            (Some(guard), None) => py.detach(|| guard.commit()).map(drop).map_err(py_err)?,
+            (guard, _) => py.detach(move || drop(guard)),
+        }
+        Ok(false)
+    }
+}
+
+/// osbuild's `stage()` context manager, made by `Cache.stage_context`.
+#[pyclass(frozen, module = "fscache._native")]
+pub struct StageContext {
+    cache: Py<Cache>,
+    guard: Mutex<Option<StageGuard>>,
+}
+
+#[pymethods]
+impl StageContext {
+    /// Make the scratch directory: its `data/`, relative to the cache root.
+    fn __enter__(&self, py: Python<'_>) -> PyResult<String> {
+        if locked(&self.guard).is_some() {
+            return Err(Error::new_err("this stage is already entered"));
+        }
+        let cache = self.cache.get().entered()?;
+        let guard = py.detach(|| cache.stage()).map_err(py_err)?;
+        let rel = relative(&cache, guard.path());
+        *locked(&self.guard) = Some(guard);
+        Ok(rel)
+    }
+
+    /// Remove the scratch directory completely; never swallows the
+    /// exception.
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: Bound<'_, PyTuple>) -> bool {
+        let guard = locked(&self.guard).take();
+        py.detach(move || drop(guard));
+        false
+    }
+}
+
 /// The application boot id of `appid` in this boot (osbuild's
 /// `creation-boot-id`).
 #[pyfunction]
@@ -661,6 +827,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Entry>()?;
     m.add_class::<Store>()?;
     m.add_class::<Stage>()?;
+    m.add_class::<LoadContext>()?;
+    m.add_class::<StoreContext>()?;
+    m.add_class::<StageContext>()?;
     m.add("Error", m.py().get_type::<Error>())?;
     m.add_function(wrap_pyfunction!(app_boot_id, m)?)?;
     m.add_function(wrap_pyfunction!(tree_digest, m)?)?;

@@ -153,7 +153,7 @@ impl Drop for BooksShared<'_> {
     }
 }
 
-fn open_lock(cache: &CacheDir) -> Result<OwnedFd> {
+pub(crate) fn open_lock(cache: &CacheDir) -> Result<OwnedFd> {
     let rel = Path::new(BOOKS_LOCK);
     // Never replaced nor unlinked, so a plain O_CREAT is race-free: every
     // opener gets the same inode.
@@ -272,20 +272,28 @@ fn sum_all_recorded(cache: &CacheDir) -> Result<u64> {
     for entry in list {
         let entry = entry.map_err(|e| error::io("read directory", cache.abs(objects), e))?;
         let info = objects.join(entry.file_name()).join(OBJECT_INFO);
-        match cache.read_small(&info) {
-            Ok(bytes) => {
-                if let Some(size) = ObjectInfo::parse(&bytes).size {
-                    total = total.saturating_add(size);
-                }
-            }
-            // Absent, or not a directory: nothing recorded.
-            Err(e) if fscache_dir::gone(&e) || e.kind() == std::io::ErrorKind::InvalidData => {}
-            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
-            // Anything else leaves the sum unknown: no guess is written.
-            Err(e) => return Err(error::io("read", cache.abs(&info), e)),
-        }
+        total = total.saturating_add(recorded(cache, &info)?.unwrap_or(0));
     }
     Ok(total)
+}
+
+/// The size the `object.info` at `info` records: `None` when there is no
+/// record (absent, not a directory above it, a directory, or no valid
+/// size in it). The one reading of a record that every sum of the books
+/// shares.
+///
+/// # Errors
+///
+/// Any other failure to read it: the sum is then unknown, and no guess
+/// may be written (an I/O error read as "nothing recorded" would
+/// undercount).
+pub(crate) fn recorded(cache: &CacheDir, info: &Path) -> Result<Option<u64>> {
+    match cache.read_small(info) {
+        Ok(bytes) => Ok(ObjectInfo::parse(&bytes).size),
+        Err(e) if fscache_dir::gone(&e) || e.kind() == std::io::ErrorKind::InvalidData => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+        Err(e) => Err(error::io("read", cache.abs(info), e)),
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::path::Path;
 use fscache_dir::{CacheDir, IfMissing, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX};
 
 use crate::error::{self, Result};
-use crate::objinfo::ObjectInfo;
 use crate::MaxSize;
 
 /// What a charge did.
@@ -141,12 +140,9 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
             continue;
         }
         let info = objects.join(name).join(OBJECT_INFO);
-        // Gone (a racing removal) or unreadable: nothing recorded.
-        if let Ok(bytes) = cache.read_small(&info) {
-            if let Some(size) = ObjectInfo::parse(&bytes).size {
-                total = total.saturating_add(size);
-            }
-        }
+        // Gone (a racing removal) or no record: nothing recorded; an
+        // unreadable one leaves the sum unknown.
+        total = total.saturating_add(crate::books::recorded(cache, &info)?.unwrap_or(0));
     }
     Ok(total)
 }

@@ -43,6 +43,7 @@ use std::path::Path;
 
 use fscache_dir::stat::{Inode, Stamp};
 use fscache_dir::{CacheDir, Publish, OBJECTS};
+use fscache_lock::{LockKind, RangeLock};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 
@@ -225,6 +226,11 @@ impl EvictList {
         }))
     }
 
+    /// The device and inode of the list file: which list this is.
+    pub fn inode(&self) -> Inode {
+        self.inode
+    }
+
     /// Whether this is still the list `cache.evict` names: its descriptor
     /// is still linked (the file is only ever replaced by `rename` or
     /// unlinked, never moved). One `fstat`.
@@ -324,6 +330,68 @@ pub fn write_list(
         sum,
         cutoff,
         candidates: candidates.to_vec(),
+    })
+}
+
+/// The byte of `books.lock` held exclusively by the commit that scans
+/// `objects/` to write a new list: bytes 0 and 1 are the books' (see
+/// `books.rs`), so the rescan never meets a recount's gate.
+pub const RESCAN_BYTE: u64 = 2;
+
+/// The hold of the rescan lock, from [`lock_rescan`]: while it is held no
+/// other fscache commit scans for a new list; it waits, then uses the
+/// list this one wrote. Released when dropped.
+#[derive(Debug)]
+#[must_use = "the rescan lock is released as soon as this drops"]
+pub struct RescanLock {
+    _lock: Option<RangeLock<OwnedFd>>,
+    /// Whether another commit held it when it was asked for (so the list
+    /// may be new now: read it again before scanning).
+    pub waited: bool,
+}
+
+/// `fcntl(F_OFD_SETLKW)` of byte [`RESCAN_BYTE`] of `books.lock`,
+/// exclusive—take the rescan lock, waiting while another commit (of any
+/// process) scans for a new list.
+///
+/// When the list runs out, the commits of many processes find that at
+/// once; each scanning `objects/` (a `stat` per entry) would multiply
+/// the very cost the list exists to avoid. With the lock one scans, the
+/// others wait for it and then read the list it wrote (the caller checks
+/// [`EvictList::open`] again after taking the lock, and scans only if the
+/// list there is still the one it found used up, or none).
+///
+/// Best effort: where `books.lock` cannot be opened for writing (a
+/// read-only cache, another user's file) the scan goes ahead without the
+/// lock, as before it existed.
+///
+/// # Errors
+///
+/// Taking the lock failed for a reason other than the file being
+/// unavailable.
+#[doc(alias = "F_OFD_SETLKW")]
+pub fn lock_rescan(cache: &CacheDir) -> Result<RescanLock> {
+    let Ok(fd) = crate::books::open_lock(cache) else {
+        return Ok(RescanLock {
+            _lock: None,
+            waited: false,
+        });
+    };
+    let rel = Path::new(crate::books::BOOKS_LOCK);
+    let lock_err = |e| error::io("lock", cache.abs(rel), e);
+    let (lock, waited) =
+        match RangeLock::try_lock_or_return(fd, LockKind::Exclusive, RESCAN_BYTE, 1)
+            .map_err(lock_err)?
+        {
+            Ok(lock) => (lock, false),
+            Err(fd) => (
+                RangeLock::lock(fd, LockKind::Exclusive, RESCAN_BYTE, 1).map_err(lock_err)?,
+                true,
+            ),
+        };
+    Ok(RescanLock {
+        _lock: Some(lock),
+        waited,
     })
 }
 

@@ -116,8 +116,9 @@ fn mode_of(kind: &Kind) -> u32 {
 ///
 /// # Errors
 ///
-/// A failing system call; an xattr too large for the destination.
-pub(crate) fn restore(path: &Path, kind: &Kind, m: &Meta) -> Result<Given> {
+/// A failing system call; an xattr too large for the destination; under
+/// [`OnDrop::Fail`], the first drop.
+pub(crate) fn restore(path: &Path, kind: &Kind, m: &Meta, on_drop: OnDrop) -> Result<Given> {
     let me = (
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
@@ -147,13 +148,13 @@ pub(crate) fn restore(path: &Path, kind: &Kind, m: &Meta) -> Result<Given> {
                 .custom_flags(libc_nofollow())
                 .open(path)
                 .map_err(io)?;
-            meta::restore_fd(&f, &want, OnDrop::Count).map_err(io)
+            meta::restore_fd(&f, &want, on_drop).map_err(io)
         }
         _ => {
             let parent = path.parent().unwrap_or(Path::new("."));
             let name = path.file_name().unwrap_or(OsStr::new("."));
             let dir = fs::File::open(parent).map_err(io)?;
-            meta::restore_at(&dir, name, &want, OnDrop::Count).map_err(io)
+            meta::restore_at(&dir, name, &want, on_drop).map_err(io)
         }
     }
 }

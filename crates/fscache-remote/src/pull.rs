@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use fscache::meta::OnDrop;
 use fscache::{Entry, FsCache, Obtained};
 use futures::{StreamExt, TryStreamExt};
 
@@ -214,8 +215,8 @@ impl Inner {
             None => fill_from_blobs(self, &root, m, &tracker).await?,
         }
         let given = blocking({
-            let (root, m) = (root.clone(), shared.clone());
-            move || finish_tree(&root, &m)
+            let (root, m, on_drop) = (root.clone(), shared.clone(), self.on_drop);
+            move || finish_tree(&root, &m, on_drop)
         })
         .await?;
         // What the tree must be: the manifest's, with what the policy kept
@@ -371,7 +372,7 @@ async fn fill_from_blobs(
 /// Each node's metadata, links and special nodes once the content is in
 /// (see below); returns what each node was given of its metadata
 /// (version 2 manifests).
-fn finish_tree(root: &Path, m: &Manifest) -> Result<GivenMap> {
+fn finish_tree(root: &Path, m: &Manifest, on_drop: OnDrop) -> Result<GivenMap> {
     let at = |p: &str| root.join(p);
     // Then each node's metadata (owner, mode, xattrs, mtime: after the
     // content, which would clear set-ID bits and capabilities), links,
@@ -391,7 +392,7 @@ fn finish_tree(root: &Path, m: &Manifest) -> Result<GivenMap> {
             Kind::File { link: None, .. } => keep(
                 &mut given,
                 &node.path,
-                node::restore(&p, &node.kind, &node.meta)?,
+                node::restore(&p, &node.kind, &node.meta, on_drop)?,
             ),
             Kind::File {
                 link: Some(first), ..
@@ -406,7 +407,7 @@ fn finish_tree(root: &Path, m: &Manifest) -> Result<GivenMap> {
                 keep(
                     &mut given,
                     &node.path,
-                    node::restore(&p, &node.kind, &node.meta)?,
+                    node::restore(&p, &node.kind, &node.meta, on_drop)?,
                 );
             }
             Kind::Fifo { .. } | Kind::Socket { .. } | Kind::Char { .. } | Kind::Block { .. } => {
@@ -414,7 +415,7 @@ fn finish_tree(root: &Path, m: &Manifest) -> Result<GivenMap> {
                 keep(
                     &mut given,
                     &node.path,
-                    node::restore(&p, &node.kind, &node.meta)?,
+                    node::restore(&p, &node.kind, &node.meta, on_drop)?,
                 );
             }
             Kind::Dir { .. } => {}
@@ -426,7 +427,7 @@ fn finish_tree(root: &Path, m: &Manifest) -> Result<GivenMap> {
             keep(
                 &mut given,
                 &node.path,
-                node::restore(&p, &node.kind, &node.meta)?,
+                node::restore(&p, &node.kind, &node.meta, on_drop)?,
             );
         }
     }

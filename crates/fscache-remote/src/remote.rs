@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use fscache::meta::OnDrop;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::Operator;
 
@@ -48,6 +49,7 @@ pub struct RemoteBuilder {
     credentials: Option<(String, String)>,
     index_dir: Option<PathBuf>,
     pack_size: usize,
+    on_drop: OnDrop,
 }
 
 impl fmt::Debug for RemoteBuilder {
@@ -64,6 +66,7 @@ impl fmt::Debug for RemoteBuilder {
             .field("credentials", &self.credentials.as_ref().map(|_| "…"))
             .field("index_dir", &self.index_dir)
             .field("pack_size", &self.pack_size)
+            .field("on_drop", &self.on_drop)
             .finish()
     }
 }
@@ -85,6 +88,7 @@ impl RemoteBuilder {
             credentials: None,
             index_dir: default_index_dir(),
             pack_size: crate::pack::PACK_TARGET,
+            on_drop: OnDrop::Count,
         }
     }
 
@@ -190,6 +194,17 @@ impl RemoteBuilder {
         self
     }
 
+    /// What a pull does with node metadata it cannot restore (an owner
+    /// as non-root, a set-ID bit on an owner not kept, an xattr the
+    /// kernel refuses): drop it and count it, as `tar` and `cp -a` do
+    /// ([`OnDrop::Count`], the default), or refuse the pull
+    /// ([`OnDrop::Fail`], strict: an [`Error::Io`] naming the path and
+    /// what it could not keep, and nothing is stored).
+    pub fn on_drop(mut self, on_drop: OnDrop) -> Self {
+        self.on_drop = on_drop;
+        self
+    }
+
     /// S3 credentials to use instead of the standard `AWS_*` variables and
     /// profiles.
     pub fn credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
@@ -239,6 +254,7 @@ impl RemoteBuilder {
                 prune_wait: self.prune_wait,
                 index_dir: self.index_dir,
                 pack_size: self.pack_size,
+                on_drop: self.on_drop,
             }),
         })
     }
@@ -568,6 +584,8 @@ pub(crate) struct Inner {
     pub prune_wait: Duration,
     pub index_dir: Option<PathBuf>,
     pub pack_size: usize,
+    /// What a pull does with metadata it cannot restore.
+    pub on_drop: OnDrop,
 }
 
 impl fmt::Debug for Remote {

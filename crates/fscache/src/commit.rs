@@ -48,6 +48,10 @@ pub struct CommitReport {
     /// The entry's space (`st_blocks` × 512 of its `data/`), as charged;
     /// 0 when it was not measured (an incompatible cache).
     pub size: u64,
+    /// What the copy of [`StoreGuard::commit_tree`](crate::StoreGuard::commit_tree)
+    /// could not keep of the source's metadata and dropped, as `cp -a`
+    /// does (see [`meta`](crate::meta)); all 0 for any other commit.
+    pub dropped: fscache_dir::meta::Dropped,
 }
 
 impl FsCache {
@@ -71,19 +75,21 @@ impl FsCache {
         dir.hook(HookPoint::CommitMeasure, &anon.rel);
         // A copy into the empty `data/` measured it as it went: no second
         // walk.
-        let (digest, listing, size) = match copied {
-            Some(c) => (Some(c.digest), Some(c.listing), c.space),
+        let (digest, listing, size, dropped) = match copied {
+            Some(c) => (Some(c.digest), Some(c.listing), c.space, c.dropped),
             None => (
                 None,
                 None,
                 fscache_quota::tree_space(dir.dir(), &data_rel)
                     .map_err(|e| Error::io("measure", dir.abs(&data_rel), e))?,
+                Default::default(),
             ),
         };
         let mut report = CommitReport {
             stored: Stored::Committed,
             evicted: Vec::new(),
             size,
+            dropped,
         };
         // The digest, when a copy computed it or the handle asks for it
         // (one more read of the data, before anything is charged).
@@ -290,7 +296,11 @@ impl FsCache {
         // A list kept from an earlier scan is the LRU order only up to its
         // cutoff (see `ScanPlan::cutoff`); the commit that scanned uses all
         // of it.
-        let cutoff = if round.scanned { None } else { list.cutoff() };
+        let cutoff = if round.own_list { None } else { list.cutoff() };
+        round.seen_list = match list {
+            KeptList::Shared(l) => Some(l.inode()),
+            KeptList::Private { .. } => None,
+        };
         let len = match cutoff {
             Some(k) => list.candidates().partition_point(|c| c.last_use <= k),
             None => list.candidates().len(),
@@ -364,6 +374,19 @@ impl FsCache {
         round: &mut Round<'_>,
     ) -> Result<Option<bool>> {
         let dir = self.dir();
+        // One commit (of any process) scans at a time; the others wait
+        // for it, then take from the list it wrote instead of scanning
+        // too. Held until the new list is written.
+        let hold = fscache_quota::evictlist::lock_rescan(dir)?;
+        if self.inner.evict_queue.lock().adopt_newer(dir, round) {
+            tracing::debug!(
+                waited = hold.waited,
+                "took the kept list another commit wrote"
+            );
+            return Ok(None);
+        }
+        dir.hook(HookPoint::EvictScan, Path::new(OBJECTS));
+        self.count(|p| &p.eviction_scans, 1);
         round.scanned = true;
         round.progress = false;
         // Full: the scan that eviction needs anyway also clears the debris
@@ -399,6 +422,8 @@ impl FsCache {
             )));
         }
         self.inner.evict_queue.lock().replace(dir, plan);
+        round.own_list = true;
+        drop(hold);
         Ok(None)
     }
 
@@ -550,6 +575,13 @@ struct Round<'a> {
     skipped: HashSet<String>,
     /// Whether this commit scanned `objects/` already.
     scanned: bool,
+    /// Whether the list in the queue is the one this commit's own scan
+    /// wrote (it then uses all of it, past the cutoff).
+    own_list: bool,
+    /// The shared list this commit last took candidates from (its file's
+    /// device and inode): after waiting for another commit's rescan, a
+    /// list in `cache.evict` that is not this one is new.
+    seen_list: Option<fscache_quota::Inode>,
     /// Whether anything was removed or newly skipped since that scan.
     progress: bool,
     /// Bytes uncharged by this commit's removals.
@@ -646,6 +678,30 @@ impl QueueGuard<'_> {
             };
         }
         self.0.as_ref()
+    }
+
+    /// Take the list in `cache.evict` when it is not the one `round` last
+    /// took from and still has a candidate for it (another commit's scan
+    /// wrote it while this one waited for the rescan lock, or just
+    /// before): `true` when it is now the list in force.
+    fn adopt_newer(&mut self, dir: &fscache_dir::CacheDir, round: &mut Round<'_>) -> bool {
+        let list = match EvictList::open(dir) {
+            Ok(Some(l)) if Some(l.inode()) != round.seen_list => l,
+            _ => return false,
+        };
+        let len = match list.cutoff {
+            Some(k) => list.candidates.partition_point(|c| c.last_use <= k),
+            None => list.candidates.len(),
+        };
+        let useful = list
+            .state()
+            .pending(len)
+            .any(|i| !round.skipped.contains(&list.candidates[i].name));
+        if useful {
+            *self.0 = Some(KeptList::Shared(list));
+            round.own_list = false;
+        }
+        useful
     }
 
     /// Keep `plan` as the list: written to `cache.evict` for every process,

@@ -27,7 +27,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::guards::Obtained;
-use crate::handle::{Counting, FsCache};
+use crate::handle::FsCache;
+use crate::load::Counting;
 
 /// The file whose byte ranges are the per-name build locks.
 pub const BUILD_LOCK: &str = "build.lock";

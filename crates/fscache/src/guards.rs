@@ -8,6 +8,7 @@ use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use fscache_dir::copy::CopyOptions;
 use fscache_dir::digest::Digest;
 use fscache_dir::{AnonDir, EntryName, Renamed, DATA};
 use fscache_lock::FileLock;
@@ -291,7 +292,8 @@ impl StoreGuard {
         src: impl AsRef<Path>,
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
     ) -> Result<()> {
-        self.copy_in(src.as_ref(), progress).map(drop)
+        self.copy_in(src.as_ref(), &CopyOptions::new(), progress)
+            .map(drop)
     }
 
     /// Copy the tree at `src` into `data/` as one child named like it:
@@ -328,9 +330,7 @@ impl StoreGuard {
         dir.dir()
             .create_dir(&rel)
             .map_err(|e| Error::io("create directory", dir.abs(&rel), e))?;
-        let dst = dir
-            .dir()
-            .open_dir(&rel)
+        let dst = fscache_dir::retry_io(|| dir.dir().open_dir(&rel))
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
         fscache_dir::copy::copy_tree_into(src, &dst, progress)
             .map_err(|e| Error::io("copy", src, e))?;
@@ -340,9 +340,7 @@ impl StoreGuard {
         // `O_PATH`, which `fchmod` refuses.
         drop(dst);
         let data_rel = self.anon.rel.join(DATA);
-        let data = dir
-            .dir()
-            .open_dir(&data_rel)
+        let data = fscache_dir::retry_io(|| dir.dir().open_dir(&data_rel))
             .map_err(|e| Error::io("open directory", dir.abs(&data_rel), e))?;
         fscache_dir::copy_mode_and_times_at(&data, child, src)
             .map_err(|e| Error::io("copy", dir.abs(&rel), e))
@@ -358,11 +356,33 @@ impl StoreGuard {
     ///
     /// As [`StoreGuard::copy_from`] and [`StoreGuard::commit_report`].
     pub fn commit_tree(
-        mut self,
+        self,
         src: impl AsRef<Path>,
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
     ) -> Result<CommitReport> {
-        self.copied = Some(self.copy_in(src.as_ref(), progress)?);
+        self.commit_tree_with(src, &CopyOptions::new(), progress)
+    }
+
+    /// [`StoreGuard::commit_tree`] with the copy's [`CopyOptions`]: with
+    /// [`OnDrop::Fail`](crate::meta::OnDrop::Fail), metadata the copy
+    /// cannot keep (an owner as non-root, a set-ID bit on an owner not
+    /// kept, an xattr the kernel refuses) is an error and nothing is
+    /// stored; by default it is dropped, as `cp -a` does, and counted in
+    /// [`CommitReport::dropped`].
+    ///
+    /// # Errors
+    ///
+    /// As [`StoreGuard::commit_tree`]; a drop under `OnDrop::Fail`
+    /// ([`std::io::ErrorKind::PermissionDenied`] or
+    /// [`std::io::ErrorKind::Unsupported`], naming the path and what it
+    /// could not keep).
+    pub fn commit_tree_with(
+        mut self,
+        src: impl AsRef<Path>,
+        options: &CopyOptions,
+        progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+    ) -> Result<CommitReport> {
+        self.copied = Some(self.copy_in(src.as_ref(), options, progress)?);
         self.commit_report()
     }
 
@@ -372,20 +392,20 @@ impl StoreGuard {
     pub(crate) fn copy_in(
         &self,
         src: &Path,
+        options: &CopyOptions,
         progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
     ) -> Result<CopiedTree> {
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA);
-        let data = dir
-            .dir()
-            .open_dir(&rel)
+        let data = fscache_dir::retry_io(|| dir.dir().open_dir(&rel))
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
-        fscache_dir::copy::CopyOptions::new()
+        options
             .copy_with_listing(src, &data, progress)
             .map(|(stats, digest, listing)| CopiedTree {
                 digest,
                 listing,
                 space: stats.space,
+                dropped: stats.dropped,
             })
             .map_err(|e| Error::io("copy", src, e))
     }
@@ -471,6 +491,7 @@ impl StoreGuard {
                 stored: Stored::Incompatible,
                 evicted: Vec::new(),
                 size: 0,
+                dropped: Default::default(),
             };
             (report, Kept::Tree(self.anon))
         };
@@ -513,6 +534,8 @@ pub(crate) struct CopiedTree {
     pub(crate) listing: fscache_dir::digest::Listing,
     /// `st_blocks × 512` of `data/` and everything in it.
     pub(crate) space: u64,
+    /// What the copy could not keep.
+    pub(crate) dropped: fscache_dir::meta::Dropped,
 }
 
 /// What a commit left in the caller's hands.

@@ -1,22 +1,20 @@
 //! `FsCache`, its builder, and the operations on a whole handle: open,
-//! configuration, load, contains, store, stage, repair.
+//! store, stage, the statistics. The lookups are in `load.rs`, the
+//! configuration in `info.rs`, repair in `repair.rs`.
 
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use fscache_dir::{
-    is_miss, stat, touch_atime, CacheDir, EntryName, IfMissing, LockOptions, TryLocked, CACHE_INFO,
-    CACHE_LOCK, DATA, OBJECTS, OBJECT_INFO, OBJECT_LOCK, STAGE,
-};
-use fscache_lock::{FileLock, LockKind};
+use fscache_dir::{CacheDir, EntryName, LockOptions, CACHE_LOCK, OBJECTS, STAGE};
+use fscache_lock::FileLock;
 
 use crate::error::{Error, Result};
-use crate::guards::{Anon, Entry, StageGuard, StoreGuard};
-use crate::info::{CacheInfo, MaxSize};
+use crate::guards::{Anon, StageGuard, StoreGuard};
+use crate::info::{read_info, CacheInfo, FileId, MaxSize};
 use crate::stats::{Pending, Stats};
 use crate::Stored;
 
@@ -97,16 +95,16 @@ pub(crate) struct Inner {
     // The configuration as last read, what identified that version of
     // `cache.info`, and the descriptor it was read through (kept for the
     // cheap check of `current_info`).
-    info: RwLock<(CacheInfo, FileId, OwnedFd)>,
+    pub(crate) info: RwLock<(CacheInfo, FileId, OwnedFd)>,
     // Whether `info` is of a version we use: read by every operation.
-    compatible: AtomicBool,
+    pub(crate) compatible: AtomicBool,
     watermark_percent: AtomicU8,
     pub(crate) durability: Durability,
     pub(crate) record_digests: bool,
     pub(crate) stats: Arc<crate::stats::Counter>,
     // Held shared for the handle's whole life; repair converts it to
     // exclusive for a moment.
-    cache_lock: Mutex<FileLock<OwnedFd>>,
+    pub(crate) cache_lock: Mutex<FileLock<OwnedFd>>,
     // Commits hold it shared from charge to rename; repair exclusively, so
     // a recount never misses a charge of this handle in flight.
     pub(crate) commit_gate: RwLock<()>,
@@ -405,207 +403,6 @@ impl FsCache {
         self.inner.watermark_percent.load(Ordering::Relaxed)
     }
 
-    /// The configuration in force, as read at open, at the last
-    /// [`FsCache::set_info`] or [`FsCache::reload_info`], or at a commit
-    /// that noticed another process changing it.
-    pub fn info(&self) -> CacheInfo {
-        self.inner
-            .info
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
-    }
-
-    /// Re-read `cache.info` (another process may have changed it).
-    ///
-    /// # Errors
-    ///
-    /// As [`FsCache::open`].
-    pub fn reload_info(&self) -> Result<CacheInfo> {
-        let (info, id, fd) = read_info(self.dir())?;
-        let mut held = self.inner.info.write().unwrap_or_else(|p| p.into_inner());
-        self.inner
-            .compatible
-            .store(info.is_compatible(), Ordering::Relaxed);
-        *held = (info.clone(), id, fd);
-        drop(held);
-        Ok(info)
-    }
-
-    /// The configuration as `cache.info` says now: one `stat` when it is
-    /// unchanged since we read it, a re-read when another process replaced
-    /// it.
-    pub(crate) fn current_info(&self) -> Result<CacheInfo> {
-        let rel = Path::new(CACHE_INFO);
-        let dir = self.dir();
-        {
-            let cached = self.inner.info.read().unwrap_or_else(|p| p.into_inner());
-            // `cache.info` is replaced by rename, never moved: locally, the
-            // descriptor it was read through still being linked (an
-            // `fstat`, no path lookup) proves it is the file the path
-            // names; size and mtime catch writers that edit it in place.
-            // On NFS an unlinked open file keeps its link count, so the
-            // path is compared there (docs/format.md, "NFS").
-            let st = if dir.is_nfs() {
-                dir.stat(rel)
-                    .map_err(|e| Error::io("stat", dir.abs(rel), e))?
-            } else {
-                stat::fstat(&cached.2).map_err(|e| Error::io("stat", dir.abs(rel), e))?
-            };
-            if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
-                return Ok(cached.0.clone());
-            }
-        }
-        self.reload_info()
-    }
-
-    /// Update `cache.info` with the fields of `info` that are set, keeping
-    /// every other key (also ones this implementation does not know), under
-    /// the file's exclusive lock by read → temp file → rename.
-    ///
-    /// # Errors
-    ///
-    /// Locking, reading or replacing `cache.info` failed, or it holds
-    /// something other than a JSON object ([`Error::Corrupt`]).
-    pub fn set_info(&self, info: CacheInfo) -> Result<()> {
-        self.update_info(|_| Some(info)).map(drop)
-    }
-
-    /// Read-modify-write of `cache.info` under its exclusive lock: `change`
-    /// sees the configuration on disk and returns the fields to set, or
-    /// `None` to leave the file alone. The handle's view is re-read
-    /// afterwards.
-    fn update_info(&self, change: impl FnOnce(&CacheInfo) -> Option<CacheInfo>) -> Result<()> {
-        let dir = self.dir();
-        let rel = Path::new(CACHE_INFO);
-        let abs = dir.abs(rel);
-        // Durably in every mode: a `cache.info` torn by a power loss would
-        // make the cache unopenable, and updates are rare.
-        let corrupt = dir
-            .update_durable(rel, IfMissing::Fail, |bytes| {
-                let mut map = match serde_json::from_slice::<serde_json::Value>(bytes) {
-                    Ok(serde_json::Value::Object(map)) => map,
-                    _ => return Ok((None, true)),
-                };
-                let Some(update) = change(&CacheInfo::from_map(&map)) else {
-                    return Ok((None, false));
-                };
-                tracing::info!(info = ?update, "cache.info updated");
-                update.merge_into(&mut map);
-                Ok((
-                    Some(serde_json::Value::Object(map).to_string().into_bytes()),
-                    false,
-                ))
-            })
-            .map_err(|e| Error::io("update", &abs, e))?;
-        if corrupt {
-            return Err(Error::Corrupt {
-                path: abs,
-                what: "not a JSON object".into(),
-            });
-        }
-        self.reload_info()?;
-        Ok(())
-    }
-
-    /// Whole-cache repair after crashes: remove the debris of crashed
-    /// writers and removals, and rebuild `cache.size` as the exact sum of
-    /// the entries' recorded sizes (a crash between a charge and its commit,
-    /// or during eviction, leaves it too high — never too low).
-    ///
-    /// Runs only while no other handle (in any process, osbuild's included)
-    /// has the cache open: it converts this handle's shared `cache.lock` to
-    /// exclusive without waiting, and returns `Ok(None)` if others hold it.
-    /// Commits of this handle wait meanwhile. To remove debris while others
-    /// use the cache, see [`FsCache::sweep`].
-    ///
-    /// # Errors
-    ///
-    /// The lock conversion, a removal or the recount failed.
-    pub fn repair(&self) -> Result<Option<Repaired>> {
-        self.alone(|| {
-            self.count(|p| &p.repairs, 1);
-            let accounted_before = fscache_quota::read_size(self.dir()).ok();
-            let mut swept = fscache_quota::sweep(self.dir())?;
-            swept.removed.extend(self.remove_unrecorded()?);
-            let accounted = fscache_quota::recount(self.dir())?;
-            tracing::info!(
-                removed = ?swept.removed,
-                before = ?accounted_before,
-                accounted,
-                "repaired"
-            );
-            Ok(Repaired {
-                removed: swept.removed,
-                accounted_before,
-                accounted,
-            })
-        })
-    }
-
-    /// Remove the named entries whose `object.info` exists but records no
-    /// size (empty or garbled: what a power loss leaves of one written
-    /// without `fsync`). They count for nothing, so the books cannot be
-    /// exact while they stay; only repair may judge them, alone, since a
-    /// writer's entry is never in that state while the cache is open.
-    fn remove_unrecorded(&self) -> Result<Vec<String>> {
-        let dir = self.dir();
-        let objects = Path::new(OBJECTS);
-        let list = dir
-            .dir()
-            .read_dir(objects)
-            .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
-        let mut removed = Vec::new();
-        for entry in list {
-            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with(fscache_dir::RESERVED_PREFIX) {
-                continue;
-            }
-            let rel = objects.join(name);
-            let Ok(bytes) = dir.read_small(&rel.join(OBJECT_INFO)) else {
-                continue;
-            };
-            if fscache_quota::ObjectInfo::parse(&bytes).size.is_none() {
-                dir.remove_entry(&rel)
-                    .map_err(|e| Error::io("remove", dir.abs(&rel), e))?;
-                removed.push(name.to_owned());
-            }
-        }
-        Ok(removed)
-    }
-
-    /// Run `f` while no other handle has the cache open: this handle's
-    /// shared `cache.lock` is converted to exclusive without waiting
-    /// (`Ok(None)` if others hold it) and back afterwards. Commits of this
-    /// handle wait meanwhile, so a recount never misses a charge in flight.
-    pub(crate) fn alone<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
-        let _gate = self
-            .inner
-            .commit_gate
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut lock = self
-            .inner
-            .cache_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let lock_path = || self.dir().abs(Path::new(CACHE_LOCK));
-        if !lock
-            .try_convert(LockKind::Exclusive)
-            .map_err(|e| Error::io("lock", lock_path(), e))?
-        {
-            return Ok(None);
-        }
-        let result = f();
-        // Downgrading never conflicts.
-        lock.convert(LockKind::Shared)
-            .map_err(|e| Error::io("lock", lock_path(), e))?;
-        result.map(Some)
-    }
-
     /// Whether the cache's format version is one this implementation uses,
     /// as last read.
     pub(crate) fn compatible(&self) -> bool {
@@ -613,101 +410,6 @@ impl FsCache {
         // read lock writes its cache line, which every loading thread
         // would then pass around.
         self.inner.compatible.load(Ordering::Relaxed)
-    }
-
-    /// Load the entry `name`: a read-locked committed entry, or `None` for
-    /// a miss (absent, being written or removed, invalid, or the cache's
-    /// version is not ours). Never waits.
-    ///
-    /// The entry's last use (its `object.lock` atime) is set to now.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidName`] before any I/O; a system call failing in a way
-    /// that is not a miss.
-    pub fn load(&self, name: &str) -> Result<Option<Entry>> {
-        self.load_counting(name, Counting::Count)
-    }
-
-    /// As [`FsCache::load`], counting the outcome in the statistics or not
-    /// (`load_or_build` counts what its caller finally got instead).
-    pub(crate) fn load_counting(&self, name: &str, counting: Counting) -> Result<Option<Entry>> {
-        // Validated without a copy: a miss allocates nothing.
-        let name = EntryName::check(name)?;
-        if !self.compatible() {
-            if counting == Counting::Count {
-                self.count(|p| &p.misses_incompatible, 1);
-            }
-            return Ok(None);
-        }
-        // Compatible, as just read: count without reading it again (the
-        // load is the hot path).
-        let count = |field: fn(&Pending) -> &AtomicU64| {
-            if counting == Counting::Count {
-                self.inner.stats.bump(Some(self.dir()), field, 1);
-            }
-        };
-        let dir = self.dir();
-        // `objects/NAME/object.lock`, then `…/object.info`, built on the
-        // stack.
-        let mut buf = EntryFile::new(name);
-        let lock_rel = buf.path(OBJECT_LOCK);
-        // Absent (ENOENT/ENOTDIR) comes back as `Absent` without an error
-        // being built: a miss is a common answer.
-        let locked = match dir.try_lock(lock_rel, LockOptions::shared()) {
-            Ok(TryLocked::Locked(l)) => l,
-            Ok(TryLocked::Absent) => {
-                count(|p| &p.misses_absent);
-                return Ok(None);
-            }
-            Ok(TryLocked::Busy) => {
-                count(|p| &p.misses_busy);
-                return Ok(None);
-            }
-            Err(e) if is_miss(&e) => {
-                count(|p| &p.misses_absent);
-                return Ok(None);
-            }
-            Err(e) => return Err(Error::io("lock", dir.abs(lock_rel), e)),
-        };
-        // An entry without object.info is being removed, or debris of a
-        // crashed removal; one without data/ (or object.info) was damaged by
-        // a deleter outside the cache's locks: not valid. One `stat`, of the
-        // entry's directory, proves both for an entry this implementation
-        // committed: the commit set the directory's mtime just before its
-        // lock file's (`stamp_committed`), and removing anything in it sets
-        // the mtime to now. Otherwise (osbuild's entries; a removal in the
-        // stamp's clock tick) the parts are looked at one by one.
-        let intact = match dir.stat_if_present(buf.path(".")) {
-            Ok(Some(st)) => {
-                stat::mtime(&st) < stat::mtime(&locked.stat) || self.parts_present(&mut buf)?
-            }
-            Ok(None) => false,
-            Err(e) => return Err(Error::io("stat", dir.abs(buf.path(".")), e)),
-        };
-        if !intact {
-            count(|p| &p.misses_invalid);
-            return Ok(None);
-        }
-        touch_atime(&locked.lock);
-        count(|p| &p.hits);
-        Ok(Some(Entry::new(self.clone(), name, locked.lock)))
-    }
-
-    /// Whether the entry of `buf` (`objects/NAME/…`) has its `object.info`
-    /// and `data/`, a `stat` each: load's check for an entry whose lock
-    /// file does not date its last change (osbuild's commit does not stamp
-    /// it).
-    fn parts_present(&self, buf: &mut EntryFile) -> Result<bool> {
-        let dir = self.dir();
-        for part in [OBJECT_INFO, DATA] {
-            match dir.stat_if_present(buf.path(part)) {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(false),
-                Err(e) => return Err(Error::io("stat", dir.abs(buf.path(part)), e)),
-            }
-        }
-        Ok(true)
     }
 
     /// Count `by` on a statistics counter (in memory; flushed now and then).
@@ -741,28 +443,6 @@ impl FsCache {
     pub fn zero_stats(&self) -> Result<()> {
         self.inner.stats.discard();
         crate::stats::zero(self.dir())
-    }
-
-    /// Whether a committed entry `name` is in the cache now: a peek that,
-    /// unlike [`FsCache::load`], takes no lock and does not count as a use
-    /// (one `stat`). The answer is stale as soon as it returns: only
-    /// `load` can hold an entry.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidName`] before any I/O; the `stat` failed in a way
-    /// that is not a miss.
-    pub fn contains(&self, name: &str) -> Result<bool> {
-        let name = EntryName::new(name)?;
-        if !self.compatible() {
-            return Ok(false);
-        }
-        let rel = PathBuf::from(OBJECTS).join(name.as_str()).join(OBJECT_INFO);
-        match self.dir().stat(&rel) {
-            Ok(_) => Ok(true),
-            Err(e) if is_miss(&e) => Ok(false),
-            Err(e) => Err(Error::io("stat", self.dir().abs(&rel), e)),
-        }
     }
 
     /// Start storing the entry `name`: an empty private `data/` directory to
@@ -829,96 +509,5 @@ impl FsCache {
             Ok(())
         })?;
         Ok(report.stored)
-    }
-}
-
-/// What [`FsCache::repair`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Repaired {
-    /// Debris removed: `uuid-*` leftovers of crashed writers and named
-    /// directories left half-removed.
-    pub removed: Vec<String>,
-    /// `cache.size` before the repair (`None` if it was corrupt).
-    pub accounted_before: Option<u64>,
-    /// `cache.size` after: the exact sum of the entries' recorded sizes.
-    pub accounted: u64,
-}
-
-/// Whether a load counts its outcome in the statistics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Counting {
-    /// As a load: a hit or a miss by cause.
-    Count,
-    /// Not at all: the caller counts.
-    Quiet,
-}
-
-/// Read and parse `cache.info`; the descriptor it was read through comes
-/// back too.
-fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
-    let rel = Path::new(CACHE_INFO);
-    let fd = dir
-        .open_read(rel)
-        .map_err(|e| Error::io("open", dir.abs(rel), e))?;
-    let st = stat::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e))?;
-    let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
-        Ok(_) => Ok((CacheInfo::default(), FileId::of(&st), fd)),
-        Err(e) => Err(Error::Corrupt {
-            path: dir.abs(rel),
-            what: format!("not JSON ({e})"),
-        }),
-    }
-}
-
-/// What identifies one version of `cache.info`: it is only ever replaced
-/// by `rename`, so a change is a new inode (and the times and size are
-/// compared too, for writers that edit it in place).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileId {
-    inode: stat::Inode,
-    size: u64,
-    mtime: stat::Stamp,
-}
-
-impl FileId {
-    fn of(st: &stat::Stat) -> Self {
-        Self {
-            inode: stat::inode(st),
-            size: stat::size(st),
-            mtime: stat::mtime(st),
-        }
-    }
-}
-
-/// `objects/NAME/FILE` for a valid `NAME`, built in a buffer on the stack
-/// (the load is the hot path: no allocation for its paths).
-struct EntryFile {
-    buf: [u8; EntryFile::CAP],
-    /// Where the file name starts: after `objects/NAME/`.
-    at: usize,
-}
-
-impl EntryFile {
-    const CAP: usize = OBJECTS.len() + fscache_dir::MAX_NAME_LEN + 2 + 16;
-
-    fn new(name: &str) -> Self {
-        let mut buf = [0u8; Self::CAP];
-        let mut at = 0;
-        for part in [OBJECTS.as_bytes(), b"/", name.as_bytes(), b"/"] {
-            buf[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        Self { buf, at }
-    }
-
-    /// The path of `file` (a protocol file name, at most 16 bytes) in the
-    /// entry.
-    fn path(&mut self, file: &str) -> &Path {
-        let end = self.at + file.len();
-        self.buf[self.at..end].copy_from_slice(file.as_bytes());
-        use std::os::unix::ffi::OsStrExt;
-        Path::new(std::ffi::OsStr::from_bytes(&self.buf[..end]))
     }
 }

@@ -1,6 +1,16 @@
-//! `CacheInfo`: the configuration in `cache.info`.
+//! `CacheInfo`: the configuration in `cache.info`, and the handle's view
+//! of it (`FsCache::info`, `set_info`, `reload_info`, the cheap
+//! `current_info` check).
 
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use fscache_dir::{stat, CacheDir, IfMissing, CACHE_INFO};
 use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::FsCache;
 
 pub use fscache_quota::MaxSize;
 
@@ -77,5 +87,153 @@ mod tests {
         assert_eq!(map["version"], json!("1"));
         assert!(!CacheInfo::from_map(&map).is_compatible());
         assert_eq!(CacheInfo::default().limit(), MaxSize::Bytes(0));
+    }
+}
+
+impl FsCache {
+    /// The configuration in force, as read at open, at the last
+    /// [`FsCache::set_info`] or [`FsCache::reload_info`], or at a commit
+    /// that noticed another process changing it.
+    pub fn info(&self) -> CacheInfo {
+        self.inner
+            .info
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Re-read `cache.info` (another process may have changed it).
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::open`].
+    pub fn reload_info(&self) -> Result<CacheInfo> {
+        let (info, id, fd) = read_info(self.dir())?;
+        let mut held = self.inner.info.write().unwrap_or_else(|p| p.into_inner());
+        self.inner
+            .compatible
+            .store(info.is_compatible(), Ordering::Relaxed);
+        *held = (info.clone(), id, fd);
+        drop(held);
+        Ok(info)
+    }
+
+    /// The configuration as `cache.info` says now: one `stat` when it is
+    /// unchanged since we read it, a re-read when another process replaced
+    /// it.
+    pub(crate) fn current_info(&self) -> Result<CacheInfo> {
+        let rel = Path::new(CACHE_INFO);
+        let dir = self.dir();
+        {
+            let cached = self.inner.info.read().unwrap_or_else(|p| p.into_inner());
+            // `cache.info` is replaced by rename, never moved: locally, the
+            // descriptor it was read through still being linked (an
+            // `fstat`, no path lookup) proves it is the file the path
+            // names; size and mtime catch writers that edit it in place.
+            // On NFS an unlinked open file keeps its link count, so the
+            // path is compared there (docs/format.md, "NFS").
+            let st = if dir.is_nfs() {
+                dir.stat(rel)
+                    .map_err(|e| Error::io("stat", dir.abs(rel), e))?
+            } else {
+                stat::fstat(&cached.2).map_err(|e| Error::io("stat", dir.abs(rel), e))?
+            };
+            if st.st_nlink > 0 && cached.1 == FileId::of(&st) {
+                return Ok(cached.0.clone());
+            }
+        }
+        self.reload_info()
+    }
+
+    /// Update `cache.info` with the fields of `info` that are set, keeping
+    /// every other key (also ones this implementation does not know), under
+    /// the file's exclusive lock by read → temp file → rename.
+    ///
+    /// # Errors
+    ///
+    /// Locking, reading or replacing `cache.info` failed, or it holds
+    /// something other than a JSON object ([`Error::Corrupt`]).
+    pub fn set_info(&self, info: CacheInfo) -> Result<()> {
+        self.update_info(|_| Some(info)).map(drop)
+    }
+
+    /// Read-modify-write of `cache.info` under its exclusive lock: `change`
+    /// sees the configuration on disk and returns the fields to set, or
+    /// `None` to leave the file alone. The handle's view is re-read
+    /// afterwards.
+    pub(crate) fn update_info(
+        &self,
+        change: impl FnOnce(&CacheInfo) -> Option<CacheInfo>,
+    ) -> Result<()> {
+        let dir = self.dir();
+        let rel = Path::new(CACHE_INFO);
+        let abs = dir.abs(rel);
+        // Durably in every mode: a `cache.info` torn by a power loss would
+        // make the cache unopenable, and updates are rare.
+        let corrupt = dir
+            .update_durable(rel, IfMissing::Fail, |bytes| {
+                let mut map = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => return Ok((None, true)),
+                };
+                let Some(update) = change(&CacheInfo::from_map(&map)) else {
+                    return Ok((None, false));
+                };
+                tracing::info!(info = ?update, "cache.info updated");
+                update.merge_into(&mut map);
+                Ok((
+                    Some(serde_json::Value::Object(map).to_string().into_bytes()),
+                    false,
+                ))
+            })
+            .map_err(|e| Error::io("update", &abs, e))?;
+        if corrupt {
+            return Err(Error::Corrupt {
+                path: abs,
+                what: "not a JSON object".into(),
+            });
+        }
+        self.reload_info()?;
+        Ok(())
+    }
+}
+
+/// Read and parse `cache.info`; the descriptor it was read through comes
+/// back too.
+pub(crate) fn read_info(dir: &CacheDir) -> Result<(CacheInfo, FileId, OwnedFd)> {
+    let rel = Path::new(CACHE_INFO);
+    let fd = dir
+        .open_read(rel)
+        .map_err(|e| Error::io("open", dir.abs(rel), e))?;
+    let st = stat::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e))?;
+    let bytes = fscache_dir::read_small_fd(&fd).map_err(|e| Error::io("read", dir.abs(rel), e))?;
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok((CacheInfo::from_map(&map), FileId::of(&st), fd)),
+        Ok(_) => Ok((CacheInfo::default(), FileId::of(&st), fd)),
+        Err(e) => Err(Error::Corrupt {
+            path: dir.abs(rel),
+            what: format!("not JSON ({e})"),
+        }),
+    }
+}
+
+/// What identifies one version of `cache.info`: it is only ever replaced
+/// by `rename`, so a change is a new inode (and the times and size are
+/// compared too, for writers that edit it in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileId {
+    inode: stat::Inode,
+    size: u64,
+    mtime: stat::Stamp,
+}
+
+impl FileId {
+    fn of(st: &stat::Stat) -> Self {
+        Self {
+            inode: stat::inode(st),
+            size: stat::size(st),
+            mtime: stat::mtime(st),
+        }
     }
 }

@@ -112,7 +112,9 @@ mod flight;
 mod guards;
 mod handle;
 mod info;
+mod load;
 mod maint;
+mod repair;
 mod stats;
 mod verify;
 
@@ -133,9 +135,10 @@ pub use fscache_dir::meta;
 pub use fscache_dir::{Hook, HookPoint};
 pub use fscache_quota::{format_bytes, parse_bytes, ParseSizeError};
 pub use guards::{Entry, Obtained, StageGuard, StoreGuard, Uncached};
-pub use handle::{Builder, Durability, FsCache, Repaired};
+pub use handle::{Builder, Durability, FsCache};
 pub use info::{CacheInfo, MaxSize, VERSION};
 pub use maint::{Entries, EntryInfo, PruneOptions, PruneReport, Removed, Swept, Usage};
+pub use repair::Repaired;
 pub use stats::{Removal, Stats, CACHE_STATS, RECENT_REMOVALS};
 pub use verify::{
     tree_digest, tree_digest_version, Changes, Missing, Verified, VerifyProgress, OBJECT_TREE,

@@ -160,6 +160,9 @@ counters! {
     evictions => "evictions",
     /// Bytes eviction freed.
     evicted_bytes => "evicted-bytes",
+    /// Scans of `objects/` for a new kept eviction list (one serves
+    /// many evicting commits, of every process).
+    eviction_scans => "eviction-scans",
     /// Prune runs (not dry runs).
     prunes => "prunes",
     /// Entries removed by `remove` and `prune`.

@@ -7,7 +7,8 @@ use std::path::{Component, Path};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use fscache::{format_bytes, Stored};
+use fscache::meta::{Dropped, OnDrop};
+use fscache::{format_bytes, CopyOptions, Stored};
 use serde_json::json;
 
 use super::{open_existing, run_in, size_or_dash, IfExists};
@@ -21,6 +22,7 @@ pub(super) fn store(
     name: &str,
     src: &Path,
     if_exists: IfExists,
+    on_drop: OnDrop,
     format: Format,
 ) -> Outcome {
     let signals = Signals::catch()?;
@@ -47,7 +49,8 @@ pub(super) fn store(
         let started = Instant::now();
         // Copy and commit in one step, so the tree digest the copy computes
         // is recorded (`fscache verify` checks it later).
-        let committed = guard.commit_tree(src, &mut |n| {
+        let options = CopyOptions::new().on_drop(on_drop);
+        let committed = guard.commit_tree_with(src, &options, &mut |n| {
             // Stop the copy: the guard drops, which removes the partial
             // copy (a removal that fails leaves debris the next sweep takes).
             if signals.caught().is_some() {
@@ -70,9 +73,9 @@ pub(super) fn store(
     } else {
         None
     };
-    let (stored, evicted, size) = match report {
-        Some(r) => (r.stored, r.evicted, Some(r.size)),
-        None => (Stored::Exists, Vec::new(), None),
+    let (stored, evicted, size, dropped) = match report {
+        Some(r) => (r.stored, r.evicted, Some(r.size), r.dropped),
+        None => (Stored::Exists, Vec::new(), None, Dropped::default()),
     };
     let (word, why) = match stored {
         Stored::Committed => ("stored", None),
@@ -96,6 +99,11 @@ pub(super) fn store(
             "content": if stored == Stored::Committed { Some(content) } else { None },
             "symlink": is_symlink,
             "evicted": evicted,
+            "dropped": {
+                "owners": dropped.owners,
+                "set_id_bits": dropped.set_id_bits,
+                "xattrs": dropped.xattrs,
+            },
         }))?;
     } else {
         match stored {
@@ -119,6 +127,14 @@ pub(super) fn store(
         }
         for n in &evicted {
             note!("evicted {n}")?;
+        }
+        if dropped.any() {
+            note!(
+                "not kept (as `cp -a` as this user; --strict refuses): {} owners, {} set-ID bits, {} xattrs",
+                dropped.owners,
+                dropped.set_id_bits,
+                dropped.xattrs
+            )?;
         }
     }
     // The signal came during the commit, which finished: say so.

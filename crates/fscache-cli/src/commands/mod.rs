@@ -27,6 +27,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, ExitStatus};
 use std::time::{Duration, SystemTime};
 
+use fscache::meta::OnDrop;
 use fscache::{format_bytes, FsCache, MaxSize, PruneOptions, Swept};
 use serde_json::{json, Value};
 
@@ -68,6 +69,7 @@ pub(crate) fn run(cli: Cli) -> Outcome {
         Cmd::Store {
             args,
             fail_if_exists,
+            strict,
             output,
         } => {
             let (cache, rest) = split_cache(g, args, 2)?;
@@ -78,7 +80,9 @@ pub(crate) fn run(cli: Cli) -> Outcome {
                 IfExists::Succeed
             };
             let name = name_arg(name)?;
-            entry::store(&cache, &name, Path::new(&src), exists, output.format())
+            let on_drop = if strict { OnDrop::Fail } else { OnDrop::Count };
+            let src = Path::new(&src);
+            entry::store(&cache, &name, src, exists, on_drop, output.format())
         }
         Cmd::Load {
             args,
@@ -107,9 +111,15 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             let (cache, names) = cache_and_names(g, t.args)?;
             remote::push(&cache, &names, &t.remote, t.output.format())
         }
-        Cmd::Pull(t) => {
-            let (cache, names) = cache_and_names(g, t.args)?;
-            remote::pull(&cache, &names, &t.remote, t.output.format())
+        Cmd::Pull(p) => {
+            let (cache, names) = cache_and_names(g, p.transfer.args)?;
+            let on_drop = if p.strict {
+                OnDrop::Fail
+            } else {
+                OnDrop::Count
+            };
+            let format = p.transfer.output.format();
+            remote::pull(&cache, &names, &p.transfer.remote, on_drop, format)
         }
         Cmd::Remote { command } => remote::run(command),
         Cmd::Prune {

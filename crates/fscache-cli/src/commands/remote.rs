@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
+use fscache::meta::OnDrop;
 use fscache::{format_bytes, FsCache, Obtained};
 use fscache_remote::{
     keygen, Access, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
@@ -157,9 +158,19 @@ fn pushed_row(
     }
 }
 
-pub(super) fn pull(cache: &Path, names: &[String], url: &str, format: Format) -> Outcome {
+pub(super) fn pull(
+    cache: &Path,
+    names: &[String],
+    url: &str,
+    on_drop: OnDrop,
+    format: Format,
+) -> Outcome {
     let cache = open_for_pull(cache)?;
-    let remote = open(url)?;
+    let remote = RemoteBuilder::new(url)
+        .on_drop(on_drop)
+        .keys_from_env()
+        .and_then(RemoteBuilder::open)
+        .map_err(|e| Fail::error(format!("remote `{url}`: {}", chain(&e))))?;
     for_each_name(names, format, |name| {
         // An entry already local needs nothing from the remote (a pull
         // would download all of it first, and fail on a damaged remote).

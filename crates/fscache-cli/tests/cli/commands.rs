@@ -5,7 +5,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -480,6 +480,75 @@ fn an_unwritable_cache_is_an_error_unless_we_are_privileged() {
         expect_code(&fsc!("ls", cache), 0);
     }
     std::fs::set_permissions(&objects, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// As another user, `store` drops what `cp -a` drops (another owner, and
+/// the set-user-ID bit on it) and says so; `--strict` refuses instead and
+/// stores nothing.
+#[test]
+fn store_as_another_user_drops_what_cp_a_drops_unless_strict() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = rustix::process::geteuid().is_root();
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !root || !setpriv {
+        eprintln!("skipped: needs root to make the tree and setpriv to drop privileges");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let f = src.join("suid");
+    std::fs::write(&f, "x").unwrap();
+    std::os::unix::fs::lchown(&f, Some(1234), Some(1234)).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::os::unix::fs::lchown(&mine, Some(65534), Some(65534)).unwrap();
+    let cache = mine.join("cache");
+    let as_nobody = |args: &[&OsStr]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["--inh-caps=-all", "--bounding-set=-all", BIN])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let c = cache.as_os_str();
+    let o = as_nobody(&["set".as_ref(), c, "--max-size".as_ref(), "1G".as_ref()]);
+    expect_code(&o, 0);
+    let o = as_nobody(&[
+        "store".as_ref(),
+        "--strict".as_ref(),
+        c,
+        "a".as_ref(),
+        src.as_ref(),
+    ]);
+    expect_error(&o, "cannot be kept");
+    // Listed as the same user (root's `ls` would make lock files the
+    // user cannot open).
+    let listed = json(&as_nobody(&["ls".as_ref(), c, "--json".as_ref()]));
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "a strict refusal stores nothing"
+    );
+    let o = as_nobody(&[
+        "store".as_ref(),
+        "--json".as_ref(),
+        c,
+        "b".as_ref(),
+        src.as_ref(),
+    ]);
+    let v = json(&o);
+    assert_eq!(v["dropped"]["owners"], 1, "{v}");
+    assert_eq!(v["dropped"]["set_id_bits"], 1, "{v}");
+    let md = std::fs::metadata(cache.join("objects/b/data/suid")).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o7777), (65534, 0o755));
+    let o = as_nobody(&["store".as_ref(), c, "c".as_ref(), src.as_ref()]);
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("not kept"), "{}", stdout(&o));
 }
 
 #[test]

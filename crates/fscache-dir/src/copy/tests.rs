@@ -1,9 +1,13 @@
 //! Tests of the native tree copy: content, modes, times, links, fallbacks.
 
 use super::content::Method;
+use super::copier::{split_parent, Copier, Target};
 use super::*;
+use std::path::PathBuf;
+
 use crate::digest::{digest_tree, Version};
 use cap_std::ambient_authority;
+use rustix::fs::Mode;
 use rustix::fs::{Timespec, Timestamps};
 use rustix::process::{Gid, Uid};
 use std::collections::HashMap;

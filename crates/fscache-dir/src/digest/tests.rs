@@ -1,6 +1,14 @@
 //! Tests of the tree digest: the vector, the encoding, and what changes it.
 
 use super::*;
+use std::ffi::OsStr;
+use std::io;
+use std::path::Path;
+
+use rustix::fs::{FileType, Mode};
+
+use crate::meta::Xattr;
+use crate::walk::open_dir_nofollow;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::PathBuf;

@@ -1,0 +1,483 @@
+//! The walk of one copy: [`copy_tree_listed`] and its visitor, which
+//! makes each node, gives it its metadata under the policy, and (when
+//! hashing) feeds the digest and the listing.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+
+use super::content::Content;
+use super::{at, CopyOptions, CopyStats};
+use crate::digest::{Body, Digest, DirHasher, Listing, NodeMeta, Record, Version};
+use crate::meta::{self, Given, OnDrop, Wanted, Xattr};
+use crate::stat;
+use crate::walk::{is_dir, open_dir_nofollow, Frame, HardLinks, Visit, Visitor, Walk};
+
+/// The copy of both public functions; with a `tree` hasher for the root,
+/// the digest too.
+pub(super) fn copy_tree_listed(
+    src: &Path,
+    dst: &Dir,
+    progress: &mut dyn FnMut(u64) -> io::Result<()>,
+    tree: Option<DirHasher>,
+    opts: &CopyOptions,
+    records: Option<Listing>,
+) -> io::Result<(CopyStats, Option<Digest>, Option<Listing>)> {
+    let mut copier = Copier::new(dst, progress, opts);
+    copier.records = records;
+    let st = rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| at(src, e))?;
+    // `dst` belongs to the caller: its mode and times stay as they are.
+    let target = Target {
+        dst: dst.try_clone().map_err(|e| at(src, e))?,
+        dst_rel: PathBuf::new(),
+        finish: false,
+        tree,
+    };
+    let root = if is_dir(&st) {
+        let fd = open_dir_nofollow(CWD, src).map_err(|e| at(src, e))?;
+        Frame::new(fd, src.to_path_buf(), target).map_err(|e| at(src, e))?
+    } else {
+        // A file or symlink: walk its parent, visiting that one name.
+        let (parent, name) = split_parent(src)?;
+        let parent_fd = rustix::fs::openat(
+            CWD,
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| at(parent, e))?;
+        let parent_st = rustix::fs::fstat(&parent_fd).map_err(|e| at(parent, e))?;
+        let names = vec![name.to_os_string()];
+        Frame::with_names(parent_fd, parent.to_path_buf(), parent_st, target, names)
+    };
+    Walk::new().run(&mut copier, root)?;
+    Ok((copier.stats, copier.digest, copier.records))
+}
+
+/// Where one source directory's children go.
+pub(super) struct Target {
+    /// The destination directory being filled.
+    pub(super) dst: Dir,
+    /// Its path relative to the destination root.
+    pub(super) dst_rel: PathBuf,
+    /// Whether to give it the source directory's metadata once its children
+    /// are written (not for the caller's `dst`).
+    pub(super) finish: bool,
+    /// The digest of its children so far, when the copy computes one.
+    pub(super) tree: Option<DirHasher>,
+}
+
+/// What copying one child made, for its entry in the digest.
+pub(super) enum Copied {
+    /// A directory, whose children go to this target (boxed: a digest's
+    /// hasher is large).
+    Dir(Box<Target>),
+    /// A regular file with this metadata; with the size and content hash
+    /// when the copy hashes.
+    File(Given, Option<(u64, blake3::Hash)>),
+    /// A symlink to this target.
+    Symlink(Given, Vec<u8>),
+    /// A FIFO, socket or device.
+    Special(Given, Stat),
+}
+
+/// What the copy of a multiply-linked source inode left, for its later names.
+struct Linked {
+    /// Its copy's path relative to the destination root.
+    rel: PathBuf,
+    /// What its copy got, and its size and content hash when hashing.
+    given: Given,
+    content: Option<(u64, blake3::Hash)>,
+}
+
+/// State of one [`copy_tree_into`] walk.
+pub(super) struct Copier<'a> {
+    dst_root: &'a Dir,
+    pub(super) stats: CopyStats,
+    on_drop: OnDrop,
+    /// Multiply-linked source inodes → what their first copy left.
+    links: HardLinks<Linked>,
+    pub(super) content: Content<'a>,
+    /// The root's digest, once the walk has left it (when hashing).
+    pub(super) digest: Option<Digest>,
+    /// The listing of the copy, when asked for (with the digest).
+    records: Option<Listing>,
+}
+
+/// The digest-side view of what a node got.
+fn node_meta(given: &Given) -> NodeMeta<'_> {
+    NodeMeta {
+        perm: given.perm,
+        uid: given.uid,
+        gid: given.gid,
+        xattrs: &given.xattrs,
+    }
+}
+
+impl Visitor for Copier<'_> {
+    type State = Target;
+
+    fn visit(
+        &mut self,
+        parent: &mut Frame<Target>,
+        name: &OsStr,
+        path: &Path,
+        st: &Stat,
+    ) -> io::Result<Visit<Target>> {
+        let sfd = parent.fd();
+        let target = parent.state();
+        let ddir = &target.dst;
+        let dst_rel = target.dst_rel.join(name);
+        let hashing = target.tree.is_some();
+        let copied = match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => self.copy_dir(ddir, name, dst_rel, hashing),
+            FileType::RegularFile => self.copy_file(sfd, ddir, name, st, dst_rel, hashing),
+            FileType::Symlink => self.copy_symlink(sfd, ddir, name, st),
+            FileType::Fifo
+            | FileType::Socket
+            | FileType::CharacterDevice
+            | FileType::BlockDevice => self.copy_special(sfd, ddir, name, st),
+            FileType::Unknown => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "unsupported file type",
+            )),
+        }
+        .map_err(|e| at(path, e))?;
+        // A directory's entry is written when the walk leaves it.
+        if let Some(records) = self.records.as_mut() {
+            let rel = parent.state().dst_rel.join(name);
+            if let Some(r) = record_of(&rel, st, &copied) {
+                records.0.push(r);
+            }
+        }
+        let tree = parent.state_mut().tree.as_mut();
+        match (copied, tree) {
+            (Copied::Dir(target), _) => return Ok(Visit::Descend(*target)),
+            (Copied::File(given, Some((size, hash))), Some(tree)) => {
+                let body = Body::File {
+                    size,
+                    hash: hash.as_bytes(),
+                };
+                tree.entry(name, node_meta(&given), body);
+            }
+            (Copied::Symlink(given, target), Some(tree)) => {
+                tree.entry(name, node_meta(&given), Body::Symlink(&target));
+            }
+            (Copied::Special(given, st), Some(tree)) => {
+                let body = Body::special(&st).unwrap_or(Body::Fifo);
+                tree.entry(name, node_meta(&given), body);
+            }
+            _ => {}
+        }
+        Ok(Visit::Skip)
+    }
+
+    /// A directory's children are all written: now its metadata, and its
+    /// entry in its parent's digest.
+    fn leave(
+        &mut self,
+        mut dir: Frame<Target>,
+        parent: Option<&mut Frame<Target>>,
+    ) -> io::Result<()> {
+        let given = if dir.state().finish {
+            let xattrs = meta::fd_xattrs(dir.fd()).map_err(|e| at(dir.path(), e))?;
+            let want = Wanted::of(dir.stat(), xattrs);
+            let given = meta::restore_fd(&dir.state().dst, &want, self.on_drop)
+                .map_err(|e| at(dir.path(), e))?;
+            self.stats.dropped.add(given.dropped);
+            Some(given)
+        } else {
+            None
+        };
+        // Every child is there: the directory's own space is final (and
+        // for the root, `dst` itself, whatever it holds besides).
+        let made = rustix::fs::fstat(&dir.state().dst).map_err(|e| at(dir.path(), e))?;
+        self.stats.space += stat::space(&made);
+        let Some(tree) = dir.state_mut().tree.take() else {
+            return Ok(());
+        };
+        let digest = tree.finish();
+        let Some(parent) = parent else {
+            self.digest = Some(digest);
+            return Ok(());
+        };
+        let name = dir
+            .path()
+            .file_name()
+            .ok_or_else(|| at(dir.path(), io::Error::other("walked directory has no name")))?;
+        if let (Some(records), Some(given)) = (self.records.as_mut(), given.as_ref()) {
+            records
+                .0
+                .push(record(&dir.state().dst_rel, dir.stat(), given, Vec::new()));
+        }
+        if let (Some(tree), Some(given)) = (parent.state_mut().tree.as_mut(), given) {
+            tree.entry(name, node_meta(&given), Body::Dir(&digest));
+        }
+        Ok(())
+    }
+
+    fn error(&self, path: &Path, e: io::Error) -> io::Error {
+        at(path, e)
+    }
+}
+
+impl<'a> Copier<'a> {
+    pub(super) fn new(
+        dst_root: &'a Dir,
+        progress: &'a mut dyn FnMut(u64) -> io::Result<()>,
+        opts: &CopyOptions,
+    ) -> Self {
+        Copier {
+            dst_root,
+            stats: CopyStats::default(),
+            on_drop: opts.on_drop,
+            links: HardLinks::new(),
+            content: Content::new(progress),
+            digest: None,
+            records: None,
+        }
+    }
+
+    /// Create `ddir/name` for a source directory and return where its
+    /// children go; its metadata is applied when the walk leaves it.
+    fn copy_dir(
+        &mut self,
+        ddir: &Dir,
+        name: &OsStr,
+        dst_rel: PathBuf,
+        hashing: bool,
+    ) -> io::Result<Copied> {
+        ddir.create_dir(name)?;
+        // Not `open_dir_nofollow`: cap-std opens directories `O_PATH`, on
+        // which fchmod and futimens fail with EBADF. One component, relative
+        // to `ddir`, not following a symlink: what cap-std would do.
+        let dst = Dir::from_std_file(File::from(open_dir_nofollow(ddir, name)?));
+        // Whatever the umask left, the copy must be able to fill it, and
+        // nobody else needs to see it half-filled.
+        rustix::fs::fchmod(&dst, Mode::RWXU)?;
+        self.stats.dirs += 1;
+        Ok(Copied::Dir(Box::new(Target {
+            dst,
+            dst_rel,
+            finish: true,
+            tree: hashing.then(|| DirHasher::of(Version::V2)),
+        })))
+    }
+
+    /// Copy the regular file `sfd/name`, or hard-link it to its earlier copy.
+    pub(super) fn copy_file(
+        &mut self,
+        sfd: impl AsFd,
+        ddir: &Dir,
+        name: &OsStr,
+        st: &Stat,
+        dst_rel: PathBuf,
+        hashing: bool,
+    ) -> io::Result<Copied> {
+        if let Some(first) = self.links.earlier(st) {
+            self.dst_root.hard_link(&first.rel, ddir, name)?;
+            self.stats.hard_links += 1;
+            return Ok(Copied::File(first.given.clone(), first.content));
+        }
+        // O_NONBLOCK: should the name have become a FIFO since the `lstat`,
+        // the open must not hang; the type is checked right after.
+        let src: File = rustix::fs::openat(
+            sfd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| replaced_on(e, "file"))?
+        .into();
+        let fst = rustix::fs::fstat(&src)?;
+        if FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
+            || stat::inode(&fst) != stat::inode(st)
+        {
+            return Err(replaced("file"));
+        }
+        let xattrs = meta::fd_xattrs(&src)?;
+        let dst = ddir
+            .open_with(
+                name,
+                OpenOptions::new().write(true).create_new(true).mode(0o600),
+            )?
+            .into_std();
+        self.copy_content(&src, &dst, &fst, xattrs, dst_rel, hashing)
+    }
+
+    /// Move the content of the open `src` into the new `dst`, then its
+    /// metadata (after the writes, which clear set-ID bits and
+    /// capabilities: write(2)).
+    fn copy_content(
+        &mut self,
+        src: &File,
+        dst: &File,
+        fst: &Stat,
+        xattrs: Vec<Xattr>,
+        dst_rel: PathBuf,
+        hashing: bool,
+    ) -> io::Result<Copied> {
+        let (moved, hashed) = if hashing {
+            let (moved, size, hash) = self.content.copy_hashed(src, dst, fst)?;
+            (moved, Some((size, hash)))
+        } else {
+            (self.content.copy(src, dst, fst)?, None)
+        };
+        self.stats.bytes += moved.bytes;
+        self.stats.reflinked += u64::from(moved.reflinked);
+        self.stats.sparse += u64::from(moved.sparse);
+        self.stats.files += 1;
+        let given = meta::restore_fd(dst, &Wanted::of(fst, xattrs), self.on_drop)?;
+        self.stats.dropped.add(given.dropped);
+        self.stats.space += stat::space(&rustix::fs::fstat(dst)?);
+        if stat::is_multiply_linked(fst) {
+            let linked = Linked {
+                rel: dst_rel,
+                given: given.clone(),
+                content: hashed,
+            };
+            self.links.note(fst, linked);
+        }
+        Ok(Copied::File(given, hashed))
+    }
+
+    /// Recreate the symlink `sfd/name` verbatim in `ddir`.
+    fn copy_symlink(
+        &mut self,
+        sfd: impl AsFd,
+        ddir: &Dir,
+        name: &OsStr,
+        st: &Stat,
+    ) -> io::Result<Copied> {
+        let target = rustix::fs::readlinkat(&sfd, name, Vec::new())
+            .map_err(|e| replaced_on(e, "symlink"))?;
+        let xattrs = meta::symlink_xattrs(&sfd, name)?;
+        // `symlink_contents`, not `symlink`: the target is stored, never
+        // resolved, and may be absolute or point anywhere.
+        ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name)?;
+        let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
+        self.stats.dropped.add(given.dropped);
+        self.stats.symlinks += 1;
+        self.stats.space +=
+            stat::space(&rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?);
+        Ok(Copied::Symlink(given, target.into_bytes()))
+    }
+
+    /// Recreate the FIFO, socket or device `name` in `ddir` with `mknodat`.
+    pub(super) fn copy_special(
+        &mut self,
+        sfd: impl AsFd,
+        ddir: &Dir,
+        name: &OsStr,
+        st: &Stat,
+    ) -> io::Result<Copied> {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        // The node must still be what the walk saw (never opened: an open
+        // could block or reach a driver).
+        let now = rustix::fs::statat(&sfd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| replaced_on(e, "node"))?;
+        if stat::inode(&now) != stat::inode(st) || FileType::from_raw_mode(now.st_mode) != ft {
+            return Err(replaced("node"));
+        }
+        let xattrs = meta::symlink_xattrs(&sfd, name)?;
+        let rdev = match ft {
+            FileType::CharacterDevice | FileType::BlockDevice => st.st_rdev as _,
+            _ => 0,
+        };
+        rustix::fs::mknodat(ddir, name, ft, Mode::RUSR | Mode::WUSR, rdev).map_err(|e| {
+            if e == rustix::io::Errno::PERM {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "cannot create a device node: only root may (mknod(2))",
+                )
+            } else {
+                e.into()
+            }
+        })?;
+        let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
+        self.stats.dropped.add(given.dropped);
+        if ft == FileType::Fifo {
+            self.stats.files += 1;
+        } else {
+            self.stats.specials += 1;
+        }
+        let made = rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        self.stats.space += stat::space(&made);
+        Ok(Copied::Special(given, *st))
+    }
+}
+
+/// The [`Record`] of a node the copy made at `rel` (not a directory:
+/// those are recorded when the walk leaves them).
+fn record_of(rel: &Path, st: &Stat, copied: &Copied) -> Option<Record> {
+    Some(match copied {
+        Copied::Dir(_) => return None,
+        Copied::File(given, Some((size, hash))) => {
+            let mut body = size.to_le_bytes().to_vec();
+            body.extend_from_slice(hash.as_bytes());
+            record(rel, st, given, body)
+        }
+        Copied::File(_, None) => return None,
+        Copied::Symlink(given, target) => record(rel, st, given, target.clone()),
+        Copied::Special(given, st) => {
+            let body = match Body::special(st) {
+                Some(Body::Char(a, b) | Body::Block(a, b)) => format!("{a}:{b}").into_bytes(),
+                _ => Vec::new(),
+            };
+            record(rel, st, given, body)
+        }
+    })
+}
+
+/// A record of the node at `rel`: its source's type, what it was given.
+fn record(rel: &Path, st: &Stat, given: &Given, body: Vec<u8>) -> Record {
+    Record {
+        path: rel.as_os_str().as_bytes().to_vec(),
+        mode: (st.st_mode & 0o170000) | given.perm,
+        uid: given.uid,
+        gid: given.gid,
+        xattrs: given
+            .xattrs
+            .iter()
+            .map(|x| (x.name.clone(), *blake3::hash(&x.value).as_bytes()))
+            .collect(),
+        body,
+    }
+}
+
+/// The error of a node replaced by something else while it was copied.
+fn replaced(what: &str) -> io::Error {
+    io::Error::other(format!("{what} was replaced by another while being copied"))
+}
+
+/// `e` from opening or reading a node the walk just listed: `ELOOP`
+/// (a symlink now), `ENXIO` (a socket now) or `EINVAL` (not a symlink any
+/// more) mean it was replaced.
+fn replaced_on(e: rustix::io::Errno, what: &str) -> io::Error {
+    use rustix::io::Errno;
+    match e {
+        Errno::LOOP | Errno::NXIO | Errno::INVAL => replaced(what),
+        e => e.into(),
+    }
+}
+
+/// Split a non-directory `src` into the directory to open and the name in it.
+pub(super) fn split_parent(src: &Path) -> io::Result<(&Path, &OsStr)> {
+    let name = src.file_name().ok_or_else(|| {
+        at(
+            src,
+            io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
+        )
+    })?;
+    let parent = match src.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((parent, name))
+}
