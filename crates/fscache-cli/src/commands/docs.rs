@@ -77,7 +77,8 @@ const NAMED: &[&str] = &["load", "cat", "rm", "verify", "push"];
 
 /// `fscache __complete -- WORDS...`: the names of the entries of the cache
 /// the words name, when the next word is an entry name; nothing else.
-/// Never an error (a completion must not print one).
+/// Never an error (a completion must not print one). The listing is
+/// `ls`'s, so it sweeps the debris of dead writers as `ls` does.
 pub(super) fn complete(words: &[OsString]) -> Outcome {
     let env = std::env::var_os(CACHE_ENV)
         .filter(|v| !v.is_empty())
