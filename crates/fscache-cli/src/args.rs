@@ -214,6 +214,10 @@ pub(crate) enum Cmd {
         /// miss, said on stderr. Also $FSCACHE_REMOTE.
         #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
         remote: Option<String>,
+        /// With a remote: give up on a request it has not answered after
+        /// DURATION (then it is a miss).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+        timeout: Duration,
     },
     /// Write one file of entry NAME to stdout, under the entry's read lock.
     #[command(
@@ -393,9 +397,8 @@ pub(crate) const COMPLETE: &str = "__complete";
 pub(crate) enum RemoteCmd {
     /// List the entries the remote has.
     Ls {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -403,9 +406,8 @@ pub(crate) enum RemoteCmd {
     /// intents and prune markers (pushes and prunes in progress, or debris
     /// of dead ones).
     Info {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -413,9 +415,8 @@ pub(crate) enum RemoteCmd {
     /// blobs no remaining entry (and no push in progress) names, except
     /// blobs younger than the grace period.
     Prune {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         /// Remove entries last pushed or pulled longer ago than DURATION
         /// (`12h`, `30d`, `1w`).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
@@ -427,6 +428,33 @@ pub(crate) enum RemoteCmd {
         /// Show what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Check the remote, as `restic check` does: every manifest opens
+    /// (signature, format, digest), every pack and blob it needs is
+    /// there and its pack's trailer lists it; exits 1 if anything is
+    /// wrong, naming the entries that would not pull.
+    Check {
+        #[command(flatten)]
+        remote: RemoteArg,
+        /// Also read every pack and blob whole and check every hash.
+        #[arg(long)]
+        read_data: bool,
+        /// Heal: take bad packs out of the index, push again the damaged
+        /// entries the local cache (--cache, $FSCACHE_DIR) still has, and
+        /// remove the manifests of those it cannot heal, saying so.
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Rewrite a remote of format 1 (a blob per object) into format 2
+    /// (packs): every signature stays valid. Prune after the grace period
+    /// to remove the old blobs.
+    Migrate {
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -454,11 +482,32 @@ pub(crate) struct TransferArgs {
         hide_long_help = true
     )]
     pub(crate) args: Vec<OsString>,
-    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
-    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-    pub(crate) remote: String,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArg,
     #[command(flatten)]
     pub(crate) output: OutputArg,
+}
+
+/// A remote URL: not empty (an empty `$FSCACHE_REMOTE` is no remote,
+/// as for `load`).
+fn remote_url(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("no remote given: pass --remote URL or set $FSCACHE_REMOTE".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--remote URL` and `--timeout`, which every remote command takes.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct RemoteArg {
+    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`
+    /// (an empty $FSCACHE_REMOTE is unset).
+    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL", value_parser = remote_url)]
+    pub(crate) remote: String,
+    /// Give up on a request the remote has not answered after DURATION,
+    /// its retries included (`10s`, `2m`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub(crate) timeout: Duration,
 }
 
 /// The arguments of `pull`.
@@ -609,7 +658,7 @@ fn env_cache() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
+pub(crate) fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
     global.cache_flag.clone().or_else(env_cache).ok_or_else(|| {
         Fail::error(format!(
             "no cache given: name its directory as the first argument, with --cache, or in ${CACHE_ENV}"

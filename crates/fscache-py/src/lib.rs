@@ -56,7 +56,7 @@ use fscache::{
 use fscache_remote::{ReadThrough, Remote, RemoteBuilder};
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyType};
 
 pyo3::create_exception!(
     _native,
@@ -721,9 +721,17 @@ impl LoadContext {
         Ok(format!("objects/{}/data", self.name))
     }
 
-    /// Release the read lock; never swallows the exception.
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: Bound<'_, PyTuple>) -> bool {
+    /// Release the read lock; never swallows the exception. (Three
+    /// plain parameters, not `*args`: a tuple per call would count
+    /// towards the cyclic collector's next run.)
+    #[pyo3(signature = (_exc_type=None, _exc_value=None, _traceback=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
         let held = locked(&self.held).take();
         py.detach(move || drop(held));
         false
@@ -758,12 +766,13 @@ impl StoreContext {
 
     /// Commit on a clean exit (whatever the cache then keeps), discard on
     /// an exception (which goes on).
-    #[pyo3(signature = (exc_type=None, *_rest))]
+    #[pyo3(signature = (exc_type=None, _exc_value=None, _traceback=None))]
     fn __exit__(
         &self,
         py: Python<'_>,
-        exc_type: Option<Bound<'_, PyAny>>,
-        _rest: Bound<'_, PyTuple>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let guard = locked(&self.guard).take();
         match (guard, exc_type) {
@@ -797,8 +806,14 @@ impl StageContext {
 
     /// Remove the scratch directory completely; never swallows the
     /// exception.
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: Bound<'_, PyTuple>) -> bool {
+    #[pyo3(signature = (_exc_type=None, _exc_value=None, _traceback=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
         let guard = locked(&self.guard).take();
         py.detach(move || drop(guard));
         false

@@ -129,11 +129,11 @@ fn booked<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
 
 fn sum_recorded(cache: &CacheDir) -> Result<u64> {
     let objects = Path::new(OBJECTS);
-    let list = fscache_dir::retry_io(|| cache.dir().read_dir(objects))
+    let list = cache
+        .list_dir(objects)
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {
-        let entry = entry.map_err(|e| error::io("read directory", cache.abs(objects), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(RESERVED_PREFIX) {

@@ -102,6 +102,15 @@ pub enum Error {
     /// [`Remote::push_async`](crate::Remote::push_async)).
     #[error("`{0}` is blocking and was called inside an async runtime: use `{0}_async`")]
     InsideRuntime(&'static str),
+    /// There is no remote at the URL (a read-only command asked
+    /// [`RemoteBuilder::must_exist`](crate::RemoteBuilder::must_exist)).
+    #[error("no remote at `{url}`: {why}")]
+    NoRemote {
+        /// The URL as given.
+        url: String,
+        /// What is missing.
+        why: String,
+    },
     /// A key is not in the format [`SecretKey`](crate::SecretKey) or
     /// [`PublicKey`](crate::PublicKey) reads.
     #[error("invalid key: {0}")]
@@ -133,12 +142,133 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The cause first, in one line: "connection refused at
+    /// 127.0.0.1:9399", "bucket `x` does not exist", "credentials
+    /// rejected (SignatureDoesNotMatch)", "no credentials: set …", "no
+    /// answer within 30s", then what was being done ("remote list of
+    /// `v1/manifests/` failed"). For a request error the whole chain of
+    /// OpenDAL's context, HTTP details included, is
+    /// [`Error::detail`]; other errors are their message and sources.
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Remote { source, .. } => {
+                let cause = cause_of(&detail_of(source));
+                format!("{cause} ({self})")
+            }
+            other => {
+                let mut text = other.to_string();
+                let mut s = std::error::Error::source(other);
+                while let Some(e) = s {
+                    text.push_str(": ");
+                    text.push_str(&e.to_string());
+                    s = e.source();
+                }
+                text
+            }
+        }
+    }
+
+    /// Everything known about the error: its message and every source's,
+    /// with OpenDAL's context (for `-v`).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Remote { source, .. } => format!("{self}: {}", detail_of(source)),
+            other => other.summary(),
+        }
+    }
+}
+
+/// An `io::Error` made from an OpenDAL error, and its sources, as text.
+fn detail_of(e: &io::Error) -> String {
+    let mut text = match e.get_ref() {
+        Some(inner) => format!("{inner}"),
+        None => e.to_string(),
+    };
+    let mut s = e.get_ref().and_then(|i| i.source());
+    while let Some(x) = s {
+        text.push_str(": ");
+        text.push_str(&x.to_string());
+        s = x.source();
+    }
+    text
+}
+
+/// The text between `<tag>` and `</tag>`, if any.
+fn xml<'t>(text: &'t str, tag: &str) -> Option<&'t str> {
+    let open = format!("<{tag}>");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find(&format!("</{tag}>"))?;
+    Some(&text[start..start + len])
+}
+
+/// `host:port` of the first `http(s)://` URL in `text`.
+fn host_in(text: &str) -> Option<&str> {
+    let at = text
+        .find("http://")
+        .map(|i| i + 7)
+        .or_else(|| text.find("https://").map(|i| i + 8))?;
+    let rest = &text[at..];
+    let end = rest
+        .find(|c: char| c == '/' || c == ')' || c == '?' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// The cause of a request's failure, from OpenDAL's text of it.
+fn cause_of(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let at = host_in(text)
+        .map(|h| format!(" at {h}"))
+        .unwrap_or_default();
+    if let Some(code) = xml(text, "Code") {
+        return match code {
+            "NoSuchBucket" => match xml(text, "BucketName") {
+                Some(b) => format!("bucket `{b}` does not exist"),
+                None => "the bucket does not exist".into(),
+            },
+            "SignatureDoesNotMatch"
+            | "InvalidAccessKeyId"
+            | "AccessDenied"
+            | "InvalidToken"
+            | "ExpiredToken" => format!("credentials rejected ({code})"),
+            "SlowDown" | "ServiceUnavailable" => format!("the server is overloaded ({code}){at}"),
+            _ => match xml(text, "Message") {
+                Some(m) => format!("the server said {code}: {m}"),
+                None => format!("the server said {code}"),
+            },
+        };
+    }
+    if lower.contains("connection refused") {
+        format!("connection refused{at}")
+    } else if lower.contains("timeout") || lower.contains("timed out") {
+        format!("no answer in time{at}")
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") {
+        format!("cannot resolve the host{at}")
+    } else if lower.contains("no valid credential")
+        || lower.contains("credential") && lower.contains("load")
+    {
+        "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE".into()
+    } else if lower.contains("connection reset")
+        || lower.contains("connection closed")
+        || lower.contains("broken pipe")
+    {
+        format!("the connection was cut{at}")
+    } else if lower.contains("permission denied") {
+        "permission denied".into()
+    } else {
+        // The innermost source is the most specific.
+        text.rsplit(": ").next().unwrap_or(text).to_string()
+    }
+}
+
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match &e {
             Error::Cache(c) => c.kind(),
             Error::Remote { source, .. } | Error::Io { source, .. } => source.kind(),
             Error::Url { .. } | Error::Key(_) => io::ErrorKind::InvalidInput,
+            Error::NoRemote { .. } => io::ErrorKind::NotFound,
             Error::ReadOnly => io::ErrorKind::PermissionDenied,
             Error::Timeout(_) => io::ErrorKind::TimedOut,
             Error::InsideRuntime(_) => io::ErrorKind::WouldBlock,

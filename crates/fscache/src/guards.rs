@@ -327,8 +327,7 @@ impl StoreGuard {
         })?;
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA).join(child);
-        dir.dir()
-            .create_dir(&rel)
+        fscache_dir::retry_io(|| dir.dir().create_dir(&rel))
             .map_err(|e| Error::io("create directory", dir.abs(&rel), e))?;
         let dst = fscache_dir::retry_io(|| dir.dir().open_dir(&rel))
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;

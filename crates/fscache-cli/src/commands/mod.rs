@@ -88,12 +88,13 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             args,
             command,
             remote,
+            timeout,
         } => {
             let (cache, rest) = split_cache(g, args, 1)?;
             let [name] = <[OsString; 1]>::try_from(rest).map_err(|_| usage())?;
             let name = name_arg(name)?;
             match remote.filter(|r| !r.is_empty()) {
-                Some(url) => remote::load(&cache, &name, &command, &url),
+                Some(url) => remote::load(&cache, &name, &command, &url, timeout),
                 None => entry::load(&cache, &name, &command),
             }
         }
@@ -121,7 +122,7 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             let format = p.transfer.output.format();
             remote::pull(&cache, &names, &p.transfer.remote, on_drop, format)
         }
-        Cmd::Remote { command } => remote::run(command),
+        Cmd::Remote { command } => remote::run(g, command),
         Cmd::Prune {
             cache,
             to,
