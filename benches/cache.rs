@@ -52,23 +52,8 @@ use criterion::{black_box, Criterion};
 use fscache::{FsCache, Stored};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use tempfile::TempDir;
 
-/// A temporary directory under the target directory (beside the bench
-/// executable's `deps/`), i.e. on the build's disk file system.
-fn disk_dir() -> TempDir {
-    let exe = std::env::current_exe().expect("bench executable path");
-    // target/<profile>/deps/cache-<hash> → target/<profile>
-    let base = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("fscache-bench-disk-")
-        .tempdir_in(base)
-        .expect("create a temporary directory under the target directory")
-}
+use common::disk_dir;
 
 /// Open a cache holding a committed entry `key` with one 4 KiB file.
 fn cache_with_key(root: &Path) -> FsCache {

@@ -448,14 +448,16 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
         ``$FSCACHE_REMOTE``): what the push did, or ``None`` if the entry is
         not here. Keys come from ``$FSCACHE_REMOTE_SECRET_KEY`` and
         ``$FSCACHE_REMOTE_TRUSTED_KEYS``."""
-        return self._handle().push(_remote_url(url), name)
+        url = _remote_url(url)  # first: a build without remotes says so
+        return self._handle().push(url, name)
 
     @contextlib.contextmanager
     def pull(self, name: str, url: Optional[str] = None) -> Iterator[str]:
         """Pull ``name`` from the remote into this cache and yield its path
         (relative to the cache), held until the context ends;
         ``MissError`` if the remote lacks it."""
-        entry = self._handle().pull(_remote_url(url), name)
+        url = _remote_url(url)
+        entry = self._handle().pull(url, name)
         if entry is None:
             raise self.MissError()
         try:
@@ -467,7 +469,8 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
     def load_or_pull(self, name: str, url: Optional[str] = None) -> Iterator[str]:
         """Load ``name`` here, else pull it from the remote; ``MissError``
         if neither has it (or the remote fails: never worse than a miss)."""
-        entry = self._handle().load_or_pull(_remote_url(url), name)
+        url = _remote_url(url)
+        entry = self._handle().load_or_pull(url, name)
         if entry is None:
             raise self.MissError()
         try:

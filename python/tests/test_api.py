@@ -81,10 +81,16 @@ def test_everything_asserts_outside_the_context(cache_path):
     with cache:
         with pytest.raises(AssertionError):
             cache.__enter__()  # pylint: disable=unnecessary-dunder-call
-    # After the context, the same again.
+    # After the context, the same again, also for contexts made inside it.
     with pytest.raises(AssertionError):
         with cache.load("x"):
             pass
+    with cache:
+        late = [cache.load("x"), cache.store("x"), cache.stage()]
+    for cm in late:
+        with pytest.raises(AssertionError):
+            with cm:
+                pass
 
 
 def test_enter_takes_the_cache_lock_and_exit_releases_it(cache_path):
@@ -147,6 +153,28 @@ def test_store_of_an_existing_name_keeps_the_first(cache_path):
         with cache.load("a") as rpath:
             with open(os.path.join(cache, rpath, "f"), encoding="utf8") as f:
                 assert f.read() == "first"
+        assert debris(cache_path) == []
+
+
+def test_contexts_do_their_work_when_entered(cache_path):
+    # As osbuild's generator-based context managers: a call alone does no
+    # I/O and raises nothing; the work (and any error) comes with `with`.
+    with FsCache("osbuild", cache_path) as cache:
+        unlimited(cache)
+        never = [cache.store("never"), cache.load(""), cache.store(""), cache.stage()]
+        assert debris(cache_path) == [] and entries(cache_path) == []
+        del never
+        with cache.store("a") as rpath:
+            fill(cache, rpath)
+        cm = cache.load("a")
+        lock = os.path.join(cache_path, "objects", "a", "object.lock")
+        assert can_lock_exclusively(lock)
+        with pytest.raises(KeyError):
+            with cm as rpath:
+                assert rpath == "objects/a/data"
+                assert not can_lock_exclusively(lock)
+                raise KeyError("the body's error goes on")
+        assert can_lock_exclusively(lock)
         assert debris(cache_path) == []
 
 
@@ -296,6 +324,20 @@ def test_last_used_objs_are_oldest_first(cache_path):
         assert cache._last_used("a") >= cache._last_used("c")
         with pytest.raises(FsCache.MissError):
             cache._last_used("nope")
+        # osbuild's eviction helper: the least recently used first, twice
+        # the size asked for, books exact.
+        size = read_json(os.path.join(cache_path, "objects", "b", "object.info"))["size"]
+        assert cache._remove_lru(max(1, size // 2))
+        assert entries(cache_path) == ["a", "c"]
+        assert_books_balance(cache_path)
+        space = FsCache._calculate_space(os.path.join(cache_path, "objects", "a", "data"))
+        assert space == os.lstat(os.path.join(cache_path, "objects", "a", "data")).st_blocks * 512 + sum(
+            os.lstat(os.path.join(cache_path, "objects", "a", "data", n)).st_blocks * 512
+            for n in os.listdir(os.path.join(cache_path, "objects", "a", "data"))
+        )
+    # Outside the context too, as osbuild's.
+    with pytest.raises(FsCache.MissError):
+        cache._last_used("nope")
 
 
 def test_incompatible_version_misses_and_stores_nothing(cache_path):
@@ -381,13 +423,28 @@ def test_long_operations_release_the_gil(cache_path, tmp_path):
             cache.store_tree("many", os.fspath(tree))
             took = time.monotonic() - start
             during = len(ticks) - before
+            # The commit at a `with cache.store()`'s exit measures the
+            # whole tree, in the native context manager.
+            cm = cache.store("many-2")
+            rpath = cm.__enter__()  # pylint: disable=unnecessary-dunder-call
+            for i in range(1000):
+                with open(os.path.join(cache, rpath, f"f{i}"), "wb") as f:
+                    f.write(b"x" * 64)
+            before = len(ticks)
+            start = time.monotonic()
+            cm.__exit__(None, None, None)
+            took_commit = time.monotonic() - start
+            during_commit = len(ticks) - before
         finally:
             stop.set()
             t.join()
+        assert entries(cache_path) == ["many", "many-2"]
     # Holding the GIL for the whole copy would leave the ticker at (about)
     # zero; released, it ticks about once a millisecond throughout.
     if took > 0.05:
         assert during >= 5, f"{during} ticks during a {took:.3f} s store_tree"
+    if took_commit > 0.05:
+        assert during_commit >= 5, f"{during_commit} ticks during a {took_commit:.3f} s commit"
 
 
 # The osbuild-written cache vector.

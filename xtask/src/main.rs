@@ -12,7 +12,9 @@
 //!   FsCache (see `python.rs`).
 //! * `ioerr [--calls C1,C2]`: the full I/O-error sweep (every occurrence
 //!   of every traced system call, or of the listed ones, of every command
-//!   fails once).
+//!   fails once, with each errno), on a copy of the binary,
+//!   `FSCACHE_IOERR_JOBS` (2) runs at a time;
+//!   `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows it further.
 //! * `faithful`: a real OS tree no one here wrote (a Debian minbase root
 //!   made once with debootstrap, else a copy of `/usr`) through
 //!   `store_tree` → load and push → pull, caches on ext4 and tmpfs,
@@ -102,7 +104,10 @@ commands:
   ioerr [--calls C1,C2]
                   the full I/O-error sweep: every occurrence of every traced system
                   call (or of the listed ones) of every command fails once, with
-                  EIO, ENOSPC, EACCES, EPERM, ENOLCK, EINTR (`ci` runs a fast subset)
+                  EIO, ENOSPC, EACCES, EPERM, ENOLCK, EINTR; 2 runs at a time
+                  (FSCACHE_IOERR_JOBS), on a copy of the binary;
+                  FSCACHE_IOERR_ONLY=rm,prune:write[:EIO],*:*:EINTR narrows it
+                  (`ci` runs a fast subset)
   faithful        a real OS tree (debootstrap minbase, made once in <target>/faithful; else
                   a copy of /usr) through store_tree/load/push/pull/verify on ext4 and
                   tmpfs, judged by rsync -aHAXn (CI runs a generated tree instead)
@@ -114,7 +119,8 @@ commands:
   pytest          build the Python package `fscache` (maturin, in <target>/pyvenv) and
                   run python/tests (`ci` does this)
   pybench         release build of the Python package, then a timeit table beside
-                  osbuild's FsCache (where importable) and `cp -a`";
+                  osbuild's FsCache (where importable: $FSCACHE_OSBUILD_PATH) and
+                  `cp -a`, wall and CPU time, in $FSCACHE_PYBENCH_DIR (default $TMPDIR)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -416,6 +422,21 @@ fn powerloss(args: &[&str]) -> Result<()> {
 /// list, when given) failing with every errno.
 fn ioerr(calls: Option<&str>) -> Result<()> {
     ensure_test_tools();
+    run(cargo([
+        "test",
+        "-p",
+        "fscache-cli",
+        "--test",
+        "cli",
+        "--no-run",
+    ]))?;
+    // The sweep takes long: it runs a copy of the binary, so a rebuild in
+    // the meantime does not change what is swept.
+    let target = target_dir()?;
+    let snapshot = target.join("ioerr");
+    std::fs::create_dir_all(&snapshot)?;
+    let bin = snapshot.join("fscache");
+    std::fs::copy(target.join("debug/fscache"), &bin)?;
     let mut test = cargo([
         "test",
         "-p",
@@ -427,6 +448,10 @@ fn ioerr(calls: Option<&str>) -> Result<()> {
         "--nocapture",
     ]);
     test.env("FSCACHE_IOERR_FULL", "1");
+    test.env("FSCACHE_IOERR_BIN", &bin);
+    if std::env::var_os("FSCACHE_IOERR_JOBS").is_none() {
+        test.env("FSCACHE_IOERR_JOBS", "2");
+    }
     if let Some(calls) = calls {
         test.env("FSCACHE_IOERR_CALLS", calls);
     }

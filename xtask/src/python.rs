@@ -96,8 +96,10 @@ pub fn tests() -> Result<()> {
     let bin = venv()?;
     let cli = target_dir()?.join("debug").join("fscache");
     // In `ci` the tests built it already, with the workspace's features;
-    // `-p` alone would resolve other features and rebuild half the tree.
-    if !cli.exists() {
+    // `-p` alone would resolve other features and rebuild half the tree,
+    // so only a missing binary, or one older than a source file (a run
+    // of `pytest` alone after an edit), is built again.
+    if !cli.exists() || older_than_sources(&cli) {
         run(cargo(["build", "-p", "fscache-cli"]))?;
     }
     develop(&bin, false)?;
@@ -109,6 +111,34 @@ pub fn tests() -> Result<()> {
         .env("PATH", path_with(&bin))
         .stdin(Stdio::null());
     run(pytest)
+}
+
+/// Whether a file under `crates/` changed after `bin` was built.
+fn older_than_sources(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let mut dirs = vec![root().join("crates")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(list) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in list.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > built)
+            {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// `cargo xtask pybench`: a release build of the package, then

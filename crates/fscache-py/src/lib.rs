@@ -8,6 +8,11 @@
 //!
 //! * [`Cache`] owns an open [`fscache::FsCache`] (scaffolded, its shared
 //!   `cache.lock` held) until `close()`.
+//! * [`LoadContext`], [`StoreContext`] and [`StageContext`] are osbuild's
+//!   `load(name)`, `store(name)` and `stage()` context managers whole:
+//!   the Python layer returns them as they are, so on a hit only the
+//!   `with` statement itself runs as Python code (a generator-based
+//!   context manager cost more than the load's system calls).
 //! * [`Entry`], [`Store`] and [`Stage`] own the facade's guards; `release`,
 //!   `commit`/`discard` and `close` end them explicitly (Python's context
 //!   managers call those), and dropping the Python object ends them too.
@@ -49,9 +54,9 @@ use fscache::{
 };
 #[cfg(feature = "remote")]
 use fscache_remote::{ReadThrough, Remote, RemoteBuilder};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyType};
 
 pyo3::create_exception!(
     _native,
@@ -129,6 +134,14 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// The open handle for a context being entered: after `close`, the
+    /// `AssertionError` osbuild's methods raise outside the context.
+    fn entered(&self) -> PyResult<FsCache> {
+        locked(&self.handle)
+            .clone()
+            .ok_or_else(|| PyAssertionError::new_err("the cache is not entered: use `with cache:`"))
+    }
+
     /// The open handle (a cheap clone), or an error after `close`.
     fn get(&self) -> PyResult<FsCache> {
         locked(&self.handle)
@@ -253,33 +266,33 @@ impl Cache {
     /// `miss` (the caller's `FsCache.MissError` class), `__exit__` drops
     /// the read lock. The hot path of the Python package: no Python frame
     /// runs between the `with` and the system calls.
-    fn load_context(&self, name: String, miss: Py<PyType>) -> PyResult<LoadContext> {
-        Ok(LoadContext {
-            cache: self.get()?,
+    fn load_context(slf: &Bound<'_, Self>, name: String, miss: Py<PyType>) -> LoadContext {
+        LoadContext {
+            cache: slf.clone().unbind(),
             name,
             miss,
             held: Mutex::new(None),
-        })
+        }
     }
 
     /// `with cache.store(name) as rpath:` in one native object: `__enter__`
     /// makes the private entry (an empty name is `ValueError`), a clean
     /// `__exit__` commits it, an exception discards it.
-    fn store_context(&self, name: String) -> PyResult<StoreContext> {
-        Ok(StoreContext {
-            cache: self.get()?,
+    fn store_context(slf: &Bound<'_, Self>, name: String) -> StoreContext {
+        StoreContext {
+            cache: slf.clone().unbind(),
             name,
             guard: Mutex::new(None),
-        })
+        }
     }
 
     /// `with cache.stage() as rpath:` in one native object: `__enter__`
     /// makes the scratch directory, `__exit__` removes it.
-    fn stage_context(&self) -> PyResult<StageContext> {
-        Ok(StageContext {
-            cache: self.get()?,
+    fn stage_context(slf: &Bound<'_, Self>) -> StageContext {
+        StageContext {
+            cache: slf.clone().unbind(),
             guard: Mutex::new(None),
-        })
+        }
     }
 
     /// Whether `name` is committed now (no lock taken, no use counted).
@@ -673,10 +686,10 @@ impl Stage {
     }
 }
 
-/// osbuild's `load(name)` context manager; see [`Cache::load_context`].
+/// osbuild's `load(name)` context manager, made by `Cache.load_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct LoadContext {
-    cache: FsCache,
+    cache: Py<Cache>,
     name: String,
     miss: Py<PyType>,
     held: Mutex<Option<fscache::Entry>>,
@@ -695,7 +708,8 @@ impl LoadContext {
         if locked(&self.held).is_some() {
             return Err(Error::new_err("this load is already entered"));
         }
-        let got = match py.detach(|| self.cache.load(&self.name)) {
+        let cache = self.cache.get().entered()?;
+        let got = match py.detach(|| cache.load(&self.name)) {
             Ok(got) => got,
             Err(fscache::Error::InvalidName(_)) => None,
             Err(e) => return Err(py_err(e)),
@@ -707,19 +721,27 @@ impl LoadContext {
         Ok(format!("objects/{}/data", self.name))
     }
 
-    /// Release the read lock; never swallows the exception.
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: Bound<'_, PyTuple>) -> bool {
+    /// Release the read lock; never swallows the exception. (Three
+    /// plain parameters, not `*args`: a tuple per call would count
+    /// towards the cyclic collector's next run.)
+    #[pyo3(signature = (_exc_type=None, _exc_value=None, _traceback=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
         let held = locked(&self.held).take();
         py.detach(move || drop(held));
         false
     }
 }
 
-/// osbuild's `store(name)` context manager; see [`Cache::store_context`].
+/// osbuild's `store(name)` context manager, made by `Cache.store_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct StoreContext {
-    cache: FsCache,
+    cache: Py<Cache>,
     name: String,
     guard: Mutex<Option<StoreGuard>>,
 }
@@ -735,20 +757,22 @@ impl StoreContext {
         if locked(&self.guard).is_some() {
             return Err(Error::new_err("this store is already entered"));
         }
-        let guard = py.detach(|| self.cache.store(&self.name)).map_err(py_err)?;
-        let rel = relative(&self.cache, guard.path());
+        let cache = self.cache.get().entered()?;
+        let guard = py.detach(|| cache.store(&self.name)).map_err(py_err)?;
+        let rel = relative(&cache, guard.path());
         *locked(&self.guard) = Some(guard);
         Ok(rel)
     }
 
     /// Commit on a clean exit (whatever the cache then keeps), discard on
     /// an exception (which goes on).
-    #[pyo3(signature = (exc_type=None, *_rest))]
+    #[pyo3(signature = (exc_type=None, _exc_value=None, _traceback=None))]
     fn __exit__(
         &self,
         py: Python<'_>,
-        exc_type: Option<Bound<'_, PyAny>>,
-        _rest: Bound<'_, PyTuple>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let guard = locked(&self.guard).take();
         match (guard, exc_type) {
@@ -759,10 +783,10 @@ impl StoreContext {
     }
 }
 
-/// osbuild's `stage()` context manager; see [`Cache::stage_context`].
+/// osbuild's `stage()` context manager, made by `Cache.stage_context`.
 #[pyclass(frozen, module = "fscache._native")]
 pub struct StageContext {
-    cache: FsCache,
+    cache: Py<Cache>,
     guard: Mutex<Option<StageGuard>>,
 }
 
@@ -773,16 +797,23 @@ impl StageContext {
         if locked(&self.guard).is_some() {
             return Err(Error::new_err("this stage is already entered"));
         }
-        let guard = py.detach(|| self.cache.stage()).map_err(py_err)?;
-        let rel = relative(&self.cache, guard.path());
+        let cache = self.cache.get().entered()?;
+        let guard = py.detach(|| cache.stage()).map_err(py_err)?;
+        let rel = relative(&cache, guard.path());
         *locked(&self.guard) = Some(guard);
         Ok(rel)
     }
 
     /// Remove the scratch directory completely; never swallows the
     /// exception.
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: Bound<'_, PyTuple>) -> bool {
+    #[pyo3(signature = (_exc_type=None, _exc_value=None, _traceback=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyAny>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
         let guard = locked(&self.guard).take();
         py.detach(move || drop(guard));
         false

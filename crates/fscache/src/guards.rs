@@ -304,12 +304,9 @@ impl StoreGuard {
         })?;
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA).join(child);
-        dir.dir()
-            .create_dir(&rel)
+        fscache_dir::retry_io(|| dir.dir().create_dir(&rel))
             .map_err(|e| Error::io("create directory", dir.abs(&rel), e))?;
-        let dst = dir
-            .dir()
-            .open_dir(&rel)
+        let dst = fscache_dir::retry_io(|| dir.dir().open_dir(&rel))
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
         fscache_dir::copy::copy_tree_into(src, &dst, progress)
             .map_err(|e| Error::io("copy", src, e))?;
@@ -319,9 +316,7 @@ impl StoreGuard {
         // `O_PATH`, which `fchmod` refuses.
         drop(dst);
         let data_rel = self.anon.rel.join(DATA);
-        let data = dir
-            .dir()
-            .open_dir(&data_rel)
+        let data = fscache_dir::retry_io(|| dir.dir().open_dir(&data_rel))
             .map_err(|e| Error::io("open directory", dir.abs(&data_rel), e))?;
         fscache_dir::copy_mode_and_times_at(&data, child, src)
             .map_err(|e| Error::io("copy", dir.abs(&rel), e))
@@ -378,9 +373,7 @@ impl StoreGuard {
     ) -> Result<CopiedTree> {
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA);
-        let data = dir
-            .dir()
-            .open_dir(&rel)
+        let data = fscache_dir::retry_io(|| dir.dir().open_dir(&rel))
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
         options
             .copy_with_listing(src, &data, progress)

@@ -190,7 +190,7 @@ pub(super) fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
     // lead the read outside it.
     let dir = cap_std::fs::Dir::from_std_file(entry.open_dir()?);
     let shown = file.display();
-    let mut f = match dir.open(file) {
+    let mut f = match super::retry(|| dir.open(file)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!("no file `{shown}` in entry `{name}`")))
