@@ -16,11 +16,13 @@
 //! * `load_disk`: the same hits on a cache under the target directory (the
 //!   build's own file system, typically ext4).
 //! * `open`: `openat2(RESOLVE_BENEATH)` of `NAME/object.lock` relative to
-//!   `objects/` (`beneath`) beside `openat` with `O_NOFOLLOW` of a single,
-//!   validated component (`raw_single`: the entry's directory, held as an
-//!   `O_PATH` descriptor, then `object.lock` in it), and `raw_two` (plain
-//!   `openat` of the two components, which would follow a symlink planted
-//!   as `NAME`: not as safe, the cost floor).
+//!   `objects/` (`beneath`), and `openat2(RESOLVE_NO_SYMLINKS)` of it
+//!   (`no_symlinks`, what the load uses: as safe for a path without `..`,
+//!   see `fscache_dir`'s `beneath.rs`), beside `openat` with `O_NOFOLLOW`
+//!   of a single, validated component (`raw_single`: the entry's
+//!   directory, held as an `O_PATH` descriptor, then `object.lock` in it),
+//!   and `raw_two` (plain `openat` of the two components, which would
+//!   follow a symlink planted as `NAME`: not as safe, the cost floor).
 //! * `store` (tmpfs): `file_4k`/`raw_file_4k`, one new entry holding one
 //!   4 KiB file per iteration, under an unlimited maximum size.
 //!
@@ -131,6 +133,19 @@ fn bench_open(c: &mut Criterion<ThreadCpu>, root: &Path) {
                 flags,
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            )
+            .expect("openat2");
+            drop(black_box(fd));
+        })
+    });
+    g.bench_function("no_symlinks", |b| {
+        b.iter(|| {
+            let fd = rustix::fs::openat2(
+                &floor.objects,
+                black_box(floor.lock.as_c_str()),
+                flags,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS,
             )
             .expect("openat2");
             drop(black_box(fd));
