@@ -225,15 +225,23 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
         assert not self._active
         try:
             self._bootid = _native.app_boot_id(self._appid)
-            self._native = _native.Cache.open(self._appid, self._path_cache)
+            self._native = _native.Cache.open(self._appid, self._path_cache, self.MissError)
             self._load_cache_info()
             self._active = True
+            # The hot calls go straight to the native context managers
+            # while the cache is entered: no Python frame between a `with`
+            # and its system calls. (Not where a subclass overrides them.)
+            for method in ("load", "store", "stage"):
+                if getattr(type(self), method) is getattr(FsCache, method):
+                    setattr(self, method, getattr(self._native, f"{method}_context"))
             return self
         except BaseException:
             self.__exit__(None, None, None)
             raise
 
     def __exit__(self, exc_type, exc_value, exc_tb) -> None:
+        for method in ("load", "store", "stage"):
+            self.__dict__.pop(method, None)
         if self._native is not None:
             self._native.close()
             self._native = None
@@ -309,7 +317,7 @@ class FsCache(contextlib.AbstractContextManager, os.PathLike):
         native = self._native
         if native is None:
             return _not_active()
-        return native.load_context(name, self.MissError)
+        return native.load_context(name)
 
     def store_tree(self, name: str, tree: Any) -> None:
         """Store a copy of ``tree`` as ``name`` (committed at once, so it

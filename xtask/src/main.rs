@@ -215,6 +215,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("mkfs.btrfs", "btrfs-progs"),
     ("mkfs.xfs", "xfsprogs"),
     ("filefrag", "e2fsprogs"),
+    // The bash completion test types into a terminal.
+    ("tmux", "tmux"),
 ];
 
 /// `cargo xtask remote-bench`: install what the remote bench needs, then

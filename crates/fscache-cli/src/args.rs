@@ -37,6 +37,51 @@ not found, 126 when it cannot be run (as shells and env(1) do).
 Every command takes the same locks as the fscache library, so it is safe
 on a cache that builds are using right now.";
 
+/// The help of a command whose leading CACHE is optional (`[CACHE] NAME
+/// PATH`): clap can only leave out trailing positionals, so one list
+/// takes them all, hidden from clap's own "Arguments:" section (but in
+/// the man page), and the command's `before_help` lists each by name.
+const NAMED_ARGS: &str =
+    "{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}{all-args}{after-help}";
+
+const STORE_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory (default: --cache, else $FSCACHE_DIR)\n",
+    "  NAME     The entry's name\n",
+    "  PATH     A directory (its contents become the entry's; a symlink is stored as\n",
+    "           a symlink, give `PATH/` for its target's contents) or a file"
+);
+
+const LOAD_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory (default: --cache, else $FSCACHE_DIR)\n",
+    "  NAME     The entry's name\n",
+    "  CMD...   The command and its arguments, after `--`"
+);
+
+const CAT_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory (default: --cache, else $FSCACHE_DIR)\n",
+    "  NAME     The entry's name\n",
+    "  PATH     The file, relative to the entry's data directory"
+);
+
+const NAMES_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory. Without --cache, a first argument is the cache\n",
+    "           when $FSCACHE_DIR is not set, or it has a `/` (names never do), or it\n",
+    "           is a cache directory\n",
+    "  NAME...  The entries' names"
+);
+
+const VERIFY_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]    The cache directory. Without --cache, a first argument is the cache\n",
+    "             when $FSCACHE_DIR is not set, or it has a `/` (names never do), or it\n",
+    "             is a cache directory\n",
+    "  [NAME]...  The entries to check (default: all, in parallel)"
+);
+
 /// Inspect, feed and maintain an fscache directory (osbuild FsCache v1).
 #[derive(Debug, Parser)]
 #[command(name = "fscache", version, after_help = EXIT_CODES)]
@@ -61,6 +106,20 @@ pub(crate) struct Global {
     /// Say more: the debris removed by name, timings.
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub(crate) verbose: u8,
+}
+
+/// The global options where they mean nothing (`completions`, `manpage`,
+/// `remote keygen`): still accepted, so a script may pass them to every
+/// command, but hidden from help and completion. (clap propagates a
+/// global option only into a subcommand without an argument of its id.)
+#[derive(Debug, Args)]
+pub(crate) struct NoGlobals {
+    #[arg(long = "cache", hide = true, value_name = "CACHE")]
+    cache_flag: Option<PathBuf>,
+    #[arg(short, long, hide = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[arg(short, long, hide = true, action = ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,11 +166,15 @@ pub(crate) enum Cmd {
     /// Store a copy of PATH as NAME. A NAME that exists already is left
     /// as it is, without copying, and is a success (exit 0) unless
     /// --fail-if-exists.
-    #[command(override_usage = "fscache store [OPTIONS] [CACHE] NAME PATH")]
+    #[command(
+        override_usage = "fscache store [OPTIONS] [CACHE] NAME PATH",
+        help_template = NAMED_ARGS,
+        before_help = STORE_ARGS
+    )]
     Store {
         /// [CACHE] NAME PATH: the cache directory, the entry's name, and a
         /// directory (its contents become the entry's) or a file.
-        #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+        #[arg(value_names = ["NAME", "PATH"], num_args = 2..=3, required = true, hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
         /// Exit 1 if an entry of that name exists already.
         #[arg(long)]
@@ -128,13 +191,23 @@ pub(crate) enum Cmd {
     },
     /// Run CMD in NAME's data directory (also in $FSCACHE_ENTRY), holding
     /// the entry's read lock until CMD exits; exit with CMD's status.
-    #[command(override_usage = "fscache load [OPTIONS] [CACHE] NAME -- CMD...")]
+    #[command(
+        override_usage = "fscache load [OPTIONS] [CACHE] NAME -- CMD...",
+        help_template = NAMED_ARGS,
+        before_help = LOAD_ARGS
+    )]
     Load {
         /// [CACHE] NAME: the cache directory and the entry's name.
-        #[arg(value_name = "ARGS", num_args = 1..=2, required = true)]
+        #[arg(value_name = "NAME", num_args = 1..=2, required = true, hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
         /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        #[arg(
+            last = true,
+            required = true,
+            value_name = "CMD",
+            hide_short_help = true,
+            hide_long_help = true
+        )]
         command: Vec<OsString>,
         /// On a local miss, pull NAME from this remote (checked, then
         /// stored in the cache); a remote that is down or refused is a
@@ -147,21 +220,34 @@ pub(crate) enum Cmd {
         timeout: Duration,
     },
     /// Write one file of entry NAME to stdout, under the entry's read lock.
-    #[command(override_usage = "fscache cat [OPTIONS] [CACHE] NAME PATH")]
+    #[command(
+        override_usage = "fscache cat [OPTIONS] [CACHE] NAME PATH",
+        help_template = NAMED_ARGS,
+        before_help = CAT_ARGS
+    )]
     Cat {
         /// [CACHE] NAME PATH: the cache directory, the entry's name and
         /// the file, relative to the entry's data directory.
-        #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+        #[arg(value_names = ["NAME", "PATH"], num_args = 2..=3, required = true, hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
     },
     /// Remove entries; an entry a reader holds is skipped, never removed.
-    #[command(override_usage = "fscache rm [OPTIONS] [CACHE] NAME...")]
+    #[command(
+        override_usage = "fscache rm [OPTIONS] [CACHE] NAME...",
+        help_template = NAMED_ARGS,
+        before_help = NAMES_ARGS
+    )]
     Rm {
         /// [CACHE] NAME...: the cache directory and the entries' names.
         /// Without --cache, a first argument is the cache when no other
         /// is set, or it has a `/` (names never do), or it is a cache
         /// directory.
-        #[arg(value_name = "ARGS", required = true)]
+        #[arg(
+            value_name = "NAME",
+            required = true,
+            hide_short_help = true,
+            hide_long_help = true
+        )]
         args: Vec<OsString>,
         #[command(flatten)]
         output: OutputArg,
@@ -197,10 +283,20 @@ pub(crate) enum Cmd {
     /// Upload entries to a remote (content-addressed, deduplicated: only
     /// what the remote lacks is sent; signed with
     /// $FSCACHE_REMOTE_SECRET_KEY when set).
+    #[command(
+        override_usage = "fscache push [OPTIONS] --remote <URL> [CACHE] NAME...",
+        help_template = NAMED_ARGS,
+        before_help = NAMES_ARGS
+    )]
     Push(TransferArgs),
     /// Download entries from a remote into the cache (checked against
     /// their digest, and their signature when $FSCACHE_REMOTE_TRUSTED_KEYS
     /// is set); a name the remote lacks is a miss (exit 2).
+    #[command(
+        override_usage = "fscache pull [OPTIONS] --remote <URL> [CACHE] NAME...",
+        help_template = NAMED_ARGS,
+        before_help = NAMES_ARGS
+    )]
     Pull(PullArgs),
     /// The remote itself: list its entries, show what it holds, prune it,
     /// or make a signing key pair.
@@ -226,13 +322,17 @@ pub(crate) enum Cmd {
     /// osbuild stored, and those the library stored without
     /// `Builder::record_digests(true)` (`fscache store` always records
     /// one).
-    #[command(override_usage = "fscache verify [OPTIONS] [CACHE] [NAME]...")]
+    #[command(
+        override_usage = "fscache verify [OPTIONS] [CACHE] [NAME]...",
+        help_template = NAMED_ARGS,
+        before_help = VERIFY_ARGS
+    )]
     Verify {
         /// [CACHE] [NAME...]: the cache directory and the entries to check
         /// (default: all, in parallel). Without --cache, a first argument
         /// is the cache when no $FSCACHE_DIR is set, or it has a `/`, or it
         /// is a cache directory.
-        #[arg(value_name = "ARGS")]
+        #[arg(value_name = "NAME", hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
         /// Remove damaged entries (one a reader holds is kept and said so).
         #[arg(long)]
@@ -264,6 +364,8 @@ pub(crate) enum Cmd {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        globals: NoGlobals,
     },
     /// Print the man page fscache(1) in roff to stdout, or with DIR write
     /// it and one page per command (fscache-store(1), …) into DIR.
@@ -271,8 +373,24 @@ pub(crate) enum Cmd {
     Manpage {
         /// Where to write the pages.
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        globals: NoGlobals,
+    },
+    /// The entry names to offer for the word being completed, one a line:
+    /// called by the bash completion script with the words before it.
+    #[command(hide = true, name = COMPLETE)]
+    Complete {
+        /// The words after `fscache`, before the one being completed.
+        #[arg(last = true)]
+        words: Vec<OsString>,
+        #[command(flatten)]
+        globals: NoGlobals,
     },
 }
+
+/// The name of the hidden command the completion script asks for entry
+/// names ([`Cmd::Complete`]).
+pub(crate) const COMPLETE: &str = "__complete";
 
 /// `fscache remote …`.
 #[derive(Debug, Subcommand)]
@@ -347,6 +465,8 @@ pub(crate) enum RemoteCmd {
     Keygen {
         #[command(flatten)]
         output: OutputArg,
+        #[command(flatten)]
+        globals: NoGlobals,
     },
 }
 
@@ -355,7 +475,12 @@ pub(crate) enum RemoteCmd {
 pub(crate) struct TransferArgs {
     /// [CACHE] NAME...: the cache directory (as for `rm`) and the
     /// entries' names.
-    #[arg(value_name = "ARGS", required = true)]
+    #[arg(
+        value_name = "NAME",
+        required = true,
+        hide_short_help = true,
+        hide_long_help = true
+    )]
     pub(crate) args: Vec<OsString>,
     #[command(flatten)]
     pub(crate) remote: RemoteArg,

@@ -127,6 +127,8 @@ fn stored_word(s: Stored) -> &'static str {
 #[pyclass(frozen, module = "fscache._native")]
 pub struct Cache {
     handle: Mutex<Option<FsCache>>,
+    /// The exception class a load's miss raises (`FsCache.MissError`).
+    miss: Py<PyType>,
     /// Remotes opened by URL, kept for the handle's life (each has its
     /// own runtime and connection pool).
     #[cfg(feature = "remote")]
@@ -182,12 +184,13 @@ impl From<fscache::Error> for BuildError {
 #[pymethods]
 impl Cache {
     /// Open (scaffolding it if needed) the cache at `path` for `appid`
-    /// and take its shared `cache.lock`.
+    /// and take its shared `cache.lock`; a load's miss raises `miss`.
     #[staticmethod]
-    fn open(py: Python<'_>, appid: &str, path: PathBuf) -> PyResult<Cache> {
+    fn open(py: Python<'_>, appid: &str, path: PathBuf, miss: Py<PyType>) -> PyResult<Cache> {
         let handle = py.detach(|| FsCache::open(appid, &path)).map_err(py_err)?;
         Ok(Cache {
             handle: Mutex::new(Some(handle)),
+            miss,
             #[cfg(feature = "remote")]
             remotes: Mutex::new(HashMap::new()),
         })
@@ -263,14 +266,14 @@ impl Cache {
 
     /// `with cache.load(name) as rpath:` in one native object: the load
     /// happens in `__enter__` (as in osbuild's generator), a miss raises
-    /// `miss` (the caller's `FsCache.MissError` class), `__exit__` drops
+    /// the class given to `open` (`FsCache.MissError`), `__exit__` drops
     /// the read lock. The hot path of the Python package: no Python frame
     /// runs between the `with` and the system calls.
-    fn load_context(slf: &Bound<'_, Self>, name: String, miss: Py<PyType>) -> LoadContext {
+    fn load_context(slf: &Bound<'_, Self>, name: String) -> LoadContext {
         LoadContext {
             cache: slf.clone().unbind(),
             name,
-            miss,
+            miss: slf.get().miss.clone_ref(slf.py()),
             held: Mutex::new(None),
         }
     }
@@ -687,7 +690,9 @@ impl Stage {
 }
 
 /// osbuild's `load(name)` context manager, made by `Cache.load_context`.
-#[pyclass(frozen, module = "fscache._native")]
+// A free list: a hit allocates no new object (and so brings the cyclic
+// collector's next run no closer).
+#[pyclass(frozen, freelist = 16, module = "fscache._native")]
 pub struct LoadContext {
     cache: Py<Cache>,
     name: String,
@@ -739,7 +744,9 @@ impl LoadContext {
 }
 
 /// osbuild's `store(name)` context manager, made by `Cache.store_context`.
-#[pyclass(frozen, module = "fscache._native")]
+// A free list: a hit allocates no new object (and so brings the cyclic
+// collector's next run no closer).
+#[pyclass(frozen, freelist = 16, module = "fscache._native")]
 pub struct StoreContext {
     cache: Py<Cache>,
     name: String,
@@ -784,7 +791,9 @@ impl StoreContext {
 }
 
 /// osbuild's `stage()` context manager, made by `Cache.stage_context`.
-#[pyclass(frozen, module = "fscache._native")]
+// A free list: a hit allocates no new object (and so brings the cyclic
+// collector's next run no closer).
+#[pyclass(frozen, freelist = 16, module = "fscache._native")]
 pub struct StageContext {
     cache: Py<Cache>,
     guard: Mutex<Option<StageGuard>>,

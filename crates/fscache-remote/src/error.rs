@@ -202,6 +202,29 @@ fn xml<'t>(text: &'t str, tag: &str) -> Option<&'t str> {
     Some(&text[start..start + len])
 }
 
+/// The value of `key: "…"` in OpenDAL's debug text of a parsed S3 error.
+fn quoted<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    let open = format!("{key}: \"");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len]).filter(|v| !v.is_empty())
+}
+
+/// The first path component of the first `http(s)://` URL in `text`: the
+/// bucket of a path-style S3 request.
+fn bucket_in(text: &str) -> Option<&str> {
+    let at = text
+        .find("http://")
+        .map(|i| i + 7)
+        .or_else(|| text.find("https://").map(|i| i + 8))?;
+    let rest = &text[at..];
+    let path = &rest[rest.find('/')? + 1..];
+    let end = path
+        .find(|c: char| c == '/' || c == '?' || c == ',' || c.is_whitespace())
+        .unwrap_or(path.len());
+    Some(&path[..end]).filter(|b| !b.is_empty())
+}
+
 /// `host:port` of the first `http(s)://` URL in `text`.
 fn host_in(text: &str) -> Option<&str> {
     let at = text
@@ -221,11 +244,16 @@ fn cause_of(text: &str) -> String {
     let at = host_in(text)
         .map(|h| format!(" at {h}"))
         .unwrap_or_default();
-    if let Some(code) = xml(text, "Code") {
+    if let Some(code) = xml(text, "Code").or_else(|| quoted(text, "code")) {
+        let message = xml(text, "Message").or_else(|| quoted(text, "message"));
         return match code {
-            "NoSuchBucket" => match xml(text, "BucketName") {
+            "NoSuchBucket" => match xml(text, "BucketName").or_else(|| bucket_in(text)) {
                 Some(b) => format!("bucket `{b}` does not exist"),
                 None => "the bucket does not exist".into(),
+            },
+            "InvalidBucketName" => match bucket_in(text) {
+                Some(b) => format!("`{b}` is not a valid bucket name (InvalidBucketName)"),
+                None => "not a valid bucket name (InvalidBucketName)".into(),
             },
             "SignatureDoesNotMatch"
             | "InvalidAccessKeyId"
@@ -233,7 +261,7 @@ fn cause_of(text: &str) -> String {
             | "InvalidToken"
             | "ExpiredToken" => format!("credentials rejected ({code})"),
             "SlowDown" | "ServiceUnavailable" => format!("the server is overloaded ({code}){at}"),
-            _ => match xml(text, "Message") {
+            _ => match message {
                 Some(m) => format!("the server said {code}: {m}"),
                 None => format!("the server said {code}"),
             },
@@ -283,3 +311,47 @@ impl From<Error> for io::Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::cause_of;
+
+    #[test]
+    fn causes_come_first_in_one_line() {
+        let s3 = |code: &str| {
+            format!(
+                "Unexpected (persistent) at list, context: {{ uri: http://127.0.0.1:9419/nobucket?list-type=2, \
+                 response: Parts {{ status: 404 }} }} => S3Error {{ code: \"{code}\", message: \"\", resource: \"\" }}"
+            )
+        };
+        assert_eq!(
+            cause_of(&s3("NoSuchBucket")),
+            "bucket `nobucket` does not exist"
+        );
+        assert_eq!(
+            cause_of(&s3("SignatureDoesNotMatch")),
+            "credentials rejected (SignatureDoesNotMatch)"
+        );
+        assert_eq!(
+            cause_of(&s3("InvalidAccessKeyId")),
+            "credentials rejected (InvalidAccessKeyId)"
+        );
+        assert_eq!(
+            cause_of("<Error><Code>NoSuchBucket</Code><BucketName>x</BucketName></Error>"),
+            "bucket `x` does not exist"
+        );
+        assert_eq!(
+            cause_of(
+                "Unexpected at list, context: { uri: http://127.0.0.1:9399/b } => send http request: \
+                 error sending request for url (http://127.0.0.1:9399/b): client error (Connect): \
+                 tcp connect error: Connection refused (os error 111)"
+            ),
+            "connection refused at 127.0.0.1:9399"
+        );
+        assert!(
+            cause_of("PermissionDenied at list => no valid credential found")
+                .starts_with("no credentials: set AWS_ACCESS_KEY_ID")
+        );
+        assert_eq!(cause_of("a: b: the innermost"), "the innermost");
+    }
+}

@@ -289,9 +289,11 @@
 //! * On services without a conditional write (memory), two racing pushers
 //!   of one name can both write the manifest; the last one wins, and each
 //!   is complete and checked on pull.
-//! * The tree digest of a pulled tree is computed here from the
-//!   encoding `fscache::Digest` documents (the facade exports no function
-//!   for a directory on disk); a test pins it to the documented vector.
+//! * The tree digest of a pulled tree is computed here, as its blobs are
+//!   decoded, from the encoding `fscache::Digest` documents, not by
+//!   reading the restored tree again with `fscache::tree_digest` (which
+//!   computes the same for a directory on disk); a test pins it to the
+//!   documented vector, so the two cannot drift apart unseen.
 
 #![forbid(unsafe_code)]
 

@@ -202,6 +202,29 @@ impl fmt::Debug for Entry {
     }
 }
 
+impl FsCache {
+    /// Start storing `name` unless a committed entry of that name is there
+    /// already: `None` then, counted as a store discarded because the
+    /// name exists ([`Stats::stored_exists`](crate::Stats::stored_exists)),
+    /// as a commit that found it would be. For a writer whose tree costs
+    /// seconds to make or copy (`fscache store` checks this way first).
+    ///
+    /// The answer can be stale, as [`FsCache::contains`]'s: another writer
+    /// may still commit the name before this guard's commit, which then
+    /// reports [`Stored::Exists`].
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::contains`] and [`FsCache::store`].
+    pub fn store_if_absent(&self, name: &str) -> Result<Option<StoreGuard>> {
+        if self.contains(name)? {
+            self.count(|p| &p.stored_exists, 1);
+            return Ok(None);
+        }
+        self.store(name).map(Some)
+    }
+}
+
 /// An entry being stored: fill [`StoreGuard::path`], then
 /// [`StoreGuard::commit`]. Dropped without commit, it is removed.
 ///

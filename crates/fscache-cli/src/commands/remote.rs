@@ -491,7 +491,7 @@ pub(super) fn run(g: &crate::args::Global, cmd: RemoteCmd) -> Outcome {
                 return Ok(ExitCode::from(1));
             }
         }
-        RemoteCmd::Keygen { output } => {
+        RemoteCmd::Keygen { output, .. } => {
             let secret = keygen().map_err(|e| Fail::error(chain(&e)))?;
             if output.format() == Format::Json {
                 output::json(&json!({

@@ -1197,7 +1197,7 @@ fn requests_do_not_grow_with_files(moto: u16) {
         "pack, intent, index, manifest, used: {pushed}"
     );
     proxy.reset();
-    r.pull(&w.b, "many").unwrap().unwrap();
+    drop(r.pull(&w.b, "many").unwrap().unwrap());
     let pulled = proxy.counts();
     assert!(pulled.requests() <= 4, "pull: {pulled}");
     assert_eq!(
