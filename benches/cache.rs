@@ -16,13 +16,21 @@
 //! * `load_disk`: the same hits on a cache under the target directory (the
 //!   build's own file system, typically ext4).
 //! * `open`: `openat2(RESOLVE_BENEATH)` of `NAME/object.lock` relative to
-//!   `objects/` (`beneath`) beside `openat` with `O_NOFOLLOW` of a single,
-//!   validated component (`raw_single`: the entry's directory, held as an
-//!   `O_PATH` descriptor, then `object.lock` in it), and `raw_two` (plain
-//!   `openat` of the two components, which would follow a symlink planted
-//!   as `NAME`: not as safe, the cost floor).
+//!   `objects/` (`beneath`), and `openat2(RESOLVE_NO_SYMLINKS)` of it
+//!   (`no_symlinks`, what the load uses: as safe for a path without `..`,
+//!   see `fscache_dir`'s `beneath.rs`), beside `openat` with `O_NOFOLLOW`
+//!   of a single, validated component (`raw_single`: the entry's
+//!   directory, held as an `O_PATH` descriptor, then `object.lock` in it),
+//!   and `raw_two` (plain `openat` of the two components, which would
+//!   follow a symlink planted as `NAME`: not as safe, the cost floor).
 //! * `store` (tmpfs): `file_4k`/`raw_file_4k`, one new entry holding one
 //!   4 KiB file per iteration, under an unlimited maximum size.
+//!
+//! * `commit_mode` (disk): `Durability::Committed` and `record_digests`
+//!   beside a relaxed commit of a 4 KiB entry.
+//! * `record_digests` (tmpfs, thread CPU time): `store_tree` and
+//!   `load_or_build` of a real tree with and without the tree digest (see
+//!   [`bench_record_digests`]).
 //!
 //! `load`, `load_disk` and `open` never block, so they are measured in the
 //! thread's CPU time ([`common::cputime::ThreadCpu`]): their ratios stay
@@ -52,23 +60,8 @@ use criterion::{black_box, Criterion};
 use fscache::{FsCache, Stored};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
-use tempfile::TempDir;
 
-/// A temporary directory under the target directory (beside the bench
-/// executable's `deps/`), i.e. on the build's disk file system.
-fn disk_dir() -> TempDir {
-    let exe = std::env::current_exe().expect("bench executable path");
-    // target/<profile>/deps/cache-<hash> → target/<profile>
-    let base = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("fscache-bench-disk-")
-        .tempdir_in(base)
-        .expect("create a temporary directory under the target directory")
-}
+use common::disk_dir;
 
 /// Open a cache holding a committed entry `key` with one 4 KiB file.
 fn cache_with_key(root: &Path) -> FsCache {
@@ -140,6 +133,19 @@ fn bench_open(c: &mut Criterion<ThreadCpu>, root: &Path) {
                 flags,
                 Mode::empty(),
                 ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            )
+            .expect("openat2");
+            drop(black_box(fd));
+        })
+    });
+    g.bench_function("no_symlinks", |b| {
+        b.iter(|| {
+            let fd = rustix::fs::openat2(
+                &floor.objects,
+                black_box(floor.lock.as_c_str()),
+                flags,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS,
             )
             .expect("openat2");
             drop(black_box(fd));
@@ -261,6 +267,92 @@ fn bench_durability(c: &mut Criterion) {
     g.finish();
 }
 
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): the copy,
+/// the hashing and the commit run on it, so this stays repeatable on a
+/// busy machine, where wall time of the same work varied twofold.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The thread CPU time of `iters` calls of `one` on fresh names, in a
+/// fresh cache on tmpfs with `record_digests(digests)`.
+fn time_trees(digests: bool, iters: u64, one: impl Fn(&FsCache, &str)) -> Duration {
+    let tmp = tmpfs_dir();
+    let cache = FsCache::builder("bench")
+        .max_size_if_unset(fscache::MaxSize::Unlimited)
+        .record_digests(digests)
+        .open(tmp.path())
+        .expect("open");
+    let names: Vec<String> = (0..iters).map(|_| next_name("tree")).collect();
+    let start = thread_cpu();
+    for name in &names {
+        one(&cache, black_box(name));
+    }
+    thread_cpu() - start
+}
+
+/// The cost of [`fscache::Builder::record_digests`] on a real tree (this
+/// workspace's `crates/`: source files of real sizes, about 130 of them),
+/// on tmpfs, in thread CPU time (the digest's cost is CPU: one more read
+/// and the hashing). Each is paired with its `raw_` baseline, the same
+/// work without a digest:
+///
+/// * `store_tree`: the library's copy, which hashes in the same pass
+///   (read/write instead of `copy_file_range` or a reflink), whatever
+///   `record_digests` says; `raw_store_tree`: `store` → the plain copy
+///   (`CopyOptions::copy`, no hashing) → `commit`, digests off.
+/// * `load_or_build`: a miss whose build copies the tree (the plain copy),
+///   digests on (the commit reads the tree once more); `raw_load_or_build`:
+///   digests off.
+fn bench_record_digests(c: &mut Criterion) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates");
+    let mut g = c.benchmark_group("record_digests");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(300));
+    let plain_copy = |src: &Path, dst: &Path| {
+        let dir = cap_std::fs::Dir::open_ambient_dir(dst, cap_std::ambient_authority())
+            .expect("open data/");
+        fscache::CopyOptions::new()
+            .copy(src, &dir, &mut |_| Ok(()))
+            .expect("copy");
+    };
+    g.bench_function("store_tree", |b| {
+        b.iter_custom(|n| {
+            time_trees(false, n, |cache, name| {
+                let r = cache.store_tree(name, &src).expect("store_tree");
+                assert_eq!(r, Stored::Committed);
+            })
+        })
+    });
+    g.bench_function("raw_store_tree", |b| {
+        b.iter_custom(|n| {
+            time_trees(false, n, |cache, name| {
+                let guard = cache.store(name).expect("store");
+                plain_copy(&src, guard.path());
+                assert_eq!(guard.commit().expect("commit"), Stored::Committed);
+            })
+        })
+    });
+    let build = |cache: &FsCache, name: &str| {
+        let got = cache
+            .load_or_build(name, |dir| -> Result<(), fscache::Error> {
+                plain_copy(&src, dir);
+                Ok(())
+            })
+            .expect("load_or_build");
+        assert!(matches!(got, fscache::Obtained::Built(_)));
+    };
+    g.bench_function("load_or_build", |b| {
+        b.iter_custom(|n| time_trees(true, n, build))
+    });
+    g.bench_function("raw_load_or_build", |b| {
+        b.iter_custom(|n| time_trees(false, n, build))
+    });
+    g.finish();
+}
+
 fn main() {
     let mut cpu = Criterion::default()
         .with_measurement(ThreadCpu)
@@ -270,5 +362,6 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_store(&mut c);
     bench_durability(&mut c);
+    bench_record_digests(&mut c);
     c.final_summary();
 }

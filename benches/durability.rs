@@ -34,21 +34,8 @@ use std::time::{Duration, Instant};
 use common::{tmpfs_dir, FILE_4K};
 use criterion::{Criterion, SamplingMode};
 use fscache::{CacheInfo, Durability, FsCache, MaxSize, Stored};
-use tempfile::TempDir;
 
-/// A temporary directory under the target directory (the build's disk).
-fn disk_dir() -> TempDir {
-    let exe = std::env::current_exe().expect("bench executable path");
-    let base = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("fscache-bench-durable-")
-        .tempdir_in(base)
-        .expect("create a temporary directory under the target directory")
-}
+use common::disk_dir;
 
 /// The name of the file system `dir` is on.
 fn fs_name(dir: &Path) -> &'static str {

@@ -36,6 +36,22 @@ pub const FILE_4K: [u8; 4096] = [0x5a; 4096];
 /// system temp directory.
 pub use fscache_testkit::tmpfs_dir;
 
+/// A temporary directory under the target directory (beside the bench
+/// executable's `deps/`), i.e. on the build's disk file system.
+pub fn disk_dir() -> tempfile::TempDir {
+    let exe = std::env::current_exe().expect("bench executable path");
+    // target/<profile>/deps/<bench>-<hash> → target/<profile>
+    let base = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("fscache-bench-disk-")
+        .tempdir_in(base)
+        .expect("create a temporary directory under the target directory")
+}
+
 /// Open a cache at `root/cache` with no size limit.
 pub fn open_unlimited(root: &Path) -> FsCache {
     open_limited(root, MaxSize::Unlimited)

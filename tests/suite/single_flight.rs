@@ -57,4 +57,12 @@ fn four_processes_build_a_missing_entry_once() {
         3,
         "{outcomes:?}"
     );
+    // The statistics count what each caller got (the user trial's hit
+    // rate counted each waiter's first probe as a miss, the builder's
+    // twice): 3 hits, 1 build, no miss.
+    let cache = fscache::FsCache::open("single-flight-test", &root).unwrap();
+    let s = cache.stats().unwrap();
+    assert_eq!((s.hits, s.built, s.misses()), (3, 1, 0), "{s:?}");
+    assert_eq!(s.hit_rate(), Some(0.75));
+    assert!(s.build_waits <= 3, "{s:?}");
 }

@@ -12,7 +12,9 @@
 //!   FsCache (see `python.rs`).
 //! * `ioerr [--calls C1,C2]`: the full I/O-error sweep (every occurrence
 //!   of every traced system call, or of the listed ones, of every command
-//!   fails once).
+//!   fails once, with each errno), on a copy of the binary,
+//!   `FSCACHE_IOERR_JOBS` (2) runs at a time;
+//!   `FSCACHE_IOERR_ONLY=COMMAND[:CALL[:ERRNO]],…` narrows it further.
 //! * `faithful`: a real OS tree no one here wrote (a Debian minbase root
 //!   made once with debootstrap, else a copy of `/usr`) through
 //!   `store_tree` → load and push → pull, caches on ext4 and tmpfs,
@@ -32,6 +34,13 @@
 //!   push and pull beside `tar | zstd` and one PUT/GET, on the fs service
 //!   and moto, and the bytes of a second push after 1 % of the files
 //!   changed (`FSCACHE_BENCH_FULL=1`: 1 GiB, 50 000 files).
+//! * `remote-bench`: the remote tier's benchmark on the 50 000-file,
+//!   1 GiB tree (`FSCACHE_BENCH_FULL=0` for the 10 000-file one) against
+//!   `s3s-fs`, moto and the fs service, the S3 servers behind the 10 ms
+//!   latency proxy, beside `tar | zstd` + one PUT/GET and restic. It
+//!   installs what it lacks: `s3s-fs` 0.14.1 (`cargo install --locked`,
+//!   minutes of build: so not in `ci`), restic and `/usr/bin/time` (apt,
+//!   as root), moto (pip).
 //! * `demo`: builds the `fscache` binary and runs a real scenario on a
 //!   temporary cache, printing each command and its output.
 //! * `dist`: writes what an installer ships beside the `fscache` binary
@@ -86,6 +95,8 @@ commands:
   bench [FILTER]  run the criterion benches and print medians with baseline ratios
                   (`bench lock`: only benches/lock.rs, with fscache-lock against its
                   peers as one table of ratios)
+  remote-bench    the remote bench on the 1 GiB tree against s3s-fs, moto and fs behind a
+                  10 ms proxy, beside tar|zstd and restic (installs s3s-fs, restic)
   demo            run the `fscache` tool through a real scenario on a temporary cache
   dist [--check]  write the man pages and shell completions to <target>/dist
                   (--check: and render and parse them, as `ci` does)
@@ -93,7 +104,10 @@ commands:
   ioerr [--calls C1,C2]
                   the full I/O-error sweep: every occurrence of every traced system
                   call (or of the listed ones) of every command fails once, with
-                  EIO, ENOSPC, EACCES, EPERM, ENOLCK, EINTR (`ci` runs a fast subset)
+                  EIO, ENOSPC, EACCES, EPERM, ENOLCK, EINTR; 2 runs at a time
+                  (FSCACHE_IOERR_JOBS), on a copy of the binary;
+                  FSCACHE_IOERR_ONLY=rm,prune:write[:EIO],*:*:EINTR narrows it
+                  (`ci` runs a fast subset)
   faithful        a real OS tree (debootstrap minbase, made once in <target>/faithful; else
                   a copy of /usr) through store_tree/load/push/pull/verify on ext4 and
                   tmpfs, judged by rsync -aHAXn (CI runs a generated tree instead)
@@ -117,6 +131,7 @@ fn main() -> ExitCode {
         ["bench"] => bench(None),
         ["bench", filter] => bench(Some(filter)),
         ["demo"] => demo::demo(),
+        ["remote-bench"] => remote_bench(),
         ["ioerr"] => ioerr(None),
         ["ioerr", "--calls", calls] => ioerr(Some(calls)),
         ["faithful"] => faithful::faithful(),
@@ -200,7 +215,68 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("mkfs.btrfs", "btrfs-progs"),
     ("mkfs.xfs", "xfsprogs"),
     ("filefrag", "e2fsprogs"),
+    // The bash completion test types into a terminal.
+    ("tmux", "tmux"),
 ];
+
+/// `cargo xtask remote-bench`: install what the remote bench needs, then
+/// run it on the full tree.
+fn remote_bench() -> Result<()> {
+    let have = |tool: &str, arg: &str| {
+        Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !have("s3s-fs", "--version") {
+        println!("\n$ cargo install s3s-fs --version 0.14.1 --locked --features binary");
+        let ok = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "install",
+                "s3s-fs",
+                "--version",
+                "0.14.1",
+                "--locked",
+                "--features",
+                "binary",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            println!("remote-bench: installing s3s-fs failed: its rows skip");
+        }
+    }
+    let apt: Vec<&str> = [("restic", "restic"), ("/usr/bin/time", "time")]
+        .into_iter()
+        .filter(|(t, _)| !(have(t, "version") || have(t, "--version") || Path::new(t).exists()))
+        .map(|(_, p)| p)
+        .collect();
+    if !apt.is_empty() && have("apt-get", "--version") {
+        println!("\n$ apt-get install -y {}", apt.join(" "));
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&apt)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    }
+    if !have("python3", "-c")
+        || Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .status()
+            .map_or(true, |s| !s.success())
+    {
+        let _ = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+            .status();
+    }
+    let mut bench = cargo(["bench", "-p", "fscache-remote", "--bench", "remote"]);
+    if env::var_os("FSCACHE_BENCH_FULL").is_none() {
+        bench.env("FSCACHE_BENCH_FULL", "1");
+    }
+    run(bench)
+}
 
 /// Install the missing [`TEST_TOOLS`] with apt when we are root and apt is
 /// there; otherwise say which tests will skip. Never fails: a test that
@@ -348,6 +424,21 @@ fn powerloss(args: &[&str]) -> Result<()> {
 /// list, when given) failing with every errno.
 fn ioerr(calls: Option<&str>) -> Result<()> {
     ensure_test_tools();
+    run(cargo([
+        "test",
+        "-p",
+        "fscache-cli",
+        "--test",
+        "cli",
+        "--no-run",
+    ]))?;
+    // The sweep takes long: it runs a copy of the binary, so a rebuild in
+    // the meantime does not change what is swept.
+    let target = target_dir()?;
+    let snapshot = target.join("ioerr");
+    std::fs::create_dir_all(&snapshot)?;
+    let bin = snapshot.join("fscache");
+    std::fs::copy(target.join("debug/fscache"), &bin)?;
     let mut test = cargo([
         "test",
         "-p",
@@ -359,6 +450,10 @@ fn ioerr(calls: Option<&str>) -> Result<()> {
         "--nocapture",
     ]);
     test.env("FSCACHE_IOERR_FULL", "1");
+    test.env("FSCACHE_IOERR_BIN", &bin);
+    if std::env::var_os("FSCACHE_IOERR_JOBS").is_none() {
+        test.env("FSCACHE_IOERR_JOBS", "2");
+    }
     if let Some(calls) = calls {
         test.env("FSCACHE_IOERR_CALLS", calls);
     }

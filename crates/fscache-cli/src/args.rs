@@ -37,6 +37,51 @@ not found, 126 when it cannot be run (as shells and env(1) do).
 Every command takes the same locks as the fscache library, so it is safe
 on a cache that builds are using right now.";
 
+/// The help of a command whose leading CACHE is optional (`[CACHE] NAME
+/// PATH`): clap can only leave out trailing positionals, so one list
+/// takes them all, hidden from clap's own "Arguments:" section (but in
+/// the man page), and the command's `before_help` lists each by name.
+const NAMED_ARGS: &str =
+    "{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}{all-args}{after-help}";
+
+const STORE_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory (default: --cache, else $FSCACHE_DIR)\n",
+    "  NAME     The entry's name\n",
+    "  PATH     A directory (its contents become the entry's; a symlink is stored as\n",
+    "           a symlink, give `PATH/` for its target's contents) or a file"
+);
+
+const LOAD_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory (default: --cache, else $FSCACHE_DIR)\n",
+    "  NAME     The entry's name\n",
+    "  CMD...   The command and its arguments, after `--`"
+);
+
+const CAT_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory (default: --cache, else $FSCACHE_DIR)\n",
+    "  NAME     The entry's name\n",
+    "  PATH     The file, relative to the entry's data directory"
+);
+
+const NAMES_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]  The cache directory. Without --cache, a first argument is the cache\n",
+    "           when $FSCACHE_DIR is not set, or it has a `/` (names never do), or it\n",
+    "           is a cache directory\n",
+    "  NAME...  The entries' names"
+);
+
+const VERIFY_ARGS: &str = concat!(
+    "Arguments:\n",
+    "  [CACHE]    The cache directory. Without --cache, a first argument is the cache\n",
+    "             when $FSCACHE_DIR is not set, or it has a `/` (names never do), or it\n",
+    "             is a cache directory\n",
+    "  [NAME]...  The entries to check (default: all, in parallel)"
+);
+
 /// Inspect, feed and maintain an fscache directory (osbuild FsCache v1).
 #[derive(Debug, Parser)]
 #[command(name = "fscache", version, after_help = EXIT_CODES)]
@@ -61,6 +106,20 @@ pub(crate) struct Global {
     /// Say more: the debris removed by name, timings.
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub(crate) verbose: u8,
+}
+
+/// The global options where they mean nothing (`completions`, `manpage`,
+/// `remote keygen`): still accepted, so a script may pass them to every
+/// command, but hidden from help and completion. (clap propagates a
+/// global option only into a subcommand without an argument of its id.)
+#[derive(Debug, Args)]
+pub(crate) struct NoGlobals {
+    #[arg(long = "cache", hide = true, value_name = "CACHE")]
+    cache_flag: Option<PathBuf>,
+    #[arg(short, long, hide = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[arg(short, long, hide = true, action = ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,11 +166,15 @@ pub(crate) enum Cmd {
     /// Store a copy of PATH as NAME. A NAME that exists already is left
     /// as it is, without copying, and is a success (exit 0) unless
     /// --fail-if-exists.
-    #[command(override_usage = "fscache store [OPTIONS] [CACHE] NAME PATH")]
+    #[command(
+        override_usage = "fscache store [OPTIONS] [CACHE] NAME PATH",
+        help_template = NAMED_ARGS,
+        before_help = STORE_ARGS
+    )]
     Store {
         /// [CACHE] NAME PATH: the cache directory, the entry's name, and a
         /// directory (its contents become the entry's) or a file.
-        #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+        #[arg(value_names = ["NAME", "PATH"], num_args = 2..=3, required = true, hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
         /// Exit 1 if an entry of that name exists already.
         #[arg(long)]
@@ -128,36 +191,63 @@ pub(crate) enum Cmd {
     },
     /// Run CMD in NAME's data directory (also in $FSCACHE_ENTRY), holding
     /// the entry's read lock until CMD exits; exit with CMD's status.
-    #[command(override_usage = "fscache load [OPTIONS] [CACHE] NAME -- CMD...")]
+    #[command(
+        override_usage = "fscache load [OPTIONS] [CACHE] NAME -- CMD...",
+        help_template = NAMED_ARGS,
+        before_help = LOAD_ARGS
+    )]
     Load {
         /// [CACHE] NAME: the cache directory and the entry's name.
-        #[arg(value_name = "ARGS", num_args = 1..=2, required = true)]
+        #[arg(value_name = "NAME", num_args = 1..=2, required = true, hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
         /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "CMD")]
+        #[arg(
+            last = true,
+            required = true,
+            value_name = "CMD",
+            hide_short_help = true,
+            hide_long_help = true
+        )]
         command: Vec<OsString>,
         /// On a local miss, pull NAME from this remote (checked, then
         /// stored in the cache); a remote that is down or refused is a
         /// miss, said on stderr. Also $FSCACHE_REMOTE.
         #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
         remote: Option<String>,
+        /// With a remote: give up on a request it has not answered after
+        /// DURATION (then it is a miss).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+        timeout: Duration,
     },
     /// Write one file of entry NAME to stdout, under the entry's read lock.
-    #[command(override_usage = "fscache cat [OPTIONS] [CACHE] NAME PATH")]
+    #[command(
+        override_usage = "fscache cat [OPTIONS] [CACHE] NAME PATH",
+        help_template = NAMED_ARGS,
+        before_help = CAT_ARGS
+    )]
     Cat {
         /// [CACHE] NAME PATH: the cache directory, the entry's name and
         /// the file, relative to the entry's data directory.
-        #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+        #[arg(value_names = ["NAME", "PATH"], num_args = 2..=3, required = true, hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
     },
     /// Remove entries; an entry a reader holds is skipped, never removed.
-    #[command(override_usage = "fscache rm [OPTIONS] [CACHE] NAME...")]
+    #[command(
+        override_usage = "fscache rm [OPTIONS] [CACHE] NAME...",
+        help_template = NAMED_ARGS,
+        before_help = NAMES_ARGS
+    )]
     Rm {
         /// [CACHE] NAME...: the cache directory and the entries' names.
         /// Without --cache, a first argument is the cache when no other
         /// is set, or it has a `/` (names never do), or it is a cache
         /// directory.
-        #[arg(value_name = "ARGS", required = true)]
+        #[arg(
+            value_name = "NAME",
+            required = true,
+            hide_short_help = true,
+            hide_long_help = true
+        )]
         args: Vec<OsString>,
         #[command(flatten)]
         output: OutputArg,
@@ -193,10 +283,20 @@ pub(crate) enum Cmd {
     /// Upload entries to a remote (content-addressed, deduplicated: only
     /// what the remote lacks is sent; signed with
     /// $FSCACHE_REMOTE_SECRET_KEY when set).
+    #[command(
+        override_usage = "fscache push [OPTIONS] --remote <URL> [CACHE] NAME...",
+        help_template = NAMED_ARGS,
+        before_help = NAMES_ARGS
+    )]
     Push(TransferArgs),
     /// Download entries from a remote into the cache (checked against
     /// their digest, and their signature when $FSCACHE_REMOTE_TRUSTED_KEYS
     /// is set); a name the remote lacks is a miss (exit 2).
+    #[command(
+        override_usage = "fscache pull [OPTIONS] --remote <URL> [CACHE] NAME...",
+        help_template = NAMED_ARGS,
+        before_help = NAMES_ARGS
+    )]
     Pull(PullArgs),
     /// The remote itself: list its entries, show what it holds, prune it,
     /// or make a signing key pair.
@@ -222,13 +322,17 @@ pub(crate) enum Cmd {
     /// osbuild stored, and those the library stored without
     /// `Builder::record_digests(true)` (`fscache store` always records
     /// one).
-    #[command(override_usage = "fscache verify [OPTIONS] [CACHE] [NAME]...")]
+    #[command(
+        override_usage = "fscache verify [OPTIONS] [CACHE] [NAME]...",
+        help_template = NAMED_ARGS,
+        before_help = VERIFY_ARGS
+    )]
     Verify {
         /// [CACHE] [NAME...]: the cache directory and the entries to check
         /// (default: all, in parallel). Without --cache, a first argument
         /// is the cache when no $FSCACHE_DIR is set, or it has a `/`, or it
         /// is a cache directory.
-        #[arg(value_name = "ARGS")]
+        #[arg(value_name = "NAME", hide_short_help = true, hide_long_help = true)]
         args: Vec<OsString>,
         /// Remove damaged entries (one a reader holds is kept and said so).
         #[arg(long)]
@@ -260,6 +364,8 @@ pub(crate) enum Cmd {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        globals: NoGlobals,
     },
     /// Print the man page fscache(1) in roff to stdout, or with DIR write
     /// it and one page per command (fscache-store(1), …) into DIR.
@@ -267,17 +373,32 @@ pub(crate) enum Cmd {
     Manpage {
         /// Where to write the pages.
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        globals: NoGlobals,
+    },
+    /// The entry names to offer for the word being completed, one a line:
+    /// called by the bash completion script with the words before it.
+    #[command(hide = true, name = COMPLETE)]
+    Complete {
+        /// The words after `fscache`, before the one being completed.
+        #[arg(last = true)]
+        words: Vec<OsString>,
+        #[command(flatten)]
+        globals: NoGlobals,
     },
 }
+
+/// The name of the hidden command the completion script asks for entry
+/// names ([`Cmd::Complete`]).
+pub(crate) const COMPLETE: &str = "__complete";
 
 /// `fscache remote …`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum RemoteCmd {
     /// List the entries the remote has.
     Ls {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -285,9 +406,8 @@ pub(crate) enum RemoteCmd {
     /// intents and prune markers (pushes and prunes in progress, or debris
     /// of dead ones).
     Info {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         #[command(flatten)]
         output: OutputArg,
     },
@@ -295,9 +415,8 @@ pub(crate) enum RemoteCmd {
     /// blobs no remaining entry (and no push in progress) names, except
     /// blobs younger than the grace period.
     Prune {
-        /// The remote.
-        #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-        remote: String,
+        #[command(flatten)]
+        remote: RemoteArg,
         /// Remove entries last pushed or pulled longer ago than DURATION
         /// (`12h`, `30d`, `1w`).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
@@ -312,6 +431,33 @@ pub(crate) enum RemoteCmd {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Check the remote, as `restic check` does: every manifest opens
+    /// (signature, format, digest), every pack and blob it needs is
+    /// there and its pack's trailer lists it; exits 1 if anything is
+    /// wrong, naming the entries that would not pull.
+    Check {
+        #[command(flatten)]
+        remote: RemoteArg,
+        /// Also read every pack and blob whole and check every hash.
+        #[arg(long)]
+        read_data: bool,
+        /// Heal: take bad packs out of the index, push again the damaged
+        /// entries the local cache (--cache, $FSCACHE_DIR) still has, and
+        /// remove the manifests of those it cannot heal, saying so.
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Rewrite a remote of format 1 (a blob per object) into format 2
+    /// (packs): every signature stays valid. Prune after the grace period
+    /// to remove the old blobs.
+    Migrate {
+        #[command(flatten)]
+        remote: RemoteArg,
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Make an ed25519 key pair: the secret goes in
     /// $FSCACHE_REMOTE_SECRET_KEY of pushers, the public key in
     /// $FSCACHE_REMOTE_TRUSTED_KEYS of pullers. With --json:
@@ -319,6 +465,8 @@ pub(crate) enum RemoteCmd {
     Keygen {
         #[command(flatten)]
         output: OutputArg,
+        #[command(flatten)]
+        globals: NoGlobals,
     },
 }
 
@@ -327,13 +475,39 @@ pub(crate) enum RemoteCmd {
 pub(crate) struct TransferArgs {
     /// [CACHE] NAME...: the cache directory (as for `rm`) and the
     /// entries' names.
-    #[arg(value_name = "ARGS", required = true)]
+    #[arg(
+        value_name = "NAME",
+        required = true,
+        hide_short_help = true,
+        hide_long_help = true
+    )]
     pub(crate) args: Vec<OsString>,
-    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`.
-    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL")]
-    pub(crate) remote: String,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArg,
     #[command(flatten)]
     pub(crate) output: OutputArg,
+}
+
+/// A remote URL: not empty (an empty `$FSCACHE_REMOTE` is no remote,
+/// as for `load`).
+fn remote_url(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("no remote given: pass --remote URL or set $FSCACHE_REMOTE".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `--remote URL` and `--timeout`, which every remote command takes.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct RemoteArg {
+    /// The remote: `s3://bucket/prefix?endpoint=…`, `file:///dir`
+    /// (an empty $FSCACHE_REMOTE is unset).
+    #[arg(long, env = "FSCACHE_REMOTE", value_name = "URL", value_parser = remote_url)]
+    pub(crate) remote: String,
+    /// Give up on a request the remote has not answered after DURATION,
+    /// its retries included (`10s`, `2m`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub(crate) timeout: Duration,
 }
 
 /// The arguments of `pull`.
@@ -484,7 +658,7 @@ fn env_cache() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
+pub(crate) fn default_cache(global: &Global) -> Result<PathBuf, Fail> {
     global.cache_flag.clone().or_else(env_cache).ok_or_else(|| {
         Fail::error(format!(
             "no cache given: name its directory as the first argument, with --cache, or in ${CACHE_ENV}"

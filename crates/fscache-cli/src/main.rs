@@ -40,6 +40,7 @@ mod args;
 mod commands;
 mod fail;
 mod output;
+mod progress;
 mod signals;
 mod units;
 

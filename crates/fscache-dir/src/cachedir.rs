@@ -237,6 +237,22 @@ impl CacheDir {
         &self.dir
     }
 
+    /// The entries of the directory `rel`, every one read before this
+    /// returns (`read_dir`, then `getdents64` to the end): the one listing
+    /// of a cache directory. An interrupted call (`EINTR`: the `openat2`,
+    /// the `fcntl(F_GETFL)` and `openat(".")` of rustix's `Dir`) lists it
+    /// again from the start; rustix retries an interrupted `getdents64`
+    /// itself, and a listing another error cut short cannot be resumed
+    /// (its `Dir` ends after one).
+    ///
+    /// # Errors
+    ///
+    /// Opening or reading the directory failed (the path is not folded
+    /// in: the caller names it).
+    pub fn list_dir(&self, rel: &Path) -> io::Result<Vec<cap_std::fs::DirEntry>> {
+        crate::retry_io(|| self.dir.read_dir(rel)?.collect())
+    }
+
     /// The absolute path of the root.
     pub fn root(&self) -> &Path {
         &self.root

@@ -221,10 +221,10 @@ pub fn stamp_committed(lock: &impl AsFd, objects: &impl AsFd, name: &OsStr) {
         last_access: now,
         last_modification: now,
     };
-    if rustix::fs::futimens(lock, &stamp).is_err() {
+    if rustix::io::retry_on_intr(|| rustix::fs::futimens(lock, &stamp)).is_err() {
         return;
     }
-    let Ok(st) = rustix::fs::fstat(lock) else {
+    let Ok(st) = rustix::io::retry_on_intr(|| rustix::fs::fstat(lock)) else {
         return;
     };
     let (secs, nsecs) = crate::stat::mtime(&st);
@@ -246,7 +246,9 @@ pub fn stamp_committed(lock: &impl AsFd, objects: &impl AsFd, name: &OsStr) {
         },
         last_modification: before,
     };
-    let _ = rustix::fs::utimensat(objects, name, &dir_times, AtFlags::empty());
+    let _ = rustix::io::retry_on_intr(|| {
+        rustix::fs::utimensat(objects, name, &dir_times, AtFlags::empty())
+    });
 }
 
 /// `chmodat` and `utimensat` of `parent/name` (a single component, no
@@ -258,20 +260,25 @@ pub fn stamp_committed(lock: &impl AsFd, objects: &impl AsFd, name: &OsStr) {
 /// The `lstat` of `like`, the `chmodat` or the `utimensat` failed; the
 /// error names the path.
 pub fn copy_mode_and_times_at(parent: &impl AsFd, name: &OsStr, like: &Path) -> io::Result<()> {
-    let st = rustix::fs::lstat(like).map_err(|e| with_path("stat", like, e.into()))?;
+    let st = rustix::io::retry_on_intr(|| rustix::fs::lstat(like))
+        .map_err(|e| with_path("stat", like, e.into()))?;
     let named = Path::new(name);
-    rustix::fs::chmodat(
-        parent,
-        name,
-        Mode::from_raw_mode(st.st_mode & 0o7777),
-        AtFlags::empty(),
-    )
+    rustix::io::retry_on_intr(|| {
+        rustix::fs::chmodat(
+            parent,
+            name,
+            Mode::from_raw_mode(st.st_mode & 0o7777),
+            AtFlags::empty(),
+        )
+    })
     .map_err(|e| with_path("chmod", named, e.into()))?;
     let ts = |(tv_sec, tv_nsec): (i64, i64)| Timespec { tv_sec, tv_nsec };
     let times = Timestamps {
         last_access: ts(crate::stat::atime(&st)),
         last_modification: ts(crate::stat::mtime(&st)),
     };
-    rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| with_path("set times", named, e.into()))
+    rustix::io::retry_on_intr(|| {
+        rustix::fs::utimensat(parent, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+    })
+    .map_err(|e| with_path("set times", named, e.into()))
 }

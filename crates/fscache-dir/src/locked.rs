@@ -149,11 +149,17 @@ impl Base<'_> {
     }
 
     /// Run the test hook at `point` with the root-relative path (without
-    /// the `test-hooks` feature, nothing).
+    /// the `test-hooks` feature, or without a hook installed, nothing: the
+    /// path is built only for a hook).
     #[inline(always)]
     fn hook(&self, cache: &CacheDir, point: HookPoint) {
         #[cfg(feature = "test-hooks")]
-        cache.hook(point, &self.rel());
+        if cache.hook.is_some() {
+            match *self {
+                Base::Root(rel) => cache.hook(point, rel),
+                Base::Objects(..) => cache.hook(point, &self.rel()),
+            }
+        }
         #[cfg(not(feature = "test-hooks"))]
         let _ = (cache, point);
     }

@@ -305,7 +305,7 @@ pub fn restore_fd(fd: impl AsFd, want: &Wanted, on_drop: OnDrop) -> io::Result<G
     let mut dropped = Dropped::default();
     let (uid, gid) = chown_as_allowed(
         |u, g| retry(|| rustix::fs::fchown(fd, u, g)),
-        || rustix::fs::fstat(fd),
+        || retry(|| rustix::fs::fstat(fd)),
         want,
         on_drop,
         &mut dropped,
@@ -321,7 +321,7 @@ pub fn restore_fd(fd: impl AsFd, want: &Wanted, on_drop: OnDrop) -> io::Result<G
     // chmod(2) may have dropped set-group-ID silently (a group the caller
     // is not in, without CAP_FSETID): say what the node has.
     let perm = if perm & SET_GID != 0 {
-        rustix::fs::fstat(fd)?.st_mode & 0o7777
+        retry(|| rustix::fs::fstat(fd))?.st_mode & 0o7777
     } else {
         perm
     };
@@ -356,7 +356,7 @@ pub fn restore_at(
     let mut dropped = Dropped::default();
     let (uid, gid) = chown_as_allowed(
         |u, g| retry(|| rustix::fs::chownat(dir, name, u, g, nofollow)),
-        || rustix::fs::statat(dir, name, nofollow),
+        || retry(|| rustix::fs::statat(dir, name, nofollow)),
         want,
         on_drop,
         &mut dropped,
@@ -385,7 +385,7 @@ pub fn restore_at(
         )?
     };
     let perm = if !is_symlink && perm & SET_GID != 0 {
-        rustix::fs::statat(dir, name, nofollow)?.st_mode & 0o7777
+        retry(|| rustix::fs::statat(dir, name, nofollow))?.st_mode & 0o7777
     } else {
         perm
     };

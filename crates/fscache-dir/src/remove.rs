@@ -67,17 +67,26 @@ pub(crate) fn empty_entry(
         }
         _ => {}
     }
-    let children = match entry.read_dir(".") {
+    // Read to the end first, again from the start if a call is interrupted
+    // (see `CacheDir::list_dir`); the directory gone meanwhile lists as
+    // what was read of it.
+    let children = crate::retry_io(|| {
+        let mut read = Vec::new();
+        for child in entry.read_dir(".")? {
+            match child {
+                Ok(c) => read.push(c),
+                Err(e) if gone(&e) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(read)
+    });
+    let children = match children {
         Ok(it) => it,
         Err(e) if gone(&e) => return Ok(false),
         Err(e) => return Err(err("read directory", rel, e)),
     };
     for child in children {
-        let child = match child {
-            Ok(c) => c,
-            Err(e) if gone(&e) => break,
-            Err(e) => return Err(err("read directory", rel, e)),
-        };
         let name = child.file_name();
         if name == OBJECT_LOCK {
             continue;

@@ -17,7 +17,7 @@ pub use rustix::fs::Stat;
 ///
 /// The `fstat` failed (the caller folds in the path it knows).
 pub fn fstat(fd: &impl std::os::fd::AsFd) -> std::io::Result<Stat> {
-    rustix::fs::fstat(fd).map_err(Into::into)
+    rustix::io::retry_on_intr(|| rustix::fs::fstat(fd)).map_err(Into::into)
 }
 
 /// The identity of an inode: `(st_dev, st_ino)`.

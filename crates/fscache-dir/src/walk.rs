@@ -416,8 +416,10 @@ pub(crate) fn make_owner_rwx(parent: BorrowedFd<'_>, name: &OsStr, st: &Stat) ->
     let done = match rustix::io::retry_on_intr(|| {
         rustix::fs::openat(parent, name, flags, rustix::fs::Mode::empty())
     }) {
-        Ok(fd) => rustix::fs::fchmod(&fd, mode),
-        Err(Errno::ACCESS) => rustix::fs::chmodat(parent, name, mode, AtFlags::empty()),
+        Ok(fd) => rustix::io::retry_on_intr(|| rustix::fs::fchmod(&fd, mode)),
+        Err(Errno::ACCESS) => {
+            rustix::io::retry_on_intr(|| rustix::fs::chmodat(parent, name, mode, AtFlags::empty()))
+        }
         Err(e) => Err(e),
     };
     match done {

@@ -87,7 +87,8 @@ pub fn set_range_lock(
 ///
 /// # Errors
 ///
-/// Whatever `fcntl` reports (`EBADF`, `EINVAL`).
+/// Whatever `fcntl` reports (`EBADF`, `EINVAL`) other than `EINTR`, which
+/// is retried.
 #[doc(alias = "F_OFD_GETLK")]
 pub fn conflicting_lock(fd: BorrowedFd<'_>, kind: LockKind) -> io::Result<Option<LockKind>> {
     Ok(conflicting_range_lock(fd, kind, 0, 0)?.map(|c| c.kind))
@@ -142,7 +143,12 @@ pub fn conflicting_range_lock(
     len: u64,
 ) -> io::Result<Option<Conflict>> {
     let mut lock = range(l_type(kind), start, len)?;
-    fcntl_flock(fd, libc::F_OFD_GETLK, &mut lock)?;
+    // Interrupted, the kernel has not filled `lock` in: ask again.
+    while let Err(e) = fcntl_flock(fd, libc::F_OFD_GETLK, &mut lock) {
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
     let kind = match i32::from(lock.l_type) {
         libc::F_RDLCK => LockKind::Shared,
         libc::F_WRLCK => LockKind::Exclusive,

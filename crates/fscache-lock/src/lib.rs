@@ -50,7 +50,9 @@
 //! * Readers are preferred: a stream of overlapping shared holders keeps
 //!   an exclusive waiter out for as long as it lasts (the kernel grants a
 //!   new shared lock past a queued writer). The crate README measures it;
-//!   [`RangeLock::lock_writers_first`] is the writer-preferring option.
+//!   [`RangeLock::lock_writers_first`] is the writer-preferring option
+//!   ([`RangeLock::try_lock_writers_first`] for a writer that gives up
+//!   after a while, as `fscache`'s live recount of its books does).
 //! * A converting lock (shared → exclusive) is not atomic with respect to
 //!   other waiters: the kernel may grant a queued writer first.
 //! * On network file systems, blocking waits may hang if the server goes

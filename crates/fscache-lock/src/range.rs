@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use crate::{conflicting_range_lock, set_range_lock, Conflict, LockKind, Wait};
 
@@ -136,6 +137,46 @@ impl<F: AsFd> RangeLock<F> {
         Ok(held)
     }
 
+    /// As [`RangeLock::lock_writers_first`], but waiting at most
+    /// `patience` in all: `Ok(Err(fd))` (and both bytes released) when the
+    /// gate or the lock byte is still taken then. `Duration::ZERO` makes
+    /// one non-blocking try of each.
+    ///
+    /// `fcntl(F_OFD_SETLK)` tries of the gate, then of the lock byte, with
+    /// pauses from 1 ms doubling up to 20 ms in between (OFD locks have no
+    /// timed wait). Meant for a writer that may give up, such as a
+    /// maintenance task that must not stall the others: while it waits at
+    /// the lock byte it holds the gate, so new readers queue behind it as
+    /// with [`RangeLock::lock_writers_first`], and readers already inside
+    /// drain.
+    ///
+    /// # Errors
+    ///
+    /// As [`RangeLock::lock`], except that contention is not an error; the
+    /// gate is released on every path.
+    #[doc(alias = "F_OFD_SETLK")]
+    pub fn try_lock_writers_first(
+        fd: F,
+        kind: LockKind,
+        patience: Duration,
+    ) -> io::Result<Result<Self, F>> {
+        let deadline = Instant::now() + patience;
+        let mut pause = Duration::from_millis(1);
+        if !poll_range(fd.as_fd(), kind, WRITERS_FIRST_GATE, deadline, &mut pause)? {
+            return Ok(Err(fd));
+        }
+        let locked = poll_range(fd.as_fd(), kind, WRITERS_FIRST_LOCK, deadline, &mut pause);
+        let opened = set_range_lock(fd.as_fd(), None, Wait::NonBlock, WRITERS_FIRST_GATE, 1);
+        if !locked? {
+            opened?;
+            return Ok(Err(fd));
+        }
+        let held = Self::held(fd, kind, WRITERS_FIRST_LOCK, 1);
+        // As in `lock_writers_first`: dropping `held` unlocks the byte.
+        opened?;
+        Ok(Ok(held))
+    }
+
     fn held(fd: F, kind: LockKind, start: u64, len: u64) -> Self {
         Self {
             fd: Some(fd),
@@ -232,6 +273,29 @@ impl<F: AsFd> RangeLock<F> {
     }
 }
 
+/// Try to lock byte `byte` of `fd` with `kind` until `deadline`, pausing
+/// `pause` (doubled each time, up to 20 ms) between tries; whether it is
+/// held.
+fn poll_range(
+    fd: BorrowedFd<'_>,
+    kind: LockKind,
+    byte: u64,
+    deadline: Instant,
+    pause: &mut Duration,
+) -> io::Result<bool> {
+    loop {
+        if set_range_lock(fd, Some(kind), Wait::NonBlock, byte, 1)? {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep((*pause).min(deadline - now));
+        *pause = (*pause * 2).min(Duration::from_millis(20));
+    }
+}
+
 impl<F: AsFd> AsFd for RangeLock<F> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.get_ref().as_fd()
@@ -257,5 +321,50 @@ impl<F: AsFd> Drop for RangeLock<F> {
             // cannot be reported here; the last close releases it anyway.
             let _ = set_range_lock(fd.as_fd(), None, Wait::NonBlock, self.start, self.len);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patient_writer_gives_up_with_the_gate_open_or_gets_the_lock() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let open = || {
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .open(tmp.path())
+                .unwrap()
+        };
+        let reader = RangeLock::lock_writers_first(open(), LockKind::Shared).unwrap();
+        let patience = Duration::from_millis(30);
+        let started = Instant::now();
+        let fd = RangeLock::try_lock_writers_first(open(), LockKind::Exclusive, patience)
+            .unwrap()
+            .expect_err("a reader is inside");
+        assert!(started.elapsed() >= patience);
+        // It gave up with the gate open: a new reader passes at once.
+        let second = RangeLock::try_lock_writers_first(open(), LockKind::Shared, Duration::ZERO)
+            .unwrap()
+            .expect("the gate is open");
+        drop((reader, second));
+        let held = RangeLock::try_lock_writers_first(fd, LockKind::Exclusive, Duration::ZERO)
+            .unwrap()
+            .expect("nobody inside");
+        assert_eq!((held.start(), held.len()), (WRITERS_FIRST_LOCK, 1));
+        // The writer holds the lock byte, not the gate: readers wait at
+        // the lock byte.
+        assert!(
+            RangeLock::try_lock(open(), LockKind::Shared, WRITERS_FIRST_GATE, 1)
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            RangeLock::try_lock(open(), LockKind::Shared, WRITERS_FIRST_LOCK, 1)
+                .unwrap()
+                .is_none()
+        );
     }
 }

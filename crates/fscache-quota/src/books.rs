@@ -14,10 +14,12 @@
 //! * Every change that pairs an `object.info` with the counter (a commit
 //!   from its charge to its rename or its undo; a removal from reading
 //!   `object.info` to its uncharge) runs inside a [`BooksShared`] hold: a
-//!   shared OFD lock on byte 0 of `books.lock`.
-//! * [`reconcile`] takes byte 1 and then byte 0 of `books.lock`
-//!   exclusively: new holds wait at byte 1, holds in flight drain from
-//!   byte 0. With none in flight, every `object.info` in `objects/` (a
+//!   shared OFD lock on byte 0 of `books.lock`, taken as the readers of
+//!   `fscache_lock::RangeLock::lock_writers_first` take it.
+//! * [`reconcile`] takes byte 0 of `books.lock` exclusively, writers
+//!   first (`fscache_lock::RangeLock::try_lock_writers_first`: the gate,
+//!   byte 1, closes first): new holds wait at the gate, holds in flight
+//!   drain from byte 0. With none in flight, every `object.info` in `objects/` (a
 //!   committed entry's, and a crashed commit's in `uuid-*`, which a sweep
 //!   uncharges later) is exactly what is on the books; the recount writes
 //!   that sum under the counter's lock and removes the marker.
@@ -29,13 +31,13 @@
 //! would open the opposite window (recorded, not yet charged), which a
 //! recount cannot tell apart from a charged one either; it buys nothing.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fscache_dir::{CacheDir, OBJECTS, OBJECT_INFO};
-use fscache_lock::{set_range_lock, LockKind, Wait};
+use fscache_lock::{LockKind, RangeLock};
 use rustix::fs::{Mode, OFlags};
 
 use crate::error::{self, Result};
@@ -88,7 +90,23 @@ pub fn is_suspect(cache: &CacheDir) -> bool {
 /// first, released by the last).
 #[derive(Debug, Default)]
 pub struct Books {
-    state: Mutex<(usize, Option<OwnedFd>)>,
+    state: Mutex<Hold>,
+}
+
+/// The descriptor of a [`Books`] and how many threads are inside.
+#[derive(Debug, Default)]
+struct Hold {
+    inside: usize,
+    fd: Lockfd,
+}
+
+/// `books.lock` of a handle: not opened yet, open, or held shared.
+#[derive(Debug, Default)]
+enum Lockfd {
+    #[default]
+    Closed,
+    Open(OwnedFd),
+    Held(RangeLock<OwnedFd>),
 }
 
 /// A shared hold on the books (see [`Books::enter`]); released on drop.
@@ -107,9 +125,10 @@ impl Books {
     /// Hold the books shared: a counter change and the `object.info`
     /// change it pairs with happen inside it. Waits while a recount runs.
     ///
-    /// `fcntl(F_OFD_SETLKW)` shared on bytes 0–1 of `books.lock`, then
-    /// byte 1 released: three `fcntl` calls per hold, only for the first
-    /// holder of the handle; the descriptor is opened once.
+    /// [`RangeLock::lock_writers_first`] shared on `books.lock` (the gate,
+    /// byte 1, shared, then byte 0 shared, then the gate released: three
+    /// `fcntl` calls, and one to release), only for the first holder of
+    /// the handle; the descriptor is opened once.
     ///
     /// Never nest holds in one thread around a [`reconcile`]: a recount
     /// waits for every hold, its own thread's too.
@@ -119,20 +138,20 @@ impl Books {
     /// `books.lock` could not be opened or created, or locked.
     pub fn enter<'a>(&'a self, cache: &CacheDir) -> Result<BooksShared<'a>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.0 == 0 {
-            let rel = Path::new(BOOKS_LOCK);
-            if state.1.is_none() {
-                state.1 = Some(open_lock(cache)?);
-            }
-            let fd = state.1.as_ref().expect("opened above").as_fd();
-            // Bytes 0 and 1 at once: a recount holding the gate (byte 1)
-            // makes us wait before we count as in flight.
-            set_range_lock(fd, Some(LockKind::Shared), Wait::Block, 0, 2)
-                .map_err(|e| error::io("lock", cache.abs(rel), e))?;
-            set_range_lock(fd, None, Wait::Block, 1, 1)
-                .map_err(|e| error::io("unlock", cache.abs(rel), e))?;
+        if state.inside == 0 {
+            let fd = match std::mem::take(&mut state.fd) {
+                Lockfd::Open(fd) => fd,
+                // Not held with nobody inside; but never mind: reopen.
+                Lockfd::Closed | Lockfd::Held(_) => open_lock(cache)?,
+            };
+            // The gate first: a recount waiting for the holds in flight
+            // holds it, and we wait before we count as in flight. A failed
+            // lock drops the descriptor; the next hold reopens.
+            let held = RangeLock::lock_writers_first(fd, LockKind::Shared)
+                .map_err(|e| error::io("lock", cache.abs(Path::new(BOOKS_LOCK)), e))?;
+            state.fd = Lockfd::Held(held);
         }
-        state.0 += 1;
+        state.inside += 1;
         Ok(BooksShared { books: self })
     }
 }
@@ -140,13 +159,14 @@ impl Books {
 impl Drop for BooksShared<'_> {
     fn drop(&mut self) {
         let mut state = self.books.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.0 = state.0.saturating_sub(1);
-        if state.0 == 0 {
-            if let Some(fd) = &state.1 {
-                // Unlocking cannot conflict; should it fail, closing the
-                // descriptor releases the lock (the next hold reopens).
-                if set_range_lock(fd.as_fd(), None, Wait::Block, 0, 1).is_err() {
-                    state.1 = None;
+        state.inside = state.inside.saturating_sub(1);
+        if state.inside == 0 {
+            if let Lockfd::Held(held) = std::mem::take(&mut state.fd) {
+                // Unlocking cannot conflict; should it fail, the descriptor
+                // is closed, which releases the lock (the next hold
+                // reopens).
+                if let Ok(fd) = held.unlock() {
+                    state.fd = Lockfd::Open(fd);
                 }
             }
         }
@@ -211,39 +231,19 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
     if !is_suspect(cache) {
         return Ok(Reconciled::Clean);
     }
-    let rel = Path::new(BOOKS_LOCK);
-    let fd = open_lock(cache)?;
-    let lock_err = |e| error::io("lock", cache.abs(rel), e);
-    let gate = match patience {
-        Patience::Once => Wait::NonBlock,
-        Patience::Upto(_) => Wait::Block,
+    let patience = match patience {
+        Patience::Once => Duration::ZERO,
+        Patience::Upto(d) => d,
     };
-    // The gate is held only for an instant by anyone else (inside one
-    // `fcntl` of [`Books::enter`]), so waiting for it is short.
-    if !set_range_lock(fd.as_fd(), Some(LockKind::Exclusive), gate, 1, 1).map_err(lock_err)? {
+    // The writer's side of the lock: the gate closes for new holds, the
+    // holds in flight drain from byte 0 (a hold takes the gate only inside
+    // one `fcntl`, so the gate is near always free at once).
+    let held = RangeLock::try_lock_writers_first(open_lock(cache)?, LockKind::Exclusive, patience)
+        .map_err(|e| error::io("lock", cache.abs(Path::new(BOOKS_LOCK)), e))?;
+    let Ok(held) = held else {
+        // The gate is open again: the marker stays for the next try.
         return Ok(Reconciled::Busy);
-    }
-    let deadline = match patience {
-        Patience::Once => None,
-        Patience::Upto(d) => Some(Instant::now() + d),
     };
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if set_range_lock(fd.as_fd(), Some(LockKind::Exclusive), Wait::NonBlock, 0, 1)
-            .map_err(lock_err)?
-        {
-            break;
-        }
-        let now = Instant::now();
-        match deadline {
-            Some(d) if now < d => {
-                std::thread::sleep(pause.min(d - now));
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            // Closing the descriptor releases the gate.
-            _ => return Ok(Reconciled::Busy),
-        }
-    }
     // Another recount may have finished while we waited.
     if !is_suspect(cache) {
         return Ok(Reconciled::Clean);
@@ -256,7 +256,7 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
         }
         _ => {}
     }
-    drop(fd);
+    drop(held);
     Ok(Reconciled::Recounted { before, after })
 }
 
@@ -266,26 +266,34 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
 /// their rename), which are on the books until a sweep uncharges them.
 fn sum_all_recorded(cache: &CacheDir) -> Result<u64> {
     let objects = Path::new(OBJECTS);
-    let list = fscache_dir::retry_io(|| cache.dir().read_dir(objects))
+    let list = cache
+        .list_dir(objects)
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {
-        let entry = entry.map_err(|e| error::io("read directory", cache.abs(objects), e))?;
         let info = objects.join(entry.file_name()).join(OBJECT_INFO);
-        match cache.read_small(&info) {
-            Ok(bytes) => {
-                if let Some(size) = ObjectInfo::parse(&bytes).size {
-                    total = total.saturating_add(size);
-                }
-            }
-            // Absent, or not a directory: nothing recorded.
-            Err(e) if fscache_dir::gone(&e) || e.kind() == std::io::ErrorKind::InvalidData => {}
-            Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => {}
-            // Anything else leaves the sum unknown: no guess is written.
-            Err(e) => return Err(error::io("read", cache.abs(&info), e)),
-        }
+        total = total.saturating_add(recorded(cache, &info)?.unwrap_or(0));
     }
     Ok(total)
+}
+
+/// The size the `object.info` at `info` records: `None` when there is no
+/// record (absent, not a directory above it, a directory, or no valid
+/// size in it). The one reading of a record that every sum of the books
+/// shares.
+///
+/// # Errors
+///
+/// Any other failure to read it: the sum is then unknown, and no guess
+/// may be written (an I/O error read as "nothing recorded" would
+/// undercount).
+pub(crate) fn recorded(cache: &CacheDir, info: &Path) -> Result<Option<u64>> {
+    match cache.read_small(info) {
+        Ok(bytes) => Ok(ObjectInfo::parse(&bytes).size),
+        Err(e) if fscache_dir::gone(&e) || e.kind() == std::io::ErrorKind::InvalidData => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => Ok(None),
+        Err(e) => Err(error::io("read", cache.abs(info), e)),
+    }
 }
 
 #[cfg(test)]

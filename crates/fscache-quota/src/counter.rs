@@ -5,7 +5,6 @@ use std::path::Path;
 use fscache_dir::{CacheDir, IfMissing, CACHE_SIZE, OBJECTS, OBJECT_INFO, RESERVED_PREFIX};
 
 use crate::error::{self, Result};
-use crate::objinfo::ObjectInfo;
 use crate::MaxSize;
 
 /// What a charge did.
@@ -130,23 +129,20 @@ fn booked<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
 
 fn sum_recorded(cache: &CacheDir) -> Result<u64> {
     let objects = Path::new(OBJECTS);
-    let list = fscache_dir::retry_io(|| cache.dir().read_dir(objects))
+    let list = cache
+        .list_dir(objects)
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut total = 0u64;
     for entry in list {
-        let entry = entry.map_err(|e| error::io("read directory", cache.abs(objects), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(RESERVED_PREFIX) {
             continue;
         }
         let info = objects.join(name).join(OBJECT_INFO);
-        // Gone (a racing removal) or unreadable: nothing recorded.
-        if let Ok(bytes) = cache.read_small(&info) {
-            if let Some(size) = ObjectInfo::parse(&bytes).size {
-                total = total.saturating_add(size);
-            }
-        }
+        // Gone (a racing removal) or no record: nothing recorded; an
+        // unreadable one leaves the sum unknown.
+        total = total.saturating_add(crate::books::recorded(cache, &info)?.unwrap_or(0));
     }
     Ok(total)
 }

@@ -208,7 +208,8 @@ impl EvictList {
             }
             Err(e) => return open_failed(cache, rel, e),
         };
-        let st = rustix::fs::fstat(&fd).map_err(|e| error::io("stat", cache.abs(rel), e.into()))?;
+        let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
+            .map_err(|e| error::io("stat", cache.abs(rel), e.into()))?;
         if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file()
             || fscache_dir::stat::size(&st) > MAX_FILE
         {
@@ -235,7 +236,7 @@ impl EvictList {
     /// is still linked (the file is only ever replaced by `rename` or
     /// unlinked, never moved). One `fstat`.
     pub fn is_current(&self) -> bool {
-        rustix::fs::fstat(&self.fd)
+        rustix::io::retry_on_intr(|| rustix::fs::fstat(&self.fd))
             .is_ok_and(|st| st.st_nlink > 0 && fscache_dir::stat::inode(&st) == self.inode)
     }
 
@@ -322,7 +323,8 @@ pub fn write_list(
     let fd = lock
         .unlock()
         .map_err(|e| error::io("unlock", cache.abs(rel), e))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| error::io("stat", cache.abs(rel), e.into()))?;
+    let st = rustix::io::retry_on_intr(|| rustix::fs::fstat(&fd))
+        .map_err(|e| error::io("stat", cache.abs(rel), e.into()))?;
     Ok(EvictList {
         fd,
         writable: true,
@@ -403,7 +405,7 @@ pub fn lock_rescan(cache: &CacheDir) -> Result<RescanLock> {
 /// The unlink failed for a reason other than absence.
 pub fn invalidate(cache: &CacheDir) -> Result<()> {
     let rel = Path::new(EVICT_LIST);
-    match cache.dir().remove_file(rel) {
+    match fscache_dir::retry_io(|| cache.dir().remove_file(rel)) {
         Err(e) if !fscache_dir::gone(&e) => Err(error::io("remove", cache.abs(rel), e)),
         _ => Ok(()),
     }

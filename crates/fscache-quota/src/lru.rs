@@ -55,10 +55,10 @@ pub fn list_lru(cache: &CacheDir) -> Result<Vec<Candidate>> {
     let objects = Path::new(OBJECTS);
     let abs = || cache.abs(objects);
     let mut out = Vec::new();
-    for entry in fscache_dir::retry_io(|| cache.dir().read_dir(objects))
+    for entry in cache
+        .list_dir(objects)
         .map_err(|e| error::io("read directory", abs(), e))?
     {
-        let entry = entry.map_err(|e| error::io("read directory", abs(), e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         out.extend(candidate(cache, name)?);
@@ -232,9 +232,17 @@ pub fn scan_plan(
         .open_raw(objects, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
         .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
     let mut listed: Vec<(Stamp, String, Inode)> = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&fd).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let Ok(name) = entry.file_name().to_str() else {
+    // Read to the end first, and again from the start if a call was
+    // interrupted (`read_from` makes an `fcntl(F_GETFL)` and reopens `.`;
+    // rustix retries an interrupted `getdents64` itself).
+    let raw = rustix::io::retry_on_intr(|| {
+        rustix::fs::Dir::read_from(&fd)?
+            .map(|e| e.map(|e| (e.file_name().to_owned(), e.file_type())))
+            .collect::<rustix::io::Result<Vec<_>>>()
+    })
+    .map_err(read_err)?;
+    for (name, file_type) in &raw {
+        let Ok(name) = name.to_str() else {
             continue;
         };
         if name == "." || name == ".." {
@@ -245,7 +253,7 @@ pub fn scan_plan(
             continue;
         }
         // Only a real directory can be an entry (see `candidate`).
-        let ty = match entry.file_type() {
+        let ty = match *file_type {
             FileType::Unknown => match rustix::io::retry_on_intr(|| {
                 rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
             }) {

@@ -43,13 +43,12 @@ pub fn sweep(cache: &CacheDir) -> Result<Swept> {
     let mut out = Swept::default();
     for parent in [OBJECTS, STAGE] {
         let parent = Path::new(parent);
-        let list = match fscache_dir::retry_io(|| cache.dir().read_dir(parent)) {
+        let list = match cache.list_dir(parent) {
             Ok(l) => l,
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(error::io("read directory", cache.abs(parent), e)),
         };
         for entry in list {
-            let entry = entry.map_err(|e| error::io("read directory", cache.abs(parent), e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let rel = parent.join(name);

@@ -103,7 +103,10 @@ impl Inner {
     /// Run `fut` on the remote's runtime and await it from whatever
     /// executor the caller uses (the returned future needs no tokio
     /// context of its own).
-    fn spawn<F>(&self, fut: F) -> impl Future<Output = Result<F::Output>> + Send + 'static
+    pub(crate) fn spawn<F>(
+        &self,
+        fut: F,
+    ) -> impl Future<Output = Result<F::Output>> + Send + 'static
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,

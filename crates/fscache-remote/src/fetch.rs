@@ -44,7 +44,9 @@ struct FileState {
     /// The next blob position the running hash expects; `None` once one
     /// came out of order (then the file is hashed from disk at the end).
     next: Option<usize>,
-    hasher: blake3::Hasher,
+    /// The running hash, for a file of several blobs only (a hasher is
+    /// about 2 KiB: one per file of a 50 000-file tree would be 100 MiB).
+    hasher: Option<Box<blake3::Hasher>>,
 }
 
 /// Everything a read task needs, shared.
@@ -139,7 +141,7 @@ pub(crate) async fn fill_from_packs(
                 checked: single,
                 next: dense.then_some(0),
                 blobs: blobs.len(),
-                hasher: blake3::Hasher::new(),
+                hasher: (!single && dense).then(|| Box::new(blake3::Hasher::new())),
             }));
         }
     }
@@ -168,7 +170,8 @@ pub(crate) async fn fill_from_packs(
             let shared = shared.clone();
             async move {
                 let bytes = match inner.op.read_with(&r.key).range(r.start..r.end).await {
-                    Ok(b) => b.to_vec(),
+                    // No copy when the body came in one piece.
+                    Ok(b) => b.to_bytes(),
                     Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
                         return Err(Error::PackMissing { key: r.key.clone() })
                     }
@@ -238,12 +241,14 @@ fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
                 .map_err(|e| Error::io("open", &f.path, e))?;
             file.write_all_at(&data, d.offset)
                 .map_err(|e| Error::io("write", &f.path, e))?;
+            let f = &mut *f;
             if !f.checked {
-                if f.next == Some(d.pos) {
-                    f.hasher.update(&data);
-                    f.next = Some(d.pos + 1);
-                } else {
-                    f.next = None;
+                match f.hasher.as_mut() {
+                    Some(h) if f.next == Some(d.pos) => {
+                        h.update(&data);
+                        f.next = Some(d.pos + 1);
+                    }
+                    _ => f.next = None,
                 }
             }
         }
@@ -260,7 +265,9 @@ fn finish_hashes(name: &str, files: Vec<Mutex<FileState>>) -> Result<()> {
             continue; // its one blob's hash, checked as it was decoded
         }
         let got = match f.next {
-            Some(n) if n == f.blobs => f.hasher.finalize(),
+            Some(n) if n == f.blobs && f.hasher.is_some() => {
+                f.hasher.as_ref().expect("checked").finalize()
+            }
             _ => {
                 let mut h = blake3::Hasher::new();
                 let mut file = File::open(&f.path).map_err(|e| Error::io("open", &f.path, e))?;

@@ -25,9 +25,10 @@ use crate::remote::Inner;
 /// Where condemned-pack markers are.
 pub(crate) const CONDEMNED: &str = "v2/condemned/";
 
+/// What a condemnation marker holds.
 #[derive(Serialize, Deserialize)]
-struct CondemnedJson {
-    condemned: u64,
+pub(crate) struct CondemnedJson {
+    pub condemned: u64,
 }
 
 impl Inner {
@@ -120,7 +121,7 @@ impl Inner {
     /// Rewrite every index object that lists one of `packs` without
     /// them: the new object is written before the old one goes, so a
     /// pusher reading meanwhile sees each other pack at least once.
-    async fn unindex(&self, packs: &HashSet<&str>) -> Result<()> {
+    pub(crate) async fn unindex(&self, packs: &HashSet<&str>) -> Result<()> {
         if packs.is_empty() {
             return Ok(());
         }

@@ -225,6 +225,34 @@
 //! (skew shortens or lengthens the grace period). The `memory` service
 //! gives no times: there, prune removes manifests but never blobs.
 //!
+//! **Repack.** A live pack older than the grace period whose live share
+//! (the bytes the remaining locators point at) is below
+//! [`PruneOptions::repack_below`] (default 50 %) has its live blobs
+//! checked and copied into new packs; the locators naming it are
+//! rewritten (a conditional write where the service has one; the signed
+//! manifest unchanged), and it is condemned like an unnamed pack.
+//!
+//! # Checking, healing and migrating
+//!
+//! [`Remote::check`] (`fscache remote check [--read-data] [--repair]`)
+//! opens every manifest, checks that its locator fits it, that every pack
+//! and format-1 blob it needs exists and that each pack's trailer lists
+//! each blob where the locator says; with `read_data`, every needed pack
+//! is read whole and every hash checked. With `repair`, bad packs leave
+//! the index, damaged entries the given local cache holds are pushed again
+//! (their blobs uploaded anew), and the others' manifests are removed,
+//! each said in the [`CheckReport`]. [`Remote::migrate`] (`fscache remote
+//! migrate`) rewrites a remote of version 1 into packs, every signature
+//! still valid; a prune after the grace period removes the old blobs.
+//!
+//! # Errors
+//!
+//! No error message embeds its source: [`Error::summary`] gives the
+//! cause first in one line ("connection refused at 127.0.0.1:9399",
+//! "bucket `x` does not exist", "credentials rejected
+//! (SignatureDoesNotMatch)"), [`Error::detail`] everything OpenDAL said.
+//! [`RemoteBuilder::timeout`] bounds each request, its retries included.
+//!
 //! # Design
 //!
 //! [`Remote::push`] holds the local entry's read lock throughout and
@@ -243,12 +271,16 @@
 //!
 //! # Limitations
 //!
-//! * Owners, times and extended attributes are not carried (as in the tree
-//!   digest); FIFOs, sockets, devices and non-UTF-8 names cannot be pushed.
-//! * Packs are deleted whole: a pack that is still partly live is kept
-//!   (no repack yet), so a pack shared by a live and a dead entry keeps
-//!   the dead one's blobs. A remote of version 1 is read, but not
-//!   migrated to packs, and its blobs are not reused by version-2 pushes.
+//! * Names, symlink targets and xattr names that are not UTF-8 cannot be
+//!   pushed ([`Error::Unsupported`]). Owners, modification times, xattrs,
+//!   FIFOs, sockets, devices and sparse files' holes are carried (see
+//!   `docs/format.md`); a pull restores them under the local cache's
+//!   policy (owners only as root).
+//! * A pack stays whole until its live share falls below
+//!   [`PruneOptions::repack_below`] (then a prune repacks it): until
+//!   then a pack shared by a live and a dead entry keeps the dead one's
+//!   blobs. A remote of version 1 is read and [migrated](Remote::migrate)
+//!   to packs; until it is, its blobs are not reused by version-2 pushes.
 //! * A push whose name the remote already has is a no-op
 //!   ([`Pushed::Exists`]); there is no overwrite. A push that failed after
 //!   uploading packs leaves them unreferenced until a
@@ -257,13 +289,17 @@
 //! * On services without a conditional write (memory), two racing pushers
 //!   of one name can both write the manifest; the last one wins, and each
 //!   is complete and checked on pull.
-//! * The tree digest of a pulled tree is computed here from the
-//!   encoding `fscache::Digest` documents (the facade exports no function
-//!   for a directory on disk); a test pins it to the documented vector.
+//! * The tree digest of a pulled tree is computed here, as its blobs are
+//!   decoded, from the encoding `fscache::Digest` documents, not by
+//!   reading the restored tree again with `fscache::tree_digest` (which
+//!   computes the same for a directory on disk); a test pins it to the
+//!   documented vector, so the two cannot drift apart unseen.
 
 #![forbid(unsafe_code)]
 
 mod asyncapi;
+mod check;
+mod envelope;
 mod error;
 mod fetch;
 mod gc;
@@ -271,19 +307,23 @@ mod index;
 mod keys;
 mod locator;
 mod manifest;
+mod migrate;
 mod node;
 mod pack;
 mod prune;
 mod pull;
 mod push;
 mod remote;
+mod repack;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub use check::{CheckOptions, CheckReport, Problem};
 pub use error::{Error, Result};
 pub use keys::{keygen, PublicKey, SecretKey, PUBLIC_PREFIX, SECRET_PREFIX};
+pub use migrate::MigrateReport;
 pub use prune::{PruneOptions, PruneReport, RemoteInfo};
 pub use pull::ReadThrough;
 pub use push::{Progress, PushReport, Pushed};

@@ -75,6 +75,12 @@ pub struct PruneOptions {
     pub grace: Duration,
     /// Report what would be removed; remove nothing.
     pub dry_run: bool,
+    /// Repack a pack older than the grace period whose live share (the
+    /// bytes the remaining locators point at, over its size) is below
+    /// this percentage: its live blobs are copied into new packs, the
+    /// locators rewritten, the old pack condemned (default 50; 0 never
+    /// repacks).
+    pub repack_below: u8,
 }
 
 impl PruneOptions {
@@ -85,7 +91,14 @@ impl PruneOptions {
             unused_for,
             grace: Duration::from_secs(3600),
             dry_run: false,
+            repack_below: 50,
         }
+    }
+
+    /// Set the live share (percent) below which a pack is repacked.
+    pub fn repack_below(mut self, percent: u8) -> Self {
+        self.repack_below = percent.min(100);
+        self
     }
 
     /// Set the grace period of young blobs and intents.
@@ -140,6 +153,13 @@ pub struct PruneReport {
     /// Unnamed packs younger than the grace period (a push in progress
     /// may be about to name them).
     pub packs_young: usize,
+    /// Packs repacked (their live blobs copied into new packs, then
+    /// condemned; in a dry run: that would be).
+    pub packs_repacked: usize,
+    /// Stored bytes of the new packs a repack wrote.
+    pub pack_bytes_written: u64,
+    /// Locators a repack rewrote.
+    pub locators_rewritten: usize,
 }
 
 /// What [`Remote::info`] found.
@@ -221,7 +241,8 @@ impl Inner {
             .await
     }
 
-    async fn delete(&self, key: &str) -> Result<()> {
+    /// Delete `key`; one already gone is no error.
+    pub(crate) async fn delete_key(&self, key: &str) -> Result<()> {
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
@@ -274,16 +295,22 @@ impl Inner {
 
     /// Remove a push intent; best effort (prune removes stale ones).
     pub(crate) async fn end_intent(&self, key: &str) {
-        let _ = self.delete(key).await;
+        let _ = self.delete_key(key).await;
     }
 
     /// The blobs a stored manifest names, or `None` if it cannot be read
     /// as a manifest of this format (its signature is not checked: this
     /// only decides what to keep).
     /// Format 2: also the keys of the packs its locator names.
+    /// A format-2 manifest names only its packs: the format-1 blobs of
+    /// an entry that [`Remote::migrate`](crate::Remote::migrate)
+    /// rewrote are garbage.
     fn blobs_of(bytes: &[u8]) -> Option<Vec<String>> {
-        let m = Manifest::open_unchecked(bytes).ok()?;
-        let mut named: Vec<String> = m
+        let (m, locator) = Manifest::open_unchecked_located(bytes).ok()?;
+        if locator.is_some() {
+            return Some(crate::gc::packs_of(bytes));
+        }
+        let named: Vec<String> = m
             .nodes
             .into_iter()
             .flat_map(|n| match n.kind {
@@ -291,7 +318,6 @@ impl Inner {
                 _ => Vec::new(),
             })
             .collect();
-        named.extend(crate::gc::packs_of(bytes));
         Some(named)
     }
 
@@ -312,7 +338,7 @@ impl Inner {
             .collect())
     }
 
-    async fn manifest_names(&self) -> Result<Vec<String>> {
+    pub(crate) async fn manifest_names(&self) -> Result<Vec<String>> {
         Ok(self
             .list_keys(MANIFESTS)
             .await?
@@ -440,7 +466,7 @@ impl Inner {
         let result = self.prune_marked(opts).await;
         // Best effort: a marker left behind makes pushes wait until its
         // lease passes, never breaks anything.
-        let _ = self.delete(&marker).await;
+        let _ = self.delete_key(&marker).await;
         result
     }
 
@@ -459,35 +485,48 @@ impl Inner {
         let manifests = self.read_manifests(names).await?;
         let unused_for = opts.unused_for.as_secs();
         // Each manifest, concurrently: its marker read, and removed if old.
-        let mut outcomes: Vec<(String, Option<Option<Vec<String>>>)> =
-            futures::stream::iter(manifests)
-                .map(|(name, bytes)| async move {
-                    let used = self.last_used(&name, Some(&bytes)).await?;
-                    if used.is_some_and(|u| now.saturating_sub(u) >= unused_for) {
-                        if !opts.dry_run {
-                            self.delete(&format!("{MANIFESTS}{name}")).await?;
-                            self.delete(&used_key(&name)).await?;
-                        }
-                        return Ok::<_, Error>((name, None));
-                    }
-                    let blobs = Self::blobs_of(&bytes);
-                    Ok((name, Some(blobs)))
-                })
-                .buffer_unordered(self.concurrency)
-                .try_collect()
-                .await?;
+        type Outcome = (String, Option<(Option<Vec<String>>, Vec<u8>)>);
+        let mut outcomes: Vec<Outcome> = futures::stream::iter(manifests)
+            .map(|(name, bytes)| async move {
+                let used = self.last_used(&name, Some(&bytes)).await?;
+                if used.is_some_and(|u| now.saturating_sub(u) >= unused_for) {
+                    return Ok::<_, Error>((name, None));
+                }
+                let blobs = Self::blobs_of(&bytes);
+                Ok((name, Some((blobs, bytes))))
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
         outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept_manifests = Vec::new();
         for (name, kept) in outcomes {
             match kept {
                 None => report.manifests_removed.push(name),
-                Some(blobs) => {
+                Some((blobs, bytes)) => {
                     report.manifests_kept += 1;
                     match blobs {
                         Some(b) => referenced.extend(b),
-                        None => report.manifests_unreadable.push(name),
+                        None => report.manifests_unreadable.push(name.clone()),
                     }
+                    kept_manifests.push((name, bytes));
                 }
             }
+        }
+        // The unused entries go in one batch: manifests, then markers.
+        if !opts.dry_run {
+            let keys: Vec<String> = report
+                .manifests_removed
+                .iter()
+                .map(|n| format!("{MANIFESTS}{n}"))
+                .collect();
+            self.delete_batch(keys).await?;
+            let keys: Vec<String> = report
+                .manifests_removed
+                .iter()
+                .map(|n| used_key(n))
+                .collect();
+            self.delete_batch(keys).await?;
         }
         // 3. Just before removing anything: manifests published since
         //    step 2 (their intent may be gone already), and live intents.
@@ -502,9 +541,22 @@ impl Inner {
         for bytes in self.read_manifests(fresh).await?.values() {
             referenced.extend(Self::blobs_of(bytes).unwrap_or_default());
         }
-        let stale = self.intents(now, opts.grace, &mut referenced).await?;
+        let mut in_intents = HashSet::new();
+        let stale = self.intents(now, opts.grace, &mut in_intents).await?;
+        referenced.extend(in_intents.iter().cloned());
+        let live_packs: Vec<opendal::Entry> = packs
+            .iter()
+            .filter(|e| referenced.contains(e.path()))
+            .cloned()
+            .collect();
         self.sweep_packs(packs, &referenced, opts, &mut report)
             .await?;
+        // 3b. Repack the sparse live packs (see `repack`).
+        if opts.repack_below > 0 {
+            let listed = self.describe_all(live_packs).await?;
+            self.repack(&kept_manifests, &listed, &in_intents, opts, &mut report)
+                .await?;
+        }
         // 4. Unreferenced blobs older than the grace period go.
         let horizon = SystemTime::now().checked_sub(opts.grace);
         let (kept, unreferenced): (Vec<_>, Vec<_>) = blobs

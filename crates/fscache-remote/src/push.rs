@@ -217,6 +217,21 @@ impl Inner {
         name: &str,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Option<PushReport>> {
+        self.push_excluding(cache, name, progress, &HashSet::new(), &HashSet::new())
+            .await
+    }
+
+    /// [`Inner::push`], reusing no blob of `blobs` (hashes) and nothing
+    /// in `packs` (pack keys) that the index lists: a repair's push,
+    /// which uploads again what a bad pack held.
+    pub(crate) async fn push_excluding(
+        &self,
+        cache: &FsCache,
+        name: &str,
+        progress: &(dyn Fn(Progress) + Sync),
+        blobs: &HashSet<String>,
+        packs: &HashSet<String>,
+    ) -> Result<Option<PushReport>> {
         if self.access == Access::ReadOnly {
             return Err(Error::ReadOnly);
         }
@@ -245,7 +260,10 @@ impl Inner {
                 bytes_total: 0,
             }));
         }
-        let (known, pending) = self.sync_index().await?;
+        let (mut known, pending) = self.sync_index().await?;
+        if !(blobs.is_empty() && packs.is_empty()) {
+            known.retain(|h, l| !blobs.contains(h) && !packs.contains(&pack_key(&l.pack)));
+        }
         let known = Arc::new(known);
         // The reader (a blocking thread) hands closed packs to the
         // uploader through a channel of one: at most PACKS_IN_FLIGHT + 2

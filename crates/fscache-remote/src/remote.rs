@@ -49,6 +49,7 @@ pub struct RemoteBuilder {
     credentials: Option<(String, String)>,
     index_dir: Option<PathBuf>,
     pack_size: usize,
+    must_exist: bool,
     on_drop: OnDrop,
 }
 
@@ -66,6 +67,7 @@ impl fmt::Debug for RemoteBuilder {
             .field("credentials", &self.credentials.as_ref().map(|_| "…"))
             .field("index_dir", &self.index_dir)
             .field("pack_size", &self.pack_size)
+            .field("must_exist", &self.must_exist)
             .field("on_drop", &self.on_drop)
             .finish()
     }
@@ -88,6 +90,7 @@ impl RemoteBuilder {
             credentials: None,
             index_dir: default_index_dir(),
             pack_size: crate::pack::PACK_TARGET,
+            must_exist: false,
             on_drop: OnDrop::Count,
         }
     }
@@ -115,18 +118,36 @@ impl RemoteBuilder {
     ///
     /// A key variable is set but does not hold keys.
     pub fn keys_from_env(mut self) -> Result<Self> {
+        // An error names the variable it came from; an empty one is unset.
+        let named = |var: &str, e: Error| match e {
+            Error::Key(why) => Error::Key(format!("${var}: {why}")),
+            other => other,
+        };
         if let Ok(k) = std::env::var(ENV_SECRET_KEY) {
-            self = self.signing_key(k.parse()?);
+            if !k.trim().is_empty() {
+                self = self.signing_key(k.trim().parse().map_err(|e| named(ENV_SECRET_KEY, e))?);
+            }
         }
         if let Ok(keys) = std::env::var(ENV_TRUSTED_KEYS) {
             for k in keys
                 .split(|c: char| c == ',' || c.is_whitespace())
                 .filter(|k| !k.is_empty())
             {
-                self = self.trust(k.parse()?);
+                self = self.trust(k.parse().map_err(|e| named(ENV_TRUSTED_KEYS, e))?);
             }
         }
         Ok(self)
+    }
+
+    /// Refuse to open a remote that does not exist yet, instead of
+    /// creating it: for commands that only read (list, info, check). On
+    /// the `file` service, a missing root directory is then
+    /// [`Error::NoRemote`] (otherwise it is made at the first write; the
+    /// other services create nothing: a missing bucket is an error of
+    /// the first request).
+    pub fn must_exist(mut self, yes: bool) -> Self {
+        self.must_exist = yes;
+        self
     }
 
     /// Read-write (the default) or read-only.
@@ -154,8 +175,11 @@ impl RemoteBuilder {
         self
     }
 
-    /// The time limit of each request (OpenDAL's `TimeoutLayer`; retried
-    /// by its `RetryLayer` up to 3 times).
+    /// The time limit of each request, its retries included (OpenDAL's
+    /// `TimeoutLayer` around its `RetryLayer`, which retries a failed
+    /// request up to 3 times): a silent server fails a request after
+    /// this long (default 60 s). For a read or a write, it bounds each
+    /// chunk of I/O, so a long transfer that moves is not cut.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
         self
@@ -221,18 +245,30 @@ impl RemoteBuilder {
     /// [`Error::Url`] for a URL this crate cannot open; the runtime could
     /// not start.
     pub fn open(self) -> Result<Remote> {
+        if self.must_exist {
+            if let Some(root) = fs_root(&self.url) {
+                if !root.is_dir() {
+                    return Err(Error::NoRemote {
+                        url: self.url.clone(),
+                        why: format!("`{}` is not a directory", root.display()),
+                    });
+                }
+            }
+        }
+        // The time limit is outside the retries: it bounds an operation,
+        // retries and all, so a silent server fails it after `timeout`.
         let op = operator(&self.url, self.credentials.as_ref())?
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(self.timeout)
-                    .with_io_timeout(self.timeout),
-            )
             .layer(
                 RetryLayer::new()
                     .with_max_times(3)
                     .with_min_delay(Duration::from_millis(100))
                     .with_max_delay(Duration::from_secs(2))
                     .with_jitter(),
+            )
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(self.timeout)
+                    .with_io_timeout(self.timeout),
             );
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -271,6 +307,15 @@ fn default_index_dir() -> Option<PathBuf> {
     var("XDG_CACHE_HOME")
         .or_else(|| var("HOME").map(|h| h.join(".cache")))
         .map(|c| c.join("fscache-remote").join("index"))
+}
+
+/// The root directory of a `file://` URL (`None` for other schemes or a
+/// URL that does not parse: `operator` says why).
+fn fs_root(url: &str) -> Option<PathBuf> {
+    let u = url::Url::parse(url).ok()?;
+    (u.scheme() == "file" && url.contains("://"))
+        .then(|| u.to_file_path().ok())
+        .flatten()
 }
 
 fn bad(url: &str, why: impl Into<String>) -> Error {

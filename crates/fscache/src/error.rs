@@ -59,6 +59,15 @@ pub enum Error {
         /// The entry that was being waited for.
         name: String,
     },
+    /// `load_or_build` of a name was called from inside that name's own
+    /// build, on the same thread: it would wait for itself forever.
+    #[error(
+        "`load_or_build` of `{name}` called from inside its own build: it would wait for itself"
+    )]
+    Reentrant {
+        /// The entry being built.
+        name: String,
+    },
 }
 
 impl Error {
@@ -93,6 +102,7 @@ impl Error {
             Error::Corrupt { .. } => io::ErrorKind::InvalidData,
             Error::Incompatible { .. } => io::ErrorKind::Unsupported,
             Error::Cancelled { .. } => io::ErrorKind::Interrupted,
+            Error::Reentrant { .. } => io::ErrorKind::Deadlock,
         }
     }
 }

@@ -6,7 +6,14 @@
 //! serves every name, nothing is created per name (so nothing is left
 //! behind), and the lock dies with its holder. osbuild never opens
 //! `build.lock`, so it is unaffected: it neither waits nor is waited for.
+//!
+//! A build that calls `load_or_build` of its own name would wait for
+//! itself forever (a second open file description of `build.lock` conflicts
+//! with the first, even in one process). Each thread keeps the build locks
+//! it holds (the inode of `build.lock` and the byte), so that call is
+//! [`Error::Reentrant`] instead of a hang.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -14,13 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fscache_dir::EntryName;
+use fscache_dir::{stat, EntryName};
 use fscache_lock::{LockKind, RangeLock};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::guards::Obtained;
 use crate::handle::FsCache;
+use crate::load::Counting;
 
 /// The file whose byte ranges are the per-name build locks.
 pub const BUILD_LOCK: &str = "build.lock";
@@ -59,8 +67,33 @@ impl BuildOptions {
     }
 }
 
-/// A held build lock: one byte of `build.lock`, unlocked on drop.
-struct Flight(#[allow(dead_code)] RangeLock<OwnedFd>);
+/// Which build lock: the inode of a `build.lock` and the byte in it.
+type LockId = (stat::Inode, u64);
+
+thread_local! {
+    /// The build locks this thread holds, innermost last: a build that
+    /// asks for one of them again would wait for itself.
+    static HELD: RefCell<Vec<LockId>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A held build lock: one byte of `build.lock`, unlocked on drop (and
+/// forgotten by its thread's [`HELD`]; a `Flight` never leaves the thread
+/// that took it).
+struct Flight {
+    id: LockId,
+    _lock: RangeLock<OwnedFd>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|id| *id == self.id) {
+                h.remove(i);
+            }
+        });
+    }
+}
 
 impl FsCache {
     /// Load `name`, or build it once: on a miss, `build` fills an empty
@@ -92,11 +125,23 @@ impl FsCache {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
+    /// The statistics count what the caller got: a hit
+    /// ([`Stats::hits`](crate::Stats::hits)), a build kept or not
+    /// ([`Stats::built`](crate::Stats::built),
+    /// [`Stats::built_uncached`](crate::Stats::built_uncached)); and a
+    /// call that waited for another builder once in
+    /// [`Stats::build_waits`](crate::Stats::build_waits).
+    ///
+    /// `build` must not call `load_or_build` of the same name on this
+    /// cache from the same thread: that would wait for itself, and is
+    /// [`Error::Reentrant`]. (From another thread that `build` waits for,
+    /// it cannot be told from an honest wait, and does hang.)
+    ///
     /// # Errors
     ///
     /// What `build` returned (the partial tree is removed), or a cache
     /// error converted into `E`: [`Error::InvalidName`] before any I/O,
-    /// [`Error::Cancelled`], or a failed system call.
+    /// [`Error::Cancelled`], [`Error::Reentrant`], or a failed system call.
     pub fn load_or_build<E, F>(&self, name: &str, build: F) -> Result<Obtained, E>
     where
         F: FnOnce(&Path) -> Result<(), E>,
@@ -121,8 +166,14 @@ impl FsCache {
         F: FnOnce(&Path) -> Result<(), E>,
         E: From<Error>,
     {
-        if let Some(entry) = self.load(name)? {
-            return Ok(Obtained::Hit(entry));
+        // The probes are not counted as loads: the call counts once, by
+        // what its caller gets.
+        let hit = |entry| {
+            self.count(|p| &p.hits, 1);
+            Ok(Obtained::Hit(entry))
+        };
+        if let Some(entry) = self.load_counting(name, Counting::Quiet)? {
+            return hit(entry);
         }
         let valid = EntryName::new(name).map_err(Error::from)?;
         let _flight = if self.compatible() {
@@ -131,17 +182,26 @@ impl FsCache {
             None
         };
         // Whoever held the lock may have committed it meanwhile.
-        if let Some(entry) = self.load(name)? {
-            return Ok(Obtained::Hit(entry));
+        if let Some(entry) = self.load_counting(name, Counting::Quiet)? {
+            return hit(entry);
         }
         let guard = self.store(name)?;
         build(guard.path())?;
-        Ok(guard.commit_and_load()?)
+        let got = guard.commit_and_load()?;
+        match &got {
+            Obtained::Built(_) => self.count(|p| &p.built, 1),
+            Obtained::Uncached(_) => self.count(|p| &p.built_uncached, 1),
+            // Another writer committed the name first; the load that
+            // found its entry counted the hit.
+            Obtained::Hit(_) => {}
+        }
+        Ok(got)
     }
 
     /// Take the build lock of `name`, waiting as `opts` says. `None` when
     /// there is none to take (`build.lock` cannot be opened for writing,
     /// e.g. a read-only cache) or the wait timed out: build without it.
+    /// [`Error::Reentrant`] when this thread holds it already.
     fn wait_for_flight(&self, name: &EntryName, opts: &BuildOptions) -> Result<Option<Flight>> {
         let dir = self.dir();
         let rel = Path::new(BUILD_LOCK);
@@ -161,6 +221,13 @@ impl FsCache {
             Err(e) => return Err(Error::io("open", dir.abs(rel), e)),
         };
         let offset = flight_offset(name.as_str());
+        let st = stat::fstat(&fd).map_err(|e| Error::io("stat", dir.abs(rel), e))?;
+        let id = (stat::inode(&st), offset);
+        if HELD.with(|h| h.borrow().contains(&id)) {
+            return Err(Error::Reentrant {
+                name: name.as_str().to_owned(),
+            });
+        }
         let started = Instant::now();
         let deadline = opts.wait.map(|w| started + w);
         let mut pause = Duration::from_millis(1);
@@ -176,13 +243,15 @@ impl FsCache {
                             "waited for another builder"
                         );
                     }
-                    return Ok(Some(Flight(held)));
+                    HELD.with(|h| h.borrow_mut().push(id));
+                    return Ok(Some(Flight { id, _lock: held }));
                 }
                 Err(fd) => fd,
             };
             if pause == Duration::from_millis(1) {
-                // The first refusal: another process builds this name.
-                self.count(|p| &p.lock_waits, 1);
+                // The first refusal: another thread or process builds this
+                // name. (The call counts one wait, however it ends.)
+                self.count(|p| &p.build_waits, 1);
             }
             if opts
                 .cancel

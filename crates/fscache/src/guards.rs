@@ -202,6 +202,29 @@ impl fmt::Debug for Entry {
     }
 }
 
+impl FsCache {
+    /// Start storing `name` unless a committed entry of that name is there
+    /// already: `None` then, counted as a store discarded because the
+    /// name exists ([`Stats::stored_exists`](crate::Stats::stored_exists)),
+    /// as a commit that found it would be. For a writer whose tree costs
+    /// seconds to make or copy (`fscache store` checks this way first).
+    ///
+    /// The answer can be stale, as [`FsCache::contains`]'s: another writer
+    /// may still commit the name before this guard's commit, which then
+    /// reports [`Stored::Exists`].
+    ///
+    /// # Errors
+    ///
+    /// As [`FsCache::contains`] and [`FsCache::store`].
+    pub fn store_if_absent(&self, name: &str) -> Result<Option<StoreGuard>> {
+        if self.contains(name)? {
+            self.count(|p| &p.stored_exists, 1);
+            return Ok(None);
+        }
+        self.store(name).map(Some)
+    }
+}
+
 /// An entry being stored: fill [`StoreGuard::path`], then
 /// [`StoreGuard::commit`]. Dropped without commit, it is removed.
 ///
@@ -304,12 +327,9 @@ impl StoreGuard {
         })?;
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA).join(child);
-        dir.dir()
-            .create_dir(&rel)
+        fscache_dir::retry_io(|| dir.dir().create_dir(&rel))
             .map_err(|e| Error::io("create directory", dir.abs(&rel), e))?;
-        let dst = dir
-            .dir()
-            .open_dir(&rel)
+        let dst = fscache_dir::retry_io(|| dir.dir().open_dir(&rel))
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
         fscache_dir::copy::copy_tree_into(src, &dst, progress)
             .map_err(|e| Error::io("copy", src, e))?;
@@ -319,9 +339,7 @@ impl StoreGuard {
         // `O_PATH`, which `fchmod` refuses.
         drop(dst);
         let data_rel = self.anon.rel.join(DATA);
-        let data = dir
-            .dir()
-            .open_dir(&data_rel)
+        let data = fscache_dir::retry_io(|| dir.dir().open_dir(&data_rel))
             .map_err(|e| Error::io("open directory", dir.abs(&data_rel), e))?;
         fscache_dir::copy_mode_and_times_at(&data, child, src)
             .map_err(|e| Error::io("copy", dir.abs(&rel), e))
@@ -378,9 +396,7 @@ impl StoreGuard {
     ) -> Result<CopiedTree> {
         let dir = self.anon.cache.dir();
         let rel = self.anon.rel.join(DATA);
-        let data = dir
-            .dir()
-            .open_dir(&rel)
+        let data = fscache_dir::retry_io(|| dir.dir().open_dir(&rel))
             .map_err(|e| Error::io("open directory", dir.abs(&rel), e))?;
         options
             .copy_with_listing(src, &data, progress)

@@ -422,7 +422,7 @@ impl FsCache {
 
     /// The statistics of the cache, summed over every process that used it
     /// (this handle's counts flushed first). Other live handles add theirs
-    /// at most a second (or a thousand operations) later.
+    /// at most a second (or 100,000 operations) later.
     ///
     /// # Errors
     ///

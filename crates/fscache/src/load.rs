@@ -14,6 +14,15 @@ use crate::guards::Entry;
 use crate::stats::Pending;
 use crate::FsCache;
 
+/// Whether a load counts its outcome in the statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counting {
+    /// As a load: a hit or a miss by cause.
+    Count,
+    /// Not at all: the caller counts.
+    Quiet,
+}
+
 impl FsCache {
     /// Load the entry `name`: a read-locked committed entry, or `None` for
     /// a miss (absent, being written or removed, invalid, or the cache's
@@ -26,16 +35,27 @@ impl FsCache {
     /// [`Error::InvalidName`] before any I/O; a system call failing in a way
     /// that is not a miss.
     pub fn load(&self, name: &str) -> Result<Option<Entry>> {
+        self.load_counting(name, Counting::Count)
+    }
+
+    /// As [`FsCache::load`], counting the outcome in the statistics or not
+    /// (`load_or_build` counts what its caller finally got instead).
+    pub(crate) fn load_counting(&self, name: &str, counting: Counting) -> Result<Option<Entry>> {
         // Validated without a copy: a miss allocates nothing.
         let name = EntryName::check(name)?;
         if !self.compatible() {
-            self.count(|p| &p.misses_incompatible, 1);
+            if counting == Counting::Count {
+                self.count(|p| &p.misses_incompatible, 1);
+            }
             return Ok(None);
         }
         // Compatible, as just read: count without reading it again (the
         // load is the hot path).
-        let count =
-            |field: fn(&Pending) -> &AtomicU64| self.inner.stats.bump(Some(self.dir()), field, 1);
+        let count = |field: fn(&Pending) -> &AtomicU64| {
+            if counting == Counting::Count {
+                self.inner.stats.bump(Some(self.dir()), field, 1);
+            }
+        };
         let dir = self.dir();
         // `NAME/object.lock`, then `NAME/.`, relative to the held
         // `objects/` and built on the stack as C strings: one lookup less

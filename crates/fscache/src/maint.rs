@@ -67,7 +67,7 @@ pub struct EntryInfo {
 /// The iterator of [`FsCache::iter_entries`].
 pub struct Entries {
     cache: FsCache,
-    list: cap_std::fs::ReadDir,
+    list: std::vec::IntoIter<cap_std::fs::DirEntry>,
 }
 
 impl Iterator for Entries {
@@ -76,13 +76,7 @@ impl Iterator for Entries {
     fn next(&mut self) -> Option<Self::Item> {
         let dir = self.cache.dir();
         loop {
-            let entry = match self.list.next()? {
-                Ok(e) => e,
-                Err(e) => {
-                    let objects = dir.abs(Path::new(OBJECTS));
-                    return Some(Err(Error::io("read directory", objects, e)));
-                }
-            };
+            let entry = self.list.next()?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let c = match fscache_quota::candidate(dir, name) {
@@ -252,8 +246,11 @@ impl FsCache {
     pub fn iter_entries(&self) -> Result<Entries> {
         self.sweep_if_compatible()?;
         let objects = Path::new(OBJECTS);
-        let list = fscache_dir::retry_io(|| self.dir().dir().read_dir(objects))
-            .map_err(|e| Error::io("read directory", self.dir().abs(objects), e))?;
+        let list = self
+            .dir()
+            .list_dir(objects)
+            .map_err(|e| Error::io("read directory", self.dir().abs(objects), e))?
+            .into_iter();
         Ok(Entries {
             cache: self.clone(),
             list,

@@ -54,12 +54,10 @@ impl FsCache {
         let dir = self.dir();
         let objects = Path::new(OBJECTS);
         let list = dir
-            .dir()
-            .read_dir(objects)
+            .list_dir(objects)
             .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
         let mut removed = Vec::new();
         for entry in list {
-            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(fscache_dir::RESERVED_PREFIX) {

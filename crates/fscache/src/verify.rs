@@ -276,12 +276,10 @@ impl FsCache {
         let dir = self.dir();
         let objects = std::path::Path::new(OBJECTS);
         let list = dir
-            .dir()
-            .read_dir(objects)
+            .list_dir(objects)
             .map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
         let mut names = Vec::new();
         for entry in list {
-            let entry = entry.map_err(|e| Error::io("read directory", dir.abs(objects), e))?;
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };

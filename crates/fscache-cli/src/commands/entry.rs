@@ -2,19 +2,19 @@
 //! `cat` and `stage`.
 
 use std::ffi::OsString;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Component, Path};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use fscache::meta::{Dropped, OnDrop};
-use fscache::{CopyOptions, Stored};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use fscache::{format_bytes, CopyOptions, Stored};
 use serde_json::json;
 
 use super::{open_existing, run_in, size_or_dash, IfExists};
 use crate::fail::{Fail, Outcome};
 use crate::output::{self, detail, note, Format};
+use crate::progress::Progress;
 use crate::signals::{self, Signals};
 
 pub(super) fn store(
@@ -27,8 +27,8 @@ pub(super) fn store(
 ) -> Outcome {
     let signals = Signals::catch()?;
     let cache = open_existing(path)?;
-    match super::retry(|| std::fs::symlink_metadata(src)) {
-        Ok(_) => {}
+    let is_symlink = match super::retry(|| std::fs::symlink_metadata(src)) {
+        Ok(m) => m.file_type().is_symlink(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!("`{}` does not exist", src.display())))
         }
@@ -38,18 +38,15 @@ pub(super) fn store(
                 src.display()
             )))
         }
-    }
+    };
     // Check before copying: a copy of a large tree costs seconds only to
     // be discarded. (Another process may still win the name meanwhile; the
     // commit reports that too.)
-    let report = if cache.contains(name)? {
-        None
-    } else {
+    let mut content = 0;
+    let report = if let Some(guard) = cache.store_if_absent(name)? {
         signals.check(|| format!("`{name}` not stored"))?;
-        let guard = cache.store(name)?;
-        let bar = progress_bar(src, name);
+        let mut progress = Progress::new(src, name);
         let started = Instant::now();
-        let mut shown = false;
         // Copy and commit in one step, so the tree digest the copy computes
         // is recorded (`fscache verify` checks it later).
         let options = CopyOptions::new().on_drop(on_drop);
@@ -59,18 +56,11 @@ pub(super) fn store(
             if signals.caught().is_some() {
                 return Err(io::ErrorKind::Interrupted.into());
             }
-            let Some(bar) = &bar else { return Ok(()) };
-            bar.inc(n);
-            // Only a long copy earns a bar; a short one stays silent.
-            if !shown && started.elapsed() > Duration::from_millis(500) {
-                bar.set_draw_target(ProgressDrawTarget::stderr());
-                shown = true;
-            }
+            progress.add(n);
             Ok(())
         });
-        if let Some(bar) = &bar {
-            bar.finish_and_clear();
-        }
+        progress.finish();
+        content = progress.done();
         if let (Err(_), Some(sig)) = (&committed, signals.caught()) {
             return Err(signals::stopped(
                 sig,
@@ -80,6 +70,8 @@ pub(super) fn store(
         let report = committed?;
         detail!("copied in {:.1}s", started.elapsed().as_secs_f64())?;
         Some(report)
+    } else {
+        None
     };
     let (stored, evicted, size, dropped) = match report {
         Some(r) => (r.stored, r.evicted, Some(r.size), r.dropped),
@@ -104,6 +96,8 @@ pub(super) fn store(
             "name": name,
             "outcome": word,
             "size": if stored == Stored::Committed { size } else { None },
+            "content": if stored == Stored::Committed { Some(content) } else { None },
+            "symlink": is_symlink,
             "evicted": evicted,
             "dropped": {
                 "owners": dropped.owners,
@@ -113,11 +107,23 @@ pub(super) fn store(
         }))?;
     } else {
         match stored {
-            Stored::Committed => note!("stored {name} ({})", size_or_dash(size))?,
+            Stored::Committed => note!(
+                "stored {name}: {} on disk ({} content)",
+                size_or_dash(size),
+                format_bytes(content)
+            )?,
             Stored::Exists if why.is_none() => {
                 note!("{name} exists already; left as it is, nothing copied")?;
             }
             _ => {}
+        }
+        if is_symlink && stored == Stored::Committed {
+            // What `cp -a` does, but a user who named `/lib` may have
+            // meant what it points to.
+            note!(
+                "stored a symlink; give `{}/` for its target's contents",
+                src.display()
+            )?;
         }
         for n in &evicted {
             note!("evicted {n}")?;
@@ -137,23 +143,6 @@ pub(super) fn store(
         None => Ok(ExitCode::SUCCESS),
         Some(why) => Err(Fail::error(format!("`{name}` not stored: {why}"))),
     }
-}
-
-/// A progress bar for copying `src`, drawn only when stderr is a terminal
-/// (and, see the caller, only once the copy takes a while).
-fn progress_bar(src: &Path, name: &str) -> Option<ProgressBar> {
-    if !io::stderr().is_terminal() || !output::chatty() {
-        return None;
-    }
-    let total = fscache::tree_content_bytes(src).ok()?;
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
-    if let Ok(style) = ProgressStyle::with_template(
-        "storing {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message(name.to_owned());
-    Some(bar)
 }
 
 pub(super) fn load(path: &Path, name: &str, command: &[OsString]) -> Outcome {
@@ -190,15 +179,22 @@ pub(super) fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
     // lead the read outside it.
     let dir = cap_std::fs::Dir::from_std_file(entry.open_dir()?);
     let shown = file.display();
-    let mut f = match dir.open(file) {
+    let mut f = match super::retry(|| dir.open(file)) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Fail::error(format!("no file `{shown}` in entry `{name}`")))
         }
         Err(e) => {
+            if let Some((link, target)) = escaping_symlink(&dir, file) {
+                return Err(Fail::error(format!(
+                    "`{}` in entry `{name}` is a symlink that points outside the entry (to `{}`)",
+                    link.display(),
+                    target.display()
+                )));
+            }
             return Err(Fail::error(format!(
                 "failed to open `{shown}` in entry `{name}`: {e}"
-            )))
+            )));
         }
     };
     if super::retry(|| f.metadata()).is_ok_and(|m| m.is_dir()) {
@@ -224,6 +220,30 @@ pub(super) fn cat(path: &Path, name: &str, file: &Path) -> Outcome {
     }
     out.flush().map_err(|e| output::stdout_failed(&e))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first symlink on the way to `file` (itself included) that leads
+/// outside `dir`, with its target: what makes an open beneath `dir` fail
+/// with cap-std's "a path led outside of the filesystem".
+fn escaping_symlink(
+    dir: &cap_std::fs::Dir,
+    file: &Path,
+) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let mut prefix = std::path::PathBuf::new();
+    for c in file.components() {
+        prefix.push(c);
+        let meta = dir.symlink_metadata(&prefix).ok()?;
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        match dir.metadata(&prefix) {
+            // Resolves beneath `dir` (or dangles there): not this one.
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(_) => return Some((prefix.clone(), dir.read_link_contents(&prefix).ok()?)),
+        }
+    }
+    None
 }
 
 pub(super) fn stage(path: &Path, command: &[OsString]) -> Outcome {

@@ -149,6 +149,7 @@ pub(super) fn stats(path: &Path, format: Format, then: Then) -> Outcome {
         // The totals the text shows, so a script need not know the causes.
         map.insert("loads".into(), json!(s.loads()));
         map.insert("misses".into(), json!(s.misses()));
+        map.insert("builds".into(), json!(s.builds()));
         for (k, v) in s.fields() {
             map.insert(k.to_owned(), json!(v));
         }
@@ -173,6 +174,9 @@ pub(super) fn stats(path: &Path, format: Format, then: Then) -> Outcome {
         outln!("    busy:            {}", s.misses_busy)?;
         outln!("    invalid:         {}", s.misses_invalid)?;
         outln!("    incompatible:    {}", s.misses_incompatible)?;
+        outln!("  built:             {} (load_or_build)", s.builds())?;
+        outln!("    kept:            {}", s.built)?;
+        outln!("    not kept:        {}", s.built_uncached)?;
         outln!(
             "stores committed:    {} ({})",
             s.stored,
@@ -189,6 +193,7 @@ pub(super) fn stats(path: &Path, format: Format, then: Then) -> Outcome {
         )?;
         outln!("prunes / removals:   {} / {}", s.prunes, s.removals)?;
         outln!("repairs:             {}", s.repairs)?;
+        outln!("waits for a builder: {}", s.build_waits)?;
         outln!("lock waits:          {}", s.lock_waits)?;
         if !s.recent_removals.is_empty() {
             outln!("recently removed (newest first):")?;

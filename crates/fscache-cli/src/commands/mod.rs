@@ -88,12 +88,13 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             args,
             command,
             remote,
+            timeout,
         } => {
             let (cache, rest) = split_cache(g, args, 1)?;
             let [name] = <[OsString; 1]>::try_from(rest).map_err(|_| usage())?;
             let name = name_arg(name)?;
             match remote.filter(|r| !r.is_empty()) {
-                Some(url) => remote::load(&cache, &name, &command, &url),
+                Some(url) => remote::load(&cache, &name, &command, &url, timeout),
                 None => entry::load(&cache, &name, &command),
             }
         }
@@ -121,7 +122,7 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             let format = p.transfer.output.format();
             remote::pull(&cache, &names, &p.transfer.remote, on_drop, format)
         }
-        Cmd::Remote { command } => remote::run(command),
+        Cmd::Remote { command } => remote::run(g, command),
         Cmd::Prune {
             cache,
             to,
@@ -165,8 +166,9 @@ pub(crate) fn run(cli: Cli) -> Outcome {
             inspect::verify(&cache, &names, damaged, output.format())
         }
         Cmd::Stage { cache, command } => entry::stage(&given_once(g, cache)?, &command),
-        Cmd::Completions { shell } => docs::completions(shell),
-        Cmd::Manpage { dir } => docs::manpage(dir.as_deref()),
+        Cmd::Completions { shell, .. } => docs::completions(shell),
+        Cmd::Manpage { dir, .. } => docs::manpage(dir.as_deref()),
+        Cmd::Complete { words, .. } => docs::complete(&words),
     }
 }
 
@@ -243,15 +245,34 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 /// `$HOME`) would get a `CACHEDIR.TAG` that makes backup tools skip it.
 fn refuse_foreign_directory(path: &Path) -> Result<(), Fail> {
     let shown = path.display();
-    let mut list = match retry(|| std::fs::read_dir(path)) {
-        Ok(l) => l,
+    // Not `std::fs::read_dir`: its `ReadDir` panics when `closedir` fails
+    // (the I/O-error sweep made a `close` fail); a descriptor's drop
+    // ignores the error, and nothing was written through it.
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = match rustix::io::retry_on_intr(|| rustix::fs::open(path, flags, Mode::empty())) {
+        Ok(d) => d,
         // Absent: `set` creates it. Anything else, the open reports.
         Err(_) => return Ok(()),
     };
     if retry(|| std::fs::symlink_metadata(path.join("cache.info"))).is_ok() {
         return Ok(());
     }
-    if list.next().is_some() {
+    let read_err = |e: rustix::io::Errno| {
+        Fail::error(format!(
+            "failed to read directory `{shown}`: {}",
+            io::Error::from(e)
+        ))
+    };
+    let list = rustix::io::retry_on_intr(|| rustix::fs::Dir::read_from(&dir)).map_err(read_err)?;
+    let mut names = Vec::new();
+    for entry in list {
+        let entry = entry.map_err(read_err)?;
+        if ![&b"."[..], b".."].contains(&entry.file_name().to_bytes()) {
+            names.push(entry.file_name().to_owned());
+        }
+    }
+    if !names.is_empty() {
         return Err(Fail::error(format!(
             "`{shown}` is not empty and not a cache: `fscache set` makes a cache of a new or \
              empty directory only (--force to make this one a cache anyway)"

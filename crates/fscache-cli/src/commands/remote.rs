@@ -1,21 +1,24 @@
 //! The remote verbs: `push`, `pull`, `load --remote`, `remote
-//! ls|info|prune|keygen`, over `fscache-remote`.
+//! ls|info|prune|check|migrate|keygen`, over `fscache-remote`. A remote's
+//! errors are said cause first, in one line (everything with `-v`).
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use fscache::meta::OnDrop;
 use fscache::{format_bytes, FsCache, Obtained};
 use fscache_remote::{
-    keygen, Access, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
+    keygen, Access, CheckOptions, Progress, PruneOptions, Pushed, ReadThrough, Remote,
+    RemoteBuilder,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use super::{open_existing, run_in, Gravest};
-use crate::args::{RemoteCmd, APPID};
+use crate::args::{RemoteArg, RemoteCmd, APPID};
 use crate::fail::{chain, Fail, Outcome};
 use crate::output::{self, outln, Format};
 use crate::signals::Signals;
@@ -30,12 +33,32 @@ fn open_for_pull(path: &Path) -> Result<FsCache, Fail> {
     Ok(FsCache::builder(APPID).record_digests(true).open(path)?)
 }
 
-/// Open the remote at `url`, with the keys of the environment.
-fn open(url: &str) -> Result<Remote, Fail> {
+/// Open the remote of `r`, with the keys of the environment and its
+/// time limit; with `must_exist` (every command but `push`), a missing
+/// `file://` remote is an error naming it, not created.
+fn open(r: &RemoteArg, must_exist: bool) -> Result<Remote, Fail> {
+    open_url(&r.remote, r.timeout, must_exist)
+}
+
+fn open_url(url: &str, timeout: Duration, must_exist: bool) -> Result<Remote, Fail> {
     RemoteBuilder::new(url)
         .keys_from_env()
-        .and_then(RemoteBuilder::open)
-        .map_err(|e| Fail::error(format!("remote `{url}`: {}", chain(&e))))
+        .and_then(|b| b.timeout(timeout).must_exist(must_exist).open())
+        .map_err(|e| Fail::error(format!("remote `{url}`: {}", said(&e, timeout))))
+}
+
+/// A remote's error, cause first in one line; with `-v`, everything
+/// OpenDAL said (the HTTP context).
+fn said(e: &fscache_remote::Error, timeout: Duration) -> String {
+    let text = if output::verbose() {
+        e.detail()
+    } else {
+        e.summary()
+    };
+    match text.strip_prefix("no answer in time") {
+        Some(rest) => format!("no answer within {}{rest}", format_age(timeout)),
+        None => text,
+    }
 }
 
 /// A progress bar for a push or pull of `name`, on a terminal only (and
@@ -77,7 +100,9 @@ fn for_each_name(
         match each(name) {
             Ok(row) => rows.push(row),
             Err(fail) => {
-                rows.push(json!({"name": name, "outcome": "failed", "error": fail.message}));
+                // A miss (exit 2) is not a failure.
+                let outcome = if fail.code == 2 { "missing" } else { "failed" };
+                rows.push(json!({"name": name, "outcome": outcome, "error": fail.message}));
                 gravest.report(fail);
             }
         }
@@ -88,9 +113,10 @@ fn for_each_name(
     Ok(gravest.code())
 }
 
-pub(super) fn push(cache: &Path, names: &[String], url: &str, format: Format) -> Outcome {
+pub(super) fn push(cache: &Path, names: &[String], r: &RemoteArg, format: Format) -> Outcome {
     let cache = open_existing(cache)?;
-    let remote = open(url)?;
+    let remote = open(r, false)?;
+    let timeout = r.timeout;
     if !remote.signs() && crate::output::chatty() {
         crate::output::eline(format_args!(
             "fscache: note: pushing unsigned (set {} to sign; pullers that trust keys refuse unsigned entries)",
@@ -103,7 +129,7 @@ pub(super) fn push(cache: &Path, names: &[String], url: &str, format: Format) ->
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        pushed_row(&cache, name, pushed, format)
+        pushed_row(&cache, name, pushed, format, timeout)
     })
 }
 
@@ -112,6 +138,7 @@ fn pushed_row(
     name: &str,
     pushed: fscache_remote::Result<Option<fscache_remote::PushReport>>,
     format: Format,
+    timeout: Duration,
 ) -> Result<Value, Fail> {
     match pushed {
         Ok(Some(r)) => {
@@ -153,7 +180,7 @@ fn pushed_row(
         ))),
         Err(e) => Err(Fail::error(format!(
             "failed to push `{name}`: {}",
-            chain(&e)
+            said(&e, timeout)
         ))),
     }
 }
@@ -161,16 +188,17 @@ fn pushed_row(
 pub(super) fn pull(
     cache: &Path,
     names: &[String],
-    url: &str,
+    r: &RemoteArg,
     on_drop: OnDrop,
     format: Format,
 ) -> Outcome {
     let cache = open_for_pull(cache)?;
-    let remote = RemoteBuilder::new(url)
+    let timeout = r.timeout;
+    let remote = RemoteBuilder::new(&r.remote)
         .on_drop(on_drop)
         .keys_from_env()
-        .and_then(RemoteBuilder::open)
-        .map_err(|e| Fail::error(format!("remote `{url}`: {}", chain(&e))))?;
+        .and_then(|b| b.timeout(timeout).must_exist(true).open())
+        .map_err(|e| Fail::error(format!("remote `{}`: {}", r.remote, said(&e, timeout))))?;
     for_each_name(names, format, |name| {
         // An entry already local needs nothing from the remote (a pull
         // would download all of it first, and fail on a damaged remote).
@@ -194,7 +222,7 @@ pub(super) fn pull(
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        pulled_row(name, pulled, format)
+        pulled_row(name, pulled, format, timeout)
     })
 }
 
@@ -202,6 +230,7 @@ fn pulled_row(
     name: &str,
     pulled: fscache_remote::Result<Option<Obtained>>,
     format: Format,
+    timeout: Duration,
 ) -> Result<Value, Fail> {
     match pulled {
         Ok(Some(got)) => {
@@ -221,27 +250,43 @@ fn pulled_row(
         Ok(None) => Err(Fail::miss(format!("no entry `{name}` on the remote"))),
         Err(e) => Err(Fail::error(format!(
             "failed to pull `{name}`: {}",
-            chain(&e)
+            said(&e, timeout)
         ))),
     }
 }
 
 /// `fscache load --remote URL CACHE NAME -- CMD`: a local hit, else a
 /// pull, else a miss (exit 2); a remote that fails is a miss too, its
-/// reason on stderr.
-pub(super) fn load(path: &Path, name: &str, command: &[OsString], url: &str) -> Outcome {
+/// reason on stderr (a URL or key that cannot be used is an error). A
+/// local hit asks nothing of the remote, so nothing about it can make the
+/// hit fail.
+pub(super) fn load(
+    path: &Path,
+    name: &str,
+    command: &[OsString],
+    url: &str,
+    timeout: Duration,
+) -> Outcome {
     let signals = Signals::catch()?;
     let cache = open_for_pull(path)?;
-    let remote = open(url)?;
-    let got = remote
-        .load_or_pull(&cache, name)
-        .map_err(|e| Fail::error(format!("failed to load `{name}`: {}", chain(&e))))?;
+    let got = match cache.load(name)? {
+        Some(local) => ReadThrough::Local(local),
+        // A URL or key that cannot be used is an error (exit 1), not a
+        // miss: it is the caller's to fix.
+        None => open_url(url, timeout, false)?
+            .load_or_pull(&cache, name)
+            .map_err(|e| Fail::error(format!("failed to load `{name}`: {}", chain(&e))))?,
+    };
     if let ReadThrough::Miss { remote_error } = &got {
         if let Some(e) = remote_error {
             output::eline(format_args!(
                 "warning: remote `{url}` failed, taken as a miss: {}",
-                chain(e)
+                said(e, timeout)
             ));
+            return Err(Fail::miss(format!(
+                "no entry `{name}` in {}, and the remote failed",
+                cache.path().display()
+            )));
         }
         return Err(Fail::miss(format!(
             "no entry `{name}` in {} nor on the remote",
@@ -266,17 +311,21 @@ pub(super) fn load(path: &Path, name: &str, command: &[OsString], url: &str) -> 
     code
 }
 
-pub(super) fn run(cmd: RemoteCmd) -> Outcome {
+pub(super) fn run(g: &crate::args::Global, cmd: RemoteCmd) -> Outcome {
     match cmd {
         RemoteCmd::Ls { remote, output } => {
-            let r = open(&remote)?;
-            let names = r
-                .list()
-                .map_err(|e| Fail::error(format!("failed to list `{remote}`: {}", chain(&e))))?;
+            let r = open(&remote, true)?;
+            let names = r.list().map_err(|e| {
+                Fail::error(format!(
+                    "failed to list `{}`: {}",
+                    remote.remote,
+                    said(&e, remote.timeout)
+                ))
+            })?;
             if output.format() == Format::Json {
                 output::json(&json!(names))?;
             } else if names.is_empty() {
-                outln!("no entries on {remote}")?;
+                outln!("no entries on {}", remote.remote)?;
             } else {
                 for n in &names {
                     outln!("{n}")?;
@@ -284,10 +333,14 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
             }
         }
         RemoteCmd::Info { remote, output } => {
-            let r = open(&remote)?;
-            let i = r
-                .info()
-                .map_err(|e| Fail::error(format!("failed to read `{remote}`: {}", chain(&e))))?;
+            let r = open(&remote, true)?;
+            let i = r.info().map_err(|e| {
+                Fail::error(format!(
+                    "failed to read `{}`: {}",
+                    remote.remote,
+                    said(&e, remote.timeout)
+                ))
+            })?;
             let access = match i.access {
                 Access::ReadOnly => "read-only",
                 _ => "read-write",
@@ -330,13 +383,17 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
             dry_run,
             output,
         } => {
-            let r = open(&remote)?;
+            let r = open(&remote, true)?;
             let opts = PruneOptions::unused_for(unused_for)
                 .grace(grace)
                 .dry_run(dry_run);
-            let p = r
-                .prune(opts)
-                .map_err(|e| Fail::error(format!("failed to prune `{remote}`: {}", chain(&e))))?;
+            let p = r.prune(opts).map_err(|e| {
+                Fail::error(format!(
+                    "failed to prune `{}`: {}",
+                    remote.remote,
+                    said(&e, remote.timeout)
+                ))
+            })?;
             if output.format() == Format::Json {
                 output::json(&json!({
                     "dry_run": dry_run,
@@ -388,7 +445,53 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
                 }
             }
         }
-        RemoteCmd::Keygen { output } => {
+        RemoteCmd::Check {
+            remote,
+            read_data,
+            repair,
+            output,
+        } => {
+            // The cache a repair pushes from: --cache or $FSCACHE_DIR.
+            let cache = crate::args::default_cache(g).ok();
+            return check(
+                &remote,
+                read_data,
+                repair,
+                cache.as_deref(),
+                output.format(),
+            );
+        }
+        RemoteCmd::Migrate { remote, output } => {
+            let r = open(&remote, true)?;
+            let m = r.migrate().map_err(|e| {
+                Fail::error(format!(
+                    "failed to migrate `{}`: {}",
+                    remote.remote,
+                    said(&e, remote.timeout)
+                ))
+            })?;
+            if output.format() == Format::Json {
+                output::json(&json!({
+                    "migrated": m.migrated,
+                    "already": m.already,
+                    "failed": m.failed.iter().map(|(n, why)| json!({"name": n, "error": why})).collect::<Vec<_>>(),
+                    "packs_uploaded": m.packs_uploaded,
+                    "bytes_uploaded": m.bytes_uploaded,
+                }))?;
+            } else {
+                for n in &m.migrated {
+                    outln!("migrated {n}")?;
+                }
+                for (n, why) in &m.failed {
+                    output::eline(format_args!("warning: `{n}` left in format 1: {why}"));
+                }
+                outln!("{}", m.summary())?;
+            }
+            if !m.failed.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        RemoteCmd::Keygen { output, .. } => {
             let secret = keygen().map_err(|e| Fail::error(chain(&e)))?;
             if output.format() == Format::Json {
                 output::json(&json!({
@@ -402,4 +505,101 @@ pub(super) fn run(cmd: RemoteCmd) -> Outcome {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fscache remote check [--read-data] [--repair]`: exit 1 when anything
+/// is (left) wrong.
+fn check(
+    remote: &RemoteArg,
+    read_data: bool,
+    repair: bool,
+    cache: Option<&Path>,
+    format: Format,
+) -> Outcome {
+    let local = match (repair, cache) {
+        (true, Some(p)) => Some(open_existing(p)?),
+        _ => None,
+    };
+    let r = open(remote, true)?;
+    let opts = CheckOptions::new().read_data(read_data).repair(repair);
+    let c = r.check(local.as_ref(), opts).map_err(|e| {
+        Fail::error(format!(
+            "failed to check `{}`: {}",
+            remote.remote,
+            said(&e, remote.timeout)
+        ))
+    })?;
+    if format == Format::Json {
+        output::json(&json!({
+            "clean": c.is_clean(),
+            "entries": c.manifests,
+            "packs": c.packs,
+            "blobs": c.blobs,
+            "bytes_read": c.bytes_read,
+            "signatures_checked": c.signatures_checked,
+            "problems": c.problems.iter().map(|p| json!({"key": p.key, "what": p.what, "entries": p.entries})).collect::<Vec<_>>(),
+            "damaged": c.damaged,
+            "repaired": c.repaired,
+            "dropped": c.dropped,
+            "packs_unindexed": c.packs_unindexed,
+        }))?;
+    } else {
+        for p in &c.problems {
+            if p.entries.is_empty() {
+                outln!("{}: {} (no entry needs what is wrong)", p.key, p.what)?;
+            } else {
+                outln!("{}: {} (breaks {})", p.key, p.what, p.entries.join(", "))?;
+            }
+        }
+        for n in &c.repaired {
+            outln!("repaired {n}: pushed again from the local cache")?;
+        }
+        for n in &c.dropped {
+            outln!("dropped {n}: no local copy to heal it from; its manifest is removed")?;
+        }
+        let what = if read_data {
+            "read and checked"
+        } else {
+            "checked"
+        };
+        outln!(
+            "{what} {} entries, {} packs, {} format-1 blobs ({} read): {}",
+            c.manifests,
+            c.packs,
+            c.blobs,
+            format_bytes(c.bytes_read),
+            if c.damaged.is_empty() {
+                "no problems".to_string()
+            } else if repair {
+                format!(
+                    "{} damaged, {} repaired, {} dropped",
+                    c.damaged.len(),
+                    c.repaired.len(),
+                    c.dropped.len()
+                )
+            } else {
+                format!(
+                    "{} damaged ({}); `--repair` heals them",
+                    c.damaged.len(),
+                    c.damaged.join(", ")
+                )
+            }
+        )?;
+        if !c.signatures_checked {
+            output::eline(format_args!(
+                "note: signatures not checked (no ${} set)",
+                fscache_remote::ENV_TRUSTED_KEYS
+            ));
+        }
+        if repair && cache.is_none() && !c.damaged.is_empty() {
+            output::eline(format_args!(
+                "note: no local cache (--cache, $FSCACHE_DIR) to heal from"
+            ));
+        }
+    }
+    Ok(if c.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

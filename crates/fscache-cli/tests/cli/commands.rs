@@ -1,6 +1,7 @@
 //! Every command and flag on its own: `set`, `info`, `store`, `ls`,
-//! `load`, `cat`, `rm`, `prune`, `stage`, `help`, hostile input, an
-//! unwritable cache and a cache osbuild wrote.
+//! `load`, `cat`, `rm`, `prune`, `stage`, `help` (its arguments named),
+//! hostile input, an unwritable cache, a cache osbuild wrote, and symlinks
+//! met by `cat` and `store`.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -79,7 +80,8 @@ fn store_then_ls_in_every_order() {
         let o = store(&cache, name, src);
         expect_code(&o, 0);
         assert!(
-            stdout(&o).starts_with(&format!("stored {name} (")),
+            stdout(&o).starts_with(&format!("stored {name}: "))
+                && stdout(&o).contains(" on disk ("),
             "{}",
             stdout(&o)
         );
@@ -654,4 +656,102 @@ fn load_of_a_command_that_cannot_run_exits_127_or_126() {
     std::fs::write(&script, b"#!/bin/sh\n").unwrap();
     let o = fsc!("load", cache, "a", "--", script);
     expect_code(&o, 126);
+}
+
+/// `cat` through a symlink that leaves the entry names the symlink; a
+/// `store` of a symlink says it stored the link and how to store its
+/// target's contents.
+#[test]
+fn symlinks_are_named_by_cat_and_noted_by_store() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    std::os::unix::fs::symlink("/etc/hostname", src.join("locale.alias")).unwrap();
+    std::os::unix::fs::symlink("../../..", src.join("up")).unwrap();
+    std::os::unix::fs::symlink("sub", src.join("inside")).unwrap();
+    expect_code(&store(&cache, "locale", &src), 0);
+    let o = fsc!("cat", cache, "locale", "locale.alias");
+    expect_error(
+        &o,
+        "`locale.alias` in entry `locale` is a symlink that points outside the entry (to `/etc/hostname`)",
+    );
+    let o = fsc!("cat", cache, "locale", "up/etc/hostname");
+    expect_error(
+        &o,
+        "`up` in entry `locale` is a symlink that points outside the entry (to `../../..`)",
+    );
+    // A symlink that stays inside is followed.
+    let o = fsc!("cat", cache, "locale", "inside/file");
+    expect_code(&o, 0);
+    assert_eq!(o.stdout.len(), 100);
+
+    // `fscache store C lib /lib`, where /lib is a symlink.
+    let lib = tmp.path().join("lib");
+    std::os::unix::fs::symlink(&src, &lib).unwrap();
+    let o = store(&cache, "lib", &lib);
+    expect_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "stored a symlink; give `{}/` for its target's contents",
+            lib.display()
+        )),
+        "{out}"
+    );
+    let listed = std::fs::read_link(cache.join("objects/lib/data/lib")).unwrap();
+    assert_eq!(listed, src);
+    // With the slash, the target's contents, and no note.
+    let o = fsc!(
+        "store",
+        cache,
+        "lib-contents",
+        format!("{}/", lib.display())
+    );
+    expect_code(&o, 0);
+    assert!(!stdout(&o).contains("symlink"), "{}", stdout(&o));
+    assert!(cache.join("objects/lib-contents/data/hello.txt").is_file());
+    let v = json(&fsc!("store", cache, "lib2", lib, "--json"));
+    assert_eq!(v["symlink"], true, "{v}");
+}
+
+/// Help named the arguments `<ARGS> <ARGS>...`, and offered the global
+/// options on commands where they mean nothing.
+#[test]
+fn help_names_the_arguments_and_keeps_global_options_where_they_mean_something() {
+    for (cmd, names) in [
+        ("store", &["[CACHE]", "NAME", "PATH"][..]),
+        ("cat", &["[CACHE]", "NAME", "PATH"]),
+        ("load", &["[CACHE]", "NAME", "CMD..."]),
+        ("rm", &["[CACHE]", "NAME..."]),
+        ("verify", &["[CACHE]", "[NAME]..."]),
+        ("push", &["[CACHE]", "NAME..."]),
+    ] {
+        for flag in ["-h", "--help"] {
+            let help = stdout(&fsc!(cmd, flag));
+            assert!(!help.contains("ARGS"), "{cmd} {flag}: {help}");
+            let args: Vec<&str> = help
+                .split("Arguments:\n")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{cmd}: {help}"))
+                .lines()
+                .take_while(|l| !l.is_empty())
+                // An argument's line; not a continuation of its help.
+                .filter_map(|l| l.strip_prefix("  ").filter(|r| !r.starts_with(' ')))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            assert_eq!(args, names, "{cmd} {flag}: {help}");
+            assert!(help.contains("--cache"), "{cmd}: {help}");
+        }
+    }
+    for cmd in [
+        &["completions", "--help"][..],
+        &["remote", "keygen", "--help"],
+    ] {
+        let help = stdout(&fscache(cmd));
+        for global in ["--cache", "--quiet", "--verbose"] {
+            assert!(!help.contains(global), "{cmd:?}: {help}");
+        }
+    }
+    // Still accepted, so a script may pass them to every command.
+    expect_code(&fsc!("-q", "completions", "bash"), 0);
+    expect_code(&fsc!("completions", "bash", "-v"), 0);
 }

@@ -1,5 +1,6 @@
 //! `fscache stats`: counters summed exactly over many processes; `fscache
-//! verify`: damage found, `--remove-bad` removes it, exit 1.
+//! verify`: damage found, `--remove-bad` removes it, exit 1; a store of an
+//! existing name counted.
 
 use std::sync::Arc;
 
@@ -140,4 +141,35 @@ fn stats_list_removals_by_rm_clear_and_remove_bad() {
             "{n} not in {removed:?}"
         );
     }
+}
+
+/// The report: `exists already` stayed 0 after CLI stores of an existing
+/// name (the CLI skipped the copy without the library counting it).
+#[test]
+fn a_store_of_an_existing_name_is_counted_as_exists_already() {
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    expect_code(&store(&cache, "a", &src), 0);
+    for _ in 0..2 {
+        expect_code(&store(&cache, "a", &src), 0);
+    }
+    expect_code(&fsc!("store", cache, "a", src, "--fail-if-exists"), 1);
+    let v = json(&fsc!("stats", cache, "--json"));
+    assert_eq!(
+        (v["stored"].as_u64(), v["stored-exists"].as_u64()),
+        (Some(1), Some(3)),
+        "{v}"
+    );
+    let text = stdout(&fsc!("stats", cache));
+    assert!(text.contains("  exists already:    3"), "{text}");
+    // Builds of load_or_build and waits for a builder have lines of their
+    // own (the library's tests count them).
+    for line in [
+        "  built:             0 (load_or_build)",
+        "waits for a builder: 0",
+    ] {
+        assert!(text.contains(line), "{line:?} not in {text}");
+    }
+    assert_eq!(v["builds"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["build-waits"].as_u64(), Some(0), "{v}");
 }

@@ -2,12 +2,13 @@
 //! `FSCACHE_DIR`), `clear`, `repair`, the debris report, `-q`, `set`
 //! over the limit, completions and the man page, stdout that fails,
 //! `verify NAME` with the default cache, `set` on a directory that is no
-//! cache, and `repair --json` while busy.
+//! cache, `repair --json` while busy, and the bash completion typed in a
+//! terminal (tmux).
 
 use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{
@@ -389,4 +390,135 @@ fn repair_json_while_busy_still_prints_a_document() {
     stop(&mut holder).unwrap();
     let v = json(&fsc!("repair", cache, "--json"));
     assert_eq!(v["repaired"], true, "{v}");
+}
+
+/// A tmux server on a private socket, killed when dropped.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        expect_code(&self.run(&args), 0);
+    }
+
+    /// Wait until the pane's last non-empty line is `want`.
+    #[track_caller]
+    fn expect_line(&self, want: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let pane = stdout(&self.run(&["capture-pane", "-p", "-t", "t"]));
+            let last = pane
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            if last.trim_end() == want.trim_end() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wanted {want:?}, the pane shows:\n{pane}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The completion script in a real bash, typed at as a person does:
+/// `fscache ve<TAB>` completes the command, and an entry name completes
+/// from the cache the line names, or from `$FSCACHE_DIR`.
+#[test]
+fn bash_completes_commands_and_entry_names_in_a_terminal() {
+    let have = |tool: &str| {
+        Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !have("tmux") || !Path::new("/bin/bash").exists() {
+        eprintln!("skipping: tmux or bash is missing (cargo xtask ci installs tmux)");
+        return;
+    }
+    let (tmp, cache) = new_cache("unlimited");
+    let src = tree(tmp.path(), "src", 100);
+    for n in ["locale", "lib"] {
+        expect_code(&store(&cache, n, &src), 0);
+    }
+    let script = tmp.path().join("fscache.bash");
+    let o = fsc!("completions", "bash");
+    expect_code(&o, 0);
+    std::fs::write(&script, &o.stdout).unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let tmux = Tmux {
+        socket: tmp.path().join("tmux.sock"),
+    };
+    let path = format!("PATH={}:/usr/bin:/bin", bin_dir.display());
+    let home = format!("HOME={}", tmp.path().display());
+    let dir = tmp.path().display().to_string();
+    let o = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "250",
+        "-y",
+        "40",
+        "-c",
+        &dir,
+        "--",
+        "env",
+        "-i",
+        &path,
+        &home,
+        "TERM=xterm",
+        "PS1=$ ",
+        "/bin/bash",
+        "--norc",
+        "--noprofile",
+    ]);
+    expect_code(&o, 0);
+    let source = format!("source {}", script.display());
+    tmux.keys(&[&source, "Enter", "clear", "Enter"]);
+    tmux.expect_line("$");
+    // The command.
+    tmux.keys(&["fscache ve", "Tab"]);
+    tmux.expect_line("$ fscache verify");
+    // An entry name, from the cache given as the first argument.
+    let c = cache.display().to_string();
+    tmux.keys(&[&format!("{c} loc"), "Tab"]);
+    tmux.expect_line(&format!("$ fscache verify {c} locale"));
+    tmux.keys(&["C-u", "clear", "Enter"]);
+    tmux.expect_line("$");
+    // From $FSCACHE_DIR, for `cat` (one name, then a path) and `rm`; the
+    // hidden commands are not offered.
+    tmux.keys(&[&format!("export FSCACHE_DIR={c}; clear"), "Enter"]);
+    tmux.expect_line("$");
+    tmux.keys(&["fscache cat lo", "Tab"]);
+    tmux.expect_line("$ fscache cat locale");
+    tmux.keys(&["C-u", "fscache --cache ", &c, " rm li", "Tab"]);
+    tmux.expect_line(&format!("$ fscache --cache {c} rm lib"));
+    tmux.keys(&["C-u", "fscache man", "Tab", "Tab"]);
+    tmux.expect_line("$ fscache man");
 }

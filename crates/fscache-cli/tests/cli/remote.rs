@@ -413,3 +413,181 @@ fn two_hosts_share_an_s3_remote() {
     let o = s3(&["remote", "info", "--json"]);
     assert_eq!(json(&o)["intents"], 0);
 }
+
+/// Found when a remote was tried as a new user would: read-only commands
+/// create nothing and name the missing remote; an empty `FSCACHE_REMOTE`
+/// is unset everywhere; a bogus remote or key variable does not break a
+/// local hit, and a key error names its variable; a remote that is down
+/// is said so (not "nor on the remote"), cause first, within `--timeout`;
+/// JSON calls a miss `missing`.
+#[test]
+fn remote_errors_say_the_cause_and_create_nothing() {
+    let (tmp, a) = new_cache("10M");
+    let missing = tmp.path().join("nothing-here");
+    let url = format!("file://{}", missing.display());
+    for verb in ["ls", "info", "check"] {
+        let o = fsc!("remote", verb, "--remote", &url);
+        expect_error(&o, "no remote at");
+        assert!(stderr(&o).contains("nothing-here"), "{}", stderr(&o));
+    }
+    let o = fsc!("remote", "prune", "--remote", &url, "--unused-for", "1d");
+    expect_error(&o, "no remote at");
+    assert!(!missing.exists(), "a read-only command created the remote");
+
+    // An empty FSCACHE_REMOTE is unset: for `remote ls` as for `load`.
+    let o = Command::new(BIN)
+        .args(["remote", "ls"])
+        .env("FSCACHE_REMOTE", "")
+        .output()
+        .unwrap();
+    expect_error(
+        &o,
+        "no remote given: pass --remote URL or set $FSCACHE_REMOTE",
+    );
+
+    // A local hit needs no remote: neither a bogus URL nor a bogus key.
+    expect_code(&store(&a, "e", &tree(tmp.path(), "src", 1000)), 0);
+    for (var, value) in [
+        ("FSCACHE_REMOTE", "bogus:/x"),
+        ("FSCACHE_REMOTE_TRUSTED_KEYS", "not-a-key"),
+    ] {
+        let o = Command::new(BIN)
+            .args(["load", a.to_str().unwrap(), "e", "--", "true"])
+            .env("FSCACHE_REMOTE", "file:///nonexistent/remote")
+            .env(var, value)
+            .output()
+            .unwrap();
+        expect_code(&o, 0);
+    }
+    // On a miss, the key error names its variable.
+    let o = Command::new(BIN)
+        .args(["load", a.to_str().unwrap(), "absent", "--", "true"])
+        .env("FSCACHE_REMOTE", "file:///nonexistent/remote")
+        .env("FSCACHE_REMOTE_TRUSTED_KEYS", "not-a-key")
+        .output()
+        .unwrap();
+    expect_error(&o, "$FSCACHE_REMOTE_TRUSTED_KEYS: expected `ed25519:`");
+
+    // A remote that is down: a miss that says so, cause first, in one line.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = format!("s3://bucket/p?endpoint=http://127.0.0.1:{port}&region=auto");
+    let o = Command::new(BIN)
+        .args(["load", a.to_str().unwrap(), "absent", "--remote", &down])
+        .args(["--timeout", "5s", "--", "true"])
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .output()
+        .unwrap();
+    expect_code(&o, 2);
+    let err = stderr(&o);
+    assert!(!err.contains("nor on the remote"), "{err}");
+    assert!(err.contains("the remote failed"), "{err}");
+    assert!(
+        err.contains(&format!("connection refused at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        err.lines().all(|l| l.len() < 300),
+        "one short line each: {err}"
+    );
+    let o = Command::new(BIN)
+        .args(["remote", "ls", "--remote", &down, "--timeout", "5s"])
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .output()
+        .unwrap();
+    expect_error(&o, "error: failed to list `s3://bucket");
+    assert!(
+        stderr(&o).contains("connection refused at 127.0.0.1"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A silent server (connections accepted by the kernel, never
+    // answered): `--timeout` bounds the command, retries included.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung = format!(
+        "s3://bucket/p?endpoint=http://127.0.0.1:{}&region=auto",
+        silent.local_addr().unwrap().port()
+    );
+    let started = std::time::Instant::now();
+    let o = Command::new(BIN)
+        .args(["remote", "ls", "--remote", &hung, "--timeout", "2s"])
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .output()
+        .unwrap();
+    expect_error(&o, "no answer within 2s");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "bounded by the timeout, not OpenDAL's retries: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+
+    // JSON: a miss is `missing`, not `failed`.
+    let remote = format!("file://{}", tmp.path().join("remote").display());
+    expect_code(&fsc!("push", &a, "e", "--remote", &remote), 0);
+    let (_t2, b) = new_cache("10M");
+    let o = fsc!("pull", &b, "absent", "--json", "--remote", &remote);
+    expect_code(&o, 2);
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["outcome"], "missing", "{rows}");
+}
+
+/// `remote check` is clean on a healthy remote, finds a damaged pack
+/// (exit 1, naming the entry), and `--repair` heals it from the local
+/// cache; `remote migrate` of a format-2 remote changes nothing.
+#[test]
+fn remote_check_and_repair() {
+    let (tmp, a) = new_cache("10M");
+    let remote = format!("file://{}", tmp.path().join("remote").display());
+    expect_code(&store(&a, "e", &tree(tmp.path(), "src", 100_000)), 0);
+    expect_code(&fsc!("push", &a, "e", "--remote", &remote), 0);
+    let o = fsc!("remote", "check", "--remote", &remote, "--read-data");
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("no problems"), "{}", stdout(&o));
+    // Damage every pack (one byte in the middle).
+    let packs = tmp.path().join("remote/v2/packs");
+    for d in std::fs::read_dir(&packs).unwrap() {
+        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 3;
+            bytes[mid] ^= 0xff;
+            std::fs::write(&p, bytes).unwrap();
+        }
+    }
+    let o = fsc!(
+        "remote",
+        "check",
+        "--remote",
+        &remote,
+        "--read-data",
+        "--json"
+    );
+    expect_code(&o, 1);
+    let found: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(found["damaged"], serde_json::json!(["e"]), "{found}");
+    let o = fsc!(
+        "remote",
+        "check",
+        "--remote",
+        &remote,
+        "--read-data",
+        "--repair",
+        "--cache",
+        &a
+    );
+    expect_code(&o, 0);
+    assert!(stdout(&o).contains("repaired e"), "{}", stdout(&o));
+    let (_t2, b) = new_cache("10M");
+    expect_code(&fsc!("pull", &b, "e", "--remote", &remote), 0);
+    let o = fsc!("remote", "migrate", "--remote", &remote, "--json");
+    expect_code(&o, 0);
+    assert_eq!(json(&o)["already"].as_u64(), Some(1));
+}

@@ -314,7 +314,7 @@ impl Content<'_> {
             digest::hash_zeros(h, size - at);
         }
         (self.progress)(size - at)?;
-        dst.set_len(size)?;
+        crate::retry_io(|| dst.set_len(size))?;
         Ok(size)
     }
 }

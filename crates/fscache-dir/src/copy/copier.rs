@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+use rustix::io::retry_on_intr;
 
 use super::content::Content;
 use super::{at, CopyOptions, CopyStats};
 use crate::digest::{Body, Digest, DirHasher, Listing, NodeMeta, Record, Version};
 use crate::meta::{self, Given, OnDrop, Wanted, Xattr};
+use crate::retry_io;
 use crate::stat;
 use crate::walk::{is_dir, open_dir_nofollow, Frame, HardLinks, Visit, Visitor, Walk};
 
@@ -31,10 +33,11 @@ pub(super) fn copy_tree_listed(
 ) -> io::Result<(CopyStats, Option<Digest>, Option<Listing>)> {
     let mut copier = Copier::new(dst, progress, opts);
     copier.records = records;
-    let st = rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| at(src, e))?;
+    let st = retry_on_intr(|| rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW))
+        .map_err(|e| at(src, e))?;
     // `dst` belongs to the caller: its mode and times stay as they are.
     let target = Target {
-        dst: dst.try_clone().map_err(|e| at(src, e))?,
+        dst: retry_io(|| dst.try_clone()).map_err(|e| at(src, e))?,
         dst_rel: PathBuf::new(),
         finish: false,
         tree,
@@ -45,14 +48,17 @@ pub(super) fn copy_tree_listed(
     } else {
         // A file or symlink: walk its parent, visiting that one name.
         let (parent, name) = split_parent(src)?;
-        let parent_fd = rustix::fs::openat(
-            CWD,
-            parent,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        let parent_fd = retry_on_intr(|| {
+            rustix::fs::openat(
+                CWD,
+                parent,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })
         .map_err(|e| at(parent, e))?;
-        let parent_st = rustix::fs::fstat(&parent_fd).map_err(|e| at(parent, e))?;
+        let parent_st =
+            retry_on_intr(|| rustix::fs::fstat(&parent_fd)).map_err(|e| at(parent, e))?;
         let names = vec![name.to_os_string()];
         Frame::with_names(parent_fd, parent.to_path_buf(), parent_st, target, names)
     };
@@ -197,7 +203,8 @@ impl Visitor for Copier<'_> {
         };
         // Every child is there: the directory's own space is final (and
         // for the root, `dst` itself, whatever it holds besides).
-        let made = rustix::fs::fstat(&dir.state().dst).map_err(|e| at(dir.path(), e))?;
+        let made =
+            retry_on_intr(|| rustix::fs::fstat(&dir.state().dst)).map_err(|e| at(dir.path(), e))?;
         self.stats.space += stat::space(&made);
         let Some(tree) = dir.state_mut().tree.take() else {
             return Ok(());
@@ -253,14 +260,14 @@ impl<'a> Copier<'a> {
         dst_rel: PathBuf,
         hashing: bool,
     ) -> io::Result<Copied> {
-        ddir.create_dir(name)?;
+        retry_io(|| ddir.create_dir(name))?;
         // Not `open_dir_nofollow`: cap-std opens directories `O_PATH`, on
         // which fchmod and futimens fail with EBADF. One component, relative
         // to `ddir`, not following a symlink: what cap-std would do.
         let dst = Dir::from_std_file(File::from(open_dir_nofollow(ddir, name)?));
         // Whatever the umask left, the copy must be able to fill it, and
         // nobody else needs to see it half-filled.
-        rustix::fs::fchmod(&dst, Mode::RWXU)?;
+        retry_on_intr(|| rustix::fs::fchmod(&dst, Mode::RWXU))?;
         self.stats.dirs += 1;
         Ok(Copied::Dir(Box::new(Target {
             dst,
@@ -281,33 +288,40 @@ impl<'a> Copier<'a> {
         hashing: bool,
     ) -> io::Result<Copied> {
         if let Some(first) = self.links.earlier(st) {
-            self.dst_root.hard_link(&first.rel, ddir, name)?;
+            retry_io(|| self.dst_root.hard_link(&first.rel, ddir, name))?;
             self.stats.hard_links += 1;
             return Ok(Copied::File(first.given.clone(), first.content));
         }
         // O_NONBLOCK: should the name have become a FIFO since the `lstat`,
         // the open must not hang; the type is checked right after.
-        let src: File = rustix::fs::openat(
-            sfd,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
+        let src: File = retry_on_intr(|| {
+            rustix::fs::openat(
+                &sfd,
+                name,
+                OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NOCTTY
+                    | OFlags::NONBLOCK
+                    | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })
         .map_err(|e| replaced_on(e, "file"))?
         .into();
-        let fst = rustix::fs::fstat(&src)?;
+        let fst = retry_on_intr(|| rustix::fs::fstat(&src))?;
         if FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
             || stat::inode(&fst) != stat::inode(st)
         {
             return Err(replaced("file"));
         }
         let xattrs = meta::fd_xattrs(&src)?;
-        let dst = ddir
-            .open_with(
+        let dst = retry_io(|| {
+            ddir.open_with(
                 name,
                 OpenOptions::new().write(true).create_new(true).mode(0o600),
-            )?
-            .into_std();
+            )
+        })?
+        .into_std();
         self.copy_content(&src, &dst, &fst, xattrs, dst_rel, hashing)
     }
 
@@ -335,7 +349,7 @@ impl<'a> Copier<'a> {
         self.stats.files += 1;
         let given = meta::restore_fd(dst, &Wanted::of(fst, xattrs), self.on_drop)?;
         self.stats.dropped.add(given.dropped);
-        self.stats.space += stat::space(&rustix::fs::fstat(dst)?);
+        self.stats.space += stat::space(&retry_on_intr(|| rustix::fs::fstat(dst))?);
         if stat::is_multiply_linked(fst) {
             let linked = Linked {
                 rel: dst_rel,
@@ -355,17 +369,18 @@ impl<'a> Copier<'a> {
         name: &OsStr,
         st: &Stat,
     ) -> io::Result<Copied> {
-        let target = rustix::fs::readlinkat(&sfd, name, Vec::new())
+        let target = retry_on_intr(|| rustix::fs::readlinkat(&sfd, name, Vec::new()))
             .map_err(|e| replaced_on(e, "symlink"))?;
         let xattrs = meta::symlink_xattrs(&sfd, name)?;
         // `symlink_contents`, not `symlink`: the target is stored, never
         // resolved, and may be absolute or point anywhere.
-        ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name)?;
+        retry_io(|| ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name))?;
         let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
         self.stats.dropped.add(given.dropped);
         self.stats.symlinks += 1;
-        self.stats.space +=
-            stat::space(&rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?);
+        self.stats.space += stat::space(&retry_on_intr(|| {
+            rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)
+        })?);
         Ok(Copied::Symlink(given, target.into_bytes()))
     }
 
@@ -380,7 +395,7 @@ impl<'a> Copier<'a> {
         let ft = FileType::from_raw_mode(st.st_mode);
         // The node must still be what the walk saw (never opened: an open
         // could block or reach a driver).
-        let now = rustix::fs::statat(&sfd, name, AtFlags::SYMLINK_NOFOLLOW)
+        let now = retry_on_intr(|| rustix::fs::statat(&sfd, name, AtFlags::SYMLINK_NOFOLLOW))
             .map_err(|e| replaced_on(e, "node"))?;
         if stat::inode(&now) != stat::inode(st) || FileType::from_raw_mode(now.st_mode) != ft {
             return Err(replaced("node"));
@@ -390,16 +405,17 @@ impl<'a> Copier<'a> {
             FileType::CharacterDevice | FileType::BlockDevice => st.st_rdev as _,
             _ => 0,
         };
-        rustix::fs::mknodat(ddir, name, ft, Mode::RUSR | Mode::WUSR, rdev).map_err(|e| {
-            if e == rustix::io::Errno::PERM {
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    "cannot create a device node: only root may (mknod(2))",
-                )
-            } else {
-                e.into()
-            }
-        })?;
+        retry_on_intr(|| rustix::fs::mknodat(ddir, name, ft, Mode::RUSR | Mode::WUSR, rdev))
+            .map_err(|e| {
+                if e == rustix::io::Errno::PERM {
+                    io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        "cannot create a device node: only root may (mknod(2))",
+                    )
+                } else {
+                    e.into()
+                }
+            })?;
         let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
         self.stats.dropped.add(given.dropped);
         if ft == FileType::Fifo {
@@ -407,7 +423,7 @@ impl<'a> Copier<'a> {
         } else {
             self.stats.specials += 1;
         }
-        let made = rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let made = retry_on_intr(|| rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW))?;
         self.stats.space += stat::space(&made);
         Ok(Copied::Special(given, *st))
     }

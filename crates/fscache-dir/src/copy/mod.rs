@@ -80,6 +80,7 @@ use std::path::Path;
 
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Stat, CWD};
+use rustix::io::retry_on_intr;
 
 use crate::digest::{Digest, DirHasher, Listing, Version};
 use crate::meta::{Dropped, OnDrop};
@@ -362,7 +363,8 @@ pub fn tree_content_bytes(src: &Path) -> io::Result<u64> {
             at(path, e)
         }
     }
-    let st = rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| at(src, e))?;
+    let st = retry_on_intr(|| rustix::fs::statat(CWD, src, AtFlags::SYMLINK_NOFOLLOW))
+        .map_err(|e| at(src, e))?;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => return Ok(stat::size(&st)),
         FileType::Directory => {}

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::os::fd::AsFd;
 
 use rustix::fs::SeekFrom;
-use rustix::io::Errno;
+use rustix::io::{retry_on_intr, Errno};
 
 use super::READ_BUFFER;
 use crate::stat;
@@ -49,7 +49,7 @@ pub fn data_ranges(file: impl AsFd, size: u64) -> io::Result<Option<Vec<(u64, u6
     let mut ranges = Vec::new();
     let mut at = 0u64;
     while at < size {
-        let start = match rustix::fs::seek(fd, SeekFrom::Data(at)) {
+        let start = match retry_on_intr(|| rustix::fs::seek(fd, SeekFrom::Data(at))) {
             Ok(s) => s,
             // No data past `at`: the rest is a hole.
             Err(Errno::NXIO) => break,
@@ -59,7 +59,7 @@ pub fn data_ranges(file: impl AsFd, size: u64) -> io::Result<Option<Vec<(u64, u6
         if start >= size {
             break;
         }
-        let end = match rustix::fs::seek(fd, SeekFrom::Hole(start)) {
+        let end = match retry_on_intr(|| rustix::fs::seek(fd, SeekFrom::Hole(start))) {
             Ok(e) => e.min(size),
             Err(Errno::NXIO) => size,
             Err(e) => return Err(e.into()),
@@ -69,7 +69,7 @@ pub fn data_ranges(file: impl AsFd, size: u64) -> io::Result<Option<Vec<(u64, u6
         }
         at = end;
     }
-    rustix::fs::seek(fd, SeekFrom::Start(0))?;
+    retry_on_intr(|| rustix::fs::seek(fd, SeekFrom::Start(0)))?;
     if ranges.len() == 1 && ranges[0] == (0, size) {
         return Ok(None);
     }
@@ -89,7 +89,7 @@ pub(crate) fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
 /// The size and content hash of `file` (from its start), read through
 /// `buf`; a sparse file's holes are hashed as zeros without reading them.
 pub(crate) fn hash_content(file: &File, buf: &mut Vec<u8>) -> io::Result<(u64, blake3::Hash)> {
-    let st = rustix::fs::fstat(file)?;
+    let st = retry_on_intr(|| rustix::fs::fstat(file))?;
     let size = stat::size(&st);
     let mut hasher = blake3::Hasher::new();
     if stat::space(&st) < size {
@@ -97,13 +97,13 @@ pub(crate) fn hash_content(file: &File, buf: &mut Vec<u8>) -> io::Result<(u64, b
             let mut at = 0;
             for (offset, len) in ranges {
                 hash_zeros(&mut hasher, offset - at);
-                rustix::fs::seek(file, SeekFrom::Start(offset))?;
+                retry_on_intr(|| rustix::fs::seek(file, SeekFrom::Start(offset)))?;
                 let mut part = Read::take(file, len);
                 let n = read_part(&mut part, buf, &mut hasher)?;
                 at = offset + n;
             }
             hash_zeros(&mut hasher, size.saturating_sub(at));
-            rustix::fs::seek(file, SeekFrom::Start(size))?;
+            retry_on_intr(|| rustix::fs::seek(file, SeekFrom::Start(size)))?;
             // Grown since the fstat: the rest, as a dense file would.
             let n = read_chunks(file, buf, Some(&mut hasher), |_| Ok(()))?;
             return Ok((size.max(at) + n, hasher.finalize()));

@@ -10,6 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{FileType, Mode, OFlags, Stat};
+use rustix::io::retry_on_intr;
 
 use super::content::hash_content;
 use super::{Body, Digest, DirHasher, Listing, NodeMeta, Record, Version};
@@ -125,14 +126,20 @@ impl TreeHasher {
         }
         // O_NONBLOCK: should the name have become a FIFO since the `lstat`,
         // the open must not hang; the inode is checked right after.
-        let file: File = rustix::fs::openat(
-            dirfd,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?
+        let file: File = retry_on_intr(|| {
+            rustix::fs::openat(
+                &dirfd,
+                name,
+                OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NOCTTY
+                    | OFlags::NONBLOCK
+                    | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        })?
         .into();
-        let fst = rustix::fs::fstat(&file)?;
+        let fst = retry_on_intr(|| rustix::fs::fstat(&file))?;
         if FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
             || stat::inode(&fst) != stat::inode(st)
         {
@@ -196,8 +203,9 @@ impl Visitor for TreeHasher {
                 self.record(path, st, &xattrs, b);
             }
             FileType::Symlink => {
-                let target = rustix::fs::readlinkat(parent.fd(), name, Vec::new())
-                    .map_err(|e| at(path, e))?;
+                let target =
+                    retry_on_intr(|| rustix::fs::readlinkat(parent.fd(), name, Vec::new()))
+                        .map_err(|e| at(path, e))?;
                 let xattrs = if v2 {
                     meta::symlink_xattrs(parent.fd(), name).map_err(|e| at(path, e))?
                 } else {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crate::util::noise;
 use fscache::{CacheInfo, FsCache, MaxSize, Obtained};
 use fscache_remote::{
-    keygen, Access, Error, Progress, PruneOptions, Pushed, ReadThrough, Remote, RemoteBuilder,
+    keygen, Access, CheckOptions, Error, Progress, PruneOptions, Pushed, ReadThrough, Remote,
+    RemoteBuilder,
 };
 
 fn cache(dir: &Path) -> FsCache {
@@ -128,6 +129,7 @@ fn suite(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
     dedupe(open, url);
     dedupe_many(open, url);
     corrupt_blob_is_refused(open, url);
+    check_finds_and_repair_heals(open, url);
     edited_manifest_is_refused(open, url);
     signatures(open, url);
     read_only(open, url);
@@ -316,6 +318,88 @@ fn corrupt_blob_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
         other => panic!("{other:?}"),
     }
     nothing_stored(&w.b, "damaged");
+}
+
+/// `check` finds a corrupt blob (with `read_data`: its trailer is
+/// intact), a missing pack (without) and a manifest that does not open,
+/// and names the entries they break; `repair` pushes again the entry the
+/// local cache still has (its blobs uploaded anew, not reused from the
+/// bad pack, which leaves the index) and drops the ones it cannot heal;
+/// then everything left pulls, and a second check is clean. Its own
+/// remote: the shared suite bucket holds other tests' damage.
+fn check_finds_and_repair_heals(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
+    let url = &if url.contains('?') {
+        url.replacen('?', "-check?", 1)
+    } else {
+        format!("{url}-check")
+    };
+    let w = world();
+    let r = open(Remote::builder(url));
+    let blob = b"the one blob of the entry a check heals";
+    put(&w.a, "healed", |p| fs::write(p.join("only"), blob).unwrap());
+    put(&w.a, "fine", fill);
+    r.push(&w.a, "healed").unwrap().unwrap();
+    r.push(&w.a, "fine").unwrap().unwrap();
+    let clean = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(clean.is_clean(), "{clean:?}");
+    assert_eq!((clean.manifests, clean.damaged.len()), (2, 0));
+    assert!(clean.bytes_read > 0 && clean.packs >= 1);
+
+    // A blob corrupted in place: the trailer still lists it.
+    let good = zstd::bulk::compress(blob, 3).unwrap();
+    let mut other = blob.to_vec();
+    other[4] = b'X';
+    let forged = zstd::bulk::compress(&other, 3).unwrap();
+    assert_eq!(good.len(), forged.len());
+    let (pack, mut bytes, at) = pack_holding(&r, &good);
+    bytes[at..at + good.len()].copy_from_slice(&forged);
+    r.write_object_unchecked(&pack, bytes).unwrap();
+    let shallow = r.check(None, CheckOptions::new()).unwrap();
+    assert!(
+        shallow.is_clean(),
+        "without read_data only structure is read"
+    );
+    let deep = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert_eq!(deep.damaged, ["healed"], "{deep:?}");
+    assert!(deep.problems[0].key.starts_with(&pack), "{deep:?}");
+
+    // An entry of another host (not in the local cache), its pack lost;
+    // and a manifest that does not open.
+    let c = cache(&w._tmp.path().join("host-c"));
+    put(&c, "lost", |p| {
+        fs::write(p.join("x"), noise(31, 70_000)).unwrap()
+    });
+    r.push(&c, "lost").unwrap().unwrap();
+    let env: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/lost").unwrap().unwrap(),
+    ))
+    .unwrap();
+    let h = env["locator"]["packs"][0].as_str().unwrap();
+    let lost_pack = format!("v2/packs/{}/{h}", &h[..2]);
+    r.write_object_unchecked("v1/manifests/garbled", b"not an envelope".to_vec())
+        .unwrap();
+    r.write_object_unchecked(&lost_pack, Vec::new()).unwrap();
+    let found = r.check(None, CheckOptions::new()).unwrap();
+    assert_eq!(found.damaged, ["garbled", "lost"], "{found:?}");
+
+    // Repair: `healed` is in host A's cache, the others are not.
+    let fixed = r
+        .check(Some(&w.a), CheckOptions::new().read_data(true).repair(true))
+        .unwrap();
+    assert_eq!(fixed.damaged, ["garbled", "healed", "lost"], "{fixed:?}");
+    assert_eq!(fixed.repaired, ["healed"]);
+    assert_eq!(fixed.dropped, ["garbled", "lost"]);
+    assert!(fixed.is_clean(), "{fixed:?}");
+    let got = r.pull(&w.b, "healed").unwrap().unwrap();
+    assert_eq!(fs::read(got.path().join("only")).unwrap(), blob);
+    assert!(
+        r.pull(&w.b, "lost").unwrap().is_none(),
+        "dropped: a clean miss"
+    );
+    assert!(r.pull(&w.b, "fine").unwrap().is_some());
+    let after = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(after.is_clean(), "{after:?}");
+    assert_eq!(after.manifests, 2);
 }
 
 fn edited_manifest_is_refused(open: &dyn Fn(RemoteBuilder) -> Remote, url: &str) {
@@ -609,6 +693,94 @@ fn fs_service() {
     let url = format!("file://{}", tmp.path().join("pruned").display());
     prune(&|b| b.open().unwrap(), &url);
     prune_racing_a_push(&|b| b.open().unwrap(), &url);
+}
+
+/// A pack mostly dead is repacked: its live blobs move to a new pack,
+/// the locators naming it are rewritten (the signed manifest kept), the
+/// old pack is condemned, then deleted by the next prune; the entry that
+/// shared it pulls before and after, and a check is clean.
+#[test]
+fn prune_repacks_a_sparse_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let key = keygen().unwrap();
+    let r = Remote::builder(&url)
+        .signing_key(key.clone())
+        .trust(key.public_key())
+        .index_cache(None)
+        .open()
+        .unwrap();
+    let w = world();
+    let keep = noise(501, 40_000);
+    put(&w.a, "old", |p| {
+        fs::write(p.join("keep"), &keep).unwrap();
+        fs::write(p.join("dead"), noise(502, 600_000)).unwrap();
+    });
+    put(&w.a, "new", |p| {
+        fs::write(p.join("keep"), &keep).unwrap();
+        fs::write(p.join("own"), noise(503, 30_000)).unwrap();
+    });
+    r.push(&w.a, "old").unwrap().unwrap();
+    let second = r.push(&w.a, "new").unwrap().unwrap();
+    assert_eq!(second.blobs_uploaded, 1, "`keep` is reused from old's pack");
+    let before: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/new").unwrap().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(before["locator"]["packs"].as_array().unwrap().len(), 2);
+    let long_ago = unix_now() - 40 * 86_400;
+    r.write_object_unchecked(
+        "v1/used/old",
+        format!(r#"{{"used": {long_ago}}}"#).into_bytes(),
+    )
+    .unwrap();
+    let opts = PruneOptions::unused_for(Duration::from_secs(30 * 86_400)).grace(Duration::ZERO);
+    let p = r.prune(opts).unwrap();
+    assert_eq!(p.manifests_removed, ["old"]);
+    assert_eq!((p.packs_repacked, p.locators_rewritten), (1, 1), "{p:?}");
+    assert!(
+        p.pack_bytes_written > 0 && p.pack_bytes_written < 100_000,
+        "{p:?}"
+    );
+    let after: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/new").unwrap().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(
+        after["manifest"], before["manifest"],
+        "the signed part is kept"
+    );
+    assert_eq!(after["signatures"], before["signatures"]);
+    assert_ne!(after["locator"], before["locator"]);
+    let got = r.pull(&w.b, "new").unwrap().unwrap();
+    assert_eq!(fs::read(got.path().join("keep")).unwrap(), keep);
+    drop(got);
+    // The next prune deletes the condemned pack; everything still pulls.
+    let p = r.prune(opts).unwrap();
+    assert!(p.packs_removed >= 1, "{p:?}");
+    let c = cache(&w._tmp.path().join("host-c"));
+    // A pull that still has the locator from before the repack (here: put
+    // back in the bucket) finds the old pack gone, reads the locator
+    // again, gets the same: a miss, nothing stored, never a wrong tree.
+    let repacked = r.read_object("v1/manifests/new").unwrap().unwrap();
+    let stale = serde_json::to_vec(&before).unwrap();
+    r.write_object_unchecked("v1/manifests/new", stale).unwrap();
+    let err = r.pull(&c, "new").unwrap_err();
+    assert!(matches!(err, Error::PackMissing { .. }), "{err}");
+    nothing_stored(&c, "new");
+    r.write_object_unchecked("v1/manifests/new", repacked)
+        .unwrap();
+    let got = r.pull(&c, "new").unwrap().unwrap();
+    assert_eq!(fs::read(got.path().join("keep")).unwrap(), keep);
+    let checked = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(checked.is_clean(), "{checked:?}");
+    let stored: u64 = r
+        .list_objects("v2/packs/")
+        .unwrap()
+        .iter()
+        .map(|k| r.read_object(k).unwrap().unwrap().len() as u64)
+        .sum();
+    assert!(stored < 200_000, "the dead blob's bytes are gone: {stored}");
 }
 
 /// A push that finds a prune running waits for it to end (a prune that
@@ -941,6 +1113,110 @@ fn s3_service_on_moto() {
     let url = format!("s3://bucket/pruned?endpoint=http://127.0.0.1:{port}&region=auto");
     prune(&open, &url);
     prune_racing_a_push(&open, &url);
+    requests_do_not_grow_with_files(port);
+}
+
+/// The suite on `s3s-fs` (a fast S3 server from crates.io, the one the
+/// remote benchmark uses), when it is installed (`cargo xtask
+/// remote-bench` installs it; CI does not: its build takes minutes), behind
+/// the latency proxy at 1 ms.
+#[test]
+fn s3_service_on_s3s_fs() {
+    let works = Command::new("s3s-fs")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("skipping the s3s-fs test: no `s3s-fs` (cargo install s3s-fs --version 0.14.1 --locked --features binary)");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    fs::create_dir(data.path().join("bucket")).unwrap();
+    let port = free_port();
+    let child = Command::new("s3s-fs")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", "testing", "--secret-key", "testing"])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s3s-fs starts");
+    let _server = Moto(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let proxy = crate::proxy::LatencyProxy::start(port, Duration::from_millis(1), None).unwrap();
+    let url = format!(
+        "s3://bucket/suite?endpoint=http://127.0.0.1:{}&region=us-east-1",
+        proxy.port
+    );
+    let open = |b: RemoteBuilder| b.credentials("testing", "testing").open().unwrap();
+    suite(&open, &url);
+    assert!(proxy.counts().requests() > 0);
+}
+
+/// Requests are counted by the latency proxy (no delay here: counts are
+/// deterministic, times are not): a first push of 600 files, its pull,
+/// and a second push with one file changed each take a handful of
+/// requests, not one per file or blob (format 1 took over 600 each).
+fn requests_do_not_grow_with_files(moto: u16) {
+    let proxy = crate::proxy::LatencyProxy::start(moto, Duration::ZERO, None).unwrap();
+    let url = format!(
+        "s3://bucket/counted?endpoint=http://127.0.0.1:{}&region=auto",
+        proxy.port
+    );
+    let r = RemoteBuilder::new(url.as_str())
+        .credentials("testing", "testing")
+        .index_cache(None)
+        .open()
+        .unwrap();
+    let w = world();
+    let tree = |p: &Path, changed: u64| {
+        for d in 0..6 {
+            fs::create_dir(p.join(format!("d{d}"))).unwrap();
+            for f in 0..100u64 {
+                let seed = 10_000 + d * 100 + f + if d * 100 + f == 7 { changed } else { 0 };
+                fs::write(p.join(format!("d{d}/f{f}")), noise(seed, 3000)).unwrap();
+            }
+        }
+    };
+    put(&w.a, "many", |p| tree(p, 0));
+    put(&w.a, "many-2", |p| tree(p, 1_000_000));
+    proxy.reset();
+    let first = r.push(&w.a, "many").unwrap().unwrap();
+    let pushed = proxy.counts();
+    assert_eq!((first.blobs, first.packs_uploaded), (600, 1));
+    assert!(pushed.requests() <= 12, "first push: {pushed}");
+    assert_eq!(
+        pushed.of("PUT"),
+        5,
+        "pack, intent, index, manifest, used: {pushed}"
+    );
+    proxy.reset();
+    drop(r.pull(&w.b, "many").unwrap().unwrap());
+    let pulled = proxy.counts();
+    assert!(pulled.requests() <= 4, "pull: {pulled}");
+    assert_eq!(
+        pulled.of("GET range"),
+        1,
+        "one ranged read of one pack: {pulled}"
+    );
+    proxy.reset();
+    let second = r.push(&w.a, "many-2").unwrap().unwrap();
+    let again = proxy.counts();
+    assert_eq!(second.blobs_uploaded, 1);
+    assert!(again.requests() <= 12, "second push: {again}");
+    assert!(
+        second.bytes_uploaded * 10 < first.bytes_uploaded,
+        "{} of {}",
+        second.bytes_uploaded,
+        first.bytes_uploaded
+    );
+    eprintln!("requests: first push {pushed}; pull {pulled}; second push {again}");
 }
 
 /// A TCP proxy in front of a server: to the client it is the server, and
@@ -1387,6 +1663,43 @@ fn a_format_1_remote_still_pulls() {
     r.write_object_unchecked("v1/manifests/old", envelope.to_string().into_bytes())
         .unwrap();
     let got = r.pull(&w.b, "old").unwrap().unwrap();
+    assert_eq!(describe(a.path()), describe(got.path()));
+    drop(got);
+
+    // `check` reads format 1 too; `migrate` rewrites it into packs with
+    // the manifest (and so any signature) byte for byte as it was.
+    let checked = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(checked.is_clean(), "{checked:?}");
+    assert_eq!((checked.blobs, checked.packs), (3, 0));
+    let before: serde_json::Value =
+        serde_json::from_slice(&r.read_object("v1/manifests/old").unwrap().unwrap()).unwrap();
+    let m = r.migrate().unwrap();
+    assert_eq!(m.migrated, ["old"], "{m:?}");
+    assert_eq!((m.packs_uploaded, m.already), (1, 0));
+    let after: serde_json::Value = serde_json::from_slice(&unpacked(
+        &r.read_object("v1/manifests/old").unwrap().unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(after["version"], 2);
+    assert_eq!(
+        after["manifest"], before["manifest"],
+        "the signed text is kept"
+    );
+    assert_eq!(after["signatures"], before["signatures"]);
+    assert_eq!(
+        r.migrate().unwrap().already,
+        1,
+        "a second migrate does nothing"
+    );
+    let checked = r.check(None, CheckOptions::new().read_data(true)).unwrap();
+    assert!(checked.is_clean(), "{checked:?}");
+    assert_eq!((checked.blobs, checked.packs), (0, 1));
+    // The format-1 blobs are now garbage: remove them, it still pulls.
+    for key in r.list_objects("v1/blobs/").unwrap() {
+        r.write_object_unchecked(&key, b"gone".to_vec()).unwrap();
+    }
+    let c = cache(&w._tmp.path().join("host-c"));
+    let got = r.pull(&c, "old").unwrap().unwrap();
     assert_eq!(describe(a.path()), describe(got.path()));
 }
 

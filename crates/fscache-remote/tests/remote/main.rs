@@ -9,6 +9,10 @@
 // What the modules share: deterministic pseudo-random content.
 mod util;
 
+// A latency proxy in front of an S3 server that counts requests (also
+// used by `benches/remote.rs`).
+mod proxy;
+
 // Two hosts' caches sharing one remote on the `memory`, `fs` and S3 (moto)
 // services: round trips, dedupe, refused damage, signatures, prune and its
 // races with pushes, servers that die or hang, the async API, older

@@ -1,9 +1,11 @@
 //! A property test of the remote tier against a small model: random
 //! sequences of local stores and removals on two hosts' caches, pushes,
 //! pulls, read-through loads, entries aged on the remote and prunes without
-//! a grace period, on one `fs` remote. After every step the remote lists
-//! exactly the model's names, and everything a host gets has the tree
-//! digest of the content the model says it must have.
+//! a grace period, two hosts racing to push one name, damage to a pack
+//! healed by `check --repair` from one host's cache, and `check`, on one
+//! `fs` remote (in format 2: packs, locators, the index). After every step
+//! the remote lists exactly the model's names, and everything a host gets
+//! has the tree digest of the content the model says it must have.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fscache::{CacheInfo, Digest, FsCache, MaxSize, Obtained};
-use fscache_remote::{PruneOptions, Pushed, ReadThrough, Remote};
+use fscache_remote::{CheckOptions, PruneOptions, Pushed, ReadThrough, Remote};
 use proptest::prelude::*;
 
 use crate::util::noise;
@@ -49,6 +51,18 @@ enum Op {
     },
     /// Prune entries unused for 30 days, with no grace period for blobs.
     Prune,
+    /// Both hosts push the name at once (each from its own handle).
+    RacePush {
+        name: usize,
+    },
+    /// Flip a byte of the first blob of the name's entry in its pack,
+    /// then `check --read-data --repair` from the host's cache.
+    DamageAndRepair {
+        host: usize,
+        name: usize,
+    },
+    /// `check --read-data`: clean, every published entry read.
+    Check,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -64,8 +78,11 @@ fn op() -> impl Strategy<Value = Op> {
         (host.clone(), name.clone()).prop_map(|(host, name)| Op::Push { host, name }),
         (host.clone(), name.clone()).prop_map(|(host, name)| Op::Pull { host, name }),
         (host, name.clone()).prop_map(|(host, name)| Op::LoadOrPull { host, name }),
-        name.prop_map(|name| Op::Age { name }),
+        name.clone().prop_map(|name| Op::Age { name }),
         Just(Op::Prune),
+        name.clone().prop_map(|name| Op::RacePush { name }),
+        (0..2usize, name).prop_map(|(host, name)| Op::DamageAndRepair { host, name }),
+        Just(Op::Check),
     ]
 }
 
@@ -216,6 +233,88 @@ fn run(ops: Vec<Op>) {
                     let o = remote.pull(&c, NAMES[name]).unwrap().unwrap();
                     check(o.path(), k, "after prune");
                 }
+            }
+            Op::RacePush { name } => {
+                let (Some(&k0), Some(&k1)) = (local[0].get(&name), local[1].get(&name)) else {
+                    continue;
+                };
+                let was = published.contains_key(&name);
+                let reports: Vec<_> = std::thread::scope(|s| {
+                    let racers: Vec<_> = (0..2)
+                        .map(|h| {
+                            let (hosts, url) = (&hosts, &url);
+                            s.spawn(move || {
+                                let r = Remote::open(url).unwrap();
+                                r.push(&hosts[h], NAMES[name]).unwrap().unwrap()
+                            })
+                        })
+                        .collect();
+                    racers.into_iter().map(|t| t.join().unwrap()).collect()
+                });
+                let won: Vec<usize> = (0..2)
+                    .filter(|&h| reports[h].outcome == Pushed::Published)
+                    .collect();
+                if was {
+                    assert!(won.is_empty(), "a published name is never replaced");
+                } else {
+                    // The `fs` service writes manifests create-only.
+                    assert_eq!(won.len(), 1, "{reports:?}");
+                    published.insert(name, [k0, k1][won[0]]);
+                }
+                aged.remove(&name);
+            }
+            Op::DamageAndRepair { host, name } => {
+                let Some(&k) = published.get(&name) else {
+                    continue;
+                };
+                let env = remote
+                    .read_object(&format!("v1/manifests/{}", NAMES[name]))
+                    .unwrap()
+                    .unwrap();
+                let env: serde_json::Value =
+                    serde_json::from_slice(&zstd::decode_all(&env[..]).unwrap()).unwrap();
+                let loc = &env["locator"];
+                let first = &loc["blobs"][0];
+                let pack = loc["packs"][first[0].as_u64().unwrap() as usize]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let key = format!("v2/packs/{}/{pack}", &pack[..2]);
+                let mut bytes = remote.read_object(&key).unwrap().unwrap();
+                let at = first[1].as_u64().unwrap() + first[2].as_u64().unwrap() / 2;
+                bytes[at as usize] ^= 0x55;
+                remote.write_object_unchecked(&key, bytes).unwrap();
+                let r = remote
+                    .check(
+                        Some(&hosts[host]),
+                        CheckOptions::new().read_data(true).repair(true),
+                    )
+                    .unwrap();
+                assert!(r.damaged.contains(&NAMES[name].to_string()), "{r:?}");
+                assert!(r.is_clean(), "{r:?}");
+                for d in &r.damaged {
+                    let i = NAMES.iter().position(|n| n == d).unwrap();
+                    assert!(published.contains_key(&i), "{d} was not published");
+                    match local[host].get(&i) {
+                        Some(&l) => {
+                            assert!(r.repaired.contains(d), "{r:?}");
+                            published.insert(i, l);
+                        }
+                        None => {
+                            assert!(r.dropped.contains(d), "{r:?}");
+                            published.remove(&i);
+                        }
+                    }
+                    aged.remove(&i);
+                }
+                let _ = k;
+            }
+            Op::Check => {
+                let r = remote
+                    .check(None, CheckOptions::new().read_data(true))
+                    .unwrap();
+                assert!(r.is_clean(), "{r:?}");
+                assert_eq!(r.manifests, published.len());
             }
         }
         let listed = remote.list().unwrap();

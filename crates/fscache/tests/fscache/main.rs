@@ -14,10 +14,12 @@ mod util;
 // load, owned guards, LRU order, `contains`, commit reports, error text.
 mod lifecycle;
 
-// Of many threads that miss one name, one builds; waits are bounded.
+// Of many threads that miss one name, one builds; waits are bounded; a
+// re-entrant build is an error.
 mod single_flight;
 
-// `cache.stats`: summed over handles, kept across drops, lock waits.
+// `cache.stats`: summed over handles, kept across drops, lock waits,
+// load_or_build by what its callers got.
 mod statistics;
 
 // Books and debris that heal: prune, sweep and repair make them exact.

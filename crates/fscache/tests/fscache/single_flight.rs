@@ -1,6 +1,7 @@
 //! Single flight within a process: of many threads that miss one name,
 //! one builds; the others wait, bounded and cancellable, and a failed build
-//! leaves nothing.
+//! leaves nothing; a build that asks for its own name is an error, not a
+//! hang.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -97,4 +98,45 @@ fn a_failed_build_leaves_nothing() {
     assert_eq!(e.to_string(), "compiler crashed");
     assert!(on_disk(c.path()).is_empty(), "{:?}", on_disk(c.path()));
     assert!(!c.contains("fails").unwrap());
+}
+
+/// The user trial's bug: a build that asks for its own name waited for
+/// itself forever, and left a `uuid-*` behind when killed.
+#[test]
+fn load_or_build_of_its_own_name_from_its_build_is_an_error_not_a_hang() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = unlimited(tmp.path());
+    // Another handle of the same cache, too: the lock is the cache's.
+    let other = unlimited(tmp.path());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let outer = c.clone();
+    std::thread::spawn(move || {
+        let r = outer.load_or_build("self", |_dir| -> Result<(), Error> {
+            let inner = other.load_or_build("self", |_| -> Result<(), Error> { unreachable!() });
+            let e = inner.expect_err("the inner call is refused");
+            assert!(matches!(e, Error::Reentrant { .. }), "{e:?}");
+            assert_eq!(std::io::Error::from(e).kind(), std::io::ErrorKind::Deadlock);
+            // Another name, from inside the build, is fine.
+            let other_name = other.load_or_build("dep", |d| std::fs::write(d.join("f"), b"d"));
+            assert!(matches!(other_name, Ok(Obtained::Built(_))));
+            Err(Error::Reentrant {
+                name: "self".into(),
+            })
+        });
+        done_tx.send(r.map(|_| ())).unwrap();
+    });
+    let r = done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("no hang");
+    let e = r.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "`load_or_build` of `self` called from inside its own build: it would wait for itself"
+    );
+    // Nothing left behind, and the lock is free again: a later build works.
+    assert_eq!(on_disk(c.path()), ["objects/dep"]);
+    let got = c
+        .load_or_build("self", |d| std::fs::write(d.join("f"), b"s"))
+        .unwrap();
+    assert!(matches!(got, Obtained::Built(_)));
 }
