@@ -23,6 +23,8 @@
 //! * `tree`: `store_tree` of a generated tree (2,000 files in 20
 //!   directories, 40 MiB) beside `cp -a --reflink=auto` of it
 //!   (`baseline_cp_a`).
+//! * `faithful_tree`, `sparse_10g`, `faithful_remote`: faithful trees, the
+//!   real one and a 10 GiB sparse file (module `faithful`, its docs).
 //!
 //! N is 1,000 and 10,000; `FSCACHE_BENCH_BIG=1` adds N = 100,000 and a
 //! 1 GiB tree of 50,000 files (`--test`, as `cargo test --benches` runs
@@ -44,6 +46,7 @@
 //! ```
 
 mod common;
+mod faithful;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -531,5 +534,7 @@ fn main() {
     bench_evict_fresh(&mut c);
     bench_procs(&mut c);
     bench_tree(&mut c);
+    faithful::bench_store(&mut c);
+    faithful::bench_remote(&mut c);
     c.final_summary();
 }

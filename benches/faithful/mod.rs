@@ -1,6 +1,7 @@
-//! Criterion benchmarks of faithful trees (issue 17), each beside the
-//! outside tool that keeps the same metadata, so a result reads as a
-//! ratio in `cargo xtask bench`:
+//! Criterion benchmarks of faithful trees (issue 17), part of the `scale`
+//! bench binary (one link fewer), each beside the outside tool that keeps
+//! the same metadata, so a result reads as a ratio in `cargo xtask
+//! bench` (alone: `cargo bench --bench scale -- 'faithful|sparse_10g'`):
 //!
 //! * `faithful_tree/FS`: `store_tree` (the tree digest on, as it always is
 //!   for `store_tree`, and recorded) of a real tree beside `cp -a
@@ -23,8 +24,6 @@
 //! `--test` (`cargo test --benches`, each benchmark once): a 200-file
 //! tree and a 64 MiB sparse file, on tmpfs only.
 
-mod common;
-
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -37,6 +36,8 @@ use criterion::{BenchmarkId, Criterion, SamplingMode};
 use fscache::{CacheInfo, FsCache, MaxSize, Stored};
 use fscache_remote::Remote;
 use tempfile::TempDir;
+
+use crate::common;
 
 /// Whether criterion runs each benchmark once as a test.
 fn quick() -> bool {
@@ -216,7 +217,8 @@ fn store_beside_cp(
     });
 }
 
-fn bench_store(c: &mut Criterion) {
+/// The `faithful_tree` and `sparse_10g` groups.
+pub fn bench_store(c: &mut Criterion) {
     let real = if quick() { None } else { real_tree() };
     let mut g = c.benchmark_group("faithful_tree");
     g.sampling_mode(SamplingMode::Flat)
@@ -290,7 +292,8 @@ fn tar_pull(archive: &Path, dst: &Path) {
     assert!(ok, "zstd -d | tar failed");
 }
 
-fn bench_remote(c: &mut Criterion) {
+/// The `faithful_remote` group.
+pub fn bench_remote(c: &mut Criterion) {
     let have = |tool: &str| {
         Command::new(tool)
             .arg("--version")
@@ -401,11 +404,4 @@ fn bench_remote(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    bench_store(&mut c);
-    bench_remote(&mut c);
-    c.final_summary();
 }
