@@ -257,6 +257,11 @@ fn a_burst_through_timeout_is_one_request_that_cleans_up() {
             // `--preserve-status`: the child's own status (130 is ours; a
             // death by the signal would be 128 + 2 from the shell's view
             // too, so the message tells them apart).
+            // On a loaded machine the signal can come before the process
+            // has installed its handlers (it is still being exec'd and
+            // linked): it dies of SIGINT, with nothing said and nothing
+            // done yet, which `assert_clean` below checks.
+            Some(130) if err.is_empty() => {}
             Some(130) => {
                 assert!(err.starts_with("interrupted by SIGINT"), "{err}");
                 assert_eq!(err.lines().count(), 1, "{err}");

@@ -110,7 +110,7 @@ fn load_or_build_of_its_own_name_from_its_build_is_an_error_not_a_hang() {
     let other = unlimited(tmp.path());
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let outer = c.clone();
-    std::thread::spawn(move || {
+    let builder = std::thread::spawn(move || {
         let r = outer.load_or_build("self", |_dir| -> Result<(), Error> {
             let inner = other.load_or_build("self", |_| -> Result<(), Error> { unreachable!() });
             let e = inner.expect_err("the inner call is refused");
@@ -128,6 +128,9 @@ fn load_or_build_of_its_own_name_from_its_build_is_an_error_not_a_hang() {
     let r = done_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("no hang");
+    // The thread's handles write their statistics as they close (a temp
+    // file in `objects/` for a moment): wait for that before listing.
+    builder.join().unwrap();
     let e = r.unwrap_err();
     assert_eq!(
         e.to_string(),
