@@ -315,6 +315,7 @@ mod pull;
 mod push;
 mod remote;
 mod repack;
+mod services;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
