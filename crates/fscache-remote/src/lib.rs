@@ -128,8 +128,9 @@
 //!   `size` feed it), so a manifest whose tree does not match its digest is
 //!   refused before any blob is fetched.
 //! * **Publication.** Blobs are written first, the manifest last (create-only
-//!   where the service has a conditional write: S3 `If-None-Match: *`, the
-//!   file system), so a manifest is never visible before a blob it names.
+//!   where the service has a conditional write: S3 `If-None-Match: *`; a
+//!   `link(2)` on a `file://` remote), so a manifest is never visible
+//!   before a blob it names.
 //! * **Use.** A push that publishes (or finds the name published) and a
 //!   pull that commits write `v1/used/NAME` with the current time of the
 //!   client's clock (best effort: a failure is ignored; a read-only remote

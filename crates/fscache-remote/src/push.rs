@@ -416,17 +416,36 @@ impl Inner {
             self.clear_pending(listed.iter().map(|p| p.pack.as_str()));
             let sealed = manifest.seal_located(self.signing_key.as_ref(), Some(locator));
             let n = sealed.len() as u64;
-            let conditional = self.op.info().full_capability().write_with_if_not_exists;
-            let written = self
-                .op
-                .write_with(&mkey, sealed)
-                .if_not_exists(conditional)
-                .await;
-            match written {
-                Ok(_) => report.bytes_uploaded += n,
-                Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
-                    report.outcome = Pushed::Exists;
+            let created = match &self.fs_root {
+                Some(root) => {
+                    let (root, key) = (root.clone(), mkey.clone());
+                    let sealed = sealed.clone();
+                    tokio::task::spawn_blocking(move || link_create_only(&root, &key, &sealed))
+                        .await
+                        .map_err(|e| Error::io("publish", &mkey, std::io::Error::other(e)))?
+                        .map_err(|e| Error::io("publish", &mkey, e))?
                 }
+                None => None,
+            };
+            let written = match created {
+                Some(created) => Ok(created),
+                None => {
+                    let conditional = self.op.info().full_capability().write_with_if_not_exists;
+                    match self
+                        .op
+                        .write_with(&mkey, sealed)
+                        .if_not_exists(conditional)
+                        .await
+                    {
+                        Ok(_) => Ok(true),
+                        Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match written {
+                Ok(true) => report.bytes_uploaded += n,
+                Ok(false) => report.outcome = Pushed::Exists,
                 Err(e) => return Err(Error::remote("write", &mkey, e)),
             }
             Ok(())
@@ -695,4 +714,54 @@ fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
         h.update(&zeros[..k]);
         n -= k as u64;
     }
+}
+
+/// Publish `bytes` at `root/key` only if nothing is there: written whole
+/// and synced under `root/.tmp`, then `link`ed into place (`EEXIST`: the
+/// name is taken, `Ok(Some(false))`). `Ok(None)`: this file system has no
+/// hard links, so the caller falls back to the service's own write.
+fn link_create_only(root: &Path, key: &str, bytes: &[u8]) -> std::io::Result<Option<bool>> {
+    use std::io::Write;
+    let target = root.join(key);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp_dir = root.join(".tmp");
+    fs::create_dir_all(&tmp_dir)?;
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tmp = tmp_dir.join(format!("manifest-{}", crate::keys::hex(&id)));
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    let linked = written.and_then(|()| match fs::hard_link(&tmp, &target) {
+        Ok(()) => Ok(Some(true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(false)),
+        Err(e)
+            if matches!(
+                rustix::io::Errno::from_io_error(&e),
+                Some(
+                    rustix::io::Errno::PERM
+                        | rustix::io::Errno::OPNOTSUPP
+                        | rustix::io::Errno::XDEV
+                )
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    });
+    let _ = fs::remove_file(&tmp);
+    if let Some(parent) = target.parent() {
+        if matches!(linked, Ok(Some(true))) {
+            // The new name durable, as OpenDAL's own writes are synced.
+            File::open(parent).and_then(|d| d.sync_all())?;
+        }
+    }
+    linked
 }

@@ -278,6 +278,7 @@ impl RemoteBuilder {
             .map_err(|e| Error::io("start the runtime for", &self.url, e))?;
         Ok(Remote {
             inner: Arc::new(Inner {
+                fs_root: crate::services::fs_root(&self.url),
                 url: self.url,
                 op,
                 rt: crate::asyncapi::OwnRuntime::new(rt),
@@ -325,6 +326,11 @@ pub struct Remote {
 pub(crate) struct Inner {
     pub url: String,
     pub op: Operator,
+    /// The root directory of a `file://` remote: its manifests are
+    /// published with `link(2)`, which is create-only where OpenDAL's
+    /// `fs` service checks and then renames (two racing pushers would
+    /// both "win").
+    pub fs_root: Option<PathBuf>,
     pub rt: crate::asyncapi::OwnRuntime,
     pub access: Access,
     pub signing_key: Option<SecretKey>,
