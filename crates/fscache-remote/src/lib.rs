@@ -316,6 +316,7 @@ mod pull;
 mod push;
 mod remote;
 mod repack;
+mod scan;
 mod services;
 
 #[cfg(doctest)]

@@ -5,32 +5,29 @@
 //! locator.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fastcdc::v2020::StreamCDC;
 use fscache::{Digest, FsCache};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
-use crate::index::{IndexedPack, Known, Loc};
+use crate::index::{IndexedPack, Loc};
 use crate::locator::Locator;
-use crate::manifest::{BlobRef, Kind, Manifest, Node, FORMAT, VERSION};
-use crate::node;
-use crate::pack::{pack_key, Pack, PackBuilder};
+use crate::manifest::{Manifest, Node, FORMAT, VERSION};
+use crate::pack::{pack_key, Pack};
 use crate::remote::{manifest_key, Access, Inner, Remote};
+use crate::scan::scan;
+use crate::services::link_create_only;
 
 /// FastCDC's minimum, average and maximum chunk sizes.
 pub(crate) const CHUNK_MIN: u32 = 64 << 10;
 pub(crate) const CHUNK_AVG: u32 = 256 << 10;
 pub(crate) const CHUNK_MAX: u32 = 1 << 20;
 /// zstd's level for blobs: fast, and most of the gain of higher levels.
-const ZSTD_LEVEL: i32 = 3;
+pub(crate) const ZSTD_LEVEL: i32 = 3;
 
 /// What [`Remote::push`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +169,7 @@ impl Remote {
 const PACKS_IN_FLIGHT: usize = 4;
 
 /// Where one distinct blob of the tree is.
-enum Place {
+pub(crate) enum Place {
     /// In a pack the remote had (from its index).
     Reused(Loc),
     /// In the `slot`-th pack of this push.
@@ -184,28 +181,28 @@ enum Place {
 }
 
 /// What the reading of the tree found.
-struct Scanned {
-    nodes: Vec<Node>,
+pub(crate) struct Scanned {
+    pub(crate) nodes: Vec<Node>,
     /// Per distinct blob, in manifest order: its place and size.
-    places: Vec<(Place, u64)>,
+    pub(crate) places: Vec<(Place, u64)>,
 }
 
 /// A pack finished by the reader, for the uploader.
-struct Closed {
-    slot: usize,
-    pack: Pack,
+pub(crate) struct Closed {
+    pub(crate) slot: usize,
+    pub(crate) pack: Pack,
     /// Uncompressed bytes of its blobs.
-    bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// A pack the uploader stored (its bytes are gone from memory).
-struct Stored {
-    slot: usize,
-    listed: IndexedPack,
+pub(crate) struct Stored {
+    pub(crate) slot: usize,
+    pub(crate) listed: IndexedPack,
     /// Its stored size.
-    len: u64,
+    pub(crate) len: u64,
     /// Uncompressed bytes of its blobs.
-    bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 impl Inner {
@@ -459,309 +456,4 @@ impl Inner {
         drop(entry);
         Ok(Some(report))
     }
-}
-
-/// The reader's state: the blobs seen so far and the pack being filled.
-struct Packer<'a> {
-    known: &'a Known,
-    seen: HashSet<String>,
-    places: Vec<(Place, u64)>,
-    current: PackBuilder,
-    current_bytes: u64,
-    slot: usize,
-    tx: tokio::sync::mpsc::Sender<Closed>,
-    zstd: zstd::bulk::Compressor<'static>,
-    frame: Vec<u8>,
-    target: usize,
-}
-
-impl Packer<'_> {
-    /// One chunk of a file: a new distinct blob is placed (found in the
-    /// index, or compressed into the current pack).
-    fn chunk(&mut self, hash: &str, data: &[u8], path: &Path) -> Result<()> {
-        if !self.seen.insert(hash.to_string()) {
-            return Ok(());
-        }
-        let size = data.len() as u64;
-        if let Some(loc) = self.known.get(hash) {
-            self.places.push((Place::Reused(loc.clone()), size));
-            return Ok(());
-        }
-        self.frame.clear();
-        self.frame
-            .reserve(zstd::zstd_safe::compress_bound(data.len()));
-        self.zstd
-            .compress_to_buffer(data, &mut self.frame)
-            .map_err(|e| Error::io("compress", path, e))?;
-        let (offset, length) = self.current.add(hash, size, &self.frame);
-        self.current_bytes += size;
-        self.places.push((
-            Place::New {
-                slot: self.slot,
-                offset,
-                length,
-            },
-            size,
-        ));
-        if self.current.full() {
-            self.close()?;
-        }
-        Ok(())
-    }
-
-    /// Hand the current pack to the uploader.
-    fn close(&mut self) -> Result<()> {
-        if self.current.is_empty() {
-            return Ok(());
-        }
-        let target = self.target;
-        let pack = std::mem::replace(&mut self.current, PackBuilder::new(target)).finish();
-        let closed = Closed {
-            slot: self.slot,
-            pack,
-            bytes: std::mem::take(&mut self.current_bytes),
-        };
-        self.slot += 1;
-        // A closed channel means the uploader failed: its error is the
-        // push's, this one is never seen.
-        self.tx.blocking_send(closed).map_err(|_| {
-            Error::io(
-                "upload",
-                "a pack",
-                std::io::Error::other("the uploader stopped"),
-            )
-        })
-    }
-}
-
-/// Walk the tree at `root` (parents first, names sorted) and read each
-/// file once, packing the chunks `known` lacks.
-fn scan(
-    root: &Path,
-    known: &Known,
-    target: usize,
-    tx: tokio::sync::mpsc::Sender<Closed>,
-) -> Result<Scanned> {
-    let mut packer = Packer {
-        known,
-        seen: HashSet::new(),
-        places: Vec::new(),
-        current: PackBuilder::new(target),
-        target,
-        current_bytes: 0,
-        slot: 0,
-        tx,
-        zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)
-            .map_err(|e| Error::io("start zstd for", root, e))?,
-        frame: Vec::new(),
-    };
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let mut kids: Vec<fs::DirEntry> = fs::read_dir(&dir)
-            .and_then(|it| it.collect())
-            .map_err(|e| Error::io("read directory", &dir, e))?;
-        kids.sort_by_key(|k| k.file_name());
-        let mut subdirs = Vec::new();
-        for k in kids {
-            let path = k.path();
-            let name = k
-                .file_name()
-                .into_string()
-                .map_err(|_| Error::Unsupported {
-                    path: path.clone(),
-                    why: "the name is not UTF-8".into(),
-                })?;
-            let rel_path = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let md = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
-            let perm = md.mode() & 0o7777;
-            let meta = node::capture(&path, &md)?;
-            let ft = md.file_type();
-            let kind = if ft.is_dir() {
-                subdirs.push((path, rel_path.clone()));
-                Kind::Dir { perm }
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(|e| Error::io("read link", &path, e))?;
-                let target =
-                    target
-                        .into_os_string()
-                        .into_string()
-                        .map_err(|_| Error::Unsupported {
-                            path: path.clone(),
-                            why: "the symlink's target is not UTF-8".into(),
-                        })?;
-                Kind::Symlink { perm, target }
-            } else if ft.is_file() {
-                let first = (md.nlink() > 1)
-                    .then(|| inodes.get(&(md.dev(), md.ino())).copied())
-                    .flatten();
-                if let Some(first) = first {
-                    let Node {
-                        path: first_path,
-                        kind: Kind::File { size, hash, .. },
-                        ..
-                    } = &nodes[first]
-                    else {
-                        unreachable!("a recorded first name is a file node");
-                    };
-                    Kind::File {
-                        perm,
-                        size: *size,
-                        hash: hash.clone(),
-                        blobs: Vec::new(),
-                        link: Some(first_path.clone()),
-                        data: None,
-                    }
-                } else {
-                    if md.nlink() > 1 {
-                        inodes.insert((md.dev(), md.ino()), nodes.len());
-                    }
-                    let (size, hash, blobs, data) = chunk_file(&path, &md, &mut packer)?;
-                    Kind::File {
-                        perm,
-                        size,
-                        hash,
-                        blobs,
-                        link: None,
-                        data,
-                    }
-                }
-            } else if let Some(kind) = node::special(&md, perm) {
-                kind
-            } else {
-                return Err(Error::Unsupported {
-                    path,
-                    why: "not a file, directory, symlink, FIFO, socket or device".into(),
-                });
-            };
-            nodes.push(Node {
-                path: rel_path,
-                kind,
-                meta,
-            });
-        }
-        // Depth-first, in name order: push in reverse so the first
-        // subdirectory is walked next. Any order with parents first works.
-        stack.extend(subdirs.into_iter().rev());
-    }
-    packer.close()?;
-    Ok(Scanned {
-        nodes,
-        places: packer.places,
-    })
-}
-
-/// A chunked file: its size, content hash, blobs and data ranges.
-type Chunked = (u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>);
-
-/// Read a file once, cutting it into FastCDC chunks: its size, content
-/// hash, blob list and (for a sparse file) data ranges; each chunk goes
-/// to the packer. A sparse file's data ranges are chunked one by one and
-/// its holes hashed as zeros, never read.
-fn chunk_file(path: &Path, md: &fs::Metadata, packer: &mut Packer<'_>) -> Result<Chunked> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let ranges = node::data_ranges(&f, md, path)?;
-    let mut whole = blake3::Hasher::new();
-    let mut blobs = Vec::new();
-    let mut size = 0u64;
-    // A dense file below the minimum chunk is one chunk: its hash is the
-    // chunk's, so it is hashed once.
-    let multi = ranges.is_some() || md.len() >= u64::from(CHUNK_MIN);
-    let parts = ranges.clone().unwrap_or_else(|| vec![(0, u64::MAX)]);
-    for (start, len) in parts {
-        if size < start {
-            hash_zeros(&mut whole, start - size);
-            size = start;
-        }
-        f.seek(SeekFrom::Start(start))
-            .map_err(|e| Error::io("seek", path, e))?;
-        let part = (&f).take(len);
-        for chunk in StreamCDC::new(part, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-            let chunk = chunk.map_err(|e| Error::io("read", path, std::io::Error::other(e)))?;
-            if multi {
-                whole.update(&chunk.data);
-            }
-            let hash = blake3::hash(&chunk.data).to_hex().to_string();
-            let len = chunk.length as u64;
-            size += len;
-            packer.chunk(&hash, &chunk.data, path)?;
-            blobs.push(BlobRef { hash, size: len });
-        }
-    }
-    if ranges.is_some() && size < md.len() {
-        hash_zeros(&mut whole, md.len() - size);
-        size = md.len();
-    }
-    // A dense file of one chunk hashes to that chunk's hash.
-    let hash = match blobs.as_slice() {
-        [one] if !multi || (ranges.is_none() && one.size == size) => one.hash.clone(),
-        _ => whole.finalize().to_hex().to_string(),
-    };
-    Ok((size, hash, blobs, ranges))
-}
-
-/// Feed `n` zero bytes (a hole) to `h`.
-fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
-    let zeros = [0u8; 64 << 10];
-    while n > 0 {
-        let k = n.min(zeros.len() as u64) as usize;
-        h.update(&zeros[..k]);
-        n -= k as u64;
-    }
-}
-
-/// Publish `bytes` at `root/key` only if nothing is there: written whole
-/// and synced under `root/.tmp`, then `link`ed into place (`EEXIST`: the
-/// name is taken, `Ok(Some(false))`). `Ok(None)`: this file system has no
-/// hard links, so the caller falls back to the service's own write.
-fn link_create_only(root: &Path, key: &str, bytes: &[u8]) -> std::io::Result<Option<bool>> {
-    use std::io::Write;
-    let target = root.join(key);
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let tmp_dir = root.join(".tmp");
-    fs::create_dir_all(&tmp_dir)?;
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tmp = tmp_dir.join(format!("manifest-{}", crate::keys::hex(&id)));
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    let linked = written.and_then(|()| match fs::hard_link(&tmp, &target) {
-        Ok(()) => Ok(Some(true)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(false)),
-        Err(e)
-            if matches!(
-                rustix::io::Errno::from_io_error(&e),
-                Some(
-                    rustix::io::Errno::PERM
-                        | rustix::io::Errno::OPNOTSUPP
-                        | rustix::io::Errno::XDEV
-                )
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    });
-    let _ = fs::remove_file(&tmp);
-    if let Some(parent) = target.parent() {
-        if matches!(linked, Ok(Some(true))) {
-            // The new name durable, as OpenDAL's own writes are synced.
-            File::open(parent).and_then(|d| d.sync_all())?;
-        }
-    }
-    linked
 }

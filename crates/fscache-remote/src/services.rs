@@ -3,7 +3,8 @@
 //! [`RemoteBuilder::open`](crate::RemoteBuilder::open) for the list).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use opendal::Operator;
@@ -302,6 +303,60 @@ fn webdav(url_str: &str, url: &url::Url) -> Result<opendal::Result<Operator>> {
 #[cfg(not(feature = "webdav"))]
 fn webdav(url_str: &str, _: &url::Url) -> Result<opendal::Result<Operator>> {
     Err(feature_off(url_str, "webdav"))
+}
+
+/// Publish `bytes` at `root/key` only if nothing is there: written whole
+/// and synced under `root/.tmp`, then `link`ed into place (`EEXIST`: the
+/// name is taken, `Ok(Some(false))`). `Ok(None)`: this file system has no
+/// hard links, so the caller falls back to the service's own write.
+pub(crate) fn link_create_only(
+    root: &Path,
+    key: &str,
+    bytes: &[u8],
+) -> std::io::Result<Option<bool>> {
+    use std::io::Write;
+    let target = root.join(key);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let tmp_dir = root.join(".tmp");
+    fs::create_dir_all(&tmp_dir)?;
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tmp = tmp_dir.join(format!("manifest-{}", crate::keys::hex(&id)));
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    let linked = written.and_then(|()| match fs::hard_link(&tmp, &target) {
+        Ok(()) => Ok(Some(true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(false)),
+        Err(e)
+            if matches!(
+                rustix::io::Errno::from_io_error(&e),
+                Some(
+                    rustix::io::Errno::PERM
+                        | rustix::io::Errno::OPNOTSUPP
+                        | rustix::io::Errno::XDEV
+                )
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    });
+    let _ = fs::remove_file(&tmp);
+    if let Some(parent) = target.parent() {
+        if matches!(linked, Ok(Some(true))) {
+            // The new name durable, as OpenDAL's own writes are synced.
+            File::open(parent).and_then(|d| d.sync_all())?;
+        }
+    }
+    linked
 }
 
 #[cfg(test)]
