@@ -110,7 +110,7 @@ pub(crate) struct Inner {
     pub(crate) commit_gate: RwLock<()>,
     // The kept list of eviction candidates, shared by this handle's
     // commits (see `commit.rs`).
-    pub(crate) evict_queue: crate::commit::EvictQueue,
+    pub(crate) evict_queue: crate::evict::EvictQueue,
     // This handle's side of `books.lock`: commits and removals hold it
     // shared while a counter change and its `object.info` change are
     // apart, so a live recount of suspect books is exact

@@ -108,6 +108,7 @@
 mod bootid;
 mod commit;
 mod error;
+mod evict;
 mod flight;
 mod guards;
 mod handle;
