@@ -36,10 +36,11 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use fscache_dir::{CacheDir, OBJECTS, OBJECT_INFO};
+use fscache_dir::CacheDir;
 use fscache_lock::{LockKind, RangeLock};
 use rustix::fs::{Mode, OFlags};
 
+use crate::counter::Entries;
 use crate::error::{self, Result};
 use crate::objinfo::ObjectInfo;
 
@@ -249,7 +250,8 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
         return Ok(Reconciled::Clean);
     }
     let before = crate::counter::read_size(cache).ok();
-    let after = crate::counter::set_to(cache, || sum_all_recorded(cache))?;
+    let after =
+        crate::counter::set_to(cache, || crate::counter::sum_recorded(cache, Entries::All))?;
     match fscache_dir::retry_io(|| cache.dir().remove_file(BOOKS_SUSPECT)) {
         Err(e) if !fscache_dir::gone(&e) => {
             return Err(error::io("remove", cache.abs(Path::new(BOOKS_SUSPECT)), e))
@@ -258,23 +260,6 @@ pub fn reconcile(cache: &CacheDir, patience: Patience) -> Result<Reconciled> {
     }
     drop(held);
     Ok(Reconciled::Recounted { before, after })
-}
-
-/// The sum of the sizes recorded in every `objects/*/object.info`: the
-/// committed entries', and the `uuid-*` ones of commits that charged and
-/// then crashed (or of osbuild commits between their `object.info` and
-/// their rename), which are on the books until a sweep uncharges them.
-fn sum_all_recorded(cache: &CacheDir) -> Result<u64> {
-    let objects = Path::new(OBJECTS);
-    let list = cache
-        .list_dir(objects)
-        .map_err(|e| error::io("read directory", cache.abs(objects), e))?;
-    let mut total = 0u64;
-    for entry in list {
-        let info = objects.join(entry.file_name()).join(OBJECT_INFO);
-        total = total.saturating_add(recorded(cache, &info)?.unwrap_or(0));
-    }
-    Ok(total)
 }
 
 /// The size the `object.info` at `info` records: `None` when there is no
@@ -300,13 +285,9 @@ pub(crate) fn recorded(cache: &CacheDir, info: &Path) -> Result<Option<u64>> {
 mod tests {
     use super::*;
     use crate::{charge, read_size, MaxSize};
+    use fscache_dir::{OBJECTS, OBJECT_INFO};
 
-    fn cache() -> (tempfile::TempDir, CacheDir) {
-        let tmp = tempfile::tempdir().unwrap();
-        let c = CacheDir::open(&tmp.path().join("c")).unwrap();
-        c.scaffold().unwrap();
-        (tmp, c)
-    }
+    use crate::test_cache as cache;
 
     fn entry(c: &CacheDir, name: &str, size: u64) {
         let dir = c.abs(Path::new(OBJECTS)).join(name);

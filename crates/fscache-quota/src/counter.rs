@@ -95,7 +95,7 @@ pub fn uncharge(cache: &CacheDir, bytes: u64) -> Result<u64> {
 ///
 /// As [`charge`].
 pub fn recount(cache: &CacheDir) -> Result<u64> {
-    let total = set_to(cache, || sum_recorded(cache))?;
+    let total = set_to(cache, || sum_recorded(cache, Entries::Committed))?;
     // Exact now: a marker of failed updates has nothing left to say.
     match fscache_dir::retry_io(|| cache.dir().remove_file(crate::books::BOOKS_SUSPECT)) {
         Err(e) if !fscache_dir::gone(&e) => Err(error::io(
@@ -127,7 +127,22 @@ fn booked<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
     update(cache, f).map_err(|e| crate::books::suspect_after(cache, e))
 }
 
-fn sum_recorded(cache: &CacheDir) -> Result<u64> {
+/// Which entries' records a sum of the books takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entries {
+    /// Committed entries only (a repair, which has the cache to itself and
+    /// sweeps the rest first).
+    Committed,
+    /// Also the `uuid-*` ones of commits that charged and then crashed (or
+    /// of osbuild commits between their `object.info` and their rename),
+    /// which are on the books until a sweep uncharges them (a live
+    /// recount).
+    All,
+}
+
+/// The sum of the sizes recorded in the `objects/*/object.info` of
+/// `which` entries.
+pub(crate) fn sum_recorded(cache: &CacheDir, which: Entries) -> Result<u64> {
     let objects = Path::new(OBJECTS);
     let list = cache
         .list_dir(objects)
@@ -135,8 +150,9 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
     let mut total = 0u64;
     for entry in list {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with(RESERVED_PREFIX) {
+        if which == Entries::Committed
+            && name.to_str().is_none_or(|n| n.starts_with(RESERVED_PREFIX))
+        {
             continue;
         }
         let info = objects.join(name).join(OBJECT_INFO);
@@ -156,14 +172,18 @@ fn sum_recorded(cache: &CacheDir) -> Result<u64> {
 /// rebuilt the same way, under the lock (so no charge or uncharge runs
 /// meanwhile).
 fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) -> Result<T> {
-    let initial = || Ok(sum_recorded(cache)?.to_string().into_bytes());
+    let initial = || {
+        Ok(sum_recorded(cache, Entries::Committed)?
+            .to_string()
+            .into_bytes())
+    };
     cache.update(
         Path::new(CACHE_SIZE),
         IfMissing::Create(&initial),
         |bytes| {
             let current = match parse_size(bytes) {
                 Some(n) => n,
-                None => sum_recorded(cache)?,
+                None => sum_recorded(cache, Entries::Committed)?,
             };
             let (new, out) = f(current)?;
             Ok((new.map(|n| n.to_string().into_bytes()), out))
@@ -175,12 +195,7 @@ fn update<T>(cache: &CacheDir, f: impl FnOnce(u64) -> Result<(Option<u64>, T)>) 
 mod tests {
     use super::*;
 
-    fn cache() -> (tempfile::TempDir, CacheDir) {
-        let tmp = tempfile::tempdir().unwrap();
-        let c = CacheDir::open(&tmp.path().join("c")).unwrap();
-        c.scaffold().unwrap();
-        (tmp, c)
-    }
+    use crate::test_cache as cache;
 
     #[test]
     fn charge_refuse_uncharge_floor() {

@@ -556,12 +556,7 @@ mod tests {
         c
     }
 
-    fn cache() -> (tempfile::TempDir, CacheDir) {
-        let tmp = tempfile::tempdir().unwrap();
-        let cache = CacheDir::open(&tmp.path().join("c")).unwrap();
-        cache.scaffold().unwrap();
-        (tmp, cache)
-    }
+    use crate::test_cache as cache;
 
     #[test]
     fn a_list_reads_back_as_written() {

@@ -83,6 +83,15 @@ mod objinfo;
 mod space;
 mod sweep;
 
+/// A scaffolded cache in a fresh temporary directory, for the unit tests.
+#[cfg(test)]
+fn test_cache() -> (tempfile::TempDir, fscache_dir::CacheDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = fscache_dir::CacheDir::open(&tmp.path().join("c")).unwrap();
+    c.scaffold().unwrap();
+    (tmp, c)
+}
+
 pub use books::{
     is_suspect, mark_suspect, reconcile, Books, BooksShared, Patience, Reconciled, BOOKS_LOCK,
     BOOKS_SUSPECT,

@@ -100,13 +100,7 @@ impl Inner {
             return Ok(());
         }
         for hash in &condemn {
-            let key = format!("{CONDEMNED}{hash}");
-            let body = serde_json::to_vec(&CondemnedJson { condemned: now })
-                .expect("a marker always serializes");
-            self.op
-                .write(&key, body)
-                .await
-                .map_err(|e| Error::remote("write", &key, e))?;
+            self.condemn(hash, now).await?;
         }
         let unlisted: HashSet<&str> = condemn
             .iter()
@@ -152,6 +146,19 @@ impl Inner {
             gone.push(key);
         }
         self.delete_batch(gone).await
+    }
+
+    /// Write the marker that condemns the pack `hash` as of `now` (Unix
+    /// seconds): a later sweep deletes it once the grace period is over.
+    pub(crate) async fn condemn(&self, hash: &str, now: u64) -> Result<()> {
+        let key = format!("{CONDEMNED}{hash}");
+        let body = serde_json::to_vec(&CondemnedJson { condemned: now })
+            .expect("a marker always serializes");
+        self.op
+            .write(&key, body)
+            .await
+            .map_err(|e| Error::remote("write", &key, e))?;
+        Ok(())
     }
 
     /// Delete `keys` in batches (one request per 1000 keys on S3).

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::check::check_frame;
 use crate::error::{Error, Result};
-use crate::gc::{CondemnedJson, CONDEMNED};
 use crate::index::IndexedPack;
 use crate::locator::Locator;
 use crate::manifest::Manifest;
@@ -211,13 +210,7 @@ impl Inner {
                 continue;
             }
             let Some(h) = pack_hash(&p.key) else { continue };
-            let key = format!("{CONDEMNED}{h}");
-            let body = serde_json::to_vec(&CondemnedJson { condemned: now })
-                .expect("a marker always serializes");
-            self.op
-                .write(&key, body)
-                .await
-                .map_err(|e| Error::remote("write", &key, e))?;
+            self.condemn(h, now).await?;
             condemned.insert(h);
             report.packs_condemned += 1;
         }
