@@ -226,6 +226,29 @@ def test_load_holds_a_read_lock_until_exit(cache_path):
         assert can_lock_exclusively(lock)
 
 
+def test_load_paths_of_alternating_and_nested_names(cache_path):
+    # A load returns the last hit's path string again for the same name:
+    # never another name's.
+    names = ["a", "b", "ä-é", "a"]
+    with FsCache("osbuild", cache_path) as cache:
+        unlimited(cache)
+        for name in set(names):
+            with cache.store(name) as rpath:
+                fill(cache, rpath)
+        for name in names + names[::-1]:
+            with cache.load(name) as rpath:
+                assert rpath == f"objects/{name}/data"
+        with cache.load("a") as outer, cache.load("b") as inner:
+            assert (outer, inner) == ("objects/a/data", "objects/b/data")
+        # Released after the cache's exit: the last user of the handle.
+        cm = cache.load("b")
+        cm.__enter__()
+    lock = os.path.join(cache_path, "objects", "b", "object.lock")
+    assert not can_lock_exclusively(lock)
+    cm.__exit__(None, None, None)
+    assert can_lock_exclusively(lock)
+
+
 def test_stage_is_private_and_removed(cache_path):
     with FsCache("osbuild", cache_path) as cache:
         with cache.stage() as rpath:

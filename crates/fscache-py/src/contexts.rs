@@ -9,8 +9,9 @@ use super::*;
 #[pyclass(frozen, freelist = 16, module = "fscache._native")]
 pub struct LoadContext {
     pub(crate) cache: Py<Cache>,
-    pub(crate) name: String,
-    pub(crate) miss: Py<PyType>,
+    /// The name, borrowed from the Python string where the ABI allows
+    /// (else from its UTF-8 bytes): no copy of it is made.
+    pub(crate) name: PyBackedStr,
     pub(crate) held: Mutex<Option<fscache::Entry>>,
 }
 
@@ -20,27 +21,35 @@ impl LoadContext {
     /// (`objects/NAME/data`), or the miss exception. An empty name is
     /// `ValueError`, as osbuild has it; any other invalid name cannot be
     /// an entry, so it is a miss.
-    fn __enter__(&self, py: Python<'_>) -> PyResult<String> {
+    ///
+    /// The GIL stays held: a load is a few system calls that do not wait
+    /// (the entry's lock is only tried), microseconds on a local file
+    /// system, and releasing and retaking the GIL around them cost a
+    /// tenth of a hit.
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyString>> {
         if self.name.is_empty() {
             return Err(PyValueError::new_err(()));
         }
-        if locked(&self.held).is_some() {
+        let mut held = locked(&self.held);
+        if held.is_some() {
             return Err(Error::new_err("this load is already entered"));
         }
-        let cache = self.cache.get().entered()?;
-        let got = match py.detach(|| cache.load(&self.name)) {
+        let cache = self.cache.get();
+        let got = match cache.with_entered(|c| c.load(&self.name))? {
             Ok(got) => got,
             Err(fscache::Error::InvalidName(_)) => None,
             Err(e) => return Err(py_err(e)),
         };
         let Some(entry) = got else {
-            return Err(PyErr::from_type(self.miss.bind(py).clone(), ()));
+            return Err(PyErr::from_type(cache.miss.bind(py).clone(), ()));
         };
-        *locked(&self.held) = Some(entry);
-        Ok(format!("objects/{}/data", self.name))
+        *held = Some(entry);
+        Ok(cache.rel_of(py, &self.name))
     }
 
-    /// Release the read lock; never swallows the exception. (Three
+    /// Release the read lock (one `close`, with the GIL held, unless the
+    /// cache was closed meanwhile: then this may be its last user, whose
+    /// drop flushes its statistics); never swallows the exception. (Three
     /// plain parameters, not `*args`: a tuple per call would count
     /// towards the cyclic collector's next run.)
     #[pyo3(signature = (_exc_type=None, _exc_value=None, _traceback=None))]
@@ -52,7 +61,11 @@ impl LoadContext {
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> bool {
         let held = locked(&self.held).take();
-        py.detach(move || drop(held));
+        if locked(&self.cache.get().handle).is_some() {
+            drop(held);
+        } else {
+            py.detach(move || drop(held));
+        }
         false
     }
 }

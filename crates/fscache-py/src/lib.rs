@@ -21,7 +21,12 @@
 //!
 //! Every call that does I/O runs with the GIL released (`Python::detach`):
 //! a commit, a `store_tree`, an eviction, a verify or a push never stops
-//! the caller's other threads. A `load_or_build` builder is Python code:
+//! the caller's other threads. The one exception is the hot path, the
+//! load context's hit or miss and its release: a few system calls that
+//! never wait (the entry's lock is only tried), microseconds on a local
+//! file system, where releasing and retaking the GIL cost a tenth of a
+//! hit. (Once a second, a load also writes the statistics it counted.)
+//! A `load_or_build` builder is Python code:
 //! it runs with the GIL taken back, inside the facade's single flight.
 //!
 //! Errors: an invalid name is `ValueError`; a failed system call is
@@ -56,7 +61,8 @@ use fscache::{
 use fscache_remote::{ReadThrough, Remote, RemoteBuilder};
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyType};
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyDict, PyString, PyType};
 
 mod contexts;
 mod guards;
@@ -136,6 +142,10 @@ pub struct Cache {
     handle: Mutex<Option<FsCache>>,
     /// The exception class a load's miss raises (`FsCache.MissError`).
     miss: Py<PyType>,
+    /// The last hit's name and the `objects/NAME/data` string it returned:
+    /// a load of the same name again returns the same string object
+    /// instead of formatting and building a new one.
+    last_rel: Mutex<Option<(String, Py<PyString>)>>,
     /// Remotes opened by URL, kept for the handle's life (each has its
     /// own runtime and connection pool).
     #[cfg(feature = "remote")]
@@ -149,6 +159,36 @@ impl Cache {
         locked(&self.handle)
             .clone()
             .ok_or_else(|| PyAssertionError::new_err("the cache is not entered: use `with cache:`"))
+    }
+
+    /// `f` on the open handle, borrowed under its lock (no clone: the
+    /// load's hot path), or the `AssertionError` of [`Cache::entered`].
+    /// `f` must be short and must not release the GIL: `close` waits.
+    fn with_entered<T>(&self, f: impl FnOnce(&FsCache) -> T) -> PyResult<T> {
+        match &*locked(&self.handle) {
+            Some(cache) => Ok(f(cache)),
+            None => Err(PyAssertionError::new_err(
+                "the cache is not entered: use `with cache:`",
+            )),
+        }
+    }
+
+    /// `objects/NAME/data` as a Python string: the one of the last call
+    /// for the same `name`, else a new one, kept for the next call.
+    fn rel_of(&self, py: Python<'_>, name: &str) -> Py<PyString> {
+        let mut last = locked(&self.last_rel);
+        if let Some((n, rel)) = &*last {
+            if n == name {
+                return rel.clone_ref(py);
+            }
+        }
+        let mut s = String::with_capacity(name.len() + 13);
+        s.push_str("objects/");
+        s.push_str(name);
+        s.push_str("/data");
+        let rel = PyString::new(py, &s).unbind();
+        *last = Some((name.to_owned(), rel.clone_ref(py)));
+        rel
     }
 
     /// The open handle (a cheap clone), or an error after `close`.
@@ -198,6 +238,7 @@ impl Cache {
         Ok(Cache {
             handle: Mutex::new(Some(handle)),
             miss,
+            last_rel: Mutex::new(None),
             #[cfg(feature = "remote")]
             remotes: Mutex::new(HashMap::new()),
         })
@@ -209,6 +250,7 @@ impl Cache {
         #[cfg(feature = "remote")]
         locked(&self.remotes).clear();
         locked(&self.handle).take();
+        locked(&self.last_rel).take();
     }
 
     /// The cache root, as the facade holds it (absolute).
@@ -276,11 +318,10 @@ impl Cache {
     /// the class given to `open` (`FsCache.MissError`), `__exit__` drops
     /// the read lock. The hot path of the Python package: no Python frame
     /// runs between the `with` and the system calls.
-    fn load_context(slf: &Bound<'_, Self>, name: String) -> LoadContext {
+    fn load_context(slf: &Bound<'_, Self>, name: PyBackedStr) -> LoadContext {
         LoadContext {
             cache: slf.clone().unbind(),
             name,
-            miss: slf.get().miss.clone_ref(slf.py()),
             held: Mutex::new(None),
         }
     }
