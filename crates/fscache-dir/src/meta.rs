@@ -301,17 +301,52 @@ fn read_all(
 /// A failing system call; a drop under [`OnDrop::Fail`]; an xattr too
 /// large for the destination ([`XattrTooLarge`] as the source).
 pub fn restore_fd(fd: impl AsFd, want: &Wanted, on_drop: OnDrop) -> io::Result<Given> {
+    restore_fd_from(fd, want, on_drop, None)
+}
+
+/// [`restore_fd`] of a node whose `fstat` the caller took after its last
+/// write (`now`): what it has already is not set again, as `cp -a` skips
+/// a `chown` that would change nothing. No `fchown` when it has the wanted
+/// owner, and then no `fchmod` when it has the wanted bits too; an ext4
+/// inode change is a journal update, so a copy by its owner saves two per
+/// node.
+///
+/// # Errors
+///
+/// As [`restore_fd`].
+pub fn restore_fd_known(
+    fd: impl AsFd,
+    want: &Wanted,
+    on_drop: OnDrop,
+    now: &Stat,
+) -> io::Result<Given> {
+    restore_fd_from(fd, want, on_drop, Some(now))
+}
+
+fn restore_fd_from(
+    fd: impl AsFd,
+    want: &Wanted,
+    on_drop: OnDrop,
+    now: Option<&Stat>,
+) -> io::Result<Given> {
     let fd = fd.as_fd();
     let mut dropped = Dropped::default();
-    let (uid, gid) = chown_as_allowed(
-        |u, g| retry(|| rustix::fs::fchown(fd, u, g)),
-        || retry(|| rustix::fs::fstat(fd)),
-        want,
-        on_drop,
-        &mut dropped,
-    )?;
+    let owned = owned_already(now, want);
+    let (uid, gid) = match owned {
+        Some(_) => (want.uid, want.gid),
+        None => chown_as_allowed(
+            |u, g| retry(|| rustix::fs::fchown(fd, u, g)),
+            || retry(|| rustix::fs::fstat(fd)),
+            want,
+            on_drop,
+            &mut dropped,
+        )?,
+    };
     let perm = allowed_perm(want, uid, gid, on_drop, &mut dropped)?;
-    retry(|| rustix::fs::fchmod(fd, Mode::from_raw_mode(perm)))?;
+    let chmod = needs_chmod(owned, perm);
+    if chmod {
+        retry(|| rustix::fs::fchmod(fd, Mode::from_raw_mode(perm)))?;
+    }
     let xattrs = set_xattrs(
         |n, v| retry(|| rustix::fs::fsetxattr(fd, n, v, XattrFlags::empty())),
         want,
@@ -320,7 +355,7 @@ pub fn restore_fd(fd: impl AsFd, want: &Wanted, on_drop: OnDrop) -> io::Result<G
     )?;
     // chmod(2) may have dropped set-group-ID silently (a group the caller
     // is not in, without CAP_FSETID): say what the node has.
-    let perm = if perm & SET_GID != 0 {
+    let perm = if chmod && perm & SET_GID != 0 {
         retry(|| rustix::fs::fstat(fd))?.st_mode & 0o7777
     } else {
         perm
@@ -351,26 +386,60 @@ pub fn restore_at(
     want: &Wanted,
     on_drop: OnDrop,
 ) -> io::Result<Given> {
+    restore_at_from(dir, name, want, on_drop, None)
+}
+
+/// [`restore_at`] of a node whose `lstat` the caller took after making it
+/// (`now`): what it has already is not set again, as in
+/// [`restore_fd_known`].
+///
+/// # Errors
+///
+/// As [`restore_fd`].
+pub fn restore_at_known(
+    dir: impl AsFd,
+    name: &OsStr,
+    want: &Wanted,
+    on_drop: OnDrop,
+    now: &Stat,
+) -> io::Result<Given> {
+    restore_at_from(dir, name, want, on_drop, Some(now))
+}
+
+fn restore_at_from(
+    dir: impl AsFd,
+    name: &OsStr,
+    want: &Wanted,
+    on_drop: OnDrop,
+    now: Option<&Stat>,
+) -> io::Result<Given> {
     let dir = dir.as_fd();
     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
     let mut dropped = Dropped::default();
-    let (uid, gid) = chown_as_allowed(
-        |u, g| retry(|| rustix::fs::chownat(dir, name, u, g, nofollow)),
-        || retry(|| rustix::fs::statat(dir, name, nofollow)),
-        want,
-        on_drop,
-        &mut dropped,
-    )?;
+    let owned = owned_already(now, want);
+    let (uid, gid) = match owned {
+        Some(_) => (want.uid, want.gid),
+        None => chown_as_allowed(
+            |u, g| retry(|| rustix::fs::chownat(dir, name, u, g, nofollow)),
+            || retry(|| rustix::fs::statat(dir, name, nofollow)),
+            want,
+            on_drop,
+            &mut dropped,
+        )?,
+    };
     let is_symlink =
         rustix::fs::FileType::from_raw_mode(want.mode) == rustix::fs::FileType::Symlink;
-    let perm = if is_symlink {
-        0o777
+    let (perm, chmod) = if is_symlink {
+        (0o777, false)
     } else {
         let perm = allowed_perm(want, uid, gid, on_drop, &mut dropped)?;
-        // The name is the node the caller made an instant ago, not a
-        // symlink (fchmodat cannot refuse to follow one: EOPNOTSUPP).
-        retry(|| rustix::fs::chmodat(dir, name, Mode::from_raw_mode(perm), AtFlags::empty()))?;
-        perm
+        let chmod = needs_chmod(owned, perm);
+        if chmod {
+            // The name is the node the caller made an instant ago, not a
+            // symlink (fchmodat cannot refuse to follow one: EOPNOTSUPP).
+            retry(|| rustix::fs::chmodat(dir, name, Mode::from_raw_mode(perm), AtFlags::empty()))?;
+        }
+        (perm, chmod)
     };
     let xattrs = if want.xattrs.is_empty() {
         Vec::new()
@@ -384,7 +453,7 @@ pub fn restore_at(
             &mut dropped,
         )?
     };
-    let perm = if !is_symlink && perm & SET_GID != 0 {
+    let perm = if chmod && perm & SET_GID != 0 {
         retry(|| rustix::fs::statat(dir, name, nofollow))?.st_mode & 0o7777
     } else {
         perm
@@ -399,6 +468,18 @@ pub fn restore_at(
         xattrs,
         dropped,
     })
+}
+
+/// `now`, if the node it describes has the wanted owner already (no
+/// `chown` to make, so nothing of its mode was cleared).
+fn owned_already<'a>(now: Option<&'a Stat>, want: &Wanted) -> Option<&'a Stat> {
+    now.filter(|st| st.st_uid == want.uid && st.st_gid == want.gid)
+}
+
+/// Whether the permission bits must be set: unless the node is known to
+/// have its owner and these bits already.
+fn needs_chmod(owned: Option<&Stat>, perm: u32) -> bool {
+    owned.is_none_or(|st| st.st_mode & 0o7777 != perm)
 }
 
 /// Whether this process may give files any owner (`geteuid() == 0`).
@@ -592,6 +673,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A node known to have its owner gets no `chown`; its bits are set
+    /// where they differ (a set-user-ID bit too, its owner being kept) and
+    /// left alone where they agree.
+    #[test]
+    fn what_a_node_has_already_is_not_set_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let f = std::fs::File::options().write(true).open(&p).unwrap();
+        let now = rustix::fs::fstat(&f).unwrap();
+        let mut want = Wanted::of(&now, Vec::new());
+        let given = restore_fd_known(&f, &want, OnDrop::Fail, &now).unwrap();
+        assert_eq!(given.perm, now.st_mode & 0o7777);
+        assert!(!given.dropped.any());
+        want.mode = (now.st_mode & !0o7777) | 0o4750;
+        let given = restore_fd_known(&f, &want, OnDrop::Fail, &now).unwrap();
+        assert_eq!(given.perm, 0o4750);
+        assert_eq!(rustix::fs::fstat(&f).unwrap().st_mode & 0o7777, 0o4750);
     }
 
     /// The most bytes Linux lets one xattr value have (`XATTR_SIZE_MAX`).

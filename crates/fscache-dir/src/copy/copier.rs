@@ -114,6 +114,8 @@ pub(super) struct Copier<'a> {
     pub(super) digest: Option<Digest>,
     /// The listing of the copy, when asked for (with the digest).
     records: Option<Listing>,
+    /// The owner a node this process creates gets (`geteuid`, `getegid`).
+    creator: (u32, u32),
 }
 
 /// The digest-side view of what a node got.
@@ -191,21 +193,26 @@ impl Visitor for Copier<'_> {
         mut dir: Frame<Target>,
         parent: Option<&mut Frame<Target>>,
     ) -> io::Result<()> {
+        // Every child is there: the directory's own space is final (and
+        // for the root, `dst` itself, whatever it holds besides) unless
+        // xattrs are added to it.
+        let made =
+            retry_on_intr(|| rustix::fs::fstat(&dir.state().dst)).map_err(|e| at(dir.path(), e))?;
         let given = if dir.state().finish {
             let xattrs = meta::fd_xattrs(dir.fd()).map_err(|e| at(dir.path(), e))?;
             let want = Wanted::of(dir.stat(), xattrs);
-            let given = meta::restore_fd(&dir.state().dst, &want, self.on_drop)
+            let given = meta::restore_fd_known(&dir.state().dst, &want, self.on_drop, &made)
                 .map_err(|e| at(dir.path(), e))?;
             self.stats.dropped.add(given.dropped);
+            self.stats.space += space_after(&want, made, || {
+                retry_on_intr(|| rustix::fs::fstat(&dir.state().dst))
+            })
+            .map_err(|e| at(dir.path(), e))?;
             Some(given)
         } else {
+            self.stats.space += stat::space(&made);
             None
         };
-        // Every child is there: the directory's own space is final (and
-        // for the root, `dst` itself, whatever it holds besides).
-        let made =
-            retry_on_intr(|| rustix::fs::fstat(&dir.state().dst)).map_err(|e| at(dir.path(), e))?;
-        self.stats.space += stat::space(&made);
         let Some(tree) = dir.state_mut().tree.take() else {
             return Ok(());
         };
@@ -248,6 +255,10 @@ impl<'a> Copier<'a> {
             content: Content::new(progress),
             digest: None,
             records: None,
+            creator: (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            ),
         }
     }
 
@@ -260,14 +271,19 @@ impl<'a> Copier<'a> {
         dst_rel: PathBuf,
         hashing: bool,
     ) -> io::Result<Copied> {
-        retry_io(|| ddir.create_dir(name))?;
+        // `name` is one component the walk read from a directory: no
+        // resolution, as cap-std's `create_dir` would make sure of.
+        retry_on_intr(|| rustix::fs::mkdirat(ddir, name, Mode::RWXU))?;
         // Not `open_dir_nofollow`: cap-std opens directories `O_PATH`, on
         // which fchmod and futimens fail with EBADF. One component, relative
         // to `ddir`, not following a symlink: what cap-std would do.
         let dst = Dir::from_std_file(File::from(open_dir_nofollow(ddir, name)?));
         // Whatever the umask left, the copy must be able to fill it, and
-        // nobody else needs to see it half-filled.
-        retry_on_intr(|| rustix::fs::fchmod(&dst, Mode::RWXU))?;
+        // nobody else needs to see it half-filled: `0700`, set only where
+        // the umask took from it (an `fstat` is no journal update).
+        if retry_on_intr(|| rustix::fs::fstat(&dst))?.st_mode & 0o7777 != 0o700 {
+            retry_on_intr(|| rustix::fs::fchmod(&dst, Mode::RWXU))?;
+        }
         self.stats.dirs += 1;
         Ok(Copied::Dir(Box::new(Target {
             dst,
@@ -315,10 +331,19 @@ impl<'a> Copier<'a> {
             return Err(replaced("file"));
         }
         let xattrs = meta::fd_xattrs(&src)?;
+        // Born with its final permission bits (as far as the umask lets)
+        // where its owner will be this process: no `fchmod` to follow. Else
+        // owner-only until the `chown`, as `cp -a` does. Set-ID bits come
+        // after the writes, which would clear them.
+        let mode = if (fst.st_uid, fst.st_gid) == self.creator {
+            fst.st_mode & 0o777
+        } else {
+            0o600
+        };
         let dst = retry_io(|| {
             ddir.open_with(
                 name,
-                OpenOptions::new().write(true).create_new(true).mode(0o600),
+                OpenOptions::new().write(true).create_new(true).mode(mode),
             )
         })?
         .into_std();
@@ -347,9 +372,11 @@ impl<'a> Copier<'a> {
         self.stats.reflinked += u64::from(moved.reflinked);
         self.stats.sparse += u64::from(moved.sparse);
         self.stats.files += 1;
-        let given = meta::restore_fd(dst, &Wanted::of(fst, xattrs), self.on_drop)?;
+        let made = retry_on_intr(|| rustix::fs::fstat(dst))?;
+        let want = Wanted::of(fst, xattrs);
+        let given = meta::restore_fd_known(dst, &want, self.on_drop, &made)?;
         self.stats.dropped.add(given.dropped);
-        self.stats.space += stat::space(&retry_on_intr(|| rustix::fs::fstat(dst))?);
+        self.stats.space += space_after(&want, made, || retry_on_intr(|| rustix::fs::fstat(dst)))?;
         if stat::is_multiply_linked(fst) {
             let linked = Linked {
                 rel: dst_rel,
@@ -375,13 +402,20 @@ impl<'a> Copier<'a> {
         // `symlink_contents`, not `symlink`: the target is stored, never
         // resolved, and may be absolute or point anywhere.
         retry_io(|| ddir.symlink_contents(OsStr::from_bytes(target.as_bytes()), name))?;
-        let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
-        self.stats.dropped.add(given.dropped);
+        let given = self.restore_made(ddir, name, &Wanted::of(st, xattrs))?;
         self.stats.symlinks += 1;
-        self.stats.space += stat::space(&retry_on_intr(|| {
-            rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW)
-        })?);
         Ok(Copied::Symlink(given, target.into_bytes()))
+    }
+
+    /// Give the symlink, FIFO, socket or device `ddir/name` just made what
+    /// `want` says, counting its drops and its space.
+    fn restore_made(&mut self, ddir: &Dir, name: &OsStr, want: &Wanted) -> io::Result<Given> {
+        let lstat = || retry_on_intr(|| rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW));
+        let made = lstat()?;
+        let given = meta::restore_at_known(ddir, name, want, self.on_drop, &made)?;
+        self.stats.dropped.add(given.dropped);
+        self.stats.space += space_after(want, made, lstat)?;
+        Ok(given)
     }
 
     /// Recreate the FIFO, socket or device `name` in `ddir` with `mknodat`.
@@ -416,17 +450,30 @@ impl<'a> Copier<'a> {
                     e.into()
                 }
             })?;
-        let given = meta::restore_at(ddir, name, &Wanted::of(st, xattrs), self.on_drop)?;
-        self.stats.dropped.add(given.dropped);
+        let given = self.restore_made(ddir, name, &Wanted::of(st, xattrs))?;
         if ft == FileType::Fifo {
             self.stats.files += 1;
         } else {
             self.stats.specials += 1;
         }
-        let made = retry_on_intr(|| rustix::fs::statat(ddir, name, AtFlags::SYMLINK_NOFOLLOW))?;
-        self.stats.space += stat::space(&made);
         Ok(Copied::Special(given, *st))
     }
+}
+
+/// The space of a node whose `stat` was `made` before it was given what
+/// `want` says: owner, mode and times take no blocks, but xattrs may (an
+/// ext4 xattr block), so with xattrs it is `stat` again.
+fn space_after(
+    want: &Wanted,
+    made: Stat,
+    stat_again: impl FnOnce() -> rustix::io::Result<Stat>,
+) -> io::Result<u64> {
+    let now = if want.xattrs.is_empty() {
+        made
+    } else {
+        stat_again()?
+    };
+    Ok(stat::space(&now))
 }
 
 /// The [`Record`] of a node the copy made at `rel` (not a directory:

@@ -13,9 +13,9 @@
 //! | FIFOs, sockets | always | `mknodat` |
 //! | character and block devices | as root; else an error (as `cp -a`) | `mknodat` |
 //! | hard links among the copied files | always | `linkat` to the first copy |
-//! | permission bits, sticky bit | always | `fchmod` after `fchown` |
+//! | permission bits, sticky bit | always | `fchmod` after `fchown`, or born with them (below) |
 //! | set-user-ID / set-group-ID bits | when the owner / group is kept; else dropped | |
-//! | numeric owner and group | as root; else a group the caller is in | `fchown`, `lchown` |
+//! | numeric owner and group | as root; else a group the caller is in | `fchown`, `lchown`, where the copy has another |
 //! | atime and mtime, to the nanosecond (files, dirs, symlinks) | always | `futimens`, `utimensat(AT_SYMLINK_NOFOLLOW)`, last |
 //! | xattrs: `user.*`, ACLs (`system.posix_acl_*`) | always | `flistxattr`/`fgetxattr`/`fsetxattr` on the fd; `l*xattr` for what cannot be opened |
 //! | xattrs: `security.*` (`security.capability`, `security.selinux`) | as root; else dropped where the kernel refuses | the same, after `fchown` (which clears `security.capability`) |
@@ -58,6 +58,17 @@
 //! receives all of that only after its children are written, so a read-only
 //! directory can still be filled, its mtime is not disturbed by the copy,
 //! and a default ACL does not leak into children made before it.
+//!
+//! What a node has already is not set again, as `cp -a` skips a `chown`
+//! that changes nothing: each copy is `fstat`ed after its content (the
+//! `fstat` its space is taken from), and `chown` is made only where its
+//! owner differs from the source's, `chmod` only where that or its bits
+//! differ. A file whose source owner is the copying process's is created
+//! with its permission bits (without set-ID bits, which the writes would
+//! clear), so a root copy of a root-owned tree makes neither call for most
+//! files; a file of another owner is created `0600` until its `chown`. On
+//! ext4 every inode change is a journal update: a regular file costs three
+//! (create, write, times), one fewer than `cp -a`'s four.
 //!
 //! # Limitations
 //!
