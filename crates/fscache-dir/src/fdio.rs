@@ -166,14 +166,7 @@ impl Visitor for Syncer {
                 Ok(Visit::Descend(()))
             }
             rustix::fs::FileType::RegularFile => {
-                match rustix::io::retry_on_intr(|| {
-                    rustix::fs::openat(
-                        parent.fd(),
-                        name,
-                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-                        Mode::empty(),
-                    )
-                }) {
+                match crate::walk::open_file_errno(parent.fd(), name) {
                     Ok(f) => rustix::io::retry_on_intr(|| rustix::fs::fsync(&f))
                         .map_err(|e| with_path("sync", path, e.into()))?,
                     Err(Errno::ACCESS) => self.need_syncfs = true,

@@ -301,6 +301,27 @@ pub(crate) fn open_dir_errno(
     })
 }
 
+/// `openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK |
+/// O_CLOEXEC)`, retried on `EINTR`: open a file of a walked tree for
+/// reading. `O_NONBLOCK`: should the name have become a FIFO since the
+/// caller's `lstat`, the open must not hang; the caller checks the type
+/// with `fstat` right after. Raw errno, for the callers that tell a
+/// vanished or replaced node from a failure.
+pub(crate) fn open_file_errno(
+    dirfd: impl AsFd,
+    name: impl AsRef<Path>,
+) -> rustix::io::Result<OwnedFd> {
+    let dirfd = dirfd.as_fd();
+    rustix::io::retry_on_intr(|| {
+        rustix::fs::openat(
+            dirfd,
+            name.as_ref(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    })
+}
+
 /// `path` made absolute against `dirfd` for an error message: the
 /// directory's path as `/proc/self/fd` names it (the current directory for
 /// `AT_FDCWD`); `path` as given when that cannot be read.

@@ -308,22 +308,11 @@ impl<'a> Copier<'a> {
             self.stats.hard_links += 1;
             return Ok(Copied::File(first.given.clone(), first.content));
         }
-        // O_NONBLOCK: should the name have become a FIFO since the `lstat`,
-        // the open must not hang; the type is checked right after.
-        let src: File = retry_on_intr(|| {
-            rustix::fs::openat(
-                &sfd,
-                name,
-                OFlags::RDONLY
-                    | OFlags::NOFOLLOW
-                    | OFlags::NOCTTY
-                    | OFlags::NONBLOCK
-                    | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-        })
-        .map_err(|e| replaced_on(e, "file"))?
-        .into();
+        // Non-blocking, the type checked right after (a FIFO since the
+        // `lstat` must not hang the copy).
+        let src: File = crate::walk::open_file_errno(&sfd, name)
+            .map_err(|e| replaced_on(e, "file"))?
+            .into();
         let fst = retry_on_intr(|| rustix::fs::fstat(&src))?;
         if FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
             || stat::inode(&fst) != stat::inode(st)

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{FileType, Mode, OFlags, Stat};
+use rustix::fs::{FileType, Stat};
 use rustix::io::retry_on_intr;
 
 use super::content::hash_content;
@@ -124,21 +124,9 @@ impl TreeHasher {
             };
             return Ok((known.0, known.1, xattrs));
         }
-        // O_NONBLOCK: should the name have become a FIFO since the `lstat`,
-        // the open must not hang; the inode is checked right after.
-        let file: File = retry_on_intr(|| {
-            rustix::fs::openat(
-                &dirfd,
-                name,
-                OFlags::RDONLY
-                    | OFlags::NOFOLLOW
-                    | OFlags::NOCTTY
-                    | OFlags::NONBLOCK
-                    | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-        })?
-        .into();
+        // Non-blocking, the inode checked right after (a FIFO since the
+        // `lstat` must not hang the digest).
+        let file: File = crate::walk::open_file_errno(&dirfd, name)?.into();
         let fst = retry_on_intr(|| rustix::fs::fstat(&file))?;
         if FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile
             || stat::inode(&fst) != stat::inode(st)
