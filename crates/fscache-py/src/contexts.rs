@@ -150,8 +150,7 @@ impl StageContext {
         _exc_value: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> bool {
-        let guard = locked(&self.guard).take();
-        py.detach(move || drop(guard));
+        drop_detached(py, &self.guard);
         false
     }
 }

@@ -78,8 +78,7 @@ impl Entry {
 
     /// Release the read lock (or remove a tree the cache did not keep).
     fn release(&self, py: Python<'_>) {
-        let held = locked(&self.held).take();
-        py.detach(move || drop(held));
+        drop_detached(py, &self.held);
     }
 }
 
@@ -125,8 +124,7 @@ impl Store {
 
     /// Discard the entry and its content (a no-op once committed).
     fn discard(&self, py: Python<'_>) {
-        let guard = locked(&self.guard).take();
-        py.detach(move || drop(guard));
+        drop_detached(py, &self.guard);
     }
 }
 
@@ -154,7 +152,6 @@ impl Stage {
 
     /// Remove the scratch directory completely.
     fn close(&self, py: Python<'_>) {
-        let guard = locked(&self.guard).take();
-        py.detach(move || drop(guard));
+        drop_detached(py, &self.guard);
     }
 }

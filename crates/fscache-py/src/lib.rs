@@ -84,6 +84,13 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Take what `slot` holds (a guard, an entry) and drop it with the GIL
+/// released: dropping one unlocks, removes a tree or writes statistics.
+fn drop_detached<T: Send>(py: Python<'_>, slot: &Mutex<Option<T>>) {
+    let held = locked(slot).take();
+    py.detach(move || drop(held));
+}
+
 /// The Python exception for a facade error.
 fn py_err(e: fscache::Error) -> PyErr {
     let msg = chain(&e);
