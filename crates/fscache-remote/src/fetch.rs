@@ -2,7 +2,9 @@
 //! locator, run with bounded concurrency; each blob decoded, checked
 //! against the signed manifest's hash and written at its offsets as it
 //! arrives; each file's content hash checked on the way (no second read
-//! unless a file's blobs came out of order).
+//! unless a file's blobs came out of order). A file of one blob (most
+//! small files) is made, written and given its metadata by the same
+//! thread that decodes its blob, through one descriptor.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -13,10 +15,13 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 
+use fscache::meta::{Given, OnDrop};
+
 use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
 use crate::locator::{distinct_blobs, plan, Locator, Read};
 use crate::manifest::{Kind, Manifest};
+use crate::node::{self, GivenMap};
 use crate::push::Tracker;
 use crate::remote::Inner;
 
@@ -35,11 +40,17 @@ struct Dest {
 /// A file being written, and the check of its content hash.
 struct FileState {
     path: PathBuf,
+    /// Its node in the manifest.
+    node: usize,
+    /// What it was given of its metadata, once made by its one blob's
+    /// write ([`written_whole`]).
+    given: Option<Given>,
     /// The manifest's hash of the whole content.
     hash: String,
     /// Number of blobs.
     blobs: usize,
-    /// Its hash is its one blob's, checked as that blob is decoded.
+    /// Its hash is its one blob's, checked as that blob is decoded: it is
+    /// [`written_whole`], not made before.
     checked: bool,
     /// The next blob position the running hash expects; `None` once one
     /// came out of order (then the file is hashed from disk at the end).
@@ -56,6 +67,16 @@ struct Plan {
     /// Per distinct blob: where it goes.
     dests: Vec<Vec<Dest>>,
     files: Vec<Mutex<FileState>>,
+    m: Arc<Manifest>,
+    on_drop: OnDrop,
+}
+
+/// Whether a file node is one blob, all of its content: a format-2 pull
+/// makes it only when that blob is decoded, writes it and gives it its
+/// metadata at once (the other files are made empty first).
+pub(crate) fn written_whole(kind: &Kind) -> bool {
+    matches!(kind, Kind::File { size, blobs, link: None, data: None, .. }
+        if blobs.len() == 1 && blobs[0].size == *size)
 }
 
 /// The content checks a manifest's files allow without any data: a file
@@ -86,8 +107,10 @@ pub(crate) fn check_file_hashes(m: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
-/// Fill the files of `m` (already created, of their sizes, under `root`)
-/// from the packs `loc` points at.
+/// Fill the files of `m` under `root` from the packs `loc` points at:
+/// those [`written_whole`] are made and given their metadata here (what
+/// they were given is returned, by path), the others were made before, of
+/// their sizes.
 ///
 /// # Errors
 ///
@@ -98,10 +121,10 @@ pub(crate) fn check_file_hashes(m: &Manifest) -> Result<(), String> {
 pub(crate) async fn fill_from_packs(
     inner: &Inner,
     root: &Path,
-    m: &Manifest,
+    m: &Arc<Manifest>,
     loc: &Locator,
     tracker: &Tracker<'_>,
-) -> Result<()> {
+) -> Result<GivenMap> {
     check_file_hashes(m).map_err(|why| Error::refused(&m.name, why))?;
     let wanted = distinct_blobs(m);
     let reads =
@@ -113,9 +136,8 @@ pub(crate) async fn fill_from_packs(
         .collect();
     let mut dests: Vec<Vec<Dest>> = vec![Vec::new(); wanted.len()];
     let mut files = Vec::new();
-    for node in &m.nodes {
+    for (n, node) in m.nodes.iter().enumerate() {
         if let Kind::File {
-            size,
             hash,
             blobs,
             link: None,
@@ -134,9 +156,11 @@ pub(crate) async fn fill_from_packs(
             // A sparse file's holes are not in its blobs: it is hashed
             // from disk once written.
             let dense = data.is_none();
-            let single = blobs.len() == 1 && blobs[0].size == *size && dense;
+            let single = written_whole(&node.kind);
             files.push(Mutex::new(FileState {
                 path: root.join(&node.path),
+                node: n,
+                given: None,
                 hash: hash.clone(),
                 checked: single,
                 next: dense.then_some(0),
@@ -164,6 +188,8 @@ pub(crate) async fn fill_from_packs(
         wanted: wanted.iter().map(|(h, s)| (h.to_string(), *s)).collect(),
         dests,
         files,
+        m: m.clone(),
+        on_drop: inner.on_drop,
     });
     futures::stream::iter(reads)
         .map(|r| {
@@ -200,8 +226,17 @@ pub(crate) async fn fill_from_packs(
         .try_collect::<()>()
         .await?;
     let shared = Arc::into_inner(shared).expect("every read task is done");
+    let mut files = shared.files;
+    let mut given = GivenMap::new();
+    for f in &mut files {
+        let f = f.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = f.given.take() {
+            given.insert(m.nodes[f.node].path.clone(), g);
+        }
+    }
     let name = m.name.clone();
-    blocking(move || finish_hashes(&name, shared.files)).await
+    blocking(move || finish_hashes(&name, files)).await?;
+    Ok(given)
 }
 
 /// Decode, check and write every blob of one read.
@@ -235,6 +270,27 @@ fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
         }
         for d in &plan.dests[i] {
             let mut f = plan.files[d.file].lock().unwrap_or_else(|p| p.into_inner());
+            if f.checked {
+                // Made, written and given its metadata through one
+                // descriptor (after the content, which would clear
+                // set-ID bits and capabilities).
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&f.path)
+                    .map_err(|e| Error::io("create", &f.path, e))?;
+                file.write_all_at(&data, d.offset)
+                    .map_err(|e| Error::io("write", &f.path, e))?;
+                let node = &plan.m.nodes[f.node];
+                f.given = Some(node::restore_file(
+                    &file,
+                    &f.path,
+                    &node.kind,
+                    &node.meta,
+                    plan.on_drop,
+                )?);
+                continue;
+            }
             let file = OpenOptions::new()
                 .write(true)
                 .open(&f.path)

@@ -257,15 +257,19 @@
 //! # Design
 //!
 //! [`Remote::push`] holds the local entry's read lock throughout and
-//! reads the tree once on a blocking thread: FastCDC chunks, their hashes
-//! and (for the chunks the index lacks) their compression with one reused
-//! zstd context, into packs handed over a channel of one to the uploads,
-//! so reading, compressing and uploading overlap. Then intent, index
+//! reads the tree once: a walker thread stats it and hands each file to a
+//! few worker threads, which cut it into FastCDC chunks, hash them and
+//! (for the chunks the index lacks) compress them, each with one reused
+//! zstd context; the packer takes each file's chunks in tree order into
+//! packs handed over a channel of one to the uploads, so reading,
+//! compressing and uploading overlap, and the packs and manifest do not
+//! depend on which thread was faster. Then intent, index
 //! object and manifest as above. [`Remote::pull`] checks the manifest
 //! (signature against the trusted keys, format, name, paths, digest),
 //! plans the ranged reads from the locator, decodes and checks each blob
 //! on the blocking pool and writes it at its offsets in a
-//! [`fscache::StoreGuard`], restores modes, owners, times, xattrs,
+//! [`fscache::StoreGuard`] (a file of one blob is made, written and
+//! given its metadata there at once), restores modes, owners, times, xattrs,
 //! symlinks, hard links and special files, then commits with
 //! [`fscache::StoreGuard::commit_and_load`]. Any failure drops the guard,
 //! which removes the partial tree.

@@ -119,27 +119,7 @@ fn mode_of(kind: &Kind) -> u32 {
 /// A failing system call; an xattr too large for the destination; under
 /// [`OnDrop::Fail`], the first drop.
 pub(crate) fn restore(path: &Path, kind: &Kind, m: &Meta, on_drop: OnDrop) -> Result<Given> {
-    let me = (
-        rustix::process::geteuid().as_raw(),
-        rustix::process::getegid().as_raw(),
-    );
-    let xattrs = m
-        .xattrs
-        .iter()
-        .map(|x| Xattr {
-            name: x.name.as_bytes().to_vec(),
-            // Checked by `Manifest::validate` before anything was written.
-            value: unhex_vec(&x.value).unwrap_or_default(),
-        })
-        .collect();
-    let want = Wanted {
-        uid: m.uid.unwrap_or(me.0),
-        gid: m.gid.unwrap_or(me.1),
-        mode: mode_of(kind),
-        atime: None,
-        mtime: m.mtime.map(|(s, ns)| (s, i64::from(ns))),
-        xattrs,
-    };
+    let want = wanted(kind, m);
     let io = |e| Error::io("restore metadata", path, e);
     match kind {
         Kind::Dir { .. } | Kind::File { .. } => {
@@ -156,6 +136,48 @@ pub(crate) fn restore(path: &Path, kind: &Kind, m: &Meta, on_drop: OnDrop) -> Re
             let dir = fs::File::open(parent).map_err(io)?;
             meta::restore_at(&dir, name, &want, on_drop).map_err(io)
         }
+    }
+}
+
+/// [`restore`] of a file through `f`, which the pull opened to write it
+/// (its content is complete).
+///
+/// # Errors
+///
+/// As [`restore`].
+pub(crate) fn restore_file(
+    f: &File,
+    path: &Path,
+    kind: &Kind,
+    m: &Meta,
+    on_drop: OnDrop,
+) -> Result<Given> {
+    meta::restore_fd(f, &wanted(kind, m), on_drop)
+        .map_err(|e| Error::io("restore metadata", path, e))
+}
+
+/// What the policy is asked to give a node of `kind` with metadata `m`.
+fn wanted(kind: &Kind, m: &Meta) -> Wanted {
+    let me = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    let xattrs = m
+        .xattrs
+        .iter()
+        .map(|x| Xattr {
+            name: x.name.as_bytes().to_vec(),
+            // Checked by `Manifest::validate` before anything was written.
+            value: unhex_vec(&x.value).unwrap_or_default(),
+        })
+        .collect();
+    Wanted {
+        uid: m.uid.unwrap_or(me.0),
+        gid: m.gid.unwrap_or(me.1),
+        mode: mode_of(kind),
+        atime: None,
+        mtime: m.mtime.map(|(s, ns)| (s, i64::from(ns))),
+        xattrs,
     }
 }
 

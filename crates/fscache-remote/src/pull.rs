@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
-use crate::fetch::fill_from_packs;
+use crate::fetch::{fill_from_packs, written_whole};
 use crate::locator::Locator;
 use crate::manifest::{blob_offsets, digest_dir, Kind, Manifest};
 use crate::node::{self, GivenMap};
@@ -194,8 +194,8 @@ impl Inner {
         let root = guard.path().to_path_buf();
         let shared = Arc::new(m.clone());
         blocking({
-            let (root, m) = (root.clone(), shared.clone());
-            move || create_tree(&root, &m)
+            let (root, m, packed) = (root.clone(), shared.clone(), loc.is_some());
+            move || create_tree(&root, &m, packed)
         })
         .await?;
         let distinct = crate::locator::distinct_blobs(m);
@@ -204,19 +204,22 @@ impl Inner {
             distinct.iter().map(|(_, size)| size).sum(),
             progress,
         );
-        match loc {
+        let early = match loc {
             Some(loc) => {
                 // Format 2: every file's content is checked on the way,
                 // so the tree is the manifest's (its digest was checked
                 // at open) with what the restore reports it kept: no read
                 // to hash it, and the facade takes that digest.
-                fill_from_packs(self, &root, m, loc, &tracker).await?;
+                fill_from_packs(self, &root, &shared, loc, &tracker).await?
             }
-            None => fill_from_blobs(self, &root, m, &tracker).await?,
-        }
+            None => {
+                fill_from_blobs(self, &root, m, &tracker).await?;
+                GivenMap::new()
+            }
+        };
         let given = blocking({
             let (root, m, on_drop) = (root.clone(), shared.clone(), self.on_drop);
-            move || finish_tree(&root, &m, on_drop)
+            move || finish_tree(&root, &m, on_drop, early)
         })
         .await?;
         // What the tree must be: the manifest's, with what the policy kept
@@ -295,11 +298,16 @@ pub(crate) fn file_offsets(
 }
 
 /// Create the manifest's directories (owner-writable until their
-/// children are in) and its files (empty, of their sizes) under `root`.
-fn create_tree(root: &Path, m: &Manifest) -> Result<()> {
+/// children are in) and its files (empty, of their sizes) under `root`;
+/// from packs (`packed`), not the files a blob's write makes
+/// ([`written_whole`]).
+fn create_tree(root: &Path, m: &Manifest, packed: bool) -> Result<()> {
     let mut dirs = fs::DirBuilder::new();
     dirs.mode(0o700);
     for node in &m.nodes {
+        if packed && written_whole(&node.kind) {
+            continue;
+        }
         let p = root.join(&node.path);
         match &node.kind {
             Kind::Dir { .. } => dirs
@@ -370,9 +378,15 @@ async fn fill_from_blobs(
 }
 
 /// Each node's metadata, links and special nodes once the content is in
-/// (see below); returns what each node was given of its metadata
-/// (version 2 manifests).
-fn finish_tree(root: &Path, m: &Manifest, on_drop: OnDrop) -> Result<GivenMap> {
+/// (see below), but for the files given theirs as they were written
+/// (`early`); returns what each node was given of its metadata (version 2
+/// manifests).
+fn finish_tree(
+    root: &Path,
+    m: &Manifest,
+    on_drop: OnDrop,
+    mut early: GivenMap,
+) -> Result<GivenMap> {
     let at = |p: &str| root.join(p);
     // Then each node's metadata (owner, mode, xattrs, mtime: after the
     // content, which would clear set-ID bits and capabilities), links,
@@ -389,6 +403,10 @@ fn finish_tree(root: &Path, m: &Manifest, on_drop: OnDrop) -> Result<GivenMap> {
     for node in &m.nodes {
         let p = at(&node.path);
         match &node.kind {
+            Kind::File { link: None, .. } if early.contains_key(&node.path) => {
+                let g = early.remove(&node.path).expect("just looked up");
+                keep(&mut given, &node.path, g);
+            }
             Kind::File { link: None, .. } => keep(
                 &mut given,
                 &node.path,

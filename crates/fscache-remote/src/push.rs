@@ -262,9 +262,9 @@ impl Inner {
             known.retain(|h, l| !blobs.contains(h) && !packs.contains(&pack_key(&l.pack)));
         }
         let known = Arc::new(known);
-        // The reader (a blocking thread) hands closed packs to the
-        // uploader through a channel of one: at most PACKS_IN_FLIGHT + 2
-        // packs are in memory.
+        // The reader (a blocking thread and its walker and workers, see
+        // scan.rs) hands closed packs to the uploader through a channel
+        // of one: at most PACKS_IN_FLIGHT + 2 packs are in memory.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Closed>(1);
         let root = entry.path().to_path_buf();
         let reader = blocking({
