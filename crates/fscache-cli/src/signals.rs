@@ -31,7 +31,13 @@ pub(crate) const FORCE_AFTER: Duration = Duration::from_secs(1);
 
 /// Records which of [`STOP`] arrived, once the handlers are installed.
 pub(crate) struct Signals {
+    /// The first signal, as the watcher thread saw it.
     caught: Arc<AtomicUsize>,
+    /// The latest signal, set inside the handler itself: before the
+    /// thread that runs the handler goes back to what it was doing, so a
+    /// command that sees its child die of the same signal (a group kill)
+    /// knows it was signalled too, however late the watcher runs.
+    raised: Arc<AtomicUsize>,
 }
 
 impl Signals {
@@ -40,6 +46,12 @@ impl Signals {
     /// on one that comes [`FORCE_AFTER`] or more later.
     pub(crate) fn catch() -> Result<Self, Fail> {
         let caught = Arc::new(AtomicUsize::new(0));
+        let raised = Arc::new(AtomicUsize::new(0));
+        for sig in STOP {
+            let value = usize::try_from(sig).unwrap_or(0);
+            signal_hook::flag::register_usize(sig, Arc::clone(&raised), value)
+                .map_err(|e| Fail::error(format!("failed to handle signals: {e}")))?;
+        }
         let mut incoming = signal_hook::iterator::Signals::new(STOP)
             .map_err(|e| Fail::error(format!("failed to handle signals: {e}")))?;
         let seen = Arc::clone(&caught);
@@ -62,13 +74,17 @@ impl Signals {
                 }
             })
             .map_err(|e| Fail::error(format!("failed to handle signals: {e}")))?;
-        Ok(Self { caught })
+        Ok(Self { caught, raised })
     }
 
-    /// The signal that arrived, if any.
+    /// The signal that arrived (the first, once the watcher has seen it),
+    /// if any.
     pub(crate) fn caught(&self) -> Option<i32> {
         match self.caught.load(Ordering::SeqCst) {
-            0 => None,
+            0 => match self.raised.load(Ordering::SeqCst) {
+                0 => None,
+                n => i32::try_from(n).ok(),
+            },
             n => i32::try_from(n).ok(),
         }
     }
