@@ -290,15 +290,7 @@ pub(crate) fn open_dir_errno(
     dirfd: impl AsFd,
     path: impl AsRef<Path>,
 ) -> rustix::io::Result<OwnedFd> {
-    let dirfd = dirfd.as_fd();
-    rustix::io::retry_on_intr(|| {
-        rustix::fs::openat(
-            dirfd,
-            path.as_ref(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    })
+    open_nofollow_errno(dirfd.as_fd(), path.as_ref(), OFlags::DIRECTORY)
 }
 
 /// `openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK |
@@ -311,12 +303,25 @@ pub(crate) fn open_file_errno(
     dirfd: impl AsFd,
     name: impl AsRef<Path>,
 ) -> rustix::io::Result<OwnedFd> {
-    let dirfd = dirfd.as_fd();
+    open_nofollow_errno(
+        dirfd.as_fd(),
+        name.as_ref(),
+        OFlags::NOCTTY | OFlags::NONBLOCK,
+    )
+}
+
+/// `openat(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | extra)`,
+/// retried on `EINTR`: the one read-only open of a walked tree's node.
+fn open_nofollow_errno(
+    dirfd: BorrowedFd<'_>,
+    path: &Path,
+    extra: OFlags,
+) -> rustix::io::Result<OwnedFd> {
     rustix::io::retry_on_intr(|| {
         rustix::fs::openat(
             dirfd,
-            name.as_ref(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra,
             Mode::empty(),
         )
     })
