@@ -596,7 +596,7 @@ fn app_boot_id(appid: &str) -> PyResult<String> {
     fscache::current_app_boot_id(appid).map_err(|e| PyOSError::new_err(e.to_string()))
 }
 
-/// The tree digest (`blake3:<hex>`) of the directory at `path`.
+/// The tree digest (`blake3v3:<hex>`, version 3) of the directory at `path`.
 #[pyfunction]
 fn tree_digest(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     py.detach(|| fscache::tree_digest(&path))

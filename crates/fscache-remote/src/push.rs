@@ -238,11 +238,12 @@ impl Inner {
         let mkey = manifest_key(name);
         if self.exists(&mkey).await? {
             self.touch(name).await;
-            // Reported: the local entry's digest (one read of the tree,
-            // none of it sent).
+            // Reported: the local entry's digest in the manifests' version
+            // (one read of the tree, none of it sent).
             let root = entry.path().to_path_buf();
             let digest = blocking(move || {
-                fscache::tree_digest(&root).map_err(|e| Error::io("digest", &root, e.into()))
+                fscache::tree_digest_version(&root, fscache::DigestVersion::V2)
+                    .map_err(|e| Error::io("digest", &root, e.into()))
             })
             .await?;
             return Ok(Some(PushReport {

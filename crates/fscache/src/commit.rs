@@ -93,9 +93,12 @@ impl FsCache {
         let (digest, listing) = match digest.or(vouched) {
             Some(d) => (Some(d), listing),
             None if self.inner.record_digests => {
-                let (d, l) =
-                    fscache_dir::digest::digest_tree_listed(anon.data_dir()?, &dir.abs(&data_rel))
-                        .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?;
+                let (d, l) = fscache_dir::digest::digest_tree_listed(
+                    anon.data_dir()?,
+                    &dir.abs(&data_rel),
+                    fscache_dir::digest::Version::default(),
+                )
+                .map_err(|e| Error::io("digest", dir.abs(&data_rel), e))?;
                 (Some(d), Some(l))
             }
             None => (None, None),

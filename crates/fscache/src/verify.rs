@@ -23,7 +23,7 @@ pub enum Verified {
     Ok(Digest),
     /// The content changed since it was committed: a flipped byte, a
     /// truncated, removed or added file, a changed mode or symlink target;
-    /// for a digest of version 2 also a changed owner, xattr or device
+    /// for a digest of version 2 or 3 also a changed owner, xattr or device
     /// number.
     /// The digest is one hash of the whole tree, so it cannot say which
     /// path changed.
@@ -104,7 +104,7 @@ impl Missing {
 pub fn tree_digest(path: impl AsRef<std::path::Path>) -> Result<Digest> {
     let path = path.as_ref();
     let fd = fscache_dir::open_tree(path).map_err(|e| Error::io("open directory", path, e))?;
-    digest_tree(&fd, path, Version::V2).map_err(|e| Error::io("digest", path, e))
+    digest_tree(&fd, path, Version::default()).map_err(|e| Error::io("digest", path, e))
 }
 
 /// [`tree_digest`] in the encoding of `version`: version 1 to compare
@@ -121,7 +121,7 @@ pub fn tree_digest_version(path: impl AsRef<std::path::Path>, version: Version) 
 
 /// The per-path record beside an entry's digest (`objects/NAME/object.tree`,
 /// fscache's own and optional: osbuild neither writes nor reads it): one
-/// line per node of what the digest (version 2) covers of it, so
+/// line per node of what the digest (version 2 or 3) covers of it, so
 /// [`FsCache::verify_changes`] can name what changed where.
 pub const OBJECT_TREE: &str = "object.tree";
 
@@ -255,13 +255,24 @@ impl FsCache {
         let Some(recorded) = recorded else {
             return Ok(None);
         };
+        // The record's content hashes are those of the recorded digest's
+        // version.
+        let info_rel = entry.join(OBJECT_INFO);
+        let version = match dir.read_small(&info_rel) {
+            Ok(b) => ObjectInfo::parse(&b)
+                .digest
+                .and_then(|d| d.parse::<Digest>().ok())
+                .map_or(Version::V2, |d| d.version()),
+            Err(e) if is_miss(&e) => return Ok(None),
+            Err(e) => return Err(Error::io("read", dir.abs(&info_rel), e)),
+        };
         let data_rel = entry.join(DATA);
         let data_abs = dir.abs(&data_rel);
         let data = dir
             .open_dir(&data_rel)
             .map_err(|e| Error::io("open directory", &data_abs, e))?;
-        let (_, now) =
-            digest_tree_listed(&data, &data_abs).map_err(|e| Error::io("digest", &data_abs, e))?;
+        let (_, now) = digest_tree_listed(&data, &data_abs, version)
+            .map_err(|e| Error::io("digest", &data_abs, e))?;
         Ok(Some(
             compare(&recorded, &now)
                 .into_iter()

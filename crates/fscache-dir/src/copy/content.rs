@@ -9,7 +9,8 @@ use rustix::fs::Stat;
 use rustix::io::Errno;
 use std::os::unix::fs::FileExt;
 
-use crate::{digest, stat};
+use crate::digest::{self, ContentHasher, Version};
+use crate::stat;
 
 /// How many bytes one `copy_file_range` call moves at most: small enough for
 /// a progress bar to move on big files, big enough to cost nothing.
@@ -180,16 +181,18 @@ impl<'a> Content<'a> {
     /// `copy_file_range` is not used: the data would not pass through the
     /// process, and hashing it would take a second read.
     ///
-    /// Returns what was moved, and the count and hash of the bytes hashed.
+    /// Returns what was moved, and the count and hash (in `version`) of the
+    /// bytes hashed.
     pub(super) fn copy_hashed(
         &mut self,
         src: &File,
         dst: &File,
         st: &Stat,
+        version: Version,
     ) -> io::Result<(Moved, u64, blake3::Hash)> {
         if self.first_method(st) == Method::Reflink && self.try_reflink(src, dst, st)? {
             // FICLONE moves neither file offset: `src` is read from its start.
-            let (n, hash) = digest::hash_content(src, &mut self.buf)?;
+            let (n, hash) = digest::hash_content(src, &mut self.buf, version)?;
             let moved = Moved {
                 bytes: stat::size(st),
                 reflinked: true,
@@ -197,7 +200,7 @@ impl<'a> Content<'a> {
             };
             return Ok((moved, n, hash));
         }
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = ContentHasher::new(version);
         if let Some(ranges) = sparse_ranges(src, st)? {
             let n = self.copy_ranges(src, dst, st, &ranges, Some(&mut hasher))?;
             let moved = Moved {
@@ -227,7 +230,7 @@ impl<'a> Content<'a> {
         &mut self,
         src: &File,
         mut dst: &File,
-        hasher: Option<&mut blake3::Hasher>,
+        hasher: Option<&mut ContentHasher>,
     ) -> io::Result<u64> {
         let progress = &mut *self.progress;
         digest::read_chunks(src, &mut self.buf, hasher, |chunk| {
@@ -249,7 +252,7 @@ impl Content<'_> {
         dst: &File,
         st: &Stat,
         ranges: &[(u64, u64)],
-        mut hasher: Option<&mut blake3::Hasher>,
+        mut hasher: Option<&mut ContentHasher>,
     ) -> io::Result<u64> {
         let size = stat::size(st);
         let mut at = 0u64;
@@ -258,7 +261,7 @@ impl Content<'_> {
         }
         for &(offset, len) in ranges {
             if let Some(h) = hasher.as_deref_mut() {
-                digest::hash_zeros(h, offset - at);
+                h.zeros(offset - at);
             }
             (self.progress)(offset - at)?;
             let end = offset + len;
@@ -311,7 +314,7 @@ impl Content<'_> {
             at = end;
         }
         if let Some(h) = hasher {
-            digest::hash_zeros(h, size - at);
+            h.zeros(size - at);
         }
         (self.progress)(size - at)?;
         crate::retry_io(|| dst.set_len(size))?;

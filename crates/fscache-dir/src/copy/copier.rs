@@ -142,7 +142,7 @@ impl Visitor for Copier<'_> {
         let target = parent.state();
         let ddir = &target.dst;
         let dst_rel = target.dst_rel.join(name);
-        let hashing = target.tree.is_some();
+        let hashing = target.tree.as_ref().map(DirHasher::version);
         let copied = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => self.copy_dir(ddir, name, dst_rel, hashing),
             FileType::RegularFile => self.copy_file(sfd, ddir, name, st, dst_rel, hashing),
@@ -269,7 +269,7 @@ impl<'a> Copier<'a> {
         ddir: &Dir,
         name: &OsStr,
         dst_rel: PathBuf,
-        hashing: bool,
+        hashing: Option<Version>,
     ) -> io::Result<Copied> {
         // `name` is one component the walk read from a directory: no
         // resolution, as cap-std's `create_dir` would make sure of.
@@ -289,7 +289,7 @@ impl<'a> Copier<'a> {
             dst,
             dst_rel,
             finish: true,
-            tree: hashing.then(|| DirHasher::of(Version::V2)),
+            tree: hashing.map(DirHasher::of),
         })))
     }
 
@@ -301,7 +301,7 @@ impl<'a> Copier<'a> {
         name: &OsStr,
         st: &Stat,
         dst_rel: PathBuf,
-        hashing: bool,
+        hashing: Option<Version>,
     ) -> io::Result<Copied> {
         if let Some(first) = self.links.earlier(st) {
             retry_io(|| self.dst_root.hard_link(&first.rel, ddir, name))?;
@@ -349,10 +349,10 @@ impl<'a> Copier<'a> {
         fst: &Stat,
         xattrs: Vec<Xattr>,
         dst_rel: PathBuf,
-        hashing: bool,
+        hashing: Option<Version>,
     ) -> io::Result<Copied> {
-        let (moved, hashed) = if hashing {
-            let (moved, size, hash) = self.content.copy_hashed(src, dst, fst)?;
+        let (moved, hashed) = if let Some(version) = hashing {
+            let (moved, size, hash) = self.content.copy_hashed(src, dst, fst, version)?;
             (moved, Some((size, hash)))
         } else {
             (self.content.copy(src, dst, fst)?, None)

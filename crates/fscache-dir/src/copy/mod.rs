@@ -225,7 +225,7 @@ impl CopyOptions {
         progress: &mut dyn FnMut(u64) -> io::Result<()>,
         listed: bool,
     ) -> io::Result<(CopyStats, Digest, Listing)> {
-        let hasher = DirHasher::of(Version::V2);
+        let hasher = DirHasher::of(Version::default());
         let records = listed.then(Listing::default);
         let (stats, digest, listing) =
             copy_tree_listed(src, dst, progress, Some(hasher), self, records)?;
@@ -291,7 +291,7 @@ pub fn copy_tree_into(
     CopyOptions::new().copy(src, dst, progress)
 }
 
-/// [`copy_tree_into`], and the [tree digest](crate::digest) (version 2) of
+/// [`copy_tree_into`], and the [tree digest](crate::digest) (version 3) of
 /// what it copied, computed in the same pass from one read of the data.
 ///
 /// The digest is that of the copy: [`digest_tree`](crate::digest::digest_tree)
@@ -326,7 +326,7 @@ pub fn copy_tree_into(
 ///
 /// let (stats, digest) = copy_tree_into_with_digest(&src, &dst_dir, &mut |_| Ok(()))?;
 /// assert_eq!(stats.files, 1);
-/// assert_eq!(digest, digest_tree(&dst_dir, &dst, Version::V2)?);
+/// assert_eq!(digest, digest_tree(&dst_dir, &dst, Version::default())?);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn copy_tree_into_with_digest(

@@ -528,8 +528,11 @@ fn reflink_on_btrfs_when_available() {
         let hashed_dir = Dir::open_ambient_dir(&hashed, ambient_authority())?;
         let (again, digest) = copy_tree_into_with_digest(&src, &hashed_dir, &mut |_| Ok(()))?;
         assert_eq!(again.reflinked, 2);
-        assert_eq!(digest, digest_tree(&hashed_dir, &hashed, Version::V2)?);
-        assert_eq!(digest, digest_tree(&dst_dir, &dst, Version::V2)?);
+        assert_eq!(
+            digest,
+            digest_tree(&hashed_dir, &hashed, Version::default())?
+        );
+        assert_eq!(digest, digest_tree(&dst_dir, &dst, Version::default())?);
         Ok(stats)
     })();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
@@ -564,7 +567,7 @@ fn a_progress_error_stops_the_copy_and_is_returned() {
 /// The digest of the tree at `path`.
 fn digest_of(path: &Path) -> Digest {
     let dir = Dir::open_ambient_dir(path, ambient_authority()).unwrap();
-    digest_tree(&dir, path, Version::V2).unwrap()
+    digest_tree(&dir, path, Version::default()).unwrap()
 }
 
 /// A tree with every kind the copy keeps: hard links (within and across
@@ -573,6 +576,7 @@ fn digest_of(path: &Path) -> Digest {
 /// bigger than the read buffer.
 fn odd_tree(t: &Path) {
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileExt;
     let set =
         |p: &str, m: u32| fs::set_permissions(t.join(p), fs::Permissions::from_mode(m)).unwrap();
     fs::create_dir_all(t.join("d/e/empty")).unwrap();
@@ -581,6 +585,15 @@ fn odd_tree(t: &Path) {
     fs::create_dir(t.join("ro")).unwrap();
     let big: Vec<u8> = (0..(1 << 20) + 4321).map(|i| (i % 241) as u8).collect();
     fs::write(t.join("big"), &big).unwrap();
+    // Holes at unaligned offsets, and zeros written out: runs of zero
+    // blocks in the version 3 content hash, either way.
+    let holes = fs::File::create(t.join("holes")).unwrap();
+    holes.set_len(3 << 20).unwrap();
+    holes.write_all_at(&[7; 5000], 100_000).unwrap();
+    holes.write_all_at(&[9; 1000], (2 << 20) + 7).unwrap();
+    let mut zeros = vec![0u8; 270 << 10];
+    zeros[200 << 10] = b'x';
+    fs::write(t.join("d/zeros"), &zeros).unwrap();
     fs::write(t.join("d/e/file"), b"file").unwrap();
     fs::write(t.join("empty"), b"").unwrap();
     fs::write(t.join("ro/inside"), b"inside").unwrap();
@@ -641,7 +654,9 @@ fn copy_with_digest_of_the_vector() {
     let v2 = crate::digest::tests::vector_v2_on_disk(&f.src);
     let (_, digest) = copy_tree_into_with_digest(&f.src, &f.dst_dir(), &mut |_| Ok(())).unwrap();
     if v2 {
-        assert_eq!(digest.to_string(), crate::digest::tests::VECTOR_V2);
+        assert_eq!(digest.to_string(), crate::digest::tests::VECTOR_V3);
+        let d2 = digest_tree(f.dst_dir(), &f.dst, Version::V2).unwrap();
+        assert_eq!(d2.to_string(), crate::digest::tests::VECTOR_V2);
     }
     assert_eq!(digest_of(&f.dst), digest);
     let d1 = digest_tree(f.dst_dir(), &f.dst, Version::V1).unwrap();
@@ -664,7 +679,11 @@ fn copy_with_digest_of_a_single_file_or_symlink() {
 
 #[test]
 fn copy_with_digest_under_every_method() {
-    for method in [Method::Reflink, Method::CopyFileRange, Method::ReadWrite] {
+    let methods = [Method::Reflink, Method::CopyFileRange, Method::ReadWrite];
+    for (method, version) in methods
+        .into_iter()
+        .flat_map(|m| [(m, Version::V2), (m, Version::V3)])
+    {
         let f = Fixture::new();
         odd_tree(&f.src);
         let dev = fs::metadata(&f.src).unwrap().dev();
@@ -681,12 +700,13 @@ fn copy_with_digest_under_every_method() {
             dst: dst.try_clone().unwrap(),
             dst_rel: PathBuf::new(),
             finish: false,
-            tree: Some(DirHasher::of(Version::V2)),
+            tree: Some(DirHasher::of(version)),
         };
         let root = Frame::new(fd, f.src.clone(), target).unwrap();
         Walk::new().run(&mut copier, root).unwrap();
         let digest = copier.digest.expect("the root was left");
-        assert_eq!(digest, digest_of(&f.dst), "{method:?}");
+        let walked = digest_tree(f.dst_dir(), &f.dst, version).unwrap();
+        assert_eq!(digest, walked, "{method:?} {version:?}");
         assert_eq!(sum, tree_content_bytes(&f.src).unwrap(), "{method:?}");
     }
 }
@@ -759,7 +779,7 @@ fn copy_listing_is_the_walks() {
         .copy_with_listing(&f.src, &f.dst_dir(), &mut |_| Ok(()))
         .unwrap();
     let (walked_digest, mut walked) =
-        crate::digest::digest_tree_listed(f.dst_dir(), &f.dst).unwrap();
+        crate::digest::digest_tree_listed(f.dst_dir(), &f.dst, Version::default()).unwrap();
     assert_eq!(digest, walked_digest);
     listing.0.sort_by(|a, b| a.path.cmp(&b.path));
     walked.0.sort_by(|a, b| a.path.cmp(&b.path));
@@ -798,7 +818,7 @@ fn a_node_replaced_by_another_type_is_an_error() {
             OsStr::new("was-file"),
             &stale,
             PathBuf::from("was-file"),
-            false,
+            None,
         )
         .err()
         .expect("an error");

@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{FileType, Stat};
 
-use super::{Digest, Version, TAG, TAG2};
+use super::{Digest, Version};
 use crate::meta::Xattr;
 
 /// What an entry says besides its kind and body: its permission bits,
@@ -123,10 +123,7 @@ impl DirHasher {
     /// An empty directory so far, in the encoding of `version`.
     pub fn of(version: Version) -> Self {
         let mut h = blake3::Hasher::new();
-        h.update(match version {
-            Version::V1 => TAG,
-            Version::V2 => TAG2,
-        });
+        h.update(version.tag());
         Self { version, h }
     }
 
@@ -137,7 +134,7 @@ impl DirHasher {
 
     /// One child: its name, metadata and body.
     pub fn entry(&mut self, name: &OsStr, meta: NodeMeta<'_>, body: Body<'_>) {
-        let v2 = self.version == Version::V2;
+        let v2 = self.version.has_metadata();
         let kind: u8 = match body {
             Body::File { .. } => 0x01,
             Body::Dir(_) => 0x02,

@@ -1,10 +1,10 @@
-//! The per-path record beside a digest: a [`Listing`] of what version 2
-//! covers of each node, its text form (`object.tree`), and [`compare`],
+//! The per-path record beside a digest: a [`Listing`] of what versions 2
+//! and 3 cover of each node, its text form (`object.tree`), and [`compare`],
 //! which names what changed where.
 
 use std::fmt;
 
-/// One node of a [`Listing`]: what version 2 of the digest covers of it.
+/// One node of a [`Listing`]: what versions 2 and 3 of the digest cover of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// Its path below the root, components joined by `/`.
@@ -23,7 +23,7 @@ pub struct Record {
     pub body: Vec<u8>,
 }
 
-/// Every node of a tree with what the digest (version 2) covers of it, in
+/// Every node of a tree with what the digest (version 2 or 3) covers of it, in
 /// walk order: a per-path record beside the root digest, so a mismatch
 /// can name the paths and what changed ([`compare`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -53,6 +53,10 @@ pub(crate) const VECTOR: &str =
 pub(crate) const VECTOR_V2: &str =
     "blake3v2:d0ff3af4795a6ff2a0e1229aa2253e0fa238aeae073c618041edf61d9dcc3b60";
 
+/// The version 3 vector of the module docs (the version 2 vector's tree).
+pub(crate) const VECTOR_V3: &str =
+    "blake3v3:1828763539469424163d9b059634e68aae53602d10640829693c97615419ab80";
+
 /// Give the vector tree at `root` what version 2's vector has beyond
 /// version 1's (owner 0:0 everywhere, `user.k` = `v` on `a.txt`); false
 /// where that cannot be done (not root, no user xattrs here).
@@ -79,24 +83,62 @@ pub(crate) fn vector_v2_on_disk(root: &Path) -> bool {
     .is_ok()
 }
 
+/// The version 3 content hash of `runs`, encoded by hand as the module
+/// docs write it: `(Some(bytes), _)` a data run, `(None, n)` a zero run.
+fn content_v3_by_hand(runs: &[(Option<&[u8]>, u64)]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"fscache-data-v3\0");
+    for (data, n) in runs {
+        match data {
+            Some(b) => {
+                h.update(&[1]);
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(blake3::hash(b).as_bytes());
+            }
+            None => {
+                h.update(&[0]);
+                h.update(&n.to_le_bytes());
+            }
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
 /// The version 2 vector, built by hand with the one encoder.
 fn vector_v2_by_hand() -> Digest {
+    vector_by_hand(Version::V2, |c| *blake3::hash(c).as_bytes())
+}
+
+/// The version 3 vector, built by hand with the one encoder.
+fn vector_v3_by_hand() -> Digest {
+    vector_by_hand(Version::V3, |c| {
+        if c.is_empty() {
+            content_v3_by_hand(&[])
+        } else {
+            content_v3_by_hand(&[(Some(c), 0)])
+        }
+    })
+}
+
+/// The vector tree's digest in `version`, whose files' content hash is
+/// `content`.
+fn vector_by_hand(version: Version, content: fn(&[u8]) -> [u8; 32]) -> Digest {
     let meta = |perm| NodeMeta {
         perm,
         uid: 0,
         gid: 0,
         xattrs: &[],
     };
-    let file = |c: &[u8]| (c.len() as u64, *blake3::hash(c).as_bytes());
-    let mut bin = DirHasher::of(Version::V2);
+    let file = |c: &[u8]| (c.len() as u64, content(c));
+    let mut bin = DirHasher::of(version);
     let (n, h) = file(b"#!/bin/sh\necho hi\n");
     bin.entry(
         OsStr::new("run"),
         meta(0o755),
         Body::File { size: n, hash: &h },
     );
-    let empty = DirHasher::of(Version::V2).finish();
-    let mut root = DirHasher::of(Version::V2);
+    let empty = DirHasher::of(version).finish();
+    let mut root = DirHasher::of(version);
     let xattrs = [Xattr {
         name: b"user.k".to_vec(),
         value: b"v".to_vec(),
@@ -132,6 +174,110 @@ fn vector_v2() {
     let fd = open_dir_nofollow(rustix::fs::CWD, tmp.path()).unwrap();
     let d = digest_tree(&fd, tmp.path(), Version::V2).unwrap();
     assert_eq!(d.to_string(), VECTOR_V2);
+}
+
+#[test]
+fn vector_v3() {
+    assert_eq!(vector_v3_by_hand().to_string(), VECTOR_V3);
+    assert!(include_str!("mod.rs").contains(&VECTOR_V3[PREFIX_V3.len()..]));
+    let tmp = tempfile::tempdir().unwrap();
+    vector_tree(tmp.path());
+    if !vector_v2_on_disk(tmp.path()) {
+        eprintln!("skipped the on-disk half: needs root and user xattrs");
+        return;
+    }
+    let fd = open_dir_nofollow(rustix::fs::CWD, tmp.path()).unwrap();
+    let d = digest_tree(&fd, tmp.path(), Version::V3).unwrap();
+    assert_eq!(d.to_string(), VECTOR_V3);
+}
+
+/// Content of five blocks: data, two of zeros, data ending in zeros, and a
+/// short last block of zeros; and its runs as the module docs encode them.
+fn runs_content() -> (Vec<u8>, [u8; 32]) {
+    let b = BLOCK;
+    let mut c = vec![0u8; 4 * b + 5];
+    c[..b].fill(1);
+    c[3 * b..3 * b + 10].fill(2);
+    let want = content_v3_by_hand(&[
+        (Some(&c[..b]), 0),
+        (None, 2 * b as u64),
+        (Some(&c[3 * b..4 * b]), 0),
+        (None, 5),
+    ]);
+    (c, want)
+}
+
+#[test]
+fn content_v3_is_as_documented_however_it_is_fed() {
+    let (c, want) = runs_content();
+    let all = |feed: &dyn Fn(&mut ContentHasher)| {
+        let mut h = ContentHasher::new(Version::V3);
+        feed(&mut h);
+        *h.finalize().as_bytes()
+    };
+    assert_eq!(all(&|h| h.update(&c)), want, "in one call");
+    for step in [1usize, 7, 4096, BLOCK - 1, BLOCK, BLOCK + 3, 3 * BLOCK] {
+        let got = all(&|h| c.chunks(step).for_each(|p| h.update(p)));
+        assert_eq!(got, want, "in steps of {step}");
+    }
+    // The zeros as holes, at unaligned places too.
+    let holes = |h: &mut ContentHasher| {
+        h.update(&c[..BLOCK + 3]);
+        h.zeros(2 * BLOCK as u64 - 3);
+        h.update(&c[3 * BLOCK..3 * BLOCK + 10]);
+        h.zeros(BLOCK as u64 - 10 + 5);
+    };
+    assert_eq!(all(&holes), want, "holes");
+    // Small cases: empty, only zeros (a zero run), one byte.
+    assert_eq!(all(&|_| {}), content_v3_by_hand(&[]));
+    assert_eq!(
+        all(&|h| h.zeros(10 << 30)),
+        content_v3_by_hand(&[(None, 10 << 30)])
+    );
+    assert_eq!(
+        all(&|h| h.update(b"x")),
+        content_v3_by_hand(&[(Some(b"x"), 0)])
+    );
+    // Versions 1 and 2 hash the bytes themselves.
+    let mut h = ContentHasher::new(Version::V2);
+    holes(&mut h);
+    assert_eq!(h.finalize(), blake3::hash(&c));
+}
+
+#[test]
+fn content_v3_of_a_sparse_file_and_its_dense_copy() {
+    use std::os::unix::fs::FileExt;
+    let (c, want) = runs_content();
+    let tmp = tempfile::tempdir().unwrap();
+    let dense = tmp.path().join("dense");
+    fs::write(&dense, &c).unwrap();
+    let sparse = fs::File::create(tmp.path().join("sparse")).unwrap();
+    sparse.set_len(c.len() as u64).unwrap();
+    sparse.write_all_at(&c[..BLOCK], 0).unwrap();
+    sparse
+        .write_all_at(&c[3 * BLOCK..3 * BLOCK + 10], 3 * BLOCK as u64)
+        .unwrap();
+    // A big hole: version 3 never hashes it (a 64 GiB file in no time).
+    let huge = fs::File::create(tmp.path().join("huge")).unwrap();
+    huge.set_len(64 << 30).unwrap();
+    huge.write_all_at(b"end", (64 << 30) - 3).unwrap();
+    let mut buf = Vec::new();
+    for p in ["dense", "sparse"] {
+        let f = fs::File::open(tmp.path().join(p)).unwrap();
+        let (n, h) = hash_content(&f, &mut buf, Version::V3).unwrap();
+        assert_eq!((n, *h.as_bytes()), (c.len() as u64, want), "{p}");
+    }
+    let f = fs::File::open(tmp.path().join("huge")).unwrap();
+    let (n, h) = hash_content(&f, &mut buf, Version::V3).unwrap();
+    let want = content_v3_by_hand(&[(None, (64 << 30) - BLOCK as u64), (Some(&end_block()), 0)]);
+    assert_eq!((n, *h.as_bytes()), (64 << 30, want));
+}
+
+/// The last block of the `huge` file above: zeros, then `end`.
+fn end_block() -> Vec<u8> {
+    let mut b = vec![0u8; BLOCK];
+    b[BLOCK - 3..].copy_from_slice(b"end");
+    b
 }
 
 #[test]

@@ -57,15 +57,21 @@ pub fn digest_tree(dir: impl AsFd, path: &Path, version: Version) -> io::Result<
     digest_walk(dir, path, version, &mut records)
 }
 
-/// [`digest_tree`] in version 2, and the [`Listing`] of every node (what
-/// [`compare`](super::compare) names differences with).
+/// [`digest_tree`], and the [`Listing`] of every node (what
+/// [`compare`](super::compare) names differences with; its files' content
+/// hashes are those of `version`, and a `version` of 1 is read as 2: a
+/// listing covers owners and xattrs).
 ///
 /// # Errors
 ///
 /// As [`digest_tree`].
-pub fn digest_tree_listed(dir: impl AsFd, path: &Path) -> io::Result<(Digest, Listing)> {
+pub fn digest_tree_listed(
+    dir: impl AsFd,
+    path: &Path,
+    version: Version,
+) -> io::Result<(Digest, Listing)> {
     let mut records = Some(Listing::default());
-    let d = digest_walk(dir, path, Version::V2, &mut records)?;
+    let d = digest_walk(dir, path, version.max(Version::V2), &mut records)?;
     Ok((d, records.unwrap_or_default()))
 }
 
@@ -107,7 +113,7 @@ struct TreeHasher {
 }
 
 impl TreeHasher {
-    /// Size, content hash and (in version 2) xattrs of the regular file
+    /// Size, content hash and (in versions 2 and 3) xattrs of the regular file
     /// `name` in `dirfd`.
     fn file(
         &mut self,
@@ -115,7 +121,7 @@ impl TreeHasher {
         name: &OsStr,
         st: &Stat,
     ) -> io::Result<(u64, blake3::Hash, Vec<Xattr>)> {
-        let want_xattrs = self.version == Version::V2;
+        let want_xattrs = self.version.has_metadata();
         if let Some(&known) = self.links.earlier(st) {
             let xattrs = if want_xattrs {
                 meta::symlink_xattrs(&dirfd, name)?
@@ -138,7 +144,7 @@ impl TreeHasher {
         } else {
             Vec::new()
         };
-        let known = hash_content(&file, &mut self.buf)?;
+        let known = hash_content(&file, &mut self.buf, self.version)?;
         self.links.note(st, known);
         Ok((known.0, known.1, xattrs))
     }
@@ -172,7 +178,7 @@ impl Visitor for TreeHasher {
         path: &Path,
         st: &Stat,
     ) -> io::Result<Visit<DirHasher>> {
-        let v2 = self.version == Version::V2;
+        let v2 = self.version.has_metadata();
         match FileType::from_raw_mode(st.st_mode) {
             // Its entry is written when the walk leaves it (`leave`).
             FileType::Directory => return Ok(Visit::Descend(DirHasher::of(self.version))),
@@ -239,7 +245,7 @@ impl Visitor for TreeHasher {
             .path()
             .file_name()
             .ok_or_else(|| at(dir.path(), io::Error::other("walked directory has no name")))?;
-        let xattrs = if self.version == Version::V2 {
+        let xattrs = if self.version.has_metadata() {
             meta::fd_xattrs(dir.fd()).map_err(|e| at(dir.path(), e))?
         } else {
             Vec::new()

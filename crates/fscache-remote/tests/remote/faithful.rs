@@ -259,8 +259,15 @@ fn round_trips(src: &Path, tmp: &Path) -> FsCache {
     let e = c.load("tree").unwrap().unwrap();
     assert_eq!(rsync_differences(src, e.path()), "", "store_tree → load");
     assert_eq!(sparse_files(e.path()), sparse, "store_tree → load");
+    let stored = verified(&c, "tree");
+    assert_eq!(
+        stored.version(),
+        fscache::DigestVersion::V3,
+        "store_tree records version 3"
+    );
+    // What a pulled entry records: the manifest's digest, version 2.
+    let digest = fscache::tree_digest_version(e.path(), fscache::DigestVersion::V2).unwrap();
     drop(e);
-    let digest = verified(&c, "tree");
 
     let (remotes, _moto) = remotes(tmp);
     for (i, (service, remote)) in remotes.iter().enumerate() {

@@ -88,7 +88,7 @@ fn store_tree_records_a_digest_and_verify_catches_every_damage() {
         let info =
             std::fs::read_to_string(c.path().join("objects").join(&name).join("object.info"))
                 .unwrap();
-        assert!(info.contains("\"digest\":\"blake3v2:"), "{info}");
+        assert!(info.contains("\"digest\":\"blake3v3:"), "{info}");
         damage(&c.path().join("objects").join(&name).join("data"));
         let v = c.verify(&name).unwrap();
         assert!(v.is_bad(), "{what} not caught: {v:?}");
@@ -177,25 +177,31 @@ fn a_vouched_digest_is_recorded_as_given() {
 }
 
 /// An entry recorded with a version 1 digest (`blake3:`, before version 2
-/// existed) still verifies, against version 1, and a damage to it is
-/// still caught.
+/// existed) or a version 2 digest (`blake3v2:`, before version 3) still
+/// verifies, against its version, and a damage to it is still caught.
 #[test]
-fn version_1_records_still_verify() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = source(tmp.path());
-    let c = cache(&tmp.path().join("c"), false);
-    assert_eq!(c.store_tree("old", &src).unwrap(), Stored::Committed);
-    let entry = c.path().join("objects/old");
-    let v1 = fscache::tree_digest_version(entry.join("data"), fscache::DigestVersion::V1).unwrap();
-    assert!(v1.to_string().starts_with("blake3:"));
-    let info_path = entry.join("object.info");
-    let info = std::fs::read_to_string(&info_path).unwrap();
-    let start = info.find("blake3v2:").unwrap();
-    let old = format!("{}{}{}", &info[..start], v1, &info[start + 9 + 64..]);
-    std::fs::write(&info_path, old).unwrap();
-    assert_eq!(c.verify("old").unwrap(), Verified::Ok(v1));
-    std::fs::write(entry.join("data/a"), b"beta!").unwrap();
-    assert!(c.verify("old").unwrap().is_bad());
+fn version_1_and_2_records_still_verify() {
+    use fscache::DigestVersion;
+    for (version, prefix) in [
+        (DigestVersion::V1, "blake3:"),
+        (DigestVersion::V2, "blake3v2:"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = source(tmp.path());
+        let c = cache(&tmp.path().join("c"), false);
+        assert_eq!(c.store_tree("old", &src).unwrap(), Stored::Committed);
+        let entry = c.path().join("objects/old");
+        let old = fscache::tree_digest_version(entry.join("data"), version).unwrap();
+        assert!(old.to_string().starts_with(prefix));
+        let info_path = entry.join("object.info");
+        let info = std::fs::read_to_string(&info_path).unwrap();
+        let start = info.find("blake3v3:").unwrap();
+        let rewritten = format!("{}{}{}", &info[..start], old, &info[start + 9 + 64..]);
+        std::fs::write(&info_path, rewritten).unwrap();
+        assert_eq!(c.verify("old").unwrap(), Verified::Ok(old), "{prefix}");
+        std::fs::write(entry.join("data/a"), b"beta!").unwrap();
+        assert!(c.verify("old").unwrap().is_bad(), "{prefix}");
+    }
 }
 
 /// A mismatch names what changed, path by path, from the record the
