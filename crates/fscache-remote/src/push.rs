@@ -185,6 +185,8 @@ pub(crate) struct Scanned {
     pub(crate) nodes: Vec<Node>,
     /// Per distinct blob, in manifest order: its place and size.
     pub(crate) places: Vec<(Place, u64)>,
+    /// The bytes of the xattr values stored as blobs, for the digest.
+    pub(crate) xattr_values: crate::manifest::XattrValues,
 }
 
 /// A pack finished by the reader, for the uploader.
@@ -324,10 +326,12 @@ impl Inner {
             created,
             nodes: scanned.nodes,
         };
-        let digest = manifest.tree_digest().map_err(|why| Error::Unsupported {
-            path: entry.path().into(),
-            why,
-        })?;
+        let digest = manifest
+            .tree_digest_with(&scanned.xattr_values)
+            .map_err(|why| Error::Unsupported {
+                path: entry.path().into(),
+                why,
+            })?;
         manifest.digest = digest.to_string();
 
         // The locator: reused packs first seen, then this push's, by slot.
