@@ -40,7 +40,8 @@ pub struct PushReport {
     /// Nodes in the tree (files, directories, symlinks, FIFOs, sockets,
     /// devices).
     pub nodes: usize,
-    /// Distinct blobs the tree's files are made of.
+    /// Distinct blobs the tree's files are made of, with its xattr values
+    /// stored as blobs (those over 1 KiB).
     pub blobs: usize,
     /// Blobs this push uploaded (the others were on the remote already).
     pub blobs_uploaded: usize,

@@ -879,7 +879,7 @@ fn prune_keeps_a_blob_only_an_xattr_names() {
     }
     let c = cache(&tmp.path().join("c1"));
     for e in ["old", "new"] {
-        assert_eq!(c.store_tree(e, &src.join(e)).unwrap(), Stored::Committed);
+        assert_eq!(c.store_tree(e, src.join(e)).unwrap(), Stored::Committed);
     }
     let url = format!("file://{}", tmp.path().join("bucket").display());
     let r = Remote::builder(&url).index_cache(None).open().unwrap();
