@@ -235,7 +235,10 @@ pub(crate) fn scan(
         // The xattrs' blobs, after every file's: the locator's order
         // (`distinct_blobs`). One a file has too is placed already.
         for (hash, size) in xattr_blobs(&nodes) {
-            let data = xattr_values.get(hash).cloned().unwrap_or_default();
+            let data = xattr_values
+                .get(hash)
+                .cloned()
+                .expect("the walker keeps the bytes of every xattr blob it names");
             let chunk = Chunk {
                 hash: hash.to_string(),
                 size,
