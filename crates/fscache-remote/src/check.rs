@@ -15,7 +15,6 @@ use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::locator::distinct_blobs;
-use crate::manifest::Kind;
 use crate::pack::{pack_hash, pack_key, parse_trailer, trailer_len, PACKS, TAIL};
 use crate::pull::Located;
 use crate::remote::{blob_key, manifest_key, Access, Inner, Remote};
@@ -132,6 +131,12 @@ impl Found {
 
 /// Check one frame: it decodes to `size` bytes that hash to `hash`.
 pub(crate) fn check_frame(hash: &str, size: u64, frame: &[u8]) -> Result<(), String> {
+    decode_frame(hash, size, frame).map(drop)
+}
+
+/// Decode one frame: the `size` bytes it must hold, which must hash to
+/// `hash`.
+pub(crate) fn decode_frame(hash: &str, size: u64, frame: &[u8]) -> Result<Vec<u8>, String> {
     let cap = usize::try_from(size).map_err(|_| "too large".to_string())?;
     let data = zstd::bulk::decompress(frame, cap)
         .map_err(|e| format!("does not decompress to {size} bytes: {e}"))?;
@@ -142,7 +147,7 @@ pub(crate) fn check_frame(hash: &str, size: u64, frame: &[u8]) -> Result<(), Str
     if actual.to_hex().as_str() != hash {
         return Err(format!("its content hashes to {}", actual.to_hex()));
     }
-    Ok(())
+    Ok(data)
 }
 
 impl Inner {
@@ -253,16 +258,13 @@ impl Inner {
                     }
                 }
                 None => {
-                    for node in &m.nodes {
-                        if let Kind::File { blobs: bs, .. } = &node.kind {
-                            for b in bs {
-                                blobs
-                                    .entry(blob_key(&b.hash))
-                                    .or_insert_with(|| (b.size, BTreeSet::new()))
-                                    .1
-                                    .insert(name.clone());
-                            }
-                        }
+                    // Its files' blobs and its xattrs'.
+                    for (hash, size) in distinct_blobs(&m) {
+                        blobs
+                            .entry(blob_key(hash))
+                            .or_insert_with(|| (size, BTreeSet::new()))
+                            .1
+                            .insert(name.clone());
                     }
                 }
             }

@@ -1,7 +1,9 @@
 //! The manifest envelope: what is stored at `v1/manifests/NAME` (the
 //! manifest's JSON verbatim, its ed25519 signatures and, in format 2, the
 //! unsigned locator), its zstd framing, sealing (signing) and opening
-//! (the signature, format, name and digest checks a pull relies on).
+//! (the signature, format, name and digest checks a pull relies on; the
+//! digest of a manifest with xattr blobs is checked once they are
+//! fetched).
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::keys::{hex, unhex, PublicKey, SecretKey};
 use crate::locator::Locator;
-use crate::manifest::{Manifest, FORMAT, VERSION};
+use crate::manifest::{Manifest, XattrValues, FORMAT, VERSION};
 
 /// What a signature signs, before the manifest's bytes.
 const SIGNED_TAG: &[u8] = b"fscache-remote-manifest-v1\0";
@@ -152,7 +154,10 @@ impl Manifest {
 
     /// Open an envelope read from `manifests/NAME`: check the signature
     /// against `trusted` (when not empty), the format, the name, the
-    /// paths, and that the digest is the one of the tree it describes.
+    /// paths, and that the digest is the one of the tree it describes
+    /// (for a manifest with xattr blobs, whose bytes are not in it, the
+    /// pull checks the digest once it has them:
+    /// [`Manifest::check_digest`]).
     #[allow(dead_code)] // pulls use `open_located`
     pub(crate) fn open(name: &str, bytes: &[u8], trusted: &[PublicKey]) -> Result<Manifest> {
         Self::open_located(name, bytes, trusted).map(|(m, _)| m)
@@ -215,16 +220,25 @@ impl Manifest {
             ));
         }
         m.validate().map_err(|why| Error::refused(name, why))?;
-        let computed = m.tree_digest().map_err(|why| Error::refused(name, why))?;
-        if computed.to_string() != m.digest {
-            return Err(Error::refused(
-                name,
-                format!(
-                    "its digest {} is not the one of the tree it lists ({computed})",
-                    m.digest
-                ),
-            ));
+        if !m.has_xattr_blobs() {
+            m.check_digest(&XattrValues::new())
+                .map_err(|why| Error::refused(name, why))?;
         }
         Ok((m, env.locator))
+    }
+
+    /// Check that the digest is the one of the tree the manifest lists,
+    /// the bytes of its xattr blobs taken from `values`: at open, or for a
+    /// manifest with xattr blobs once a pull has fetched them (before it
+    /// writes anything).
+    pub(crate) fn check_digest(&self, values: &XattrValues) -> Result<(), String> {
+        let computed = self.tree_digest_with(values)?;
+        if computed.to_string() != self.digest {
+            return Err(format!(
+                "its digest {} is not the one of the tree it lists ({computed})",
+                self.digest
+            ));
+        }
+        Ok(())
     }
 }

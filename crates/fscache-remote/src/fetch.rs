@@ -1,5 +1,7 @@
 //! The format-2 pull's reads: a plan of ranged GETs of packs from the
-//! locator, run with bounded concurrency; each blob decoded, checked
+//! locator, run with bounded concurrency (first for the xattr values
+//! stored as blobs, fetched into memory before anything is written, then
+//! for the files); each blob decoded, checked
 //! against the signed manifest's hash and written at its offsets as it
 //! arrives; each file's content hash checked on the way (no second read
 //! unless a file's blobs came out of order). A file of one blob (most
@@ -18,9 +20,10 @@ use futures::{StreamExt, TryStreamExt};
 use fscache::meta::{Given, OnDrop};
 
 use crate::asyncapi::blocking;
+use crate::check::decode_frame;
 use crate::error::{Error, Result};
-use crate::locator::{distinct_blobs, plan, Locator, Read};
-use crate::manifest::{Kind, Manifest};
+use crate::locator::{distinct_blobs, distinct_blobs_split, plan, Locator, Read};
+use crate::manifest::{Kind, Manifest, XattrValues};
 use crate::node::{self, GivenMap};
 use crate::push::Tracker;
 use crate::remote::Inner;
@@ -195,20 +198,8 @@ pub(crate) async fn fill_from_packs(
         .map(|r| {
             let shared = shared.clone();
             async move {
-                let bytes = match inner.op.read_with(&r.key).range(r.start..r.end).await {
-                    // No copy when the body came in one piece.
-                    Ok(b) => b.to_bytes(),
-                    Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
-                        return Err(Error::PackMissing { key: r.key.clone() })
-                    }
-                    Err(e) => return Err(Error::remote("read", &r.key, e)),
-                };
-                let expected = r.end - r.start;
-                if bytes.len() as u64 != expected {
-                    return Err(Error::PackMissing {
-                        key: format!("{} (only {} of {expected} bytes)", r.key, bytes.len()),
-                    });
-                }
+                // No copy when the body came in one piece.
+                let bytes = read_range(inner, &r).await?.to_bytes();
                 let sizes: Vec<u64> = r
                     .blobs
                     .iter()
@@ -219,7 +210,7 @@ pub(crate) async fn fill_from_packs(
                 for s in sizes {
                     tracker.done(s);
                 }
-                Ok(())
+                Ok::<_, Error>(())
             }
         })
         .buffer_unordered(READS_IN_FLIGHT.min(inner.concurrency))
@@ -237,6 +228,131 @@ pub(crate) async fn fill_from_packs(
     let name = m.name.clone();
     blocking(move || finish_hashes(&name, files)).await?;
     Ok(given)
+}
+
+/// One ranged read of a pack: all of its bytes, or [`Error::PackMissing`]
+/// when the pack is gone or shorter (a repack moved its blobs).
+async fn read_range(inner: &Inner, r: &Read) -> Result<opendal::Buffer> {
+    let bytes = match inner.op.read_with(&r.key).range(r.start..r.end).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
+            return Err(Error::PackMissing { key: r.key.clone() })
+        }
+        Err(e) => return Err(Error::remote("read", &r.key, e)),
+    };
+    let expected = r.end - r.start;
+    if bytes.len() as u64 != expected {
+        return Err(Error::PackMissing {
+            key: format!("{} (only {} of {expected} bytes)", r.key, bytes.len()),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Fetch and check the values of the xattrs `m` stores as blobs, by
+/// hash: from the packs `loc` points at (format 2: the same plan of
+/// ranged reads, bounded the same way, as the files' blobs), or as
+/// objects of their own (format 1). Reports to `tracker` the blobs no
+/// file has (the others are counted as the files are filled). Nothing is
+/// written: a pull calls this before it makes anything.
+///
+/// # Errors
+///
+/// [`Error::Refused`] for a locator that does not fit the manifest;
+/// [`Error::PackMissing`]; [`Error::CorruptBlob`] when bytes do not
+/// decode to the manifest's hash; a failed request.
+pub(crate) async fn fetch_xattr_values(
+    inner: &Inner,
+    m: &Manifest,
+    loc: Option<&Locator>,
+    tracker: &Tracker<'_>,
+) -> Result<XattrValues> {
+    let (all, files) = distinct_blobs_split(m);
+    let index: std::collections::HashMap<&str, usize> =
+        all.iter().enumerate().map(|(i, (h, _))| (*h, i)).collect();
+    let wanted = m.xattr_blobs();
+    let report = |hash: &str, size: u64| {
+        if index.get(hash).is_some_and(|&i| i >= files) {
+            tracker.done(size);
+        }
+    };
+    let corrupt = |hash: &str, why: String| Error::CorruptBlob {
+        hash: hash.into(),
+        why,
+    };
+    let got: Vec<(String, Vec<u8>)> = match loc {
+        None => {
+            let owned: Vec<(String, u64)> =
+                wanted.iter().map(|&(h, s)| (h.to_string(), s)).collect();
+            futures::stream::iter(owned)
+                .map(|(hash, size)| async move {
+                    let key = crate::remote::blob_key(&hash);
+                    let Some(frame) = inner.read(&key).await? else {
+                        return Err(corrupt(&hash, "missing from the remote".into()));
+                    };
+                    let data = blocking({
+                        let hash = hash.clone();
+                        move || {
+                            decode_frame(&hash, size, &frame)
+                                .map_err(|why| Error::CorruptBlob { hash, why })
+                        }
+                    })
+                    .await?;
+                    report(&hash, size);
+                    Ok::<_, Error>((hash, data))
+                })
+                .buffer_unordered(inner.concurrency)
+                .try_collect()
+                .await?
+        }
+        Some(loc) => {
+            if loc.blobs.len() != all.len() {
+                return Err(Error::refused(
+                    &m.name,
+                    format!(
+                        "its locator: it places {} blobs, the manifest has {}",
+                        loc.blobs.len(),
+                        all.len()
+                    ),
+                ));
+            }
+            let at: Vec<usize> = wanted.iter().map(|(h, _)| index[h]).collect();
+            let reads = plan(&wanted, &loc.subset(&at))
+                .map_err(|why| Error::refused(&m.name, format!("its locator: {why}")))?;
+            let wanted = &wanted;
+            let per_read: Vec<Vec<(String, Vec<u8>)>> = futures::stream::iter(reads)
+                .map(|r| async move {
+                    let bytes = read_range(inner, &r).await?.to_bytes();
+                    let blobs: Vec<(String, u64, u64, u64)> = r
+                        .blobs
+                        .iter()
+                        .map(|&(i, at, len)| (wanted[i].0.to_string(), wanted[i].1, at, len))
+                        .collect();
+                    let values = blocking(move || {
+                        blobs
+                            .into_iter()
+                            .map(|(hash, size, at, len)| {
+                                let frame = &bytes[at as usize..(at + len) as usize];
+                                match decode_frame(&hash, size, frame) {
+                                    Ok(data) => Ok((hash, data)),
+                                    Err(why) => Err(Error::CorruptBlob { hash, why }),
+                                }
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .await?;
+                    for (hash, data) in &values {
+                        report(hash, data.len() as u64);
+                    }
+                    Ok::<_, Error>(values)
+                })
+                .buffer_unordered(READS_IN_FLIGHT.min(inner.concurrency))
+                .try_collect()
+                .await?;
+            per_read.into_iter().flatten().collect()
+        }
+    };
+    Ok(got.into_iter().collect())
 }
 
 /// Decode, check and write every blob of one read.

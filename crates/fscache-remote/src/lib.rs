@@ -124,9 +124,17 @@
 //!     `blobs` is empty: it is a hard link);
 //!   * `"symlink"`: `perm`, `target`.
 //!
+//!   A node may also carry `uid`, `gid`, `mtime` and `xattrs`, each
+//!   `{"name", "value": "<hex>"}` for a value of at most 1 KiB, else
+//!   `{"name", "blob": {"hash", "size"}}`: the value stored as a blob like
+//!   a file's chunk (packed, deduplicated, located), referenced from the
+//!   signed manifest (`docs/format.md` has every field).
+//!
 //!   `digest` is recomputed from the nodes on every pull (file `hash` and
 //!   `size` feed it), so a manifest whose tree does not match its digest is
-//!   refused before any blob is fetched.
+//!   refused before any blob is fetched (with xattr blobs: before anything
+//!   is written, once those blobs are fetched, as the digest covers their
+//!   values).
 //! * **Publication.** Blobs are written first, the manifest last (create-only
 //!   where the service has a conditional write: S3 `If-None-Match: *`; a
 //!   `link(2)` on a `file://` remote), so a manifest is never visible
@@ -165,7 +173,8 @@
 //!   self-describing: an index can be rebuilt from the packs alone.
 //! * **Locator.** The envelope's `"locator": {"packs": [<pack hash>, …],
 //!   "blobs": [[pack index, offset, length], …]}`, one entry per distinct
-//!   blob in manifest order (first appearance), outside the signed
+//!   blob in manifest order (first appearance; the files' blobs, then the
+//!   xattr blobs no file has), outside the signed
 //!   string: a repack or migration rewrites it without the key. It is not
 //!   trusted: a frame longer than zstd's bound for the blob's size, a
 //!   count or pack index that does not fit, refuses it; every frame must
@@ -176,7 +185,8 @@
 //!   ([`RemoteBuilder::index_cache`]) and reads only new ones: a push
 //!   costs one listing of the index, not one of every blob.
 //! * **Pull.** One GET of the envelope (manifest and locator); signature,
-//!   manifest and digest checked first; blobs grouped by pack, ranges
+//!   manifest and digest checked first (xattr blobs fetched into memory
+//!   and checked before that digest check); blobs grouped by pack, ranges
 //!   merged across gaps up to 1 MiB (at most 8 MiB a read, gap bytes
 //!   bounded to half the blobs' own), up to 8 ranged GETs in flight; each
 //!   blob checked as decoded and written at its offsets; the tree's
@@ -260,7 +270,8 @@
 //! reads the tree once: a walker thread stats it and hands each file to a
 //! few worker threads, which cut it into FastCDC chunks, hash them and
 //! (for the chunks the index lacks) compress them, each with one reused
-//! zstd context; the packer takes each file's chunks in tree order into
+//! zstd context; the packer takes each file's chunks in tree order (then
+//! the xattr values over 1 KiB, as blobs) into
 //! packs handed over a channel of one to the uploads, so reading,
 //! compressing and uploading overlap, and the packs and manifest do not
 //! depend on which thread was faster. Then intent, index
@@ -280,7 +291,11 @@
 //!   pushed ([`Error::Unsupported`]). Owners, modification times, xattrs,
 //!   FIFOs, sockets, devices and sparse files' holes are carried (see
 //!   `docs/format.md`); a pull restores them under the local cache's
-//!   policy (owners only as root).
+//!   policy (owners only as root). A pull holds every xattr value of the
+//!   entry in memory at once (those stored as blobs are fetched before
+//!   the tree is built), as the manifest held them inline before.
+//!   [`Remote::check`] checks the frames of xattr blobs like any blob, but
+//!   not the digest of a manifest that has them (a pull does).
 //! * A pack stays whole until its live share falls below
 //!   [`PruneOptions::repack_below`] (then a prune repacks it): until
 //!   then a pack shared by a live and a dead entry keeps the dead one's

@@ -27,9 +27,18 @@ pub(crate) struct Locator {
 }
 
 /// The distinct blobs of a manifest, in manifest order (nodes in order,
-/// each file's blobs in order, each blob at its first appearance):
-/// `(hash, size)`. The locator's order.
+/// each file's blobs in order, each blob at its first appearance), then
+/// those of its xattrs no file has (in [`Manifest::xattr_blobs`] order):
+/// `(hash, size)`. The locator's order. The files' blobs come first so
+/// that a manifest whose xattrs were put inline
+/// ([`Manifest::inline_xattrs`]) lists a prefix of the same locator.
 pub(crate) fn distinct_blobs(m: &Manifest) -> Vec<(&str, u64)> {
+    distinct_blobs_split(m).0
+}
+
+/// [`distinct_blobs`], and how many of them (the first ones) are files'
+/// blobs: the others are xattr values only.
+pub(crate) fn distinct_blobs_split(m: &Manifest) -> (Vec<(&str, u64)>, usize) {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for node in &m.nodes {
@@ -44,7 +53,27 @@ pub(crate) fn distinct_blobs(m: &Manifest) -> Vec<(&str, u64)> {
             }
         }
     }
-    out
+    let files = out.len();
+    for (hash, size) in m.xattr_blobs() {
+        if seen.insert(hash) {
+            out.push((hash, size));
+        }
+    }
+    (out, files)
+}
+
+impl Locator {
+    /// The locator of the blobs at `indexes` of this one's list (its
+    /// packs kept as they are): a pull's plan for part of an entry.
+    pub(crate) fn subset(&self, indexes: &[usize]) -> Locator {
+        Locator {
+            packs: self.packs.clone(),
+            blobs: indexes
+                .iter()
+                .filter_map(|&i| self.blobs.get(i).copied())
+                .collect(),
+        }
+    }
 }
 
 /// One ranged read of a pack, and the blobs in it.

@@ -101,14 +101,67 @@ impl Kind {
     }
 }
 
-/// One extended attribute of a node, its value inline as hex (Linux
-/// bounds a value at 64 KiB, `XATTR_SIZE_MAX`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// One extended attribute of a node: its value inline as hex when it is
+/// at most [`XATTR_INLINE_MAX`] bytes, else a reference to a blob stored
+/// like a file's chunks (Linux bounds a value at 64 KiB,
+/// `XATTR_SIZE_MAX`). Exactly one of `value` and `blob` is present; a
+/// manifest written before blobs existed has `value` only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct XattrJson {
     /// The full name with its namespace, e.g. `user.mime_type`.
     pub name: String,
     /// The value's bytes, lowercase hex.
-    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value as a blob: BLAKE3 of its bytes and their number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRef>,
+}
+
+/// The values of the xattrs a manifest stores as blobs, by blob hash:
+/// fetched and checked before a pull writes anything, or read by a push.
+pub(crate) type XattrValues = HashMap<String, Vec<u8>>;
+
+impl XattrJson {
+    /// The xattr `name` with `value` as a manifest records it: inline up
+    /// to [`XATTR_INLINE_MAX`] bytes, else as a blob reference (the bytes
+    /// go into `blobs`, by hash, for the push to pack).
+    pub(crate) fn of(name: String, value: Vec<u8>, blobs: &mut XattrValues) -> Self {
+        if value.len() <= XATTR_INLINE_MAX {
+            return Self {
+                name,
+                value: Some(crate::keys::hex(&value)),
+                blob: None,
+            };
+        }
+        let hash = blake3::hash(&value).to_hex().to_string();
+        let size = value.len() as u64;
+        blobs.entry(hash.clone()).or_insert(value);
+        Self {
+            name,
+            value: None,
+            blob: Some(BlobRef { hash, size }),
+        }
+    }
+
+    /// The value's bytes: decoded from hex, or looked up in `values` by
+    /// its blob's hash (which must hold as many bytes as it says).
+    pub(crate) fn bytes(&self, values: &XattrValues) -> Result<Vec<u8>, String> {
+        match (&self.value, &self.blob) {
+            (Some(v), None) => unhex_vec(v).ok_or_else(|| "malformed xattr value".into()),
+            (None, Some(b)) => match values.get(&b.hash) {
+                Some(v) if v.len() as u64 == b.size => Ok(v.clone()),
+                Some(v) => Err(format!(
+                    "xattr blob {} is {} bytes, not {}",
+                    b.hash,
+                    v.len(),
+                    b.size
+                )),
+                None => Err(format!("the value of xattr blob {} is not at hand", b.hash)),
+            },
+            _ => Err("an xattr with both or neither of a value and a blob".into()),
+        }
+    }
 }
 
 /// What a node carries besides its kind: owner, modification time and
@@ -260,6 +313,41 @@ impl Manifest {
         Ok(())
     }
 
+    /// Whether a node's xattr is stored as a blob: then the tree digest
+    /// needs the blob's bytes ([`Manifest::tree_digest_with`]).
+    pub(crate) fn has_xattr_blobs(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.meta.xattrs.iter().any(|x| x.blob.is_some()))
+    }
+
+    /// The distinct blobs its xattrs name, in manifest order (nodes in
+    /// order, each node's xattrs in order, each hash at its first
+    /// appearance): `(hash, size)`.
+    pub(crate) fn xattr_blobs(&self) -> Vec<(&str, u64)> {
+        xattr_blobs(&self.nodes)
+    }
+
+    /// Put the bytes of each xattr blob inline, from `values` (fetched
+    /// and checked against their hashes): the manifest a pull builds the
+    /// tree from, as if it had been written with every value inline.
+    ///
+    /// # Errors
+    ///
+    /// A blob whose value is missing from `values` or of another size.
+    pub(crate) fn inline_xattrs(&mut self, values: &XattrValues) -> Result<(), String> {
+        for node in &mut self.nodes {
+            for x in &mut node.meta.xattrs {
+                if x.blob.is_some() {
+                    let bytes = x.bytes(values)?;
+                    x.value = Some(crate::keys::hex(&bytes));
+                    x.blob = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The version of the tree digest this manifest records: version 1
     /// for `blake3:` (manifests written before version 2), else 2.
     pub(crate) fn digest_version(&self) -> DigestVersion {
@@ -272,16 +360,25 @@ impl Manifest {
 
     /// The tree digest of the tree this manifest lists, in the version its
     /// `digest` names, fed to the one encoder of the digest
-    /// ([`fscache::DirHasher`]).
-    pub(crate) fn tree_digest(&self) -> Result<Digest, String> {
-        self.tree_digest_given(None)
+    /// ([`fscache::DirHasher`]); the bytes of its xattr blobs (if any) are
+    /// looked up in `values`.
+    pub(crate) fn tree_digest_with(&self, values: &XattrValues) -> Result<Digest, String> {
+        self.digest_of(None, values)
     }
 
-    /// [`tree_digest`](Self::tree_digest), with each node's owner,
+    /// [`tree_digest_with`](Self::tree_digest_with), with each node's owner,
     /// permission bits and xattrs taken from `given` where it names the
     /// node: the digest the tree a pull built must have, when the policy
-    /// kept less than the manifest lists (a pull as non-root).
+    /// kept less than the manifest lists (a pull as non-root). Every
+    /// xattr must be inline (a pull's manifest, after
+    /// [`inline_xattrs`](Self::inline_xattrs)).
     pub(crate) fn tree_digest_given(&self, given: Option<&GivenMap>) -> Result<Digest, String> {
+        self.digest_of(given, &XattrValues::new())
+    }
+
+    /// The tree digest, each node's metadata from `given` where it names
+    /// the node, else from the manifest (xattr blobs from `values`).
+    fn digest_of(&self, given: Option<&GivenMap>, values: &XattrValues) -> Result<Digest, String> {
         let version = self.digest_version();
         let mut children: HashMap<&str, Vec<&Node>> = HashMap::new();
         for node in &self.nodes {
@@ -292,6 +389,7 @@ impl Manifest {
             children: HashMap<&'a str, Vec<&'a Node>>,
             version: DigestVersion,
             given: Option<&'a GivenMap>,
+            values: &'a XattrValues,
         }
         fn dir(c: &Ctx<'_>, at: &str) -> Result<Digest, String> {
             let mut kids: Vec<&Node> = c.children.get(at).cloned().unwrap_or_default();
@@ -314,7 +412,7 @@ impl Manifest {
                             .map(|x| {
                                 Ok(Xattr {
                                     name: x.name.as_bytes().to_vec(),
-                                    value: unhex_vec(&x.value).ok_or("malformed xattr value")?,
+                                    value: x.bytes(c.values)?,
                                 })
                             })
                             .collect::<Result<Vec<_>, String>>()?;
@@ -356,10 +454,25 @@ impl Manifest {
                 children,
                 version,
                 given,
+                values,
             },
             "",
         )
     }
+}
+
+/// [`Manifest::xattr_blobs`] of a manifest's `nodes`.
+pub(crate) fn xattr_blobs(nodes: &[Node]) -> Vec<(&str, u64)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for node in nodes {
+        for b in node.meta.xattrs.iter().filter_map(|x| x.blob.as_ref()) {
+            if seen.insert(b.hash.as_str()) {
+                out.push((b.hash.as_str(), b.size));
+            }
+        }
+    }
+    out
 }
 
 /// `blake3:`, the prefix of a version 1 digest.
@@ -398,6 +511,15 @@ fn base(path: &str) -> &str {
 
 /// The most bytes one xattr value may have (`XATTR_SIZE_MAX`).
 pub(crate) const XATTR_VALUE_MAX: usize = 64 << 10;
+
+/// The most bytes an xattr value a push writes inline may have; a larger
+/// one is a blob. Inline, a value costs twice its size in hex in a
+/// manifest every pull, check and prune reads whole; as a blob, about 100
+/// bytes of reference plus a locator entry, and it is compressed and
+/// shared across entries. Past 1 KiB the reference is under a twentieth
+/// of the hex; the common values (capabilities, SELinux labels, small
+/// ACLs, MIME types) are far below and stay inline.
+pub(crate) const XATTR_INLINE_MAX: usize = 1 << 10;
 
 /// The bytes a sparse file's data ranges hold, if they are increasing,
 /// apart, non-empty and inside `size`.
@@ -441,8 +563,31 @@ fn validate_meta(p: &str, meta: &Meta) -> Result<(), String> {
             ));
         }
         last = Some(n);
-        if x.value.len() > 2 * XATTR_VALUE_MAX || unhex_vec(&x.value).is_none() {
-            return Err(format!("`{p}` has a malformed value for xattr `{n}`"));
+        match (&x.value, &x.blob) {
+            (Some(v), None) => {
+                if v.len() > 2 * XATTR_VALUE_MAX || unhex_vec(v).is_none() {
+                    return Err(format!("`{p}` has a malformed value for xattr `{n}`"));
+                }
+            }
+            (None, Some(b)) => {
+                if unhex::<32>(&b.hash).is_none() {
+                    return Err(format!("`{p}` has a malformed blob hash for xattr `{n}`"));
+                }
+                if b.size > XATTR_VALUE_MAX as u64 {
+                    return Err(format!(
+                        "`{p}` has a blob of {} bytes for xattr `{n}`, over 64 KiB",
+                        b.size
+                    ));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(format!("xattr `{n}` of `{p}` has both a value and a blob"))
+            }
+            (None, None) => {
+                return Err(format!(
+                    "xattr `{n}` of `{p}` has neither a value nor a blob"
+                ))
+            }
         }
     }
     Ok(())
@@ -542,7 +687,10 @@ mod tests {
                 file("a.txt", 0o644, b"hello\n"),
             ],
         };
-        assert_eq!(m.tree_digest().unwrap().to_string(), EXPECTED);
+        assert_eq!(
+            m.tree_digest_with(&XattrValues::new()).unwrap().to_string(),
+            EXPECTED
+        );
     }
 
     #[test]
@@ -646,8 +794,45 @@ mod tests {
         refuse(&|m| m.meta.xattrs.reverse());
         refuse(&|m| m.meta.xattrs[0].name = "bogus.x".into());
         refuse(&|m| m.meta.xattrs[0].name = "user.".into());
-        refuse(&|m| m.meta.xattrs[0].value = "0g".into());
-        refuse(&|m| m.meta.xattrs[0].value = "0".repeat(2 * XATTR_VALUE_MAX + 2));
+        refuse(&|m| m.meta.xattrs[0].value = Some("0g".into()));
+        refuse(&|m| m.meta.xattrs[0].value = Some("0".repeat(2 * XATTR_VALUE_MAX + 2)));
+        // A value as a blob: well formed, it validates (its bytes are
+        // fetched later); a bad hash, a size over 64 KiB, both a value
+        // and a blob, or neither are refused.
+        let blob = |hash: String, size: u64| Some(BlobRef { hash, size });
+        let mut as_blob = n.clone();
+        as_blob.meta.xattrs[0].value = None;
+        as_blob.meta.xattrs[0].blob = blob("ab".repeat(32), 10 << 10);
+        assert_eq!(manifest(vec![as_blob.clone()]).validate(), Ok(()));
+        let again: Node = serde_json::from_str(&serde_json::to_string(&as_blob).unwrap()).unwrap();
+        assert_eq!(again, as_blob);
+        assert!(serde_json::to_string(&as_blob).unwrap().contains(&format!(
+            r#"{{"name":"security.capability","blob":{{"hash":"{}","size":10240}}}}"#,
+            "ab".repeat(32)
+        )));
+        refuse(&|m| {
+            m.meta.xattrs[0].value = None;
+            m.meta.xattrs[0].blob = blob("ab".repeat(31), 2000);
+        });
+        refuse(&|m| {
+            m.meta.xattrs[0].value = None;
+            m.meta.xattrs[0].blob = blob("xy".repeat(32), 2000);
+        });
+        refuse(&|m| {
+            m.meta.xattrs[0].value = None;
+            m.meta.xattrs[0].blob = blob("ab".repeat(32), XATTR_VALUE_MAX as u64 + 1);
+        });
+        refuse(&|m| m.meta.xattrs[0].blob = blob("ab".repeat(32), 2000));
+        refuse(&|m| m.meta.xattrs[0].value = None);
+        // A blob reference that is not `{"hash", "size"}` does not parse.
+        for bad in [
+            r#""blob":"ab""#,
+            r#""blob":{"hash":"ab"}"#,
+            r#""blob":{"size":1}"#,
+        ] {
+            let json = full.replace(r#""value":"00""#, bad);
+            assert!(serde_json::from_str::<Node>(&json).is_err(), "{bad}");
+        }
         let sparse = |data: Vec<(u64, u64)>, blobs: &[u64]| Node {
             path: "s".into(),
             kind: Kind::File {

@@ -14,17 +14,18 @@ use std::path::Path;
 use fscache::meta::{self, Given, OnDrop, Wanted, Xattr};
 
 use crate::error::{Error, Result};
-use crate::keys::hex;
-use crate::manifest::{unhex_vec, Kind, Meta, XattrJson};
+use crate::manifest::{Kind, Meta, XattrJson, XattrValues};
 
 /// The owner, modification time and xattrs of the node at `path`
-/// (`md` is its `lstat`), as a manifest records them.
+/// (`md` is its `lstat`), as a manifest records them: an xattr value
+/// over [`XATTR_INLINE_MAX`](crate::manifest::XATTR_INLINE_MAX) bytes
+/// as a blob reference, its bytes added to `blobs` for the push to pack.
 ///
 /// # Errors
 ///
 /// Reading the xattrs failed; an xattr name is not UTF-8
 /// ([`Error::Unsupported`]).
-pub(crate) fn capture(path: &Path, md: &Metadata) -> Result<Meta> {
+pub(crate) fn capture(path: &Path, md: &Metadata, blobs: &mut XattrValues) -> Result<Meta> {
     let xattrs = meta::path_xattrs(path).map_err(|e| Error::io("read xattrs", path, e))?;
     let xattrs = xattrs
         .into_iter()
@@ -33,10 +34,7 @@ pub(crate) fn capture(path: &Path, md: &Metadata) -> Result<Meta> {
                 path: path.into(),
                 why: "an extended attribute's name is not UTF-8".into(),
             })?;
-            Ok(XattrJson {
-                name,
-                value: hex(&x.value),
-            })
+            Ok(XattrJson::of(name, x.value, blobs))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Meta {
@@ -167,8 +165,10 @@ fn wanted(kind: &Kind, m: &Meta) -> Wanted {
         .iter()
         .map(|x| Xattr {
             name: x.name.as_bytes().to_vec(),
-            // Checked by `Manifest::validate` before anything was written.
-            value: unhex_vec(&x.value).unwrap_or_default(),
+            // Checked by `Manifest::validate` before anything was written;
+            // a pull puts every xattr blob inline first
+            // (`Manifest::inline_xattrs`), so none is looked up here.
+            value: x.bytes(&XattrValues::new()).unwrap_or_default(),
         })
         .collect();
     Wanted {

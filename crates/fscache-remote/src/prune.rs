@@ -10,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::manifest::{Kind, Manifest};
+use crate::manifest::Manifest;
 use crate::remote::{Access, Inner, Remote};
 
 /// The prefix of blobs.
@@ -310,13 +310,10 @@ impl Inner {
         if locator.is_some() {
             return Some(crate::gc::packs_of(bytes));
         }
-        let named: Vec<String> = m
-            .nodes
+        // Its files' blobs and its xattrs'.
+        let named: Vec<String> = crate::locator::distinct_blobs(&m)
             .into_iter()
-            .flat_map(|n| match n.kind {
-                Kind::File { blobs, .. } => blobs.into_iter().map(|b| b.hash).collect(),
-                _ => Vec::new(),
-            })
+            .map(|(h, _)| h.to_string())
             .collect();
         Some(named)
     }

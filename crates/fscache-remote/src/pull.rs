@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::asyncapi::blocking;
 use crate::error::{Error, Result};
-use crate::fetch::{fill_from_packs, written_whole};
+use crate::fetch::{fetch_xattr_values, fill_from_packs, written_whole};
 use crate::locator::Locator;
 use crate::manifest::{blob_offsets, digest_dir, Kind, Manifest};
 use crate::node::{self, GivenMap};
@@ -189,22 +189,41 @@ impl Inner {
         (m, loc): &Located,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<Obtained> {
-        let mut guard = cache.store(name)?;
-        // Any error below drops the guard, which removes the partial tree.
-        let root = guard.path().to_path_buf();
-        let shared = Arc::new(m.clone());
-        blocking({
-            let (root, m, packed) = (root.clone(), shared.clone(), loc.is_some());
-            move || create_tree(&root, &m, packed)
-        })
-        .await?;
-        let distinct = crate::locator::distinct_blobs(m);
+        let (distinct, files) = crate::locator::distinct_blobs_split(m);
         let tracker = Tracker::new(
             distinct.len(),
             distinct.iter().map(|(_, size)| size).sum(),
             progress,
         );
-        let early = match loc {
+        // The xattr values stored as blobs first, into memory, checked
+        // against their hashes, and the digest (which covers them) with
+        // them: before anything is written. The tree is then built from
+        // the manifest with those values inline, whose distinct blobs are
+        // the files' (the locator's first `files`).
+        let mut resolved = m.clone();
+        let mut loc = loc.clone();
+        if m.has_xattr_blobs() {
+            let values = fetch_xattr_values(self, m, loc.as_ref(), &tracker).await?;
+            m.check_digest(&values)
+                .map_err(|why| Error::refused(name, why))?;
+            resolved
+                .inline_xattrs(&values)
+                .map_err(|why| Error::refused(name, why))?;
+            if let Some(l) = loc.as_mut() {
+                l.blobs.truncate(files);
+            }
+        }
+        let shared = Arc::new(resolved);
+        let m: &Manifest = &shared;
+        let mut guard = cache.store(name)?;
+        // Any error below drops the guard, which removes the partial tree.
+        let root = guard.path().to_path_buf();
+        blocking({
+            let (root, m, packed) = (root.clone(), shared.clone(), loc.is_some());
+            move || create_tree(&root, &m, packed)
+        })
+        .await?;
+        let early = match &loc {
             Some(loc) => {
                 // Format 2: every file's content is checked on the way,
                 // so the tree is the manifest's (its digest was checked

@@ -40,7 +40,8 @@ pub struct PushReport {
     /// Nodes in the tree (files, directories, symlinks, FIFOs, sockets,
     /// devices).
     pub nodes: usize,
-    /// Distinct blobs the tree's files are made of.
+    /// Distinct blobs the tree's files are made of, with its xattr values
+    /// stored as blobs (those over 1 KiB).
     pub blobs: usize,
     /// Blobs this push uploaded (the others were on the remote already).
     pub blobs_uploaded: usize,
@@ -185,6 +186,8 @@ pub(crate) struct Scanned {
     pub(crate) nodes: Vec<Node>,
     /// Per distinct blob, in manifest order: its place and size.
     pub(crate) places: Vec<(Place, u64)>,
+    /// The bytes of the xattr values stored as blobs, for the digest.
+    pub(crate) xattr_values: crate::manifest::XattrValues,
 }
 
 /// A pack finished by the reader, for the uploader.
@@ -325,10 +328,12 @@ impl Inner {
             created,
             nodes: scanned.nodes,
         };
-        let digest = manifest.tree_digest().map_err(|why| Error::Unsupported {
-            path: entry.path().into(),
-            why,
-        })?;
+        let digest = manifest
+            .tree_digest_with(&scanned.xattr_values)
+            .map_err(|why| Error::Unsupported {
+                path: entry.path().into(),
+                why,
+            })?;
         manifest.digest = digest.to_string();
 
         // The locator: reused packs first seen, then this push's, by slot.

@@ -1,7 +1,8 @@
 //! A push's one read of the tree: walk it (parents first, names sorted),
 //! cut each file into FastCDC chunks, hash and compress them on a few
 //! worker threads, and pack the chunks the remote lacks in tree order,
-//! handing each full pack to the uploader.
+//! handing each full pack to the uploader; then the xattr values too
+//! large to be inline, packed the same way after the files' chunks.
 //!
 //! Three parts run at once: the walker (directories, `stat`, metadata,
 //! hard links) hands each file to the workers and, in tree order, the
@@ -25,7 +26,7 @@ use fastcdc::v2020::FastCDC;
 
 use crate::error::{Error, Result};
 use crate::index::Known;
-use crate::manifest::{BlobRef, Kind, Node};
+use crate::manifest::{xattr_blobs, BlobRef, Kind, Node, XattrValues};
 use crate::node;
 use crate::pack::PackBuilder;
 use crate::push::{Closed, Place, Scanned, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ZSTD_LEVEL};
@@ -229,8 +230,22 @@ pub(crate) fn scan(
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
         // The walker's error first: it stopped the packer by ending the
         // order channel, and a packer that ended early is always an error.
-        let (mut nodes, links) = walked?;
+        let (mut nodes, links, xattr_values) = walked?;
         let files = packed?;
+        // The xattrs' blobs, after every file's: the locator's order
+        // (`distinct_blobs`). One a file has too is placed already.
+        for (hash, size) in xattr_blobs(&nodes) {
+            let data = xattr_values
+                .get(hash)
+                .cloned()
+                .expect("the walker keeps the bytes of every xattr blob it names");
+            let chunk = Chunk {
+                hash: hash.to_string(),
+                size,
+                body: Body::Raw(data),
+            };
+            packer.chunk(chunk, Path::new("an xattr value"))?;
+        }
         packer.close()?;
         for (i, chunked) in files {
             let Kind::File {
@@ -258,6 +273,7 @@ pub(crate) fn scan(
         Ok(Scanned {
             nodes,
             places: std::mem::take(&mut packer.places),
+            xattr_values,
         })
     })
 }
@@ -349,6 +365,7 @@ fn walk(
     let mut nodes: Vec<Node> = Vec::new();
     let mut links: Vec<(usize, usize)> = Vec::new();
     let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut xattr_values = XattrValues::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
         if stop.load(Ordering::Relaxed) {
@@ -375,7 +392,7 @@ fn walk(
             };
             let md = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
             let perm = md.mode() & 0o7777;
-            let meta = node::capture(&path, &md)?;
+            let meta = node::capture(&path, &md, &mut xattr_values)?;
             let ft = md.file_type();
             let kind = if ft.is_dir() {
                 subdirs.push((path, rel_path.clone()));
@@ -441,12 +458,13 @@ fn walk(
         // subdirectory is walked next. Any order with parents first works.
         stack.extend(subdirs.into_iter().rev());
     }
-    Ok((nodes, links))
+    Ok((nodes, links, xattr_values))
 }
 
-/// What the walker found: the nodes in tree order, and each hard link's
-/// later name with its first (node indexes).
-type Walked = (Vec<Node>, Vec<(usize, usize)>);
+/// What the walker found: the nodes in tree order, each hard link's
+/// later name with its first (node indexes), and the bytes of the xattr
+/// values too large to be inline.
+type Walked = (Vec<Node>, Vec<(usize, usize)>, XattrValues);
 
 /// A chunked file: its size, content hash, blobs and data ranges.
 type Chunked = (u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>);

@@ -20,7 +20,8 @@ mod proxy;
 mod end_to_end;
 
 // Faithful trees judged from outside: every file-system feature survives
-// store, load, push and pull (`rsync -aHAXn` finds no difference).
+// store, load, push and pull (`rsync -aHAXn` finds no difference); xattr
+// values large enough to travel as blobs.
 mod faithful;
 
 // Property test: random stores, removals, pushes, pulls and prunes on two
