@@ -200,7 +200,8 @@ pub(crate) struct Manifest {
     pub format: String,
     pub version: u64,
     pub name: String,
-    /// The tree digest of `data/`, `blake3:<64 hex>`.
+    /// The tree digest of `data/`, `blake3v2:<64 hex>` (`blake3:<64 hex>`
+    /// in manifests written before version 2).
     pub digest: String,
     /// Seconds since the Unix epoch when the push published it.
     pub created: u64,

@@ -35,7 +35,8 @@ pub(crate) const ZSTD_LEVEL: i32 = 3;
 pub struct PushReport {
     /// Whether this push published the manifest.
     pub outcome: Pushed,
-    /// The entry's tree digest.
+    /// The entry's tree digest as the manifest records it (version 2,
+    /// `blake3v2:`; the local record may be of version 3).
     pub digest: Digest,
     /// Nodes in the tree (files, directories, symlinks, FIFOs, sockets,
     /// devices).

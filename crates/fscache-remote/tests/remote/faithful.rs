@@ -804,7 +804,9 @@ fn large_xattrs_round_trip_as_blobs() {
     let c = cache(&tmp.path().join("c1"));
     assert_eq!(c.store_tree("big", &src).unwrap(), Stored::Committed);
     assert_eq!(c.store_tree("big-again", &src).unwrap(), Stored::Committed);
-    let digest = verified(&c, "big");
+    assert_eq!(verified(&c, "big").version(), fscache::DigestVersion::V3);
+    // What the pulled entry records: the manifest's digest, version 2.
+    let digest = fscache::tree_digest_version(&src, fscache::DigestVersion::V2).unwrap();
     let url = format!("file://{}", tmp.path().join("bucket").display());
     let key = fscache_remote::keygen().unwrap();
     let r = Remote::builder(&url)
@@ -1011,7 +1013,9 @@ fn a_hand_written_xattr_blob_pulls_and_a_malformed_one_is_refused() {
     fs::write(tree.join("f"), b"").unwrap();
     fs::set_permissions(tree.join("f"), fs::Permissions::from_mode(0o644)).unwrap();
     assert!(xattr(&tree.join("f"), "user.big", &big));
-    let digest = fscache::tree_digest(&tree).unwrap().to_string();
+    let digest = fscache::tree_digest_version(&tree, fscache::DigestVersion::V2)
+        .unwrap()
+        .to_string();
     let md = fs::metadata(tree.join("f")).unwrap();
 
     let url = format!("file://{}", tmp.path().join("bucket").display());
