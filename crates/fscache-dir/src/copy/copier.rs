@@ -14,8 +14,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::retry_on_intr;
 
 use super::content::Content;
+use super::lazy::{self, DirSlot, FileSlot, Hashes, LazyBody, PendingDir};
 use super::{at, CopyOptions, CopyStats};
-use crate::digest::{Body, Digest, DirHasher, Listing, NodeMeta, Record, Version};
+use crate::digest::{Body, Digest, Listing, NodeMeta, Record, Version};
 use crate::meta::{self, Given, OnDrop, Wanted, Xattr};
 use crate::retry_io;
 use crate::stat;
@@ -27,7 +28,7 @@ pub(super) fn copy_tree_listed(
     src: &Path,
     dst: &Dir,
     progress: &mut dyn FnMut(u64) -> io::Result<()>,
-    tree: Option<DirHasher>,
+    tree: Option<Version>,
     opts: &CopyOptions,
     records: Option<Listing>,
 ) -> io::Result<(CopyStats, Option<Digest>, Option<Listing>)> {
@@ -40,7 +41,7 @@ pub(super) fn copy_tree_listed(
         dst: retry_io(|| dst.try_clone()).map_err(|e| at(src, e))?,
         dst_rel: PathBuf::new(),
         finish: false,
-        tree,
+        tree: tree.map(PendingDir::new),
     };
     let root = if is_dir(&st) {
         let fd = open_dir_nofollow(CWD, src).map_err(|e| at(src, e))?;
@@ -63,7 +64,18 @@ pub(super) fn copy_tree_listed(
         Frame::with_names(parent_fd, parent.to_path_buf(), parent_st, target, names)
     };
     Walk::new().run(&mut copier, root)?;
-    Ok((copier.stats, copier.digest, copier.records))
+    let digest = match copier.root {
+        Some(root) => Some(copier.hashes.finish(root).map_err(|e| at(src, e))?),
+        None => None,
+    };
+    if let Some(records) = copier.records.as_mut() {
+        for (i, slot) in std::mem::take(&mut copier.hashes.record_holes) {
+            if let Some((size, hash)) = copier.hashes.file(slot) {
+                records.0[i].body = file_body(size, &hash);
+            }
+        }
+    }
+    Ok((copier.stats, digest, copier.records))
 }
 
 /// Where one source directory's children go.
@@ -76,7 +88,7 @@ pub(super) struct Target {
     /// are written (not for the caller's `dst`).
     pub(super) finish: bool,
     /// The digest of its children so far, when the copy computes one.
-    pub(super) tree: Option<DirHasher>,
+    pub(super) tree: Option<PendingDir>,
 }
 
 /// What copying one child made, for its entry in the digest.
@@ -84,13 +96,24 @@ pub(super) enum Copied {
     /// A directory, whose children go to this target (boxed: a digest's
     /// hasher is large).
     Dir(Box<Target>),
-    /// A regular file with this metadata; with the size and content hash
-    /// when the copy hashes.
-    File(Given, Option<(u64, blake3::Hash)>),
+    /// A regular file with this metadata; with where its size and content
+    /// hash are when the copy hashes.
+    File(Given, Option<FileSlot>),
     /// A symlink to this target.
     Symlink(Given, Vec<u8>),
     /// A FIFO, socket or device.
     Special(Given, Stat),
+}
+
+/// How the copy of one regular file is hashed.
+#[derive(Clone, Copy)]
+enum Hashing {
+    /// Not at all.
+    No,
+    /// Each buffer between its read and its write.
+    InPassing(Version),
+    /// From its copy, on the hashing thread.
+    Elsewhere(Version),
 }
 
 /// What the copy of a multiply-linked source inode left, for its later names.
@@ -99,7 +122,7 @@ struct Linked {
     rel: PathBuf,
     /// What its copy got, and its size and content hash when hashing.
     given: Given,
-    content: Option<(u64, blake3::Hash)>,
+    content: Option<FileSlot>,
 }
 
 /// State of one [`copy_tree_into`] walk.
@@ -110,8 +133,10 @@ pub(super) struct Copier<'a> {
     /// Multiply-linked source inodes → what their first copy left.
     links: HardLinks<Linked>,
     pub(super) content: Content<'a>,
-    /// The root's digest, once the walk has left it (when hashing).
-    pub(super) digest: Option<Digest>,
+    /// The content hashes and directory digests (when hashing).
+    pub(super) hashes: Hashes,
+    /// Where the root's digest is, once the walk has left it.
+    pub(super) root: Option<DirSlot>,
     /// The listing of the copy, when asked for (with the digest).
     records: Option<Listing>,
     /// The owner a node this process creates gets (`geteuid`, `getegid`).
@@ -142,7 +167,7 @@ impl Visitor for Copier<'_> {
         let target = parent.state();
         let ddir = &target.dst;
         let dst_rel = target.dst_rel.join(name);
-        let hashing = target.tree.as_ref().map(DirHasher::version);
+        let hashing = target.tree.as_ref().map(PendingDir::version);
         let copied = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => self.copy_dir(ddir, name, dst_rel, hashing),
             FileType::RegularFile => self.copy_file(sfd, ddir, name, st, dst_rel, hashing),
@@ -160,26 +185,29 @@ impl Visitor for Copier<'_> {
         // A directory's entry is written when the walk leaves it.
         if let Some(records) = self.records.as_mut() {
             let rel = parent.state().dst_rel.join(name);
-            if let Some(r) = record_of(&rel, st, &copied) {
+            if let Some(r) = record_of(&rel, st, &copied, &self.hashes) {
+                if let Copied::File(_, Some(slot)) = copied {
+                    if self.hashes.file(slot).is_none() {
+                        self.hashes.record_holes.push((records.0.len(), slot));
+                    }
+                }
                 records.0.push(r);
             }
         }
         let tree = parent.state_mut().tree.as_mut();
+        let hashes = &self.hashes;
         match (copied, tree) {
             (Copied::Dir(target), _) => return Ok(Visit::Descend(*target)),
-            (Copied::File(given, Some((size, hash))), Some(tree)) => {
-                let body = Body::File {
-                    size,
-                    hash: hash.as_bytes(),
-                };
-                tree.entry(name, node_meta(&given), body);
+            (Copied::File(given, Some(slot)), Some(tree)) => {
+                tree.entry(hashes, name, node_meta(&given), LazyBody::File(slot));
             }
             (Copied::Symlink(given, target), Some(tree)) => {
-                tree.entry(name, node_meta(&given), Body::Symlink(&target));
+                let body = LazyBody::Now(Body::Symlink(&target));
+                tree.entry(hashes, name, node_meta(&given), body);
             }
             (Copied::Special(given, st), Some(tree)) => {
-                let body = Body::special(&st).unwrap_or(Body::Fifo);
-                tree.entry(name, node_meta(&given), body);
+                let body = LazyBody::Now(Body::special(&st).unwrap_or(Body::Fifo));
+                tree.entry(hashes, name, node_meta(&given), body);
             }
             _ => {}
         }
@@ -216,9 +244,12 @@ impl Visitor for Copier<'_> {
         let Some(tree) = dir.state_mut().tree.take() else {
             return Ok(());
         };
-        let digest = tree.finish();
+        let slot = self
+            .hashes
+            .finish_dir(tree)
+            .map_err(|e| at(dir.path(), e))?;
         let Some(parent) = parent else {
-            self.digest = Some(digest);
+            self.root = Some(slot);
             return Ok(());
         };
         let name = dir
@@ -231,7 +262,7 @@ impl Visitor for Copier<'_> {
                 .push(record(&dir.state().dst_rel, dir.stat(), given, Vec::new()));
         }
         if let (Some(tree), Some(given)) = (parent.state_mut().tree.as_mut(), given) {
-            tree.entry(name, node_meta(&given), Body::Dir(&digest));
+            tree.entry(&self.hashes, name, node_meta(&given), LazyBody::Dir(slot));
         }
         Ok(())
     }
@@ -253,7 +284,8 @@ impl<'a> Copier<'a> {
             on_drop: opts.on_drop,
             links: HardLinks::new(),
             content: Content::new(progress),
-            digest: None,
+            hashes: Hashes::default(),
+            root: None,
             records: None,
             creator: (
                 rustix::process::geteuid().as_raw(),
@@ -289,7 +321,7 @@ impl<'a> Copier<'a> {
             dst,
             dst_rel,
             finish: true,
-            tree: hashing.map(DirHasher::of),
+            tree: hashing.map(PendingDir::new),
         })))
     }
 
@@ -329,14 +361,30 @@ impl<'a> Copier<'a> {
         } else {
             0o600
         };
+        // Hashed on the hashing thread from its copy, read back without
+        // touching the copy's access time (the times are given after the
+        // content, and the read comes later). `O_NOATIME` is ours to set:
+        // this process creates the file.
+        let elsewhere = hashing.is_some() && self.hashes.can_hash_elsewhere();
+        let noatime = if elsewhere { OFlags::NOATIME.bits() } else { 0 };
         let dst = retry_io(|| {
             ddir.open_with(
                 name,
-                OpenOptions::new().write(true).create_new(true).mode(mode),
+                OpenOptions::new()
+                    .read(elsewhere)
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .custom_flags(noatime as i32),
             )
         })?
         .into_std();
-        self.copy_content(&src, &dst, &fst, xattrs, dst_rel, hashing)
+        let how = match hashing {
+            Some(v) if elsewhere => Hashing::Elsewhere(v),
+            Some(v) => Hashing::InPassing(v),
+            None => Hashing::No,
+        };
+        self.copy_content(&src, dst, &fst, xattrs, dst_rel, how)
     }
 
     /// Move the content of the open `src` into the new `dst`, then its
@@ -345,17 +393,19 @@ impl<'a> Copier<'a> {
     fn copy_content(
         &mut self,
         src: &File,
-        dst: &File,
+        dst_file: File,
         fst: &Stat,
         xattrs: Vec<Xattr>,
         dst_rel: PathBuf,
-        hashing: Option<Version>,
+        how: Hashing,
     ) -> io::Result<Copied> {
-        let (moved, hashed) = if let Some(version) = hashing {
-            let (moved, size, hash) = self.content.copy_hashed(src, dst, fst, version)?;
-            (moved, Some((size, hash)))
-        } else {
-            (self.content.copy(src, dst, fst)?, None)
+        let dst = &dst_file;
+        let (moved, mut hashed) = match how {
+            Hashing::InPassing(version) => {
+                let (moved, size, hash) = self.content.copy_hashed(src, dst, fst, version)?;
+                (moved, Some(self.hashes.known(size, hash)))
+            }
+            Hashing::Elsewhere(_) | Hashing::No => (self.content.copy(src, dst, fst)?, None),
         };
         self.stats.bytes += moved.bytes;
         self.stats.reflinked += u64::from(moved.reflinked);
@@ -366,6 +416,21 @@ impl<'a> Copier<'a> {
         let given = meta::restore_fd_known(dst, &want, self.on_drop, &made)?;
         self.stats.dropped.add(given.dropped);
         self.stats.space += space_after(&want, made, || retry_on_intr(|| rustix::fs::fstat(dst)))?;
+        if let Hashing::Elsewhere(version) = how {
+            // Its metadata given, the copy goes to the hashing thread (or
+            // is hashed here when none could be started).
+            let slot = match self
+                .hashes
+                .elsewhere(dst_file, version, &dst_rel, stat::size(fst))?
+            {
+                Ok(slot) => slot,
+                Err(file) => {
+                    let (n, hash) = lazy::hash_copy(&file, &mut self.content.buf, version)?;
+                    self.hashes.known(n, hash)
+                }
+            };
+            hashed = Some(slot);
+        }
         if stat::is_multiply_linked(fst) {
             let linked = Linked {
                 rel: dst_rel,
@@ -467,12 +532,15 @@ fn space_after(
 
 /// The [`Record`] of a node the copy made at `rel` (not a directory:
 /// those are recorded when the walk leaves them).
-fn record_of(rel: &Path, st: &Stat, copied: &Copied) -> Option<Record> {
+/// A file's hash not known yet is zeros here, filled in once it is.
+fn record_of(rel: &Path, st: &Stat, copied: &Copied, hashes: &Hashes) -> Option<Record> {
     Some(match copied {
         Copied::Dir(_) => return None,
-        Copied::File(given, Some((size, hash))) => {
-            let mut body = size.to_le_bytes().to_vec();
-            body.extend_from_slice(hash.as_bytes());
+        Copied::File(given, Some(slot)) => {
+            let body = match hashes.file(*slot) {
+                Some((size, hash)) => file_body(size, &hash),
+                None => vec![0; 40],
+            };
             record(rel, st, given, body)
         }
         Copied::File(_, None) => return None,
@@ -485,6 +553,13 @@ fn record_of(rel: &Path, st: &Stat, copied: &Copied) -> Option<Record> {
             record(rel, st, given, body)
         }
     })
+}
+
+/// A file's body in a [`Record`]: `u64le(size) ‖ content hash`.
+fn file_body(size: u64, hash: &blake3::Hash) -> Vec<u8> {
+    let mut body = size.to_le_bytes().to_vec();
+    body.extend_from_slice(hash.as_bytes());
+    body
 }
 
 /// A record of the node at `rel`: its source's type, what it was given.

@@ -82,6 +82,7 @@
 
 mod content;
 mod copier;
+mod lazy;
 #[cfg(test)]
 mod tests;
 
@@ -93,7 +94,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Stat, CWD};
 use rustix::io::retry_on_intr;
 
-use crate::digest::{Digest, DirHasher, Listing, Version};
+use crate::digest::{Digest, Listing, Version};
 use crate::meta::{Dropped, OnDrop};
 use crate::stat;
 use crate::walk::{open_dir_nofollow, Frame, HardLinks, Visit, Visitor, Walk};
@@ -225,10 +226,9 @@ impl CopyOptions {
         progress: &mut dyn FnMut(u64) -> io::Result<()>,
         listed: bool,
     ) -> io::Result<(CopyStats, Digest, Listing)> {
-        let hasher = DirHasher::of(Version::default());
         let records = listed.then(Listing::default);
         let (stats, digest, listing) =
-            copy_tree_listed(src, dst, progress, Some(hasher), self, records)?;
+            copy_tree_listed(src, dst, progress, Some(Version::default()), self, records)?;
         let digest =
             digest.ok_or_else(|| at(src, io::Error::other("the walk never left the root")))?;
         Ok((stats, digest, listing.unwrap_or_default()))

@@ -2,6 +2,7 @@
 
 use super::content::Method;
 use super::copier::{split_parent, Copier, Target};
+use super::lazy::PendingDir;
 use super::*;
 use std::path::PathBuf;
 
@@ -680,10 +681,14 @@ fn copy_with_digest_of_a_single_file_or_symlink() {
 #[test]
 fn copy_with_digest_under_every_method() {
     let methods = [Method::Reflink, Method::CopyFileRange, Method::ReadWrite];
-    for (method, version) in methods
-        .into_iter()
-        .flat_map(|m| [(m, Version::V2), (m, Version::V3)])
-    {
+    let cases = methods.into_iter().flat_map(|m| {
+        [
+            (m, Version::V2, true),
+            (m, Version::V3, true),
+            (m, Version::V3, false),
+        ]
+    });
+    for (method, version, threaded) in cases {
         let f = Fixture::new();
         odd_tree(&f.src);
         let dev = fs::metadata(&f.src).unwrap().dev();
@@ -695,18 +700,25 @@ fn copy_with_digest_under_every_method() {
         };
         let mut copier = Copier::new(&dst, &mut progress, &CopyOptions::new());
         copier.content.methods = HashMap::from([(dev, method)]);
+        if !threaded {
+            copier.hashes.without_thread();
+        }
         let fd = open_dir_nofollow(CWD, &f.src).unwrap();
         let target = Target {
             dst: dst.try_clone().unwrap(),
             dst_rel: PathBuf::new(),
             finish: false,
-            tree: Some(DirHasher::of(version)),
+            tree: Some(PendingDir::new(version)),
         };
         let root = Frame::new(fd, f.src.clone(), target).unwrap();
+        let big_times = times_of(&f.src.join("big"));
         Walk::new().run(&mut copier, root).unwrap();
-        let digest = copier.digest.expect("the root was left");
+        let root = copier.root.expect("the root was left");
+        let digest = copier.hashes.finish(root).unwrap();
+        // Read back for the hash without changing the copies' times.
+        assert_eq!(big_times, times_of(&f.dst.join("big")), "{method:?}");
         let walked = digest_tree(f.dst_dir(), &f.dst, version).unwrap();
-        assert_eq!(digest, walked, "{method:?} {version:?}");
+        assert_eq!(digest, walked, "{method:?} {version:?} threaded {threaded}");
         assert_eq!(sum, tree_content_bytes(&f.src).unwrap(), "{method:?}");
     }
 }
@@ -838,4 +850,15 @@ fn a_node_replaced_by_another_type_is_an_error() {
         0,
         "nothing left behind"
     );
+}
+
+/// The access and modification times of `p`, not following a symlink.
+fn times_of(p: &Path) -> (i64, i64, i64, i64) {
+    let st = rustix::fs::statat(CWD, p, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+    (
+        st.st_atime as i64,
+        st.st_atime_nsec as i64,
+        st.st_mtime as i64,
+        st.st_mtime_nsec as i64,
+    )
 }

@@ -134,54 +134,10 @@ impl DirHasher {
 
     /// One child: its name, metadata and body.
     pub fn entry(&mut self, name: &OsStr, meta: NodeMeta<'_>, body: Body<'_>) {
-        let v2 = self.version.has_metadata();
-        let kind: u8 = match body {
-            Body::File { .. } => 0x01,
-            Body::Dir(_) => 0x02,
-            Body::Symlink(_) => 0x03,
-            Body::Fifo => 0x04,
-            _ if !v2 => 0x04,
-            Body::Socket => 0x05,
-            Body::Char(..) => 0x06,
-            Body::Block(..) => 0x07,
-        };
-        let name = name.as_bytes();
         let h = &mut self.h;
-        h.update(&[kind]);
-        h.update(&(meta.perm & 0o7777).to_le_bytes());
-        if v2 {
-            h.update(&meta.uid.to_le_bytes());
-            h.update(&meta.gid.to_le_bytes());
-        }
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name);
-        if v2 {
-            h.update(&(meta.xattrs.len() as u64).to_le_bytes());
-            for x in meta.xattrs {
-                h.update(&(x.name.len() as u64).to_le_bytes());
-                h.update(&x.name);
-                h.update(&(x.value.len() as u64).to_le_bytes());
-                h.update(&x.value);
-            }
-        }
-        match body {
-            Body::File { size, hash } => {
-                h.update(&size.to_le_bytes());
-                h.update(hash);
-            }
-            Body::Dir(d) => {
-                h.update(&d.bytes);
-            }
-            Body::Symlink(target) => {
-                h.update(&(target.len() as u64).to_le_bytes());
-                h.update(target);
-            }
-            Body::Char(maj, min) | Body::Block(maj, min) if v2 => {
-                h.update(&maj.to_le_bytes());
-                h.update(&min.to_le_bytes());
-            }
-            _ => {}
-        }
+        encode_entry(self.version, name, meta, body, &mut |b| {
+            h.update(b);
+        });
     }
 
     fn meta(mode: u32) -> NodeMeta<'static> {
@@ -218,5 +174,73 @@ impl DirHasher {
             version: self.version,
             bytes: *self.h.finalize().as_bytes(),
         }
+    }
+}
+
+/// The encoding of one entry in `version` (see the [module docs](super)),
+/// given piece by piece to `put`: what [`DirHasher::entry`] hashes.
+pub(crate) fn encode_entry(
+    version: Version,
+    name: &OsStr,
+    meta: NodeMeta<'_>,
+    body: Body<'_>,
+    put: &mut dyn FnMut(&[u8]),
+) {
+    let v2 = version.has_metadata();
+    let kind: u8 = match body {
+        Body::File { .. } => 0x01,
+        Body::Dir(_) => 0x02,
+        Body::Symlink(_) => 0x03,
+        Body::Fifo => 0x04,
+        _ if !v2 => 0x04,
+        Body::Socket => 0x05,
+        Body::Char(..) => 0x06,
+        Body::Block(..) => 0x07,
+    };
+    let name = name.as_bytes();
+    put(&[kind]);
+    put(&(meta.perm & 0o7777).to_le_bytes());
+    if v2 {
+        put(&meta.uid.to_le_bytes());
+        put(&meta.gid.to_le_bytes());
+    }
+    put(&(name.len() as u64).to_le_bytes());
+    put(name);
+    if v2 {
+        put(&(meta.xattrs.len() as u64).to_le_bytes());
+        for x in meta.xattrs {
+            put(&(x.name.len() as u64).to_le_bytes());
+            put(&x.name);
+            put(&(x.value.len() as u64).to_le_bytes());
+            put(&x.value);
+        }
+    }
+    match body {
+        Body::File { size, hash } => {
+            put(&size.to_le_bytes());
+            put(hash);
+        }
+        Body::Dir(d) => put(&d.bytes),
+        Body::Symlink(target) => {
+            put(&(target.len() as u64).to_le_bytes());
+            put(target);
+        }
+        Body::Char(maj, min) | Body::Block(maj, min) if v2 => {
+            put(&maj.to_le_bytes());
+            put(&min.to_le_bytes());
+        }
+        _ => {}
+    }
+}
+
+/// The digest of a directory in `version` whose entries, in order,
+/// encode to `entries` (as [`encode_entry`] gives them).
+pub(crate) fn digest_of_encoded(version: Version, entries: &[u8]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    h.update(version.tag());
+    h.update(entries);
+    Digest {
+        version,
+        bytes: *h.finalize().as_bytes(),
     }
 }

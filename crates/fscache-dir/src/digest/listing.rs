@@ -109,18 +109,19 @@ impl Listing {
     /// [XATTR=HASH…]` with the path and body hex-free where printable.
     /// What `fscache` stores beside an entry's digest.
     pub fn to_text(&self) -> String {
+        use std::fmt::Write;
         let mut s = String::new();
         for r in &self.0 {
-            s.push_str(&format!(
-                "{:o} {} {} {} {}",
-                r.mode,
-                r.uid,
-                r.gid,
-                hex(&r.path),
-                hex(&r.body)
-            ));
+            // Writing to a String cannot fail.
+            let _ = write!(s, "{:o} {} {} ", r.mode, r.uid, r.gid);
+            push_hex(&mut s, &r.path);
+            s.push(' ');
+            push_hex(&mut s, &r.body);
             for (n, v) in &r.xattrs {
-                s.push_str(&format!(" {}={}", hex(n), hex(v)));
+                s.push(' ');
+                push_hex(&mut s, n);
+                s.push('=');
+                push_hex(&mut s, v);
             }
             s.push('\n');
         }
@@ -155,11 +156,18 @@ impl Listing {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// `b` in lowercase hex onto `s`, `-` for nothing.
+fn push_hex(s: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     if b.is_empty() {
-        return "-".into();
+        s.push('-');
+        return;
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    s.reserve(2 * b.len());
+    for &x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 15)] as char);
+    }
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -134,6 +134,7 @@ use std::str::FromStr;
 
 pub use content::{data_ranges, ContentHasher, BLOCK};
 pub(crate) use content::{hash_content, read_chunks};
+pub(crate) use encode::{digest_of_encoded, encode_entry};
 pub use encode::{Body, DirHasher, NodeMeta};
 pub use listing::{compare, Change, Listing, Record};
 pub use tree::{digest_tree, digest_tree_listed};
