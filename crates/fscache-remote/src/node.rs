@@ -126,13 +126,21 @@ pub(crate) fn restore(path: &Path, kind: &Kind, m: &Meta, on_drop: OnDrop) -> Re
                 .custom_flags(libc_nofollow())
                 .open(path)
                 .map_err(io)?;
-            meta::restore_fd(&f, &want, on_drop).map_err(io)
+            // What it has already is not set again (the pull made it: its
+            // owner is often the wanted one).
+            let now =
+                rustix::io::retry_on_intr(|| rustix::fs::fstat(&f)).map_err(|e| io(e.into()))?;
+            meta::restore_fd_known(&f, &want, on_drop, &now).map_err(io)
         }
         _ => {
             let parent = path.parent().unwrap_or(Path::new("."));
             let name = path.file_name().unwrap_or(OsStr::new("."));
             let dir = fs::File::open(parent).map_err(io)?;
-            meta::restore_at(&dir, name, &want, on_drop).map_err(io)
+            let now = rustix::io::retry_on_intr(|| {
+                rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            })
+            .map_err(|e| io(e.into()))?;
+            meta::restore_at_known(&dir, name, &want, on_drop, &now).map_err(io)
         }
     }
 }
@@ -150,8 +158,10 @@ pub(crate) fn restore_file(
     m: &Meta,
     on_drop: OnDrop,
 ) -> Result<Given> {
-    meta::restore_fd(f, &wanted(kind, m), on_drop)
-        .map_err(|e| Error::io("restore metadata", path, e))
+    let io = |e| Error::io("restore metadata", path, e);
+    // Its content is complete: what it has already is not set again.
+    let now = rustix::io::retry_on_intr(|| rustix::fs::fstat(f)).map_err(|e| io(e.into()))?;
+    meta::restore_fd_known(f, &wanted(kind, m), on_drop, &now).map_err(io)
 }
 
 /// What the policy is asked to give a node of `kind` with metadata `m`.
