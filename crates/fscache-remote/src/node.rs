@@ -166,10 +166,6 @@ pub(crate) fn restore_file(
 
 /// What the policy is asked to give a node of `kind` with metadata `m`.
 fn wanted(kind: &Kind, m: &Meta) -> Wanted {
-    let me = (
-        rustix::process::geteuid().as_raw(),
-        rustix::process::getegid().as_raw(),
-    );
     let xattrs = m
         .xattrs
         .iter()
@@ -182,8 +178,10 @@ fn wanted(kind: &Kind, m: &Meta) -> Wanted {
         })
         .collect();
     Wanted {
-        uid: m.uid.unwrap_or(me.0),
-        gid: m.gid.unwrap_or(me.1),
+        // No owner listed (a manifest written before metadata): the
+        // caller's, asked only then.
+        uid: m.uid.unwrap_or_else(|| rustix::process::geteuid().as_raw()),
+        gid: m.gid.unwrap_or_else(|| rustix::process::getegid().as_raw()),
         mode: mode_of(kind),
         atime: None,
         mtime: m.mtime.map(|(s, ns)| (s, i64::from(ns))),
