@@ -347,8 +347,8 @@ fn time_trees(digests: bool, iters: u64, one: impl Fn(&FsCache, &str)) -> Durati
 /// and the hashing). Each is paired with its `raw_` baseline, the same
 /// work without a digest:
 ///
-/// * `store_tree`: the library's copy, which hashes in the same pass
-///   (read/write instead of `copy_file_range` or a reflink), whatever
+/// * `store_tree`: the library's copy, which hashes each copy on a second
+///   thread (in thread CPU time: what the calling thread spends), whatever
 ///   `record_digests` says; `raw_store_tree`: `store` → the plain copy
 ///   (`CopyOptions::copy`, no hashing) → `commit`, digests off.
 /// * `load_or_build`: a miss whose build copies the tree (the plain copy),

@@ -347,7 +347,7 @@ impl StoreGuard {
 
     /// Fill the empty `data/` with a copy of `src` (as
     /// [`StoreGuard::copy_from`]) and commit it, recording the tree digest
-    /// the copy computed in the same pass: nothing can be written in
+    /// the copy computed while it copied: nothing can be written in
     /// between, so the digest is the entry's. [`FsCache::store_tree`] is
     /// `store` → `commit_tree`.
     ///
@@ -387,7 +387,7 @@ impl StoreGuard {
 
     /// Copy `src` into `data/`, returning the digest and the space of what
     /// was copied
-    /// (computed in the same pass).
+    /// (computed while it copies).
     pub(crate) fn copy_in(
         &self,
         src: &Path,

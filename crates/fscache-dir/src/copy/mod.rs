@@ -292,7 +292,7 @@ pub fn copy_tree_into(
 }
 
 /// [`copy_tree_into`], and the [tree digest](crate::digest) (version 3) of
-/// what it copied, computed in the same pass from one read of the data.
+/// what it copied, computed while it copies, from the copies.
 ///
 /// The digest is that of the copy: [`digest_tree`](crate::digest::digest_tree)
 /// of `dst` gives the same value afterwards if `dst` was empty before and
@@ -301,10 +301,14 @@ pub fn copy_tree_into(
 /// dropped). For a `src` that is a file or a symlink, it is the digest of a
 /// directory holding only that one name.
 ///
-/// Content is hashed as it passes through the process: it is copied with
-/// `read`/`write`, each buffer hashed between its read and its write,
-/// instead of with `copy_file_range`. Where `ioctl(FICLONE)` clones a file
-/// (no data moves), the source is read once to hash it.
+/// Each file is copied as [`copy_tree_into`] copies it (a clone,
+/// `copy_file_range`: its data need not pass through the process), then
+/// its copy is read back (with `O_NOATIME`, so its times stay those given)
+/// and hashed on a second thread while the copy goes on: the digest costs
+/// the copy little time on a machine with two cores, and it is the hash
+/// of what was stored even if the source changes meanwhile. Where no
+/// thread can be started, each buffer is hashed between its `read` and
+/// its `write` instead.
 ///
 /// # Errors
 ///

@@ -9,7 +9,7 @@
 //! Use this to record what a cache entry holds and to check it later
 //! ([`digest_tree`]), or to learn it while copying a tree in
 //! ([`copy_tree_into_with_digest`](crate::copy::copy_tree_into_with_digest),
-//! which reads the data once for both).
+//! which hashes the copies on a second thread as it goes).
 //!
 //! # Encoding (version 3, what new digests are)
 //!
@@ -120,7 +120,9 @@
 //!
 //! * A tree that changes while it is hashed gives the digest of some
 //!   mixture of its states.
-//! * Files are hashed one after the other on the calling thread.
+//! * [`digest_tree`] hashes files one after the other on the calling thread
+//!   (a copy with the digest hashes them on a second thread: see
+//!   [`copy_tree_into_with_digest`](crate::copy::copy_tree_into_with_digest)).
 
 mod content;
 mod encode;
