@@ -39,7 +39,9 @@ pub struct PushReport {
     /// Whether this push published the manifest.
     pub outcome: Pushed,
     /// The entry's tree digest as the manifest records it (version 3,
-    /// `blake3v3:`, what the local entry records too).
+    /// `blake3v3:`, what the local entry records too). For
+    /// [`Pushed::Exists`], the local entry's, in version 3 (a manifest
+    /// pushed before version 3 records the version 2 one).
     pub digest: Digest,
     /// Nodes in the tree (files, directories, symlinks, FIFOs, sockets,
     /// devices).

@@ -1137,9 +1137,10 @@ fn node_hash(m: &serde_json::Value, path: &str) -> String {
 }
 
 /// A tree of the shapes a content hash treats apart: an 8 GiB sparse
-/// file with a few KiB of data, a small file, an empty one, a file of
-/// zeros below one block, a dense file of several chunks with a run of
-/// zero blocks inside and one of one chunk with a zero block.
+/// file with a few KiB of data, a 1 GiB file all hole, a small file, an
+/// empty one, a file of zeros below one block, a dense file of several
+/// chunks with a run of zero blocks inside and one of one chunk with a
+/// zero block.
 fn hole_tree(src: &Path) {
     fs::create_dir(src).unwrap();
     let f = fs::File::create(src.join("disk.img")).unwrap();
@@ -1151,6 +1152,8 @@ fn hole_tree(src: &Path) {
     fs::write(src.join("small"), b"small file\n").unwrap();
     fs::write(src.join("empty"), b"").unwrap();
     fs::write(src.join("zeros"), vec![0u8; 5000]).unwrap();
+    let hole = fs::File::create(src.join("hole")).unwrap();
+    hole.set_len(1 << 30).unwrap();
     let mut dense = crate::util::noise(8, 3 << 20);
     dense[(1 << 20)..(1 << 20) + (300 << 10)].fill(0);
     fs::write(src.join("dense"), &dense).unwrap();
@@ -1188,14 +1191,22 @@ fn a_sparse_file_with_a_big_hole_pushes_and_pulls_in_version_3() {
         .find(|n| n["path"] == "disk.img");
     assert!(img.unwrap()["data"].is_array(), "disk.img is pushed sparse");
     let e = c.load("img").unwrap().unwrap();
-    for f in ["disk.img", "small", "empty", "zeros", "dense", "one-chunk"] {
+    for f in [
+        "disk.img",
+        "hole",
+        "small",
+        "empty",
+        "zeros",
+        "dense",
+        "one-chunk",
+    ] {
         assert_eq!(node_hash(&m, f), content_v3(&e.path().join(f)), "{f}");
     }
     let c2 = cache(&tmp.path().join("c2"));
     let t = std::time::Instant::now();
     let got = r.pull(&c2, "img").unwrap().unwrap();
     eprintln!("pull: {:?}", t.elapsed());
-    for f in ["disk.img", "dense", "one-chunk", "zeros"] {
+    for f in ["disk.img", "hole", "dense", "one-chunk", "zeros"] {
         let (a, b) = (e.path().join(f), got.path().join(f));
         assert_eq!(
             fs::metadata(&b).unwrap().len(),
@@ -1302,4 +1313,64 @@ fn files_of(root: &Path) -> Vec<(String, u64, String)> {
     }
     out.sort();
     out
+}
+
+/// A version 3 manifest is checked in version 3 as its blobs are
+/// decoded: the pushed manifest of one small file, re-signed by no one
+/// with its digest recomputed here from its node, pulls; with the
+/// file's `hash` the BLAKE3 of its content (version 2's, the blob's
+/// hash) and the digest of that, it is refused and nothing is stored.
+#[test]
+fn a_version_3_file_with_its_blob_hash_is_refused() {
+    let tmp = shm_tmp();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"hello\n").unwrap();
+    let c = cache(&tmp.path().join("c1"));
+    assert_eq!(c.store_tree("one", &src).unwrap(), Stored::Committed);
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let r = Remote::open(&url).unwrap();
+    r.push(&c, "one").unwrap().unwrap();
+    let key = "v1/manifests/one";
+    let stored = r.read_object(key).unwrap().unwrap();
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&zstd::stream::decode_all(&stored[..]).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(envelope["manifest"].as_str().unwrap()).unwrap();
+    let node = &m["nodes"][0];
+    assert_eq!(node["path"], "f");
+    assert_eq!(node["xattrs"].as_array().map_or(0, Vec::len), 0);
+    let publish = |hash: blake3::Hash| {
+        let mut h = fscache::DirHasher::of(fscache::DigestVersion::V3);
+        let meta = fscache::NodeMeta {
+            perm: node["perm"].as_u64().unwrap() as u32,
+            uid: node["uid"].as_u64().unwrap() as u32,
+            gid: node["gid"].as_u64().unwrap() as u32,
+            xattrs: &[],
+        };
+        let body = fscache::Body::File {
+            size: 6,
+            hash: hash.as_bytes(),
+        };
+        h.entry(std::ffi::OsStr::new("f"), meta, body);
+        let mut m = m.clone();
+        m["digest"] = h.finish().to_string().into();
+        m["nodes"][0]["hash"] = hash.to_hex().to_string().into();
+        let mut envelope = envelope.clone();
+        envelope["manifest"] = m.to_string().into();
+        envelope["signatures"] = serde_json::json!([]);
+        r.write_object_unchecked(key, envelope.to_string().into_bytes())
+            .unwrap();
+    };
+    let mut v3 = fscache::ContentHasher::new(fscache::DigestVersion::V3);
+    v3.update(b"hello\n");
+    publish(v3.finalize());
+    let c2 = cache(&tmp.path().join("c2"));
+    assert!(r.pull(&c2, "one").unwrap().is_some());
+
+    publish(blake3::hash(b"hello\n"));
+    let c3 = cache(&tmp.path().join("c3"));
+    let err = r.pull(&c3, "one").unwrap_err().to_string();
+    assert!(err.contains("hashes to"), "{err}");
+    assert!(c3.load("one").unwrap().is_none());
 }
