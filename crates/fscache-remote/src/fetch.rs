@@ -3,14 +3,14 @@
 //! stored as blobs, fetched into memory before anything is written, then
 //! for the files); each blob decoded, checked
 //! against the signed manifest's hash and written at its offsets as it
-//! arrives; each file's content hash checked on the way (no second read
+//! arrives; each file's content hash checked on the way, a sparse file's
+//! holes fed as zeros, never read (no second read
 //! unless a file's blobs came out of order). A file of one blob (most
 //! small files) is made, written and given its metadata by the same
 //! thread that decodes its blob, through one descriptor.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::Read as _;
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 
 use fscache::meta::{Given, OnDrop};
+use fscache::{ContentHasher, DigestVersion};
 
 use crate::asyncapi::blocking;
 use crate::check::decode_frame;
+use crate::content;
 use crate::error::{Error, Result};
 use crate::locator::{distinct_blobs, distinct_blobs_split, plan, Locator, Read};
 use crate::manifest::{Kind, Manifest, XattrValues};
@@ -48,19 +50,31 @@ struct FileState {
     /// What it was given of its metadata, once made by its one blob's
     /// write ([`written_whole`]).
     given: Option<Given>,
-    /// The manifest's hash of the whole content.
+    /// The manifest's hash of the whole content (the content hash of its
+    /// digest's version).
     hash: String,
+    /// The file's size (a sparse file's holes are fed to the running
+    /// hash as zeros).
+    size: u64,
     /// Number of blobs.
     blobs: usize,
-    /// Its hash is its one blob's, checked as that blob is decoded: it is
+    /// Its hash is its one blob's (version 3: made from it), checked as
+    /// that blob is decoded: it is
     /// [`written_whole`], not made before.
     checked: bool,
     /// The next blob position the running hash expects; `None` once one
     /// came out of order (then the file is hashed from disk at the end).
     next: Option<usize>,
-    /// The running hash, for a file of several blobs only (a hasher is
-    /// about 2 KiB: one per file of a 50 000-file tree would be 100 MiB).
-    hasher: Option<Box<blake3::Hasher>>,
+    /// The offset the running hash is at (a blob further on is preceded
+    /// by a hole: zeros).
+    fed: u64,
+    /// The running hash, made at the first blob and finalized at the
+    /// last, so only files being written have one (a version 3 hasher
+    /// holds up to a 64 KiB block: one per file of a 50 000-file tree
+    /// would be gigabytes).
+    hasher: Option<Box<ContentHasher>>,
+    /// The running hash's result, once every blob came in order.
+    got: Option<blake3::Hash>,
 }
 
 /// Everything a read task needs, shared.
@@ -71,6 +85,8 @@ struct Plan {
     dests: Vec<Vec<Dest>>,
     files: Vec<Mutex<FileState>>,
     m: Arc<Manifest>,
+    /// The version of the manifest's digest and files' hashes.
+    version: DigestVersion,
     on_drop: OnDrop,
 }
 
@@ -82,24 +98,35 @@ pub(crate) fn written_whole(kind: &Kind) -> bool {
         if blobs.len() == 1 && blobs[0].size == *size)
 }
 
-/// The content checks a manifest's files allow without any data: a file
-/// of one blob has that blob's hash, an empty file the hash of nothing.
-/// A manifest that breaks them lists a tree no pull could build.
+/// The content checks a manifest's files allow without any data: an
+/// empty file has the hash of nothing; in versions 1 and 2 a file of one
+/// blob has that blob's hash (in version 3 it is checked as its blob is
+/// decoded: whether a block is all zeros is in the bytes), and in version
+/// 3 a sparse file without blobs (all hole) the hash of its zeros. A
+/// manifest that breaks them lists a tree no pull could build.
 pub(crate) fn check_file_hashes(m: &Manifest) -> Result<(), String> {
-    let empty = blake3::hash(b"").to_hex();
+    let version = m.digest_version();
+    let empty = content::of_zeros(version, 0).to_hex();
     for node in &m.nodes {
         if let Kind::File {
             size,
             hash,
             blobs,
             link: None,
-            data: None,
+            data,
             ..
         } = &node.kind
         {
-            let expected = match blobs.as_slice() {
-                [] if *size == 0 => empty.as_str(),
-                [one] if one.size == *size => one.hash.as_str(),
+            let hole;
+            let expected = match (blobs.as_slice(), data) {
+                ([], None) if *size == 0 => empty.as_str(),
+                ([one], None) if one.size == *size && version != DigestVersion::V3 => {
+                    one.hash.as_str()
+                }
+                ([], Some(_)) if version == DigestVersion::V3 => {
+                    hole = content::of_zeros(version, *size).to_hex();
+                    hole.as_str()
+                }
                 _ => continue,
             };
             if hash != expected {
@@ -141,6 +168,7 @@ pub(crate) async fn fill_from_packs(
     let mut files = Vec::new();
     for (n, node) in m.nodes.iter().enumerate() {
         if let Kind::File {
+            size,
             hash,
             blobs,
             link: None,
@@ -156,19 +184,21 @@ pub(crate) async fn fill_from_packs(
             for ((pos, b), offset) in blobs.iter().enumerate().zip(offsets) {
                 dests[index[b.hash.as_str()]].push(Dest { file, pos, offset });
             }
-            // A sparse file's holes are not in its blobs: it is hashed
-            // from disk once written.
-            let dense = data.is_none();
+            // A sparse file's holes are not in its blobs: they are fed
+            // to its running hash as zeros.
             let single = written_whole(&node.kind);
             files.push(Mutex::new(FileState {
                 path: root.join(&node.path),
                 node: n,
                 given: None,
                 hash: hash.clone(),
+                size: *size,
                 checked: single,
-                next: dense.then_some(0),
+                next: (!single).then_some(0),
+                fed: 0,
                 blobs: blobs.len(),
-                hasher: (!single && dense).then(|| Box::new(blake3::Hasher::new())),
+                hasher: None,
+                got: None,
             }));
         }
     }
@@ -192,6 +222,7 @@ pub(crate) async fn fill_from_packs(
         dests,
         files,
         m: m.clone(),
+        version: m.digest_version(),
         on_drop: inner.on_drop,
     });
     futures::stream::iter(reads)
@@ -225,8 +256,8 @@ pub(crate) async fn fill_from_packs(
             given.insert(m.nodes[f.node].path.clone(), g);
         }
     }
-    let name = m.name.clone();
-    blocking(move || finish_hashes(&name, files)).await?;
+    let (name, version) = (m.name.clone(), m.digest_version());
+    blocking(move || finish_hashes(&name, version, files)).await?;
     Ok(given)
 }
 
@@ -387,6 +418,19 @@ fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
         for d in &plan.dests[i] {
             let mut f = plan.files[d.file].lock().unwrap_or_else(|p| p.into_inner());
             if f.checked {
+                // Its hash: its one blob's, or (version 3) made from it.
+                let got = content::of_one_chunk(plan.version, &data, &actual);
+                if got.to_hex().as_str() != f.hash {
+                    return Err(Error::refused(
+                        &plan.m.name,
+                        format!(
+                            "`{}` built from its blob hashes to {}, not {}",
+                            f.path.display(),
+                            got.to_hex(),
+                            f.hash
+                        ),
+                    ));
+                }
                 // Made, written and given its metadata through one
                 // descriptor (after the content, which would clear
                 // set-ID bits and capabilities).
@@ -414,47 +458,40 @@ fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
             file.write_all_at(&data, d.offset)
                 .map_err(|e| Error::io("write", &f.path, e))?;
             let f = &mut *f;
-            if !f.checked {
-                match f.hasher.as_mut() {
-                    Some(h) if f.next == Some(d.pos) => {
-                        h.update(&data);
-                        f.next = Some(d.pos + 1);
-                    }
-                    _ => f.next = None,
+            if f.next == Some(d.pos) && d.offset >= f.fed {
+                let h = f
+                    .hasher
+                    .get_or_insert_with(|| Box::new(ContentHasher::new(plan.version)));
+                h.zeros(d.offset - f.fed);
+                h.update(&data);
+                f.fed = d.offset + data.len() as u64;
+                f.next = Some(d.pos + 1);
+                if d.pos + 1 == f.blobs {
+                    let mut h = f.hasher.take().expect("just made");
+                    h.zeros(f.size.saturating_sub(f.fed));
+                    f.got = Some(h.finalize());
                 }
+            } else {
+                f.next = None;
+                f.hasher = None;
             }
         }
     }
     Ok(())
 }
 
-/// Check the content hash of every file of several blobs: from the
-/// running hash when its blobs came in order, else from disk.
-fn finish_hashes(name: &str, files: Vec<Mutex<FileState>>) -> Result<()> {
+/// Check the content hash of every file not [`written_whole`]: from the
+/// running hash when its blobs came in order, else from disk (its holes
+/// skipped).
+fn finish_hashes(name: &str, version: DigestVersion, files: Vec<Mutex<FileState>>) -> Result<()> {
     for f in files {
         let f = f.into_inner().unwrap_or_else(|p| p.into_inner());
         if f.checked {
             continue; // its one blob's hash, checked as it was decoded
         }
-        let got = match f.next {
-            Some(n) if n == f.blobs && f.hasher.is_some() => {
-                f.hasher.as_ref().expect("checked").finalize()
-            }
-            _ => {
-                let mut h = blake3::Hasher::new();
-                let mut file = File::open(&f.path).map_err(|e| Error::io("open", &f.path, e))?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = file
-                        .read(&mut buf)
-                        .map_err(|e| Error::io("read", &f.path, e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                }
-                h.finalize()
-            }
+        let got = match f.got {
+            Some(got) if f.next == Some(f.blobs) => got,
+            _ => content::of_file(version, &f.path)?,
         };
         if got.to_hex().as_str() != f.hash {
             return Err(Error::refused(

@@ -113,12 +113,16 @@
 //!   (`"fscache-remote-manifest"`), `version` (`1`), `name` (the entry's
 //!   name, which must equal the one asked for, so a signed manifest cannot
 //!   be replayed under another name), `digest` (the tree digest of the
-//!   entry's `data/`, `blake3:<64 hex>`, as [`fscache::Digest`] defines
-//!   it), `created` (Unix seconds) and `nodes`, a list of the tree's nodes,
+//!   entry's `data/`, `blake3v3:<64 hex>` in what a push writes,
+//!   `blake3v2:` or `blake3:` in older manifests, as [`fscache::Digest`]
+//!   defines it: the local entry's own digest), `created` (Unix seconds) and `nodes`, a list of the tree's nodes,
 //!   each directory before anything in it. A node has `path` (relative,
 //!   components joined by `/`, none empty, `.` or `..`), `type` and:
 //!   * `"dir"`: `perm` (`st_mode & 0o7777`);
-//!   * `"file"`: `perm`, `size`, `hash` (hex BLAKE3 of the whole content),
+//!   * `"file"`: `perm`, `size`, `hash` (hex content hash of the
+//!     digest's version, [`fscache::ContentHasher`]: in version 3 a hole
+//!     is counted, never hashed; in versions 1 and 2 BLAKE3 of the whole
+//!     content),
 //!     `blobs` (the chunks in order, each `{"hash", "size"}`), and for the
 //!     second and later names of one inode `link`, the first name (then
 //!     `blobs` is empty: it is a hard link);
@@ -319,6 +323,7 @@
 
 mod asyncapi;
 mod check;
+mod content;
 mod envelope;
 mod error;
 mod fetch;

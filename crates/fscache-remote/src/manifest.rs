@@ -1,7 +1,7 @@
 //! The manifest of one entry: its tree (each node's kind, content, owner,
 //! mtime and xattrs), blob lists and tree digest, and the checks of its
-//! shape; the tree digest (version 2, or 1 for manifests written before
-//! it) over a manifest or a directory on disk. The signed envelope it is
+//! shape; the tree digest (version 3, or 2 or 1 for manifests written
+//! before it) over a manifest or a directory on disk. The signed envelope it is
 //! stored in is `envelope.rs`.
 
 use std::collections::HashMap;
@@ -200,8 +200,9 @@ pub(crate) struct Manifest {
     pub format: String,
     pub version: u64,
     pub name: String,
-    /// The tree digest of `data/`, `blake3v2:<64 hex>` (`blake3:<64 hex>`
-    /// in manifests written before version 2).
+    /// The tree digest of `data/`, `blake3v3:<64 hex>` (`blake3v2:<64
+    /// hex>` or `blake3:<64 hex>` in manifests written before); each file
+    /// node's `hash` is the content hash of that version.
     pub digest: String,
     /// Seconds since the Unix epoch when the push published it.
     pub created: u64,
@@ -349,10 +350,14 @@ impl Manifest {
         Ok(())
     }
 
-    /// The version of the tree digest this manifest records: version 1
-    /// for `blake3:` (manifests written before version 2), else 2.
+    /// The version of the tree digest this manifest records (and of its
+    /// files' content hashes): version 3 for `blake3v3:`, 1 for `blake3:`
+    /// (manifests written before version 2), else 2 (a digest of another
+    /// shape then fails the check against the version 2 digest).
     pub(crate) fn digest_version(&self) -> DigestVersion {
-        if self.digest.starts_with(fscache_prefix_v1()) {
+        if self.digest.starts_with(DigestVersion::V3.prefix()) {
+            DigestVersion::V3
+        } else if self.digest.starts_with(fscache_prefix_v1()) {
             DigestVersion::V1
         } else {
             DigestVersion::V2

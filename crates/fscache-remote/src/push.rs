@@ -26,6 +26,9 @@ use crate::services::link_create_only;
 pub(crate) const CHUNK_MIN: u32 = 64 << 10;
 pub(crate) const CHUNK_AVG: u32 = 256 << 10;
 pub(crate) const CHUNK_MAX: u32 = 1 << 20;
+/// The tree digest version a push writes: the manifest's `digest` and
+/// each file node's `hash` are of it.
+pub(crate) const DIGEST_VERSION: fscache::DigestVersion = fscache::DigestVersion::V3;
 /// zstd's level for blobs: fast, and most of the gain of higher levels.
 pub(crate) const ZSTD_LEVEL: i32 = 3;
 
@@ -35,8 +38,10 @@ pub(crate) const ZSTD_LEVEL: i32 = 3;
 pub struct PushReport {
     /// Whether this push published the manifest.
     pub outcome: Pushed,
-    /// The entry's tree digest as the manifest records it (version 2,
-    /// `blake3v2:`; the local record may be of version 3).
+    /// The entry's tree digest as the manifest records it (version 3,
+    /// `blake3v3:`, what the local entry records too). For
+    /// [`Pushed::Exists`], the local entry's, in version 3 (a manifest
+    /// pushed before version 3 records the version 2 one).
     pub digest: Digest,
     /// Nodes in the tree (files, directories, symlinks, FIFOs, sockets,
     /// devices).
@@ -242,11 +247,11 @@ impl Inner {
         let mkey = manifest_key(name);
         if self.exists(&mkey).await? {
             self.touch(name).await;
-            // Reported: the local entry's digest in the manifests' version
-            // (one read of the tree, none of it sent).
+            // Reported: the local entry's digest in the version a push
+            // writes (one read of the tree, none of it sent).
             let root = entry.path().to_path_buf();
             let digest = blocking(move || {
-                fscache::tree_digest_version(&root, fscache::DigestVersion::V2)
+                fscache::tree_digest_version(&root, DIGEST_VERSION)
                     .map_err(|e| Error::io("digest", &root, e.into()))
             })
             .await?;
@@ -325,7 +330,9 @@ impl Inner {
             format: FORMAT.into(),
             version: VERSION,
             name: name.into(),
-            digest: String::new(),
+            // The version the digest is computed in (its prefix): the
+            // files' hashes are of it.
+            digest: DIGEST_VERSION.prefix().into(),
             created,
             nodes: scanned.nodes,
         };

@@ -23,13 +23,17 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 
 use fastcdc::v2020::FastCDC;
+use fscache::ContentHasher;
 
+use crate::content;
 use crate::error::{Error, Result};
 use crate::index::Known;
 use crate::manifest::{xattr_blobs, BlobRef, Kind, Node, XattrValues};
 use crate::node;
 use crate::pack::PackBuilder;
-use crate::push::{Closed, Place, Scanned, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, ZSTD_LEVEL};
+use crate::push::{
+    Closed, Place, Scanned, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, DIGEST_VERSION, ZSTD_LEVEL,
+};
 
 /// Files handed to the workers ahead of the one the packer is at.
 const FILES_AHEAD: usize = 16;
@@ -470,10 +474,11 @@ type Walked = (Vec<Node>, Vec<(usize, usize)>, XattrValues);
 type Chunked = (u64, String, Vec<BlobRef>, Option<Vec<(u64, u64)>>);
 
 /// Read a file once, cutting it into FastCDC chunks: its size, content
-/// hash, blob list and (for a sparse file) data ranges; each chunk and
-/// its hash go to `emit`. A sparse file's data ranges are chunked one by
-/// one and its holes hashed as zeros, never read. `buf` is reused from
-/// file to file.
+/// hash (of [`DIGEST_VERSION`]), blob list and (for a sparse file) data
+/// ranges; each chunk and its hash go to `emit`. A sparse file's data
+/// ranges are chunked one by one and its holes fed to the content hash
+/// as zeros, never read (in version 3 a hole costs nothing to hash).
+/// `buf` is reused from file to file.
 fn chunk_file(
     path: &Path,
     md: &fs::Metadata,
@@ -482,12 +487,13 @@ fn chunk_file(
 ) -> Result<Chunked> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let ranges = node::data_ranges(&f, md, path)?;
-    let mut whole = blake3::Hasher::new();
+    let mut whole = ContentHasher::new(DIGEST_VERSION);
     let mut blobs = Vec::new();
     let mut size = 0u64;
-    // A dense file below the minimum chunk is one chunk: its hash is the
-    // chunk's, so it is hashed once.
+    // A dense file below the minimum chunk is one chunk: its content hash
+    // is made from the chunk's hash, so it is hashed once.
     let multi = ranges.is_some() || md.len() >= u64::from(CHUNK_MIN);
+    let mut single = None;
     // A dense file is read to its size (an entry is not written while
     // read-locked), so no read is spent to find its end.
     let parts = ranges.clone().unwrap_or_else(|| vec![(0, md.len())]);
@@ -497,7 +503,7 @@ fn chunk_file(
     }
     for (start, len) in parts {
         if size < start {
-            hash_zeros(&mut whole, start - size);
+            whole.zeros(start - size);
             size = start;
         }
         // `buf[lo..hi]` is read and not yet cut; a cut looks at up to
@@ -533,10 +539,13 @@ fn chunk_file(
                 FastCDC::new(&buf[lo..hi], CHUNK_MIN, CHUNK_AVG, CHUNK_MAX).cut(0, hi - lo);
             let chunk = &buf[lo..lo + cut];
             lo += cut;
+            let hash = blake3::hash(chunk);
             if multi {
                 whole.update(chunk);
+            } else {
+                single = Some(content::of_one_chunk(DIGEST_VERSION, chunk, &hash));
             }
-            let hash = blake3::hash(chunk).to_hex().to_string();
+            let hash = hash.to_hex().to_string();
             let n = chunk.len() as u64;
             size += n;
             blobs.push(BlobRef {
@@ -547,23 +556,11 @@ fn chunk_file(
         }
     }
     if ranges.is_some() && size < md.len() {
-        hash_zeros(&mut whole, md.len() - size);
+        whole.zeros(md.len() - size);
         size = md.len();
     }
-    // A dense file of one chunk hashes to that chunk's hash.
-    let hash = match blobs.as_slice() {
-        [one] if !multi || (ranges.is_none() && one.size == size) => one.hash.clone(),
-        _ => whole.finalize().to_hex().to_string(),
-    };
-    Ok((size, hash, blobs, ranges))
-}
-
-/// Feed `n` zero bytes (a hole) to `h`.
-fn hash_zeros(h: &mut blake3::Hasher, mut n: u64) {
-    let zeros = [0u8; 64 << 10];
-    while n > 0 {
-        let k = n.min(zeros.len() as u64) as usize;
-        h.update(&zeros[..k]);
-        n -= k as u64;
-    }
+    // A dense file below CHUNK_MIN is read to its size, so it is one
+    // chunk (`single`) or empty (nothing fed to `whole`).
+    let hash = single.unwrap_or_else(|| whole.finalize());
+    Ok((size, hash.to_hex().to_string(), blobs, ranges))
 }

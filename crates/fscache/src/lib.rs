@@ -127,7 +127,8 @@ pub use fscache_dir::copy::tree_content_bytes;
 pub use fscache_dir::copy::{CopyOptions, CopyStats};
 pub use fscache_dir::digest::data_ranges;
 pub use fscache_dir::digest::{
-    Body, Change, Digest, DirHasher, Listing, NodeMeta, ParseDigestError, Version as DigestVersion,
+    Body, Change, ContentHasher, Digest, DirHasher, Listing, NodeMeta, ParseDigestError,
+    Version as DigestVersion,
 };
 /// Node metadata and the policy for what cannot be kept (xattrs, owners,
 /// set-ID bits), shared by the local copy and a remote pull.

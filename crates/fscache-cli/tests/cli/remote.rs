@@ -150,7 +150,7 @@ fn load_reads_through_a_remote_on_another_host() {
     expect_code(&store(&a, "e", &rich_tree(tmp.path())), 0);
     let o = fsc!("push", &a, "e", "--json", "--remote", &remote);
     let pushed = json(&o)[0]["digest"].as_str().unwrap().to_owned();
-    assert!(pushed.starts_with("blake3v2:"), "{pushed}");
+    assert!(pushed.starts_with("blake3v3:"), "{pushed}");
 
     // A local miss on B: pulled, stored, and the command runs in it.
     let o = fsc!(

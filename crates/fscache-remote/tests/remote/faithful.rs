@@ -271,14 +271,17 @@ fn round_trips(src: &Path, tmp: &Path) -> FsCache {
         fscache::DigestVersion::V3,
         "store_tree records version 3"
     );
-    // What a pulled entry records: the manifest's digest, version 2.
-    let digest = fscache::tree_digest_version(e.path(), fscache::DigestVersion::V2).unwrap();
+    // What a pulled entry records: the manifest's digest, the pusher's
+    // own (version 3).
+    let digest = stored;
+    assert_eq!(fscache::tree_digest(e.path()).unwrap(), digest);
     drop(e);
 
     let (remotes, _moto) = remotes(tmp);
     for (i, (service, remote)) in remotes.iter().enumerate() {
         let t = std::time::Instant::now();
-        remote.push(&c, "tree").unwrap().unwrap();
+        let pushed = remote.push(&c, "tree").unwrap().unwrap();
+        assert_eq!(pushed.digest, digest, "{service}");
         eprintln!("push ({service}): {:?}", t.elapsed());
         let c2 = cache(&tmp.join(format!("pulled{i}")));
         let t = std::time::Instant::now();
@@ -804,9 +807,10 @@ fn large_xattrs_round_trip_as_blobs() {
     let c = cache(&tmp.path().join("c1"));
     assert_eq!(c.store_tree("big", &src).unwrap(), Stored::Committed);
     assert_eq!(c.store_tree("big-again", &src).unwrap(), Stored::Committed);
-    assert_eq!(verified(&c, "big").version(), fscache::DigestVersion::V3);
-    // What the pulled entry records: the manifest's digest, version 2.
-    let digest = fscache::tree_digest_version(&src, fscache::DigestVersion::V2).unwrap();
+    // What the pulled entry records: the manifest's digest, the pusher's
+    // own (version 3).
+    let digest = verified(&c, "big");
+    assert_eq!(digest.version(), fscache::DigestVersion::V3);
     let url = format!("file://{}", tmp.path().join("bucket").display());
     let key = fscache_remote::keygen().unwrap();
     let r = Remote::builder(&url)
@@ -1088,4 +1092,285 @@ fn a_hand_written_xattr_blob_pulls_and_a_malformed_one_is_refused() {
     assert!(c.entries().unwrap().is_empty());
     let objects: Vec<_> = fs::read_dir(c.path().join("objects")).unwrap().collect();
     assert!(objects.is_empty(), "left behind: {objects:?}");
+}
+
+/// A temporary directory on tmpfs (`/dev/shm`) when there is one: it
+/// takes sparse files of any size and reports their holes.
+fn shm_tmp() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .unwrap()
+}
+
+/// The version 3 content hash of the file at `p`, fed by hand: its data
+/// ranges as bytes, its holes as zeros.
+fn content_v3(p: &Path) -> String {
+    let f = fs::File::open(p).unwrap();
+    let size = f.metadata().unwrap().len();
+    let ranges = fscache::data_ranges(&f, size)
+        .unwrap()
+        .unwrap_or_else(|| vec![(0, size)]);
+    let mut h = fscache::ContentHasher::new(fscache::DigestVersion::V3);
+    let mut at = 0;
+    for (start, len) in ranges {
+        h.zeros(start - at);
+        let mut buf = vec![0; len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, start).unwrap();
+        h.update(&buf);
+        at = start + len;
+    }
+    h.zeros(size - at);
+    h.finalize().to_hex().to_string()
+}
+
+/// The `hash` of the file node `path` in a manifest's JSON.
+fn node_hash(m: &serde_json::Value, path: &str) -> String {
+    m["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["path"] == path)
+        .unwrap_or_else(|| panic!("no node `{path}`"))["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A tree of the shapes a content hash treats apart: an 8 GiB sparse
+/// file with a few KiB of data, a 1 GiB file all hole, a small file, an
+/// empty one, a file of zeros below one block, a dense file of several
+/// chunks with a run of zero blocks inside and one of one chunk with a
+/// zero block.
+fn hole_tree(src: &Path) {
+    fs::create_dir(src).unwrap();
+    let f = fs::File::create(src.join("disk.img")).unwrap();
+    f.set_len(8 << 30).unwrap();
+    let data = crate::util::noise(7, 3000);
+    std::os::unix::fs::FileExt::write_all_at(&f, &data, 1 << 30).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"tail", (8 << 30) - 100).unwrap();
+    drop(f);
+    fs::write(src.join("small"), b"small file\n").unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    fs::write(src.join("zeros"), vec![0u8; 5000]).unwrap();
+    let hole = fs::File::create(src.join("hole")).unwrap();
+    hole.set_len(1 << 30).unwrap();
+    let mut dense = crate::util::noise(8, 3 << 20);
+    dense[(1 << 20)..(1 << 20) + (300 << 10)].fill(0);
+    fs::write(src.join("dense"), &dense).unwrap();
+    let mut one = crate::util::noise(9, 200 << 10);
+    one[(64 << 10)..(128 << 10)].fill(0);
+    fs::write(src.join("one-chunk"), &one).unwrap();
+}
+
+/// Push and pull of a tree with an 8 GiB sparse file: the manifest's
+/// digest is version 3 and the pusher's recorded one, each file's `hash`
+/// its version 3 content hash, and the pulled entry records that digest
+/// and allocates what the pushed one does.
+#[test]
+fn a_sparse_file_with_a_big_hole_pushes_and_pulls_in_version_3() {
+    let tmp = shm_tmp();
+    let src = tmp.path().join("src");
+    hole_tree(&src);
+    let c = cache(&tmp.path().join("c1"));
+    assert_eq!(c.store_tree("img", &src).unwrap(), Stored::Committed);
+    let stored = verified(&c, "img");
+    assert_eq!(stored.version(), fscache::DigestVersion::V3);
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let r = Remote::open(&url).unwrap();
+    let t = std::time::Instant::now();
+    let pushed = r.push(&c, "img").unwrap().unwrap();
+    eprintln!("push: {:?}", t.elapsed());
+    assert_eq!(pushed.digest, stored);
+    let m = manifest_json(&r, "img");
+    assert_eq!(m["digest"], stored.to_string());
+    assert!(stored.to_string().starts_with("blake3v3:"));
+    let img = m["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["path"] == "disk.img");
+    assert!(img.unwrap()["data"].is_array(), "disk.img is pushed sparse");
+    let e = c.load("img").unwrap().unwrap();
+    for f in [
+        "disk.img",
+        "hole",
+        "small",
+        "empty",
+        "zeros",
+        "dense",
+        "one-chunk",
+    ] {
+        assert_eq!(node_hash(&m, f), content_v3(&e.path().join(f)), "{f}");
+    }
+    let c2 = cache(&tmp.path().join("c2"));
+    let t = std::time::Instant::now();
+    let got = r.pull(&c2, "img").unwrap().unwrap();
+    eprintln!("pull: {:?}", t.elapsed());
+    for f in ["disk.img", "hole", "dense", "one-chunk", "zeros"] {
+        let (a, b) = (e.path().join(f), got.path().join(f));
+        assert_eq!(
+            fs::metadata(&b).unwrap().len(),
+            fs::metadata(&a).unwrap().len()
+        );
+        assert_eq!(content_v3(&b), content_v3(&a), "{f}");
+    }
+    let blocks = |p: &Path| fs::metadata(p.join("disk.img")).unwrap().blocks();
+    assert_eq!(blocks(got.path()), blocks(e.path()));
+    assert!(blocks(got.path()) < 1024, "{} blocks", blocks(got.path()));
+    drop((e, got));
+    assert_eq!(verified(&c2, "img"), stored);
+    // Pushed again: it exists, and says the same digest.
+    assert_eq!(r.push(&c, "img").unwrap().unwrap().digest, stored);
+}
+
+/// A manifest of version 2 digests (files hashed as BLAKE3 of the whole
+/// content), as pushes wrote before version 3, in format 2 (packs and a
+/// locator): still pulls, its files checked against those hashes, and
+/// the pulled entry records the version 2 digest. The manifest is the
+/// one a push wrote, rewritten to version 2 here (unsigned, as the
+/// remote trusts no key).
+#[test]
+fn a_version_2_manifest_of_packs_still_pulls() {
+    let tmp = shm_tmp();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let f = fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &crate::util::noise(1, 300_000), 1 << 20).unwrap();
+    drop(f);
+    fs::write(src.join("small"), b"small file\n").unwrap();
+    fs::write(src.join("empty"), b"").unwrap();
+    let mut dense = crate::util::noise(2, 3 << 20);
+    dense[(1 << 20)..(2 << 20)].fill(0);
+    fs::write(src.join("dense"), &dense).unwrap();
+    fs::hard_link(src.join("dense"), src.join("again")).unwrap();
+    let c = cache(&tmp.path().join("c1"));
+    assert_eq!(c.store_tree("old", &src).unwrap(), Stored::Committed);
+    let e = c.load("old").unwrap().unwrap();
+    let v2 = fscache::tree_digest_version(e.path(), fscache::DigestVersion::V2).unwrap();
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let r = Remote::open(&url).unwrap();
+    r.push(&c, "old").unwrap().unwrap();
+
+    let key = "v1/manifests/old";
+    let stored = r.read_object(key).unwrap().unwrap();
+    let mut envelope: serde_json::Value =
+        serde_json::from_slice(&zstd::stream::decode_all(&stored[..]).unwrap()).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(envelope["manifest"].as_str().unwrap()).unwrap();
+    m["digest"] = v2.to_string().into();
+    for node in m["nodes"].as_array_mut().unwrap() {
+        if node["type"] == "file" {
+            let content = fs::read(e.path().join(node["path"].as_str().unwrap())).unwrap();
+            node["hash"] = blake3::hash(&content).to_hex().to_string().into();
+        }
+    }
+    envelope["manifest"] = m.to_string().into();
+    envelope["signatures"] = serde_json::json!([]);
+    r.write_object_unchecked(
+        key,
+        zstd::bulk::compress(envelope.to_string().as_bytes(), 3).unwrap(),
+    )
+    .unwrap();
+    let c2 = cache(&tmp.path().join("c2"));
+    let got = r.pull(&c2, "old").unwrap().unwrap();
+    assert_eq!(files_of(got.path()), files_of(e.path()));
+    drop((e, got));
+    assert_eq!(verified(&c2, "old"), v2);
+
+    // The same manifest with one file's hash wrong (and the digest of
+    // that): refused at open, as the digest no longer matches; nothing
+    // stored.
+    let mut m2 = m.clone();
+    for node in m2["nodes"].as_array_mut().unwrap() {
+        if node["path"] == "small" {
+            node["hash"] = blake3::hash(b"other").to_hex().to_string().into();
+        }
+    }
+    envelope["manifest"] = m2.to_string().into();
+    r.write_object_unchecked(
+        key,
+        zstd::bulk::compress(envelope.to_string().as_bytes(), 3).unwrap(),
+    )
+    .unwrap();
+    let c3 = cache(&tmp.path().join("c3"));
+    assert!(r.pull(&c3, "old").is_err());
+    assert!(c3.load("old").unwrap().is_none());
+}
+
+/// Each file's path, size and content, sorted: what two trees without
+/// owners to compare must agree on.
+fn files_of(root: &Path) -> Vec<(String, u64, String)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        let md = fs::metadata(&p).unwrap();
+        out.push((
+            p.file_name().unwrap().to_string_lossy().into_owned(),
+            md.len(),
+            blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// A version 3 manifest is checked in version 3 as its blobs are
+/// decoded: the pushed manifest of one small file, re-signed by no one
+/// with its digest recomputed here from its node, pulls; with the
+/// file's `hash` the BLAKE3 of its content (version 2's, the blob's
+/// hash) and the digest of that, it is refused and nothing is stored.
+#[test]
+fn a_version_3_file_with_its_blob_hash_is_refused() {
+    let tmp = shm_tmp();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("f"), b"hello\n").unwrap();
+    let c = cache(&tmp.path().join("c1"));
+    assert_eq!(c.store_tree("one", &src).unwrap(), Stored::Committed);
+    let url = format!("file://{}", tmp.path().join("bucket").display());
+    let r = Remote::open(&url).unwrap();
+    r.push(&c, "one").unwrap().unwrap();
+    let key = "v1/manifests/one";
+    let stored = r.read_object(key).unwrap().unwrap();
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&zstd::stream::decode_all(&stored[..]).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(envelope["manifest"].as_str().unwrap()).unwrap();
+    let node = &m["nodes"][0];
+    assert_eq!(node["path"], "f");
+    assert_eq!(node["xattrs"].as_array().map_or(0, Vec::len), 0);
+    let publish = |hash: blake3::Hash| {
+        let mut h = fscache::DirHasher::of(fscache::DigestVersion::V3);
+        let meta = fscache::NodeMeta {
+            perm: node["perm"].as_u64().unwrap() as u32,
+            uid: node["uid"].as_u64().unwrap() as u32,
+            gid: node["gid"].as_u64().unwrap() as u32,
+            xattrs: &[],
+        };
+        let body = fscache::Body::File {
+            size: 6,
+            hash: hash.as_bytes(),
+        };
+        h.entry(std::ffi::OsStr::new("f"), meta, body);
+        let mut m = m.clone();
+        m["digest"] = h.finish().to_string().into();
+        m["nodes"][0]["hash"] = hash.to_hex().to_string().into();
+        let mut envelope = envelope.clone();
+        envelope["manifest"] = m.to_string().into();
+        envelope["signatures"] = serde_json::json!([]);
+        r.write_object_unchecked(key, envelope.to_string().into_bytes())
+            .unwrap();
+    };
+    let mut v3 = fscache::ContentHasher::new(fscache::DigestVersion::V3);
+    v3.update(b"hello\n");
+    publish(v3.finalize());
+    let c2 = cache(&tmp.path().join("c2"));
+    assert!(r.pull(&c2, "one").unwrap().is_some());
+
+    publish(blake3::hash(b"hello\n"));
+    let c3 = cache(&tmp.path().join("c3"));
+    let err = r.pull(&c3, "one").unwrap_err().to_string();
+    assert!(err.contains("hashes to"), "{err}");
+    assert!(c3.load("one").unwrap().is_none());
 }

@@ -114,13 +114,15 @@ fn run(ops: Vec<Op>) {
             fscache::tree_digest(&d).unwrap()
         })
         .collect();
-    // What a push reports: the manifest's digest, version 2.
+    // What a push reports: the manifest's digest, version 3 as the local
+    // entry's.
     let manifest_digests: Vec<Digest> = (0..CONTENTS)
         .map(|k| {
             let d = tmp.path().join(format!("content-{k}"));
-            fscache::tree_digest_version(&d, fscache::DigestVersion::V2).unwrap()
+            fscache::tree_digest_version(&d, fscache::DigestVersion::V3).unwrap()
         })
         .collect();
+    assert_eq!(manifest_digests, digests);
     let url = format!("file://{}", tmp.path().join("bucket").display());
     let remote = Remote::open(&url).unwrap();
     let hosts = [
