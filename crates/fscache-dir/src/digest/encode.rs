@@ -39,11 +39,12 @@ impl<'a> NodeMeta<'a> {
 /// An entry's kind and body (see the [module docs](super)).
 #[derive(Clone, Copy, Debug)]
 pub enum Body<'a> {
-    /// A regular file of `size` bytes whose content's BLAKE3 is `hash`.
+    /// A regular file of `size` bytes whose content hash (of the
+    /// hasher's version: [`ContentHasher`](super::ContentHasher)) is `hash`.
     File {
         /// Its size in bytes.
         size: u64,
-        /// BLAKE3 of its content.
+        /// Its content hash in the hasher's version.
         hash: &'a [u8; 32],
     },
     /// A directory whose digest is this (of the same version).
