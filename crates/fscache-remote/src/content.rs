@@ -1,6 +1,6 @@
 //! A file node's `hash`: the content hash of the manifest's digest
-//! version ([`fscache::ContentHasher`]), and the shortcut for a file of
-//! one chunk whose chunk hash is known already.
+//! version ([`fscache::ContentHasher`]) of zeros and of a file on disk (a
+//! file of one chunk takes [`ContentHasher::of_whole`] of its chunk).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -9,40 +9,6 @@ use std::path::Path;
 use fscache::{ContentHasher, DigestVersion};
 
 use crate::error::{Error, Result};
-
-/// The block of the version 3 content hash (64 KiB): a run of all-zero
-/// blocks is counted, never hashed.
-const BLOCK: usize = 64 << 10;
-
-/// The domain tag that starts a version 3 content hash.
-const TAG_DATA3: &[u8; 16] = b"fscache-data-v3\0";
-
-/// The content hash in `version` of a file whose whole content is `data`,
-/// with `hash` = `BLAKE3(data)` (known already: it is the chunk's). In
-/// versions 1 and 2 that is `hash`; in version 3 a content without an
-/// all-zero block is one data run (`BLAKE3(TAGD3 ‖ 0x01 ‖ u64le(len) ‖
-/// hash)`, no second hash of the bytes), any other is hashed by
-/// [`ContentHasher`].
-pub(crate) fn of_one_chunk(
-    version: DigestVersion,
-    data: &[u8],
-    hash: &blake3::Hash,
-) -> blake3::Hash {
-    if version != DigestVersion::V3 {
-        return *hash;
-    }
-    if data.is_empty() || data.chunks(BLOCK).any(is_zero) {
-        let mut h = ContentHasher::new(version);
-        h.update(data);
-        return h.finalize();
-    }
-    let mut h = blake3::Hasher::new();
-    h.update(TAG_DATA3);
-    h.update(&[0x01]);
-    h.update(&(data.len() as u64).to_le_bytes());
-    h.update(hash.as_bytes());
-    h.finalize()
-}
 
 /// The content hash in `version` of `size` zero bytes (an empty file, or
 /// a sparse file that is all hole).
@@ -89,14 +55,10 @@ pub(crate) fn of_file(version: DigestVersion, path: &Path) -> Result<blake3::Has
     Ok(h.finalize())
 }
 
-/// Whether every byte of `b` is zero.
-fn is_zero(b: &[u8]) -> bool {
-    b.chunks(64).all(|c| c.iter().fold(0u8, |a, &x| a | x) == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fscache::DIGEST_BLOCK as BLOCK;
 
     fn v3(data: &[u8]) -> blake3::Hash {
         let mut h = ContentHasher::new(DigestVersion::V3);
@@ -123,12 +85,15 @@ mod tests {
         for data in cases {
             let hash = blake3::hash(&data);
             assert_eq!(
-                of_one_chunk(DigestVersion::V3, &data, &hash),
+                ContentHasher::of_whole(DigestVersion::V3, &data, &hash),
                 v3(&data),
                 "{} bytes",
                 data.len()
             );
-            assert_eq!(of_one_chunk(DigestVersion::V2, &data, &hash), hash);
+            assert_eq!(
+                ContentHasher::of_whole(DigestVersion::V2, &data, &hash),
+                hash
+            );
         }
         // The documented shape of a content without a zero block.
         let mut by_hand = blake3::Hasher::new();

@@ -419,7 +419,7 @@ fn decode_read(plan: &Plan, r: &Read, bytes: &[u8]) -> Result<()> {
             let mut f = plan.files[d.file].lock().unwrap_or_else(|p| p.into_inner());
             if f.checked {
                 // Its hash: its one blob's, or (version 3) made from it.
-                let got = content::of_one_chunk(plan.version, &data, &actual);
+                let got = fscache::ContentHasher::of_whole(plan.version, &data, &actual);
                 if got.to_hex().as_str() != f.hash {
                     return Err(Error::refused(
                         &plan.m.name,

@@ -25,7 +25,6 @@ use std::sync::Mutex;
 use fastcdc::v2020::FastCDC;
 use fscache::ContentHasher;
 
-use crate::content;
 use crate::error::{Error, Result};
 use crate::index::Known;
 use crate::manifest::{xattr_blobs, BlobRef, Kind, Node, XattrValues};
@@ -543,7 +542,11 @@ fn chunk_file(
             if multi {
                 whole.update(chunk);
             } else {
-                single = Some(content::of_one_chunk(DIGEST_VERSION, chunk, &hash));
+                single = Some(fscache::ContentHasher::of_whole(
+                    DIGEST_VERSION,
+                    chunk,
+                    &hash,
+                ));
             }
             let hash = hash.to_hex().to_string();
             let n = chunk.len() as u64;

@@ -128,7 +128,7 @@ pub use fscache_dir::copy::{CopyOptions, CopyStats};
 pub use fscache_dir::digest::data_ranges;
 pub use fscache_dir::digest::{
     Body, Change, ContentHasher, Digest, DirHasher, Listing, NodeMeta, ParseDigestError,
-    Version as DigestVersion,
+    Version as DigestVersion, BLOCK as DIGEST_BLOCK,
 };
 /// Node metadata and the policy for what cannot be kept (xattrs, owners,
 /// set-ID bits), shared by the local copy and a remote pull.

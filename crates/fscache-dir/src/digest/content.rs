@@ -92,6 +92,28 @@ impl ContentHasher {
         }
     }
 
+    /// The content hash in `version` of the whole content `data`, whose
+    /// BLAKE3 is `hash` (known already, say from a chunk that is the whole
+    /// file): in versions 1 and 2 that is `hash`; in version 3 a content
+    /// without an all-zero block is one data run, whose hash needs no
+    /// second pass over the bytes, and any other is hashed again.
+    pub fn of_whole(version: Version, data: &[u8], hash: &blake3::Hash) -> blake3::Hash {
+        if !matches!(version, Version::V3) {
+            return *hash;
+        }
+        if data.is_empty() || data.chunks(BLOCK).any(is_zero) {
+            let mut h = ContentHasher::new(version);
+            h.update(data);
+            return h.finalize();
+        }
+        let mut outer = blake3::Hasher::new();
+        outer.update(TAG_DATA3);
+        outer.update(&[0x01]);
+        outer.update(&(data.len() as u64).to_le_bytes());
+        outer.update(hash.as_bytes());
+        outer.finalize()
+    }
+
     /// The next `bytes` of the content.
     pub fn update(&mut self, bytes: &[u8]) {
         match &mut self.0 {
