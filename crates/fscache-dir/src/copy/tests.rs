@@ -712,11 +712,13 @@ fn copy_with_digest_under_every_method() {
         };
         let root = Frame::new(fd, f.src.clone(), target).unwrap();
         let big_times = times_of(&f.src.join("big"));
+        let holes_times = times_of(&f.src.join("holes"));
         Walk::new().run(&mut copier, root).unwrap();
         let root = copier.root.expect("the root was left");
         let digest = copier.hashes.finish(root).unwrap();
         // Read back for the hash without changing the copies' times.
         assert_eq!(big_times, times_of(&f.dst.join("big")), "{method:?}");
+        assert_eq!(holes_times, times_of(&f.dst.join("holes")), "{method:?}");
         let walked = digest_tree(f.dst_dir(), &f.dst, version).unwrap();
         assert_eq!(digest, walked, "{method:?} {version:?} threaded {threaded}");
         assert_eq!(sum, tree_content_bytes(&f.src).unwrap(), "{method:?}");
