@@ -1117,9 +1117,9 @@ fn s3_service_on_moto() {
 }
 
 /// The suite on `s3s-fs` (a fast S3 server from crates.io, the one the
-/// remote benchmark uses), when it is installed (`cargo xtask
-/// remote-bench` installs it; CI does not: its build takes minutes), behind
-/// the latency proxy at 1 ms.
+/// remote benchmark uses), behind the latency proxy at 1 ms. `cargo xtask
+/// ci` and `cargo xtask remote-bench` install it when it is missing; a
+/// plain `cargo test` without it says so and skips.
 #[test]
 fn s3_service_on_s3s_fs() {
     let works = Command::new("s3s-fs")
