@@ -230,7 +230,7 @@ pub(crate) async fn fill_from_packs(
             let shared = shared.clone();
             async move {
                 // No copy when the body came in one piece.
-                let bytes = read_range(inner, &r).await?.to_bytes();
+                let bytes = read_range(inner, &r).await?;
                 let sizes: Vec<u64> = r
                     .blobs
                     .iter()
@@ -263,15 +263,24 @@ pub(crate) async fn fill_from_packs(
 
 /// One ranged read of a pack: all of its bytes, or [`Error::PackMissing`]
 /// when the pack is gone or shorter (a repack moved its blobs).
-async fn read_range(inner: &Inner, r: &Read) -> Result<opendal::Buffer> {
-    let bytes = match inner.op.read_with(&r.key).range(r.start..r.end).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => {
-            return Err(Error::PackMissing { key: r.key.clone() })
+async fn read_range(inner: &Inner, r: &Read) -> Result<Vec<u8>> {
+    let missing = |e: opendal::Error| {
+        if e.kind() == opendal::ErrorKind::NotFound {
+            Error::PackMissing { key: r.key.clone() }
+        } else {
+            Error::remote("read", &r.key, e)
         }
-        Err(e) => return Err(Error::remote("read", &r.key, e)),
     };
     let expected = r.end - r.start;
+    // Into one buffer of the range's size, as the body comes: the frames
+    // are freed as they are copied, so a read holds its bytes once (with
+    // `read` and `to_bytes`, twice: the frames and their concatenation).
+    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    let reader = inner.op.reader_with(&r.key).await.map_err(missing)?;
+    reader
+        .read_into(&mut bytes, r.start..r.end)
+        .await
+        .map_err(missing)?;
     if bytes.len() as u64 != expected {
         return Err(Error::PackMissing {
             key: format!("{} (only {} of {expected} bytes)", r.key, bytes.len()),
@@ -353,7 +362,7 @@ pub(crate) async fn fetch_xattr_values(
             let wanted = &wanted;
             let per_read: Vec<Vec<(String, Vec<u8>)>> = futures::stream::iter(reads)
                 .map(|r| async move {
-                    let bytes = read_range(inner, &r).await?.to_bytes();
+                    let bytes = read_range(inner, &r).await?;
                     let blobs: Vec<(String, u64, u64, u64)> = r
                         .blobs
                         .iter()
