@@ -201,8 +201,8 @@ def main():
                 ours = cells["fscache"][i]
                 other = cells.get("osbuild", (None,) * 3)[i]
                 cp = cells.get("cp -a", (None,) * 3)[i]
-                ratio = f"{other / ours:.2f}x" if other else "-"
-                vs_cp = f"{ours / cp:.2f}x" if cp else ""
+                ratio = f"{other / ours:.2f}x" if other and ours else "-"
+                vs_cp = f"{ours / cp:.2f}x" if cp and ours else ""
                 label = op if i == 0 else ""
                 print(
                     f"{label:<26}{kind:<6}{human(ours):>11}{human(other):>11}{ratio:>17}"

@@ -22,6 +22,10 @@ use crate::retry_io;
 use crate::stat;
 use crate::walk::{is_dir, open_dir_nofollow, Frame, HardLinks, Visit, Visitor, Walk};
 
+/// Files of at most this size (one digest block) are hashed between their
+/// read and their write even when a hashing thread runs.
+const HASH_IN_PASSING_UP_TO: u64 = crate::digest::BLOCK as u64;
+
 /// The copy of both public functions; with a `tree` hasher for the root,
 /// the digest too.
 pub(super) fn copy_tree_listed(
@@ -365,7 +369,12 @@ impl<'a> Copier<'a> {
         // touching the copy's access time (the times are given after the
         // content, and the read comes later). `O_NOATIME` is ours to set:
         // this process creates the file.
-        let elsewhere = hashing.is_some() && self.hashes.can_hash_elsewhere();
+        // A file of one block or less is hashed in passing all the same:
+        // its read and write cost less than a `copy_file_range`, a read
+        // back and a hand-over.
+        let elsewhere = hashing.is_some()
+            && stat::size(&fst) > HASH_IN_PASSING_UP_TO
+            && self.hashes.can_hash_elsewhere();
         let noatime = if elsewhere { OFlags::NOATIME.bits() } else { 0 };
         let dst = retry_io(|| {
             ddir.open_with(
