@@ -202,6 +202,17 @@ fn xml<'t>(text: &'t str, tag: &str) -> Option<&'t str> {
     Some(&text[start..start + len])
 }
 
+/// The status of an HTTP error response in OpenDAL's context text
+/// (`response: Parts { status: 400, …`), if it names one of 400–599.
+fn http_status(text: &str) -> Option<u16> {
+    let start = text.find("status: ")? + "status: ".len();
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok().filter(|s| (400..600).contains(s))
+}
+
 /// The value of `key: "…"` in OpenDAL's debug text of a parsed S3 error.
 fn quoted<'t>(text: &'t str, key: &str) -> Option<&'t str> {
     let open = format!("{key}: \"");
@@ -284,6 +295,10 @@ fn cause_of(text: &str) -> String {
         format!("the connection was cut{at}")
     } else if lower.contains("permission denied") {
         "permission denied".into()
+    } else if let Some(status) = http_status(text) {
+        // A response without an S3 error body (a HEAD has none): its
+        // status is all the server said.
+        format!("the server answered HTTP {status}{at}")
     } else {
         // The innermost source is the most specific.
         text.rsplit(": ").next().unwrap_or(text).to_string()
@@ -335,6 +350,16 @@ mod tests {
         assert_eq!(
             cause_of(&s3("InvalidAccessKeyId")),
             "credentials rejected (InvalidAccessKeyId)"
+        );
+        // A HEAD has no error body: the status is the cause, not the
+        // tail of OpenDAL's context.
+        assert_eq!(
+            cause_of(
+                "Unexpected (persistent) at stat, context: { uri: http://127.0.0.1:9200/b/x/v1/manifests/share, \
+                 response: Parts { status: 400, version: HTTP/1.1, headers: {\"content-length\": \"83\"} }, \
+                 service: s3, path: v1/manifests/share }"
+            ),
+            "the server answered HTTP 400 at 127.0.0.1:9200"
         );
         assert_eq!(
             cause_of("<Error><Code>NoSuchBucket</Code><BucketName>x</BucketName></Error>"),
