@@ -222,14 +222,7 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 /// `cargo xtask remote-bench`: install what the remote bench needs, then
 /// run it on the full tree.
 fn remote_bench() -> Result<()> {
-    let have = |tool: &str, arg: &str| {
-        Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
+    let have = succeeds;
     ensure_s3s_fs();
     let apt: Vec<&str> = [("restic", "restic"), ("/usr/bin/time", "time")]
         .into_iter()
@@ -261,6 +254,16 @@ fn remote_bench() -> Result<()> {
     run(bench)
 }
 
+/// Whether `tool arg` runs and exits 0 (its output discarded).
+fn succeeds(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The S3 server the remote suite and bench run against beside moto:
 /// `s3s-fs` 0.14.1 (the newest that builds with this toolchain), from
 /// crates.io, installed when `s3s-fs --version` fails. Built at
@@ -268,13 +271,7 @@ fn remote_bench() -> Result<()> {
 /// and a test server's speed is not what is measured (the bench's
 /// baseline goes through the same server).
 fn ensure_s3s_fs() {
-    let works = Command::new("s3s-fs")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if works {
+    if succeeds("s3s-fs", "--version") {
         return;
     }
     println!("\n$ cargo install s3s-fs --version 0.14.1 --locked --features binary (opt-level 1)");
