@@ -24,7 +24,7 @@ use crate::asyncapi::blocking;
 use crate::check::decode_frame;
 use crate::content;
 use crate::error::{Error, Result};
-use crate::locator::{distinct_blobs, distinct_blobs_split, plan, Locator, Read};
+use crate::locator::{distinct_blobs, distinct_blobs_split, plan, Locator, Read, READ_MAX};
 use crate::manifest::{Kind, Manifest, XattrValues};
 use crate::node::{self, GivenMap};
 use crate::push::Tracker;
@@ -272,10 +272,12 @@ async fn read_range(inner: &Inner, r: &Read) -> Result<Vec<u8>> {
         }
     };
     let expected = r.end - r.start;
-    // Into one buffer of the range's size, as the body comes: the frames
-    // are freed as they are copied, so a read holds its bytes once (with
-    // `read` and `to_bytes`, twice: the frames and their concatenation).
-    let mut bytes = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    // Into one buffer, as the body comes: the frames are freed as they are
+    // copied, so a read holds its bytes once (with `read` and `to_bytes`,
+    // twice: the frames and their concatenation). Sized up front to at
+    // most a merged read's limit: a larger range is one frame whose size
+    // an unsigned locator claims, and it grows only with what arrives.
+    let mut bytes = Vec::with_capacity(expected.min(READ_MAX) as usize);
     let reader = inner.op.reader_with(&r.key).await.map_err(missing)?;
     reader
         .read_into(&mut bytes, r.start..r.end)
