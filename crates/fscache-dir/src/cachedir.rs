@@ -8,7 +8,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use cap_std::fs::Dir;
@@ -46,6 +47,12 @@ pub struct CacheDir {
     // `objects/`, opened (`O_PATH`) beneath the root on first use and
     // held, with its device and inode: see `CacheDir::objects_checked`.
     pub(crate) objects: RwLock<Option<(Arc<OwnedFd>, crate::stat::Inode)>>,
+    // The first descriptor `objects` held, kept for the handle's life: the
+    // load's hot path borrows it with two plain loads instead of taking
+    // the read lock (two atomic read-modify-writes), for as long as
+    // `objects_replaced` is false.
+    pub(crate) first_objects: OnceLock<Arc<OwnedFd>>,
+    pub(crate) objects_replaced: AtomicBool,
     #[cfg(feature = "test-hooks")]
     pub(crate) hook: Option<Hook>,
 }
@@ -132,6 +139,8 @@ impl CacheDir {
             durable: false,
             waits: None,
             objects: RwLock::new(None),
+            first_objects: OnceLock::new(),
+            objects_replaced: AtomicBool::new(false),
             #[cfg(feature = "test-hooks")]
             hook: None,
         })
@@ -189,7 +198,15 @@ impl CacheDir {
             .map_err(|e| self.err("fstat", rel, e))?;
         let id = crate::stat::inode(&st);
         let fd = Arc::new(fd);
-        *self.objects.write().unwrap_or_else(|p| p.into_inner()) = Some((fd.clone(), id));
+        let mut held = self.objects.write().unwrap_or_else(|p| p.into_inner());
+        *held = Some((fd.clone(), id));
+        // The first descriptor is also the hot path's; once another one
+        // is held, the hot path takes the lock like everyone else. Under
+        // the write lock, so `replaced` is set before this one is used.
+        if self.first_objects.set(fd.clone()).is_err() {
+            self.objects_replaced.store(true, Ordering::Release);
+        }
+        drop(held);
         Ok(fd)
     }
 
@@ -449,9 +466,16 @@ impl CacheDir {
         }
     }
 
-    /// Run `f` with the held `objects/` descriptor, borrowed under the
-    /// read lock (no reference count touched: the load's hot path).
+    /// Run `f` with the held `objects/` descriptor, borrowed (no reference
+    /// count touched: the load's hot path): the first one held without a
+    /// lock while it is still the one held, else under the read lock.
+    #[inline]
     fn with_objects<T>(&self, f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>) -> io::Result<T> {
+        if !self.objects_replaced.load(Ordering::Acquire) {
+            if let Some(fd) = self.first_objects.get() {
+                return f(fd.as_fd());
+            }
+        }
         {
             let held = self.objects.read().unwrap_or_else(|p| p.into_inner());
             if let Some((fd, _)) = &*held {

@@ -52,7 +52,8 @@ impl Removal {
     }
 }
 
-/// A handle flushes its counts after this many operations (or a second).
+/// A handle flushes its counts after this many operations of one kind in
+/// one thread's stripe (or a second).
 /// A flush is a locked read-modify-write of `cache.stats`, some ten system
 /// calls that create and rename a file: every 1,000 operations it cost a
 /// load loop about 2 % (measured beside the 1-call miss floor), every
@@ -225,7 +226,6 @@ const STRIPES: usize = 8;
 #[repr(align(128))]
 struct Stripe {
     pending: Pending,
-    ops: AtomicU64,
 }
 
 /// The stripe of the calling thread: threads get stripes round-robin, on
@@ -293,10 +293,11 @@ impl Counter {
     /// memory (a cache we may not write into).
     pub(crate) fn bump(&self, dir: Option<&CacheDir>, field: fn(&Pending) -> &AtomicU64, by: u64) {
         let stripe = &self.stripes[stripe_index()];
-        field(&stripe.pending).fetch_add(by, Ordering::Relaxed);
-        let ops = stripe.ops.fetch_add(1, Ordering::Relaxed) + 1;
+        // One atomic add: the counter of operations is the field itself
+        // (a count of one kind; sizes bump by more and flush by time).
+        let now = field(&stripe.pending).fetch_add(by, Ordering::Relaxed) + by;
         if let Some(dir) = dir {
-            if ops % FLUSH_EVERY == 0 || self.due() {
+            if (by == 1 && now % FLUSH_EVERY == 0) || self.due() {
                 let _ = self.flush(dir);
             }
         }
