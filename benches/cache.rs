@@ -16,12 +16,11 @@
 //!   `raw_hit_returned`/`raw_miss_returned` are the floors called as a
 //!   function that returns after its system calls, as a library call
 //!   must: the floors themselves are inlined into criterion's loop, and
-//!   on the machine measured (an AMD EPYC guest, `spec_rstack_overflow`:
-//!   "Safe RET, no microcode") the first `ret` after a system call cost
-//!   about 0.5 µs of thread CPU time, as much as the miss's `openat`
-//!   itself on ext4. Same calls, same descriptors, same flags: the only
-//!   difference is that return (see "Why a miss is above its floor"
-//!   below).
+//!   on one guest (an AMD EPYC, `spec_rstack_overflow`: "Safe RET, no
+//!   microcode") the first `ret` after a system call once cost about
+//!   0.5 µs of thread CPU time. Same calls, same descriptors, same flags:
+//!   the only difference is that return (see "Why a miss is above its
+//!   floor" below).
 //! * `load_disk`: the same hits and misses on a cache under the target
 //!   directory (the build's own file system, typically ext4).
 //! * `open`: `openat2(RESOLVE_BENEATH)` of `NAME/object.lock` relative to
@@ -50,19 +49,26 @@
 //!
 //! `load` makes the floor's calls (`strace`: the same count and kinds,
 //! `openat2(RESOLVE_NO_SYMLINKS)` for `openat(O_NOFOLLOW)`, which would
-//! follow a symlink planted as `NAME`; `openat2` alone costs the same
-//! as `openat`, measured on ext4 beside the floor: 0.82 vs 0.83 µs). What
-//! remains is not user-space work that can be cut: the same `openat2`
-//! wrapped in an `#[inline(never)]` function of three lines took 1.3–1.5
-//! µs against 0.8–0.9 µs inlined, whichever of six copies at different
-//! addresses, and inlining fscache-dir's whole lock path into the load
-//! did not move it while `load` itself returns to its caller. It is the
-//! return after the system call, which a library call cannot avoid: in
-//! one run, ext4, `miss` 1.36 µs, `raw_miss` 0.79 µs (1.72x),
-//! `raw_miss_returned` 1.17 µs (`miss` 1.16x); tmpfs 2.73, 2.18 (1.25x),
-//! 2.47 µs (1.11x). The rest (the name check, the path on the stack, the
-//! stripe's counters and the coarse clock) is what `miss` costs above
-//! `raw_miss_returned`.
+//! follow a symlink planted as `NAME`). The miss's floor is one failing
+//! `openat`, about 0.24 µs on ext4: at 1.05× its budget for everything
+//! else is 12 ns, less than validating the name. What `perf record` of
+//! `load_disk/miss` showed above the floor, in one run (miss 0.33 µs,
+//! `raw_miss` 0.24 µs, 1.36×; tmpfs 0.68 and 0.62 µs, 1.05–1.10×):
+//!
+//! * the kernel's side of `openat2`: copying `struct open_how` in
+//!   (`_copy_from_user`, about 4 % of the samples);
+//! * in user space about 14 %: the name check, the path built on the
+//!   stack and checked as a C string (`memcpy`, `CStr`), the beneath
+//!   check of the path's components, the lock's result moved through
+//!   two frames, the stripe's counter and the coarse clock.
+//!
+//! Gone since the first measurement: the read lock around the held
+//! `objects/` descriptor (the first one is borrowed with two plain
+//! loads) and the second atomic add of a stats bump (ext4 miss 0.38 →
+//! 0.33 µs). `raw_hit_returned`/`raw_miss_returned` once showed a cost of
+//! about 0.5 µs for the first `ret` after a system call on this guest
+//! (`spec_rstack_overflow`: "Safe RET, no microcode"); on the host of the
+//! run above they equal the inlined floors, and they stay as the check.
 //!
 //! "tmpfs" is `/dev/shm` where it exists, else the system temp directory.
 //! Every cache lives in its own temporary directory, removed at the end.

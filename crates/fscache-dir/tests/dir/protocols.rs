@@ -447,3 +447,30 @@ fn a_claim_never_holds_a_stale_lock_file() {
         TryLocked::Absent
     ));
 }
+
+/// The load's hot path borrows the first `objects/` descriptor without a
+/// lock; once `objects_checked` finds the path naming another directory,
+/// every later lock goes through the new one (never the old, replaced
+/// directory's).
+#[test]
+fn try_lock_object_follows_a_replaced_objects_directory() {
+    let (_t, root) = fresh();
+    let c = open(&root);
+    let rel = c"e/object.lock";
+    let lock_e = |c: &CacheDir| c.try_lock_object(rel, LockOptions::shared()).unwrap();
+    // Held from the first use: absent in the first `objects/`.
+    assert!(matches!(lock_e(&c), TryLocked::Absent));
+    // Another `objects/` takes its place, holding the entry's lock file.
+    std::fs::rename(root.join("objects"), root.join("objects.old")).unwrap();
+    std::fs::create_dir_all(root.join("objects/e")).unwrap();
+    std::fs::write(root.join("objects/e/object.lock"), b"").unwrap();
+    // Until the path is checked, the held descriptor still answers.
+    assert!(matches!(lock_e(&c), TryLocked::Absent));
+    c.objects_checked().unwrap();
+    assert!(lock_e(&c).locked().is_some(), "the new objects/ answers");
+    // And keeps answering, from the slow path, after a second swap back.
+    std::fs::remove_dir_all(root.join("objects")).unwrap();
+    std::fs::rename(root.join("objects.old"), root.join("objects")).unwrap();
+    c.objects_checked().unwrap();
+    assert!(matches!(lock_e(&c), TryLocked::Absent));
+}
