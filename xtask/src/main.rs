@@ -222,27 +222,21 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 /// `cargo xtask remote-bench`: install what the remote bench needs, then
 /// run it on the full tree.
 fn remote_bench() -> Result<()> {
-    let have = succeeds;
     ensure_s3s_fs();
     let apt: Vec<&str> = [("restic", "restic"), ("/usr/bin/time", "time")]
         .into_iter()
-        .filter(|(t, _)| !(have(t, "version") || have(t, "--version") || Path::new(t).exists()))
+        .filter(|(t, _)| {
+            !(succeeds(t, &["version"]) || succeeds(t, &["--version"]) || Path::new(t).exists())
+        })
         .map(|(_, p)| p)
         .collect();
-    if !apt.is_empty() && have("apt-get", "--version") {
-        println!("\n$ apt-get install -y {}", apt.join(" "));
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&apt)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
+    if !apt.is_empty() && succeeds("apt-get", &["--version"]) && !apt_install(&apt) {
+        println!(
+            "installing {} failed: the bench rows that need them skip",
+            apt.join(", ")
+        );
     }
-    if !have("python3", "-c")
-        || Command::new("python3")
-            .args(["-c", "import moto.server"])
-            .status()
-            .map_or(true, |s| !s.success())
-    {
+    if !succeeds("python3", &["-c", "import moto.server"]) {
         let _ = Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "moto[server]"])
             .status();
@@ -254,12 +248,25 @@ fn remote_bench() -> Result<()> {
     run(bench)
 }
 
-/// Whether `tool arg` runs and exits 0 (its output discarded).
-fn succeeds(tool: &str, arg: &str) -> bool {
+/// Whether `tool args…` runs and exits 0 (its output discarded).
+fn succeeds(tool: &str, args: &[&str]) -> bool {
     Command::new(tool)
-        .arg(arg)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `apt-get update`, then install `packages` without questions; whether
+/// the install succeeded.
+fn apt_install(packages: &[&str]) -> bool {
+    println!("\n$ apt-get install -y {}", packages.join(" "));
+    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .is_ok_and(|s| s.success())
 }
@@ -271,7 +278,7 @@ fn succeeds(tool: &str, arg: &str) -> bool {
 /// and a test server's speed is not what is measured (the bench's
 /// baseline goes through the same server).
 fn ensure_s3s_fs() {
-    if succeeds("s3s-fs", "--version") {
+    if succeeds("s3s-fs", &["--version"]) {
         return;
     }
     println!("\n$ cargo install s3s-fs --version 0.14.1 --locked --features binary (opt-level 1)");
@@ -329,15 +336,7 @@ fn ensure_test_tools() {
         );
         return;
     }
-    println!("\n$ apt-get install -y {}", missing.join(" "));
-    let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "-qq"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    if !apt_install(&missing) {
         println!(
             "ci: installing {} failed: the tests that need them skip",
             missing.join(", ")
